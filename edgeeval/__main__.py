@@ -1,0 +1,3 @@
+from edgeeval.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Every error edgeeval raises on purpose.
+
+Each class carries its details as attributes so callers (and tests) can inspect them, and its
+message says what went wrong and what to do next. The CLI is the only place these become text
+on the terminal and an exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EdgeevalError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(EdgeevalError, ValueError):
+    """A config file (models.yaml, a task suite) is invalid.
+
+    `path` is the file, `entry` the item inside it (may be None), `key` the offending key.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | Path, entry: str | None = None,
+                 key: str | None = None) -> None:
+        where = str(path)
+        if entry is not None:
+            where += f": entry '{entry}'"
+        if key is not None:
+            where += f": key '{key}'"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.entry = entry
+        self.key = key
+
+
+class UnknownNameError(EdgeevalError, KeyError):
+    """A model, set or task name that is not in the catalog; suggests the closest names."""
+
+    exit_code = 2
+
+    def __init__(self, kind: str, name: str, suggestions: list[str], *, hint: str = "") -> None:
+        msg = f"unknown {kind} '{name}'"
+        if suggestions:
+            msg += "; did you mean " + " or ".join(f"'{s}'" for s in suggestions) + "?"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+        self.kind = kind
+        self.name = name
+        self.suggestions = suggestions
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class FetchError(EdgeevalError):
+    """A model file could not be obtained."""
+
+
+class ChecksumMismatchError(FetchError):
+    """A downloaded or local file does not match the size or sha256 the catalog promises."""
+
+    def __init__(self, path: str | Path, *, expected_sha256: str | None, actual_sha256: str | None,
+                 expected_size: int | None = None, actual_size: int | None = None,
+                 removed: bool = False) -> None:
+        parts = []
+        if expected_size is not None and actual_size is not None and expected_size != actual_size:
+            parts.append(f"size expected {expected_size:,} bytes, got {actual_size:,}")
+        if expected_sha256 and actual_sha256 and expected_sha256 != actual_sha256:
+            parts.append(f"sha256 expected {expected_sha256}, got {actual_sha256}")
+        what = "; ".join(parts) or "content does not match the catalog"
+        tail = " The bad file was removed; run the fetch again." if removed else \
+            " Check the file or the sha256 in models.yaml."
+        super().__init__(f"{path}: {what}.{tail}")
+        self.path = str(path)
+        self.expected_sha256 = expected_sha256
+        self.actual_sha256 = actual_sha256
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+
+
+class HubError(FetchError):
+    """The Hugging Face Hub refused or could not serve a file."""
+
+    def __init__(self, message: str, *, repo_id: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.filename = filename
+
+
+class RepoNotFoundError(HubError, FileNotFoundError):
+    """The repository or the file in it does not exist (or is private)."""
+
+
+class GatedRepoError(HubError, PermissionError):
+    """The repository is gated: the user must accept its terms and authenticate."""
+
+
+class OfflineError(FetchError, ConnectionError):
+    """A file is needed from the network but offline mode is on or the network is unreachable."""
+
+
+class DiskSpaceError(EdgeevalError, OSError):
+    """Not enough free disk space for a download or a build."""
+
+    def __init__(self, path: str | Path, *, needed_bytes: int, free_bytes: int) -> None:
+        super().__init__(
+            f"not enough free disk space in {path}: need {needed_bytes / 1e9:.2f} GB, "
+            f"{free_bytes / 1e9:.2f} GB free. Free some space or set EDGEEVAL_HOME to a larger disk."
+        )
+        self.path = str(path)
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
+
+
+class InvalidModelFileError(EdgeevalError, ValueError):
+    """A file is not a well-formed GGUF (checked before llama.cpp parses it)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: not a valid GGUF file: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class PreflightError(EdgeevalError):
+    """The machine is clearly too small for what was asked (use --force to try anyway)."""
+
+
+class RunNotFoundError(EdgeevalError, FileNotFoundError):
+    """A run id or directory with stored results does not exist."""
