@@ -1,0 +1,82 @@
+"""Pure formulas shared by the stages: repetition statistics, accuracy, capability.
+
+No I/O, no models: every function here is checked against hand-computed tables in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from edgeeval.records import SampleResult, TaskScore
+
+
+def mean_stddev(samples: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n-1), as llama-bench reports them.
+
+    >>> mean_stddev([10.0, 12.0, 14.0])
+    (12.0, 2.0)
+    """
+    if not samples:
+        raise ValueError("no samples")
+    mean = sum(samples) / len(samples)
+    if len(samples) < 2:
+        return mean, 0.0
+    var = sum((x - mean) ** 2 for x in samples) / (len(samples) - 1)
+    return mean, math.sqrt(var)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of a proportion from n samples, sqrt(p(1-p)/(n-1)) (lm-eval's choice).
+
+    >>> round(binomial_se(0.5, 101), 4)
+    0.05
+    """
+    if n < 2:
+        return 0.0
+    return math.sqrt(p * (1 - p) / (n - 1))
+
+
+def pick(logliks: Sequence[float], choice_chars: Sequence[int], *, normalize: bool) -> int:
+    """Index of the chosen answer: highest log-likelihood, or per character when `normalize`
+    (lm-evaluation-harness's acc_norm divides by the continuation's length in bytes/chars)."""
+    scores = [ll / max(c, 1) for ll, c in zip(logliks, choice_chars)] if normalize else logliks
+    return max(range(len(scores)), key=lambda i: scores[i])
+
+
+def normalized_gain(acc: float, chance: float) -> float:
+    """Accuracy above chance, scaled so chance is 0 and perfect is 1, clamped at 0.
+
+    >>> normalized_gain(0.625, 0.25)
+    0.5
+    """
+    return max(0.0, (acc - chance) / (1.0 - chance))
+
+
+def capability(scores: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
+    """Capability 0..100 and its standard error from (acc, acc_se, chance) per task.
+
+    capability = 100 * mean_t max(0, (acc_t - chance_t) / (1 - chance_t)); the SE propagates
+    each task's binomial SE through the same linear map (the clamp is ignored for the SE).
+    Example: tasks (0.625, 0.05, 0.25) and (0.5, 0.05, 0.5) give gains 0.5 and 0.0, so
+    capability = 25.0, SE = 100 * sqrt((0.05/0.75)^2 + (0.05/0.5)^2) / 2 = 6.01.
+    """
+    if not scores:
+        raise ValueError("no task scores")
+    gains = [normalized_gain(a, c) for a, _, c in scores]
+    var = sum((se / (1.0 - c)) ** 2 for _, se, c in scores)
+    return 100.0 * sum(gains) / len(gains), 100.0 * math.sqrt(var) / len(gains)
+
+
+def score_samples(samples: Sequence[SampleResult], *, task: str, version: int, category: str,
+                  chance: float, elapsed_s: float = 0.0) -> TaskScore:
+    """acc and acc_norm with binomial standard errors from stored per-item log-likelihoods."""
+    n = len(samples)
+    if n == 0:
+        raise ValueError(f"task {task}: no samples to score")
+    hits = sum(pick(s.logliks, s.choice_chars, normalize=False) == s.gold for s in samples)
+    hits_norm = sum(pick(s.logliks, s.choice_chars, normalize=True) == s.gold for s in samples)
+    acc, acc_norm = hits / n, hits_norm / n
+    return TaskScore(task=task, version=version, category=category, chance=chance, n=n,
+                     acc=acc, acc_se=binomial_se(acc, n), acc_norm=acc_norm,
+                     acc_norm_se=binomial_se(acc_norm, n), elapsed_s=elapsed_s)

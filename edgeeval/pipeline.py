@@ -1,0 +1,97 @@
+"""Wires the stages together: catalog -> fetch -> runner -> store -> summarize -> report.
+
+This module and the CLI are the only places that import more than one stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeeval import hostinfo, settings, store
+from edgeeval import records as rec
+from edgeeval.backend import library_info
+from edgeeval.catalog import Variant
+from edgeeval.errors import EdgeevalError, PreflightError
+from edgeeval.fetch import fetch
+from edgeeval.gguf_check import check_gguf, kv_cache_bytes
+from edgeeval.report import write_report
+from edgeeval.runner import failed_record, measure_variant, preflight, variant_info
+from edgeeval.summarize import RankRow, rank_rows
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    run_id: str
+    records: list[rec.ModelRecord]
+    rows: list[RankRow]
+    paths: dict[str, Path]
+
+
+def _unfetched_info(variant: Variant) -> rec.VariantInfo:
+    return rec.VariantInfo(name=variant.name, family=variant.family, model=variant.model,
+                           quant=variant.quant, kind=variant.kind,
+                           size_bytes=variant.size_bytes or 0, sha256=variant.sha256 or "",
+                           params=variant.params)
+
+
+def bench(variants: list[Variant], run_settings: rec.RunSettings, *, run_id: str | None = None,
+          force: bool = False, progress: Progress = print) -> BenchOutcome:
+    """Measure `variants` and write the report. With an existing `run_id`, resume it: variants
+    whose finished record has the same file hash, settings and host are not measured again."""
+    reports = settings.reports_dir()
+    host = hostinfo.collect(library_info())
+    resuming = run_id is not None and (store.run_dir(run_id, reports) / "run.json").exists()
+    run_id = run_id or store.new_run_id()
+    done = {r.key for r in store.load_records(run_id, reports) if r.status == rec.STATUS_OK} \
+        if resuming else set()
+    store.write_manifest(run_id, {"run_id": run_id, "host": rec.to_dict(host),
+                                  "settings": rec.to_dict(run_settings),
+                                  "variants": [v.name for v in variants]}, reports)
+    n_threads = run_settings.n_threads or hostinfo.physical_cores()
+    for index, variant in enumerate(variants, 1):
+        progress(f"[{index}/{len(variants)}] {variant.name}")
+        _bench_one(variant, run_settings, run_id=run_id, host=host, done=done, force=force,
+                   n_threads=n_threads, progress=progress)
+    return render(run_id)
+
+
+def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
+               host: rec.HostInfo, done: set[str], force: bool, n_threads: int,
+               progress: Progress) -> None:
+    try:
+        file = fetch(variant, progress=progress)
+        info = variant_info(variant, file)
+        key = f"{info.sha256}:{run_settings.key()}:{host.host_id}"
+        if key in done:
+            progress(f"{variant.name}: already measured in this run (resume), skipping")
+            return
+        kv = kv_cache_bytes(check_gguf(file.path), run_settings.n_ctx)
+        preflight(variant, file, kv, force=force)
+    except (EdgeevalError, OSError) as exc:
+        status = rec.STATUS_SKIPPED
+        progress(f"{variant.name}: {'refused' if isinstance(exc, PreflightError) else 'failed'}"
+                 f": {exc}")
+        store.save_record(failed_record(run_id, _unfetched_info(variant), host, run_settings,
+                                        status, str(exc)))
+        return
+    record, samples = measure_variant(variant, file, run_id=run_id, host=host,
+                                      settings=run_settings, root=settings.package_root(),
+                                      n_threads=n_threads, progress=progress)
+    if record.status != rec.STATUS_OK:
+        progress(f"{variant.name}: {record.status}: {record.error}")
+    store.save_record(record, samples)
+
+
+def render(run: str) -> BenchOutcome:
+    """(Re)write a run's reports from its stored records; loads no model."""
+    run_id = store.resolve_run(run)
+    manifest = store.read_manifest(run_id)
+    records = store.load_records(run_id)
+    rows = rank_rows(records)
+    meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings")}
+    paths = write_report(store.run_dir(run_id), rows, records, meta)
+    return BenchOutcome(run_id=run_id, records=records, rows=rows, paths=paths)

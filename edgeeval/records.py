@@ -1,0 +1,206 @@
+"""Records that cross stage boundaries: small frozen dataclasses that round-trip through JSON.
+
+Units live in field names (`size_bytes`, `load_s`, `avg_ts` = tokens per second). A measured
+model is a `ModelRecord`; it carries its provenance (host, settings, file sha256) so any later
+stage (scoring, ranking, reports) runs from the stored record alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"      # the child raised or exited non-zero
+STATUS_CRASH = "crash"      # the child died from a signal (segfault, OOM kill)
+STATUS_TIMEOUT = "timeout"  # the child ran past the per-model timeout and was killed
+STATUS_SKIPPED = "skipped"  # refused before loading (pre-flight, fetch failure)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What the numbers depend on, besides the model and the settings."""
+
+    host_id: str
+    hostname: str
+    os: str
+    os_version: str
+    machine: str
+    cpu_model: str
+    cores_physical: int
+    cores_logical: int
+    ram_bytes: int
+    python_version: str
+    edgeeval_version: str
+    llama_cpp_python_version: str
+    llama_cpp_system_info: str
+    backend: str
+    gpu_offload: bool
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything in a run that changes a number. `key()` identifies it for --resume."""
+
+    n_ctx: int = 2048
+    n_threads: int = 0          # 0 = physical cores
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_gpu_layers: int = 0
+    flash_attn: bool = False
+    use_mmap: bool = True
+    pp_tokens: int = 128
+    tg_tokens: int = 32
+    repetitions: int = 5
+    suite: str = "offline"
+    task_limit: int | None = None
+    seed: int = 0
+    timeout_s: float = 900.0
+
+    def key(self) -> str:
+        """Short stable hash of the settings that affect measurements (not the timeout)."""
+        data = dataclasses.asdict(self)
+        data.pop("timeout_s")
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SpeedResult:
+    """One llama-bench style test: pp (n_prompt tokens) or tg (n_gen single-token decodes)."""
+
+    test: str
+    n_prompt: int
+    n_gen: int
+    n_depth: int
+    samples_ns: tuple[int, ...]
+    samples_ts: tuple[float, ...]
+    avg_ts: float
+    stddev_ts: float
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """Accuracy on one task; `acc_se` is the binomial standard error of `acc`."""
+
+    task: str
+    version: int
+    category: str
+    chance: float
+    n: int
+    acc: float
+    acc_se: float
+    acc_norm: float
+    acc_norm_se: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """One scored item, kept so a task can be re-scored without the model."""
+
+    task: str
+    item_id: str
+    gold: int
+    logliks: tuple[float, ...]
+    choice_chars: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Memory of the child process, sampled from the parent.
+
+    `peak_rss_bytes` is the sampled maximum; `os_maxrss_bytes` is what the kernel reports for
+    the child at exit (getrusage via wait4), a cross-check of the sampler.
+    """
+
+    peak_rss_bytes: int
+    peak_uss_bytes: int
+    os_maxrss_bytes: int
+    n_samples: int
+    interval_ms: float
+    rss_after_load_bytes: int = 0
+    use_mmap: bool = True
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    family: str
+    model: str
+    quant: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    params: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The outcome of measuring one variant in one run, ok or not."""
+
+    run_id: str
+    variant: VariantInfo
+    host: HostInfo
+    settings: RunSettings
+    status: str
+    started_at: str
+    duration_s: float
+    load_s: float | None = None
+    speed: tuple[SpeedResult, ...] = ()
+    tasks: tuple[TaskScore, ...] = ()
+    memory: MemoryResult | None = None
+    error: str = ""
+    stderr_tail: str = ""
+    n_ctx_train: int | None = None
+    kv_cache_bytes: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Resume key: file hash + settings + host."""
+        return f"{self.variant.sha256}:{self.settings.key()}:{self.host.host_id}"
+
+    def speed_of(self, prefix: str) -> SpeedResult | None:
+        return next((s for s in self.speed if s.test.startswith(prefix)), None)
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def to_json(record: Any) -> str:
+    return json.dumps(to_dict(record), sort_keys=True)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a (nested) record dataclass from `to_dict` output; unknown keys are ignored."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(inner[0], value)
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp)
+        return tuple(_convert(inner, v) for v in value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)  # type: ignore[arg-type]
+    return value
+
+

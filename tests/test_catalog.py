@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from edgeeval.catalog import load_catalog
+from edgeeval.errors import ConfigError, UnknownNameError
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """
+variants:
+  - name: a
+    family: qwen
+    model: A
+    quant: Q8_0
+    kind: instruct
+    license: mit
+    source: {hub: {repo_id: org/a, filename: a.gguf}}
+sets:
+  default: [a]
+"""
+
+
+def test_repo_catalog_covers_the_four_families_and_embeds_three_models():
+    catalog = load_catalog(REPO / "models.yaml")
+    families = {v.family for v in catalog.variants.values()}
+    assert {"qwen", "deepseek", "mimo", "gemma"} <= families
+    default = catalog.select()
+    assert [v.source.kind for v in default] == ["pypi"] * 3
+    assert catalog.get("gemma-3-270m-q4_k_m").kind == "base"
+    assert all(v.sha256 and v.size_bytes for v in default)
+
+
+@pytest.mark.parametrize("old, new, key, entry", [
+    ("    quant: Q8_0\n", "    quant: Q8_0\n    quantz: x\n", "quantz", "a"),
+    ("    license: mit\n", "", "license", "a"),
+    ("    quant: Q8_0\n", "    quant: Q8_0\n    sha256: abc123\n", "sha256", "a"),
+    ("    quant: Q8_0\n", "    quant: Q8_0\n    size_bytes: -5\n", "size_bytes", "a"),
+    ("filename: a.gguf", "filenam: a.gguf", "source.hub.filenam", "a"),
+    ("family: qwen", "family: llama", "family", "a"),
+    ("default: [a]", "default: [b]", "sets", "default"),
+])
+def test_broken_catalog_names_file_entry_and_key(tmp_path, old, new, key, entry):
+    path = tmp_path / "models.yaml"
+    assert old in GOOD
+    path.write_text(GOOD.replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"key '{key}'" in message
+    assert f"entry '{entry}'" in message
+
+
+def test_duplicate_names_are_rejected(tmp_path):
+    body = GOOD.split("sets:")[0]
+    entry = body.split("variants:\n")[1]
+    path = tmp_path / "models.yaml"
+    path.write_text(body + entry + "sets:\n  default: [a]\n")
+    with pytest.raises(ConfigError, match="duplicate name"):
+        load_catalog(path)
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text(GOOD.replace("    quant: Q8_0\n", "    quant: Q8_0\n    licence: x\n"))
+    with pytest.raises(ConfigError, match="did you mean 'license'"):
+        load_catalog(path)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("variants: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_catalog(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_model_name_suggests_the_closest():
+    catalog = load_catalog(REPO / "models.yaml")
+    with pytest.raises(UnknownNameError) as info:
+        catalog.select(["qwen3-0.6b-q8"])
+    assert "did you mean 'qwen3-0.6b-q8_0'" in str(info.value)
+    assert info.value.suggestions[0] == "qwen3-0.6b-q8_0"
+
+
+def test_sets_expand_and_explicit_names_mix():
+    catalog = load_catalog(REPO / "models.yaml")
+    names = [v.name for v in catalog.select(["tiny", "qwen3-0.6b-q8_0"])]
+    assert names == ["smollm2-135m-instruct-q4_1", "qwen3-0.6b-q8_0"]
