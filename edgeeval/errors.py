@@ -91,6 +91,9 @@ class HubError(FetchError):
         self.repo_id = repo_id
         self.filename = filename
 
+    def __str__(self) -> str:  # OSError would otherwise print "[Errno None] None: filename"
+        return str(self.args[0])
+
 
 class RepoNotFoundError(HubError, FileNotFoundError):
     """The repository or the file in it does not exist (or is private)."""
@@ -102,6 +105,15 @@ class GatedRepoError(HubError, PermissionError):
 
 class OfflineError(FetchError, ConnectionError):
     """A file is needed from the network but offline mode is on or the network is unreachable."""
+
+    def __init__(self, message: str, *, repo_id: str | None = None,
+                 filename: str | None = None) -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.filename = filename
+
+    def __str__(self) -> str:  # see HubError.__str__
+        return str(self.args[0])
 
 
 class DiskSpaceError(EdgeevalError, OSError):

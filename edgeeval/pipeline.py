@@ -13,7 +13,7 @@ from edgeeval import hostinfo, settings, store
 from edgeeval import records as rec
 from edgeeval.backend import library_info
 from edgeeval.catalog import Variant
-from edgeeval.errors import EdgeevalError, PreflightError
+from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
 from edgeeval.fetch import fetch
 from edgeeval.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.report import write_report
@@ -69,8 +69,7 @@ def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
         if key in done:
             progress(f"{variant.name}: already measured in this run (resume), skipping")
             return
-        kv = kv_cache_bytes(check_gguf(file.path), run_settings.n_ctx)
-        preflight(variant, file, kv, force=force)
+        preflight(variant, file, _kv_estimate(file.path, run_settings.n_ctx), force=force)
     except (EdgeevalError, OSError) as exc:
         status = rec.STATUS_SKIPPED
         progress(f"{variant.name}: {'refused' if isinstance(exc, PreflightError) else 'failed'}"
@@ -84,6 +83,15 @@ def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
     if record.status != rec.STATUS_OK:
         progress(f"{variant.name}: {record.status}: {record.error}")
     store.save_record(record, samples)
+
+
+def _kv_estimate(path: Path, n_ctx: int) -> int | None:
+    """KV cache bytes from the header, for pre-flight. A malformed file gives None here: the
+    child runs the same check first thing and its failure is recorded with the reason."""
+    try:
+        return kv_cache_bytes(check_gguf(path), n_ctx)
+    except InvalidModelFileError:
+        return None
 
 
 def render(run: str) -> BenchOutcome:

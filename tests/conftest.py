@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fakehub"]
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_MODEL_HOME = Path(os.environ.get("EDGEEVAL_TEST_HOME", REPO / ".cache" / "test-home"))
 
