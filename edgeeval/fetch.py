@@ -9,7 +9,6 @@ and renamed into place only once verified.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,12 +21,11 @@ from pathlib import Path
 
 from edgeeval import settings
 from edgeeval.catalog import Variant
-from edgeeval.errors import (ChecksumMismatchError, DiskSpaceError, FetchError, OfflineError)
+from edgeeval.errors import ChecksumMismatchError, FetchError, OfflineError
+from edgeeval.files import ensure_free_space, sha256_file
 
 Progress = Callable[[str], None]
 _CHUNK = 1 << 20
-#: Extra free space demanded beyond a download's own size (temp copies, fragmentation).
-DISK_MARGIN_BYTES = 200 * 10**6
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,6 @@ class LocalFile:
 
 def _quiet(_: str) -> None:
     return None
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_file(path: str | Path, *, size_bytes: int | None, sha256: str | None,
@@ -74,15 +63,6 @@ def verify_file(path: str | Path, *, size_bytes: int | None, sha256: str | None,
         raise ChecksumMismatchError(path, expected_sha256=sha256, actual_sha256=actual,
                                     removed=remove_on_mismatch)
     return actual
-
-
-def ensure_free_space(directory: Path, needed_bytes: int) -> None:
-    """Raise DiskSpaceError when `directory` has less than needed + margin free."""
-    directory.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(directory).free
-    if free < needed_bytes + DISK_MARGIN_BYTES:
-        raise DiskSpaceError(directory, needed_bytes=needed_bytes + DISK_MARGIN_BYTES,
-                             free_bytes=free)
 
 
 def cached_path(variant: Variant) -> Path:

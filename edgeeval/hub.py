@@ -25,6 +25,7 @@ from huggingface_hub import errors as hf_errors
 
 from edgeeval import errors, settings
 from edgeeval.catalog import Variant
+from edgeeval.files import ensure_free_space
 
 Progress = Callable[[str], None]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -115,9 +116,6 @@ def _check_against_catalog(variant: Variant, where: _Where,
 
 
 def _ensure_space(target: Path, size_bytes: int) -> None:
-    # Imported here: fetch imports this module, and a stage should not import its caller at load.
-    from edgeeval.fetch import ensure_free_space
-
     # The download folder and the model cache both live under EDGEEVAL_HOME, and the file is
     # renamed from one to the other, so one check covers both.
     ensure_free_space(target.parent, size_bytes)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from edgeeval import errors, fetch, hub
+from edgeeval import errors, fetch, files, hub
 from edgeeval.catalog import Source, Variant
 from tests import fakehub
 from tests.fakehub import FakeHub
@@ -265,5 +265,5 @@ def test_disk_space_is_checked_with_the_size_the_hub_reports(
     with pytest.raises(errors.DiskSpaceError) as info:
         hub.fetch_hub_variant(make_variant(size_bytes=None), target, progress=lambda _: None)
 
-    assert info.value.needed_bytes == len(CONTENT) + fetch.DISK_MARGIN_BYTES
+    assert info.value.needed_bytes == len(CONTENT) + files.DISK_MARGIN_BYTES
     assert not fake_hub.seen("GET", "/") and not target.exists()

@@ -2,8 +2,14 @@ import math
 
 import pytest
 
-from edgeeval.metrics import (binomial_se, capability, mean_stddev, normalized_gain, pick,
-                              score_samples)
+from edgeeval.metrics import (
+    binomial_se,
+    capability,
+    mean_stddev,
+    normalized_gain,
+    pick,
+    score_samples,
+)
 from edgeeval.records import SampleResult
 
 
