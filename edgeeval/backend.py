@@ -168,7 +168,8 @@ class LlamaBackend:
             rows = [last]
             if len(cont) > 1:
                 rows.extend(self._decode_logits(cont[:-1], n, want_all=True))
-            out.append(sum(_log_softmax_at(row, tok) for row, tok in zip(rows, cont)))
+            pairs = zip(rows, cont, strict=True)
+            out.append(sum(_log_softmax_at(row, tok) for row, tok in pairs))
         return out
 
     def full_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:

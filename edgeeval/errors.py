@@ -122,7 +122,8 @@ class DiskSpaceError(EdgeevalError, OSError):
     def __init__(self, path: str | Path, *, needed_bytes: int, free_bytes: int) -> None:
         super().__init__(
             f"not enough free disk space in {path}: need {needed_bytes / 1e9:.2f} GB, "
-            f"{free_bytes / 1e9:.2f} GB free. Free some space or set EDGEEVAL_HOME to a larger disk."
+            f"{free_bytes / 1e9:.2f} GB free. Free some space or set EDGEEVAL_HOME to a "
+            "larger disk."
         )
         self.path = str(path)
         self.needed_bytes = needed_bytes

@@ -40,7 +40,9 @@ def binomial_se(p: float, n: int) -> float:
 def pick(logliks: Sequence[float], choice_chars: Sequence[int], *, normalize: bool) -> int:
     """Index of the chosen answer: highest log-likelihood, or per character when `normalize`
     (lm-evaluation-harness's acc_norm divides by the continuation's length in bytes/chars)."""
-    scores = [ll / max(c, 1) for ll, c in zip(logliks, choice_chars)] if normalize else logliks
+    scores = list(logliks)
+    if normalize:
+        scores = [ll / max(c, 1) for ll, c in zip(logliks, choice_chars, strict=True)]
     return max(range(len(scores)), key=lambda i: scores[i])
 
 

@@ -25,8 +25,8 @@ import psutil
 
 from edgeeval import records as rec
 from edgeeval.catalog import Variant
-from edgeeval.fetch import LocalFile
 from edgeeval.errors import PreflightError
+from edgeeval.fetch import LocalFile
 
 Progress = Callable[[str], None]
 #: Memory demanded beyond weights + KV cache when checking a model fits (compute buffers, runtime).

@@ -110,7 +110,7 @@ def load_records(run_id: str, root: Path | None = None) -> list[rec.ModelRecord]
         raise RunNotFoundError(f"no results for run '{run_id}' ({path} is missing); "
                                "run `edgeeval runs` to list stored runs")
     latest: dict[str, rec.ModelRecord] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
