@@ -83,6 +83,8 @@ class Catalog:
     path: str
     variants: dict[str, Variant]
     sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Raw quantization recipes from the `recipes:` section; validated by the quantize stage.
+    recipes: dict[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> Variant:
         """The variant called `name`; raises UnknownNameError with suggestions."""
@@ -129,7 +131,8 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raise ConfigError(f"not valid YAML: {exc}", path=path) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping with 'variants' and 'sets'", path=path)
-    _check_keys(data, {"variants": True, "sets": False, "version": False}, path, None)
+    _check_keys(data, {"variants": True, "sets": False, "version": False, "recipes": False},
+                path, None)
     raw_variants = data["variants"]
     if not isinstance(raw_variants, list) or not raw_variants:
         raise ConfigError("must be a non-empty list", path=path, key="variants")
@@ -144,7 +147,10 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
             raise ConfigError(f"base '{variant.source.base}' is not a variant in this catalog",
                               path=path, entry=variant.name, key="source.base")
     sets = _parse_sets(data.get("sets") or {}, variants, path)
-    return Catalog(path=str(path), variants=variants, sets=sets)
+    recipes = data.get("recipes") or {}
+    if not isinstance(recipes, dict):
+        raise ConfigError("must be a mapping of recipe name to recipe", path=path, key="recipes")
+    return Catalog(path=str(path), variants=variants, sets=sets, recipes=recipes)
 
 
 def _check_keys(raw: dict, spec: dict[str, bool], path: Path, entry: str | None,
