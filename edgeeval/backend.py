@@ -22,8 +22,10 @@ class Backend(Protocol):
     def clear(self) -> None: ...
     def bench_prompt(self, n_tokens: int, rng: random.Random, *, first: bool = True) -> None: ...
     def bench_gen(self, n_tokens: int, rng: random.Random) -> None: ...
+    def set_threads(self, n_threads: int) -> None: ...
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]: ...
     def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]: ...
+    def first_token(self, prompt: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class LoadOptions:
     n_gpu_layers: int = 0
     flash_attn: bool = False
     use_mmap: bool = True
+    use_mlock: bool = False
     seed: int = 0
 
 
@@ -67,7 +70,8 @@ class LlamaBackend:
             model_path=path, n_ctx=options.n_ctx, n_batch=options.n_batch,
             n_ubatch=options.n_ubatch, n_threads=options.n_threads,
             n_threads_batch=options.n_threads, n_gpu_layers=options.n_gpu_layers,
-            flash_attn=options.flash_attn, use_mmap=options.use_mmap, seed=options.seed,
+            flash_attn=options.flash_attn, use_mmap=options.use_mmap,
+            use_mlock=options.use_mlock, seed=options.seed,
             logits_all=False, verbose=False,
         )
         self.options = options
@@ -91,6 +95,15 @@ class LlamaBackend:
         return {"n_ctx_train": int(self._lib.llama_model_n_ctx_train(model)),
                 "n_params": int(self._lib.llama_model_n_params(model)),
                 "model_size_bytes": int(self._lib.llama_model_size(model))}
+
+    def set_threads(self, n_threads: int) -> None:
+        """Change the thread count without reloading (llama-bench does the same per test)."""
+        self._lib.llama_set_n_threads(self.ctx, n_threads, n_threads)
+
+    def first_token(self, prompt: str) -> int:
+        """Tokenize `prompt`, decode it and pick the next token greedily: one TTFT request."""
+        tokens = self.tokenize(prompt, add_bos=True)
+        return int(np.argmax(self._decode_logits(tokens, 0, want_all=False)[-1]))
 
     # --- llama-bench style loops (synthetic tokens; callers time them) ---
     def clear(self) -> None:

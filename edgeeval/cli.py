@@ -7,6 +7,7 @@ the traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import traceback
@@ -45,15 +46,51 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """"1,2,4" -> (1, 2, 4), for llama-bench style sweep options."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# CLI option -> RunSettings field; a list value becomes a sweep when it has several entries.
+_SCALAR_OPTIONS = {"n_ctx": "n_ctx", "pp": "pp_tokens", "tg": "tg_tokens", "reps": "repetitions",
+                   "suite": "suite", "limit": "task_limit", "seed": "seed",
+                   "timeout": "timeout_s"}
+_SWEEP_OPTIONS = {"threads": ("n_threads", "sweep_threads"),
+                  "n_gpu_layers": ("n_gpu_layers", "sweep_n_gpu_layers"),
+                  "n_batch": ("n_batch", "sweep_n_batch"),
+                  "flash_attn": ("flash_attn", "sweep_flash_attn")}
+
+
 def _run_settings(args: argparse.Namespace):
+    """RunSettings from a --profile (if any) overridden by the options given explicitly."""
+    from edgeeval.profiles import load_profile
     from edgeeval.records import RunSettings
 
-    return RunSettings(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch,
-                       n_ubatch=min(args.n_batch, 512), n_gpu_layers=args.n_gpu_layers,
-                       flash_attn=args.flash_attn, use_mmap=not args.no_mmap,
-                       pp_tokens=args.pp, tg_tokens=args.tg, repetitions=args.reps,
-                       suite=args.suite, task_limit=args.limit, seed=args.seed,
-                       timeout_s=args.timeout)
+    values = load_profile(args.profile) if args.profile else {}
+    for option, field in _SCALAR_OPTIONS.items():
+        if getattr(args, option) is not None:
+            values[field] = getattr(args, option)
+    for option, (field, sweep_field) in _SWEEP_OPTIONS.items():
+        given = getattr(args, option)
+        if given is not None:
+            cast = bool if option == "flash_attn" else int
+            values[field] = cast(given[0])
+            values[sweep_field] = tuple(cast(x) for x in given) if len(given) > 1 else ()
+    if args.depth is not None:
+        values["depths"] = args.depth
+    if args.pp_tg:
+        values["pp_tg"] = True
+    if args.no_mmap:
+        values["use_mmap"] = False
+    if args.mlock:
+        values["use_mlock"] = True
+    if args.no_ttft:
+        values["ttft"] = False
+    settings_ = RunSettings(**values)
+    return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -104,20 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", help="variant or set names (default: the default set)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN, redoing only what is missing")
     p.add_argument("--force", action="store_true", help="skip the memory pre-flight check")
-    p.add_argument("--n-ctx", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
-    p.add_argument("--n-batch", type=int, default=512)
-    p.add_argument("--n-gpu-layers", type=int, default=0,
-                   help="layers to offload (Metal/CUDA builds; 99 = all)")
-    p.add_argument("--flash-attn", action="store_true")
+    p.add_argument("--profile", help="named settings from benchmarks/profiles/speed.yaml")
+    p.add_argument("--n-ctx", type=int, help="context size (default 2048)")
+    p.add_argument("--threads", type=_int_list, help="threads, or a list to sweep: 1,2,4 "
+                   "(default: physical cores)")
+    p.add_argument("--n-batch", type=_int_list, help="batch size(s) (default 512)")
+    p.add_argument("--n-gpu-layers", type=_int_list,
+                   help="layers offloaded to Metal/CUDA (99 = all), or a list to sweep")
+    p.add_argument("--flash-attn", type=_int_list, help="0, 1 or 0,1 to sweep")
+    p.add_argument("--depth", type=_int_list, help="KV cache depth(s) for the speed tests")
+    p.add_argument("--pp-tg", action="store_true", help="also run the combined pp N + tg M test")
+    p.add_argument("--no-ttft", action="store_true", help="skip the time-to-first-token test")
     p.add_argument("--no-mmap", action="store_true")
-    p.add_argument("--pp", type=int, default=128, help="prompt tokens per pp test")
-    p.add_argument("--tg", type=int, default=32, help="generated tokens per tg test")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions per test")
-    p.add_argument("--suite", default="offline", help="task suite in benchmarks/suites.yaml")
-    p.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    p.add_argument("--mlock", action="store_true")
+    p.add_argument("--pp", type=int, help="prompt tokens per pp test (default 128)")
+    p.add_argument("--tg", type=int, help="generated tokens per tg test (default 32)")
+    p.add_argument("--reps", type=int, help="timed repetitions per test (default 5)")
+    p.add_argument("--suite", help="task suite in benchmarks/suites.yaml (default offline)")
+    p.add_argument("--limit", type=int, help="items per task (default: all)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("report", help="re-render a run's report from stored results")
     p.add_argument("run", nargs="?", default="latest", help="run id, run directory or 'latest'")

@@ -65,7 +65,7 @@ def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
     try:
         file = fetch(variant, progress=progress)
         info = variant_info(variant, file)
-        key = f"{info.sha256}:{run_settings.key()}:{host.host_id}"
+        key = rec.record_key(info.name, info.sha256, run_settings, host)
         if key in done:
             progress(f"{variant.name}: already measured in this run (resume), skipping")
             return

@@ -43,6 +43,8 @@ class HostInfo:
     llama_cpp_system_info: str
     backend: str
     gpu_offload: bool
+    power_source: str = "unknown"            # "ac", "battery" or "unknown" (laptops)
+    mem_bandwidth_bytes_per_s: float | None = None  # measured once per host, cached
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,18 @@ class RunSettings:
     n_gpu_layers: int = 0
     flash_attn: bool = False
     use_mmap: bool = True
+    use_mlock: bool = False
     pp_tokens: int = 128
     tg_tokens: int = 32
     repetitions: int = 5
+    # Speed sweeps (cartesian product, llama-bench style). Empty = the single value above.
+    sweep_threads: tuple[int, ...] = ()
+    sweep_n_gpu_layers: tuple[int, ...] = ()
+    sweep_n_batch: tuple[int, ...] = ()
+    sweep_flash_attn: tuple[bool, ...] = ()
+    depths: tuple[int, ...] = (0,)
+    pp_tg: bool = False          # also run the combined "pp N + tg M" test
+    ttft: bool = True            # time to first token on a text prompt of pp_tokens tokens
     suite: str = "offline"
     task_limit: int | None = None
     seed: int = 0
@@ -84,6 +95,27 @@ class SpeedResult:
     samples_ts: tuple[float, ...]
     avg_ts: float
     stddev_ts: float
+    n_threads: int = 0
+    n_batch: int = 0
+    n_ubatch: int = 0
+    n_gpu_layers: int = 0
+    flash_attn: bool = False
+
+    @property
+    def avg_ms(self) -> float:
+        return sum(self.samples_ns) / len(self.samples_ns) / 1e6
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Time to first token: request start (tokenize the prompt text) to the first generated
+    token (prompt decoded, first token picked greedily from the logits)."""
+
+    test: str
+    n_prompt: int
+    samples_ns: tuple[int, ...]
+    avg_ms: float
+    stddev_ms: float
 
 
 @dataclass(frozen=True)
@@ -128,6 +160,9 @@ class MemoryResult:
     interval_ms: float
     rss_after_load_bytes: int = 0
     use_mmap: bool = True
+    use_mlock: bool = False
+    peak_footprint_bytes: int | None = None  # macOS phys_footprint (includes Metal buffers)
+    peak_gpu_bytes: int | None = None        # CUDA device memory of the process (NVML)
 
 
 @dataclass(frozen=True)
@@ -161,14 +196,21 @@ class ModelRecord:
     stderr_tail: str = ""
     n_ctx_train: int | None = None
     kv_cache_bytes: int | None = None
+    weights_bytes: int | None = None         # tensor data in the GGUF (what tg reads per token)
+    ttft: tuple[LatencyResult, ...] = ()
 
     @property
     def key(self) -> str:
-        """Resume key: file hash + settings + host."""
-        return f"{self.variant.sha256}:{self.settings.key()}:{self.host.host_id}"
+        """Resume key: variant + file hash + settings + host."""
+        return record_key(self.variant.name, self.variant.sha256, self.settings, self.host)
 
     def speed_of(self, prefix: str) -> SpeedResult | None:
         return next((s for s in self.speed if s.test.startswith(prefix)), None)
+
+
+def record_key(name: str, sha256: str, settings: RunSettings, host: HostInfo) -> str:
+    """What makes two measurements the same measurement (for --resume and imports)."""
+    return f"{name}:{sha256}:{settings.key()}:{host.host_id}"
 
 
 def to_dict(record: Any) -> dict[str, Any]:

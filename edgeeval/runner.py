@@ -198,7 +198,9 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
         load_s=result["load_s"] if result else None,
         speed=tuple(rec.from_dict(rec.SpeedResult, s) for s in result["speed"]) if result else (),
         tasks=tuple(rec.from_dict(rec.TaskScore, t) for t in result["tasks"]) if result else (),
+        ttft=tuple(rec.from_dict(rec.LatencyResult, t) for t in result["ttft"]) if result else (),
         n_ctx_train=result.get("n_ctx_train") if result else None,
+        weights_bytes=result.get("weights_bytes") if result else None,
         kv_cache_bytes=result.get("kv_cache_bytes") if result else None)
     samples = [rec.from_dict(rec.SampleResult, s) for s in result["samples"]] if result else []
     return record, samples

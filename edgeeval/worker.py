@@ -17,7 +17,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval.backend import Backend, LlamaBackend, LoadOptions
 from edgeeval.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.measure import SpeedTest, run_speed_test
+from edgeeval.measure import SweepPoint, expand_sweep, run_speed_test, run_ttft, tests_for
 from edgeeval.metrics import score_samples
 
 
@@ -54,36 +54,83 @@ def score_task(backend: Backend, task: Any, items: list[Any]) -> tuple[rec.TaskS
     return score, samples
 
 
-def speed_tests(settings: rec.RunSettings) -> list[SpeedTest]:
-    return [SpeedTest(n_prompt=settings.pp_tokens, n_gen=0),
-            SpeedTest(n_prompt=0, n_gen=settings.tg_tokens)]
+def ttft_prompt(backend: Backend, n_tokens: int) -> str:
+    """An English text prompt of about `n_tokens` tokens for the time-to-first-token test."""
+    sentence = ("Local models answer questions on a laptop without sending data anywhere, "
+                "and their speed depends on memory bandwidth as much as on arithmetic. ")
+    text = sentence
+    while len(backend.tokenize(text, add_bos=True)) < n_tokens:
+        text += sentence
+    words = text.split(" ")
+    while len(words) > 1 and len(backend.tokenize(" ".join(words), add_bos=True)) > n_tokens:
+        words.pop()
+    return " ".join(words)
+
+
+def load_options(settings: rec.RunSettings, point: SweepPoint) -> LoadOptions:
+    return LoadOptions(n_ctx=settings.n_ctx, n_threads=point.n_threads, n_batch=point.n_batch,
+                       n_ubatch=min(settings.n_ubatch, point.n_batch),
+                       n_gpu_layers=point.n_gpu_layers, flash_attn=point.flash_attn,
+                       use_mmap=settings.use_mmap, use_mlock=settings.use_mlock,
+                       seed=settings.seed)
+
+
+def _load_key(options: LoadOptions) -> tuple[int, int, bool]:
+    return (options.n_gpu_layers, options.n_batch, options.flash_attn)
+
+
+def run_speed_point(backend: Backend, settings: rec.RunSettings,
+                    point: SweepPoint) -> list[rec.SpeedResult]:
+    """Every speed test at one sweep point (the model is already loaded with its options)."""
+    backend.set_threads(point.n_threads)
+    config = {"n_threads": point.n_threads, "n_batch": point.n_batch,
+              "n_ubatch": min(settings.n_ubatch, point.n_batch),
+              "n_gpu_layers": point.n_gpu_layers, "flash_attn": point.flash_attn}
+    results = []
+    for test in tests_for(settings, point.n_depth):
+        emit("speed", test=test.name, threads=point.n_threads)
+        results.append(run_speed_test(backend, test, repetitions=settings.repetitions,
+                                      seed=settings.seed, **config))
+    return results
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Load, time and score one model as the spec says; return the result mapping."""
+    """Load, time and score one model as the spec says; return the result mapping.
+
+    The first sweep point is the primary configuration: its load time is reported and the
+    tasks run on it. Other points reuse the loaded model when only threads or depth change.
+    """
     from edgeeval.tasks import load_suite
 
     settings = rec.from_dict(rec.RunSettings, spec["settings"])
     path = spec["model_path"]
     summary = check_gguf(path)  # refuse malformed files before native code parses them
     tasks = load_suite(settings.suite, Path(spec["root"])) if settings.suite else []
-    options = LoadOptions(n_ctx=settings.n_ctx, n_threads=spec["n_threads"],
-                          n_batch=settings.n_batch, n_ubatch=settings.n_ubatch,
-                          n_gpu_layers=settings.n_gpu_layers, flash_attn=settings.flash_attn,
-                          use_mmap=settings.use_mmap, seed=settings.seed)
+    points = expand_sweep(settings, default_threads=spec["n_threads"])
+    primary = points[0]
     emit("loading")
     start = time.perf_counter()
-    backend = LlamaBackend(path, options)
+    backend = LlamaBackend(path, load_options(settings, primary))
     load_s = time.perf_counter() - start
     emit("loaded", load_s=load_s)
-    speed = []
-    for test in speed_tests(settings):
-        emit("speed", test=test.name)
-        speed.append(run_speed_test(backend, test, repetitions=settings.repetitions,
-                                    seed=settings.seed))
+    speed, ttft = [], []
+    for point in points:
+        if point.load_key != _load_key(backend.options):
+            backend.close()
+            emit("loading", config=list(point.load_key))
+            backend = LlamaBackend(path, load_options(settings, point))
+        speed.extend(run_speed_point(backend, settings, point))
+        if point == primary and settings.ttft:
+            emit("speed", test="ttft")
+            ttft.append(run_ttft(backend, ttft_prompt(backend, settings.pp_tokens),
+                                 repetitions=settings.repetitions))
+    if _load_key(backend.options) != primary.load_key:
+        backend.close()
+        backend = LlamaBackend(path, load_options(settings, primary))
     scores, samples = [], []
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
+        backend.set_threads(primary.n_threads)
         score, task_samples = score_task(backend, task, task.items(limit=settings.task_limit,
                                                                   seed=settings.seed))
         scores.append(score)
@@ -91,8 +138,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     facts = backend.model_facts()
     backend.close()
     return {"load_s": load_s, "speed": [rec.to_dict(s) for s in speed],
+            "ttft": [rec.to_dict(t) for t in ttft],
             "tasks": [rec.to_dict(s) for s in scores], "samples": [rec.to_dict(s) for s in samples],
             "n_ctx_train": facts["n_ctx_train"], "n_params": facts["n_params"],
+            "weights_bytes": summary.data_bytes,
             "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx)}
 
 

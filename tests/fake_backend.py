@@ -26,6 +26,13 @@ class FakeBackend:
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         return ([1] if add_bos else []) + [ord(c) % self.n_vocab for c in text]
 
+    def set_threads(self, n_threads: int) -> None:
+        self.calls.append(("threads", n_threads))
+
+    def first_token(self, prompt: str) -> int:
+        self.calls.append(("first", len(prompt)))
+        return 0
+
     def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:
         liked = [[ord(c) % self.n_vocab for c in text] for text in self.liked]
         return [0.0 if cont in liked else -1.0 * len(cont) for cont in continuations]
