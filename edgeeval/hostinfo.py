@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from edgeeval import __version__
+from edgeeval.bandwidth import cached_bandwidth
 from edgeeval.records import HostInfo
 
 
@@ -49,15 +50,28 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
-def collect(library: dict) -> HostInfo:
-    """Fingerprint this machine; `library` is backend.library_info()."""
+def power_source() -> str:
+    """"ac" or "battery" on laptops where the OS tells, else "unknown" (desktops, servers)."""
+    try:
+        battery = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError):
+        return "unknown"
+    if battery is None or battery.power_plugged is None:
+        return "unknown"
+    return "ac" if battery.power_plugged else "battery"
+
+
+def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
+    """Fingerprint this machine; `library` is backend.library_info(). With `bandwidth`, the
+    memory bandwidth is measured (once per host, then cached)."""
     cpu = cpu_model()
     ram = psutil.virtual_memory().total
     system = platform.system()
     ident = "|".join([socket.gethostname(), cpu, str(ram), system, platform.machine(),
                       library.get("llama_cpp_python_version", "")])
+    host_id = hashlib.sha256(ident.encode()).hexdigest()[:12]
     return HostInfo(
-        host_id=hashlib.sha256(ident.encode()).hexdigest()[:12],
+        host_id=host_id,
         hostname=socket.gethostname(), os=system, os_version=platform.release(),
         machine=platform.machine(), cpu_model=cpu, cores_physical=physical_cores(),
         cores_logical=psutil.cpu_count() or 1, ram_bytes=ram,
@@ -67,4 +81,7 @@ def collect(library: dict) -> HostInfo:
         backend=backend_name(str(library.get("system_info", "")),
                              bool(library.get("gpu_offload"))),
         gpu_offload=bool(library.get("gpu_offload")),
+        power_source=power_source(),
+        mem_bandwidth_bytes_per_s=cached_bandwidth(host_id, n_threads=physical_cores())
+        if bandwidth else None,
     )

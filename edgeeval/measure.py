@@ -116,7 +116,7 @@ def expand_sweep(settings: RunSettings, *, default_threads: int) -> list[SweepPo
     return points
 
 
-def tests_for(settings: RunSettings, depth: int) -> list[SpeedTest]:
+def speed_tests_for(settings: RunSettings, depth: int) -> list[SpeedTest]:
     """pp N and tg M (and pp N + tg M when asked) at one depth."""
     tests = [SpeedTest(n_prompt=settings.pp_tokens, n_gen=0, n_depth=depth),
              SpeedTest(n_prompt=0, n_gen=settings.tg_tokens, n_depth=depth)]

@@ -18,6 +18,7 @@ from edgeeval.fetch import fetch
 from edgeeval.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.report import write_report
 from edgeeval.runner import failed_record, measure_variant, preflight, variant_info
+from edgeeval.speedfmt import write_speed_tables
 from edgeeval.summarize import RankRow, rank_rows
 
 Progress = Callable[[str], None]
@@ -102,4 +103,6 @@ def render(run: str) -> BenchOutcome:
     rows = rank_rows(records)
     meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings")}
     paths = write_report(store.run_dir(run_id), rows, records, meta)
+    paths.update({f"speed_{k}": v for k, v in
+                  write_speed_tables(store.run_dir(run_id), records).items()})
     return BenchOutcome(run_id=run_id, records=records, rows=rows, paths=paths)

@@ -27,6 +27,7 @@ from edgeeval import records as rec
 from edgeeval.catalog import Variant
 from edgeeval.errors import PreflightError
 from edgeeval.fetch import LocalFile
+from edgeeval.memprobe import NvmlReader, macos_footprint
 
 Progress = Callable[[str], None]
 #: Memory demanded beyond weights + KV cache when checking a model fits (compute buffers, runtime).
@@ -40,6 +41,8 @@ class ChildOutcome:
     timed_out: bool = False
     peak_rss_bytes: int = 0
     peak_uss_bytes: int = 0
+    peak_footprint_bytes: int | None = None
+    peak_gpu_bytes: int | None = None
     os_maxrss_bytes: int = 0
     rss_after_load_bytes: int = 0
     n_samples: int = 0
@@ -59,26 +62,44 @@ def _read_lines(stream: Any, out: queue.Queue) -> None:
     out.put(None)
 
 
-class _Sampler:
-    """Peak RSS/USS of one process. USS is the costlier read, so it is taken every 4th tick."""
+def _peak(old: int | None, new: int | None) -> int | None:
+    if new is None:
+        return old
+    return new if old is None else max(old, new)
 
-    def __init__(self, pid: int) -> None:
+
+class _Sampler:
+    """Peak memory readings of one process. RSS every tick; USS, the macOS footprint and CUDA
+    device memory are costlier reads and are taken every 4th tick."""
+
+    def __init__(self, pid: int, *, nvml: NvmlReader | None = None) -> None:
+        self.pid = pid
         self.proc = psutil.Process(pid)
+        self.nvml = nvml
         self.peak_rss = self.peak_uss = self.n = 0
+        self.peak_footprint: int | None = None
+        self.peak_gpu: int | None = None
 
     def sample(self) -> None:
         try:
             self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
             if self.n % 4 == 0:
-                self.peak_uss = max(self.peak_uss, self.proc.memory_full_info().uss)
+                self._slow_readings()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return
         self.n += 1
 
+    def _slow_readings(self) -> None:
+        self.peak_uss = max(self.peak_uss, self.proc.memory_full_info().uss)
+        self.peak_footprint = _peak(self.peak_footprint, macos_footprint(self.pid))
+        if self.nvml is not None:
+            self.peak_gpu = _peak(self.peak_gpu, self.nvml.process_bytes(self.pid))
+
 
 def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
               on_event: Callable[[dict[str, Any]], None] = lambda e: None,
-              env: dict[str, str] | None = None) -> ChildOutcome:
+              env: dict[str, str] | None = None,
+              nvml: NvmlReader | None = None) -> ChildOutcome:
     """Run `cmd`, sampling its memory every `interval_s` until it exits or `timeout_s` passes."""
     import subprocess
 
@@ -88,7 +109,7 @@ def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
         outcome = ChildOutcome()
-        sampler = _Sampler(proc.pid)
+        sampler = _Sampler(proc.pid, nvml=nvml)
         status, usage = _watch(proc, sampler, lines, outcome, on_event, start + timeout_s,
                                interval_s)
         proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it ourselves
@@ -96,6 +117,8 @@ def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
         outcome.duration_s = time.monotonic() - start
         outcome.peak_rss_bytes, outcome.peak_uss_bytes = sampler.peak_rss, sampler.peak_uss
         outcome.n_samples = sampler.n
+        outcome.peak_footprint_bytes, outcome.peak_gpu_bytes = (sampler.peak_footprint,
+                                                                sampler.peak_gpu)
         outcome.os_maxrss_bytes = maxrss_bytes(usage.ru_maxrss)
         if os.WIFSIGNALED(status):
             outcome.signal = os.WTERMSIG(status)
@@ -181,7 +204,8 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
                                          "settings": rec.to_dict(settings),
                                          "n_threads": n_threads}))
         cmd = [sys.executable, "-m", "edgeeval.worker", str(spec_path), str(out_path)]
-        outcome = run_child(cmd, timeout_s=settings.timeout_s,
+        nvml = NvmlReader() if host.backend == "CUDA" else None
+        outcome = run_child(cmd, timeout_s=settings.timeout_s, nvml=nvml,
                             on_event=lambda e: progress(_describe(variant.name, e)))
         result = json.loads(out_path.read_text()) if out_path.exists() else None
     memory = rec.MemoryResult(peak_rss_bytes=outcome.peak_rss_bytes,
@@ -189,7 +213,9 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
                               os_maxrss_bytes=outcome.os_maxrss_bytes,
                               n_samples=outcome.n_samples, interval_ms=20.0,
                               rss_after_load_bytes=outcome.rss_after_load_bytes,
-                              use_mmap=settings.use_mmap)
+                              use_mmap=settings.use_mmap, use_mlock=settings.use_mlock,
+                              peak_footprint_bytes=outcome.peak_footprint_bytes,
+                              peak_gpu_bytes=outcome.peak_gpu_bytes)
     status, error = _status(outcome, result)
     record = rec.ModelRecord(
         run_id=run_id, variant=info, host=host, settings=settings, status=status,

@@ -17,7 +17,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval.backend import Backend, LlamaBackend, LoadOptions
 from edgeeval.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.measure import SweepPoint, expand_sweep, run_speed_test, run_ttft, tests_for
+from edgeeval.measure import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
 from edgeeval.metrics import score_samples
 
 
@@ -87,7 +87,7 @@ def run_speed_point(backend: Backend, settings: rec.RunSettings,
               "n_ubatch": min(settings.n_ubatch, point.n_batch),
               "n_gpu_layers": point.n_gpu_layers, "flash_attn": point.flash_attn}
     results = []
-    for test in tests_for(settings, point.n_depth):
+    for test in speed_tests_for(settings, point.n_depth):
         emit("speed", test=test.name, threads=point.n_threads)
         results.append(run_speed_test(backend, test, repetitions=settings.repetitions,
                                       seed=settings.seed, **config))

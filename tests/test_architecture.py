@@ -5,9 +5,10 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "edgeeval"
 # Leaf modules any stage may use, then the stages in the order data flows through them.
-LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", "backend", "files"}
+LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", "backend",
+          "files", "memprobe", "profiles", "bandwidth"}
 STAGES = ["catalog", "hub", "fetch", "tasks", "measure", "worker", "runner", "store",
-          "summarize", "report"]
+          "summarize", "report", "speedfmt"]
 WIRING = {"pipeline", "cli", "__main__", "__init__"}
 
 
