@@ -51,7 +51,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        msg = f"expected comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 # CLI option -> RunSettings field; a list value becomes a sweep when it has several entries.
@@ -102,21 +103,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     variants = catalog.select(args.models)
     start = time.monotonic()
     outcome = bench(variants, _run_settings(args), run_id=args.resume, force=args.force,
-                    progress=_progress)
+                    budget_gb=args.budget_gb, progress=_progress, catalog=catalog)
     print(ranking_table(outcome.rows))
     print(f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
           f"{outcome.paths['md']}")
     return 0 if any(r.rank for r in outcome.rows) else 3
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from edgeeval.pipeline import render
-    from edgeeval.report import ranking_table
-
-    outcome = render(args.run)
-    print(ranking_table(outcome.rows))
-    print(f"\nreport: {outcome.paths['md']}")
-    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -141,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", help="variant or set names (default: the default set)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN, redoing only what is missing")
     p.add_argument("--force", action="store_true", help="skip the memory pre-flight check")
+    p.add_argument("--budget-gb", type=float, metavar="GB",
+                   help="rank only variants whose peak memory fits in GB (10^9 bytes)")
     p.add_argument("--profile", help="named settings from benchmarks/profiles/speed.yaml")
     p.add_argument("--n-ctx", type=int, help="context size (default 2048)")
     p.add_argument("--threads", type=_int_list, help="threads, or a list to sweep: 1,2,4 "
@@ -162,10 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
     p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("report", help="re-render a run's report from stored results")
-    p.add_argument("run", nargs="?", default="latest", help="run id, run directory or 'latest'")
-    p.set_defaults(func=cmd_report)
     sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
+    from edgeeval import compare, exchange, report  # each module adds its own subcommands
+    report.register(sub)
+    compare.register(sub)
+    exchange.register(sub)
+    from edgeeval import fidelity, quantize  # quant variants and their fidelity
+    quantize.register(sub)
+    fidelity.register(sub)
     return parser
 
 

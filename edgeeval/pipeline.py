@@ -12,14 +12,14 @@ from pathlib import Path
 from edgeeval import hostinfo, settings, store
 from edgeeval import records as rec
 from edgeeval.backend import library_info
-from edgeeval.catalog import Variant
+from edgeeval.catalog import Catalog, Variant, load_catalog
 from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
 from edgeeval.fetch import fetch
 from edgeeval.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.report import write_report
+from edgeeval.quantize import ensure_file
+from edgeeval.report import render_run
 from edgeeval.runner import failed_record, measure_variant, preflight, variant_info
-from edgeeval.speedfmt import write_speed_tables
-from edgeeval.summarize import RankRow, rank_rows
+from edgeeval.summarize import RankRow
 
 Progress = Callable[[str], None]
 
@@ -40,9 +40,11 @@ def _unfetched_info(variant: Variant) -> rec.VariantInfo:
 
 
 def bench(variants: list[Variant], run_settings: rec.RunSettings, *, run_id: str | None = None,
-          force: bool = False, progress: Progress = print) -> BenchOutcome:
+          force: bool = False, budget_gb: float | None = None, progress: Progress = print,
+          catalog: Catalog | None = None) -> BenchOutcome:
     """Measure `variants` and write the report. With an existing `run_id`, resume it: variants
-    whose finished record has the same file hash, settings and host are not measured again."""
+    whose finished record has the same file hash, settings and host are not measured again.
+    Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
     reports = settings.reports_dir()
     host = hostinfo.collect(library_info())
     resuming = run_id is not None and (store.run_dir(run_id, reports) / "run.json").exists()
@@ -56,15 +58,16 @@ def bench(variants: list[Variant], run_settings: rec.RunSettings, *, run_id: str
     for index, variant in enumerate(variants, 1):
         progress(f"[{index}/{len(variants)}] {variant.name}")
         _bench_one(variant, run_settings, run_id=run_id, host=host, done=done, force=force,
-                   n_threads=n_threads, progress=progress)
-    return render(run_id)
+                   n_threads=n_threads, progress=progress, catalog=catalog)
+    return render(run_id, budget_gb=budget_gb)
 
 
 def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
                host: rec.HostInfo, done: set[str], force: bool, n_threads: int,
-               progress: Progress) -> None:
+               progress: Progress, catalog: Catalog | None = None) -> None:
     try:
-        file = fetch(variant, progress=progress)
+        file = fetch(variant, progress=progress) if variant.source.kind != "derived" else \
+            ensure_file(variant, catalog or load_catalog(), progress=progress)
         info = variant_info(variant, file)
         key = rec.record_key(info.name, info.sha256, run_settings, host)
         if key in done:
@@ -95,14 +98,8 @@ def _kv_estimate(path: Path, n_ctx: int) -> int | None:
         return None
 
 
-def render(run: str) -> BenchOutcome:
+def render(run: str, *, budget_gb: float | None = None) -> BenchOutcome:
     """(Re)write a run's reports from its stored records; loads no model."""
-    run_id = store.resolve_run(run)
-    manifest = store.read_manifest(run_id)
-    records = store.load_records(run_id)
-    rows = rank_rows(records)
-    meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings")}
-    paths = write_report(store.run_dir(run_id), rows, records, meta)
-    paths.update({f"speed_{k}": v for k, v in
-                  write_speed_tables(store.run_dir(run_id), records).items()})
-    return BenchOutcome(run_id=run_id, records=records, rows=rows, paths=paths)
+    run_id, rows, paths = render_run(run, budget_gb=budget_gb)
+    return BenchOutcome(run_id=run_id, records=store.load_records(run_id), rows=rows,
+                        paths=paths)

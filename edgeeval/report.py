@@ -1,19 +1,38 @@
-"""Render a run's ranking as Markdown, CSV and JSON (one schema), and a terminal table.
+"""Render a run's ranking as Markdown, CSV and JSON (one schema), one self-contained HTML page
+with PNG plots beside it, and the compact terminal table.
 
-Everything here works from stored records: no model is loaded to (re)render a report.
+Everything here works from stored records: no model is loaded to (re)render a report. Other
+runs in the local store (other hosts, other thread counts) feed the "By host" section and the
+speed-vs-threads plot.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
-from edgeeval.summarize import FORMULA, RankRow
+from edgeeval import store
+from edgeeval.exchange import read_sqlite
+from edgeeval.speedfmt import write_speed_tables
+from edgeeval.summarize import (
+    FORMULA,
+    TIE_RULE,
+    WORKED_EXAMPLE,
+    HostGroup,
+    RankRow,
+    group_by_host,
+    rank_label,
+    rank_rows,
+    thread_scaling,
+    verdict,
+)
 
 TIMED = ("Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
          "the final synchronize) are timed, never loading, tokenization or sampling. One "
@@ -24,10 +43,14 @@ TIMED = ("Speed follows llama-bench: synthetic random tokens; only the llama_dec
          "mmap'd weights count once touched. Load time is the llama.cpp model + context "
          "creation.")
 
-COLUMNS = ["rank", "name", "family", "quant", "kind", "status", "file_gb", "peak_rss_gb",
-           "peak_uss_gb", "load_s", "pp_ts", "pp_stddev_ts", "tg_ts", "tg_stddev_ts",
-           "capability", "capability_se", "capability_per_gb", "capability_per_file_gb",
-           "dominated_by", "error"]
+NOTES = (FORMULA, "Numbers after ± are the sample standard deviation (speed) or standard error "
+         "(accuracy, capability).", TIE_RULE, WORKED_EXAMPLE, TIMED)
+
+COLUMNS = ["rank", "rank_tied", "name", "family", "quant", "kind", "status", "verdict",
+           "file_gb", "peak_rss_gb", "peak_uss_gb", "load_s", "pp_ts", "pp_stddev_ts", "tg_ts",
+           "tg_stddev_ts", "capability", "capability_se", "capability_per_gb",
+           "capability_per_gb_se", "capability_per_file_gb", "pareto", "dominated_by",
+           "tied_with", "over_budget", "host_id", "error"]
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -42,40 +65,54 @@ def _pm(mean: float | None, sd: float | None, digits: int = 1) -> str:
     return "-" if mean is None else f"{mean:.{digits}f} ± {(sd or 0):.{digits}f}"
 
 
-def to_json(rows: list[RankRow], meta: dict[str, Any]) -> str:
-    return json.dumps({**meta, "formula": FORMULA, "gb_bytes": 10**9,
-                       "rows": [dataclasses.asdict(r) for r in rows]}, indent=2, sort_keys=True)
+def row_dict(row: RankRow) -> dict[str, Any]:
+    """A row as JSON-ready data: every field plus its `verdict` (the status column)."""
+    return {**dataclasses.asdict(row), "verdict": verdict(row)}
 
 
-def to_csv(rows: list[RankRow], tasks: list[str]) -> str:
+def to_json(rows: Sequence[RankRow], meta: dict[str, Any],
+            host_groups: Sequence[HostGroup] = ()) -> str:
+    hosts = [{"host": rec.to_dict(g.host), "run_ids": list(g.run_ids),
+              "rows": [row_dict(r) for r in g.rows]} for g in host_groups]
+    return json.dumps({**meta, "formula": FORMULA, "tie_rule": TIE_RULE,
+                       "worked_example": WORKED_EXAMPLE, "gb_bytes": 10**9,
+                       "rows": [row_dict(r) for r in rows], "hosts": hosts},
+                      indent=2, sort_keys=True)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    return ";".join(value) if isinstance(value, list | tuple) else value
+
+
+def to_csv(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(COLUMNS + [f"acc_{t}" for t in tasks] + [f"acc_se_{t}" for t in tasks])
     for row in rows:
-        data = dataclasses.asdict(row)
-        writer.writerow([data[c] if data[c] is not None else "" for c in COLUMNS]
+        data = row_dict(row)
+        writer.writerow([_csv_value(data[c]) for c in COLUMNS]
                         + [row.task_acc.get(t, "") for t in tasks]
                         + [row.task_acc_se.get(t, "") for t in tasks])
     return buf.getvalue()
 
 
-def ranking_table(rows: list[RankRow]) -> str:
+def ranking_table(rows: Sequence[RankRow]) -> str:
     """The compact Markdown table printed in the terminal and at the top of report.md."""
     lines = ["| rank | variant | quant | file GB | peak GB | load s | pp t/s | tg t/s "
              "| capability | cap/GB | status |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        status = r.status if r.status != "ok" else ("dominated by " + r.dominated_by
-                                                   if r.dominated_by else "ok")
         lines.append(
-            f"| {_fmt(r.rank)} | {r.name} | {r.quant} | {_fmt(r.file_gb, 3)} "
+            f"| {rank_label(r)} | {r.name} | {r.quant} | {_fmt(r.file_gb, 3)} "
             f"| {_fmt(r.peak_rss_gb, 3)} | {_fmt(r.load_s)} | {_pm(r.pp_ts, r.pp_stddev_ts)} "
             f"| {_pm(r.tg_ts, r.tg_stddev_ts)} | {_pm(r.capability, r.capability_se)} "
-            f"| {_fmt(r.capability_per_gb, 1)} | {status} |")
+            f"| {_fmt(r.capability_per_gb, 1)} | {verdict(r)} |")
     return "\n".join(lines)
 
 
-def _task_table(rows: list[RankRow], tasks: list[str]) -> str:
+def _task_table(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
     head = "| variant | " + " | ".join(tasks) + " |"
     lines = [head, "|---|" + "---:|" * len(tasks)]
     for r in rows:
@@ -85,39 +122,126 @@ def _task_table(rows: list[RankRow], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(rows: list[RankRow], records: list[rec.ModelRecord], meta: dict[str, Any],
-                tasks: list[str]) -> str:
-    host = records[0].host if records else None
-    parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", "",
-             ranking_table(rows), "", "## How to read this", "", FORMULA,
-             "Numbers after ± are the sample standard deviation (speed) or standard error "
-             "(accuracy, capability). A variant is *dominated* when another uses no more peak "
-             "memory and is at least as capable.", "", TIMED, "",
-             "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks)]
-    failed = [r for r in rows if r.rank is None]
+def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
+    if not groups:
+        return []
+    parts = ["", "## By host", "", "The same files with the same settings, measured on each "
+             "host in the local store (latest ok record per host and variant)."]
+    for g in groups:
+        h = g.host
+        parts += ["", f"### {h.hostname} ({h.host_id}): {h.cpu_model}, {h.cores_physical} "
+                  f"cores, {h.ram_bytes / 1e9:.1f} GB RAM, {h.backend}; runs "
+                  f"{', '.join(g.run_ids)}", "", ranking_table(g.rows)]
+    return parts
+
+
+def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
+    if not records:
+        return []
+    host = records[0].host
+    return ["", "## Host and settings", "",
+            f"- host: {host.hostname} ({host.host_id}), {host.cpu_model}, "
+            f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
+            f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
+            f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
+            f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
+            f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
+            f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`"]
+
+
+def to_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
+                meta: dict[str, Any], tasks: Sequence[str],
+                host_groups: Sequence[HostGroup] = ()) -> str:
+    budget = meta.get("budget_gb")
+    parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", ""]
+    if budget:
+        parts += [f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
+                  "as over budget and not ranked.", ""]
+    parts += [ranking_table(rows), "", "## How to read this", "", "\n\n".join(NOTES), "",
+              "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks)]
+    failed = [r for r in rows if not r.measured]
     if failed:
         parts += ["", "## Failed or skipped", ""]
         parts += [f"- **{r.name}** ({r.status}): {r.error}" for r in failed]
-    if host:
-        parts += ["", "## Host and settings", "",
-                  f"- host: {host.hostname} ({host.host_id}), {host.cpu_model}, "
-                  f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
-                  f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} "
-                  f"{host.machine}",
-                  f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
-                  f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
-                  f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
-                  f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`"]
+    parts += _hosts_markdown(host_groups) + _host_markdown(records)
     return "\n".join(parts) + "\n"
 
 
-def write_report(directory: Path, rows: list[RankRow], records: list[rec.ModelRecord],
-                 meta: dict[str, Any]) -> dict[str, Path]:
-    """Write report.md, report.csv and report.json into `directory`; return their paths."""
+def stored_records(root: Path) -> list[rec.ModelRecord]:
+    """Every record in the store under `root` ([] when there is none yet)."""
+    path = root / store.DB_NAME
+    return read_sqlite(path) if path.exists() else []
+
+
+def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
+                 meta: dict[str, Any], *,
+                 stored: Sequence[rec.ModelRecord] | None = None) -> dict[str, Path]:
+    """Write report.md/.csv/.json/.html and plot-*.png into `directory`; return their paths
+    (keys md, csv, json, html and png-<plot>). `stored` are the other runs' records for the
+    by-host section and the threads plot; by default the store beside `directory`."""
+    # Imported here: matplotlib takes about half a second to import, and the CLI imports
+    # this module for every command (to register `report --budget-gb`).
+    from edgeeval.html_report import render_html
+    from edgeeval.plots import all_plots
+
+    stored = stored_records(directory.parent) if stored is None else stored
+    groups = group_by_host(records, stored)
     tasks = sorted({t for r in rows for t in r.task_acc})
-    paths = {"md": directory / "report.md", "csv": directory / "report.csv",
-             "json": directory / "report.json"}
-    paths["md"].write_text(to_markdown(rows, records, meta, tasks), encoding="utf-8")
-    paths["csv"].write_text(to_csv(rows, tasks), encoding="utf-8")
-    paths["json"].write_text(to_json(rows, meta), encoding="utf-8")
+    plots = all_plots(rows, records, thread_scaling(records, stored),
+                      budget_gb=meta.get("budget_gb"))
+    texts = {"md": to_markdown(rows, records, meta, tasks, groups),
+             "csv": to_csv(rows, tasks), "json": to_json(rows, meta, groups),
+             "html": render_html(rows, records, meta, plots, tasks=tasks, notes=NOTES,
+                                 host_groups=groups)}
+    paths = {}
+    for kind, text in texts.items():
+        paths[kind] = directory / f"report.{kind}"
+        paths[kind].write_text(text, encoding="utf-8")
+    for plot in plots:
+        paths[f"png-{plot.key}"] = directory / f"plot-{plot.key}.png"
+        paths[f"png-{plot.key}"].write_bytes(plot.png)
     return paths
+
+
+def render_run(run: str, *, budget_gb: float | None = None,
+               root: Path | None = None) -> tuple[str, list[RankRow], dict[str, Path]]:
+    """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
+    given; loads no model. Returns (run id, rows, paths)."""
+    run_id = store.resolve_run(run, root)
+    manifest = store.read_manifest(run_id, root)
+    records = store.load_records(run_id, root)
+    rows = rank_rows(records, budget_gb=budget_gb)
+    meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings"),
+            "budget_gb": budget_gb}
+    directory = store.run_dir(run_id, root)
+    paths = write_report(directory, rows, records, meta)
+    # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
+    paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
+    return run_id, rows, paths
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`edgeeval report [RUN] [--budget-gb G]`: re-render and print the compact table."""
+    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb)
+    print(ranking_table(rows))
+    print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
+    return 0
+
+
+def _positive_gb(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `report` subcommand: re-render a stored run, optionally within a budget."""
+    parser = sub.add_parser("report", help="re-render a run's report from stored results "
+                            "(loads no model)")
+    parser.add_argument("run", nargs="?", default="latest",
+                        help="run id, run directory or 'latest'")
+    parser.add_argument("--budget-gb", type=_positive_gb, default=None, metavar="GB",
+                        help="rank only variants whose peak resident memory fits in GB "
+                             "(10^9 bytes); the others are listed as over budget")
+    parser.set_defaults(func=cmd_report)

@@ -144,8 +144,9 @@ def list_runs(root: Path | None = None) -> list[str]:
 
 def resolve_run(run: str, root: Path | None = None) -> str:
     """Accept a run id, `latest`, or a path to a run directory; return the run id."""
-    runs = list_runs(root)
     if run == "latest":
+        # a run that has just started has a manifest but nothing to report yet
+        runs = [r for r in list_runs(root) if (run_dir(r, root) / "records.jsonl").exists()]
         if not runs:
             raise RunNotFoundError("no stored runs yet; run `make bench` or `edgeeval bench`")
         return runs[-1]

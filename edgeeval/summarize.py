@@ -1,23 +1,48 @@
-"""From stored ModelRecords to a ranking: capability, capability per GB, Pareto dominance.
+"""From stored ModelRecords to a ranking: capability, capability per GB, noise-aware dominance.
 
 capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance))   (0..100, with SE)
 capability per GB = capability / peak resident GB   (GB = 10^9 bytes)
 Example: a model with capability 30.0 that peaked at 0.60 GB resident scores 50.0 per GB.
-A variant is dominated when another one uses no more memory and is at least as capable, and
-is strictly better in one of the two. Failed variants are listed, never ranked as zero.
+
+Two capabilities are *tied* when they differ by less than 1.96 combined standard errors,
+1.96 * sqrt(se_a^2 + se_b^2): the test items cannot tell them apart. A variant is *dominated*
+when another one (on the same host) uses no more peak memory and is more capable beyond that
+noise, or is tied with it and uses strictly less memory. Variants over a memory budget are
+listed but not ranked; failed variants are listed, never ranked as zero.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from edgeeval import records as rec
 from edgeeval.metrics import capability
 from edgeeval.settings import GB
 
+#: Two-sided 95 % normal quantile: differences below TIE_Z combined SEs are ties.
+TIE_Z = 1.96
+
 FORMULA = ("capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance)); "
            "capability per GB = capability / peak resident memory in GB (1 GB = 10^9 bytes); "
            "per file GB uses the GGUF file size instead.")
+
+TIE_RULE = ("Two variants are tied when their capabilities differ by less than 1.96 combined "
+            "standard errors, 1.96 * sqrt(se_a^2 + se_b^2); neither is better. A variant is "
+            "dominated when another on the same host uses no more peak memory and is more "
+            "capable beyond that noise, or is tied with it and uses strictly less memory. Ranks "
+            "are shared (=2) when capability per GB differs by less than 1.96 combined SEs of "
+            "capability per GB (SE / peak GB; peak memory is taken as exact).")
+
+WORKED_EXAMPLE = ("Worked example: variant A scores 62.5 % (SE 5 points) on a 4-choice task "
+                  "(chance 25 %) and 50 % (SE 5) on a 2-choice task (chance 50 %). Gains are "
+                  "(0.625 - 0.25) / 0.75 = 0.5 and 0, so capability = 100 * (0.5 + 0) / 2 = "
+                  "25.0, SE = 100 * sqrt((0.05/0.75)^2 + (0.05/0.5)^2) / 2 = 6.0. Peaking at "
+                  "0.50 GB it scores 25.0 / 0.50 = 50.0 per GB (SE 12.0). Variant B, capability "
+                  "30.0 +- 5.0 at 0.80 GB, differs from A by 5.0 < 1.96 * sqrt(6.0^2 + 5.0^2) = "
+                  "15.3: a tie, and A is smaller, so B is dominated by A.")
 
 
 @dataclass(frozen=True)
@@ -48,60 +73,264 @@ class RankRow:
     task_acc_se: dict[str, float] = field(default_factory=dict)
     dominated_by: str = ""
     host_id: str = ""
+    capability_per_gb_se: float | None = None
+    tied_with: tuple[str, ...] = ()   # same-host variants whose capability is within noise
+    rank_tied: bool = False           # the rank is shared with another row (shown as "=2")
+    pareto: bool = False              # on the Pareto front of peak memory vs capability
+    over_budget: bool = False         # peak memory above the budget: listed, not ranked
+
+    @property
+    def measured(self) -> bool:
+        """True when the variant has a capability and a peak memory (it can be compared)."""
+        return self.capability_per_gb is not None
+
+
+def _status(record: rec.ModelRecord, ok: bool) -> str:
+    if record.status != rec.STATUS_OK:
+        return record.status
+    if not record.tasks:
+        return "no tasks"
+    return "ok" if ok else "no memory"
 
 
 def summarize_record(record: rec.ModelRecord) -> RankRow:
-    """A ranking row for one record (rank is filled in by `rank_rows`)."""
-    ok = record.status == rec.STATUS_OK and bool(record.tasks)
-    cap = se = per_gb = per_file = None
-    peak = record.memory.peak_rss_bytes / GB if record.memory and ok else None
+    """A ranking row for one record (rank and noise marks are filled in by `rank_rows`)."""
+    ok = record.status == rec.STATUS_OK and bool(record.tasks) and record.memory is not None
+    cap = se = per_gb = per_gb_se = per_file = peak = None
     if ok:
+        peak = record.memory.peak_rss_bytes / GB  # type: ignore[union-attr]
         cap, se = capability([(t.acc, t.acc_se, t.chance) for t in record.tasks])
-        per_gb = cap / peak if peak else None
-        per_file = cap / (record.variant.size_bytes / GB)
-    pp, tg = record.speed_of("pp"), record.speed_of("tg")
+        per_gb, per_gb_se = (cap / peak, se / peak) if peak else (None, None)
+        per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
+    pp, tg = main_speed(record, "pp"), main_speed(record, "tg")
     return RankRow(
         rank=None, name=record.variant.name, family=record.variant.family,
         model=record.variant.model, quant=record.variant.quant, kind=record.variant.kind,
-        status=record.status if ok or record.status != rec.STATUS_OK else "no tasks",
-        error=record.error, file_gb=record.variant.size_bytes / GB, peak_rss_gb=peak,
+        status=_status(record, ok), error=record.error,
+        file_gb=record.variant.size_bytes / GB, peak_rss_gb=peak,
         peak_uss_gb=record.memory.peak_uss_bytes / GB if record.memory and ok else None,
         load_s=record.load_s, pp_ts=pp.avg_ts if pp else None,
         pp_stddev_ts=pp.stddev_ts if pp else None, tg_ts=tg.avg_ts if tg else None,
         tg_stddev_ts=tg.stddev_ts if tg else None, capability=cap, capability_se=se,
         capability_per_gb=per_gb, capability_per_file_gb=per_file,
         task_acc={t.task: t.acc for t in record.tasks},
-        task_acc_se={t.task: t.acc_se for t in record.tasks}, host_id=record.host.host_id)
+        task_acc_se={t.task: t.acc_se for t in record.tasks}, host_id=record.host.host_id,
+        capability_per_gb_se=per_gb_se)
 
 
-def dominator(row: RankRow, rows: list[RankRow]) -> str:
-    """Name of a variant that dominates `row` (smaller-or-equal memory, at least as capable,
-    strictly better in one), or ""."""
-    for other in rows:
-        if other is row or other.capability is None or other.peak_rss_gb is None:
-            continue
-        no_worse = (other.peak_rss_gb <= row.peak_rss_gb  # type: ignore[operator]
-                    and other.capability >= row.capability)  # type: ignore[operator]
-        better = (other.peak_rss_gb < row.peak_rss_gb  # type: ignore[operator]
-                  or other.capability > row.capability)  # type: ignore[operator]
-        if no_worse and better:
-            return other.name
-    return ""
+def speed_kind(speed: rec.SpeedResult) -> str | None:
+    """"pp" or "tg" for a plain llama-bench test at depth 0 ("pp128", "tg32"); None for the
+    combined "pp+tg" test and tests at a depth ("tg32 @ d512")."""
+    match = re.fullmatch(r"(pp|tg)\d+", speed.test)
+    return match.group(1) if match and not speed.n_depth else None
 
 
-def rank_rows(records: list[rec.ModelRecord]) -> list[RankRow]:
-    """Rows sorted by capability per GB (best first), failed variants last and unranked."""
+def threads_used(record: rec.ModelRecord) -> int:
+    """Threads a record ran with: n_threads, where 0 means the host's physical cores."""
+    return record.settings.n_threads or record.host.cores_physical
+
+
+def _as_configured(speed: rec.SpeedResult, record: rec.ModelRecord) -> int:
+    """How many of a test's parameters match the run's own settings (sweeps add others)."""
+    st = record.settings
+    pairs = ((speed.n_threads, threads_used(record)), (speed.n_batch, st.n_batch),
+             (speed.n_gpu_layers, st.n_gpu_layers), (speed.flash_attn, st.flash_attn))
+    return sum(got == want for got, want in pairs)
+
+
+def main_speed(record: rec.ModelRecord, kind: str) -> rec.SpeedResult | None:
+    """The headline "pp" or "tg" result: the plain test at depth 0 whose threads, batch, GPU
+    layers and flash-attention best match the run's settings (the first one on a draw)."""
+    plain = [s for s in record.speed if speed_kind(s) == kind]
+    return max(plain, key=lambda s: _as_configured(s, record)) if plain else None
+
+
+def noise(se_a: float | None, se_b: float | None) -> float:
+    """The smallest difference that is not a tie: TIE_Z * sqrt(se_a^2 + se_b^2).
+
+    >>> round(noise(6.0, 5.0), 1)
+    15.3
+    """
+    return TIE_Z * math.hypot(se_a or 0.0, se_b or 0.0)
+
+
+def tied(a: RankRow, b: RankRow) -> bool:
+    """True when the capabilities of two measured rows differ by less than the noise.
+
+    Example: 40.0 +- 4.0 and 33.0 +- 3.0 differ by 7.0 < 1.96 * sqrt(4^2 + 3^2) = 9.8: tied.
+    """
+    gap = abs(a.capability - b.capability)  # type: ignore[operator]
+    return gap == 0 or gap < noise(a.capability_se, b.capability_se)  # equal: tied, even at SE 0
+
+
+def dominates(other: RankRow, row: RankRow) -> bool:
+    """True when `other` dominates `row`: same host, no more peak memory, and either more
+    capable beyond noise or tied within noise with strictly less peak memory."""
+    if other is row or other.host_id != row.host_id or not (other.measured and row.measured):
+        return False
+    if other.peak_rss_gb > row.peak_rss_gb:  # type: ignore[operator]
+        return False
+    if tied(other, row):
+        return other.peak_rss_gb < row.peak_rss_gb  # type: ignore[operator]
+    return other.capability > row.capability  # type: ignore[operator]
+
+
+def dominator(row: RankRow, rows: Sequence[RankRow]) -> str:
+    """Name of the variant that dominates `row` with the best capability per GB, or ""."""
+    beaters = [o for o in rows if dominates(o, row)]
+    if not beaters:
+        return ""
+    return min(beaters, key=lambda o: (-(o.capability_per_gb or 0.0), o.name)).name
+
+
+def _mark(row: RankRow, rows: Sequence[RankRow], budget_gb: float | None) -> RankRow:
+    """`row` with its dominance, ties, Pareto flag and budget flag filled in."""
+    by = dominator(row, rows)
+    ties = tuple(sorted(o.name for o in rows
+                        if o is not row and o.host_id == row.host_id and tied(o, row)))
+    over = budget_gb is not None and row.peak_rss_gb > budget_gb  # type: ignore[operator]
+    return replace(row, dominated_by=by, tied_with=ties, pareto=not by, over_budget=over)
+
+
+def _per_gb_tied(a: RankRow, b: RankRow) -> bool:
+    gap = abs(a.capability_per_gb - b.capability_per_gb)  # type: ignore[operator]
+    return gap == 0 or gap < noise(a.capability_per_gb_se, b.capability_per_gb_se)
+
+
+def _with_ranks(ranked: list[RankRow]) -> list[RankRow]:
+    """Competition ranks over capability per GB (1, =2, =2, 4): a row shares the rank of the
+    first row of its group while their capability per GB is tied. Comparing with the group's
+    first row, not the previous one, keeps a long chain of small gaps from becoming one tie."""
+    ranks: list[int] = []
+    leader = 0
+    for index, row in enumerate(ranked):
+        if index and not _per_gb_tied(ranked[leader], row):
+            leader = index
+        ranks.append(leader + 1)
+    return [replace(row, rank=rank, rank_tied=ranks.count(rank) > 1)
+            for row, rank in zip(ranked, ranks, strict=True)]
+
+
+def rank_rows(records: Sequence[rec.ModelRecord], *,
+              budget_gb: float | None = None) -> list[RankRow]:
+    """Rows ranked by capability per GB (best first), then variants over `budget_gb` (peak
+    resident GB; unranked), then failed variants (unranked, never scored as zero)."""
+    if budget_gb is not None and budget_gb <= 0:
+        raise ValueError(f"budget_gb must be positive, got {budget_gb}")
     rows = [summarize_record(r) for r in records]
-    ranked = [r for r in rows if r.capability_per_gb is not None]
-    failed = [r for r in rows if r.capability_per_gb is None]
-    ranked.sort(key=lambda r: (-(r.capability_per_gb or 0.0), r.name))
-    out = []
-    for index, row in enumerate(ranked, 1):
-        out.append(_replace(row, rank=index, dominated_by=dominator(row, ranked)))
-    return out + sorted(failed, key=lambda r: r.name)
+    measured = [r for r in rows if r.measured]
+    marked = [_mark(r, measured, budget_gb) for r in measured]
+    ranked = sorted((r for r in marked if not r.over_budget),
+                    key=lambda r: (-(r.capability_per_gb or 0.0), r.name))
+    over = sorted((r for r in marked if r.over_budget), key=lambda r: (r.peak_rss_gb, r.name))
+    failed = sorted((r for r in rows if not r.measured), key=lambda r: r.name)
+    return _with_ranks(ranked) + over + failed
 
 
-def _replace(row: RankRow, **changes: object) -> RankRow:
-    from dataclasses import replace
+def verdict(row: RankRow) -> str:
+    """One phrase for the status column: the failure, "over budget", "dominated by X" or
+    "pareto front", plus the variants it is tied with."""
+    if not row.measured:
+        return row.status
+    text = "over budget" if row.over_budget else (
+        f"dominated by {row.dominated_by}" if row.dominated_by else "pareto front")
+    if row.tied_with:
+        text += "; tied with " + ", ".join(row.tied_with)
+    return text
 
-    return replace(row, **changes)  # type: ignore[arg-type]
+
+def rank_label(row: RankRow) -> str:
+    """The rank as shown: "3", "=2" for a shared rank, "-" when unranked."""
+    if row.rank is None:
+        return "-"
+    return f"={row.rank}" if row.rank_tied else str(row.rank)
+
+
+@dataclass(frozen=True)
+class HostGroup:
+    """One host's measurements of a run's variants (same files, same settings), ranked."""
+
+    host: rec.HostInfo
+    run_ids: tuple[str, ...]
+    rows: list[RankRow]
+
+
+@dataclass(frozen=True)
+class ThreadPoint:
+    """Speed of one variant at one thread count (mean tokens/s and sample stddev)."""
+
+    threads: int
+    pp_ts: float | None
+    pp_stddev_ts: float | None
+    tg_ts: float | None
+    tg_stddev_ts: float | None
+
+
+def _preferred_last(records: Sequence[rec.ModelRecord]) -> list[rec.ModelRecord]:
+    """Oldest first and failed before ok, so that `dict` updates keep the latest ok record."""
+    return sorted(records, key=lambda r: (r.status == rec.STATUS_OK, r.started_at))
+
+
+def group_by_host(run_records: Sequence[rec.ModelRecord],
+                  stored: Sequence[rec.ModelRecord]) -> list[HostGroup]:
+    """The run's variants as measured on every host found in `stored` (same file sha256 and
+    same settings key), ranked per host; [] when only one host has them. On each host the
+    latest ok record wins, and the run's own records win on the run's host."""
+    wanted = {(r.variant.sha256, r.settings.key()) for r in run_records if r.variant.sha256}
+    latest: dict[tuple[str, str], rec.ModelRecord] = {}
+    for r in [*_preferred_last(stored), *run_records]:
+        if (r.variant.sha256, r.settings.key()) in wanted:
+            latest[(r.host.host_id, r.variant.sha256)] = r
+    hosts: dict[str, list[rec.ModelRecord]] = {}
+    for r in latest.values():
+        hosts.setdefault(r.host.host_id, []).append(r)
+    if len(hosts) < 2:
+        return []
+    groups = [HostGroup(host=rs[0].host, run_ids=tuple(sorted({r.run_id for r in rs})),
+                        rows=rank_rows(rs)) for rs in hosts.values()]
+    return sorted(groups, key=lambda g: (g.host.hostname, g.host.host_id))
+
+
+def _same_but_threads(a: rec.RunSettings, b: rec.RunSettings) -> bool:
+    def base(s: rec.RunSettings) -> rec.RunSettings:
+        return replace(s, n_threads=0, sweep_threads=(), timeout_s=0.0)
+
+    return base(a) == base(b)
+
+
+def _speeds_by_threads(record: rec.ModelRecord) -> dict[int, dict[str, rec.SpeedResult]]:
+    """Plain pp/tg results at depth 0 by thread count (a threads sweep gives several); where
+    other sweeps give several per thread count, the one closest to the settings wins."""
+    out: dict[int, dict[str, rec.SpeedResult]] = {}
+    for s in sorted(record.speed, key=lambda s: _as_configured(s, record)):
+        kind = speed_kind(s)
+        if kind:
+            out.setdefault(s.n_threads or threads_used(record), {})[kind] = s
+    return out
+
+
+def thread_scaling(run_records: Sequence[rec.ModelRecord],
+                   stored: Sequence[rec.ModelRecord]) -> dict[str, list[ThreadPoint]]:
+    """Speed by thread count for each ok variant of the run, on the run's host: from the
+    record's own threads sweep and from other stored ok records of the same file with the same
+    settings apart from the thread count (the latest wins at each thread count)."""
+    series: dict[str, list[ThreadPoint]] = {}
+    for record in run_records:
+        if record.status != rec.STATUS_OK:
+            continue
+        merged: dict[int, dict[str, rec.SpeedResult]] = {}
+        for other in [*_preferred_last(stored), record]:
+            if (other.status == rec.STATUS_OK and other.host.host_id == record.host.host_id
+                    and other.variant.sha256 == record.variant.sha256
+                    and _same_but_threads(other.settings, record.settings)):
+                for threads, speeds in _speeds_by_threads(other).items():
+                    merged.setdefault(threads, {}).update(speeds)
+        series[record.variant.name] = [_thread_point(n, merged[n]) for n in sorted(merged)]
+    return series
+
+
+def _thread_point(threads: int, speeds: dict[str, rec.SpeedResult]) -> ThreadPoint:
+    pp, tg = speeds.get("pp"), speeds.get("tg")
+    return ThreadPoint(threads=threads, pp_ts=pp.avg_ts if pp else None,
+                       pp_stddev_ts=pp.stddev_ts if pp else None,
+                       tg_ts=tg.avg_ts if tg else None, tg_stddev_ts=tg.stddev_ts if tg else None)

@@ -1,0 +1,295 @@
+"""The self-contained HTML report and its PNG plots, checked as files and in headless Chromium.
+
+The browser test drives Debian's chromium over the DevTools protocol on a pipe
+(--remote-debugging-pipe: fd 3 in, fd 4 out), so nothing listens on any port and the page is
+opened from a file:// URL with no network at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from edgeeval import records as rec
+from edgeeval import settings, store
+from edgeeval.cli import main
+from edgeeval.plots import fidelity_point, kld_vs_bits
+from edgeeval.report import render_run
+from tests.builders import host, record, speed
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOT_IDS = ["plot-capability-memory", "plot-speed-memory", "plot-kld-bpw", "plot-speed-threads"]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def sweep(pp: tuple[float, float], tg: tuple[float, float]) -> list[rec.SpeedResult]:
+    """A threads sweep (1 and 2 threads) with three repetitions each."""
+    return [speed("pp128", [pp[0] - 1, pp[0], pp[0] + 1], n_threads=1),
+            speed("tg32", [tg[0] - 0.5, tg[0], tg[0] + 0.5], n_threads=1),
+            speed("pp128", [pp[1] - 1, pp[1], pp[1] + 1], n_threads=2),
+            speed("tg32", [tg[1] - 0.5, tg[1], tg[1] + 0.5], n_threads=2)]
+
+
+def build_run(run_id: str = "run1") -> Path:
+    """A stored run of hand-built records: two families, a dominated variant, a tie, a crash,
+    a threads sweep, and the same files measured on a second host (for the by-host section)."""
+    root = settings.reports_dir()
+    swept = rec.RunSettings(sweep_threads=(1, 2))
+    table = [("qwen-q8", "qwen", 0.75, 0.80, (60, 110), (14, 25)),
+             ("qwen-q4", "qwen", 0.45, 0.76, (80, 150), (22, 38)),
+             ("gemma-q4", "gemma", 0.35, 0.55, (95, 170), (26, 45)),
+             ("gemma-q8 <b>", "gemma", 0.60, 0.52, (70, 120), (16, 28))]
+    records = [record(name, peak_gb=peak, acc=acc, family=family, run_id=run_id,
+                      settings=swept, size_gb=peak * 0.8, speeds=sweep(pp, tg))
+               for name, family, peak, acc, pp, tg in table]
+    records.append(record("smol-broken", peak_gb=0.1, acc=0.0, run_id=run_id,
+                          status=rec.STATUS_CRASH, settings=swept))
+    store.write_manifest(run_id, {"run_id": run_id, "host": rec.to_dict(records[0].host),
+                                  "settings": rec.to_dict(swept)}, root)
+    for r in records:
+        store.save_record(r, root=root)
+    laptop = host("h2", "laptop", cpu_model="Apple M2", backend="Metal")
+    store.insert_records([record(n, peak_gb=p * 1.1, acc=a, family=f, run_id="laptop-run",
+                                 host_info=laptop, settings=swept, speeds=sweep(pp, tg))
+                          for n, f, p, a, pp, tg in table[:2]], root)
+    return store.run_dir(run_id, root)
+
+
+def test_report_writes_html_and_every_plot_as_png():
+    build_run()
+    _, rows, paths = render_run("run1", budget_gb=0.7)
+    for plot_id in PLOT_IDS:
+        png = paths[f"png-{plot_id.removeprefix('plot-')}"]
+        assert png.name == f"{plot_id}.png" and png.read_bytes().startswith(PNG_MAGIC)
+    html = paths["html"].read_text(encoding="utf-8")
+    assert html.count("<img ") == len(PLOT_IDS)
+    for plot_id in PLOT_IDS:
+        data = re.search(rf'id="{plot_id}"[^>]*src="data:image/png;base64,([^"]+)"', html)
+        assert data, plot_id
+        assert base64.b64decode(data.group(1)) == paths[f"png-{plot_id[5:]}"].read_bytes()
+    assert 'id="ranking"' in html and 'id="tasks"' in html and 'id="host-1"' in html
+    assert "no fidelity data in this run" in html
+    assert "gemma-q8 &lt;b&gt;" in html and "gemma-q8 <b>" not in html   # names are escaped
+    assert "over budget" in html and "dominated by" in html and "crash" in html
+    assert paths["md"].exists() and paths["csv"].exists() and paths["json"].exists()
+    assert [r.name for r in rows if r.over_budget] == ["qwen-q8"]
+
+
+def test_html_needs_no_network():
+    build_run()
+    _, _, paths = render_run("run1")
+    html = paths["html"].read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    assert "<script>" in html and "<style>" in html
+
+
+def test_report_command_ranks_within_a_budget(capsys):
+    build_run()
+    assert main(["report", "run1", "--budget-gb", "0.7"]) == 0
+    out = capsys.readouterr().out
+    assert "| - | qwen-q8 |" in out and "over budget" in out and "report.html" in out
+    assert "10^9" not in out   # the terminal shows the compact table, not the notes
+    with pytest.raises(SystemExit):
+        main(["report", "run1", "--budget-gb", "0"])
+    assert "positive number of GB" in capsys.readouterr().err
+
+
+def test_kld_plot_draws_fidelity_data_when_records_carry_it():
+    variant = rec.VariantInfo("q-q4", "qwen", "Q", "Q4_K_M", "instruct", 1, "a" * 64)
+    carrying = [SimpleNamespace(variant=variant, fidelity={"kld_mean": k, "bits_per_weight": b})
+                for k, b in ((0.1, 4.8), (0.01, 8.5))]
+    assert fidelity_point(carrying[0]) == (4.8, 0.1)
+    assert kld_vs_bits(carrying).has_data
+    plain = record("m", peak_gb=0.2, acc=0.5)
+    assert fidelity_point(plain) is None and not kld_vs_bits([plain]).has_data
+
+
+def test_make_report_target_rerenders_the_latest_run():
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert re.search(r"^report:.*\n\t\$\(PY\) -m edgeeval report latest$", makefile, re.M)
+
+
+# ---- in the browser ---------------------------------------------------------------------
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over --remote-debugging-pipe."""
+
+    def __init__(self, args: list[str], log: Path, timeout_s: float = 90.0) -> None:
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+
+        def wire_fds() -> None:  # runs in the child: the browser reads fd 3 and writes fd 4
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        self.log = log
+        with log.open("wb") as output:
+            self.proc = subprocess.Popen(args + ["--remote-debugging-pipe"],
+                                         preexec_fn=wire_fds, close_fds=False,
+                                         stdin=subprocess.DEVNULL, stdout=output,
+                                         stderr=subprocess.STDOUT)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self.deadline = time.monotonic() + timeout_s
+        self.events: list[dict[str, Any]] = []
+        self._buffer = b""
+        self._next_id = 0
+
+    def _read_message(self) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            left = self.deadline - time.monotonic()
+            ready, _, _ = select.select([self._from_browser], [], [], max(left, 0))
+            if not ready:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._from_browser, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"chromium exited (code {self.proc.poll()}); its output "
+                                   f"is in {self.log}")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """Send a command and return its result; events that arrive meanwhile are kept."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._read_message()
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str) -> dict[str, Any]:
+        """The first event named `method` (already received or arriving later)."""
+        while True:
+            found = next((e for e in self.events if e.get("method") == method), None)
+            if found:
+                return found
+            self.events.append(self._read_message())
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+
+
+def page_errors(events: list[dict[str, Any]]) -> list[str]:
+    """Uncaught exceptions, console.error/assert calls and error log entries."""
+    out = []
+    for e in events:
+        p = e.get("params", {})
+        if e.get("method") == "Runtime.exceptionThrown":
+            out.append(json.dumps(p["exceptionDetails"])[:500])
+        elif e.get("method") == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
+            out.append(json.dumps(p["args"])[:500])
+        elif e.get("method") == "Log.entryAdded" and p["entry"]["level"] == "error":
+            out.append(p["entry"]["text"])
+    return out
+
+
+# Everything checked inside the page, returned as JSON: tables, images, and that a header
+# click sorts (text ascending, then descending; the rank column puts unranked rows last).
+PAGE_PROBE = """(() => {
+  const names = id => Array.from(document.getElementById(id).tBodies[0].rows,
+                                 r => r.cells[1].textContent);
+  const head = (id, i) => document.getElementById(id).tHead.rows[0].cells[i];
+  const out = {
+    tables: Array.from(document.querySelectorAll("table.sortable"), t => t.id),
+    images: Array.from(document.images, i => ({id: i.id, ok: i.complete && i.naturalWidth > 0,
+                                                 width: i.naturalWidth})),
+    before: names("ranking")};
+  head("ranking", 1).click(); out.asc = names("ranking");
+  head("ranking", 1).click(); out.desc = names("ranking");
+  head("ranking", 0).click();
+  out.ranks = Array.from(document.getElementById("ranking").tBodies[0].rows,
+                         r => r.cells[0].textContent);
+  return JSON.stringify(out);
+})()"""
+
+
+def chromium_args(user_data: Path) -> list[str]:
+    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-extensions", "--disable-default-apps",
+            "--no-default-browser-check", "--mute-audio", "--hide-scrollbars",
+            "--window-size=1280,2000", f"--user-data-dir={user_data}", "about:blank"]
+
+
+def open_report(tools: DevTools, url: str) -> str:
+    """Attach to a fresh page, enable the event domains, load `url`; return the session."""
+    target = tools.call("Target.createTarget", url="about:blank")["targetId"]
+    session = tools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    for domain in ("Runtime", "Log", "Page"):
+        tools.call(f"{domain}.enable", session)
+    tools.call("Page.navigate", session, url=url)
+    tools.wait_for("Page.loadEventFired")
+    return session
+
+
+def screenshot(tools: DevTools, session: str, path: Path) -> None:
+    size = tools.call("Page.getLayoutMetrics", session)["cssContentSize"]
+    shot = tools.call("Page.captureScreenshot", session, format="png",
+                      captureBeyondViewport=True,
+                      clip={"x": 0, "y": 0, "width": size["width"],
+                            "height": size["height"], "scale": 1})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_html_report_in_headless_chromium(tmp_path):
+    if not (Path(CHROMIUM).exists() and shutil.which("chromium")):
+        pytest.fail("chromium is not installed: run `apt-get install chromium` (Debian's "
+                    "package) to run the browser test of the HTML report")
+    directory = build_run()
+    _, rows, paths = render_run("run1", budget_gb=0.7)
+    tools = DevTools(chromium_args(tmp_path / "chromium-profile"), tmp_path / "chromium.log")
+    try:
+        session = open_report(tools, paths["html"].resolve().as_uri())
+        errors = page_errors(tools.events)
+        probe = json.loads(tools.call("Runtime.evaluate", session, expression=PAGE_PROBE,
+                                      returnByValue=True)["result"]["value"])
+        screenshot(tools, session, directory / "report.png")
+        # the error detector can fail: an exception thrown in the page must be seen
+        tools.call("Runtime.evaluate", session,
+                   expression="setTimeout(() => { throw new Error('probe'); }, 0)")
+        tools.wait_for("Runtime.exceptionThrown")
+    finally:
+        tools.close()
+    assert errors == []
+    assert {"ranking", "tasks", "host-1", "host-2"} <= set(probe["tables"])
+    assert [i["id"] for i in probe["images"]] == PLOT_IDS
+    assert all(i["ok"] and i["width"] >= 600 for i in probe["images"]), probe["images"]
+    ranked = [r.name for r in rows]
+    assert probe["before"] == ranked
+    assert probe["asc"] == sorted(ranked) and probe["desc"] == sorted(ranked, reverse=True)
+    numbers = [int(r.lstrip("=")) for r in probe["ranks"] if r != "-"]
+    assert numbers == sorted(numbers) and len(numbers) == 3
+    assert probe["ranks"][3:] == ["-", "-"]    # over budget and crashed: last when sorted
+    png = (directory / "report.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 50_000
