@@ -195,3 +195,130 @@ class LlamaBackend:
             out.append(sum(_log_softmax_at(rows[len(context) - 1 + i], tok)
                            for i, tok in enumerate(cont)))
         return out
+
+    # --- quant fidelity: logits of every scored position ---
+    def logits_for(self, tokens: list[int], *, first: int = 0) -> np.ndarray:
+        """Logits of positions first..len(tokens)-1 of `tokens`, decoded from an empty KV cache.
+
+        Returns float32 of shape (len(tokens) - first, n_vocab): row i is what the model predicts
+        for the token after position first + i. Only those rows are requested from llama.cpp,
+        so scoring the second half of a 512-token chunk copies 256 rows, not 512.
+        """
+        if not 0 <= first < len(tokens) <= self.n_ctx:
+            raise ValueError(f"need 0 <= first < len(tokens) <= n_ctx ({self.n_ctx}); got "
+                             f"first={first}, {len(tokens)} tokens")
+        self.clear()
+        out = np.empty((len(tokens) - first, self.n_vocab), np.float32)
+        done = 0
+        for start in range(0, len(tokens), self.options.n_batch):
+            chunk = tokens[start:start + self.options.n_batch]
+            n_out = self._fill_batch(chunk, start, first)
+            result = self._lib.llama_decode(self.ctx, self._batch)
+            if result != 0:
+                raise RuntimeError(f"llama_decode failed with code {result}")
+            if n_out:
+                pointer = self._lib.llama_get_logits(self.ctx)
+                flat = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                                             shape=(n_out * self.n_vocab,))
+                out[done:done + n_out] = flat.reshape(n_out, self.n_vocab)
+                done += n_out
+        return out
+
+    def _fill_batch(self, chunk: list[int], pos0: int, first: int) -> int:
+        """Put `chunk` at positions pos0.. of sequence 0, asking logits from `first` on."""
+        batch = self._batch
+        batch.n_tokens = len(chunk)
+        n_out = 0
+        for i, token in enumerate(chunk):
+            batch.token[i] = token
+            batch.pos[i] = pos0 + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = pos0 + i >= first
+            n_out += pos0 + i >= first
+        return n_out
+
+
+# --- quantization (llama_model_quantize) ---
+
+def ggml_type_ids() -> dict[str, int]:
+    """Tensor type names this llama.cpp knows, from its GGML_TYPE_* enum: {"Q8_0": 8, ...}."""
+    import llama_cpp
+
+    prefix = "GGML_TYPE_"
+    return {name[len(prefix):]: int(value) for name, value in vars(llama_cpp).items()
+            if name.startswith(prefix) and name != "GGML_TYPE_COUNT" and isinstance(value, int)}
+
+
+def llama_ftype_ids() -> dict[str, int]:
+    """File types llama_model_quantize takes, from LLAMA_FTYPE_*: {"Q4_K_M": 15, "F32": 0, ...}."""
+    import llama_cpp
+
+    out = {}
+    for name, value in vars(llama_cpp).items():
+        if name.startswith("LLAMA_FTYPE_MOSTLY_") and isinstance(value, int):
+            out[name[len("LLAMA_FTYPE_MOSTLY_"):]] = int(value)
+    out["F32"] = int(llama_cpp.LLAMA_FTYPE_ALL_F32)
+    return out
+
+
+def quantize_model(src: str, dst: str, *, ftype: int,
+                   tensor_overrides: list[tuple[str, int]] | tuple[()] = (),
+                   output_tensor_type: int | None = None,
+                   token_embedding_type: int | None = None, pure: bool = False,
+                   nthread: int = 0) -> str:
+    """Write `dst`, GGUF `src` re-typed by llama.cpp's llama_model_quantize; return its log.
+
+    `ftype` is a LLAMA_FTYPE id; `tensor_overrides` are (regex, GGML_TYPE id) pairs that
+    llama.cpp searches in each tensor name in order, first match wins. Already-quantized
+    sources are allowed (requantizing). llama.cpp's log is captured instead of printed; on
+    failure RuntimeError carries its error lines.
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = nthread
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.pure = pure
+    if output_tensor_type is not None:
+        params.output_tensor_type = output_tensor_type
+    if token_embedding_type is not None:
+        params.token_embedding_type = token_embedding_type
+    keep = _tensor_override_array(list(tensor_overrides))
+    if keep is not None:
+        params.tt_overrides = ctypes.cast(keep[0], ctypes.POINTER(
+            llama_cpp.llama_model_tensor_override))
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+    try:
+        code = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
+    finally:
+        from llama_cpp import _logger  # llama-cpp-python's own sink, restored as it was
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    log = "".join(lines)
+    if code != 0:
+        errors = [ln for ln in log.splitlines() if "error" in ln.lower() or "failed" in ln]
+        raise RuntimeError("; ".join(errors[-3:]) or f"llama_model_quantize returned {code}")
+    return log
+
+
+def _tensor_override_array(pairs: list[tuple[str, int]]) -> tuple[Any, list[bytes]] | None:
+    """A NULL-terminated llama_model_tensor_override array (and the bytes it points into)."""
+    import llama_cpp
+
+    if not pairs:
+        return None
+    patterns = [pattern.encode() for pattern, _ in pairs]
+    array = (llama_cpp.llama_model_tensor_override * (len(pairs) + 1))()
+    for i, (pattern, (_, type_id)) in enumerate(zip(patterns, pairs, strict=True)):
+        array[i].pattern = pattern
+        array[i].type = type_id
+    array[len(pairs)].pattern = None
+    return array, patterns

@@ -246,3 +246,47 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """Quant fidelity of one variant against a reference on one corpus (llama-perplexity's
+    method): perplexities, ln(PPL(Q)/PPL(ref)), KL divergence in nats per scored token, and
+    token-probability statistics in percent (`*_pct`). Metrics are None when `status` is not ok.
+    """
+
+    run_id: str
+    variant: str
+    reference: str
+    status: str
+    corpus: str
+    corpus_sha256: str
+    n_ctx: int
+    n_chunks: int
+    variant_sha256: str = ""
+    reference_sha256: str = ""
+    n_tokens: int = 0
+    ppl: float | None = None
+    ppl_se: float | None = None
+    ppl_ref: float | None = None
+    ppl_ref_se: float | None = None
+    ln_ppl_ratio: float | None = None
+    ln_ppl_ratio_se: float | None = None
+    kld_mean: float | None = None
+    kld_se: float | None = None
+    kld_max: float | None = None
+    kld_p999: float | None = None
+    kld_p99: float | None = None
+    kld_p90: float | None = None
+    kld_median: float | None = None
+    same_top_pct: float | None = None
+    same_top_se_pct: float | None = None
+    rms_dp_pct: float | None = None
+    rms_dp_se_pct: float | None = None
+    elapsed_s: float = 0.0
+    reference_elapsed_s: float = 0.0
+    host_id: str = ""
+    llama_cpp_python_version: str = ""
+    started_at: str = ""
+    notes: str = ""
+    error: str = ""

@@ -1,0 +1,539 @@
+"""Quant fidelity: how far a variant's next-token distributions drift from a reference's.
+
+The method is llama-perplexity's (`--kl-divergence-base` / `--kl-divergence`), so the numbers
+compare with the ones practitioners publish:
+- The reference tokenizes the corpus once (adding BOS when the model adds one); the tokens are
+  cut into chunks of n_ctx (512). Each chunk is decoded from an empty KV cache with its first
+  token replaced by BOS (when the model adds BOS), and only its second half is scored: the
+  logits at positions n_ctx/2 .. n_ctx-2 predict the tokens after them (255 per 512 chunk).
+- The reference pass streams its log-probabilities to disk a chunk at a time (float16, 255 x
+  n_vocab values: 78 MB per chunk for a 152k vocabulary) and each variant pass reads them back a
+  chunk at a time, so memory stays bounded. The variant's log-probabilities are rounded to the
+  same float16 grid, so a model compared with itself gives exactly 0.
+- Per scored token: KLD(ref || variant), -ln p of the actual token under both, p difference of
+  the actual token, and whether the most likely tokens agree. Then mean KLD with its standard
+  error, KLD percentiles, PPL of both, mean ln(PPL(Q)/PPL(ref)), Same-top-p, RMS of delta-p.
+Each model runs in its own child process (`python -m edgeeval.fidelity SPEC OUT`) through
+runner.run_child, as the bench does: a native crash or a hang is a recorded failure, and the
+reference and the variant are never in memory together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeeval import hostinfo, settings, store
+from edgeeval import records as rec
+from edgeeval.backend import library_info
+from edgeeval.catalog import Catalog, Variant, load_catalog
+from edgeeval.errors import EdgeevalError, FetchError, OfflineError
+from edgeeval.files import ensure_free_space
+from edgeeval.gguf_check import check_gguf
+from edgeeval.quantize import ensure_file, read_build_info
+from edgeeval.runner import run_child
+
+Progress = Callable[[str], None]
+N_CTX = 512
+MAX_CHUNKS = 32
+#: Reference log-probabilities at or below this are left out of the KLD sum (as llama-perplexity).
+LOGP_FLOOR = -16.0
+WIKITEXT = ("ggml-org/ci", "wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.raw")
+_ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fidelity (
+    run_id TEXT NOT NULL, variant TEXT NOT NULL, reference TEXT NOT NULL,
+    corpus_sha256 TEXT NOT NULL, n_ctx INTEGER NOT NULL, n_chunks INTEGER NOT NULL,
+    status TEXT NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY (run_id, variant, reference, corpus_sha256, n_ctx, n_chunks)
+);
+"""
+
+
+# --- the math (pure functions) ---
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per scored token: -ln p of the actual next token under the variant (`nll`) and the
+    reference (`nll_ref`), KLD(ref || variant) in nats, p_variant - p_ref of the actual token,
+    and whether both models rank the same token first."""
+
+    nll: np.ndarray
+    nll_ref: np.ndarray
+    kld: np.ndarray
+    p_diff: np.ndarray
+    same_top: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[TokenStats]) -> TokenStats:
+        return TokenStats(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in ("nll", "nll_ref", "kld", "p_diff", "same_top")))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise natural-log probabilities (float32) of a (rows, vocab) array of logits.
+
+    Example: logits (0, ln 3) -> probabilities (0.25, 0.75) -> (-1.3863, -0.2877).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    total = np.exp(shifted).sum(axis=1, keepdims=True, dtype=np.float64)
+    return shifted - np.log(total).astype(np.float32)
+
+
+def token_stats(logp_ref: np.ndarray, logp_q: np.ndarray, targets: np.ndarray, *,
+                floor: float = LOGP_FLOOR) -> TokenStats:
+    """Compare two models' log-probabilities (rows = positions) on the tokens that followed.
+
+    KLD(ref || q) = sum over v of p_ref(v) * (ln p_ref(v) - ln p_q(v)), skipping the v whose
+    ln p_ref(v) <= `floor` (they add less than e^-16 each; llama-perplexity skips them too).
+    Worked example: p_ref = (0.5, 0.5), p_q = (0.25, 0.75) gives
+    0.5 * ln(0.5 / 0.25) + 0.5 * ln(0.5 / 0.75) = 0.3466 - 0.2027 = 0.1438 nats;
+    identical distributions give exactly 0.
+    """
+    rows = np.arange(len(targets))
+    lr = logp_ref.astype(np.float32, copy=False)
+    lq = logp_q.astype(np.float32, copy=False)
+    terms = np.where(lr > floor, np.exp(lr) * (lr - lq), np.float32(0))
+    ref_at, q_at = lr[rows, targets].astype(np.float64), lq[rows, targets].astype(np.float64)
+    return TokenStats(nll=-q_at, nll_ref=-ref_at, kld=terms.sum(axis=1, dtype=np.float64),
+                      p_diff=np.exp(q_at) - np.exp(ref_at),
+                      same_top=lr.argmax(axis=1) == lq.argmax(axis=1))
+
+
+def mean_se(values: np.ndarray) -> tuple[float, float]:
+    """Mean and its standard error std(ddof=1) / sqrt(n); the error is 0 below 2 values.
+
+    Example: (1, 2, 3, 4) -> mean 2.5, std 1.291, SE 1.291 / 2 = 0.6455.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()) if len(values) else math.nan, 0.0
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarize(stats: TokenStats) -> dict[str, float | int]:
+    """The FidelityResult metrics of a set of scored tokens (llama-perplexity's statistics).
+
+    PPL = exp(mean nll) with SE PPL * SE(mean nll); ln(PPL(Q)/PPL(ref)) = mean(nll - nll_ref)
+    with the SE of the paired differences; percentiles interpolate linearly between sorted
+    values; Same-top-p SE = sqrt(f (1 - f) / (n - 1)); RMS delta-p = sqrt(mean(dp^2)) with SE
+    SE(mean dp^2) / (2 RMS). Example: ref nll (1.0, 2.0), variant nll (1.5, 2.5) give
+    ln ratio 0.5 and PPL ratio e^0.5 = 1.65.
+    """
+    n = len(stats.kld)
+    ln_q, ln_q_se = mean_se(stats.nll)
+    ln_r, ln_r_se = mean_se(stats.nll_ref)
+    ratio, ratio_se = mean_se(stats.nll - stats.nll_ref)
+    kld, kld_se = mean_se(stats.kld)
+    same = float(np.mean(stats.same_top))
+    same_se = math.sqrt(same * (1 - same) / (n - 1)) if n > 1 else 0.0
+    msd, msd_se = mean_se(stats.p_diff ** 2)
+    rms = math.sqrt(msd)
+    return {"n_tokens": n, "ppl": math.exp(ln_q), "ppl_se": math.exp(ln_q) * ln_q_se,
+            "ppl_ref": math.exp(ln_r), "ppl_ref_se": math.exp(ln_r) * ln_r_se,
+            "ln_ppl_ratio": ratio, "ln_ppl_ratio_se": ratio_se, "kld_mean": kld,
+            "kld_se": kld_se, "kld_max": float(np.max(stats.kld)),
+            "kld_p999": _pct(stats.kld, 99.9), "kld_p99": _pct(stats.kld, 99.0),
+            "kld_p90": _pct(stats.kld, 90.0), "kld_median": float(np.median(stats.kld)),
+            "same_top_pct": 100 * same, "same_top_se_pct": 100 * same_se,
+            "rms_dp_pct": 100 * rms, "rms_dp_se_pct": 100 * msd_se / (2 * rms) if rms else 0.0}
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def make_chunks(tokens: list[int] | np.ndarray, n_ctx: int, max_chunks: int) -> np.ndarray:
+    """(n_chunks, n_ctx) int32: consecutive n_ctx-token windows, at most `max_chunks` (0 = all).
+
+    Example: 1100 tokens, n_ctx 512 -> 2 chunks (the last 76 tokens are not used).
+    """
+    n = len(tokens) // n_ctx
+    if max_chunks > 0:
+        n = min(n, max_chunks)
+    return np.asarray(tokens[:n * n_ctx], dtype=np.int32).reshape(n, n_ctx)
+
+
+def scored(n_ctx: int) -> tuple[int, int]:
+    """(first, count): logits from position `first` on are scored, `count` tokens per chunk.
+
+    For n_ctx 512: positions 256..510 predict tokens 257..511, so 255 tokens.
+    """
+    return n_ctx // 2, n_ctx - 1 - n_ctx // 2
+
+
+# --- corpora ---
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    text: str
+    sha256: str
+
+
+def load_corpus(spec: str) -> Corpus:
+    """`pydoc` (the Python docs every install carries: offline), `wikitext-2` (the test split
+    llama.cpp's docs use, from the Hub) or the path of a UTF-8 text file."""
+    if spec == "pydoc":
+        from pydoc_data.topics import topics
+
+        text = "\n\n".join(topics[key] for key in sorted(topics))
+    elif spec in ("wikitext-2", "wikitext2"):
+        spec, text = "wikitext-2", _wikitext2()
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise EdgeevalError(f"corpus '{spec}' is not 'pydoc', 'wikitext-2' or a text file; "
+                                "pass --corpus pydoc to use the offline corpus")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    import hashlib
+
+    return Corpus(spec, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _wikitext2() -> str:
+    """wiki.test.raw from ggml-org/ci's wikitext-2-raw-v1.zip, cached in EDGEEVAL_HOME."""
+    repo_id, zip_name, member = WIKITEXT
+    folder = settings.home() / "corpora"
+    cached = folder / Path(member).name
+    if cached.exists():
+        return cached.read_text(encoding="utf-8")
+    if settings.offline():
+        raise OfflineError(f"wikitext-2 is not cached ({cached}) and offline mode is on; use "
+                           "--corpus pydoc or fetch it once online", repo_id=repo_id)
+    import huggingface_hub
+
+    try:
+        zipped = huggingface_hub.hf_hub_download(
+            repo_id, zip_name, repo_type="dataset", endpoint=settings.hf_endpoint(),
+            token=settings.hf_token(), local_dir=folder, cache_dir=folder / ".hf-cache")
+        with zipfile.ZipFile(zipped) as zf:
+            text = zf.read(member).decode("utf-8")
+    except Exception as exc:  # network, Hub refusals, a broken zip: all mean "no corpus"
+        raise FetchError(f"could not get wikitext-2 ({settings.hf_endpoint()}/datasets/"
+                         f"{repo_id}, {zip_name}): {exc}; retry, or use --corpus pydoc") from exc
+    tmp = cached.with_name(cached.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, cached)
+    Path(zipped).unlink(missing_ok=True)
+    return text
+
+
+# --- running the model passes ---
+
+def run_fidelity(reference: Variant, variants: list[Variant], catalog: Catalog, *,
+                 corpus: Corpus, run_id: str, n_ctx: int = N_CTX, max_chunks: int = MAX_CHUNKS,
+                 n_threads: int = 0, n_gpu_layers: int = 0, timeout_s: float = 3600.0,
+                 progress: Progress = lambda m: None) -> list[rec.FidelityResult]:
+    """Measure each variant against `reference`; every result is saved as soon as it exists.
+
+    A variant that fails is a result with status "error" and the reason; a reference that
+    fails raises EdgeevalError (nothing can be compared without it).
+    """
+    ref_file = ensure_file(reference, catalog, progress=progress)
+    library = library_info()
+    common = {"run_id": run_id, "reference": reference.name, "corpus": corpus.name,
+              "corpus_sha256": corpus.sha256, "n_ctx": n_ctx, "reference_sha256": ref_file.sha256,
+              "host_id": hostinfo.collect(library, bandwidth=False).host_id,
+              "llama_cpp_python_version": str(library["llama_cpp_python_version"])}
+    threads = n_threads or hostinfo.physical_cores()
+    scratch = settings.home() / "tmp"
+    ensure_free_space(scratch, _ref_bytes(ref_file.path, n_ctx, max_chunks, len(corpus.text)))
+    with tempfile.TemporaryDirectory(prefix="fidelity-", dir=scratch) as tmp:
+        work = Path(tmp)
+        (work / "corpus.txt").write_text(corpus.text, encoding="utf-8")
+        spec = {"work": str(work), "n_ctx": n_ctx, "max_chunks": max_chunks,
+                "n_threads": threads, "n_gpu_layers": n_gpu_layers}
+        progress(f"{reference.name}: reference pass on {corpus.name} (n_ctx {n_ctx})")
+        ref_s, reason = _run_pass({**spec, "role": "reference", "model": str(ref_file.path)},
+                                  reference.name, timeout_s, progress)
+        if ref_s is None:
+            raise EdgeevalError(f"{reference.name}: the reference pass failed: {reason}")
+        n_chunks = json.loads((work / "meta.json").read_text())["n_chunks"]
+        common.update(n_chunks=n_chunks, reference_elapsed_s=ref_s)
+        results = []
+        for variant in variants:
+            result = _measure_one(variant, catalog, spec, common, timeout_s, progress)
+            save_fidelity(result)
+            results.append(result)
+    return results
+
+
+def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
+    """Disk the reference log-probabilities take (chunks estimated at ~3 characters a token)."""
+    n_vocab = check_gguf(path).metadata.get("tokenizer.ggml.tokens", 0)
+    n_vocab = n_vocab if isinstance(n_vocab, int) else len(n_vocab)  # type: ignore[arg-type]
+    chunks = n_chars // (3 * n_ctx)
+    chunks = min(chunks, max_chunks) if max_chunks > 0 else chunks
+    return chunks * scored(n_ctx)[1] * n_vocab * 2
+
+
+def _measure_one(variant: Variant, catalog: Catalog, spec: dict[str, Any],
+                 common: dict[str, Any], timeout_s: float, progress: Progress
+                 ) -> rec.FidelityResult:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    try:
+        file = ensure_file(variant, catalog, progress=progress)
+    except (EdgeevalError, OSError) as exc:
+        return rec.FidelityResult(**common, variant=variant.name, status=rec.STATUS_SKIPPED,
+                                  started_at=started, error=str(exc))
+    out = Path(spec["work"]) / f"stats-{variant.name}.npz"
+    progress(f"{variant.name}: comparing with {common['reference']}")
+    elapsed, error = _run_pass({**spec, "role": "variant", "model": str(file.path),
+                                "out": str(out)}, variant.name, timeout_s, progress)
+    base = {**common, "variant": variant.name, "variant_sha256": file.sha256,
+            "started_at": started, "notes": _notes(file.path)}
+    if elapsed is None:
+        return rec.FidelityResult(**base, status=rec.STATUS_ERROR, error=error)
+    with np.load(out) as data:
+        stats = TokenStats(**{k: data[k] for k in data.files})
+    out.unlink()
+    return rec.FidelityResult(**base, status=rec.STATUS_OK, elapsed_s=elapsed,
+                              **summarize(stats))  # type: ignore[arg-type]
+
+
+def _notes(path: Path) -> str:
+    info = read_build_info(path)
+    if info is None or not info.requantized:
+        return ""
+    return f"requantized from {info.base_quant} ({info.base}): quality capped by the source"
+
+
+def _run_pass(spec: dict[str, Any], name: str, timeout_s: float, progress: Progress
+              ) -> tuple[float | None, str]:
+    """Run one model pass in a child; (seconds, "") on success, (None, reason) on failure."""
+    spec_path = Path(spec["work"]) / f"spec-{spec['role']}.json"
+    spec_path.write_text(json.dumps(spec))
+    outcome = run_child([sys.executable, "-m", "edgeeval.fidelity", str(spec_path)],
+                        timeout_s=timeout_s, interval_s=0.2,
+                        on_event=lambda e: _chunk_progress(name, e, progress))
+    if outcome.timed_out:
+        return None, f"killed after the {timeout_s:.0f} s timeout"
+    if outcome.signal is not None or outcome.returncode != 0:
+        last = (outcome.stderr_tail.strip().splitlines() or ["no output"])[-1]
+        how = f"signal {outcome.signal}" if outcome.signal else f"exit code {outcome.returncode}"
+        return None, f"child failed ({how}): {last}"
+    return outcome.duration_s, ""
+
+
+def _chunk_progress(name: str, event: dict[str, Any], progress: Progress) -> None:
+    index, total = event.get("index", 0), event.get("total", 0)
+    if event.get("event") == "chunk" and (index in (1, total) or index % 10 == 0):
+        progress(f"{name}: chunk {index}/{total}")
+
+
+# --- the child process ---
+
+def _emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _load(spec: dict[str, Any]) -> Any:
+    from edgeeval.backend import LlamaBackend, LoadOptions
+
+    check_gguf(spec["model"])  # refuse malformed files before native code parses them
+    n_ctx = spec["n_ctx"]
+    return LlamaBackend(spec["model"], LoadOptions(
+        n_ctx=n_ctx, n_threads=spec["n_threads"], n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
+        n_gpu_layers=spec["n_gpu_layers"]))
+
+
+def _chunk_logp(backend: Any, chunk: np.ndarray, first: int) -> np.ndarray:
+    """float16 log-probabilities of a chunk's scored positions (BOS put first if the model
+    adds one; the chunk's last token is only a target, so it is not decoded)."""
+    tokens = [int(t) for t in chunk[:-1]]
+    if backend.add_bos:
+        tokens[0] = backend.bos
+    logits = backend.logits_for(tokens, first=first)
+    return np.concatenate([log_softmax(logits[i:i + _ROWS]).astype(np.float16)
+                           for i in range(0, len(logits), _ROWS)])
+
+
+def reference_pass(spec: dict[str, Any]) -> None:
+    """Tokenize the corpus, then write tokens, meta and the reference log-probabilities."""
+    work, n_ctx = Path(spec["work"]), spec["n_ctx"]
+    backend = _load(spec)
+    tokens = backend.tokenize((work / "corpus.txt").read_text(encoding="utf-8"), add_bos=True)
+    chunks = make_chunks(tokens, n_ctx, spec["max_chunks"])
+    if len(chunks) == 0:
+        raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than one chunk of "
+                         f"{n_ctx}; use a longer corpus or a smaller --n-ctx")
+    np.save(work / "tokens.npy", chunks)
+    first, _ = scored(n_ctx)
+    with open(work / "ref_logp.f16", "wb") as fh:
+        for index, chunk in enumerate(chunks, 1):
+            fh.write(_chunk_logp(backend, chunk, first).tobytes())
+            _emit("chunk", index=index, total=len(chunks))
+    (work / "meta.json").write_text(json.dumps({"n_vocab": backend.n_vocab, "n_chunks":
+                                                len(chunks), "n_corpus_tokens": len(tokens)}))
+    backend.close()
+
+
+def variant_pass(spec: dict[str, Any]) -> None:
+    """Score the variant on the reference's chunks, one chunk of reference data at a time."""
+    work, n_ctx = Path(spec["work"]), spec["n_ctx"]
+    meta = json.loads((work / "meta.json").read_text())
+    backend = _load(spec)
+    if backend.n_vocab != meta["n_vocab"]:
+        raise ValueError(f"vocabulary of {backend.n_vocab} tokens, the reference has "
+                         f"{meta['n_vocab']}: fidelity needs the same model's tokenizer")
+    chunks = np.load(work / "tokens.npy")
+    first, count = scored(n_ctx)
+    ref = np.memmap(work / "ref_logp.f16", dtype=np.float16, mode="r",
+                    shape=(len(chunks), count, meta["n_vocab"]))
+    parts = []
+    for index, chunk in enumerate(chunks):
+        logp = _chunk_logp(backend, chunk, first)
+        targets = chunk[first + 1:]
+        for i in range(0, count, _ROWS):
+            parts.append(token_stats(np.asarray(ref[index, i:i + _ROWS]), logp[i:i + _ROWS],
+                                     targets[i:i + _ROWS]))
+        _emit("chunk", index=index + 1, total=len(chunks))
+    stats = TokenStats.concat(parts)
+    np.savez(spec["out"], **{k: getattr(stats, k) for k in
+                             ("nll", "nll_ref", "kld", "p_diff", "same_top")})
+    backend.close()
+
+
+def _child(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        (reference_pass if spec["role"] == "reference" else variant_pass)(spec)
+    except Exception as exc:  # the parent records this line as the failure reason
+        print(f"edgeeval fidelity: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+# --- storing and showing results ---
+
+def save_fidelity(result: rec.FidelityResult, root: Path | None = None) -> None:
+    """Append to <run>/fidelity.jsonl and upsert into the SQLite store's `fidelity` table."""
+    directory = store.run_dir(result.run_id, root)
+    directory.mkdir(parents=True, exist_ok=True)
+    line = rec.to_json(result)
+    with open(directory / "fidelity.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    with store.connect(root) as db:
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (result.run_id, result.variant, result.reference, result.corpus_sha256,
+                    result.n_ctx, result.n_chunks, result.status, line))
+
+
+def load_fidelity(run_id: str, root: Path | None = None) -> list[rec.FidelityResult]:
+    """A run's fidelity results from its JSONL (the last per variant and reference wins)."""
+    path = store.run_dir(run_id, root) / "fidelity.jsonl"
+    latest: dict[tuple[str, str], rec.FidelityResult] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                result = rec.from_dict(rec.FidelityResult, json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a line cut short by a kill
+            latest[(result.variant, result.reference)] = result
+    return list(latest.values())
+
+
+def fidelity_markdown(results: list[rec.FidelityResult]) -> str:
+    """A markdown section: one row per variant, the method and the corpus underneath."""
+    if not results:
+        return ""
+    head = ("| variant | reference | PPL | ln(PPL(Q)/PPL(ref)) | mean KLD | KLD 99.9% | KLD 99% "
+            "| KLD 90% | KLD median | same top p | RMS Δp | tokens |\n" + "|---" * 12 + "|\n")
+    rows = [_row(r) for r in results]
+    first = results[0]
+    notes = sorted({f"- {r.variant}: {r.notes}" for r in results if r.notes}
+                   | {f"- {r.variant}: {r.status}: {r.error}" for r in results if r.error})
+    return ("## Quant fidelity\n\n" + head + "\n".join(rows) + "\n\n"
+            f"Corpus `{first.corpus}` (sha256 {first.corpus_sha256[:12]}), {first.n_chunks} "
+            f"chunks of {first.n_ctx} tokens, second half of each scored (llama-perplexity's "
+            "method). KLD(ref || Q) in nats per token, mean ± standard error; same top p = how "
+            "often both rank the same token first; Δp = p(Q) - p(ref) of the actual token.\n"
+            + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+
+
+def _row(r: rec.FidelityResult) -> str:
+    if r.status != rec.STATUS_OK:
+        return f"| {r.variant} | {r.reference} | {r.status} |" + " |" * 9
+    return (f"| {r.variant} | {r.reference} | {r.ppl:.4f} ± {r.ppl_se:.4f} | "
+            f"{r.ln_ppl_ratio:.5f} ± {r.ln_ppl_ratio_se:.5f} | {r.kld_mean:.6f} ± {r.kld_se:.6f} "
+            f"| {r.kld_p999:.4f} | {r.kld_p99:.4f} | {r.kld_p90:.5f} | {r.kld_median:.6f} | "
+            f"{r.same_top_pct:.2f} ± {r.same_top_se_pct:.2f} % | {r.rms_dp_pct:.3f} ± "
+            f"{r.rms_dp_se_pct:.3f} % | {r.n_tokens} |")
+
+
+# --- command line ---
+
+def register(sub: Any) -> None:
+    """Add `edgeeval fidelity` to the CLI's subparsers."""
+    p = sub.add_parser("fidelity", help="KLD / PPL of variants against a reference variant")
+    p.add_argument("models", nargs="+", help="variant or set names (e.g. quant-compare)")
+    p.add_argument("--ref", help="reference variant (default: the F32/BF16/F16 one named)")
+    p.add_argument("--corpus", default="pydoc", help="pydoc (offline), wikitext-2, or a file")
+    p.add_argument("--n-ctx", type=int, default=N_CTX, help="tokens per chunk (default 512)")
+    p.add_argument("--chunks", type=int, default=MAX_CHUNKS, help="at most this many chunks "
+                   f"(default {MAX_CHUNKS}; 0 = the whole corpus)")
+    p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
+    p.add_argument("--n-gpu-layers", type=int, default=0)
+    p.add_argument("--run", help="add the results to this run (id or 'latest'; default: new)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per model pass")
+    p.set_defaults(func=_cmd_fidelity)
+
+
+def pick_reference(variants: list[Variant], ref: str | None, catalog: Catalog) -> Variant:
+    """`ref` if given, else the highest-precision float variant among `variants`."""
+    if ref:
+        return catalog.get(ref)
+    for quant in ("F32", "BF16", "F16"):
+        for variant in variants:
+            if variant.quant.upper() == quant:
+                return variant
+    raise EdgeevalError("no F32/BF16/F16 variant among those named; pass --ref NAME (the "
+                        "highest-precision variant of the same model)")
+
+
+def _cmd_fidelity(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    named = catalog.select(args.models)
+    reference = pick_reference(named, args.ref, catalog)
+    variants = [v for v in named if v.name != reference.name] or [reference]
+    for variant in variants:
+        if variant.model != reference.model:
+            raise EdgeevalError(f"{variant.name} is {variant.model}, the reference "
+                                f"{reference.name} is {reference.model}: compare variants of "
+                                "one model (pass --ref)")
+    run_id = store.resolve_run(args.run) if args.run else store.new_run_id()
+    if not (store.run_dir(run_id) / "run.json").exists():
+        store.write_manifest(run_id, {"run_id": run_id, "kind": "fidelity",
+                                      "reference": reference.name,
+                                      "variants": [v.name for v in variants]})
+    results = run_fidelity(reference, variants, catalog, corpus=load_corpus(args.corpus),
+                           run_id=run_id, n_ctx=args.n_ctx, max_chunks=args.chunks,
+                           n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                           timeout_s=args.timeout, progress=_stderr)
+    print(fidelity_markdown(results))
+    print(f"run {run_id}: {store.run_dir(run_id) / 'fidelity.jsonl'}")
+    return 0 if all(r.status == rec.STATUS_OK for r in results) else 3
+
+
+def _stderr(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child(*sys.argv[1:]))
