@@ -33,3 +33,10 @@ check: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+## Speed parity with llama.cpp's llama-bench, built from the same llama-cpp-python sdist
+## (tools go to .bench-tools/, results to reports/parity/; PARITY_ARGS e.g. --rounds 5)
+.PHONY: parity-bench
+parity-bench: install
+	benchmarks/tools/build_llama_tools.sh
+	$(PY) benchmarks/llama_bench_parity.py $(PARITY_ARGS)
