@@ -182,8 +182,9 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
         raise ConfigError("must be 'base' or 'instruct'", path=path, entry=entry, key="kind")
     sha = raw.get("sha256")
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
-        raise ConfigError(f"'{sha}' is not 64 lowercase hex digits", path=path, entry=entry,
-                          key="sha256")
+        hint = " (YAML read it as a number: put it in quotes)" if isinstance(sha, int) else ""
+        raise ConfigError(f"'{sha}' is not 64 lowercase hex digits{hint}", path=path,
+                          entry=entry, key="sha256")
     size = raw.get("size_bytes")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ConfigError(f"'{size}' is not a positive integer", path=path, entry=entry,
