@@ -90,6 +90,8 @@ def _run_settings(args: argparse.Namespace):
         values["use_mlock"] = True
     if args.no_ttft:
         values["ttft"] = False
+    if args.allow_code_exec:
+        values["allow_code_exec"] = True
     settings_ = RunSettings(**values)
     return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
 
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="items per task (default: all)")
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
+    p.add_argument("--allow-code-exec", action="store_true",
+                   help="run model-generated code for code tasks (HumanEval), each program in "
+                        "a sandboxed child process; without it those tasks are skipped")
     p.set_defaults(func=cmd_bench)
     sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
     from edgeeval import compare, exchange, report  # each module adds its own subcommands
@@ -163,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeeval import fidelity, quantize  # quant variants and their fidelity
     quantize.register(sub)
     fidelity.register(sub)
+    from edgeeval import tasks  # `edgeeval tasks`: the accuracy tasks and suites
+    tasks.register(sub)
     return parser
 
 

@@ -56,6 +56,24 @@ def maxrss_bytes(ru_maxrss: int, platform: str = sys.platform) -> int:
     return ru_maxrss if platform == "darwin" else ru_maxrss * 1024
 
 
+def read_vm_hwm(pid: int) -> int | None:
+    """The kernel's resident high-water mark of `pid` (VmHWM in /proc/PID/status), Linux only.
+
+    Why not ru_maxrss from wait4: Linux carries the parent's high-water mark into the child
+    through fork and keeps it across exec, so a child started from a big process (a test
+    runner that loaded a model) would report the parent's peak. VmHWM belongs to the
+    process's own address space, created at exec.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _read_lines(stream: Any, out: queue.Queue) -> None:
     for line in stream:
         out.put(line)
@@ -79,10 +97,12 @@ class _Sampler:
         self.peak_rss = self.peak_uss = self.n = 0
         self.peak_footprint: int | None = None
         self.peak_gpu: int | None = None
+        self.vm_hwm: int | None = None
 
     def sample(self) -> None:
         try:
             self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+            self.vm_hwm = _peak(self.vm_hwm, read_vm_hwm(self.pid))
             if self.n % 4 == 0:
                 self._slow_readings()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -119,7 +139,8 @@ def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
         outcome.n_samples = sampler.n
         outcome.peak_footprint_bytes, outcome.peak_gpu_bytes = (sampler.peak_footprint,
                                                                 sampler.peak_gpu)
-        outcome.os_maxrss_bytes = maxrss_bytes(usage.ru_maxrss)
+        # the kernel's own peak: VmHWM on Linux (see read_vm_hwm), ru_maxrss elsewhere
+        outcome.os_maxrss_bytes = sampler.vm_hwm or maxrss_bytes(usage.ru_maxrss)
         if os.WIFSIGNALED(status):
             outcome.signal = os.WTERMSIG(status)
         else:

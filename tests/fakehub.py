@@ -11,6 +11,9 @@ follows it even for HEAD, so blob responses carry the commit and ETag too.
 Also served like the real Hub: non-LFS files directly (ETag = git blob sha1), Range requests (206)
 for resumed downloads, 404s with `X-Error-Code` RepoNotFound / RevisionNotFound / EntryNotFound,
 and gated repos answering 401 (no token) or 403 (a token without access) with GatedRepo.
+Dataset repos (`add_file(..., repo_type="dataset")`) answer under
+`/datasets/{repo_id}/resolve/{revision}/{filename}`, the URL huggingface_hub builds for
+`repo_type="dataset"`, and behave like model repos otherwise.
 
 Use the `fake_hub` fixture (`from tests.fakehub import fake_hub  # noqa: F401`). It points
 HF_ENDPOINT at the fake, turns telemetry off, and hides any real token so nothing leaves loopback.
@@ -31,6 +34,7 @@ from huggingface_hub import close_session, constants, get_session
 
 _RESOLVE = re.compile(r"^/(?P<repo>.+?)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -93,25 +97,28 @@ class FakeHub:
         self.cdn_url = _url(self._cdn_server)
 
     def add_file(self, repo_id: str, filename: str, content: bytes, *, revision: str = "main",
-                 gated: bool = False, lfs: bool = True,
-                 advertised_sha256: str | None = None) -> str:
+                 gated: bool = False, lfs: bool = True, advertised_sha256: str | None = None,
+                 repo_type: str = "model") -> str:
         """Publish `content` as `filename` in `repo_id` at `revision`; return the commit hash.
 
         `advertised_sha256` makes the Hub claim a sha256 the content does not have.
+        `repo_type="dataset"` publishes into a dataset repo, served under `/datasets/{repo_id}/`.
         """
+        repo_id = _repo_key(repo_id, repo_type)
         repo = self.repos.setdefault(repo_id, FakeRepo())
         repo.gated = repo.gated or gated
-        commit = repo.commits.setdefault(
-            revision, hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest())
+        # A full commit hash names itself, as on the real Hub; a branch or tag gets a made-up one.
+        commit = repo.commits.setdefault(revision, revision if _COMMIT.match(revision) else
+                                         hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest())
         sha = advertised_sha256 or hashlib.sha256(content).hexdigest()
         entry = HubFile(content=content, advertised_sha256=sha, lfs=lfs, commit=commit)
         repo.files[(commit, filename)] = entry
         self._blobs[entry.blob_path] = entry
         return commit
 
-    def grant(self, repo_id: str, token: str) -> None:
+    def grant(self, repo_id: str, token: str, *, repo_type: str = "model") -> None:
         """Let `token` read gated `repo_id` (as if its owner accepted the terms)."""
-        self.repos.setdefault(repo_id, FakeRepo()).granted_tokens.add(token)
+        self.repos.setdefault(_repo_key(repo_id, repo_type), FakeRepo()).granted_tokens.add(token)
 
     def cut_next_download(self, after_bytes: int) -> None:
         """Make the next full blob GET stop after `after_bytes` bytes, to force a resume."""
@@ -195,6 +202,11 @@ class FakeHub:
         if method == "GET" and reply.status == 200 and self._cut_next is not None:
             reply.cut_after, self._cut_next = self._cut_next, None
         return reply
+
+
+def _repo_key(repo_id: str, repo_type: str) -> str:
+    """How a repo appears in resolve URLs: models bare, datasets and spaces under a prefix."""
+    return repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
 
 
 def _content(content: bytes, method: str, headers: dict[str, str]) -> _Reply:

@@ -44,3 +44,18 @@ def test_sampled_peak_rss_agrees_with_the_kernels_maxrss():
 def test_maxrss_units_differ_by_platform():
     assert maxrss_bytes(1000, "linux") == 1_024_000
     assert maxrss_bytes(1000, "darwin") == 1000
+
+
+def test_kernel_peak_is_the_childs_own_even_when_the_parent_is_large():
+    # Linux carries a parent's RSS high-water mark into a forked child and across exec; the
+    # kernel figure must still describe the child alone.
+    ballast = bytearray(600 * 10**6)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    code = ("import time\nb = bytearray(100 * 10**6)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+            "end = time.monotonic() + 0.5\nwhile time.monotonic() < end: pass\n")
+    outcome = run_child([PY, "-c", code], timeout_s=60)
+    assert outcome.returncode == 0
+    assert outcome.os_maxrss_bytes < 400 * 10**6
+    assert abs(outcome.peak_rss_bytes - outcome.os_maxrss_bytes) / outcome.os_maxrss_bytes < 0.03
+    del ballast

