@@ -20,6 +20,7 @@ from edgeeval.quantize import ensure_file
 from edgeeval.report import render_run
 from edgeeval.runner import failed_record, measure_variant, preflight, variant_info
 from edgeeval.summarize import RankRow
+from edgeeval.tasks import load_suite, prefetch
 
 Progress = Callable[[str], None]
 
@@ -46,6 +47,8 @@ def bench(variants: list[Variant], run_settings: rec.RunSettings, *, run_id: str
     whose finished record has the same file hash, settings and host are not measured again.
     Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
     reports = settings.reports_dir()
+    if run_settings.suite:  # datasets are fetched (and suite errors raised) before any model
+        prefetch(load_suite(run_settings.suite))
     host = hostinfo.collect(library_info())
     resuming = run_id is not None and (store.run_dir(run_id, reports) / "run.json").exists()
     run_id = run_id or store.new_run_id()
