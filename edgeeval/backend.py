@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,12 @@ class Backend(Protocol):
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]: ...
     def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]: ...
     def first_token(self, prompt: str) -> int: ...
+    def prompt_tokens(self, text: str, *, special: bool) -> list[int]: ...
+    def generate(self, prompt_tokens: list[int], *, max_tokens: int,
+                 stop: Sequence[str] = ()) -> GenerationResult: ...
+    def detokenize(self, tokens: list[int]) -> str: ...
+    def chat_template(self) -> str | None: ...
+    def special_token_texts(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,28 @@ class LoadOptions:
     use_mmap: bool = True
     use_mlock: bool = False
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A greedy continuation. `text` excludes the end-of-generation token and the stop string;
+    `stop_reason` is "eog", "stop", "max_tokens" or "n_ctx" (the context window was full)."""
+
+    text: str
+    n_prompt_tokens: int
+    n_gen_tokens: int
+    stop_reason: str
+
+
+def find_stop(text: str, stops: Sequence[str], since: int = 0) -> int:
+    """Index in `text` of the earliest stop string that ends at or after `since`, or -1.
+
+    >>> find_stop("x = 1\\ndef g():", ["\\ndef ", "\\nclass "])
+    5
+    """
+    hits = [i for stop in stops if stop
+            and (i := text.find(stop, max(0, since - len(stop) + 1))) != -1]
+    return min(hits, default=-1)
 
 
 def library_info() -> dict[str, Any]:
@@ -237,6 +266,83 @@ class LlamaBackend:
             batch.logits[i] = pos0 + i >= first
             n_out += pos0 + i >= first
         return n_out
+
+    # --- generation (greedy) and chat templates ---
+    def prompt_tokens(self, text: str, *, special: bool) -> list[int]:
+        """Tokens of a prompt, BOS first when the model wants one. With `special`, markers such
+        as <|im_start|> in a rendered chat template become their control tokens, and a BOS
+        that the template already wrote is not doubled."""
+        tokens = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+        if self.add_bos and (not tokens or tokens[0] != self.bos):
+            tokens.insert(0, self.bos)
+        return tokens
+
+    def generate(self, prompt_tokens: list[int], *, max_tokens: int,
+                 stop: Sequence[str] = ()) -> GenerationResult:
+        """Greedy (argmax) continuation of `prompt_tokens`, decoded token by token.
+
+        Stops at an end-of-generation token (llama_vocab_is_eog: EOS, EOT, <|im_end|>, ...),
+        at the first stop string (cut off the text), after `max_tokens`, or when the context
+        is full. The logits of the last prompt position pick the first token; each picked
+        token is then decoded at the next position to give the logits for the one after.
+        """
+        n_prompt = len(prompt_tokens)
+        if not 0 < n_prompt < self.n_ctx:
+            raise ValueError(f"a prompt of {n_prompt} tokens does not fit n_ctx={self.n_ctx}")
+        vocab = self._vocab()
+        budget = min(max_tokens, self.n_ctx - n_prompt)
+        reason = "max_tokens" if budget == max_tokens else "n_ctx"
+        self.clear()
+        logits = self._decode_logits(prompt_tokens, 0, want_all=False)[-1]
+        out, n_gen, checked = bytearray(), 0, 0
+        while n_gen < budget:
+            token = int(np.argmax(logits))
+            if self._lib.llama_vocab_is_eog(vocab, token):
+                reason = "eog"
+                break
+            out += self._piece(vocab, token, special=False)
+            n_gen += 1
+            text = out.decode("utf-8", "ignore")  # a split multi-byte char waits a token
+            cut = find_stop(text, stop, checked)
+            if cut != -1:
+                return GenerationResult(text[:cut], n_prompt, n_gen, "stop")
+            checked = len(text)
+            if n_gen < budget:
+                logits = self._decode_logits([token], n_prompt + n_gen - 1, want_all=False)[-1]
+        return GenerationResult(out.decode("utf-8", "replace"), n_prompt, n_gen, reason)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """Text of `tokens` (control tokens render as nothing)."""
+        vocab = self._vocab()
+        data = b"".join(self._piece(vocab, t, special=False) for t in tokens)
+        return data.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        """The GGUF's default chat template (`tokenizer.chat_template`), or None (base models)."""
+        raw = self._lib.llama_model_chat_template(self.llm._model.model, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def special_token_texts(self) -> dict[str, str]:
+        """The texts a chat template prints as `bos_token` and `eos_token` ("" if none)."""
+        vocab = self._vocab()
+        eos = int(self._lib.llama_vocab_eos(vocab))
+
+        def text(token: int) -> str:
+            return self._piece(vocab, token, special=True).decode("utf-8", "replace") \
+                if token >= 0 else ""
+        return {"bos_token": text(self.bos), "eos_token": text(eos)}
+
+    def _vocab(self) -> Any:
+        return self._lib.llama_model_get_vocab(self.llm._model.model)
+
+    def _piece(self, vocab: Any, token: int, *, special: bool) -> bytes:
+        """The bytes of one token (llama_token_to_piece; a negative size asks for more room)."""
+        buf = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
 
 
 # --- quantization (llama_model_quantize) ---

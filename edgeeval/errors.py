@@ -145,3 +145,18 @@ class PreflightError(EdgeevalError):
 
 class RunNotFoundError(EdgeevalError, FileNotFoundError):
     """A run id or directory with stored results does not exist."""
+
+
+class ChatTemplateError(EdgeevalError, ValueError):
+    """A model's chat template was refused or failed in the rendering sandbox.
+
+    `reason` says which limit or rule stopped it: "unsafe" (a forbidden attribute or call),
+    "too_large" (a string, list or the output over the size limit), "timeout" (over the
+    time limit), "invalid" (not valid Jinja), "raised" (the template's raise_exception) or
+    "crashed" (the sandbox process died or answered nonsense).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(f"chat template {reason}: {message}")
+        self.reason = reason
+        self.detail = message

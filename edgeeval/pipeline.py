@@ -84,12 +84,12 @@ def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
         store.save_record(failed_record(run_id, _unfetched_info(variant), host, run_settings,
                                         status, str(exc)))
         return
-    record, samples = measure_variant(variant, file, run_id=run_id, host=host,
+    record, samples, generations = measure_variant(variant, file, run_id=run_id, host=host,
                                       settings=run_settings, root=settings.package_root(),
                                       n_threads=n_threads, progress=progress)
     if record.status != rec.STATUS_OK:
         progress(f"{variant.name}: {record.status}: {record.error}")
-    store.save_record(record, samples)
+    store.save_record(record, samples, generations=generations)
 
 
 def _kv_estimate(path: Path, n_ctx: int) -> int | None:

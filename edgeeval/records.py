@@ -74,11 +74,14 @@ class RunSettings:
     task_limit: int | None = None
     seed: int = 0
     timeout_s: float = 900.0
+    allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
+        if not data["allow_code_exec"]:  # absent from older runs: their keys stay valid
+            data.pop("allow_code_exec")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -132,6 +135,14 @@ class TaskScore:
     acc_norm: float
     acc_norm_se: float
     elapsed_s: float
+    # Generative and code tasks (multiple choice keeps the defaults):
+    status: str = STATUS_OK        # or STATUS_SKIPPED (code execution off) / STATUS_ERROR
+    reason: str = ""               # why skipped or failed; notes such as a refused template
+    metric: str = "acc"            # "acc", or "pass@1" for code tasks
+    n_timeout: int = 0             # code samples over the time limit: not in n, not failures
+    n_harness_error: int = 0       # samples the harness could not generate or run: not in n
+    mean_thinking_chars: float = 0.0  # <think> text removed before extraction, per sample
+    prompt_format: str = ""        # "chat" (the model's template) or "completion" (few-shot)
 
 
 @dataclass(frozen=True)
@@ -290,3 +301,30 @@ class FidelityResult:
     started_at: str = ""
     notes: str = ""
     error: str = ""
+
+
+@dataclass(frozen=True)
+class GenSampleResult:
+    """One generated answer of a generate or code task, kept so the task can be re-scored
+    without the model: a generate sample by extracting again from `output`, a code sample by
+    running prompt + output + the task's test again.
+
+    `status` is "ok" or "error" for generate samples and "passed", "failed", "timeout" or
+    "harness_error" for code samples; only ok, passed and failed samples count in the score.
+    """
+
+    task: str
+    item_id: str
+    kind: str                 # "generate" or "code"
+    status: str
+    prompt: str
+    output: str               # as generated (thinking included), without the stop string
+    gold: str = ""
+    extracted: str = ""       # "" when the extractor found nothing
+    correct: bool = False
+    extractor: str = ""
+    thinking_chars: int = 0
+    n_prompt_tokens: int = 0
+    n_gen_tokens: int = 0
+    stop_reason: str = ""     # "eog", "stop", "max_tokens" or "n_ctx"
+    reason: str = ""          # why a sample failed, timed out or errored

@@ -160,9 +160,12 @@ def to_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
     parts += [ranking_table(rows), "", "## How to read this", "", "\n\n".join(NOTES), "",
               "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks)]
     failed = [r for r in rows if not r.measured]
-    if failed:
+    unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
+    if failed or unscored:
         parts += ["", "## Failed or skipped", ""]
         parts += [f"- **{r.name}** ({r.status}): {r.error}" for r in failed]
+        parts += [f"- **{name}**, task {t.task} ({t.status}, not counted): {t.reason}"
+                  for name, t in unscored]
     parts += _hosts_markdown(host_groups) + _host_markdown(records)
     return "\n".join(parts) + "\n"
 

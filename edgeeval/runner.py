@@ -215,7 +215,8 @@ def _now() -> str:
 
 def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec.HostInfo,
                     settings: rec.RunSettings, root: Path, n_threads: int,
-                    progress: Progress) -> tuple[rec.ModelRecord, list[rec.SampleResult]]:
+                    progress: Progress) -> tuple[rec.ModelRecord, list[rec.SampleResult],
+                                                 list[rec.GenSampleResult]]:
     """Measure one variant in a child process; never raises for a failure of the model."""
     info = variant_info(variant, file)
     started = _now()
@@ -223,6 +224,7 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps({"model_path": str(file.path), "root": str(root),
                                          "settings": rec.to_dict(settings),
+                                         "model_kind": variant.kind,
                                          "n_threads": n_threads}))
         cmd = [sys.executable, "-m", "edgeeval.worker", str(spec_path), str(out_path)]
         nvml = NvmlReader() if host.backend == "CUDA" else None
@@ -250,7 +252,9 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
         weights_bytes=result.get("weights_bytes") if result else None,
         kv_cache_bytes=result.get("kv_cache_bytes") if result else None)
     samples = [rec.from_dict(rec.SampleResult, s) for s in result["samples"]] if result else []
-    return record, samples
+    generations = [rec.from_dict(rec.GenSampleResult, g)
+                   for g in result.get("gen_samples", [])] if result else []
+    return record, samples, generations
 
 
 def _status(outcome: ChildOutcome, result: dict | None) -> tuple[str, str]:

@@ -73,13 +73,16 @@ def read_manifest(run_id: str, root: Path | None = None) -> dict[str, Any]:
 
 
 def save_record(record: rec.ModelRecord, samples: Iterable[rec.SampleResult] = (),
-                root: Path | None = None) -> None:
-    """Append one finished model's record to the run's JSONL and to the SQLite store."""
+                root: Path | None = None,
+                generations: Iterable[rec.GenSampleResult] = ()) -> None:
+    """Append one finished model's record to the run's JSONL and to the SQLite store, and its
+    per-item results (log-likelihoods to samples.jsonl, generations to generations.jsonl)."""
     directory = run_dir(record.run_id, root)
     directory.mkdir(parents=True, exist_ok=True)
-    sample_lines = [rec.to_json(s) for s in samples]
-    if sample_lines:
-        _append_line(directory / "samples.jsonl", "\n".join(sample_lines))
+    for name, items in (("samples.jsonl", samples), ("generations.jsonl", generations)):
+        lines = [rec.to_json(s) for s in items]
+        if lines:
+            _append_line(directory / name, "\n".join(lines))
     line = rec.to_json(record)
     _append_line(directory / "records.jsonl", line)
     insert_records([record], root=root)
@@ -122,15 +125,24 @@ def load_records(run_id: str, root: Path | None = None) -> list[rec.ModelRecord]
 
 
 def load_samples(run_id: str, root: Path | None = None) -> list[rec.SampleResult]:
-    path = run_dir(run_id, root) / "samples.jsonl"
+    """Per-item log-likelihoods of a run's multiple-choice tasks."""
+    return _load_lines(run_dir(run_id, root) / "samples.jsonl", rec.SampleResult)
+
+
+def load_generations(run_id: str, root: Path | None = None) -> list[rec.GenSampleResult]:
+    """Per-item prompts, outputs and extracted answers of a run's generative and code tasks."""
+    return _load_lines(run_dir(run_id, root) / "generations.jsonl", rec.GenSampleResult)
+
+
+def _load_lines(path: Path, cls: type) -> list:
     if not path.exists():
         return []
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            out.append(rec.from_dict(rec.SampleResult, json.loads(line)))
+            out.append(rec.from_dict(cls, json.loads(line)))
         except (ValueError, TypeError):
-            continue
+            continue  # a line cut short by a kill
     return out
 
 

@@ -85,21 +85,28 @@ class RankRow:
         return self.capability_per_gb is not None
 
 
+def scored_tasks(record: rec.ModelRecord) -> list[rec.TaskScore]:
+    """Tasks that count toward capability: scored ones, not skipped (code execution off) or
+    failed ones, which are shown as such and never counted as zero."""
+    return [t for t in record.tasks if t.status == "ok"]
+
+
 def _status(record: rec.ModelRecord, ok: bool) -> str:
     if record.status != rec.STATUS_OK:
         return record.status
-    if not record.tasks:
+    if not scored_tasks(record):
         return "no tasks"
     return "ok" if ok else "no memory"
 
 
 def summarize_record(record: rec.ModelRecord) -> RankRow:
     """A ranking row for one record (rank and noise marks are filled in by `rank_rows`)."""
-    ok = record.status == rec.STATUS_OK and bool(record.tasks) and record.memory is not None
+    tasks = scored_tasks(record)
+    ok = record.status == rec.STATUS_OK and bool(tasks) and record.memory is not None
     cap = se = per_gb = per_gb_se = per_file = peak = None
     if ok:
         peak = record.memory.peak_rss_bytes / GB  # type: ignore[union-attr]
-        cap, se = capability([(t.acc, t.acc_se, t.chance) for t in record.tasks])
+        cap, se = capability([(t.acc, t.acc_se, t.chance) for t in tasks])
         per_gb, per_gb_se = (cap / peak, se / peak) if peak else (None, None)
         per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
     pp, tg = main_speed(record, "pp"), main_speed(record, "tg")
@@ -113,8 +120,8 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         pp_stddev_ts=pp.stddev_ts if pp else None, tg_ts=tg.avg_ts if tg else None,
         tg_stddev_ts=tg.stddev_ts if tg else None, capability=cap, capability_se=se,
         capability_per_gb=per_gb, capability_per_file_gb=per_file,
-        task_acc={t.task: t.acc for t in record.tasks},
-        task_acc_se={t.task: t.acc_se for t in record.tasks}, host_id=record.host.host_id,
+        task_acc={t.task: t.acc for t in tasks},
+        task_acc_se={t.task: t.acc_se for t in tasks}, host_id=record.host.host_id,
         capability_per_gb_se=per_gb_se)
 
 

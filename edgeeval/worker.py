@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.backend import Backend, LlamaBackend, LoadOptions
+from edgeeval.generate import CODE_EXEC_OFF, score_code_task, score_generate_task, skipped_score
 from edgeeval.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.measure import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
 from edgeeval.metrics import score_samples
@@ -52,6 +53,29 @@ def score_task(backend: Backend, task: Any, items: list[Any]) -> tuple[rec.TaskS
     score = score_samples(samples, task=task.name, version=task.version, category=task.category,
                           chance=task.chance, elapsed_s=time.perf_counter() - start)
     return score, samples
+
+
+def score_by_kind(backend: Backend, task: Any, settings: rec.RunSettings, *,
+                  model_kind: str = "") -> tuple[rec.TaskScore, list[rec.SampleResult],
+                                                 list[rec.GenSampleResult]]:
+    """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
+    generation for generate, generation plus sandboxed execution for code (only when
+    `settings.allow_code_exec`; otherwise recorded as skipped)."""
+    kind = getattr(task, "kind", "multiple_choice")
+    if kind == "code" and not settings.allow_code_exec:  # skip before loading any items
+        return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), [], []
+    items = task.items(limit=settings.task_limit, seed=settings.seed)
+    if kind == "generate":
+        score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
+        return score, [], generated
+    if kind == "code":
+        score, generated = score_code_task(backend, task, items,
+                                           allow_exec=settings.allow_code_exec)
+        return score, [], generated
+    if kind != "multiple_choice":
+        raise ValueError(f"task {task.name}: unknown kind {kind!r}")
+    score, samples = score_task(backend, task, items)
+    return score, samples, []
 
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
@@ -127,19 +151,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if _load_key(backend.options) != primary.load_key:
         backend.close()
         backend = LlamaBackend(path, load_options(settings, primary))
-    scores, samples = [], []
+    scores, samples, gen_samples = [], [], []
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
         backend.set_threads(primary.n_threads)
-        score, task_samples = score_task(backend, task, task.items(limit=settings.task_limit,
-                                                                  seed=settings.seed))
+        score, task_samples, task_gen = score_by_kind(backend, task, settings,
+                                                      model_kind=spec.get("model_kind", ""))
         scores.append(score)
         samples.extend(task_samples)
+        gen_samples.extend(task_gen)
     facts = backend.model_facts()
     backend.close()
     return {"load_s": load_s, "speed": [rec.to_dict(s) for s in speed],
             "ttft": [rec.to_dict(t) for t in ttft],
             "tasks": [rec.to_dict(s) for s in scores], "samples": [rec.to_dict(s) for s in samples],
+            "gen_samples": [rec.to_dict(s) for s in gen_samples],
             "n_ctx_train": facts["n_ctx_train"], "n_params": facts["n_params"],
             "weights_bytes": summary.data_bytes,
             "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx)}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+
+from edgeeval.backend import GenerationResult, find_stop
 
 
 class FakeBackend:
@@ -10,9 +13,12 @@ class FakeBackend:
 
     n_vocab = 100
 
-    def __init__(self, liked: tuple[str, ...] = ()) -> None:
+    def __init__(self, liked: tuple[str, ...] = (), replies: Sequence[str] = (),
+                 template: str | None = None) -> None:
         self.calls: list[tuple] = []
         self.liked = liked
+        self.replies = list(replies)  # what generate() returns, in order ("" when used up)
+        self.template = template
 
     def clear(self) -> None:
         self.calls.append(("clear",))
@@ -36,3 +42,29 @@ class FakeBackend:
     def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:
         liked = [[ord(c) % self.n_vocab for c in text] for text in self.liked]
         return [0.0 if cont in liked else -1.0 * len(cont) for cont in continuations]
+
+    # --- generation: one character is one token ---
+    def prompt_tokens(self, text: str, *, special: bool) -> list[int]:
+        self.calls.append(("prompt_tokens", text, special))
+        return self.tokenize(text, add_bos=True)
+
+    def generate(self, prompt_tokens: list[int], *, max_tokens: int,
+                 stop: Sequence[str] = ()) -> GenerationResult:
+        """The next scripted reply, cut at the first stop string or after max_tokens chars."""
+        self.calls.append(("generate", len(prompt_tokens), max_tokens, tuple(stop)))
+        text = self.replies.pop(0) if self.replies else ""
+        cut = find_stop(text[:max_tokens], stop)
+        if cut != -1:
+            return GenerationResult(text[:cut], len(prompt_tokens), cut, "stop")
+        reason = "max_tokens" if len(text) > max_tokens else "eog"
+        return GenerationResult(text[:max_tokens], len(prompt_tokens),
+                                min(len(text), max_tokens), reason)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return "".join(chr(t) for t in tokens)
+
+    def chat_template(self) -> str | None:
+        return self.template
+
+    def special_token_texts(self) -> dict[str, str]:
+        return {"bos_token": "<s>", "eos_token": "</s>"}

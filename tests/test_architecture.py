@@ -6,10 +6,11 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "edgeeval"
 # Leaf modules any stage may use, then the stages in the order data flows through them.
 LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", "backend",
-          "files", "memprobe", "profiles", "bandwidth"}
-STAGES = ["catalog", "hub", "fetch", "quantize", "tasks", "measure", "worker", "runner",
-          "store", "fidelity", "exchange", "summarize", "speedfmt", "plots", "html_report",
-          "report", "compare"]
+          "files", "memprobe", "profiles", "bandwidth", "generators", "wordmath", "formats",
+          "chat", "extract", "codeexec"}
+STAGES = ["catalog", "hub", "fetch", "quantize", "taskfile", "datasets", "tasks", "measure",
+          "generate", "worker", "runner", "store", "fidelity", "exchange", "summarize",
+          "speedfmt", "plots", "html_report", "report", "compare"]
 WIRING = {"pipeline", "cli", "__main__", "__init__"}
 
 
