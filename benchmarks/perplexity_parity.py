@@ -1,0 +1,157 @@
+"""Parity check: edgeeval fidelity against llama.cpp's own llama-perplexity, side by side.
+
+Both run on the same corpus file, context, chunk count and thread count: llama-perplexity first
+writes the reference's log-probabilities (`--kl-divergence-base`), then scores every variant
+against them (`--kl-divergence`); edgeeval runs `run_fidelity` on the same files. The script
+prints both results and the targets: mean KLD and mean ln(PPL(Q)/PPL(ref)) within 2 % relative,
+Same-top-p within 0.3 points, and edgeeval's wall time at most 1.25 x llama-perplexity's.
+
+    .venv/bin/python benchmarks/perplexity_parity.py --models quant-compare --chunks 10
+
+llama-perplexity must be built from the llama.cpp that llama-cpp-python 0.3.36 vendors (the
+sdist's vendor/llama.cpp; build the `llama-perplexity` target with cmake) and placed at
+.bench-tools/llama-perplexity (or left in .bench-tools/build/bin/), or passed with --tool.
+This is a benchmark, not a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgeeval import fidelity, hostinfo  # noqa: E402
+from edgeeval.catalog import load_catalog  # noqa: E402
+from edgeeval.quantize import ensure_file  # noqa: E402
+
+# llama-perplexity's summary lines (tools/perplexity/perplexity.cpp), value then optional error.
+_LINES = {
+    "ppl": r"Mean PPL\(Q\)\s*:\s*([-\d.]+)",
+    "ppl_ref": r"Mean PPL\(base\)\s*:\s*([-\d.]+)",
+    "ln_ppl_ratio": r"Mean ln\(PPL\(Q\)/PPL\(base\)\)\s*:\s*([-\d.]+)",
+    "kld_mean": r"Mean\s+KLD:\s*([-\d.]+)",
+    "kld_p99": r"99\.0%\s+KLD:\s*([-\d.]+)",
+    "kld_median": r"Median\s+KLD:\s*([-\d.]+)",
+    "rms_dp_pct": r"RMS Δp\s*:\s*([-\d.]+)",
+    "same_top_pct": r"Same top p:\s*([-\d.]+)",
+}
+
+
+def _default_tool() -> Path:
+    """.bench-tools/llama-perplexity, or where the cmake build in .bench-tools leaves it."""
+    tools = ROOT / ".bench-tools"
+    for candidate in (tools / "llama-perplexity", tools / "build" / "bin" / "llama-perplexity"):
+        if candidate.exists():
+            return candidate
+    return tools / "llama-perplexity"
+
+
+def run_tool(tool: Path, args: list[str]) -> tuple[str, float]:
+    start = time.monotonic()
+    done = subprocess.run([str(tool), *args], capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    if done.returncode != 0:
+        sys.exit(f"llama-perplexity failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return done.stdout + done.stderr, elapsed
+
+
+def parse(output: str) -> dict[str, float]:
+    found = {}
+    for key, pattern in _LINES.items():
+        match = re.search(pattern, output)
+        if match:
+            found[key] = float(match.group(1))
+    return found
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b) if b else abs(a - b)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["quant-compare"])
+    parser.add_argument("--ref", help="reference variant (default: the F16 one)")
+    parser.add_argument("--corpus", default="pydoc")
+    parser.add_argument("--n-ctx", type=int, default=512)
+    parser.add_argument("--chunks", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=hostinfo.physical_cores())
+    parser.add_argument("--tool", type=Path, default=_default_tool())
+    args = parser.parse_args()
+    if not args.tool.exists():
+        sys.exit(f"{args.tool} is missing: build llama-perplexity from llama-cpp-python's "
+                 "vendored llama.cpp (cmake --build build --target llama-perplexity) and copy "
+                 "it there, or pass --tool")
+    catalog = load_catalog()
+    named = catalog.select(args.models)
+    reference = fidelity.pick_reference(named, args.ref, catalog)
+    variants = [v for v in named if v.name != reference.name]
+    files = {v.name: ensure_file(v, catalog) for v in [reference, *variants]}
+    with tempfile.TemporaryDirectory(prefix="ppl-parity-") as tmp:
+        # llama-perplexity drops one trailing newline of -f files; give both the same bytes.
+        text = fidelity.load_corpus(args.corpus).text.rstrip("\n")
+        corpus_path = Path(tmp) / "corpus.txt"
+        corpus_path.write_text(text, encoding="utf-8")
+        common = ["-c", str(args.n_ctx), "-b", str(args.n_ctx), "--chunks", str(args.chunks),
+                  "-t", str(args.threads), "-fa", "off", "-ngl", "0"]
+        base = Path(tmp) / "base.kld"
+        _, tool_s = run_tool(args.tool, ["-m", str(files[reference.name].path), "-f",
+                                         str(corpus_path), "--kl-divergence-base", str(base),
+                                         *common])
+        theirs = {}
+        for variant in variants:
+            out, seconds = run_tool(args.tool, ["-m", str(files[variant.name].path),
+                                                "--kl-divergence-base", str(base),
+                                                "--kl-divergence", *common])
+            theirs[variant.name] = parse(out)
+            tool_s += seconds
+        start = time.monotonic()
+        ours = fidelity.run_fidelity(reference, variants, catalog,
+                                     corpus=fidelity.load_corpus(str(corpus_path)),
+                                     run_id="parity-" + time.strftime("%Y%m%d-%H%M%S"),
+                                     n_ctx=args.n_ctx, max_chunks=args.chunks,
+                                     n_threads=args.threads)
+        ours_s = time.monotonic() - start
+    report(ours, theirs, ours_s, tool_s)
+    return 0
+
+
+def report(ours: list, theirs: dict[str, dict[str, float]], ours_s: float, tool_s: float) -> None:
+    keys = ("ppl", "ln_ppl_ratio", "kld_mean", "kld_p99", "kld_median", "same_top_pct",
+            "rms_dp_pct")
+    print(f"{'variant':38} {'metric':14} {'edgeeval':>12} {'llama-ppl':>12}  check")
+    for result in ours:
+        tool = theirs.get(result.variant, {})
+        for key in keys:
+            mine, other = getattr(result, key), tool.get(key)
+            check = _check(key, mine, other)
+            print(f"{result.variant:38} {key:14} {_fmt(mine):>12} {_fmt(other):>12}  {check}")
+    ratio = ours_s / tool_s
+    print(f"\nwall time: edgeeval {ours_s:.1f} s, llama-perplexity {tool_s:.1f} s, ratio "
+          f"{ratio:.2f} ({'ok' if ratio <= 1.25 else 'FAIL'}: target <= 1.25)")
+
+
+def _check(key: str, mine: float | None, other: float | None) -> str:
+    """The target for this metric: 2 % relative for KLD and ln ratio, 0.3 points for top p."""
+    if mine is None or other is None:
+        return ""
+    if key in ("kld_mean", "ln_ppl_ratio"):
+        return f"{100 * rel(mine, other):.2f} % {'ok' if rel(mine, other) <= 0.02 else 'FAIL'}"
+    if key == "same_top_pct":
+        return f"{abs(mine - other):.2f} pt {'ok' if abs(mine - other) <= 0.3 else 'FAIL'}"
+    return ""
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
