@@ -189,9 +189,31 @@ def _failed(rows: Sequence[RankRow]) -> str:
     return f'<h2>Failed or skipped</h2><ul id="failed">{items}</ul>'
 
 
+_VARIANT_COLUMNS = [("variant", "variant", 0), ("quant", "quant", 0), ("file GB", "file_gb", 3),
+                    ("bits/weight", "bits_per_weight", 2), ("tg t/s", "tg_ts", 1),
+                    ("capability", "capability", 1), ("mean KLD", "kld_mean", 5),
+                    ("ln PPL ratio", "ln_ppl_ratio", 4), ("same top p %", "same_top_pct", 2),
+                    ("reference", "reference", 0)]
+
+
+def variants_html(table: Sequence[dict[str, Any]]) -> str:
+    """Size, bits per weight, speed, capability and fidelity per variant, sortable."""
+    if not table:
+        return ""
+    headers = [(label, digits == 0) for label, _, digits in _VARIANT_COLUMNS]
+    body = []
+    for v in table:
+        cells = [_td((str(v[key]), None)) if digits == 0 else _td(_num(v[key], digits))
+                 for _, key, digits in _VARIANT_COLUMNS]
+        body.append(("front", cells))
+    return ("<h2>Variants: size, bits per weight, speed, accuracy and fidelity</h2>"
+            + sortable_table("variants", headers, body))
+
+
 def render_html(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
                 meta: dict[str, Any], plots: Sequence[Plot], *, tasks: Sequence[str],
-                notes: Sequence[str], host_groups: Sequence[HostGroup] = ()) -> str:
+                notes: Sequence[str], host_groups: Sequence[HostGroup] = (),
+                variants: Sequence[dict[str, Any]] = ()) -> str:
     """The whole page as a string; `notes` are the "how to read this" paragraphs."""
     run_id = escape(str(meta.get("run_id", "?")))
     budget = meta.get("budget_gb")
@@ -201,6 +223,7 @@ def render_html(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
             "column header to sort.</p>", "<h2>Ranking by capability per GB</h2>",
             ranking_html("ranking", rows), "<h2>Plots</h2>", plots_html(plots),
             "<h2>Accuracy per task (%, ± standard error)</h2>", tasks_html(rows, tasks),
+            variants_html(variants),
             hosts_html(host_groups) if host_groups else "", _failed(rows),
             '<h2>How to read this</h2><div class="notes">'
             + "".join(f"<p>{escape(n)}</p>" for n in notes) + "</div>", _details(records)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -105,29 +104,31 @@ def speed_vs_memory(rows: Sequence[RankRow]) -> Plot:
     return Plot(key=key, title=title, png=_png(fig), has_data=True)
 
 
-def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+def bits_per_weight(record: rec.ModelRecord) -> float | None:
+    """File bits per parameter (the GGUF's size in bits / the model's parameter count)."""
+    params = record.n_params or record.variant.params
+    return record.variant.size_bytes * 8 / params if params else None
 
 
-def fidelity_point(record: rec.ModelRecord) -> tuple[float, float] | None:
-    """(bits per weight, mean KLD) when the record carries fidelity results, else None.
+def fidelity_points(records: Sequence[rec.ModelRecord],
+                    fidelity: Sequence[rec.FidelityResult]) -> list[tuple[str, str, tuple]]:
+    """(family, variant, (bits per weight, mean KLD)) for variants with both a record and an
+    ok fidelity result in this run."""
+    by_name = {r.variant.name: r for r in records}
+    points = []
+    for result in fidelity:
+        record = by_name.get(result.variant)
+        bpw = bits_per_weight(record) if record else None
+        if record and bpw and result.kld_mean is not None:
+            points.append((record.variant.family, result.variant, (bpw, result.kld_mean)))
+    return points
 
-    Records do not carry them yet; a later `fidelity` field (object or dict) with `kld_mean`
-    and `bits_per_weight` (there or on the variant) is picked up without changes here.
-    """
-    fidelity = getattr(record, "fidelity", None)
-    if not fidelity:
-        return None
-    kld = _field(fidelity, "kld_mean")
-    bpw = _field(fidelity, "bits_per_weight") or getattr(record.variant, "bits_per_weight", None)
-    return (float(bpw), float(kld)) if kld is not None and bpw else None
 
-
-def kld_vs_bits(records: Sequence[rec.ModelRecord]) -> Plot:
+def kld_vs_bits(records: Sequence[rec.ModelRecord],
+                fidelity: Sequence[rec.FidelityResult] = ()) -> Plot:
     """Mean KLD against the reference, by bits per weight, one line per model family."""
     key, title = "kld-bpw", "KLD vs bits per weight"
-    points = [(r.variant.family, r.variant.name, p) for r in records
-              if (p := fidelity_point(r)) is not None]
+    points = fidelity_points(records, fidelity)
     if not points:
         return _empty(key, title, "no fidelity data in this run")
     fig, ax = _figure()
@@ -168,7 +169,8 @@ def speed_vs_threads(series: Mapping[str, Sequence[ThreadPoint]]) -> Plot:
 
 def all_plots(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
               threads: Mapping[str, Sequence[ThreadPoint]], *,
-              budget_gb: float | None = None) -> list[Plot]:
+              budget_gb: float | None = None,
+              fidelity: Sequence[rec.FidelityResult] = ()) -> list[Plot]:
     """Every plot of a report, in the order the HTML page shows them."""
     return [capability_vs_memory(rows, budget_gb=budget_gb), speed_vs_memory(rows),
-            kld_vs_bits(records), speed_vs_threads(threads)]
+            kld_vs_bits(records, fidelity), speed_vs_threads(threads)]

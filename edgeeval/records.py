@@ -208,6 +208,7 @@ class ModelRecord:
     n_ctx_train: int | None = None
     kv_cache_bytes: int | None = None
     weights_bytes: int | None = None         # tensor data in the GGUF (what tg reads per token)
+    n_params: int | None = None              # parameters, as llama.cpp counts them
     ttft: tuple[LatencyResult, ...] = ()
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval import store
 from edgeeval.exchange import read_sqlite
+from edgeeval.fidelity import fidelity_markdown, load_fidelity
 from edgeeval.speedfmt import write_speed_tables
 from edgeeval.summarize import (
     FORMULA,
@@ -176,9 +177,45 @@ def stored_records(root: Path) -> list[rec.ModelRecord]:
     return read_sqlite(path) if path.exists() else []
 
 
+def variant_rows(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
+                 fidelity: Sequence[rec.FidelityResult]) -> list[dict[str, Any]]:
+    """Size, bits per weight, speed, capability and fidelity of each variant side by side."""
+    from edgeeval.plots import bits_per_weight
+
+    by_name = {r.variant.name: r for r in records}
+    results = {f.variant: f for f in fidelity}
+    out = []
+    for row in rows:
+        record, fid = by_name.get(row.name), results.get(row.name)
+        out.append({"variant": row.name, "quant": row.quant, "file_gb": row.file_gb,
+                    "bits_per_weight": bits_per_weight(record) if record else None,
+                    "tg_ts": row.tg_ts, "tg_stddev_ts": row.tg_stddev_ts,
+                    "capability": row.capability, "capability_se": row.capability_se,
+                    "kld_mean": fid.kld_mean if fid else None,
+                    "kld_se": fid.kld_se if fid else None,
+                    "ln_ppl_ratio": fid.ln_ppl_ratio if fid else None,
+                    "same_top_pct": fid.same_top_pct if fid else None,
+                    "reference": fid.reference if fid else ""})
+    return out
+
+
+def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
+    lines = ["| variant | quant | file GB | bits/weight | tg t/s | capability | mean KLD "
+             "| ln PPL ratio | same top p % | reference |", "|---|---|" + "---:|" * 7 + "---|"]
+    for v in table:
+        kld = "-" if v["kld_mean"] is None else f"{v['kld_mean']:.5f} ± {v['kld_se'] or 0:.5f}"
+        lines.append(
+            f"| {v['variant']} | {v['quant']} | {_fmt(v['file_gb'], 3)} "
+            f"| {_fmt(v['bits_per_weight'])} | {_pm(v['tg_ts'], v['tg_stddev_ts'])} "
+            f"| {_pm(v['capability'], v['capability_se'])} | {kld} "
+            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} | {v['reference']} |")
+    return "\n".join(lines)
+
+
 def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
                  meta: dict[str, Any], *,
-                 stored: Sequence[rec.ModelRecord] | None = None) -> dict[str, Path]:
+                 stored: Sequence[rec.ModelRecord] | None = None,
+                 fidelity: Sequence[rec.FidelityResult] = ()) -> dict[str, Path]:
     """Write report.md/.csv/.json/.html and plot-*.png into `directory`; return their paths
     (keys md, csv, json, html and png-<plot>). `stored` are the other runs' records for the
     by-host section and the threads plot; by default the store beside `directory`."""
@@ -191,11 +228,16 @@ def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec
     groups = group_by_host(records, stored)
     tasks = sorted({t for r in rows for t in r.task_acc})
     plots = all_plots(rows, records, thread_scaling(records, stored),
-                      budget_gb=meta.get("budget_gb"))
-    texts = {"md": to_markdown(rows, records, meta, tasks, groups),
+                      budget_gb=meta.get("budget_gb"), fidelity=fidelity)
+    table = variant_rows(rows, records, fidelity) if fidelity else []
+    markdown = to_markdown(rows, records, meta, tasks, groups)
+    if table:
+        markdown += ("\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
+                     + variants_markdown(table) + "\n\n" + fidelity_markdown(fidelity))
+    texts = {"md": markdown,
              "csv": to_csv(rows, tasks), "json": to_json(rows, meta, groups),
              "html": render_html(rows, records, meta, plots, tasks=tasks, notes=NOTES,
-                                 host_groups=groups)}
+                                 host_groups=groups, variants=table)}
     paths = {}
     for kind, text in texts.items():
         paths[kind] = directory / f"report.{kind}"
@@ -217,7 +259,7 @@ def render_run(run: str, *, budget_gb: float | None = None,
     meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings"),
             "budget_gb": budget_gb}
     directory = store.run_dir(run_id, root)
-    paths = write_report(directory, rows, records, meta)
+    paths = write_report(directory, rows, records, meta, fidelity=load_fidelity(run_id, root))
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
     return run_id, rows, paths

@@ -250,6 +250,7 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
         ttft=tuple(rec.from_dict(rec.LatencyResult, t) for t in result["ttft"]) if result else (),
         n_ctx_train=result.get("n_ctx_train") if result else None,
         weights_bytes=result.get("weights_bytes") if result else None,
+        n_params=result.get("n_params") if result else None,
         kv_cache_bytes=result.get("kv_cache_bytes") if result else None)
     samples = [rec.from_dict(rec.SampleResult, s) for s in result["samples"]] if result else []
     generations = [rec.from_dict(rec.GenSampleResult, g)

@@ -8,6 +8,7 @@ opened from a file:// URL with no network at all.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
 import json
 import os
@@ -17,7 +18,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ import pytest
 from edgeeval import records as rec
 from edgeeval import settings, store
 from edgeeval.cli import main
-from edgeeval.plots import fidelity_point, kld_vs_bits
+from edgeeval.plots import fidelity_points, kld_vs_bits
 from edgeeval.report import render_run
 from tests.builders import host, record, speed
 
@@ -107,14 +107,39 @@ def test_report_command_ranks_within_a_budget(capsys):
     assert "positive number of GB" in capsys.readouterr().err
 
 
-def test_kld_plot_draws_fidelity_data_when_records_carry_it():
-    variant = rec.VariantInfo("q-q4", "qwen", "Q", "Q4_K_M", "instruct", 1, "a" * 64)
-    carrying = [SimpleNamespace(variant=variant, fidelity={"kld_mean": k, "bits_per_weight": b})
-                for k, b in ((0.1, 4.8), (0.01, 8.5))]
-    assert fidelity_point(carrying[0]) == (4.8, 0.1)
-    assert kld_vs_bits(carrying).has_data
-    plain = record("m", peak_gb=0.2, acc=0.5)
-    assert fidelity_point(plain) is None and not kld_vs_bits([plain]).has_data
+def _fidelity(variant: str, kld: float) -> rec.FidelityResult:
+    return rec.FidelityResult(run_id="run1", variant=variant, reference="ref", status="ok",
+                              corpus="pydoc", corpus_sha256="c" * 64, n_ctx=512, n_chunks=4,
+                              n_tokens=1024, ppl=10.0, ppl_se=0.1, ppl_ref=9.0, ppl_ref_se=0.1,
+                              kld_mean=kld, kld_se=kld / 10, ln_ppl_ratio=kld / 2,
+                              ln_ppl_ratio_se=kld / 20, kld_max=kld * 9, kld_p999=kld * 8,
+                              kld_p99=kld * 5, kld_p90=kld * 2, kld_median=kld / 2,
+                              same_top_pct=90.0, same_top_se_pct=0.5, rms_dp_pct=5.0,
+                              rms_dp_se_pct=0.2)
+
+
+def test_kld_plot_draws_fidelity_results_against_bits_per_weight():
+    low = dataclasses.replace(record("q-q4", peak_gb=0.3, acc=0.5, size_gb=0.5), n_params=10**9)
+    high = dataclasses.replace(record("q-q8", peak_gb=0.6, acc=0.6, size_gb=1.0), n_params=10**9)
+    results = [_fidelity("q-q4", 0.1), _fidelity("q-q8", 0.01)]
+    assert fidelity_points([low, high], results) == [("qwen", "q-q4", (4.0, 0.1)),
+                                                    ("qwen", "q-q8", (8.0, 0.01))]
+    assert kld_vs_bits([low, high], results).has_data
+    assert not kld_vs_bits([low, high], []).has_data
+
+
+def test_fidelity_results_of_the_run_appear_in_the_report():
+    root = settings.reports_dir()
+    store.write_manifest("fid", {"run_id": "fid"}, root)
+    r = dataclasses.replace(record("q-q4", peak_gb=0.3, acc=0.5, size_gb=0.5, run_id="fid"),
+                            n_params=10**9)
+    store.save_record(r, root=root)
+    with open(store.run_dir("fid", root) / "fidelity.jsonl", "w") as fh:
+        fh.write(rec.to_json(dataclasses.replace(_fidelity("q-q4", 0.0873), run_id="fid")))
+    _, _, paths = render_run("fid")
+    text = paths["md"].read_text()
+    assert "| q-q4 | Q4_K_M | 0.500 | 4.00 |" in text and "0.08730 ± 0.00873" in text
+    assert 'id="variants"' in paths["html"].read_text()
 
 
 def test_make_report_target_rerenders_the_latest_run():
