@@ -7,9 +7,9 @@ PKG = Path(__file__).resolve().parent.parent / "edgeeval"
 # Leaf modules any stage may use, then the stages in the order data flows through them.
 LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", "backend",
           "files", "memprobe", "profiles", "bandwidth", "generators", "wordmath", "formats",
-          "chat", "extract", "codeexec"}
-STAGES = ["catalog", "hub", "fetch", "quantize", "taskfile", "datasets", "tasks", "measure",
-          "generate", "worker", "runner", "store", "fidelity", "exchange", "summarize",
+          "chat", "chat_sandbox", "extract", "codeexec", "kld"}
+STAGES = ["catalog", "hub", "fetch", "recipes", "quantize", "taskfile", "datasets", "tasks",
+          "measure", "generate", "worker", "runner", "store", "fidelity", "exchange", "summarize",
           "speedfmt", "plots", "html_report", "report", "compare"]
 WIRING = {"pipeline", "cli", "__main__", "__init__"}
 

@@ -1,0 +1,66 @@
+"""Multiple-choice scoring: shared prefix evaluated once vs the full prompt per choice.
+
+Runs both methods of edgeeval.backend.LlamaBackend on the same questions (the offline suite's
+multiple-choice items) with the same loaded model, alternating A B A B per question so machine
+noise hits both alike, checks the log-likelihoods agree to 1e-4, and prints the speed-up.
+
+    .venv/bin/python benchmarks/prefix_reuse_bench.py [--model NAME] [--limit 10] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from edgeeval.backend import LlamaBackend, LoadOptions
+from edgeeval.catalog import load_catalog
+from edgeeval.fetch import fetch
+from edgeeval.hostinfo import physical_cores
+from edgeeval.tasks import load_suite
+from edgeeval.worker import continuation_tokens
+
+
+def _questions(backend: LlamaBackend, limit: int) -> list[tuple[list[int], list[list[int]]]]:
+    out = []
+    for task in load_suite("mc"):
+        for item in task.items(limit=limit, seed=0):
+            ctx = backend.tokenize(item.context, add_bos=True)
+            out.append((ctx, [continuation_tokens(backend, item.context, c, ctx)
+                              for c in item.choices]))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct-q4_k_m")
+    parser.add_argument("--limit", type=int, default=10, help="questions per task")
+    parser.add_argument("--threads", type=int, default=physical_cores())
+    args = parser.parse_args()
+    path = fetch(load_catalog().get(args.model)).path
+    backend = LlamaBackend(str(path), LoadOptions(n_ctx=2048, n_threads=args.threads))
+    questions = _questions(backend, args.limit)
+    shared_s = full_s = 0.0
+    worst = 0.0
+    for ctx, conts in questions:
+        start = time.perf_counter()
+        shared = backend.choice_logliks(ctx, conts)
+        shared_s += time.perf_counter() - start
+        start = time.perf_counter()
+        full = backend.full_logliks(ctx, conts)
+        full_s += time.perf_counter() - start
+        worst = max(worst, max(abs(a - b) for a, b in zip(shared, full, strict=True)))
+    backend.close()
+    result = {"model": args.model, "questions": len(questions), "threads": args.threads,
+              "shared_prefix_s": shared_s, "full_prompt_s": full_s,
+              "speedup": full_s / shared_s, "max_abs_loglik_diff": worst}
+    print(json.dumps(result, indent=2))
+    print(f"\nshared prefix {shared_s:.2f} s vs full prompt per choice {full_s:.2f} s on "
+          f"{len(questions)} questions: {full_s / shared_s:.2f}x faster; largest log-likelihood "
+          f"difference {worst:.2e} ({'PASS' if worst <= 1e-4 else 'FAIL'} at 1e-4, "
+          f"{'PASS' if full_s / shared_s >= 2 else 'FAIL'} at 2x)")
+    return 0 if worst <= 1e-4 and full_s / shared_s >= 2 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
