@@ -193,20 +193,27 @@ class LlamaBackend:
                 rows.append(flat.reshape(n_out, self.n_vocab).copy())
         return np.concatenate(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
 
-    def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:
+    def choice_logliks(self, context: list[int], continuations: list[list[int]], *,
+                       reuse_context: bool = True) -> list[float]:
         """Sum of log p(continuation tokens | context) for each continuation.
 
         The context is decoded once; for each continuation the KV cache is cut back to the
         context and only the continuation's tokens are decoded. The logits at position i
         predict token i+1, so the first continuation token is scored with the context's last
         row and the continuation's own last token never needs decoding.
+        With `reuse_context=False` the context is decoded again from an empty cache for every
+        continuation: the same arithmetic with no reuse, the baseline for the speed-up.
+        (Decoding context and continuation in one batch instead gives slightly different
+        numbers, because llama.cpp's CPU kernels depend on the batch shape.)
         """
-        self.clear()
-        last = self._decode_logits(context, 0, want_all=False)[-1]
+        last = self._context_row(context)
         n = len(context)
         out = []
         for cont in continuations:
-            self._lib.llama_memory_seq_rm(self.mem, 0, n, -1)
+            if reuse_context:
+                self._lib.llama_memory_seq_rm(self.mem, 0, n, -1)
+            else:
+                last = self._context_row(context)
             rows = [last]
             if len(cont) > 1:
                 rows.extend(self._decode_logits(cont[:-1], n, want_all=True))
@@ -214,13 +221,17 @@ class LlamaBackend:
             out.append(sum(_log_softmax_at(row, tok) for row, tok in pairs))
         return out
 
-    def full_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:
-        """Same result as choice_logliks, re-evaluating context+continuation each time."""
+    def _context_row(self, context: list[int]) -> np.ndarray:
+        self.clear()
+        return self._decode_logits(context, 0, want_all=False)[-1]
+
+    def one_batch_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:
+        """The textbook computation: context + continuation decoded in one batch per choice,
+        all logits read back. Equal to choice_logliks up to batch-shape numerics."""
         out = []
         for cont in continuations:
             self.clear()
-            tokens = context + cont
-            rows = self._decode_logits(tokens[:-1], 0, want_all=True)
+            rows = self._decode_logits((context + cont)[:-1], 0, want_all=True)
             out.append(sum(_log_softmax_at(rows[len(context) - 1 + i], tok)
                            for i, tok in enumerate(cont)))
         return out
