@@ -24,11 +24,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     from edgeeval.catalog import load_catalog
     from edgeeval.fetch import is_cached
 
+    from edgeeval.quantize import derived_dir, read_build_info
+
     catalog = load_catalog(args.catalog)
     print(f"{'name':44} {'family':9} {'quant':7} {'kind':8} {'size GB':>8}  {'source':7} local")
     for v in catalog.variants.values():
-        size = f"{v.size_bytes / settings.GB:.3f}" if v.size_bytes else "?"
-        mark = "yes" if is_cached(v) else "-"
+        size_bytes, mark = v.size_bytes, "yes" if is_cached(v) else "-"
+        if v.source.kind == "derived":  # built, not downloaded: its size is known once built
+            info = read_build_info(derived_dir() / v.filename)
+            size_bytes, mark = (info.size_bytes, "built") if info else (None, "-")
+        size = f"{size_bytes / settings.GB:.3f}" if size_bytes else "?"
         print(f"{v.name:44} {v.family:9} {v.quant:7} {v.kind:8} {size:>8}  {v.source.kind:7} "
               f"{mark}")
     print("\nsets: " + "; ".join(f"{k} ({len(m)})" for k, m in catalog.sets.items()))

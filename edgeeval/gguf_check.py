@@ -29,14 +29,24 @@ _STRING, _ARRAY = 8, 9
 
 
 @dataclass(frozen=True)
+class TensorInfo:
+    """One tensor description from the header: name, shape (row length first), ggml type id."""
+
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+
+
+@dataclass(frozen=True)
 class GgufSummary:
-    """What the walk learned: enough for pre-flight estimates and reports."""
+    """What the walk learned: enough for pre-flight estimates, reports and quantization plans."""
 
     version: int
     n_tensors: int
     n_params: int
     metadata: dict[str, object]
     data_bytes: int
+    tensors: tuple[TensorInfo, ...] = ()
 
 
 def _type_sizes() -> dict[int, tuple[int, int]]:
@@ -109,7 +119,8 @@ def check_gguf(path: str | Path) -> GgufSummary:
     n_params, data_bytes = _check_extents(r, tensors, data_start)
     return GgufSummary(version=version, n_tensors=n_tensors, n_params=n_params,
                        metadata={k: v for k, v in metadata.items() if not isinstance(v, list)
-                                 or len(v) <= 64}, data_bytes=data_bytes)
+                                 or len(v) <= 64}, data_bytes=data_bytes,
+                       tensors=tuple(TensorInfo(n, d, t) for n, d, t, _ in tensors))
 
 
 def _tensor_info(r: _Reader) -> tuple[str, tuple[int, ...], int, int]:
