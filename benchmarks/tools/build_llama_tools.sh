@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Build llama.cpp's own llama-bench and llama-perplexity from the llama.cpp source vendored in
+# the llama-cpp-python sdist that edgeeval pins (the same source the installed wheel was built
+# from), with the CMake options that llama-cpp-python's build uses by default, so that parity
+# comparisons measure the same native code.
+#
+# Output: .bench-tools/ at the repository root (git-ignored):
+#   .bench-tools/sdist/           the downloaded llama-cpp-python sdist
+#   .bench-tools/src/             the extracted sdist
+#   .bench-tools/build/bin/       llama-bench, llama-perplexity and their shared libraries
+#   .bench-tools/build-info.txt   configure flags and the llama.cpp version the tools report
+# Idempotent: does nothing when both binaries already exist (FORCE=1 rebuilds).
+# Env: PYTHON (default .venv/bin/python), JOBS (default 2), LLAMA_CPP_PYTHON_VERSION.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+JOBS="${JOBS:-2}"
+TOOLS="$ROOT/.bench-tools"
+SRC="$TOOLS/src/llama_cpp_python-$VERSION"
+BUILD="$TOOLS/build"
+BIN="$BUILD/bin"
+
+if [[ "${FORCE:-0}" != 1 && -x "$BIN/llama-bench" && -x "$BIN/llama-perplexity" ]]; then
+    echo "llama tools already built in $BIN (FORCE=1 to rebuild)"
+    exit 0
+fi
+
+mkdir -p "$TOOLS/sdist" "$TOOLS/src"
+SDIST="$TOOLS/sdist/llama_cpp_python-$VERSION.tar.gz"
+if [[ ! -f "$SDIST" ]]; then
+    echo "Downloading llama-cpp-python==$VERSION sdist"
+    "$PYTHON" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" \
+        -d "$TOOLS/sdist"
+fi
+if [[ ! -d "$SRC/vendor/llama.cpp" ]]; then
+    echo "Extracting $SDIST"
+    tar -xzf "$SDIST" -C "$TOOLS/src"
+fi
+
+# Options: what llama-cpp-python's CMakeLists.txt forces (shared libraries, no curl) plus
+# llama.cpp/ggml's defaults, which the wheel build keeps: Release (scikit-build-core's default
+# build type), GGML_NATIVE=ON (-march=native), OpenMP, llamafile sgemm, CPU repack. Only the
+# two tools are built; HTTPS/OpenSSL is off (the tools never download anything).
+CMAKE_FLAGS=(
+    -DCMAKE_BUILD_TYPE=Release
+    -DBUILD_SHARED_LIBS=ON
+    -DGGML_NATIVE=ON
+    -DGGML_OPENMP=ON
+    -DGGML_LLAMAFILE=ON
+    -DGGML_CPU_REPACK=ON
+    -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF
+    -DLLAMA_CURL=OFF
+    -DLLAMA_OPENSSL=OFF
+    -DLLAMA_BUILD_COMMON=ON
+    -DLLAMA_BUILD_TOOLS=ON
+    -DLLAMA_BUILD_TESTS=OFF
+    -DLLAMA_BUILD_EXAMPLES=OFF
+    -DLLAMA_BUILD_SERVER=OFF
+    -DLLAMA_BUILD_APP=OFF
+)
+
+start=$(date +%s)
+cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" "${CMAKE_FLAGS[@]}"
+cmake --build "$BUILD" --config Release -j"$JOBS" --target llama-bench llama-perplexity
+elapsed=$(( $(date +%s) - start ))
+
+{
+    echo "llama-cpp-python sdist: $VERSION ($SDIST)"
+    echo "source: $SRC/vendor/llama.cpp"
+    echo "cmake flags: ${CMAKE_FLAGS[*]}"
+    echo "build seconds (-j$JOBS): $elapsed"
+    echo "llama-bench --version:"
+    "$BIN/llama-bench" --version 2>&1 || true
+} > "$TOOLS/build-info.txt"
+cat "$TOOLS/build-info.txt"
+echo "Built $BIN/llama-bench and $BIN/llama-perplexity in ${elapsed}s"
