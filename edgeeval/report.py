@@ -150,6 +150,38 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
             f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`"]
 
 
+def _gb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e9:.3f}"
+
+
+def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
+    """Per variant: where the memory went (weights, KV cache, the rest of the runtime), time to
+    first token, and generation speed against the host's bandwidth roofline."""
+    from edgeeval.speedfmt import speed_rows
+
+    roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
+    lines = ["| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
+             "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
+             "| efficiency |", "|---|" + "---:|" * 7 + "---|" + "---:|" * 3]
+    for r in records:
+        if r.status != rec.STATUS_OK or r.memory is None:
+            continue
+        m = r.memory
+        other = max(0, m.peak_rss_bytes - (r.weights_bytes or 0) - (r.kv_cache_bytes or 0))
+        extra = " / ".join(_gb(v) for v in (m.peak_footprint_bytes, m.peak_gpu_bytes))
+        ttft = f"{r.ttft[0].avg_ms:.0f} ± {r.ttft[0].stddev_ms:.0f}" if r.ttft else "-"
+        tg = next((s for s in r.speed if s.n_gen and not s.n_prompt and not s.n_depth), None)
+        row = roof.get((r.variant.name, tg.test)) if tg else None
+        ceiling = f"{row['roofline_ts']:.1f}" if row and row["roofline_ts"] else "-"
+        eff = (f"{100 * row['roofline_efficiency']:.0f} %" if row and row["roofline_efficiency"]
+               else "-")
+        lines.append(f"| {r.variant.name} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
+                     f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
+                     f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
+                     f"| {eff} |")
+    return "\n".join(lines)
+
+
 def to_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
                 meta: dict[str, Any], tasks: Sequence[str],
                 host_groups: Sequence[HostGroup] = ()) -> str:
@@ -159,7 +191,12 @@ def to_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
         parts += [f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
                   "as over budget and not ranked.", ""]
     parts += [ranking_table(rows), "", "## How to read this", "", "\n\n".join(NOTES), "",
-              "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks)]
+              "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks),
+              "", "## Memory, latency and the bandwidth roofline", "",
+              "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
+              "shape at n_ctx (F16); 'runtime other' is the rest of the peak resident set "
+              "(compute buffers, the Python process). The roofline is host bandwidth / bytes "
+              "read per generated token (weights + KV).", "", memory_speed_markdown(records)]
     failed = [r for r in rows if not r.measured]
     unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
     if failed or unscored:
