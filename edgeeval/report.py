@@ -162,7 +162,7 @@ def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
     roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
     lines = ["| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
              "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
-             "| efficiency |", "|---|" + "---:|" * 7 + "---|" + "---:|" * 3]
+             "| efficiency |", "|---|" + "---:|" * 6 + "---|" + "---:|" * 3]
     for r in records:
         if r.status != rec.STATUS_OK or r.memory is None:
             continue
