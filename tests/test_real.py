@@ -65,7 +65,10 @@ def test_bench_end_to_end_records_a_truncated_model_and_goes_on(real_catalog, tm
     assert good.status == rec.STATUS_OK
     assert {s.test for s in good.speed} == {"pp32", "tg8"}
     assert all(len(s.samples_ts) == 2 and s.avg_ts > 0 for s in good.speed)
-    assert good.tasks and all(t.n == 3 for t in good.tasks)
+    scored = [t for t in good.tasks if t.status == "ok"]
+    assert len(scored) == len(good.tasks) - 1 and all(t.n == 3 for t in scored)
+    (skipped,) = [t for t in good.tasks if t.status != "ok"]  # code runs only when allowed
+    assert skipped.task == "humaneval" and "--allow-code-exec" in skipped.reason
     memory = good.memory
     assert memory.peak_rss_bytes > good.variant.size_bytes * 0.5
     # the sampler's peak agrees with the kernel's own maximum resident size of the child
