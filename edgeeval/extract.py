@@ -108,10 +108,23 @@ def extract_number(text: str) -> str:
     if boxed and (found := _first_number(boxed[-1])):
         return found
     answer_is = list(_ANSWER_IS.finditer(text))
-    if answer_is and (found := _first_number(text[answer_is[-1].end():])):
+    if answer_is and (found := _stated_answer(text[answer_is[-1].end():])):
         return found
     numbers = _NUMBER.findall(text)
     return canonical_number(numbers[-1]) if numbers else ""
+
+
+def _stated_answer(text: str) -> str:
+    """The number an "answer is ..." clause states: its first number, or, when the clause is
+    a worked equation ("108 - 42 = 24."), the number after its last "=".
+
+    >>> _stated_answer(" 108 - 42 = 24. Next"), _stated_answer(" 6 apples. Then 7")
+    ('24', '6')
+    """
+    clause = re.split(r"\n|\.(?:\s|$)", text, maxsplit=1)[0]
+    if "=" in clause:
+        return _first_number(clause.rsplit("=", 1)[1])
+    return _first_number(clause) or _first_number(text)
 
 
 def _first_number(text: str) -> str:

@@ -29,6 +29,8 @@ def test_strip_thinking(text, visible, thinking):
 
 @pytest.mark.parametrize("text, expected", [
     ("The answer is $1,234.", "1234"),
+    ("The answer is 108 - 42 = 24. So Sara has 24.", "24"),
+    ("The answer is 6 apples. Then 7 more came.", "6"),
     ("#### 42", "42"),
     ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
     ("She has 3 apples and buys 4 more, so 7", "7"),
