@@ -23,7 +23,6 @@ def _progress(message: str) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from edgeeval.catalog import load_catalog
     from edgeeval.fetch import is_cached
-
     from edgeeval.quantize import derived_dir, read_build_info
 
     catalog = load_catalog(args.catalog)

@@ -42,10 +42,7 @@ from edgeeval.catalog import Catalog, Variant, load_catalog
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.files import ensure_free_space
 from edgeeval.gguf_check import check_gguf
-from edgeeval.kld import LOGP_FLOOR as LOGP_FLOOR  # re-exported: the maths used to live here
-from edgeeval.kld import TokenStats, log_softmax, make_chunks, scored, summarize, token_stats
-from edgeeval.kld import _pct as _pct
-from edgeeval.kld import mean_se as mean_se
+from edgeeval.kld import TokenStats, scored, summarize
 from edgeeval.quantize import ensure_file, read_build_info
 from edgeeval.runner import run_child
 
@@ -53,7 +50,6 @@ Progress = Callable[[str], None]
 N_CTX = 512
 MAX_CHUNKS = 32
 WIKITEXT = ("ggml-org/ci", "wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.raw")
-_ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fidelity (
     run_id TEXT NOT NULL, variant TEXT NOT NULL, reference TEXT NOT NULL,
@@ -212,7 +208,7 @@ def _run_pass(spec: dict[str, Any], name: str, timeout_s: float, progress: Progr
     """Run one model pass in a child; (seconds, "") on success, (None, reason) on failure."""
     spec_path = Path(spec["work"]) / f"spec-{spec['role']}.json"
     spec_path.write_text(json.dumps(spec))
-    outcome = run_child([sys.executable, "-m", "edgeeval.fidelity", str(spec_path)],
+    outcome = run_child([sys.executable, "-m", "edgeeval.fidelity_child", str(spec_path)],
                         timeout_s=timeout_s, interval_s=0.2,
                         on_event=lambda e: _chunk_progress(name, e, progress))
     if outcome.timed_out:
@@ -228,89 +224,6 @@ def _chunk_progress(name: str, event: dict[str, Any], progress: Progress) -> Non
     index, total = event.get("index", 0), event.get("total", 0)
     if event.get("event") == "chunk" and (index in (1, total) or index % 10 == 0):
         progress(f"{name}: chunk {index}/{total}")
-
-
-# --- the child process ---
-
-def _emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
-def _load(spec: dict[str, Any]) -> Any:
-    from edgeeval.backend import LlamaBackend, LoadOptions
-
-    check_gguf(spec["model"])  # refuse malformed files before native code parses them
-    n_ctx = spec["n_ctx"]
-    return LlamaBackend(spec["model"], LoadOptions(
-        n_ctx=n_ctx, n_threads=spec["n_threads"], n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
-        n_gpu_layers=spec["n_gpu_layers"]))
-
-
-def _chunk_logp(backend: Any, chunk: np.ndarray, first: int) -> np.ndarray:
-    """float16 log-probabilities of a chunk's scored positions (BOS put first if the model
-    adds one; the chunk's last token is only a target, so it is not decoded)."""
-    tokens = [int(t) for t in chunk[:-1]]
-    if backend.add_bos:
-        tokens[0] = backend.bos
-    logits = backend.logits_for(tokens, first=first)
-    return np.concatenate([log_softmax(logits[i:i + _ROWS]).astype(np.float16)
-                           for i in range(0, len(logits), _ROWS)])
-
-
-def reference_pass(spec: dict[str, Any]) -> None:
-    """Tokenize the corpus, then write tokens, meta and the reference log-probabilities."""
-    work, n_ctx = Path(spec["work"]), spec["n_ctx"]
-    backend = _load(spec)
-    tokens = backend.tokenize((work / "corpus.txt").read_text(encoding="utf-8"), add_bos=True)
-    chunks = make_chunks(tokens, n_ctx, spec["max_chunks"])
-    if len(chunks) == 0:
-        raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than one chunk of "
-                         f"{n_ctx}; use a longer corpus or a smaller --n-ctx")
-    np.save(work / "tokens.npy", chunks)
-    first, _ = scored(n_ctx)
-    with open(work / "ref_logp.f16", "wb") as fh:
-        for index, chunk in enumerate(chunks, 1):
-            fh.write(_chunk_logp(backend, chunk, first).tobytes())
-            _emit("chunk", index=index, total=len(chunks))
-    (work / "meta.json").write_text(json.dumps({"n_vocab": backend.n_vocab, "n_chunks":
-                                                len(chunks), "n_corpus_tokens": len(tokens)}))
-    backend.close()
-
-
-def variant_pass(spec: dict[str, Any]) -> None:
-    """Score the variant on the reference's chunks, one chunk of reference data at a time."""
-    work, n_ctx = Path(spec["work"]), spec["n_ctx"]
-    meta = json.loads((work / "meta.json").read_text())
-    backend = _load(spec)
-    if backend.n_vocab != meta["n_vocab"]:
-        raise ValueError(f"vocabulary of {backend.n_vocab} tokens, the reference has "
-                         f"{meta['n_vocab']}: fidelity needs the same model's tokenizer")
-    chunks = np.load(work / "tokens.npy")
-    first, count = scored(n_ctx)
-    ref = np.memmap(work / "ref_logp.f16", dtype=np.float16, mode="r",
-                    shape=(len(chunks), count, meta["n_vocab"]))
-    parts = []
-    for index, chunk in enumerate(chunks):
-        logp = _chunk_logp(backend, chunk, first)
-        targets = chunk[first + 1:]
-        for i in range(0, count, _ROWS):
-            parts.append(token_stats(np.asarray(ref[index, i:i + _ROWS]), logp[i:i + _ROWS],
-                                     targets[i:i + _ROWS]))
-        _emit("chunk", index=index + 1, total=len(chunks))
-    stats = TokenStats.concat(parts)
-    np.savez(spec["out"], **{k: getattr(stats, k) for k in
-                             ("nll", "nll_ref", "kld", "p_diff", "same_top")})
-    backend.close()
-
-
-def _child(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    try:
-        (reference_pass if spec["role"] == "reference" else variant_pass)(spec)
-    except Exception as exc:  # the parent records this line as the failure reason
-        print(f"edgeeval fidelity: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
 
 
 # --- storing and showing results ---
@@ -430,6 +343,3 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
 def _stderr(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-
-if __name__ == "__main__":
-    raise SystemExit(_child(*sys.argv[1:]))

@@ -9,7 +9,8 @@ LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", 
           "files", "memprobe", "profiles", "bandwidth", "generators", "wordmath", "formats",
           "chat", "chat_sandbox", "extract", "codeexec", "kld"}
 STAGES = ["catalog", "hub", "fetch", "recipes", "quantize", "taskfile", "datasets", "tasks",
-          "measure", "generate", "worker", "runner", "store", "fidelity", "exchange", "summarize",
+          "measure", "generate", "worker", "runner", "store", "fidelity_child",
+          "fidelity", "exchange", "summarize",
           "speedfmt", "plots", "html_report", "report", "compare"]
 WIRING = {"pipeline", "cli", "__main__", "__init__"}
 

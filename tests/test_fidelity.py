@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edgeeval import fidelity as f
+from edgeeval import kld, store
 from edgeeval import records as rec
-from edgeeval import store
 from edgeeval.catalog import load_catalog
 from edgeeval.errors import EdgeevalError
 from tests.test_quantize import tiny_catalog, write_tiny_llama
@@ -29,13 +29,13 @@ def _logp(*rows: tuple[float, ...]) -> np.ndarray:
 # --- the math on hand-made arrays ---
 
 def test_log_softmax_matches_the_worked_example():
-    out = f.log_softmax(np.array([[0.0, math.log(3.0)]], np.float32))
+    out = kld.log_softmax(np.array([[0.0, math.log(3.0)]], np.float32))
     assert out == pytest.approx(np.array([[math.log(0.25), math.log(0.75)]]), abs=1e-6)
 
 
 def test_kld_of_the_docstring_example_and_of_identical_rows():
     ref, q = _logp((0.5, 0.5), (0.5, 0.5)), _logp((0.25, 0.75), (0.5, 0.5))
-    stats = f.token_stats(ref, q, np.array([0, 1]))
+    stats = kld.token_stats(ref, q, np.array([0, 1]))
     assert stats.kld == pytest.approx([0.5 * math.log(2) + 0.5 * math.log(2 / 3), 0.0],
                                       abs=1e-6)
     assert stats.kld[0] == pytest.approx(0.1438, abs=1e-4)
@@ -47,27 +47,27 @@ def test_kld_of_the_docstring_example_and_of_identical_rows():
 def test_same_top_and_the_floor_of_tiny_reference_probabilities():
     ref = _logp((0.7, 0.3 - 1e-9, 1e-9))
     q = _logp((0.2, 0.8 - 1e-3, 1e-3))
-    stats = f.token_stats(ref, q, np.array([0]))
+    stats = kld.token_stats(ref, q, np.array([0]))
     expected = 0.7 * math.log(0.7 / 0.2) + (0.3 - 1e-9) * math.log((0.3 - 1e-9) / (0.8 - 1e-3))
     assert stats.kld[0] == pytest.approx(expected, rel=1e-5)  # the 1e-9 term is below e^-16
     assert not stats.same_top[0]
-    assert f.token_stats(ref, ref, np.array([0])).same_top[0]
+    assert kld.token_stats(ref, ref, np.array([0])).same_top[0]
 
 
 def test_mean_se_and_percentiles_follow_llama_perplexity():
-    assert f.mean_se(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx((2.5, 1.2910 / 2),
+    assert kld.mean_se(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx((2.5, 1.2910 / 2),
                                                                       abs=1e-4)
-    assert f.mean_se(np.array([3.0])) == (3.0, 0.0)
+    assert kld.mean_se(np.array([3.0])) == (3.0, 0.0)
     # llama-perplexity: p = fraction * (n - 1), linear between neighbours.
     values = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
-    assert f._pct(values, 90.0) == pytest.approx(0.4 * 3.0 + 0.6 * 10.0)  # p = 3.6
+    assert kld._pct(values, 90.0) == pytest.approx(0.4 * 3.0 + 0.6 * 10.0)  # p = 3.6
 
 
 def test_summary_of_hand_made_token_stats():
-    stats = f.TokenStats(nll=np.array([1.5, 2.5]), nll_ref=np.array([1.0, 2.0]),
+    stats = kld.TokenStats(nll=np.array([1.5, 2.5]), nll_ref=np.array([1.0, 2.0]),
                          kld=np.array([0.1, 0.3]), p_diff=np.array([0.03, -0.04]),
                          same_top=np.array([True, False]))
-    s = f.summarize(stats)
+    s = kld.summarize(stats)
     assert s["n_tokens"] == 2
     assert s["ln_ppl_ratio"] == pytest.approx(0.5) and s["ln_ppl_ratio_se"] == 0.0
     assert s["ppl"] == pytest.approx(math.exp(2.0)) and s["ppl_ref"] == pytest.approx(
@@ -81,10 +81,10 @@ def test_summary_of_hand_made_token_stats():
 
 
 def test_chunks_and_the_scored_half():
-    chunks = f.make_chunks(list(range(1100)), 512, 0)
+    chunks = kld.make_chunks(list(range(1100)), 512, 0)
     assert chunks.shape == (2, 512) and chunks[1, 0] == 512
-    assert f.make_chunks(list(range(1100)), 512, 1).shape == (1, 512)
-    assert f.scored(512) == (256, 255) and f.scored(64) == (32, 31)
+    assert kld.make_chunks(list(range(1100)), 512, 1).shape == (1, 512)
+    assert kld.scored(512) == (256, 255) and kld.scored(64) == (32, 31)
 
 
 # --- corpora ---
