@@ -13,11 +13,8 @@ import time
 import traceback
 
 from edgeeval import __version__, settings
+from edgeeval.console import progress
 from edgeeval.errors import EdgeevalError
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -45,7 +42,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog)
     for variant in catalog.select(args.models):
-        file = fetch(variant, progress=_progress)
+        file = fetch(variant, progress=progress)
         print(f"{variant.name}\t{file.path}\t{file.sha256}")
     return 0
 
@@ -109,7 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     variants = catalog.select(args.models)
     start = time.monotonic()
     outcome = bench(variants, _run_settings(args), run_id=args.resume, force=args.force,
-                    budget_gb=args.budget_gb, progress=_progress, catalog=catalog)
+                    budget_gb=args.budget_gb, progress=progress, catalog=catalog)
     print(ranking_table(outcome.rows))
     print(f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
           f"{outcome.paths['md']}")

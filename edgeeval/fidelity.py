@@ -39,6 +39,7 @@ from edgeeval import hostinfo, settings, store
 from edgeeval import records as rec
 from edgeeval.backend import library_info
 from edgeeval.catalog import Catalog, Variant, load_catalog
+from edgeeval.console import progress
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.files import ensure_free_space
 from edgeeval.gguf_check import check_gguf
@@ -334,12 +335,9 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     results = run_fidelity(reference, variants, catalog, corpus=load_corpus(args.corpus),
                            run_id=run_id, n_ctx=args.n_ctx, max_chunks=args.chunks,
                            n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                           timeout_s=args.timeout, progress=_stderr)
+                           timeout_s=args.timeout, progress=progress)
     print(fidelity_markdown(results))
     print(f"run {run_id}: {store.run_dir(run_id) / 'fidelity.jsonl'}")
     return 0 if all(r.status == rec.STATUS_OK for r in results) else 3
 
-
-def _stderr(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

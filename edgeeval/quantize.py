@@ -28,6 +28,7 @@ from typing import Any
 from edgeeval import hostinfo, settings
 from edgeeval import records as rec
 from edgeeval.catalog import Catalog, Variant, load_catalog
+from edgeeval.console import progress
 from edgeeval.errors import ConfigError, EdgeevalError, FetchError
 from edgeeval.fetch import LocalFile, fetch, verify_file
 from edgeeval.files import ensure_free_space, sha256_file
@@ -288,7 +289,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     targets = _derived_targets(catalog, args.models)
     print(f"{'variant':36} {'recipe':16} {'size MB':>8} {'bits/w':>6} {'fallbacks':>9}  types")
     for variant in targets:
-        info = build_variant(variant, catalog, progress=_stderr, nthread=args.threads,
+        info = build_variant(variant, catalog, progress=progress, nthread=args.threads,
                              force=args.force)
         types = ", ".join(f"{t}:{n}" for t, n in info.type_counts.items())
         print(f"{variant.name:36} {info.recipe:16} {info.size_bytes / 1e6:8.1f} "
@@ -304,9 +305,6 @@ def _derived_targets(catalog: Catalog, names: list[str]) -> list[Variant]:
                                 "gets it")
     return [v for v in catalog.select(names) if v.source.kind == "derived"]
 
-
-def _stderr(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ PKG = Path(__file__).resolve().parent.parent / "edgeeval"
 # Leaf modules any stage may use, then the stages in the order data flows through them.
 LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", "backend",
           "files", "memprobe", "profiles", "bandwidth", "generators", "wordmath", "formats",
-          "chat", "chat_sandbox", "extract", "codeexec", "kld"}
+          "chat", "chat_sandbox", "extract", "codeexec", "kld", "console"}
 STAGES = ["catalog", "hub", "fetch", "recipes", "quantize", "taskfile", "datasets", "tasks",
           "measure", "generate", "worker", "runner", "store", "fidelity_child",
           "fidelity", "exchange", "summarize",
