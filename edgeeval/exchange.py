@@ -61,12 +61,7 @@ def read_sqlite(path: Path) -> list[rec.ModelRecord]:
 def read_jsonl(path: Path) -> list[rec.ModelRecord]:
     """Records from a records.jsonl. A line cut short (a run killed mid-write) is skipped, like
     the store does; a file with no readable record at all is an error."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(rec.from_dict(rec.ModelRecord, json.loads(line)))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            continue
+    out = store.read_jsonl(path, rec.ModelRecord)
     if not out:
         raise ImportFileError(path, "no edgeeval records in it")
     return out

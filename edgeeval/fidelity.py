@@ -248,15 +248,8 @@ def save_fidelity(result: rec.FidelityResult, root: Path | None = None) -> None:
 def load_fidelity(run_id: str, root: Path | None = None) -> list[rec.FidelityResult]:
     """A run's fidelity results from its JSONL (the last per variant and reference wins)."""
     path = store.run_dir(run_id, root) / "fidelity.jsonl"
-    latest: dict[tuple[str, str], rec.FidelityResult] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                result = rec.from_dict(rec.FidelityResult, json.loads(line))
-            except (ValueError, TypeError):
-                continue  # a line cut short by a kill
-            latest[(result.variant, result.reference)] = result
-    return list(latest.values())
+    results = store.read_jsonl(path, rec.FidelityResult)
+    return list({(r.variant, r.reference): r for r in results}.values())
 
 
 def fidelity_markdown(results: list[rec.FidelityResult]) -> str:

@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.errors import RunNotFoundError
 
+T = TypeVar("T")
 DB_NAME = "edgeeval.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -112,37 +113,31 @@ def load_records(run_id: str, root: Path | None = None) -> list[rec.ModelRecord]
     if not path.exists():
         raise RunNotFoundError(f"no results for run '{run_id}' ({path} is missing); "
                                "run `edgeeval runs` to list stored runs")
-    latest: dict[str, rec.ModelRecord] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = rec.from_dict(rec.ModelRecord, json.loads(line))
-        except (ValueError, TypeError):
-            continue  # a line cut short by a kill mid-write; everything before it is intact
-        latest[record.variant.name] = record
+    latest = {r.variant.name: r for r in read_jsonl(path, rec.ModelRecord)}
     return list(latest.values())
 
 
 def load_samples(run_id: str, root: Path | None = None) -> list[rec.SampleResult]:
     """Per-item log-likelihoods of a run's multiple-choice tasks."""
-    return _load_lines(run_dir(run_id, root) / "samples.jsonl", rec.SampleResult)
+    return read_jsonl(run_dir(run_id, root) / "samples.jsonl", rec.SampleResult)
 
 
 def load_generations(run_id: str, root: Path | None = None) -> list[rec.GenSampleResult]:
     """Per-item prompts, outputs and extracted answers of a run's generative and code tasks."""
-    return _load_lines(run_dir(run_id, root) / "generations.jsonl", rec.GenSampleResult)
+    return read_jsonl(run_dir(run_id, root) / "generations.jsonl", rec.GenSampleResult)
 
 
-def _load_lines(path: Path, cls: type) -> list:
+def read_jsonl(path: Path, cls: type[T]) -> list[T]:
+    """Records of type `cls`, one per line ([] when the file is missing). A line cut short by
+    a kill mid-write is skipped: every line before it was fsynced and is intact."""
     if not path.exists():
         return []
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             out.append(rec.from_dict(cls, json.loads(line)))
-        except (ValueError, TypeError):
-            continue  # a line cut short by a kill
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
     return out
 
 
