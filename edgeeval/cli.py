@@ -1,4 +1,5 @@
-"""Command line: `edgeeval models | fetch | bench | report | runs`.
+"""Command line: `edgeeval models | fetch | bench | report | runs | tasks | compare | import |
+quantize | fidelity`. Stage modules add their own subcommands through `register(sub)`.
 
 The one place where an exception becomes a message and an exit code (EDGEEVAL_DEBUG=1 shows
 the traceback).
