@@ -123,7 +123,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeeval", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edgeeval", description="Measure small local GGUF models (speed, memory, accuracy) "
+        "and rank them by capability per GB. Start with `edgeeval models` or `make bench`.")
     parser.add_argument("--version", action="version", version=f"edgeeval {__version__}")
     parser.add_argument("--catalog", help="models.yaml to use (default: the repo's)")
     sub = parser.add_subparsers(dest="command", required=True)
