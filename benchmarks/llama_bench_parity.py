@@ -42,14 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 DEFAULT_TOOLS = ROOT / ".bench-tools" / "build" / "bin"
 
-# The edgeeval side, run in a child process: the same objects and calls as edgeeval.worker's
+# The edgeeval side, run in a child process: the same objects and calls as edgeeval.run.worker's
 # measure() (LoadOptions from the settings, LlamaBackend, run_speed_test per test), minus the
 # accuracy tasks. Prints one JSON object on stdout.
 EDGEEVAL_CHILD = r"""
 import json, sys
 from edgeeval import records as rec
-from edgeeval.backend import LlamaBackend, LoadOptions, library_info
-from edgeeval.measure import SpeedTest, run_speed_test
+from edgeeval.engine.backend import LlamaBackend, LoadOptions, library_info
+from edgeeval.run.speed import SpeedTest, run_speed_test
 
 cfg = json.loads(sys.argv[1])
 options = LoadOptions(n_ctx=cfg["n_ctx"], n_threads=cfg["threads"], n_batch=cfg["n_batch"],
@@ -205,7 +205,7 @@ def stats(samples: list[float]) -> tuple[float, float]:
 
 
 def default_threads() -> int:
-    from edgeeval.hostinfo import physical_cores  # what `edgeeval bench` uses by default
+    from edgeeval.engine.host import physical_cores  # what `edgeeval bench` uses by default
     return physical_cores()
 
 

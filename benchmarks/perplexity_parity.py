@@ -27,9 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeeval import fidelity, hostinfo  # noqa: E402
-from edgeeval.catalog import load_catalog  # noqa: E402
-from edgeeval.quantize import ensure_file  # noqa: E402
+from edgeeval.fidelity import orchestrate as fidelity  # noqa: E402
+from edgeeval.engine import host as hostinfo
+from edgeeval.catalog.models import load_catalog  # noqa: E402
+from edgeeval.fetch.quantize import ensure_file  # noqa: E402
 
 # llama-perplexity's summary lines (tools/perplexity/perplexity.cpp), value then optional error.
 _LINES = {

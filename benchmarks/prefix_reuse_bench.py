@@ -1,6 +1,6 @@
 """Multiple-choice scoring: shared prefix evaluated once vs the full prompt per choice.
 
-Runs both methods of edgeeval.backend.LlamaBackend on the same questions (the offline suite's
+Runs both methods of edgeeval.engine.backend.LlamaBackend on the same questions (the offline suite's
 multiple-choice items) with the same loaded model, alternating A B A B per question so machine
 noise hits both alike, checks the log-likelihoods agree to 1e-4, and prints the speed-up.
 The baseline re-decodes the whole prompt from an empty KV cache for every choice, split into
@@ -18,12 +18,12 @@ import argparse
 import json
 import time
 
-from edgeeval.backend import LlamaBackend, LoadOptions
-from edgeeval.catalog import load_catalog
-from edgeeval.fetch import fetch
-from edgeeval.hostinfo import physical_cores
-from edgeeval.tasks import load_suite
-from edgeeval.worker import continuation_tokens
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.catalog.models import load_catalog
+from edgeeval.fetch.sources import fetch
+from edgeeval.engine.host import physical_cores
+from edgeeval.tasks.suite import load_suite
+from edgeeval.run.worker import continuation_tokens
 
 
 def _questions(backend: LlamaBackend, limit: int) -> list[tuple[list[int], list[list[int]]]]:

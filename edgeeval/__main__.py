@@ -1,3 +1,3 @@
-from edgeeval.cli import main
+from edgeeval.cli.main import main
 
 raise SystemExit(main())

@@ -9,18 +9,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeeval import hostinfo, settings, store
+from edgeeval import settings
+from edgeeval.engine import host as hostinfo
+from edgeeval.store import runs as store
 from edgeeval import records as rec
-from edgeeval.backend import library_info
-from edgeeval.catalog import Catalog, Variant, load_catalog
+from edgeeval.engine.backend import library_info
+from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
-from edgeeval.fetch import fetch
-from edgeeval.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.quantize import ensure_file
-from edgeeval.report import render_run
-from edgeeval.runner import failed_record, measure_variant, preflight, variant_info
-from edgeeval.summarize import RankRow
-from edgeeval.tasks import load_suite, prefetch
+from edgeeval.fetch.sources import fetch
+from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
+from edgeeval.fetch.quantize import ensure_file
+from edgeeval.report.render import render_run
+from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
+from edgeeval.report.summarize import RankRow
+from edgeeval.tasks.suite import load_suite, prefetch
 
 Progress = Callable[[str], None]
 

@@ -30,8 +30,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _fetch_real(name: str) -> Path:
     """Fetch an embedded model into the shared test cache (once per machine) and return it."""
-    from edgeeval.catalog import load_catalog
-    from edgeeval.fetch import fetch
+    from edgeeval.catalog.models import load_catalog
+    from edgeeval.fetch.sources import fetch
 
     old = os.environ.get("EDGEEVAL_HOME")
     os.environ["EDGEEVAL_HOME"] = str(TEST_MODEL_HOME)

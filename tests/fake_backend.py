@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from edgeeval.backend import GenerationResult, find_stop
+from edgeeval.engine.backend import GenerationResult, find_stop
 
 
 class FakeBackend:

@@ -1,6 +1,6 @@
 import pytest
 
-from edgeeval import bandwidth
+from edgeeval.engine import bandwidth
 
 
 def test_tg_ceiling_is_bandwidth_over_bytes_per_token():

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeeval.catalog import load_catalog
+from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import ConfigError, UnknownNameError
 
 REPO = Path(__file__).resolve().parent.parent

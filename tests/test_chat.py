@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from edgeeval.chat import ChatTemplate, RenderLimits, render_chat, render_chats
+from edgeeval.score.chat import ChatTemplate, RenderLimits, render_chat, render_chats
 from edgeeval.errors import ChatTemplateError
 
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "

@@ -3,7 +3,7 @@ next step, with an exit code and no traceback (unless EDGEEVAL_DEBUG=1)."""
 
 import hashlib
 
-from edgeeval.cli import main
+from edgeeval.cli.main import main
 
 
 def _catalog(tmp_path, entry: str) -> str:

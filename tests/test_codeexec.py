@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from edgeeval.codeexec import (
+from edgeeval.score.codeexec import (
     FAILED,
     HARNESS_ERROR,
     PASSED,

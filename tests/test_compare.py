@@ -10,11 +10,12 @@ from contextlib import closing
 import pytest
 
 from edgeeval import records as rec
-from edgeeval import settings, store
-from edgeeval.cli import main
-from edgeeval.compare import NothingToCompareError, compare_runs, diff, speed_diff
-from edgeeval.exchange import ImportFileError, import_files
-from edgeeval.report import render_run
+from edgeeval import settings
+from edgeeval.store import runs as store
+from edgeeval.cli.main import main
+from edgeeval.report.compare import NothingToCompareError, compare_runs, diff, speed_diff
+from edgeeval.store.exchange import ImportFileError, import_files
+from edgeeval.report.render import render_run
 from tests.builders import host, record, speed
 
 

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgeeval import datasets, formats
-from edgeeval.cli import main
+from edgeeval.tasks import datasets
+from edgeeval.tasks import formats
+from edgeeval.cli.main import main
 from edgeeval.errors import (
     ConfigError,
     EdgeevalError,
@@ -22,7 +23,7 @@ from edgeeval.errors import (
     OfflineError,
     RepoNotFoundError,
 )
-from edgeeval.tasks import GenItem, McItem, Task, load_tasks
+from edgeeval.tasks.suite import GenItem, McItem, Task, load_tasks
 from tests.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent

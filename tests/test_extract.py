@@ -3,7 +3,7 @@
 import pytest
 
 from edgeeval.errors import UnknownNameError
-from edgeeval.extract import (
+from edgeeval.score.extract import (
     canonical_number,
     extract_exact,
     extract_letter,

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeeval import fidelity as f
-from edgeeval import kld, store
+from edgeeval.fidelity import orchestrate as f
+from edgeeval.fidelity import kld
+from edgeeval.store import runs as store
 from edgeeval import records as rec
-from edgeeval.catalog import load_catalog
+from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import EdgeevalError
 from tests.test_quantize import tiny_catalog, write_tiny_llama
 

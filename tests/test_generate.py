@@ -8,17 +8,17 @@ import json
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.backend import LlamaBackend, LoadOptions
-from edgeeval.cli import _run_settings, build_parser
-from edgeeval.codeexec import ExecLimits
-from edgeeval.generate import (
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.cli.main import _run_settings, build_parser
+from edgeeval.score.codeexec import ExecLimits
+from edgeeval.score.generate import (
     CODE_EXEC_OFF,
     rescore,
     score_code_task,
     score_generate_task,
 )
-from edgeeval.tasks import CodeItem, GenItem, McItem
-from edgeeval.worker import score_by_kind
+from edgeeval.tasks.suite import CodeItem, GenItem, McItem
+from edgeeval.run.worker import score_by_kind
 from tests.fake_backend import FakeBackend
 
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -188,7 +188,7 @@ def test_allow_code_exec_is_a_setting_that_keeps_old_keys_when_off():
 
 @pytest.mark.real
 def test_real_greedy_generation_with_the_models_own_chat_template(smollm_path):
-    from edgeeval.chat import ChatTemplate, render_chat
+    from edgeeval.score.chat import ChatTemplate, render_chat
 
     backend = LlamaBackend(str(smollm_path), LoadOptions(n_ctx=256, n_threads=2))
     try:

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from edgeeval import errors, fetch, files, hub
-from edgeeval.catalog import Source, Variant
+from edgeeval import errors
+from edgeeval.fetch import sources as fetch
+from edgeeval.fetch import files
+from edgeeval.fetch import hub
+from edgeeval.catalog.models import Source, Variant
 from tests import fakehub
 from tests.fakehub import FakeHub
 

@@ -2,9 +2,9 @@ import itertools
 
 import pytest
 
-from edgeeval.measure import SpeedTest, run_speed_test
-from edgeeval.tasks import McItem
-from edgeeval.worker import score_task
+from edgeeval.run.speed import SpeedTest, run_speed_test
+from edgeeval.tasks.suite import McItem
+from edgeeval.run.worker import score_task
 from tests.fake_backend import FakeBackend
 
 

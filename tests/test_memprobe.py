@@ -3,8 +3,8 @@
 import sys
 from types import SimpleNamespace
 
-from edgeeval import runner
-from edgeeval.memprobe import NvmlReader, macos_footprint
+from edgeeval.run import runner
+from edgeeval.engine.memprobe import NvmlReader, macos_footprint
 
 PY = sys.executable
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeeval import quantize as q
-from edgeeval.catalog import load_catalog
+from edgeeval.fetch import quantize as q
+from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import ConfigError, EdgeevalError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -259,7 +259,7 @@ def test_rows_that_do_not_fit_fall_back_cleanly_and_are_reported(tmp_path):
 
 
 def test_cli_quantize_lists_recipes_and_builds(tmp_path, tiny_model, capsys):
-    from edgeeval.cli import main
+    from edgeeval.cli.main import main
 
     path = tiny_catalog(tmp_path, tiny_model, {"q8": {"ftype": "Q8_0"}}, {"t-q8": "q8"})
     assert main(["--catalog", str(path), "quantize", "--list"]) == 0

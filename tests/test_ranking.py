@@ -4,7 +4,7 @@ import pytest
 
 from edgeeval import records as rec
 from edgeeval.metrics import capability
-from edgeeval.summarize import (
+from edgeeval.report.summarize import (
     WORKED_EXAMPLE,
     dominates,
     group_by_host,

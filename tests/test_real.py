@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgeeval import records as rec
-from edgeeval import store
-from edgeeval.backend import LlamaBackend, LoadOptions
+from edgeeval.store import runs as store
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
 
 pytestmark = pytest.mark.real
 
@@ -86,7 +86,7 @@ def test_report_rerenders_without_loading_any_model(real_catalog):
     run_id = store.list_runs()[-1]
     (store.run_dir(run_id) / "report.md").unlink()
     code = ("import sys; sys.modules['llama_cpp'] = None\n"  # any import of llama_cpp now fails
-            "from edgeeval.cli import main\n"
+            "from edgeeval.cli.main import main\n"
             f"raise SystemExit(main(['report', '{run_id}']))")
     rerun = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr

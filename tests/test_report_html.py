@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from edgeeval import records as rec
-from edgeeval import settings, store
-from edgeeval.cli import main
-from edgeeval.plots import fidelity_points, kld_vs_bits
-from edgeeval.report import render_run
+from edgeeval import settings
+from edgeeval.store import runs as store
+from edgeeval.cli.main import main
+from edgeeval.report.plots import fidelity_points, kld_vs_bits
+from edgeeval.report.render import render_run
 from tests.builders import host, record, speed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

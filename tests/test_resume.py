@@ -10,9 +10,11 @@ from collections import namedtuple
 
 import pytest
 
-from edgeeval import pipeline, runner, store
+from edgeeval import pipeline
+from edgeeval.run import runner
+from edgeeval.store import runs as store
 from edgeeval import records as rec
-from edgeeval.catalog import load_catalog
+from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import PreflightError
 
 pytestmark = pytest.mark.real

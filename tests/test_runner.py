@@ -1,7 +1,7 @@
 import signal
 import sys
 
-from edgeeval.runner import maxrss_bytes, run_child
+from edgeeval.run.runner import maxrss_bytes, run_child
 
 PY = sys.executable
 

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from edgeeval import records as rec
-from edgeeval import store
+from edgeeval.store import runs as store
 from edgeeval.errors import RunNotFoundError
 from tests.builders import record
 

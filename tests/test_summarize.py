@@ -1,7 +1,7 @@
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.summarize import rank_rows
+from edgeeval.report.summarize import rank_rows
 from tests.builders import record
 
 

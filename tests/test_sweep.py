@@ -1,9 +1,9 @@
 import pytest
 
-from edgeeval.cli import _run_settings, build_parser
+from edgeeval.cli.main import _run_settings, build_parser
 from edgeeval.errors import ConfigError, UnknownNameError
-from edgeeval.measure import expand_sweep, speed_tests_for
-from edgeeval.profiles import load_profile
+from edgeeval.run.speed import expand_sweep, speed_tests_for
+from edgeeval.catalog.profiles import load_profile
 from edgeeval.records import RunSettings
 
 

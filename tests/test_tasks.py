@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeeval import generators, tasks
+from edgeeval.tasks import generators
+from edgeeval.tasks import suite as tasks
 from edgeeval.errors import ConfigError, UnknownNameError
-from edgeeval.generators import safe_eval
-from edgeeval.tasks import CodeItem, GenItem, McItem, get_task, load_suite, load_tasks
+from edgeeval.tasks.generators import safe_eval
+from edgeeval.tasks.suite import CodeItem, GenItem, McItem, get_task, load_suite, load_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = load_tasks(ROOT)

@@ -1,0 +1,1 @@
+"""What to measure: models.yaml, quantization recipes, bench profiles."""

@@ -1,0 +1,1 @@
+"""The command line: parser, subcommands, the one error boundary, console output."""

@@ -1,0 +1,87 @@
+"""The host fingerprint stored on every record: CPU, cores, RAM, OS, llama.cpp build, backend."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from edgeeval import __version__
+from edgeeval.engine.bandwidth import cached_bandwidth
+from edgeeval.records import HostInfo
+
+
+def cpu_model() -> str:
+    """Human CPU name: /proc/cpuinfo on Linux, sysctl on macOS, platform as a fallback."""
+    if sys.platform.startswith("linux"):
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                 capture_output=True, text=True, timeout=5)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def backend_name(system_info: str, gpu_offload: bool) -> str:
+    """CPU, Metal, CUDA, Vulkan, ... as llama.cpp's system info string reports them."""
+    upper = system_info.upper()
+    for name, marker in (("CUDA", "CUDA"), ("Metal", "METAL"), ("Vulkan", "VULKAN"),
+                         ("ROCm", "HIP"), ("SYCL", "SYCL")):
+        if marker in upper:
+            return name
+    return "GPU" if gpu_offload else "CPU"
+
+
+def physical_cores() -> int:
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+def power_source() -> str:
+    """"ac" or "battery" on laptops where the OS tells, else "unknown" (desktops, servers)."""
+    try:
+        battery = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError):
+        return "unknown"
+    if battery is None or battery.power_plugged is None:
+        return "unknown"
+    return "ac" if battery.power_plugged else "battery"
+
+
+def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
+    """Fingerprint this machine; `library` is backend.library_info(). With `bandwidth`, the
+    memory bandwidth is measured (once per host, then cached)."""
+    cpu = cpu_model()
+    ram = psutil.virtual_memory().total
+    system = platform.system()
+    ident = "|".join([socket.gethostname(), cpu, str(ram), system, platform.machine(),
+                      library.get("llama_cpp_python_version", "")])
+    host_id = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return HostInfo(
+        host_id=host_id,
+        hostname=socket.gethostname(), os=system, os_version=platform.release(),
+        machine=platform.machine(), cpu_model=cpu, cores_physical=physical_cores(),
+        cores_logical=psutil.cpu_count() or 1, ram_bytes=ram,
+        python_version=platform.python_version(), edgeeval_version=__version__,
+        llama_cpp_python_version=str(library.get("llama_cpp_python_version", "unknown")),
+        llama_cpp_system_info=str(library.get("system_info", "")),
+        backend=backend_name(str(library.get("system_info", "")),
+                             bool(library.get("gpu_offload"))),
+        gpu_offload=bool(library.get("gpu_offload")),
+        power_source=power_source(),
+        mem_bandwidth_bytes_per_s=cached_bandwidth(host_id, n_threads=physical_cores())
+        if bandwidth else None,
+    )

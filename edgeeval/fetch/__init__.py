@@ -1,0 +1,1 @@
+"""Verified model files on disk: Hub, PyPI, local paths, the bounded GGUF check, quantize."""

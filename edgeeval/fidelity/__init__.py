@@ -1,0 +1,1 @@
+"""Quantization fidelity: orchestration, the child passes, KLD maths."""

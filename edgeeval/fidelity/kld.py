@@ -1,0 +1,129 @@
+"""The fidelity maths, pure functions on numpy arrays (llama-perplexity's statistics).
+
+Per scored token: KLD(ref || variant), -ln p of the actual token under both, p difference of
+the actual token, and whether the most likely tokens agree (`token_stats`). Then mean KLD with
+its standard error, KLD percentiles, PPL of both, mean ln(PPL(Q)/PPL(ref)), Same-top-p and RMS
+of delta-p, each with its standard error (`summarize`). How the corpus is cut into chunks and
+which positions of a chunk are scored is here too (`make_chunks`, `scored`); running the models
+and storing results is edgeeval.fidelity.orchestrate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Reference log-probabilities at or below this are left out of the KLD sum (as llama-perplexity).
+LOGP_FLOOR = -16.0
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per scored token: -ln p of the actual next token under the variant (`nll`) and the
+    reference (`nll_ref`), KLD(ref || variant) in nats, p_variant - p_ref of the actual token,
+    and whether both models rank the same token first."""
+
+    nll: np.ndarray
+    nll_ref: np.ndarray
+    kld: np.ndarray
+    p_diff: np.ndarray
+    same_top: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[TokenStats]) -> TokenStats:
+        return TokenStats(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in ("nll", "nll_ref", "kld", "p_diff", "same_top")))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise natural-log probabilities (float32) of a (rows, vocab) array of logits.
+
+    Example: logits (0, ln 3) -> probabilities (0.25, 0.75) -> (-1.3863, -0.2877).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    total = np.exp(shifted).sum(axis=1, keepdims=True, dtype=np.float64)
+    return shifted - np.log(total).astype(np.float32)
+
+
+def token_stats(logp_ref: np.ndarray, logp_q: np.ndarray, targets: np.ndarray, *,
+                floor: float = LOGP_FLOOR) -> TokenStats:
+    """Compare two models' log-probabilities (rows = positions) on the tokens that followed.
+
+    KLD(ref || q) = sum over v of p_ref(v) * (ln p_ref(v) - ln p_q(v)), skipping the v whose
+    ln p_ref(v) <= `floor` (they add less than e^-16 each; llama-perplexity skips them too).
+    Worked example: p_ref = (0.5, 0.5), p_q = (0.25, 0.75) gives
+    0.5 * ln(0.5 / 0.25) + 0.5 * ln(0.5 / 0.75) = 0.3466 - 0.2027 = 0.1438 nats;
+    identical distributions give exactly 0.
+    """
+    rows = np.arange(len(targets))
+    lr = logp_ref.astype(np.float32, copy=False)
+    lq = logp_q.astype(np.float32, copy=False)
+    terms = np.where(lr > floor, np.exp(lr) * (lr - lq), np.float32(0))
+    ref_at, q_at = lr[rows, targets].astype(np.float64), lq[rows, targets].astype(np.float64)
+    return TokenStats(nll=-q_at, nll_ref=-ref_at, kld=terms.sum(axis=1, dtype=np.float64),
+                      p_diff=np.exp(q_at) - np.exp(ref_at),
+                      same_top=lr.argmax(axis=1) == lq.argmax(axis=1))
+
+
+def mean_se(values: np.ndarray) -> tuple[float, float]:
+    """Mean and its standard error std(ddof=1) / sqrt(n); the error is 0 below 2 values.
+
+    Example: (1, 2, 3, 4) -> mean 2.5, std 1.291, SE 1.291 / 2 = 0.6455.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()) if len(values) else math.nan, 0.0
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarize(stats: TokenStats) -> dict[str, float | int]:
+    """The FidelityResult metrics of a set of scored tokens (llama-perplexity's statistics).
+
+    PPL = exp(mean nll) with SE PPL * SE(mean nll); ln(PPL(Q)/PPL(ref)) = mean(nll - nll_ref)
+    with the SE of the paired differences; percentiles interpolate linearly between sorted
+    values; Same-top-p SE = sqrt(f (1 - f) / (n - 1)); RMS delta-p = sqrt(mean(dp^2)) with SE
+    SE(mean dp^2) / (2 RMS). Example: ref nll (1.0, 2.0), variant nll (1.5, 2.5) give
+    ln ratio 0.5 and PPL ratio e^0.5 = 1.65.
+    """
+    n = len(stats.kld)
+    ln_q, ln_q_se = mean_se(stats.nll)
+    ln_r, ln_r_se = mean_se(stats.nll_ref)
+    ratio, ratio_se = mean_se(stats.nll - stats.nll_ref)
+    kld, kld_se = mean_se(stats.kld)
+    same = float(np.mean(stats.same_top))
+    same_se = math.sqrt(same * (1 - same) / (n - 1)) if n > 1 else 0.0
+    msd, msd_se = mean_se(stats.p_diff ** 2)
+    rms = math.sqrt(msd)
+    return {"n_tokens": n, "ppl": math.exp(ln_q), "ppl_se": math.exp(ln_q) * ln_q_se,
+            "ppl_ref": math.exp(ln_r), "ppl_ref_se": math.exp(ln_r) * ln_r_se,
+            "ln_ppl_ratio": ratio, "ln_ppl_ratio_se": ratio_se, "kld_mean": kld,
+            "kld_se": kld_se, "kld_max": float(np.max(stats.kld)),
+            "kld_p999": _pct(stats.kld, 99.9), "kld_p99": _pct(stats.kld, 99.0),
+            "kld_p90": _pct(stats.kld, 90.0), "kld_median": float(np.median(stats.kld)),
+            "same_top_pct": 100 * same, "same_top_se_pct": 100 * same_se,
+            "rms_dp_pct": 100 * rms, "rms_dp_se_pct": 100 * msd_se / (2 * rms) if rms else 0.0}
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def make_chunks(tokens: list[int] | np.ndarray, n_ctx: int, max_chunks: int) -> np.ndarray:
+    """(n_chunks, n_ctx) int32: consecutive n_ctx-token windows, at most `max_chunks` (0 = all).
+
+    Example: 1100 tokens, n_ctx 512 -> 2 chunks (the last 76 tokens are not used).
+    """
+    n = len(tokens) // n_ctx
+    if max_chunks > 0:
+        n = min(n, max_chunks)
+    return np.asarray(tokens[:n * n_ctx], dtype=np.int32).reshape(n, n_ctx)
+
+
+def scored(n_ctx: int) -> tuple[int, int]:
+    """(first, count): logits from position `first` on are scored, `count` tokens per chunk.
+
+    For n_ctx 512: positions 256..510 predict tokens 257..511, so 255 tokens.
+    """
+    return n_ctx // 2, n_ctx - 1 - n_ctx // 2

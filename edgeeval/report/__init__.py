@@ -1,0 +1,1 @@
+"""Rendering stored runs: summarize, markdown/csv/json, html, plots, speed tables, compare."""

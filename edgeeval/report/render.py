@@ -1,0 +1,329 @@
+"""Render a run's ranking as Markdown, CSV and JSON (one schema), one self-contained HTML page
+with PNG plots beside it, and the compact terminal table.
+
+Everything here works from stored records: no model is loaded to (re)render a report. Other
+runs in the local store (other hosts, other thread counts) feed the "By host" section and the
+speed-vs-threads plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeeval import records as rec
+from edgeeval.store import runs as store
+from edgeeval.store.exchange import read_sqlite
+from edgeeval.fidelity.orchestrate import fidelity_markdown, load_fidelity
+from edgeeval.report.speed import write_speed_tables
+from edgeeval.report.summarize import (
+    FORMULA,
+    TIE_RULE,
+    WORKED_EXAMPLE,
+    HostGroup,
+    RankRow,
+    group_by_host,
+    rank_label,
+    rank_rows,
+    thread_scaling,
+    verdict,
+)
+
+TIMED = ("Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
+         "the final synchronize) are timed, never loading, tokenization or sampling. One "
+         "untimed warmup, then r repetitions with the KV cache cleared before each. pp N = N "
+         "prompt tokens decoded in n_batch chunks; tg N = N single-token decodes. tokens/s is "
+         "reported as mean ± sample stddev over the repetitions. Peak memory is the child "
+         "process's resident set (RSS), sampled from the parent every 20 ms from start to exit; "
+         "mmap'd weights count once touched. Load time is the llama.cpp model + context "
+         "creation.")
+
+NOTES = (FORMULA, "Numbers after ± are the sample standard deviation (speed) or standard error "
+         "(accuracy, capability).", TIE_RULE, WORKED_EXAMPLE, TIMED)
+
+COLUMNS = ["rank", "rank_tied", "name", "family", "quant", "kind", "status", "verdict",
+           "file_gb", "peak_rss_gb", "peak_uss_gb", "load_s", "pp_ts", "pp_stddev_ts", "tg_ts",
+           "tg_stddev_ts", "capability", "capability_se", "capability_per_gb",
+           "capability_per_gb_se", "capability_per_file_gb", "pareto", "dominated_by",
+           "tied_with", "over_budget", "host_id", "error"]
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pm(mean: float | None, sd: float | None, digits: int = 1) -> str:
+    return "-" if mean is None else f"{mean:.{digits}f} ± {(sd or 0):.{digits}f}"
+
+
+def row_dict(row: RankRow) -> dict[str, Any]:
+    """A row as JSON-ready data: every field plus its `verdict` (the status column)."""
+    return {**dataclasses.asdict(row), "verdict": verdict(row)}
+
+
+def to_json(rows: Sequence[RankRow], meta: dict[str, Any],
+            host_groups: Sequence[HostGroup] = ()) -> str:
+    hosts = [{"host": rec.to_dict(g.host), "run_ids": list(g.run_ids),
+              "rows": [row_dict(r) for r in g.rows]} for g in host_groups]
+    return json.dumps({**meta, "formula": FORMULA, "tie_rule": TIE_RULE,
+                       "worked_example": WORKED_EXAMPLE, "gb_bytes": 10**9,
+                       "rows": [row_dict(r) for r in rows], "hosts": hosts},
+                      indent=2, sort_keys=True)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    return ";".join(value) if isinstance(value, list | tuple) else value
+
+
+def to_csv(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS + [f"acc_{t}" for t in tasks] + [f"acc_se_{t}" for t in tasks])
+    for row in rows:
+        data = row_dict(row)
+        writer.writerow([_csv_value(data[c]) for c in COLUMNS]
+                        + [row.task_acc.get(t, "") for t in tasks]
+                        + [row.task_acc_se.get(t, "") for t in tasks])
+    return buf.getvalue()
+
+
+def ranking_table(rows: Sequence[RankRow]) -> str:
+    """The compact Markdown table printed in the terminal and at the top of report.md."""
+    lines = ["| rank | variant | quant | file GB | peak GB | load s | pp t/s | tg t/s "
+             "| capability | cap/GB | status |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {rank_label(r)} | {r.name} | {r.quant} | {_fmt(r.file_gb, 3)} "
+            f"| {_fmt(r.peak_rss_gb, 3)} | {_fmt(r.load_s)} | {_pm(r.pp_ts, r.pp_stddev_ts)} "
+            f"| {_pm(r.tg_ts, r.tg_stddev_ts)} | {_pm(r.capability, r.capability_se)} "
+            f"| {_fmt(r.capability_per_gb, 1)} | {verdict(r)} |")
+    return "\n".join(lines)
+
+
+def _task_table(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
+    head = "| variant | " + " | ".join(tasks) + " |"
+    lines = [head, "|---|" + "---:|" * len(tasks)]
+    for r in rows:
+        cells = [_pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0)) if t in r.task_acc
+                 else "-" for t in tasks]
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
+    if not groups:
+        return []
+    parts = ["", "## By host", "", "The same files with the same settings, measured on each "
+             "host in the local store (latest ok record per host and variant)."]
+    for g in groups:
+        h = g.host
+        parts += ["", f"### {h.hostname} ({h.host_id}): {h.cpu_model}, {h.cores_physical} "
+                  f"cores, {h.ram_bytes / 1e9:.1f} GB RAM, {h.backend}; runs "
+                  f"{', '.join(g.run_ids)}", "", ranking_table(g.rows)]
+    return parts
+
+
+def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
+    if not records:
+        return []
+    host = records[0].host
+    return ["", "## Host and settings", "",
+            f"- host: {host.hostname} ({host.host_id}), {host.cpu_model}, "
+            f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
+            f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
+            f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
+            f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
+            f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
+            f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`"]
+
+
+def _gb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e9:.3f}"
+
+
+def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
+    """Per variant: where the memory went (weights, KV cache, the rest of the runtime), time to
+    first token, and generation speed against the host's bandwidth roofline."""
+    from edgeeval.report.speed import speed_rows
+
+    roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
+    lines = ["| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
+             "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
+             "| efficiency |", "|---|" + "---:|" * 6 + "---|" + "---:|" * 3]
+    for r in records:
+        if r.status != rec.STATUS_OK or r.memory is None:
+            continue
+        m = r.memory
+        other = max(0, m.peak_rss_bytes - (r.weights_bytes or 0) - (r.kv_cache_bytes or 0))
+        extra = " / ".join(_gb(v) for v in (m.peak_footprint_bytes, m.peak_gpu_bytes))
+        ttft = f"{r.ttft[0].avg_ms:.0f} ± {r.ttft[0].stddev_ms:.0f}" if r.ttft else "-"
+        tg = next((s for s in r.speed if s.n_gen and not s.n_prompt and not s.n_depth), None)
+        row = roof.get((r.variant.name, tg.test)) if tg else None
+        ceiling = f"{row['roofline_ts']:.1f}" if row and row["roofline_ts"] else "-"
+        eff = (f"{100 * row['roofline_efficiency']:.0f} %" if row and row["roofline_efficiency"]
+               else "-")
+        lines.append(f"| {r.variant.name} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
+                     f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
+                     f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
+                     f"| {eff} |")
+    return "\n".join(lines)
+
+
+def to_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
+                meta: dict[str, Any], tasks: Sequence[str],
+                host_groups: Sequence[HostGroup] = ()) -> str:
+    budget = meta.get("budget_gb")
+    parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", ""]
+    if budget:
+        parts += [f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
+                  "as over budget and not ranked.", ""]
+    parts += [ranking_table(rows), "", "## How to read this", "", "\n\n".join(NOTES), "",
+              "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks),
+              "", "## Memory, latency and the bandwidth roofline", "",
+              "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
+              "shape at n_ctx (F16); 'runtime other' is the rest of the peak resident set "
+              "(compute buffers, the Python process). The roofline is host bandwidth / bytes "
+              "read per generated token (weights + KV).", "", memory_speed_markdown(records)]
+    failed = [r for r in rows if not r.measured]
+    unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
+    if failed or unscored:
+        parts += ["", "## Failed or skipped", ""]
+        parts += [f"- **{r.name}** ({r.status}): {r.error}" for r in failed]
+        parts += [f"- **{name}**, task {t.task} ({t.status}, not counted): {t.reason}"
+                  for name, t in unscored]
+    parts += _hosts_markdown(host_groups) + _host_markdown(records)
+    return "\n".join(parts) + "\n"
+
+
+def stored_records(root: Path) -> list[rec.ModelRecord]:
+    """Every record in the store under `root` ([] when there is none yet)."""
+    path = root / store.DB_NAME
+    return read_sqlite(path) if path.exists() else []
+
+
+def variant_rows(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
+                 fidelity: Sequence[rec.FidelityResult]) -> list[dict[str, Any]]:
+    """Size, bits per weight, speed, capability and fidelity of each variant side by side."""
+    from edgeeval.report.plots import bits_per_weight
+
+    by_name = {r.variant.name: r for r in records}
+    results = {f.variant: f for f in fidelity}
+    out = []
+    for row in rows:
+        record, fid = by_name.get(row.name), results.get(row.name)
+        out.append({"variant": row.name, "quant": row.quant, "file_gb": row.file_gb,
+                    "bits_per_weight": bits_per_weight(record) if record else None,
+                    "tg_ts": row.tg_ts, "tg_stddev_ts": row.tg_stddev_ts,
+                    "capability": row.capability, "capability_se": row.capability_se,
+                    "kld_mean": fid.kld_mean if fid else None,
+                    "kld_se": fid.kld_se if fid else None,
+                    "ln_ppl_ratio": fid.ln_ppl_ratio if fid else None,
+                    "same_top_pct": fid.same_top_pct if fid else None,
+                    "reference": fid.reference if fid else ""})
+    return out
+
+
+def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
+    lines = ["| variant | quant | file GB | bits/weight | tg t/s | capability | mean KLD "
+             "| ln PPL ratio | same top p % | reference |", "|---|---|" + "---:|" * 7 + "---|"]
+    for v in table:
+        kld = "-" if v["kld_mean"] is None else f"{v['kld_mean']:.5f} ± {v['kld_se'] or 0:.5f}"
+        lines.append(
+            f"| {v['variant']} | {v['quant']} | {_fmt(v['file_gb'], 3)} "
+            f"| {_fmt(v['bits_per_weight'])} | {_pm(v['tg_ts'], v['tg_stddev_ts'])} "
+            f"| {_pm(v['capability'], v['capability_se'])} | {kld} "
+            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} | {v['reference']} |")
+    return "\n".join(lines)
+
+
+def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
+                 meta: dict[str, Any], *,
+                 stored: Sequence[rec.ModelRecord] | None = None,
+                 fidelity: Sequence[rec.FidelityResult] = ()) -> dict[str, Path]:
+    """Write report.md/.csv/.json/.html and plot-*.png into `directory`; return their paths
+    (keys md, csv, json, html and png-<plot>). `stored` are the other runs' records for the
+    by-host section and the threads plot; by default the store beside `directory`."""
+    # Imported here: matplotlib takes about half a second to import, and the CLI imports
+    # this module for every command (to register `report --budget-gb`).
+    from edgeeval.report.html import render_html
+    from edgeeval.report.plots import all_plots
+
+    stored = stored_records(directory.parent) if stored is None else stored
+    groups = group_by_host(records, stored)
+    tasks = sorted({t for r in rows for t in r.task_acc})
+    plots = all_plots(rows, records, thread_scaling(records, stored),
+                      budget_gb=meta.get("budget_gb"), fidelity=fidelity)
+    table = variant_rows(rows, records, fidelity) if fidelity else []
+    markdown = to_markdown(rows, records, meta, tasks, groups)
+    if table:
+        markdown += ("\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
+                     + variants_markdown(table) + "\n\n" + fidelity_markdown(fidelity))
+    texts = {"md": markdown,
+             "csv": to_csv(rows, tasks), "json": to_json(rows, meta, groups),
+             "html": render_html(rows, records, meta, plots, tasks=tasks, notes=NOTES,
+                                 host_groups=groups, variants=table)}
+    paths = {}
+    for kind, text in texts.items():
+        paths[kind] = directory / f"report.{kind}"
+        paths[kind].write_text(text, encoding="utf-8")
+    for plot in plots:
+        paths[f"png-{plot.key}"] = directory / f"plot-{plot.key}.png"
+        paths[f"png-{plot.key}"].write_bytes(plot.png)
+    return paths
+
+
+def render_run(run: str, *, budget_gb: float | None = None,
+               root: Path | None = None) -> tuple[str, list[RankRow], dict[str, Path]]:
+    """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
+    given; loads no model. Returns (run id, rows, paths)."""
+    run_id = store.resolve_run(run, root)
+    manifest = store.read_manifest(run_id, root)
+    records = store.load_records(run_id, root)
+    rows = rank_rows(records, budget_gb=budget_gb)
+    meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings"),
+            "budget_gb": budget_gb}
+    directory = store.run_dir(run_id, root)
+    paths = write_report(directory, rows, records, meta, fidelity=load_fidelity(run_id, root))
+    # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
+    paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
+    return run_id, rows, paths
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`edgeeval report [RUN] [--budget-gb G]`: re-render and print the compact table."""
+    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb)
+    print(ranking_table(rows))
+    print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
+    return 0
+
+
+def _positive_gb(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `report` subcommand: re-render a stored run, optionally within a budget."""
+    parser = sub.add_parser("report", help="re-render a run's report from stored results "
+                            "(loads no model)")
+    parser.add_argument("run", nargs="?", default="latest",
+                        help="run id, run directory or 'latest'")
+    parser.add_argument("--budget-gb", type=_positive_gb, default=None, metavar="GB",
+                        help="rank only variants whose peak resident memory fits in GB "
+                             "(10^9 bytes); the others are listed as over budget")
+    parser.set_defaults(func=cmd_report)

@@ -1,0 +1,1 @@
+"""The bench stage: runner (parent), worker (child), speed tests."""

@@ -1,0 +1,145 @@
+"""Timing loops on a Backend, llama-bench's way.
+
+What is timed: only the decode calls of each test (plus llama_synchronize), never loading,
+tokenization or sampling. Tokens are synthetic (uniform random ids, fixed seed). Before the
+repetitions one untimed warmup runs; before each repetition the KV cache is cleared and, for a
+depth d > 0, refilled with d tokens outside the timed region.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edgeeval.engine.backend import Backend
+from edgeeval.metrics import mean_stddev
+from edgeeval.records import LatencyResult, RunSettings, SpeedResult
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class SpeedTest:
+    """pp (n_prompt > 0, n_gen == 0), tg (n_gen > 0) or pp+tg, at KV depth n_depth."""
+
+    n_prompt: int
+    n_gen: int
+    n_depth: int = 0
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.n_prompt:
+            parts.append(f"pp{self.n_prompt}")
+        if self.n_gen:
+            parts.append(f"tg{self.n_gen}")
+        name = "+".join(parts)
+        return f"{name} @ d{self.n_depth}" if self.n_depth else name
+
+
+def run_speed_test(backend: Backend, test: SpeedTest, *, repetitions: int, seed: int = 0,
+                   clock: Clock = time.perf_counter_ns, **config: int | bool) -> SpeedResult:
+    """Run one test: warmup, then `repetitions` timed runs; tokens/s per run and their stats."""
+    if repetitions < 1:
+        raise ValueError("repetitions must be at least 1")
+    rng = random.Random(seed)
+    _warmup(backend, test, rng)
+    samples_ns: list[int] = []
+    for _ in range(repetitions):
+        backend.clear()
+        if test.n_depth:
+            backend.bench_prompt(test.n_depth, rng)
+        start = clock()
+        if test.n_prompt:
+            backend.bench_prompt(test.n_prompt, rng, first=not test.n_depth)
+        if test.n_gen:
+            backend.bench_gen(test.n_gen, rng)
+        samples_ns.append(max(clock() - start, 1))
+    return _result(test, samples_ns, config)
+
+
+def _warmup(backend: Backend, test: SpeedTest, rng: random.Random) -> None:
+    backend.clear()
+    if test.n_prompt:
+        backend.bench_prompt(min(test.n_prompt, 512), rng)
+    if test.n_gen:
+        backend.bench_gen(1, rng)
+    backend.clear()
+
+
+def _result(test: SpeedTest, samples_ns: Sequence[int], config: dict) -> SpeedResult:
+    n_tokens = test.n_prompt + test.n_gen
+    samples_ts = tuple(n_tokens * 1e9 / ns for ns in samples_ns)
+    avg, std = mean_stddev(samples_ts)
+    return SpeedResult(test=test.name, n_prompt=test.n_prompt, n_gen=test.n_gen,
+                       n_depth=test.n_depth, samples_ns=tuple(samples_ns),
+                       samples_ts=samples_ts, avg_ts=avg, stddev_ts=std, **config)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One combination of a speed sweep. Points sharing a LoadConfig share a loaded model."""
+
+    n_threads: int
+    n_gpu_layers: int
+    n_batch: int
+    flash_attn: bool
+    n_depth: int
+
+    @property
+    def load_key(self) -> tuple[int, int, bool]:
+        return (self.n_gpu_layers, self.n_batch, self.flash_attn)
+
+
+def expand_sweep(settings: RunSettings, *, default_threads: int) -> list[SweepPoint]:
+    """The cartesian product of the sweep lists, grouped so each model load is used once.
+
+    An empty list means the single value of the plain setting; threads 0 means
+    `default_threads`. The first point is always the run's primary configuration.
+    >>> s = RunSettings(sweep_threads=(1, 2), depths=(0, 512))
+    >>> [(p.n_threads, p.n_depth) for p in expand_sweep(s, default_threads=4)]
+    [(1, 0), (1, 512), (2, 0), (2, 512)]
+    """
+    threads = settings.sweep_threads or (settings.n_threads,)
+    layers = settings.sweep_n_gpu_layers or (settings.n_gpu_layers,)
+    batches = settings.sweep_n_batch or (settings.n_batch,)
+    flash = settings.sweep_flash_attn or (settings.flash_attn,)
+    depths = settings.depths or (0,)
+    points = []
+    for ngl, batch, fa, n_threads, depth in itertools.product(layers, batches, flash, threads,
+                                                              depths):
+        points.append(SweepPoint(n_threads=n_threads or default_threads, n_gpu_layers=ngl,
+                                 n_batch=batch, flash_attn=fa, n_depth=depth))
+    return points
+
+
+def speed_tests_for(settings: RunSettings, depth: int) -> list[SpeedTest]:
+    """pp N and tg M (and pp N + tg M when asked) at one depth."""
+    tests = [SpeedTest(n_prompt=settings.pp_tokens, n_gen=0, n_depth=depth),
+             SpeedTest(n_prompt=0, n_gen=settings.tg_tokens, n_depth=depth)]
+    if settings.pp_tg:
+        tests.append(SpeedTest(n_prompt=settings.pp_tokens, n_gen=settings.tg_tokens,
+                               n_depth=depth))
+    return tests
+
+
+def run_ttft(backend: Backend, prompt: str, *, repetitions: int,
+             clock: Clock = time.perf_counter_ns) -> LatencyResult:
+    """Time to first token for `prompt`: tokenize, decode the prompt, pick the first token.
+
+    One untimed warmup, then `repetitions` timed requests with an empty KV cache each."""
+    backend.clear()
+    backend.first_token(prompt)
+    samples = []
+    for _ in range(repetitions):
+        backend.clear()
+        start = clock()
+        backend.first_token(prompt)
+        samples.append(max(clock() - start, 1))
+    n_prompt = len(backend.tokenize(prompt, add_bos=True))
+    avg, std = mean_stddev([s / 1e6 for s in samples])
+    return LatencyResult(test=f"ttft{n_prompt}", n_prompt=n_prompt, samples_ns=tuple(samples),
+                         avg_ms=avg, stddev_ms=std)

@@ -1,0 +1,127 @@
+"""Chat templates, rendered in a sandbox with time and size limits (DESIGN.md, Promises 4).
+
+A GGUF carries its chat template as Jinja source (`tokenizer.chat_template`): code written by
+whoever made the file. edgeeval renders it the way transformers does (Jinja's
+ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols, the same `tojson`,
+`raise_exception`, `strftime_now`, `bos_token`, `eos_token`, `add_generation_prompt`), inside
+two walls:
+
+1. In Jinja, for precise errors: an unsafe attribute (`''.__class__`) raises at once instead of
+   rendering as empty; `*`, `+`, `**`, `%`, `~`, every filter and every method call are checked
+   against the size limits *before* they build their result where the size is predictable
+   (`'a' * 10**8`, `x|join`, `s.ljust(n)`), and after otherwise; the output is streamed with
+   `Template.generate()` and cut off at the limit; a CPU-time timer (ITIMER_PROF) bounds each
+   render, which also catches loops that print nothing.
+2. Around Jinja, for what the first wall does not foresee: the rendering runs in a fresh
+   interpreter with RLIMIT_AS (memory), RLIMIT_CPU and a wall-clock timeout in the parent.
+
+Why a child process: the caller is the worker that holds the model, so a template must neither
+exhaust its memory nor stop it. Python cannot cap memory per call, and SIGALRM-style timers
+work only in the main thread and cannot interrupt one long C call (a huge `str.join`); the
+kernel's limits on a separate process can. All conversations of a task go to one child, so the
+interpreter start (about 0.1 s) is paid once per task, not per prompt.
+
+This module is the parent side; what runs inside the child (the first wall and the kernel
+limits) is edgeeval.score.chat_sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeeval.errors import ChatTemplateError
+
+Message = dict[str, str]
+REASONS = ("unsafe", "too_large", "timeout", "invalid", "raised", "error", "crashed")
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """What one sandboxed rendering may use. A prompt is a few thousand characters; a million
+    is far past any context window, yet small enough to hold without harm."""
+
+    max_chars: int = 1_000_000        # the output, and any string built on the way
+    max_items: int = 100_000          # any list built on the way (Jinja's own range limit)
+    cpu_s: float = 2.0                # CPU seconds per conversation
+    memory_bytes: int = 512 * 2**20   # address space of the sandbox process
+    wall_s: float = 30.0              # wall clock for the whole child, plus cpu_s per render
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A model's template source and the special-token texts it may print."""
+
+    source: str
+    bos_token: str = ""
+    eos_token: str = ""
+
+
+def render_chat(template: ChatTemplate, messages: Sequence[Message], *,
+                add_generation_prompt: bool = True,
+                limits: RenderLimits = RenderLimits()) -> str:
+    """The prompt text for one conversation; raises ChatTemplateError when refused."""
+    return render_chats(template, [messages], add_generation_prompt=add_generation_prompt,
+                        limits=limits)[0]
+
+
+def render_chats(template: ChatTemplate, conversations: Sequence[Sequence[Message]], *,
+                 add_generation_prompt: bool = True,
+                 limits: RenderLimits = RenderLimits()) -> list[str]:
+    """Prompt texts for many conversations, rendered in one sandbox process.
+
+    Raises ChatTemplateError (with `reason`) for the first conversation that fails.
+    """
+    if not conversations:
+        return []
+    request = {"template": asdict(template), "limits": asdict(limits),
+               "add_generation_prompt": add_generation_prompt,
+               "conversations": [list(c) for c in conversations]}
+    answers = _run_sandbox(request, limits, len(conversations))
+    out = []
+    for answer in answers:
+        if "error" in answer:
+            raise ChatTemplateError(answer["error"]["message"], reason=answer["error"]["reason"])
+        out.append(answer["text"])
+    return out
+
+
+def _run_sandbox(request: dict[str, Any], limits: RenderLimits, n: int) -> list[dict[str, Any]]:
+    """Send the request to a fresh interpreter; return its per-conversation answers."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+            "from edgeeval.score.chat_sandbox import serve; raise SystemExit(serve())")
+    timeout = limits.wall_s + limits.cpu_s * n
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", code], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise ChatTemplateError(f"rendering took over {timeout:.0f} s of wall-clock time",
+                                reason="timeout") from None
+    if proc.returncode == -signal.SIGXCPU:
+        raise ChatTemplateError("the sandbox process ran out of CPU time", reason="timeout")
+    try:
+        answers = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        answers = None
+    if not _well_formed(answers, n):
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise ChatTemplateError(f"the sandbox process exited with code {proc.returncode}: "
+                                + " | ".join(tail), reason="crashed")
+    return answers
+
+
+def _well_formed(answers: Any, n: int) -> bool:
+    if not isinstance(answers, list) or len(answers) != n:
+        return False
+    return all(isinstance(a, dict) and (isinstance(a.get("text"), str) or (
+        isinstance(a.get("error"), dict) and a["error"].get("reason") in REASONS))
+        for a in answers)

