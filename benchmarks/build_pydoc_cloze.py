@@ -37,9 +37,39 @@ _PROSE_WORD = re.compile(r"\b[a-z]+\b")  # all-lowercase words only: skips Value
 _ANY_WORD = re.compile(r"[a-z]+")
 _SENTENCE_END = re.compile(r"(?<=[a-z][.])\s+(?=[A-Z])")
 _LAST = re.compile(r"^(.*[a-z,]) ([a-z]{4,12})\.$")
-_STOP = {"that", "this", "with", "from", "have", "which", "there", "their", "these", "those",
-         "then", "than", "when", "where", "what", "will", "would", "should", "could", "into",
-         "also", "been", "were", "they", "them", "such", "only", "some", "each", "more", "most"}
+_STOP = {
+    "that",
+    "this",
+    "with",
+    "from",
+    "have",
+    "which",
+    "there",
+    "their",
+    "these",
+    "those",
+    "then",
+    "than",
+    "when",
+    "where",
+    "what",
+    "will",
+    "would",
+    "should",
+    "could",
+    "into",
+    "also",
+    "been",
+    "were",
+    "they",
+    "them",
+    "such",
+    "only",
+    "some",
+    "each",
+    "more",
+    "most",
+}
 
 
 @dataclass
@@ -76,8 +106,11 @@ def candidates() -> list[tuple[str, str, str]]:
                 if not match or not sentence[0].isupper():
                     continue
                 context, word = match.groups()
-                if MIN_WORDS <= len(sentence.split()) <= MAX_WORDS and word not in _STOP \
-                        and not re.search(r"\b(e\.g|i\.e|etc)\b", sentence):
+                if (
+                    MIN_WORDS <= len(sentence.split()) <= MAX_WORDS
+                    and word not in _STOP
+                    and not re.search(r"\b(e\.g|i\.e|etc)\b", sentence)
+                ):
                     found.append((topic, " ".join(context.split()), word))
     return found
 
@@ -101,17 +134,24 @@ def corpus_stats() -> Corpus:
     return corpus
 
 
-def distractors(topic: str, context: str, answer: str, pool: list[str], corpus: Corpus,
-                rng: random.Random) -> list[str] | None:
+def distractors(
+    topic: str, context: str, answer: str, pool: list[str], corpus: Corpus, rng: random.Random
+) -> list[str] | None:
     """Three words that read well after the last word but do not fit the sentence."""
     *_, before, last = [w.lower().strip(",") for w in context.split()]
     with_answer = corpus.sentences_with[answer]
     for ratio in (2.0, 4.0, 8.0):
-        fits = [w for w in pool
-                if abs(len(w) - len(answer)) <= 2 and w[:4] != answer[:4]
-                and 1 / ratio <= corpus.counts[w] / corpus.counts[answer] <= ratio
-                and (last, w) in corpus.pairs and (before, last, w) not in corpus.triples
-                and w not in corpus.vocab[topic] and not corpus.sentences_with[w] & with_answer]
+        fits = [
+            w
+            for w in pool
+            if abs(len(w) - len(answer)) <= 2
+            and w[:4] != answer[:4]
+            and 1 / ratio <= corpus.counts[w] / corpus.counts[answer] <= ratio
+            and (last, w) in corpus.pairs
+            and (before, last, w) not in corpus.triples
+            and w not in corpus.vocab[topic]
+            and not corpus.sentences_with[w] & with_answer
+        ]
         if len(fits) >= 3:
             return rng.sample(fits, 3)
     return None
@@ -131,8 +171,15 @@ def build(count: int = COUNT, seed: int = 0) -> list[dict[str, object]]:
         if wrong is None or context in seen:
             continue
         seen.add(context)
-        items.append({"id": f"pydoc-cloze-{len(items) + 1:04d}", "topic": topic,
-                      "question": context, "choices": [answer, *wrong], "answer": answer})
+        items.append(
+            {
+                "id": f"pydoc-cloze-{len(items) + 1:04d}",
+                "topic": topic,
+                "question": context,
+                "choices": [answer, *wrong],
+                "answer": answer,
+            }
+        )
         if len(items) == count:
             break
     return items

@@ -66,6 +66,7 @@ print(json.dumps({"speed": speed, "library": library_info()}))
 
 # --- machine load -------------------------------------------------------------------------------
 
+
 def _cpu_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies over all CPUs from /proc/stat."""
     with open("/proc/stat") as f:
@@ -111,33 +112,86 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None) -> dict[s
     foreign = max(busy_cpu - child_cpu, 0.0)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return {"stdout": proc.stdout, "wall_s": wall, "child_cpu_s": child_cpu,
-            "foreign_cpu_s": foreign, "foreign_cpu_share": foreign / max(wall * ncpu, 1e-9),
-            "loadavg_before": list(load_before)}
+    return {
+        "stdout": proc.stdout,
+        "wall_s": wall,
+        "child_cpu_s": child_cpu,
+        "foreign_cpu_s": foreign,
+        "foreign_cpu_share": foreign / max(wall * ncpu, 1e-9),
+        "loadavg_before": list(load_before),
+    }
 
 
 # --- the two sides ------------------------------------------------------------------------------
 
+
 def run_edgeeval(python: str, cfg: dict[str, Any]) -> dict[str, Any]:
     out = run_measured([python, "-c", EDGEEVAL_CHILD, json.dumps(cfg)])
     data = json.loads(out.pop("stdout").strip().splitlines()[-1])
-    tests = {s["test"]: {"samples_ts": s["samples_ts"], "avg_ts": s["avg_ts"],
-                         "stddev_ts": s["stddev_ts"], "samples_ns": s["samples_ns"]}
-             for s in data["speed"]}
+    tests = {
+        s["test"]: {
+            "samples_ts": s["samples_ts"],
+            "avg_ts": s["avg_ts"],
+            "stddev_ts": s["stddev_ts"],
+            "samples_ns": s["samples_ns"],
+        }
+        for s in data["speed"]
+    }
     return {**out, "tests": tests, "library": data["library"]}
 
 
 def llama_bench_cmd(bench: Path, cfg: dict[str, Any]) -> list[str]:
     """Every parameter explicit: llama-bench's defaults differ from edgeeval's (-b 2048,
     -ngl 99, -fa auto, -t = its own core count, ...)."""
-    return [str(bench), "-m", cfg["model"],
-            "-p", str(cfg["pp"]), "-n", str(cfg["tg"]), "-d", "0",
-            "-b", str(cfg["n_batch"]), "-ub", str(cfg["n_ubatch"]),
-            "-t", str(cfg["threads"]), "-ngl", "0", "-fa", "off", "-lm", "mmap",
-            "-ctk", "f16", "-ctv", "f16", "-nkvo", "0", "-embd", "0", "-nopo", "0",
-            "--repack", "1", "-C", "0x0", "--cpu-strict", "0", "--poll", "50",
-            "--prio", "0", "--delay", "0",
-            "-r", str(cfg["reps"]), "-o", "json"]
+    return [
+        str(bench),
+        "-m",
+        cfg["model"],
+        "-p",
+        str(cfg["pp"]),
+        "-n",
+        str(cfg["tg"]),
+        "-d",
+        "0",
+        "-b",
+        str(cfg["n_batch"]),
+        "-ub",
+        str(cfg["n_ubatch"]),
+        "-t",
+        str(cfg["threads"]),
+        "-ngl",
+        "0",
+        "-fa",
+        "off",
+        "-lm",
+        "mmap",
+        "-ctk",
+        "f16",
+        "-ctv",
+        "f16",
+        "-nkvo",
+        "0",
+        "-embd",
+        "0",
+        "-nopo",
+        "0",
+        "--repack",
+        "1",
+        "-C",
+        "0x0",
+        "--cpu-strict",
+        "0",
+        "--poll",
+        "50",
+        "--prio",
+        "0",
+        "--delay",
+        "0",
+        "-r",
+        str(cfg["reps"]),
+        "-o",
+        "json",
+    ]
 
 
 def run_llama_bench(bench: Path, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -148,22 +202,51 @@ def run_llama_bench(bench: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     tests, build = {}, {}
     for row in rows:
         name = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
-        for key, want in (("n_threads", cfg["threads"]), ("n_batch", cfg["n_batch"]),
-                          ("n_ubatch", cfg["n_ubatch"]), ("n_gpu_layers", 0), ("flash_attn", 0),
-                          ("load_mode", "mmap"), ("type_k", "f16"), ("type_v", "f16"),
-                          ("n_depth", 0)):
+        for key, want in (
+            ("n_threads", cfg["threads"]),
+            ("n_batch", cfg["n_batch"]),
+            ("n_ubatch", cfg["n_ubatch"]),
+            ("n_gpu_layers", 0),
+            ("flash_attn", 0),
+            ("load_mode", "mmap"),
+            ("type_k", "f16"),
+            ("type_v", "f16"),
+            ("n_depth", 0),
+        ):
             if key in row and row[key] != want:
                 raise RuntimeError(f"llama-bench ran {name} with {key}={row[key]}, not {want}")
-        tests[name] = {"samples_ts": row["samples_ts"], "avg_ts": row["avg_ts"],
-                       "stddev_ts": row["stddev_ts"], "samples_ns": row["samples_ns"]}
-        build = {k: row.get(k) for k in ("build_commit", "build_number", "cpu_info", "backends",
-                                          "type_k", "type_v", "flash_attn", "use_mmap",
-                                          "load_mode", "n_threads", "n_batch", "n_ubatch",
-                                          "n_gpu_layers", "poll", "cpu_mask") if k in row}
+        tests[name] = {
+            "samples_ts": row["samples_ts"],
+            "avg_ts": row["avg_ts"],
+            "stddev_ts": row["stddev_ts"],
+            "samples_ns": row["samples_ns"],
+        }
+        build = {
+            k: row.get(k)
+            for k in (
+                "build_commit",
+                "build_number",
+                "cpu_info",
+                "backends",
+                "type_k",
+                "type_v",
+                "flash_attn",
+                "use_mmap",
+                "load_mode",
+                "n_threads",
+                "n_batch",
+                "n_ubatch",
+                "n_gpu_layers",
+                "poll",
+                "cpu_mask",
+            )
+            if k in row
+        }
     return {**out, "tests": tests, "build": build}
 
 
 # --- build identity -----------------------------------------------------------------------------
+
 
 def ggml_build(lib_dir: Path) -> dict[str, str]:
     """ggml_version()/ggml_commit() of the libggml-base.so in lib_dir."""
@@ -171,27 +254,35 @@ def ggml_build(lib_dir: Path) -> dict[str, str]:
         lib = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
         lib.ggml_commit.restype = ctypes.c_char_p
         lib.ggml_version.restype = ctypes.c_char_p
-        return {"ggml_version": lib.ggml_version().decode(),
-                "ggml_commit": lib.ggml_commit().decode(), "lib": str(lib_dir)}
+        return {
+            "ggml_version": lib.ggml_version().decode(),
+            "ggml_commit": lib.ggml_commit().decode(),
+            "lib": str(lib_dir),
+        }
     except (OSError, AttributeError) as exc:
         return {"error": str(exc), "lib": str(lib_dir)}
 
 
 def wheel_build(python: str) -> dict[str, Any]:
-    code = ("import json, pathlib, llama_cpp; print(json.dumps({'version': llama_cpp.__version__,"
-            " 'lib': str(pathlib.Path(llama_cpp.__file__).parent / 'lib')}))")
-    info = json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True,
-                                     check=True).stdout)
+    code = (
+        "import json, pathlib, llama_cpp; print(json.dumps({'version': llama_cpp.__version__,"
+        " 'lib': str(pathlib.Path(llama_cpp.__file__).parent / 'lib')}))"
+    )
+    info = json.loads(
+        subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
     return {"llama_cpp_python_version": info["version"], **ggml_build(Path(info["lib"]))}
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def resolve_model(python: str, name_or_path: str) -> str:
     if Path(name_or_path).is_file():
         return str(Path(name_or_path).resolve())
-    proc = subprocess.run([python, "-m", "edgeeval", "fetch", name_or_path], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [python, "-m", "edgeeval", "fetch", name_or_path], capture_output=True, text=True, cwd=ROOT
+    )
     for line in proc.stdout.splitlines():
         parts = line.split("\t")
         if len(parts) >= 2 and parts[0] == name_or_path and Path(parts[1]).is_file():
@@ -206,85 +297,127 @@ def stats(samples: list[float]) -> tuple[float, float]:
 
 def default_threads() -> int:
     from edgeeval.engine.host import physical_cores  # what `edgeeval bench` uses by default
+
     return physical_cores()
 
 
-def summarize(rounds: list[dict[str, Any]], tests: list[str],
-              band: tuple[float, float]) -> dict[str, Any]:
+def summarize(
+    rounds: list[dict[str, Any]], tests: list[str], band: tuple[float, float]
+) -> dict[str, Any]:
     out = {}
     for test in tests:
         e = [x for r in rounds for x in r["edgeeval"]["tests"][test]["samples_ts"]]
         b = [x for r in rounds for x in r["llama_bench"]["tests"][test]["samples_ts"]]
         (em, es), (bm, bs) = stats(e), stats(b)
-        per_round = [r["edgeeval"]["tests"][test]["avg_ts"] / r["llama_bench"]["tests"][test]
-                     ["avg_ts"] for r in rounds]
+        per_round = [
+            r["edgeeval"]["tests"][test]["avg_ts"] / r["llama_bench"]["tests"][test]["avg_ts"]
+            for r in rounds
+        ]
         ratio = em / bm
-        out[test] = {"edgeeval_mean_ts": em, "edgeeval_sd_ts": es, "edgeeval_n": len(e),
-                     "llama_bench_mean_ts": bm, "llama_bench_sd_ts": bs, "llama_bench_n": len(b),
-                     "ratio": ratio, "ratio_per_round": per_round,
-                     "ratio_best_sample": max(e) / max(b),
-                     "ratio_median_of_rounds": statistics.median(per_round),
-                     "pass": band[0] <= ratio <= band[1]}
+        out[test] = {
+            "edgeeval_mean_ts": em,
+            "edgeeval_sd_ts": es,
+            "edgeeval_n": len(e),
+            "llama_bench_mean_ts": bm,
+            "llama_bench_sd_ts": bs,
+            "llama_bench_n": len(b),
+            "ratio": ratio,
+            "ratio_per_round": per_round,
+            "ratio_best_sample": max(e) / max(b),
+            "ratio_median_of_rounds": statistics.median(per_round),
+            "pass": band[0] <= ratio <= band[1],
+        }
     return out
 
 
-def markdown(summary: dict[str, Any], rounds: list[dict[str, Any]], band: tuple[float, float],
-             ) -> str:
-    lines = [f"| test | edgeeval t/s | llama-bench t/s | ratio e/lb | {band[0]:.2f}..{band[1]:.2f} "
-             "| per-round ratios | best-sample ratio |",
-             "|---|---:|---:|---:|---|---|---:|"]
+def markdown(
+    summary: dict[str, Any],
+    rounds: list[dict[str, Any]],
+    band: tuple[float, float],
+) -> str:
+    lines = [
+        f"| test | edgeeval t/s | llama-bench t/s | ratio e/lb | {band[0]:.2f}..{band[1]:.2f} "
+        "| per-round ratios | best-sample ratio |",
+        "|---|---:|---:|---:|---|---|---:|",
+    ]
     for test, s in summary.items():
         lines.append(
             f"| {test} | {s['edgeeval_mean_ts']:.2f} ± {s['edgeeval_sd_ts']:.2f} "
             f"| {s['llama_bench_mean_ts']:.2f} ± {s['llama_bench_sd_ts']:.2f} "
             f"| {s['ratio']:.3f} | {'PASS' if s['pass'] else 'FAIL'} "
             f"| {', '.join(f'{x:.3f}' for x in s['ratio_per_round'])} "
-            f"| {s['ratio_best_sample']:.3f} |")
-    lines += ["", "| round | side | load 1/5/15 min before "
-                  "| other processes' CPU share during run | discarded disturbed runs |",
-              "|---|---|---|---|---:|"]
+            f"| {s['ratio_best_sample']:.3f} |"
+        )
+    lines += [
+        "",
+        "| round | side | load 1/5/15 min before "
+        "| other processes' CPU share during run | discarded disturbed runs |",
+        "|---|---|---|---|---:|",
+    ]
     for i, r in enumerate(rounds, 1):
         for side in ("edgeeval", "llama_bench"):
             x = r[side]
             load = "/".join(f"{v:.2f}" for v in x["loadavg_before"])
             flag = " (disturbed)" if x.get("disturbed") else ""
-            lines.append(f"| {i} | {side.replace('_', '-')} | {load} "
-                         f"| {100 * x['foreign_cpu_share']:.1f} %{flag} "
-                         f"| {len(x.get('discarded_attempts', []))} |")
+            lines.append(
+                f"| {i} | {side.replace('_', '-')} | {load} "
+                f"| {100 * x['foreign_cpu_share']:.1f} %{flag} "
+                f"| {len(x.get('discarded_attempts', []))} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help="edgeeval variant name or GGUF path")
-    ap.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
-                    help="interpreter with edgeeval and llama-cpp-python installed")
+    ap.add_argument(
+        "--python",
+        default=str(ROOT / ".venv" / "bin" / "python"),
+        help="interpreter with edgeeval and llama-cpp-python installed",
+    )
     ap.add_argument("--tools", type=Path, default=DEFAULT_TOOLS, help="dir with llama-bench")
     ap.add_argument("--rounds", type=int, default=5, help="A/B rounds (at least 3)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per test and run (>= 5)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="0 = edgeeval's default (physical cores)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="0 = edgeeval's default (physical cores)"
+    )
     ap.add_argument("--n-batch", type=int, default=512)
     ap.add_argument("--n-ubatch", type=int, default=512)
-    ap.add_argument("--n-ctx", type=int, default=2048,
-                    help="edgeeval's n_ctx, default that of a real run (llama-bench uses "
-                         "pp+tg, padded to 256; the attended KV length is 256 either way, but "
-                         "without flash attention the V cache is stored transposed, so its row "
-                         "stride follows n_ctx: measured pp128 ratio 0.983 at 2048, 0.993 at "
-                         "256)")
+    ap.add_argument(
+        "--n-ctx",
+        type=int,
+        default=2048,
+        help="edgeeval's n_ctx, default that of a real run (llama-bench uses "
+        "pp+tg, padded to 256; the attended KV length is 256 either way, but "
+        "without flash attention the V cache is stored transposed, so its row "
+        "stride follows n_ctx: measured pp128 ratio 0.983 at 2048, 0.993 at "
+        "256)",
+    )
     ap.add_argument("--pp", type=int, default=128)
     ap.add_argument("--tg", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--band", type=float, nargs=2, default=(0.95, 1.05))
-    ap.add_argument("--quiet-threshold", type=float, default=0.15,
-                    help="before each run wait until other processes use less than this share "
-                         "of all CPUs over 1 s ...")
+    ap.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.15,
+        help="before each run wait until other processes use less than this share "
+        "of all CPUs over 1 s ...",
+    )
     ap.add_argument("--max-wait", type=float, default=60.0, help="... but at most this many s")
-    ap.add_argument("--max-foreign", type=float, default=0.10,
-                    help="a run during which other processes used more than this share of all "
-                         "CPUs counts as disturbed and is repeated ...")
-    ap.add_argument("--retries", type=int, default=3, help="... at most this many times (the "
-                    "discarded runs stay in the JSON)")
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.10,
+        help="a run during which other processes used more than this share of all "
+        "CPUs counts as disturbed and is repeated ...",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="... at most this many times (the discarded runs stay in the JSON)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "parity")
     args = ap.parse_args(argv)
     if args.rounds < 3 or args.reps < 5:
@@ -295,14 +428,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{bench} not found: run benchmarks/tools/build_llama_tools.sh", file=sys.stderr)
         return 2
     threads = args.threads or default_threads()
-    cfg = {"model": resolve_model(args.python, args.model), "threads": threads,
-           "n_batch": args.n_batch, "n_ubatch": args.n_ubatch, "n_ctx": args.n_ctx,
-           "pp": args.pp, "tg": args.tg, "reps": args.reps, "seed": args.seed}
+    cfg = {
+        "model": resolve_model(args.python, args.model),
+        "threads": threads,
+        "n_batch": args.n_batch,
+        "n_ubatch": args.n_ubatch,
+        "n_ctx": args.n_ctx,
+        "pp": args.pp,
+        "tg": args.tg,
+        "reps": args.reps,
+        "seed": args.seed,
+    }
     band = (args.band[0], args.band[1])
     tests = [f"pp{args.pp}", f"tg{args.tg}"]
-    print(f"model {cfg['model']}\nthreads {threads}, n_batch {args.n_batch}, "
-          f"n_ubatch {args.n_ubatch}, {args.rounds} rounds x {args.reps} reps, "
-          f"llama-bench: {' '.join(llama_bench_cmd(bench, cfg)[1:])}", flush=True)
+    print(
+        f"model {cfg['model']}\nthreads {threads}, n_batch {args.n_batch}, "
+        f"n_ubatch {args.n_ubatch}, {args.rounds} rounds x {args.reps} reps, "
+        f"llama-bench: {' '.join(llama_bench_cmd(bench, cfg)[1:])}",
+        flush=True,
+    )
 
     rounds: list[dict[str, Any]] = []
     for i in range(1, args.rounds + 1):
@@ -321,19 +465,26 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
                 disturbed = res["foreign_cpu_share"] > args.max_foreign
                 res.update(busy_before=busy, waited_s=waited, disturbed=disturbed)
-                t = "  ".join(f"{k} {v['avg_ts']:.1f}±{v['stddev_ts']:.1f}"
-                              for k, v in res["tests"].items())
+                t = "  ".join(
+                    f"{k} {v['avg_ts']:.1f}±{v['stddev_ts']:.1f}" for k, v in res["tests"].items()
+                )
                 others = 100 * res["foreign_cpu_share"]
                 last = not disturbed or attempt == args.retries
-                note = "" if not disturbed else (" DISTURBED, kept" if last else
-                                                 " DISTURBED, discarded, repeating")
-                print(f"round {i} {side:11s} {t} t/s  (load {res['loadavg_before'][0]:.2f}, "
-                      f"busy before {100 * busy:.0f} %, others during {others:.0f} %){note}",
-                      flush=True)
+                note = (
+                    ""
+                    if not disturbed
+                    else (" DISTURBED, kept" if last else " DISTURBED, discarded, repeating")
+                )
+                print(
+                    f"round {i} {side:11s} {t} t/s  (load {res['loadavg_before'][0]:.2f}, "
+                    f"busy before {100 * busy:.0f} %, others during {others:.0f} %){note}",
+                    flush=True,
+                )
                 if last:
                     break
-                discarded.append({k: res[k] for k in ("tests", "foreign_cpu_share",
-                                                      "loadavg_before", "wall_s")})
+                discarded.append(
+                    {k: res[k] for k in ("tests", "foreign_cpu_share", "loadavg_before", "wall_s")}
+                )
             res["discarded_attempts"] = discarded
             rnd[side] = res
         rounds.append(rnd)
@@ -343,27 +494,47 @@ def main(argv: list[str] | None = None) -> int:
     tools = {**ggml_build(args.tools), **rounds[-1]["llama_bench"]["build"]}
     table = markdown(summary, rounds, band)
     same = wheel.get("ggml_commit") is not None and wheel.get("ggml_commit") == tools.get(
-        "ggml_commit")
+        "ggml_commit"
+    )
     print()
     print(table)
-    print(f"\nllama-bench build: commit {tools.get('build_commit')} "
-          f"(build {tools.get('build_number')}), ggml {tools.get('ggml_version')} "
-          f"commit {tools.get('ggml_commit')}")
-    print(f"wheel llama-cpp-python {wheel.get('llama_cpp_python_version')}: ggml "
-          f"{wheel.get('ggml_version')} commit {wheel.get('ggml_commit')}"
-          f" -> {'same source' if same else 'DIFFERENT'}")
+    print(
+        f"\nllama-bench build: commit {tools.get('build_commit')} "
+        f"(build {tools.get('build_number')}), ggml {tools.get('ggml_version')} "
+        f"commit {tools.get('ggml_commit')}"
+    )
+    print(
+        f"wheel llama-cpp-python {wheel.get('llama_cpp_python_version')}: ggml "
+        f"{wheel.get('ggml_version')} commit {wheel.get('ggml_commit')}"
+        f" -> {'same source' if same else 'DIFFERENT'}"
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = args.out / f"llama-bench-parity-{stamp}.json"
-    path.write_text(json.dumps({
-        "created": stamp, "host": platform.node(), "cpu_count": os.cpu_count(),
-        "config": cfg, "band": band, "llama_bench_cmd": llama_bench_cmd(bench, cfg),
-        "wheel": wheel, "tools": tools, "same_source": same,
-        "summary": summary, "rounds": rounds, "markdown": table}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "created": stamp,
+                "host": platform.node(),
+                "cpu_count": os.cpu_count(),
+                "config": cfg,
+                "band": band,
+                "llama_bench_cmd": llama_bench_cmd(bench, cfg),
+                "wheel": wheel,
+                "tools": tools,
+                "same_source": same,
+                "summary": summary,
+                "rounds": rounds,
+                "markdown": table,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     ok = all(s["pass"] for s in summary.values()) and all(
-        math.isfinite(s["ratio"]) for s in summary.values())
+        math.isfinite(s["ratio"]) for s in summary.values()
+    )
     return 0 if ok else 1
 
 

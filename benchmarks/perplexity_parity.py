@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeeval.fidelity import orchestrate as fidelity  # noqa: E402
-from edgeeval.engine import host as hostinfo
 from edgeeval.catalog.models import load_catalog  # noqa: E402
+from edgeeval.engine import host as hostinfo  # noqa: E402
 from edgeeval.fetch.quantize import ensure_file  # noqa: E402
+from edgeeval.fidelity import orchestrate as fidelity  # noqa: E402
 
 # llama-perplexity's summary lines (tools/perplexity/perplexity.cpp), value then optional error.
 _LINES = {
@@ -87,9 +87,11 @@ def main() -> int:
     parser.add_argument("--tool", type=Path, default=_default_tool())
     args = parser.parse_args()
     if not args.tool.exists():
-        sys.exit(f"{args.tool} is missing: build llama-perplexity from llama-cpp-python's "
-                 "vendored llama.cpp (cmake --build build --target llama-perplexity) and copy "
-                 "it there, or pass --tool")
+        sys.exit(
+            f"{args.tool} is missing: build llama-perplexity from llama-cpp-python's "
+            "vendored llama.cpp (cmake --build build --target llama-perplexity) and copy "
+            "it there, or pass --tool"
+        )
     catalog = load_catalog()
     named = catalog.select(args.models)
     reference = fidelity.pick_reference(named, args.ref, catalog)
@@ -100,33 +102,74 @@ def main() -> int:
         text = fidelity.load_corpus(args.corpus).text.rstrip("\n")
         corpus_path = Path(tmp) / "corpus.txt"
         corpus_path.write_text(text, encoding="utf-8")
-        common = ["-c", str(args.n_ctx), "-b", str(args.n_ctx), "--chunks", str(args.chunks),
-                  "-t", str(args.threads), "-fa", "off", "-ngl", "0"]
+        common = [
+            "-c",
+            str(args.n_ctx),
+            "-b",
+            str(args.n_ctx),
+            "--chunks",
+            str(args.chunks),
+            "-t",
+            str(args.threads),
+            "-fa",
+            "off",
+            "-ngl",
+            "0",
+        ]
         base = Path(tmp) / "base.kld"
-        _, tool_s = run_tool(args.tool, ["-m", str(files[reference.name].path), "-f",
-                                         str(corpus_path), "--kl-divergence-base", str(base),
-                                         *common])
+        _, tool_s = run_tool(
+            args.tool,
+            [
+                "-m",
+                str(files[reference.name].path),
+                "-f",
+                str(corpus_path),
+                "--kl-divergence-base",
+                str(base),
+                *common,
+            ],
+        )
         theirs = {}
         for variant in variants:
-            out, seconds = run_tool(args.tool, ["-m", str(files[variant.name].path),
-                                                "--kl-divergence-base", str(base),
-                                                "--kl-divergence", *common])
+            out, seconds = run_tool(
+                args.tool,
+                [
+                    "-m",
+                    str(files[variant.name].path),
+                    "--kl-divergence-base",
+                    str(base),
+                    "--kl-divergence",
+                    *common,
+                ],
+            )
             theirs[variant.name] = parse(out)
             tool_s += seconds
         start = time.monotonic()
-        ours = fidelity.run_fidelity(reference, variants, catalog,
-                                     corpus=fidelity.load_corpus(str(corpus_path)),
-                                     run_id="parity-" + time.strftime("%Y%m%d-%H%M%S"),
-                                     n_ctx=args.n_ctx, max_chunks=args.chunks,
-                                     n_threads=args.threads)
+        ours = fidelity.run_fidelity(
+            reference,
+            variants,
+            catalog,
+            corpus=fidelity.load_corpus(str(corpus_path)),
+            run_id="parity-" + time.strftime("%Y%m%d-%H%M%S"),
+            n_ctx=args.n_ctx,
+            max_chunks=args.chunks,
+            n_threads=args.threads,
+        )
         ours_s = time.monotonic() - start
     report(ours, theirs, ours_s, tool_s)
     return 0
 
 
 def report(ours: list, theirs: dict[str, dict[str, float]], ours_s: float, tool_s: float) -> None:
-    keys = ("ppl", "ln_ppl_ratio", "kld_mean", "kld_p99", "kld_median", "same_top_pct",
-            "rms_dp_pct")
+    keys = (
+        "ppl",
+        "ln_ppl_ratio",
+        "kld_mean",
+        "kld_p99",
+        "kld_median",
+        "same_top_pct",
+        "rms_dp_pct",
+    )
     print(f"{'variant':38} {'metric':14} {'edgeeval':>12} {'llama-ppl':>12}  check")
     for result in ours:
         tool = theirs.get(result.variant, {})
@@ -135,8 +178,10 @@ def report(ours: list, theirs: dict[str, dict[str, float]], ours_s: float, tool_
             check = _check(key, mine, other)
             print(f"{result.variant:38} {key:14} {_fmt(mine):>12} {_fmt(other):>12}  {check}")
     ratio = ours_s / tool_s
-    print(f"\nwall time: edgeeval {ours_s:.1f} s, llama-perplexity {tool_s:.1f} s, ratio "
-          f"{ratio:.2f} ({'ok' if ratio <= 1.25 else 'FAIL'}: target <= 1.25)")
+    print(
+        f"\nwall time: edgeeval {ours_s:.1f} s, llama-perplexity {tool_s:.1f} s, ratio "
+        f"{ratio:.2f} ({'ok' if ratio <= 1.25 else 'FAIL'}: target <= 1.25)"
+    )
 
 
 def _check(key: str, mine: float | None, other: float | None) -> str:

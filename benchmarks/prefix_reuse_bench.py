@@ -18,12 +18,12 @@ import argparse
 import json
 import time
 
-from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.catalog.models import load_catalog
-from edgeeval.fetch.sources import fetch
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.host import physical_cores
-from edgeeval.tasks.suite import load_suite
+from edgeeval.fetch.sources import fetch
 from edgeeval.run.worker import continuation_tokens
+from edgeeval.tasks.suite import load_suite
 
 
 def _questions(backend: LlamaBackend, limit: int) -> list[tuple[list[int], list[list[int]]]]:
@@ -31,8 +31,9 @@ def _questions(backend: LlamaBackend, limit: int) -> list[tuple[list[int], list[
     for task in load_suite("mc"):
         for item in task.items(limit=limit, seed=0):
             ctx = backend.tokenize(item.context, add_bos=True)
-            out.append((ctx, [continuation_tokens(backend, item.context, c, ctx)
-                              for c in item.choices]))
+            out.append(
+                (ctx, [continuation_tokens(backend, item.context, c, ctx) for c in item.choices])
+            )
     return out
 
 
@@ -58,15 +59,23 @@ def main() -> int:
         one = backend.one_batch_logliks(ctx, conts)
         batch_shape = max(batch_shape, max(abs(a - b) for a, b in zip(shared, one, strict=True)))
     backend.close()
-    result = {"model": args.model, "questions": len(questions), "threads": args.threads,
-              "shared_prefix_s": shared_s, "full_prompt_s": full_s,
-              "speedup": full_s / shared_s, "max_abs_loglik_diff": worst,
-              "max_abs_diff_vs_one_batch": batch_shape}
+    result = {
+        "model": args.model,
+        "questions": len(questions),
+        "threads": args.threads,
+        "shared_prefix_s": shared_s,
+        "full_prompt_s": full_s,
+        "speedup": full_s / shared_s,
+        "max_abs_loglik_diff": worst,
+        "max_abs_diff_vs_one_batch": batch_shape,
+    }
     print(json.dumps(result, indent=2))
-    print(f"\nshared prefix {shared_s:.2f} s vs full prompt per choice {full_s:.2f} s on "
-          f"{len(questions)} questions: {full_s / shared_s:.2f}x faster; largest log-likelihood "
-          f"difference {worst:.2e} ({'PASS' if worst <= 1e-4 else 'FAIL'} at 1e-4, "
-          f"{'PASS' if full_s / shared_s >= 2 else 'FAIL'} at 2x)")
+    print(
+        f"\nshared prefix {shared_s:.2f} s vs full prompt per choice {full_s:.2f} s on "
+        f"{len(questions)} questions: {full_s / shared_s:.2f}x faster; largest log-likelihood "
+        f"difference {worst:.2e} ({'PASS' if worst <= 1e-4 else 'FAIL'} at 1e-4, "
+        f"{'PASS' if full_s / shared_s >= 2 else 'FAIL'} at 2x)"
+    )
     return 0 if worst <= 1e-4 and full_s / shared_s >= 2 else 1
 
 

@@ -24,8 +24,9 @@ class ConfigError(EdgeevalError, ValueError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path: str | Path, entry: str | None = None,
-                 key: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | Path, entry: str | None = None, key: str | None = None
+    ) -> None:
         where = str(path)
         if entry is not None:
             where += f": entry '{entry}'"
@@ -64,17 +65,27 @@ class FetchError(EdgeevalError):
 class ChecksumMismatchError(FetchError):
     """A downloaded or local file does not match the size or sha256 the catalog promises."""
 
-    def __init__(self, path: str | Path, *, expected_sha256: str | None, actual_sha256: str | None,
-                 expected_size: int | None = None, actual_size: int | None = None,
-                 removed: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        expected_sha256: str | None,
+        actual_sha256: str | None,
+        expected_size: int | None = None,
+        actual_size: int | None = None,
+        removed: bool = False,
+    ) -> None:
         parts = []
         if expected_size is not None and actual_size is not None and expected_size != actual_size:
             parts.append(f"size expected {expected_size:,} bytes, got {actual_size:,}")
         if expected_sha256 and actual_sha256 and expected_sha256 != actual_sha256:
             parts.append(f"sha256 expected {expected_sha256}, got {actual_sha256}")
         what = "; ".join(parts) or "content does not match the catalog"
-        tail = " The bad file was removed; run the fetch again." if removed else \
-            " Check the file or the sha256 in models.yaml."
+        tail = (
+            " The bad file was removed; run the fetch again."
+            if removed
+            else " Check the file or the sha256 in models.yaml."
+        )
         super().__init__(f"{path}: {what}.{tail}")
         self.path = str(path)
         self.expected_sha256 = expected_sha256
@@ -106,8 +117,9 @@ class GatedRepoError(HubError, PermissionError):
 class OfflineError(FetchError, ConnectionError):
     """A file is needed from the network but offline mode is on or the network is unreachable."""
 
-    def __init__(self, message: str, *, repo_id: str | None = None,
-                 filename: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, repo_id: str | None = None, filename: str | None = None
+    ) -> None:
         super().__init__(message)
         self.repo_id = repo_id
         self.filename = filename

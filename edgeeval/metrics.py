@@ -70,8 +70,15 @@ def capability(scores: Sequence[tuple[float, float, float]]) -> tuple[float, flo
     return 100.0 * sum(gains) / len(gains), 100.0 * math.sqrt(var) / len(gains)
 
 
-def score_samples(samples: Sequence[SampleResult], *, task: str, version: int, category: str,
-                  chance: float, elapsed_s: float = 0.0) -> TaskScore:
+def score_samples(
+    samples: Sequence[SampleResult],
+    *,
+    task: str,
+    version: int,
+    category: str,
+    chance: float,
+    elapsed_s: float = 0.0,
+) -> TaskScore:
     """acc and acc_norm with binomial standard errors from stored per-item log-likelihoods."""
     n = len(samples)
     if n == 0:
@@ -79,6 +86,15 @@ def score_samples(samples: Sequence[SampleResult], *, task: str, version: int, c
     hits = sum(pick(s.logliks, s.choice_chars, normalize=False) == s.gold for s in samples)
     hits_norm = sum(pick(s.logliks, s.choice_chars, normalize=True) == s.gold for s in samples)
     acc, acc_norm = hits / n, hits_norm / n
-    return TaskScore(task=task, version=version, category=category, chance=chance, n=n,
-                     acc=acc, acc_se=binomial_se(acc, n), acc_norm=acc_norm,
-                     acc_norm_se=binomial_se(acc_norm, n), elapsed_s=elapsed_s)
+    return TaskScore(
+        task=task,
+        version=version,
+        category=category,
+        chance=chance,
+        n=n,
+        acc=acc,
+        acc_se=binomial_se(acc, n),
+        acc_norm=acc_norm,
+        acc_norm_se=binomial_se(acc_norm, n),
+        elapsed_s=elapsed_s,
+    )

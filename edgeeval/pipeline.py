@@ -9,19 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeeval import settings
-from edgeeval.engine import host as hostinfo
-from edgeeval.store import runs as store
 from edgeeval import records as rec
-from edgeeval.engine.backend import library_info
+from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
+from edgeeval.engine import host as hostinfo
+from edgeeval.engine.backend import library_info
 from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
-from edgeeval.fetch.sources import fetch
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.fetch.quantize import ensure_file
+from edgeeval.fetch.sources import fetch
 from edgeeval.report.render import render_run
-from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
 from edgeeval.report.summarize import RankRow
+from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
+from edgeeval.store import runs as store
 from edgeeval.tasks.suite import load_suite, prefetch
 
 Progress = Callable[[str], None]
@@ -36,15 +36,28 @@ class BenchOutcome:
 
 
 def _unfetched_info(variant: Variant) -> rec.VariantInfo:
-    return rec.VariantInfo(name=variant.name, family=variant.family, model=variant.model,
-                           quant=variant.quant, kind=variant.kind,
-                           size_bytes=variant.size_bytes or 0, sha256=variant.sha256 or "",
-                           params=variant.params)
+    return rec.VariantInfo(
+        name=variant.name,
+        family=variant.family,
+        model=variant.model,
+        quant=variant.quant,
+        kind=variant.kind,
+        size_bytes=variant.size_bytes or 0,
+        sha256=variant.sha256 or "",
+        params=variant.params,
+    )
 
 
-def bench(variants: list[Variant], run_settings: rec.RunSettings, *, run_id: str | None = None,
-          force: bool = False, budget_gb: float | None = None, progress: Progress = print,
-          catalog: Catalog | None = None) -> BenchOutcome:
+def bench(
+    variants: list[Variant],
+    run_settings: rec.RunSettings,
+    *,
+    run_id: str | None = None,
+    force: bool = False,
+    budget_gb: float | None = None,
+    progress: Progress = print,
+    catalog: Catalog | None = None,
+) -> BenchOutcome:
     """Measure `variants` and write the report. With an existing `run_id`, resume it: variants
     whose finished record has the same file hash, settings and host are not measured again.
     Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
@@ -54,25 +67,56 @@ def bench(variants: list[Variant], run_settings: rec.RunSettings, *, run_id: str
     host = hostinfo.collect(library_info())
     resuming = run_id is not None and (store.run_dir(run_id, reports) / "run.json").exists()
     run_id = run_id or store.new_run_id()
-    done = {r.key for r in store.load_records(run_id, reports) if r.status == rec.STATUS_OK} \
-        if resuming else set()
-    store.write_manifest(run_id, {"run_id": run_id, "host": rec.to_dict(host),
-                                  "settings": rec.to_dict(run_settings),
-                                  "variants": [v.name for v in variants]}, reports)
+    done = (
+        {r.key for r in store.load_records(run_id, reports) if r.status == rec.STATUS_OK}
+        if resuming
+        else set()
+    )
+    store.write_manifest(
+        run_id,
+        {
+            "run_id": run_id,
+            "host": rec.to_dict(host),
+            "settings": rec.to_dict(run_settings),
+            "variants": [v.name for v in variants],
+        },
+        reports,
+    )
     n_threads = run_settings.n_threads or hostinfo.physical_cores()
     for index, variant in enumerate(variants, 1):
         progress(f"[{index}/{len(variants)}] {variant.name}")
-        _bench_one(variant, run_settings, run_id=run_id, host=host, done=done, force=force,
-                   n_threads=n_threads, progress=progress, catalog=catalog)
+        _bench_one(
+            variant,
+            run_settings,
+            run_id=run_id,
+            host=host,
+            done=done,
+            force=force,
+            n_threads=n_threads,
+            progress=progress,
+            catalog=catalog,
+        )
     return render(run_id, budget_gb=budget_gb)
 
 
-def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
-               host: rec.HostInfo, done: set[str], force: bool, n_threads: int,
-               progress: Progress, catalog: Catalog | None = None) -> None:
+def _bench_one(
+    variant: Variant,
+    run_settings: rec.RunSettings,
+    *,
+    run_id: str,
+    host: rec.HostInfo,
+    done: set[str],
+    force: bool,
+    n_threads: int,
+    progress: Progress,
+    catalog: Catalog | None = None,
+) -> None:
     try:
-        file = fetch(variant, progress=progress) if variant.source.kind != "derived" else \
-            ensure_file(variant, catalog or load_catalog(), progress=progress)
+        file = (
+            fetch(variant, progress=progress)
+            if variant.source.kind != "derived"
+            else ensure_file(variant, catalog or load_catalog(), progress=progress)
+        )
         info = variant_info(variant, file)
         key = rec.record_key(info.name, info.sha256, run_settings, host)
         if key in done:
@@ -81,14 +125,23 @@ def _bench_one(variant: Variant, run_settings: rec.RunSettings, *, run_id: str,
         preflight(variant, file, _kv_estimate(file.path, run_settings.n_ctx), force=force)
     except (EdgeevalError, OSError) as exc:
         status = rec.STATUS_SKIPPED
-        progress(f"{variant.name}: {'refused' if isinstance(exc, PreflightError) else 'failed'}"
-                 f": {exc}")
-        store.save_record(failed_record(run_id, _unfetched_info(variant), host, run_settings,
-                                        status, str(exc)))
+        progress(
+            f"{variant.name}: {'refused' if isinstance(exc, PreflightError) else 'failed'}: {exc}"
+        )
+        store.save_record(
+            failed_record(run_id, _unfetched_info(variant), host, run_settings, status, str(exc))
+        )
         return
-    record, samples, generations = measure_variant(variant, file, run_id=run_id, host=host,
-                                      settings=run_settings, root=settings.package_root(),
-                                      n_threads=n_threads, progress=progress)
+    record, samples, generations = measure_variant(
+        variant,
+        file,
+        run_id=run_id,
+        host=host,
+        settings=run_settings,
+        root=settings.package_root(),
+        n_threads=n_threads,
+        progress=progress,
+    )
     if record.status != rec.STATUS_OK:
         progress(f"{variant.name}: {record.status}: {record.error}")
     store.save_record(record, samples, generations=generations)
@@ -106,5 +159,4 @@ def _kv_estimate(path: Path, n_ctx: int) -> int | None:
 def render(run: str, *, budget_gb: float | None = None) -> BenchOutcome:
     """(Re)write a run's reports from its stored records; loads no model."""
     run_id, rows, paths = render_run(run, budget_gb=budget_gb)
-    return BenchOutcome(run_id=run_id, records=store.load_records(run_id), rows=rows,
-                        paths=paths)
+    return BenchOutcome(run_id=run_id, records=store.load_records(run_id), rows=rows, paths=paths)

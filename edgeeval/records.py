@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 STATUS_OK = "ok"
-STATUS_ERROR = "error"      # the child raised or exited non-zero
-STATUS_CRASH = "crash"      # the child died from a signal (segfault, OOM kill)
+STATUS_ERROR = "error"  # the child raised or exited non-zero
+STATUS_CRASH = "crash"  # the child died from a signal (segfault, OOM kill)
 STATUS_TIMEOUT = "timeout"  # the child ran past the per-model timeout and was killed
 STATUS_SKIPPED = "skipped"  # refused before loading (pre-flight, fetch failure)
 
@@ -43,7 +43,7 @@ class HostInfo:
     llama_cpp_system_info: str
     backend: str
     gpu_offload: bool
-    power_source: str = "unknown"            # "ac", "battery" or "unknown" (laptops)
+    power_source: str = "unknown"  # "ac", "battery" or "unknown" (laptops)
     mem_bandwidth_bytes_per_s: float | None = None  # measured once per host, cached
 
 
@@ -52,7 +52,7 @@ class RunSettings:
     """Everything in a run that changes a number. `key()` identifies it for --resume."""
 
     n_ctx: int = 2048
-    n_threads: int = 0          # 0 = physical cores
+    n_threads: int = 0  # 0 = physical cores
     n_batch: int = 512
     n_ubatch: int = 512
     n_gpu_layers: int = 0
@@ -68,8 +68,8 @@ class RunSettings:
     sweep_n_batch: tuple[int, ...] = ()
     sweep_flash_attn: tuple[bool, ...] = ()
     depths: tuple[int, ...] = (0,)
-    pp_tg: bool = False          # also run the combined "pp N + tg M" test
-    ttft: bool = True            # time to first token on a text prompt of pp_tokens tokens
+    pp_tg: bool = False  # also run the combined "pp N + tg M" test
+    ttft: bool = True  # time to first token on a text prompt of pp_tokens tokens
     suite: str = "offline"
     task_limit: int | None = None
     seed: int = 0
@@ -136,13 +136,13 @@ class TaskScore:
     acc_norm_se: float
     elapsed_s: float
     # Generative and code tasks (multiple choice keeps the defaults):
-    status: str = STATUS_OK        # or STATUS_SKIPPED (code execution off) / STATUS_ERROR
-    reason: str = ""               # why skipped or failed; notes such as a refused template
-    metric: str = "acc"            # "acc", or "pass@1" for code tasks
-    n_timeout: int = 0             # code samples over the time limit: not in n, not failures
-    n_harness_error: int = 0       # samples the harness could not generate or run: not in n
+    status: str = STATUS_OK  # or STATUS_SKIPPED (code execution off) / STATUS_ERROR
+    reason: str = ""  # why skipped or failed; notes such as a refused template
+    metric: str = "acc"  # "acc", or "pass@1" for code tasks
+    n_timeout: int = 0  # code samples over the time limit: not in n, not failures
+    n_harness_error: int = 0  # samples the harness could not generate or run: not in n
     mean_thinking_chars: float = 0.0  # <think> text removed before extraction, per sample
-    prompt_format: str = ""        # "chat" (the model's template) or "completion" (few-shot)
+    prompt_format: str = ""  # "chat" (the model's template) or "completion" (few-shot)
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class MemoryResult:
     use_mmap: bool = True
     use_mlock: bool = False
     peak_footprint_bytes: int | None = None  # macOS phys_footprint (includes Metal buffers)
-    peak_gpu_bytes: int | None = None        # CUDA device memory of the process (NVML)
+    peak_gpu_bytes: int | None = None  # CUDA device memory of the process (NVML)
 
 
 @dataclass(frozen=True)
@@ -207,8 +207,8 @@ class ModelRecord:
     stderr_tail: str = ""
     n_ctx_train: int | None = None
     kv_cache_bytes: int | None = None
-    weights_bytes: int | None = None         # tensor data in the GGUF (what tg reads per token)
-    n_params: int | None = None              # parameters, as llama.cpp counts them
+    weights_bytes: int | None = None  # tensor data in the GGUF (what tg reads per token)
+    n_params: int | None = None  # parameters, as llama.cpp counts them
     ttft: tuple[LatencyResult, ...] = ()
 
     @property
@@ -256,8 +256,6 @@ def _convert(tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value)  # type: ignore[arg-type]
     return value
-
-
 
 
 @dataclass(frozen=True)
@@ -316,16 +314,16 @@ class GenSampleResult:
 
     task: str
     item_id: str
-    kind: str                 # "generate" or "code"
+    kind: str  # "generate" or "code"
     status: str
     prompt: str
-    output: str               # as generated (thinking included), without the stop string
+    output: str  # as generated (thinking included), without the stop string
     gold: str = ""
-    extracted: str = ""       # "" when the extractor found nothing
+    extracted: str = ""  # "" when the extractor found nothing
     correct: bool = False
     extractor: str = ""
     thinking_chars: int = 0
     n_prompt_tokens: int = 0
     n_gen_tokens: int = 0
-    stop_reason: str = ""     # "eog", "stop", "max_tokens" or "n_ctx"
-    reason: str = ""          # why a sample failed, timed out or errored
+    stop_reason: str = ""  # "eog", "stop", "max_tokens" or "n_ctx"
+    reason: str = ""  # why a sample failed, timed out or errored

@@ -13,8 +13,9 @@ class FakeBackend:
 
     n_vocab = 100
 
-    def __init__(self, liked: tuple[str, ...] = (), replies: Sequence[str] = (),
-                 template: str | None = None) -> None:
+    def __init__(
+        self, liked: tuple[str, ...] = (), replies: Sequence[str] = (), template: str | None = None
+    ) -> None:
         self.calls: list[tuple] = []
         self.liked = liked
         self.replies = list(replies)  # what generate() returns, in order ("" when used up)
@@ -48,8 +49,9 @@ class FakeBackend:
         self.calls.append(("prompt_tokens", text, special))
         return self.tokenize(text, add_bos=True)
 
-    def generate(self, prompt_tokens: list[int], *, max_tokens: int,
-                 stop: Sequence[str] = ()) -> GenerationResult:
+    def generate(
+        self, prompt_tokens: list[int], *, max_tokens: int, stop: Sequence[str] = ()
+    ) -> GenerationResult:
         """The next scripted reply, cut at the first stop string or after max_tokens chars."""
         self.calls.append(("generate", len(prompt_tokens), max_tokens, tuple(stop)))
         text = self.replies.pop(0) if self.replies else ""
@@ -57,8 +59,9 @@ class FakeBackend:
         if cut != -1:
             return GenerationResult(text[:cut], len(prompt_tokens), cut, "stop")
         reason = "max_tokens" if len(text) > max_tokens else "eog"
-        return GenerationResult(text[:max_tokens], len(prompt_tokens),
-                                min(len(text), max_tokens), reason)
+        return GenerationResult(
+            text[:max_tokens], len(prompt_tokens), min(len(text), max_tokens), reason
+        )
 
     def detokenize(self, tokens: list[int]) -> str:
         return "".join(chr(t) for t in tokens)

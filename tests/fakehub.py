@@ -96,9 +96,18 @@ class FakeHub:
         self.url = _url(self._hub_server)
         self.cdn_url = _url(self._cdn_server)
 
-    def add_file(self, repo_id: str, filename: str, content: bytes, *, revision: str = "main",
-                 gated: bool = False, lfs: bool = True, advertised_sha256: str | None = None,
-                 repo_type: str = "model") -> str:
+    def add_file(
+        self,
+        repo_id: str,
+        filename: str,
+        content: bytes,
+        *,
+        revision: str = "main",
+        gated: bool = False,
+        lfs: bool = True,
+        advertised_sha256: str | None = None,
+        repo_type: str = "model",
+    ) -> str:
         """Publish `content` as `filename` in `repo_id` at `revision`; return the commit hash.
 
         `advertised_sha256` makes the Hub claim a sha256 the content does not have.
@@ -108,8 +117,12 @@ class FakeHub:
         repo = self.repos.setdefault(repo_id, FakeRepo())
         repo.gated = repo.gated or gated
         # A full commit hash names itself, as on the real Hub; a branch or tag gets a made-up one.
-        commit = repo.commits.setdefault(revision, revision if _COMMIT.match(revision) else
-                                         hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest())
+        commit = repo.commits.setdefault(
+            revision,
+            revision
+            if _COMMIT.match(revision)
+            else hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest(),
+        )
         sha = advertised_sha256 or hashlib.sha256(content).hexdigest()
         entry = HubFile(content=content, advertised_sha256=sha, lfs=lfs, commit=commit)
         repo.files[(commit, filename)] = entry
@@ -144,11 +157,17 @@ class FakeHub:
         match = _RESOLVE.match(path) if role == "hub" else None
         if match is None:
             return _Reply(404, {"Content-Type": "text/plain"}, b"Not Found")
-        return self._resolve(unquote(match["repo"]), unquote(match["revision"]),
-                             unquote(match["filename"]), method, headers)
+        return self._resolve(
+            unquote(match["repo"]),
+            unquote(match["revision"]),
+            unquote(match["filename"]),
+            method,
+            headers,
+        )
 
-    def _resolve(self, repo_id: str, revision: str, filename: str, method: str,
-                 headers: dict[str, str]) -> _Reply:
+    def _resolve(
+        self, repo_id: str, revision: str, filename: str, method: str, headers: dict[str, str]
+    ) -> _Reply:
         repo = self.repos.get(repo_id)
         if repo is None:
             return _error(404, "RepoNotFound", "Repository not found")
@@ -160,7 +179,7 @@ class FakeHub:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         entry = repo.files.get((commit, filename))
         if entry is None:
-            reply = _error(404, "EntryNotFound", f"{filename} does not exist on \"{revision}\"")
+            reply = _error(404, "EntryNotFound", f'{filename} does not exist on "{revision}"')
             reply.headers["X-Repo-Commit"] = commit
             return reply
         if not entry.lfs:
@@ -168,13 +187,18 @@ class FakeHub:
             reply.headers.update({"X-Repo-Commit": commit, "ETag": f'"{entry.git_sha1}"'})
             return reply
         base = self.cdn_url if self.redirect == "cdn" else ""
-        return _Reply(302, {
-            "Location": base + entry.blob_path, "X-Repo-Commit": commit,
-            "X-Linked-Etag": f'"{entry.advertised_sha256}"',
-            "X-Linked-Size": str(len(entry.content)),
-            # The real Hub's ETag here is the git id of the LFS pointer, not of the content.
-            "ETag": f'"{hashlib.sha1(entry.advertised_sha256.encode()).hexdigest()}"',
-            "Content-Length": "0"})
+        return _Reply(
+            302,
+            {
+                "Location": base + entry.blob_path,
+                "X-Repo-Commit": commit,
+                "X-Linked-Etag": f'"{entry.advertised_sha256}"',
+                "X-Linked-Size": str(len(entry.content)),
+                # The real Hub's ETag here is the git id of the LFS pointer, not of the content.
+                "ETag": f'"{hashlib.sha1(entry.advertised_sha256.encode()).hexdigest()}"',
+                "Content-Length": "0",
+            },
+        )
 
     def _gate(self, repo_id: str, repo: FakeRepo, headers: dict[str, str]) -> _Reply | None:
         if not repo.gated:
@@ -182,12 +206,20 @@ class FakeHub:
         auth = headers.get("authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
         if token is None:
-            return _error(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must "
-                          "have access to it and be authenticated to access it. Please log in.")
+            return _error(
+                401,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted. You must "
+                "have access to it and be authenticated to access it. Please log in.",
+            )
         if token not in repo.granted_tokens:
-            return _error(403, "GatedRepo", f"Access to model {repo_id} is restricted and you "
-                          f"are not in the authorized list. Visit {self.url}/{repo_id} to ask "
-                          "for access.")
+            return _error(
+                403,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted and you "
+                f"are not in the authorized list. Visit {self.url}/{repo_id} to ask "
+                "for access.",
+            )
         return None
 
     def _blob(self, path: str, method: str, headers: dict[str, str]) -> _Reply:
@@ -197,8 +229,9 @@ class FakeHub:
         reply = _content(entry.content, method, headers)
         # Needed when the redirect was relative: the client then HEADs the blob on the Hub and
         # reads the commit and ETag from this response.
-        reply.headers.update({"X-Repo-Commit": entry.commit,
-                              "ETag": f'"{entry.advertised_sha256}"'})
+        reply.headers.update(
+            {"X-Repo-Commit": entry.commit, "ETag": f'"{entry.advertised_sha256}"'}
+        )
         if method == "GET" and reply.status == 200 and self._cut_next is not None:
             reply.cut_after, self._cut_next = self._cut_next, None
         return reply
@@ -218,26 +251,42 @@ def _content(content: bytes, method: str, headers: dict[str, str]) -> _Reply:
     start = int(wanted[1])
     end = min(int(wanted[2]) if wanted[2] else len(content) - 1, len(content) - 1)
     if start >= len(content) or start > end:
-        return _Reply(416, {**base, "Content-Range": f"bytes */{len(content)}",
-                            "Content-Length": "0"})
-    part = content[start:end + 1]
-    return _Reply(206, {**base, "Content-Length": str(len(part)),
-                        "Content-Range": f"bytes {start}-{end}/{len(content)}"}, part)
+        return _Reply(
+            416, {**base, "Content-Range": f"bytes */{len(content)}", "Content-Length": "0"}
+        )
+    part = content[start : end + 1]
+    return _Reply(
+        206,
+        {
+            **base,
+            "Content-Length": str(len(part)),
+            "Content-Range": f"bytes {start}-{end}/{len(content)}",
+        },
+        part,
+    )
 
 
 def _error(status: int, code: str, message: str) -> _Reply:
     body = ('{"error": "' + message.replace('"', "'") + '"}').encode()
-    return _Reply(status, {"X-Error-Code": code, "X-Error-Message": message,
-                           "Content-Type": "application/json",
-                           "Content-Length": str(len(body))}, body)
+    return _Reply(
+        status,
+        {
+            "X-Error-Code": code,
+            "X-Error-Message": message,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        },
+        body,
+    )
 
 
 def _serve(hub: FakeHub, *, role: str) -> ThreadingHTTPServer:
     handler = type(f"_{role.title()}Handler", (_Handler,), {"hub": hub, "role": role})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     # A short poll interval only makes shutdown() return sooner; nothing waits on it otherwise.
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     return server
 
 
@@ -268,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if send_body:
-            body = reply.body if reply.cut_after is None else reply.body[:reply.cut_after]
+            body = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
             self.wfile.write(body)
         self.wfile.flush()
 
@@ -284,16 +333,22 @@ def _loopback_only(request: object) -> None:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[FakeHub]:
+def fake_hub(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FakeHub]:
     """A running FakeHub with HF_ENDPOINT pointing at it and every real credential hidden."""
     hub = FakeHub()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_HUB_OFFLINE",
-                 "EDGEEVAL_OFFLINE"):
+    for name in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_OIDC_RESOURCE",
+        "HF_HUB_OFFLINE",
+        "EDGEEVAL_OFFLINE",
+    ):
         monkeypatch.delenv(name, raising=False)
     # huggingface_hub read these at import time; a stored login would otherwise be sent along.
     no_token = tmp_path_factory.mktemp("hf-home") / "token"

@@ -5,13 +5,52 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "edgeeval"
 # Leaf modules any stage may use, then the stages in the order data flows through them.
-LEAVES = {"errors", "settings", "records", "metrics", "hostinfo", "gguf_check", "backend",
-          "files", "memprobe", "profiles", "bandwidth", "generators", "wordmath", "formats",
-          "chat", "chat_sandbox", "extract", "codeexec", "kld", "console"}
-STAGES = ["catalog", "hub", "fetch", "recipes", "quantize", "taskfile", "datasets", "tasks",
-          "measure", "generate", "worker", "runner", "store", "fidelity_child",
-          "fidelity", "exchange", "summarize",
-          "speedfmt", "plots", "html_report", "report", "compare"]
+LEAVES = {
+    "errors",
+    "settings",
+    "records",
+    "metrics",
+    "hostinfo",
+    "gguf_check",
+    "backend",
+    "files",
+    "memprobe",
+    "profiles",
+    "bandwidth",
+    "generators",
+    "wordmath",
+    "formats",
+    "chat",
+    "chat_sandbox",
+    "extract",
+    "codeexec",
+    "kld",
+    "console",
+}
+STAGES = [
+    "catalog",
+    "hub",
+    "fetch",
+    "recipes",
+    "quantize",
+    "taskfile",
+    "datasets",
+    "tasks",
+    "measure",
+    "generate",
+    "worker",
+    "runner",
+    "store",
+    "fidelity_child",
+    "fidelity",
+    "exchange",
+    "summarize",
+    "speedfmt",
+    "plots",
+    "html_report",
+    "report",
+    "compare",
+]
 WIRING = {"pipeline", "cli", "__main__", "__init__"}
 
 
@@ -25,8 +64,7 @@ def imported_edgeeval_modules(path: Path) -> set[str]:
             else:
                 found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names
-                         if a.name.startswith("edgeeval."))
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("edgeeval."))
     return found
 
 

@@ -31,15 +31,18 @@ def test_repo_catalog_covers_the_four_families_and_embeds_three_models():
     assert all(v.sha256 and v.size_bytes for v in default)
 
 
-@pytest.mark.parametrize("old, new, key, entry", [
-    ("    quant: Q8_0\n", "    quant: Q8_0\n    quantz: x\n", "quantz", "a"),
-    ("    license: mit\n", "", "license", "a"),
-    ("    quant: Q8_0\n", "    quant: Q8_0\n    sha256: abc123\n", "sha256", "a"),
-    ("    quant: Q8_0\n", "    quant: Q8_0\n    size_bytes: -5\n", "size_bytes", "a"),
-    ("filename: a.gguf", "filenam: a.gguf", "source.hub.filenam", "a"),
-    ("family: qwen", "family: llama", "family", "a"),
-    ("default: [a]", "default: [b]", "sets", "default"),
-])
+@pytest.mark.parametrize(
+    "old, new, key, entry",
+    [
+        ("    quant: Q8_0\n", "    quant: Q8_0\n    quantz: x\n", "quantz", "a"),
+        ("    license: mit\n", "", "license", "a"),
+        ("    quant: Q8_0\n", "    quant: Q8_0\n    sha256: abc123\n", "sha256", "a"),
+        ("    quant: Q8_0\n", "    quant: Q8_0\n    size_bytes: -5\n", "size_bytes", "a"),
+        ("filename: a.gguf", "filenam: a.gguf", "source.hub.filenam", "a"),
+        ("family: qwen", "family: llama", "family", "a"),
+        ("default: [a]", "default: [b]", "sets", "default"),
+    ],
+)
 def test_broken_catalog_names_file_entry_and_key(tmp_path, old, new, key, entry):
     path = tmp_path / "models.yaml"
     assert old in GOOD

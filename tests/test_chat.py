@@ -5,28 +5,39 @@ import sys
 
 import pytest
 
-from edgeeval.score.chat import ChatTemplate, RenderLimits, render_chat, render_chats
 from edgeeval.errors import ChatTemplateError
+from edgeeval.score.chat import ChatTemplate, RenderLimits, render_chat, render_chats
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-          "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 HELLO = [{"role": "user", "content": "Hi"}]
 
 
 def render(source: str, **limits: float) -> str:
-    return render_chat(ChatTemplate(source, bos_token="<s>", eos_token="</s>"), HELLO,
-                       limits=RenderLimits(**limits))
+    return render_chat(
+        ChatTemplate(source, bos_token="<s>", eos_token="</s>"),
+        HELLO,
+        limits=RenderLimits(**limits),
+    )
 
 
 def test_chatml_renders_turns_and_the_generation_prompt():
-    messages = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
-                {"role": "user", "content": "2+2?"}]
+    messages = [
+        {"role": "user", "content": "1+1?"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "2+2?"},
+    ]
     assert render_chat(ChatTemplate(CHATML), messages) == (
         "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n2<|im_end|>\n"
-        "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")
-    assert render_chat(ChatTemplate(CHATML), HELLO, add_generation_prompt=False) == \
-        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert (
+        render_chat(ChatTemplate(CHATML), HELLO, add_generation_prompt=False)
+        == "<|im_start|>user\nHi<|im_end|>\n"
+    )
 
 
 def test_many_conversations_render_in_one_call_in_order():
@@ -36,11 +47,18 @@ def test_many_conversations_render_in_one_call_in_order():
 
 
 def test_the_globals_transformers_templates_use():
-    assert render("{{ bos_token }}{{ messages|tojson }}{{ eos_token }}") == \
-        '<s>[{"role": "user", "content": "Hi"}]</s>'  # plain json.dumps, as transformers
+    assert (
+        render("{{ bos_token }}{{ messages|tojson }}{{ eos_token }}")
+        == '<s>[{"role": "user", "content": "Hi"}]</s>'
+    )  # plain json.dumps, as transformers
     assert render("{{ strftime_now('%Y')|length }}") == "4"
-    assert render("{%- for m in messages %}{% if loop.last %}{% break %}{% endif %}"
-                  "{% endfor %}{% generation %}ok{% endgeneration %}") == "ok"
+    assert (
+        render(
+            "{%- for m in messages %}{% if loop.last %}{% break %}{% endif %}"
+            "{% endfor %}{% generation %}ok{% endgeneration %}"
+        )
+        == "ok"
+    )
 
 
 def test_raise_exception_is_reported_with_the_templates_message():
@@ -49,35 +67,47 @@ def test_raise_exception_is_reported_with_the_templates_message():
     assert info.value.reason == "raised"
 
 
-@pytest.mark.parametrize("source, attribute", [
-    ("{{ ''.__class__.__mro__ }}", "__class__"),
-    ("{{ ''.__class__ }}", "__class__"),  # Jinja alone would print this as empty text
-    ("{{ cycler.__init__.__globals__ }}", "__init__"),
-    ("{{ messages.pop() }}", "pop"),      # the immutable sandbox: no changing lists
-])
+@pytest.mark.parametrize(
+    "source, attribute",
+    [
+        ("{{ ''.__class__.__mro__ }}", "__class__"),
+        ("{{ ''.__class__ }}", "__class__"),  # Jinja alone would print this as empty text
+        ("{{ cycler.__init__.__globals__ }}", "__init__"),
+        ("{{ messages.pop() }}", "pop"),  # the immutable sandbox: no changing lists
+    ],
+)
 def test_forbidden_attributes_stop_the_render(source, attribute):
     with pytest.raises(ChatTemplateError, match=f"'{attribute}'.*unsafe") as info:
         render(source)
     assert info.value.reason == "unsafe"
 
 
-@pytest.mark.parametrize("source, message", [
-    ("{{ 'a' * 100000000 }}", "a string of 100,000,000 characters"),
-    ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "output passed 1,000,000"),
-    ("{{ (['x' * 1000] * 100000) | join }}", "joined string of 100,000,000"),
-    ("{{ ' '.join(['a' * 999999] * 3) }}", "joined string"),
-    ("{{ range(100000000) | join }}", "argument of 100,000,000"),
-    ("{{ range(200000) | list }}", "Range too big"),
-    ("{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
-     "{% endfor %}", "a string of 1,048,576"),
-    ("{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
-     "{% endfor %}", "a string of 1,048,576"),
-    ("{{ 'a'.ljust(100000000) }}", "argument of 100,000,000"),
-    ("{{ 'a'|center(100000000) }}", "argument of 100,000,000"),
-    ("{{ '{:>999999999}'.format(1) }}", "field width"),
-    ("{{ '%0999999999d' % 1 }}", "field width"),
-    ("{{ 2 ** 100000000 }}", "integer of about"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("{{ 'a' * 100000000 }}", "a string of 100,000,000 characters"),
+        ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "output passed 1,000,000"),
+        ("{{ (['x' * 1000] * 100000) | join }}", "joined string of 100,000,000"),
+        ("{{ ' '.join(['a' * 999999] * 3) }}", "joined string"),
+        ("{{ range(100000000) | join }}", "argument of 100,000,000"),
+        ("{{ range(200000) | list }}", "Range too big"),
+        (
+            "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+            "{% endfor %}",
+            "a string of 1,048,576",
+        ),
+        (
+            "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+            "{% endfor %}",
+            "a string of 1,048,576",
+        ),
+        ("{{ 'a'.ljust(100000000) }}", "argument of 100,000,000"),
+        ("{{ 'a'|center(100000000) }}", "argument of 100,000,000"),
+        ("{{ '{:>999999999}'.format(1) }}", "field width"),
+        ("{{ '%0999999999d' % 1 }}", "field width"),
+        ("{{ 2 ** 100000000 }}", "integer of about"),
+    ],
+)
 def test_huge_values_are_refused_before_they_are_built(source, message):
     with pytest.raises(ChatTemplateError, match=message) as info:
         render(source)

@@ -13,8 +13,10 @@ def _catalog(tmp_path, entry: str) -> str:
 
 
 def _local_entry(path, sha: str) -> str:
-    return (f"  - {{name: m, family: qwen, model: M, quant: Q8_0, kind: base, license: mit, "
-            f"sha256: {sha}, source: {{local: {{path: \"{path}\"}}}}}}")
+    return (
+        f"  - {{name: m, family: qwen, model: M, quant: Q8_0, kind: base, license: mit, "
+        f'sha256: {sha}, source: {{local: {{path: "{path}"}}}}}}'
+    )
 
 
 def test_sha256_mismatch_shows_expected_and_actual(tmp_path, capsys):
@@ -40,8 +42,10 @@ def test_unknown_model_suggests_a_name(capsys):
 
 
 def test_broken_catalog_names_file_entry_and_key(tmp_path, capsys):
-    entry = ("  - {name: m, family: qwen, model: M, quant: Q8_0, kind: base, license: mit,\n"
-             "     sourse: {local: {path: x}}}")
+    entry = (
+        "  - {name: m, family: qwen, model: M, quant: Q8_0, kind: base, license: mit,\n"
+        "     sourse: {local: {path: x}}}"
+    )
     path = _catalog(tmp_path, entry)
     code = main(["--catalog", path, "models"])
     err = capsys.readouterr().err

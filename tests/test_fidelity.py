@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeeval.fidelity import orchestrate as f
-from edgeeval.fidelity import kld
-from edgeeval.store import runs as store
 from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import EdgeevalError
+from edgeeval.fidelity import kld
+from edgeeval.fidelity import orchestrate as f
+from edgeeval.store import runs as store
 from tests.test_quantize import tiny_catalog, write_tiny_llama
 
 TEXT = "the cat is in the hat and the dog is on a log; " * 30  # ~1400 byte-level tokens
@@ -29,6 +29,7 @@ def _logp(*rows: tuple[float, ...]) -> np.ndarray:
 
 # --- the math on hand-made arrays ---
 
+
 def test_log_softmax_matches_the_worked_example():
     out = kld.log_softmax(np.array([[0.0, math.log(3.0)]], np.float32))
     assert out == pytest.approx(np.array([[math.log(0.25), math.log(0.75)]]), abs=1e-6)
@@ -37,8 +38,7 @@ def test_log_softmax_matches_the_worked_example():
 def test_kld_of_the_docstring_example_and_of_identical_rows():
     ref, q = _logp((0.5, 0.5), (0.5, 0.5)), _logp((0.25, 0.75), (0.5, 0.5))
     stats = kld.token_stats(ref, q, np.array([0, 1]))
-    assert stats.kld == pytest.approx([0.5 * math.log(2) + 0.5 * math.log(2 / 3), 0.0],
-                                      abs=1e-6)
+    assert stats.kld == pytest.approx([0.5 * math.log(2) + 0.5 * math.log(2 / 3), 0.0], abs=1e-6)
     assert stats.kld[0] == pytest.approx(0.1438, abs=1e-4)
     assert stats.kld[1] == 0.0
     assert stats.nll == pytest.approx([-math.log(0.25), -math.log(0.5)], abs=1e-6)
@@ -56,8 +56,7 @@ def test_same_top_and_the_floor_of_tiny_reference_probabilities():
 
 
 def test_mean_se_and_percentiles_follow_llama_perplexity():
-    assert kld.mean_se(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx((2.5, 1.2910 / 2),
-                                                                      abs=1e-4)
+    assert kld.mean_se(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx((2.5, 1.2910 / 2), abs=1e-4)
     assert kld.mean_se(np.array([3.0])) == (3.0, 0.0)
     # llama-perplexity: p = fraction * (n - 1), linear between neighbours.
     values = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
@@ -65,14 +64,17 @@ def test_mean_se_and_percentiles_follow_llama_perplexity():
 
 
 def test_summary_of_hand_made_token_stats():
-    stats = kld.TokenStats(nll=np.array([1.5, 2.5]), nll_ref=np.array([1.0, 2.0]),
-                         kld=np.array([0.1, 0.3]), p_diff=np.array([0.03, -0.04]),
-                         same_top=np.array([True, False]))
+    stats = kld.TokenStats(
+        nll=np.array([1.5, 2.5]),
+        nll_ref=np.array([1.0, 2.0]),
+        kld=np.array([0.1, 0.3]),
+        p_diff=np.array([0.03, -0.04]),
+        same_top=np.array([True, False]),
+    )
     s = kld.summarize(stats)
     assert s["n_tokens"] == 2
     assert s["ln_ppl_ratio"] == pytest.approx(0.5) and s["ln_ppl_ratio_se"] == 0.0
-    assert s["ppl"] == pytest.approx(math.exp(2.0)) and s["ppl_ref"] == pytest.approx(
-        math.exp(1.5))
+    assert s["ppl"] == pytest.approx(math.exp(2.0)) and s["ppl_ref"] == pytest.approx(math.exp(1.5))
     assert s["ppl_se"] == pytest.approx(math.exp(2.0) * 0.5)  # SE of (1.5, 2.5) is 0.5
     assert s["kld_mean"] == pytest.approx(0.2) and s["kld_se"] == pytest.approx(0.1)
     assert s["kld_median"] == pytest.approx(0.2) and s["kld_max"] == pytest.approx(0.3)
@@ -89,6 +91,7 @@ def test_chunks_and_the_scored_half():
 
 
 # --- corpora ---
+
 
 def test_pydoc_corpus_is_offline_and_deterministic(monkeypatch):
     monkeypatch.setenv("EDGEEVAL_OFFLINE", "1")
@@ -120,17 +123,27 @@ def test_wikitext2_offline_without_cache_is_a_clear_error(monkeypatch):
 
 # --- real runs on tiny models ---
 
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf", seed=1)
 
 
-def _run(catalog_path: Path, names: list[str], reference: str = "tiny-f32",
-         text: str = TEXT) -> list[rec.FidelityResult]:
+def _run(
+    catalog_path: Path, names: list[str], reference: str = "tiny-f32", text: str = TEXT
+) -> list[rec.FidelityResult]:
     catalog = load_catalog(catalog_path)
     corpus = f.Corpus("test", text, "0" * 64)
-    return f.run_fidelity(catalog.get(reference), [catalog.get(n) for n in names], catalog,
-                          corpus=corpus, run_id="r1", n_ctx=64, max_chunks=4, n_threads=1)
+    return f.run_fidelity(
+        catalog.get(reference),
+        [catalog.get(n) for n in names],
+        catalog,
+        corpus=corpus,
+        run_id="r1",
+        n_ctx=64,
+        max_chunks=4,
+        n_threads=1,
+    )
 
 
 def test_a_variant_against_itself_has_zero_kld_and_full_top_agreement(tmp_path, tiny_model):
@@ -166,11 +179,15 @@ def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path, tiny_model
     other = write_tiny_llama(tmp_path / "other.gguf", n_embd=128, seed=2)
     path = tmp_path / "models.yaml"
     text = tiny_catalog(tmp_path, tiny_model, {"q8": {"ftype": "Q8_0"}}, {"t-q8": "q8"})
-    path.write_text(text.read_text().replace(
-        "recipes:", f"  - {{name: broken, family: smollm, model: tiny, quant: F32, kind: base, "
-        f"license: MIT, source: {{local: {{path: '{tmp_path / 'missing.gguf'}'}}}}}}\n"
-        f"  - {{name: other, family: smollm, model: tiny, quant: F32, kind: base, "
-        f"license: MIT, source: {{local: {{path: '{other}'}}}}}}\nrecipes:"))
+    path.write_text(
+        text.read_text().replace(
+            "recipes:",
+            f"  - {{name: broken, family: smollm, model: tiny, quant: F32, kind: base, "
+            f"license: MIT, source: {{local: {{path: '{tmp_path / 'missing.gguf'}'}}}}}}\n"
+            f"  - {{name: other, family: smollm, model: tiny, quant: F32, kind: base, "
+            f"license: MIT, source: {{local: {{path: '{other}'}}}}}}\nrecipes:",
+        )
+    )
     broken, different, fine = _run(path, ["broken", "other", "t-q8"])
     assert broken.status == rec.STATUS_SKIPPED and "does not exist" in broken.error
     assert different.status == rec.STATUS_OK  # same vocabulary, other weights: a large KLD
@@ -184,8 +201,9 @@ def test_a_corpus_shorter_than_one_chunk_stops_with_the_reason(tmp_path, tiny_mo
 
 
 def test_reference_is_the_float_variant_unless_named(tmp_path, tiny_model):
-    catalog = load_catalog(tiny_catalog(tmp_path, tiny_model, {"q8": {"ftype": "Q8_0"}},
-                                        {"t-q8": "q8"}))
+    catalog = load_catalog(
+        tiny_catalog(tmp_path, tiny_model, {"q8": {"ftype": "Q8_0"}}, {"t-q8": "q8"})
+    )
     named = [catalog.get("t-q8"), catalog.get("tiny-f32")]
     assert f.pick_reference(named, None, catalog).name == "tiny-f32"
     assert f.pick_reference(named, "t-q8", catalog).name == "t-q8"

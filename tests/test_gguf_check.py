@@ -46,16 +46,21 @@ def _header(n_tensors: int, n_kv: int) -> bytes:
     return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv)
 
 
-@pytest.mark.parametrize("blob, reason", [
-    (b"NOPE" + b"\0" * 20, "magic"),
-    (b"GGUF" + struct.pack("<IQQ", 99, 0, 0), "version 99"),
-    (_header(2**60, 0), "implausible counts"),
-    (_header(0, 1) + struct.pack("<Q", 2**40) + b"k", "larger than allowed"),
-    (_header(0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 4, 2**40),
-     "array of"),
-    (_header(0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<I", 77), "value type 77"),
-    (_header(1, 0), "file ends inside the header"),
-])
+@pytest.mark.parametrize(
+    "blob, reason",
+    [
+        (b"NOPE" + b"\0" * 20, "magic"),
+        (b"GGUF" + struct.pack("<IQQ", 99, 0, 0), "version 99"),
+        (_header(2**60, 0), "implausible counts"),
+        (_header(0, 1) + struct.pack("<Q", 2**40) + b"k", "larger than allowed"),
+        (
+            _header(0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 4, 2**40),
+            "array of",
+        ),
+        (_header(0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<I", 77), "value type 77"),
+        (_header(1, 0), "file ends inside the header"),
+    ],
+)
 def test_hostile_headers_are_refused_before_native_code(tmp_path, blob, reason):
     path = tmp_path / "bad.gguf"
     path.write_bytes(blob)

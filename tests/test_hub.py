@@ -14,10 +14,9 @@ import pytest
 from huggingface_hub import constants
 
 from edgeeval import errors
-from edgeeval.fetch import sources as fetch
-from edgeeval.fetch import files
-from edgeeval.fetch import hub
 from edgeeval.catalog.models import Source, Variant
+from edgeeval.fetch import files, hub
+from edgeeval.fetch import sources as fetch
 from tests import fakehub
 from tests.fakehub import FakeHub
 
@@ -30,16 +29,27 @@ REPO = "org/repo"
 FILE = "m.gguf"
 
 
-def make_variant(content: bytes = CONTENT, *, repo_id: str = REPO, filename: str = FILE,
-                 revision: str | None = None, sha256: str | None = None,
-                 size_bytes: int | None = -1) -> Variant:
+def make_variant(
+    content: bytes = CONTENT,
+    *,
+    repo_id: str = REPO,
+    filename: str = FILE,
+    revision: str | None = None,
+    sha256: str | None = None,
+    size_bytes: int | None = -1,
+) -> Variant:
     """A hub variant whose catalog size and sha256 match `content` unless overridden."""
     return Variant(
-        name="t", family="qwen", model="m", quant="Q8_0",
+        name="t",
+        family="qwen",
+        model="m",
+        quant="Q8_0",
         source=Source(kind="hub", repo_id=repo_id, filename=filename, revision=revision),
-        license="mit", kind="instruct",
+        license="mit",
+        kind="instruct",
         size_bytes=len(content) if size_bytes == -1 else size_bytes,
-        sha256=sha256 or hashlib.sha256(content).hexdigest())
+        sha256=sha256 or hashlib.sha256(content).hexdigest(),
+    )
 
 
 def _fetch_error(variant: Variant) -> errors.EdgeevalError:
@@ -50,8 +60,9 @@ def _fetch_error(variant: Variant) -> errors.EdgeevalError:
     return info.value
 
 
-def test_fetch_downloads_through_the_cdn_redirect(fake_hub: FakeHub,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_downloads_through_the_cdn_redirect(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_user")
     fake_hub.add_file(REPO, FILE, CONTENT)
     variant = make_variant()
@@ -167,8 +178,9 @@ def test_gated_repo_without_token_says_where_to_accept(fake_hub: FakeHub) -> Non
     assert not fake_hub.seen("GET", "/blobs/")
 
 
-def test_gated_repo_with_token_lacking_access(fake_hub: FakeHub,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_repo_with_token_lacking_access(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_not_granted")
     fake_hub.add_file("google/gated", FILE, CONTENT, gated=True)
 
@@ -180,8 +192,9 @@ def test_gated_repo_with_token_lacking_access(fake_hub: FakeHub,
     assert fake_hub.seen("HEAD", "/google/gated/")[0]["authorization"] == "Bearer hf_not_granted"
 
 
-def test_gated_repo_with_granted_token_downloads(fake_hub: FakeHub,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_repo_with_granted_token_downloads(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_granted")
     fake_hub.add_file("google/gated", FILE, CONTENT, gated=True)
     fake_hub.grant("google/gated", "hf_granted")
@@ -202,8 +215,7 @@ def test_content_not_matching_the_catalog_is_removed(fake_hub: FakeHub) -> None:
     assert fake_hub.seen("GET", "/blobs/"), "the mismatch must be found after downloading"
 
 
-def test_hub_sha256_contradicting_the_catalog_is_refused_before_download(
-        fake_hub: FakeHub) -> None:
+def test_hub_sha256_contradicting_the_catalog_is_refused_before_download(fake_hub: FakeHub) -> None:
     other = b"another file" * 100
     fake_hub.add_file(REPO, FILE, other)
     variant = make_variant(size_bytes=None)  # catalog sha256 is CONTENT's
@@ -217,8 +229,9 @@ def test_hub_sha256_contradicting_the_catalog_is_refused_before_download(
 
 
 @pytest.mark.parametrize("flag", ["EDGEEVAL_OFFLINE", "HF_HUB_OFFLINE"])
-def test_offline_with_uncached_file_makes_no_request(fake_hub: FakeHub, flag: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_with_uncached_file_makes_no_request(
+    fake_hub: FakeHub, flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(flag, "1")
     fake_hub.add_file(REPO, FILE, CONTENT)
 
@@ -229,8 +242,9 @@ def test_offline_with_uncached_file_makes_no_request(fake_hub: FakeHub, flag: st
     assert fake_hub.requests == []
 
 
-def test_hub_module_itself_refuses_network_when_offline(fake_hub: FakeHub, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_module_itself_refuses_network_when_offline(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EDGEEVAL_OFFLINE", "1")
     fake_hub.add_file(REPO, FILE, CONTENT)
     target = tmp_path / "models" / "t.gguf"
@@ -244,8 +258,9 @@ def test_hub_module_itself_refuses_network_when_offline(fake_hub: FakeHub, tmp_p
     assert fake_hub.requests == [] and not target.exists()
 
 
-def test_unreachable_hub_is_an_offline_error(fake_hub: FakeHub,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hub_is_an_offline_error(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as sock:  # a loopback port that nothing listens on once closed
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -259,7 +274,8 @@ def test_unreachable_hub_is_an_offline_error(fake_hub: FakeHub,
 
 
 def test_disk_space_is_checked_with_the_size_the_hub_reports(
-        fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_hub.add_file(REPO, FILE, CONTENT)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1000))

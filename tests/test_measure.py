@@ -3,16 +3,17 @@ import itertools
 import pytest
 
 from edgeeval.run.speed import SpeedTest, run_speed_test
-from edgeeval.tasks.suite import McItem
 from edgeeval.run.worker import score_task
+from edgeeval.tasks.suite import McItem
 from tests.fake_backend import FakeBackend
 
 
 def test_speed_test_warms_up_then_times_each_repetition():
     backend = FakeBackend()
     ticks = itertools.count(0, 1_000_000_000)  # every clock read advances one second
-    result = run_speed_test(backend, SpeedTest(n_prompt=64, n_gen=0), repetitions=3,
-                            clock=lambda: next(ticks))
+    result = run_speed_test(
+        backend, SpeedTest(n_prompt=64, n_gen=0), repetitions=3, clock=lambda: next(ticks)
+    )
     # warmup (clear, prompt, clear) then per repetition: clear, timed prompt
     assert backend.calls[:3] == [("clear",), ("prompt", 64), ("clear",)]
     assert backend.calls[3:] == [("clear",), ("prompt", 64)] * 3
@@ -28,8 +29,7 @@ def test_depth_is_filled_outside_the_timed_region():
         reads.append(len(backend.calls))
         return len(reads) * 10**9
 
-    run_speed_test(backend, SpeedTest(n_prompt=0, n_gen=8, n_depth=100), repetitions=1,
-                   clock=clock)
+    run_speed_test(backend, SpeedTest(n_prompt=0, n_gen=8, n_depth=100), repetitions=1, clock=clock)
     start, end = reads
     assert ("prompt", 100) in backend.calls[:start]
     assert backend.calls[start:end] == [("gen", 8)]
@@ -37,8 +37,9 @@ def test_depth_is_filled_outside_the_timed_region():
 
 def test_tg_name_and_tokens_per_second():
     ticks = iter([0, 2 * 10**9, 0, 4 * 10**9])
-    result = run_speed_test(FakeBackend(), SpeedTest(n_prompt=0, n_gen=32), repetitions=2,
-                            clock=lambda: next(ticks))
+    result = run_speed_test(
+        FakeBackend(), SpeedTest(n_prompt=0, n_gen=32), repetitions=2, clock=lambda: next(ticks)
+    )
     assert result.test == "tg32"
     assert result.samples_ts == (16.0, 8.0)
     assert result.avg_ts == pytest.approx(12.0)

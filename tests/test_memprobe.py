@@ -3,8 +3,8 @@
 import sys
 from types import SimpleNamespace
 
-from edgeeval.run import runner
 from edgeeval.engine.memprobe import NvmlReader, macos_footprint
+from edgeeval.run import runner
 
 PY = sys.executable
 
@@ -15,7 +15,7 @@ class FakeLibproc:
 
     def proc_pid_rusage(self, pid, flavor, ref):
         self.calls.append((pid, flavor))
-        ref._obj.fields[7] = self.footprint      # ri_phys_footprint
+        ref._obj.fields[7] = self.footprint  # ri_phys_footprint
         ref._obj.fields[6] = self.footprint // 2  # ri_resident_size, must not be picked
         return self.status
 
@@ -33,10 +33,13 @@ def test_macos_footprint_is_none_elsewhere_or_on_failure():
 
 def fake_nvml(per_pid: dict[int, int], devices: int = 2):
     return SimpleNamespace(
-        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: devices,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: devices,
         nvmlDeviceGetHandleByIndex=lambda i: i,
         nvmlDeviceGetComputeRunningProcesses=lambda handle: [
-            SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in per_pid.items()])
+            SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in per_pid.items()
+        ],
+    )
 
 
 def test_nvml_sums_the_process_memory_over_devices():

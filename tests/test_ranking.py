@@ -27,36 +27,46 @@ def by_name(rows):
     return {r.name: r for r in rows}
 
 
-@pytest.mark.parametrize(("table", "dominated"), [
-    # (name, peak GB, acc[, acc SE]). Capability 60 vs 20 is beyond noise: the smaller and
-    # better one dominates
-    ([("small-good", 0.3, 0.70), ("big-bad", 0.6, 0.40)], {"big-bad": "small-good"}),
-    # tied within noise (60.0 vs 53.3, gap 6.7 < 14.8) and smaller: still dominates
-    ([("small", 0.3, 0.70), ("big", 0.6, 0.65)], {"big": "small"}),
-    # tied within noise and the *bigger* one is nominally better: the smaller one still wins
-    ([("small", 0.3, 0.65), ("big", 0.6, 0.70)], {"big": "small"}),
-    # bigger and better beyond noise: nobody is dominated (a real trade-off)
-    ([("small", 0.3, 0.40), ("big", 0.6, 0.85)], {}),
-    # same memory, tied: neither dominates the other
-    ([("a", 0.5, 0.70), ("b", 0.5, 0.66)], {}),
-    # same memory, better beyond noise: dominated
-    ([("a", 0.5, 0.85), ("b", 0.5, 0.40)], {"b": "a"}),
-    # no noise at all (SE 0 on perfect scores): equal capability, the smaller one dominates
-    ([("lean", 0.3, 1.0, 0.0), ("fat", 0.6, 1.0, 0.0)], {"fat": "lean"}),
-    # two dominators: named by the best capability per GB (tiny: 50 / 0.2 = 250 per GB)
-    ([("tiny", 0.2, 0.625), ("mid", 0.4, 0.85), ("huge", 0.9, 0.40)], {"huge": "tiny"}),
-])
+@pytest.mark.parametrize(
+    ("table", "dominated"),
+    [
+        # (name, peak GB, acc[, acc SE]). Capability 60 vs 20 is beyond noise: the smaller and
+        # better one dominates
+        ([("small-good", 0.3, 0.70), ("big-bad", 0.6, 0.40)], {"big-bad": "small-good"}),
+        # tied within noise (60.0 vs 53.3, gap 6.7 < 14.8) and smaller: still dominates
+        ([("small", 0.3, 0.70), ("big", 0.6, 0.65)], {"big": "small"}),
+        # tied within noise and the *bigger* one is nominally better: the smaller one still wins
+        ([("small", 0.3, 0.65), ("big", 0.6, 0.70)], {"big": "small"}),
+        # bigger and better beyond noise: nobody is dominated (a real trade-off)
+        ([("small", 0.3, 0.40), ("big", 0.6, 0.85)], {}),
+        # same memory, tied: neither dominates the other
+        ([("a", 0.5, 0.70), ("b", 0.5, 0.66)], {}),
+        # same memory, better beyond noise: dominated
+        ([("a", 0.5, 0.85), ("b", 0.5, 0.40)], {"b": "a"}),
+        # no noise at all (SE 0 on perfect scores): equal capability, the smaller one dominates
+        ([("lean", 0.3, 1.0, 0.0), ("fat", 0.6, 1.0, 0.0)], {"fat": "lean"}),
+        # two dominators: named by the best capability per GB (tiny: 50 / 0.2 = 250 per GB)
+        ([("tiny", 0.2, 0.625), ("mid", 0.4, 0.85), ("huge", 0.9, 0.40)], {"huge": "tiny"}),
+    ],
+)
 def test_dominance_respects_noise(table, dominated):
-    rows = by_name(rank_rows([record(n, peak_gb=p, acc=a, acc_se=(*se, 0.04)[0])
-                              for n, p, a, *se in table]))
+    rows = by_name(
+        rank_rows([record(n, peak_gb=p, acc=a, acc_se=(*se, 0.04)[0]) for n, p, a, *se in table])
+    )
     assert {n: r.dominated_by for n, r in rows.items() if r.dominated_by} == dominated
     assert {n for n, r in rows.items() if r.pareto} == set(rows) - set(dominated)
 
 
 def test_ties_within_noise_are_shown_and_beyond_noise_are_not():
-    rows = by_name(rank_rows([record("a", peak_gb=0.5, acc=0.70),     # 60.0
-                              record("b", peak_gb=0.5, acc=0.66),     # 54.7: tied with a
-                              record("c", peak_gb=0.5, acc=0.50)]))   # 33.3: beyond noise
+    rows = by_name(
+        rank_rows(
+            [
+                record("a", peak_gb=0.5, acc=0.70),  # 60.0
+                record("b", peak_gb=0.5, acc=0.66),  # 54.7: tied with a
+                record("c", peak_gb=0.5, acc=0.50),
+            ]
+        )
+    )  # 33.3: beyond noise
     assert rows["a"].tied_with == ("b",) and rows["b"].tied_with == ("a",)
     assert rows["c"].tied_with == ()
     assert "tied with b" in verdict(rows["a"])
@@ -65,33 +75,48 @@ def test_ties_within_noise_are_shown_and_beyond_noise_are_not():
 
 
 def test_capability_per_gb_ties_share_a_rank():
-    rows = rank_rows([record("a", peak_gb=0.50, acc=0.70),    # 120 per GB, SE 10.7
-                      record("b", peak_gb=0.52, acc=0.70),    # 115 per GB: a tie with a
-                      record("c", peak_gb=1.00, acc=0.70)])   # 60 per GB: clearly behind
+    rows = rank_rows(
+        [
+            record("a", peak_gb=0.50, acc=0.70),  # 120 per GB, SE 10.7
+            record("b", peak_gb=0.52, acc=0.70),  # 115 per GB: a tie with a
+            record("c", peak_gb=1.00, acc=0.70),
+        ]
+    )  # 60 per GB: clearly behind
     assert [(r.name, r.rank, rank_label(r)) for r in rows] == [
-        ("a", 1, "=1"), ("b", 1, "=1"), ("c", 3, "3")]
+        ("a", 1, "=1"),
+        ("b", 1, "=1"),
+        ("c", 3, "3"),
+    ]
 
 
 def test_a_chain_of_small_gaps_does_not_become_one_tie():
     # each neighbour is within noise of the next, but the first and the last are not
-    rows = rank_rows([record(f"v{i}", peak_gb=0.5, acc=0.85 - 0.04 * i, acc_se=0.02)
-                      for i in range(4)])
+    rows = rank_rows(
+        [record(f"v{i}", peak_gb=0.5, acc=0.85 - 0.04 * i, acc_se=0.02) for i in range(4)]
+    )
     assert [r.rank for r in rows] == [1, 1, 3, 3]
 
 
-@pytest.mark.parametrize(("budget", "ranked", "over"), [
-    (None, ["small", "mid", "big"], []),
-    (0.5, ["small", "mid"], ["big"]),
-    (0.25, ["small"], ["mid", "big"]),
-    (0.1, [], ["small", "mid", "big"]),
-])
+@pytest.mark.parametrize(
+    ("budget", "ranked", "over"),
+    [
+        (None, ["small", "mid", "big"], []),
+        (0.5, ["small", "mid"], ["big"]),
+        (0.25, ["small"], ["mid", "big"]),
+        (0.1, [], ["small", "mid", "big"]),
+    ],
+)
 def test_budget_ranks_only_what_fits(budget, ranked, over):
     # SE 1 point: capability per GB 200, 160, 93 are clearly apart, so ranks are not shared
-    rows = rank_rows([record("big", peak_gb=1.0, acc=0.95, acc_se=0.01),
-                      record("mid", peak_gb=0.5, acc=0.85, acc_se=0.01),
-                      record("small", peak_gb=0.2, acc=0.55, acc_se=0.01),
-                      record("dead", peak_gb=0.1, acc=0.0, status=rec.STATUS_CRASH)],
-                     budget_gb=budget)
+    rows = rank_rows(
+        [
+            record("big", peak_gb=1.0, acc=0.95, acc_se=0.01),
+            record("mid", peak_gb=0.5, acc=0.85, acc_se=0.01),
+            record("small", peak_gb=0.2, acc=0.55, acc_se=0.01),
+            record("dead", peak_gb=0.1, acc=0.0, status=rec.STATUS_CRASH),
+        ],
+        budget_gb=budget,
+    )
     assert [r.name for r in rows if r.rank] == ranked
     assert [r.rank for r in rows if r.rank] == list(range(1, len(ranked) + 1))
     assert [r.name for r in rows if r.over_budget] == over
@@ -104,11 +129,16 @@ def test_budget_must_be_positive():
         rank_rows([record("a", peak_gb=0.5, acc=0.5)], budget_gb=0)
 
 
-@pytest.mark.parametrize("status", [rec.STATUS_CRASH, rec.STATUS_ERROR, rec.STATUS_TIMEOUT,
-                                    rec.STATUS_SKIPPED])
+@pytest.mark.parametrize(
+    "status", [rec.STATUS_CRASH, rec.STATUS_ERROR, rec.STATUS_TIMEOUT, rec.STATUS_SKIPPED]
+)
 def test_a_failed_variant_is_shown_as_failed_and_never_ranked_as_zero(status):
-    rows = rank_rows([record("failed", peak_gb=0.05, acc=0.0, status=status),
-                      record("weak", peak_gb=0.9, acc=0.26)])
+    rows = rank_rows(
+        [
+            record("failed", peak_gb=0.05, acc=0.0, status=status),
+            record("weak", peak_gb=0.9, acc=0.26),
+        ]
+    )
     failed = by_name(rows)["failed"]
     assert rows[-1] is failed and failed.rank is None and rank_label(failed) == "-"
     assert failed.capability is None and failed.capability_per_gb is None
@@ -120,8 +150,14 @@ def test_a_failed_variant_is_shown_as_failed_and_never_ranked_as_zero(status):
 
 def test_dominance_is_judged_per_host():
     other = host("h2", "laptop")
-    rows = by_name(rank_rows([record("a", peak_gb=0.3, acc=0.85),
-                              record("b", peak_gb=0.6, acc=0.40, host_info=other)]))
+    rows = by_name(
+        rank_rows(
+            [
+                record("a", peak_gb=0.3, acc=0.85),
+                record("b", peak_gb=0.6, acc=0.40, host_info=other),
+            ]
+        )
+    )
     assert rows["b"].dominated_by == "" and rows["a"].tied_with == ()
 
 
@@ -135,9 +171,14 @@ def test_worked_example_in_the_report_matches_the_code():
 
 
 def test_headline_speed_is_the_plain_test_at_the_configured_threads():
-    speeds = [speed("pp32", [50.0], n_threads=1), speed("tg8", [20.0], n_threads=1),
-              speed("pp32+tg8", [30.0], n_threads=2), speed("tg8 @ d64", [9.0], n_threads=2),
-              speed("pp32", [90.0], n_threads=2), speed("tg8", [35.0], n_threads=2)]
+    speeds = [
+        speed("pp32", [50.0], n_threads=1),
+        speed("tg8", [20.0], n_threads=1),
+        speed("pp32+tg8", [30.0], n_threads=2),
+        speed("tg8 @ d64", [9.0], n_threads=2),
+        speed("pp32", [90.0], n_threads=2),
+        speed("tg8", [35.0], n_threads=2),
+    ]
     r = record("a", peak_gb=0.2, acc=0.5, speeds=speeds)  # n_threads=0: the host's 2 cores
     assert main_speed(r, "tg").avg_ts == 35.0 and main_speed(r, "pp").avg_ts == 90.0
     row = summarize_record(r)
@@ -146,12 +187,30 @@ def test_headline_speed_is_the_plain_test_at_the_configured_threads():
 
 def test_thread_scaling_reads_sweeps_and_other_runs_on_the_same_host():
     sweep = [speed("tg8", [20.0], n_threads=1), speed("tg8", [35.0], n_threads=2)]
-    run = record("a", peak_gb=0.2, acc=0.5, speeds=sweep, run_id="r2",
-                 settings=rec.RunSettings(sweep_threads=(1, 2)))
-    four = record("a", peak_gb=0.2, acc=0.5, run_id="r1", settings=rec.RunSettings(n_threads=4),
-                  speeds=[speed("tg8", [50.0], n_threads=4)])
-    elsewhere = record("a", peak_gb=0.2, acc=0.5, run_id="r3", host_info=host("h2", "x"),
-                       speeds=[speed("tg8", [99.0], n_threads=8)])
+    run = record(
+        "a",
+        peak_gb=0.2,
+        acc=0.5,
+        speeds=sweep,
+        run_id="r2",
+        settings=rec.RunSettings(sweep_threads=(1, 2)),
+    )
+    four = record(
+        "a",
+        peak_gb=0.2,
+        acc=0.5,
+        run_id="r1",
+        settings=rec.RunSettings(n_threads=4),
+        speeds=[speed("tg8", [50.0], n_threads=4)],
+    )
+    elsewhere = record(
+        "a",
+        peak_gb=0.2,
+        acc=0.5,
+        run_id="r3",
+        host_info=host("h2", "x"),
+        speeds=[speed("tg8", [99.0], n_threads=8)],
+    )
     series = thread_scaling([run], [four, elsewhere, run])
     assert [(p.threads, p.tg_ts) for p in series["a"]] == [(1, 20.0), (2, 35.0), (4, 50.0)]
 
@@ -160,10 +219,20 @@ def test_group_by_host_needs_two_hosts_and_matches_file_and_settings():
     mine = [record("a", peak_gb=0.2, acc=0.5), record("b", peak_gb=0.4, acc=0.6)]
     assert group_by_host(mine, mine) == []
     laptop = host("h2", "laptop")
-    theirs = [record("a", peak_gb=0.3, acc=0.5, host_info=laptop, run_id="x"),
-              record("b", peak_gb=0.5, acc=0.6, host_info=laptop, run_id="x",
-                     settings=rec.RunSettings(n_ctx=512))]   # other settings: not comparable
+    theirs = [
+        record("a", peak_gb=0.3, acc=0.5, host_info=laptop, run_id="x"),
+        record(
+            "b",
+            peak_gb=0.5,
+            acc=0.6,
+            host_info=laptop,
+            run_id="x",
+            settings=rec.RunSettings(n_ctx=512),
+        ),
+    ]  # other settings: not comparable
     groups = group_by_host(mine, [*mine, *theirs])
     assert [(g.host.hostname, [r.name for r in g.rows]) for g in groups] == [
-        ("box", ["a", "b"]), ("laptop", ["a"])]
+        ("box", ["a", "b"]),
+        ("laptop", ["a"]),
+    ]
     assert groups[1].run_ids == ("x",)

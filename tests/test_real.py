@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.store import runs as store
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.store import runs as store
 
 pytestmark = pytest.mark.real
 
@@ -50,13 +50,27 @@ def test_loglik_matches_a_direct_computation_from_llama_logits(smollm_path, back
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgeeval", *args], capture_output=True,
-                          text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeeval", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_bench_end_to_end_records_a_truncated_model_and_goes_on(real_catalog, tmp_path):
-    done = _cli("--catalog", str(real_catalog), "bench", "--reps", "2", "--pp", "32", "--tg",
-                "8", "--limit", "3", "--n-ctx", "512")
+    done = _cli(
+        "--catalog",
+        str(real_catalog),
+        "bench",
+        "--reps",
+        "2",
+        "--pp",
+        "32",
+        "--tg",
+        "8",
+        "--limit",
+        "3",
+        "--n-ctx",
+        "512",
+    )
     assert done.returncode == 0, done.stderr
     run_id = store.list_runs()[-1]
     records = {r.variant.name: r for r in store.load_records(run_id)}
@@ -80,14 +94,31 @@ def test_bench_end_to_end_records_a_truncated_model_and_goes_on(real_catalog, tm
 
 
 def test_report_rerenders_without_loading_any_model(real_catalog):
-    done = _cli("--catalog", str(real_catalog), "bench", "--models", "smol", "--reps", "1",
-                "--pp", "16", "--tg", "4", "--limit", "2", "--n-ctx", "256")
+    done = _cli(
+        "--catalog",
+        str(real_catalog),
+        "bench",
+        "--models",
+        "smol",
+        "--reps",
+        "1",
+        "--pp",
+        "16",
+        "--tg",
+        "4",
+        "--limit",
+        "2",
+        "--n-ctx",
+        "256",
+    )
     assert done.returncode == 0, done.stderr
     run_id = store.list_runs()[-1]
     (store.run_dir(run_id) / "report.md").unlink()
-    code = ("import sys; sys.modules['llama_cpp'] = None\n"  # any import of llama_cpp now fails
-            "from edgeeval.cli.main import main\n"
-            f"raise SystemExit(main(['report', '{run_id}']))")
+    code = (
+        "import sys; sys.modules['llama_cpp'] = None\n"  # any import of llama_cpp now fails
+        "from edgeeval.cli.main import main\n"
+        f"raise SystemExit(main(['report', '{run_id}']))"
+    )
     rerun = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     text = (store.run_dir(run_id) / "report.md").read_text()

@@ -24,10 +24,10 @@ import pytest
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.store import runs as store
 from edgeeval.cli.main import main
 from edgeeval.report.plots import fidelity_points, kld_vs_bits
 from edgeeval.report.render import render_run
+from edgeeval.store import runs as store
 from tests.builders import host, record, speed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,10 +37,12 @@ CHROMIUM = "/usr/bin/chromium"
 
 def sweep(pp: tuple[float, float], tg: tuple[float, float]) -> list[rec.SpeedResult]:
     """A threads sweep (1 and 2 threads) with three repetitions each."""
-    return [speed("pp128", [pp[0] - 1, pp[0], pp[0] + 1], n_threads=1),
-            speed("tg32", [tg[0] - 0.5, tg[0], tg[0] + 0.5], n_threads=1),
-            speed("pp128", [pp[1] - 1, pp[1], pp[1] + 1], n_threads=2),
-            speed("tg32", [tg[1] - 0.5, tg[1], tg[1] + 0.5], n_threads=2)]
+    return [
+        speed("pp128", [pp[0] - 1, pp[0], pp[0] + 1], n_threads=1),
+        speed("tg32", [tg[0] - 0.5, tg[0], tg[0] + 0.5], n_threads=1),
+        speed("pp128", [pp[1] - 1, pp[1], pp[1] + 1], n_threads=2),
+        speed("tg32", [tg[1] - 0.5, tg[1], tg[1] + 0.5], n_threads=2),
+    ]
 
 
 def build_run(run_id: str = "run1") -> Path:
@@ -48,23 +50,59 @@ def build_run(run_id: str = "run1") -> Path:
     a threads sweep, and the same files measured on a second host (for the by-host section)."""
     root = settings.reports_dir()
     swept = rec.RunSettings(sweep_threads=(1, 2))
-    table = [("qwen-q8", "qwen", 0.75, 0.80, (60, 110), (14, 25)),
-             ("qwen-q4", "qwen", 0.45, 0.76, (80, 150), (22, 38)),
-             ("gemma-q4", "gemma", 0.35, 0.55, (95, 170), (26, 45)),
-             ("gemma-q8 <b>", "gemma", 0.60, 0.52, (70, 120), (16, 28))]
-    records = [record(name, peak_gb=peak, acc=acc, family=family, run_id=run_id,
-                      settings=swept, size_gb=peak * 0.8, speeds=sweep(pp, tg))
-               for name, family, peak, acc, pp, tg in table]
-    records.append(record("smol-broken", peak_gb=0.1, acc=0.0, run_id=run_id,
-                          status=rec.STATUS_CRASH, settings=swept))
-    store.write_manifest(run_id, {"run_id": run_id, "host": rec.to_dict(records[0].host),
-                                  "settings": rec.to_dict(swept)}, root)
+    table = [
+        ("qwen-q8", "qwen", 0.75, 0.80, (60, 110), (14, 25)),
+        ("qwen-q4", "qwen", 0.45, 0.76, (80, 150), (22, 38)),
+        ("gemma-q4", "gemma", 0.35, 0.55, (95, 170), (26, 45)),
+        ("gemma-q8 <b>", "gemma", 0.60, 0.52, (70, 120), (16, 28)),
+    ]
+    records = [
+        record(
+            name,
+            peak_gb=peak,
+            acc=acc,
+            family=family,
+            run_id=run_id,
+            settings=swept,
+            size_gb=peak * 0.8,
+            speeds=sweep(pp, tg),
+        )
+        for name, family, peak, acc, pp, tg in table
+    ]
+    records.append(
+        record(
+            "smol-broken",
+            peak_gb=0.1,
+            acc=0.0,
+            run_id=run_id,
+            status=rec.STATUS_CRASH,
+            settings=swept,
+        )
+    )
+    store.write_manifest(
+        run_id,
+        {"run_id": run_id, "host": rec.to_dict(records[0].host), "settings": rec.to_dict(swept)},
+        root,
+    )
     for r in records:
         store.save_record(r, root=root)
     laptop = host("h2", "laptop", cpu_model="Apple M2", backend="Metal")
-    store.insert_records([record(n, peak_gb=p * 1.1, acc=a, family=f, run_id="laptop-run",
-                                 host_info=laptop, settings=swept, speeds=sweep(pp, tg))
-                          for n, f, p, a, pp, tg in table[:2]], root)
+    store.insert_records(
+        [
+            record(
+                n,
+                peak_gb=p * 1.1,
+                acc=a,
+                family=f,
+                run_id="laptop-run",
+                host_info=laptop,
+                settings=swept,
+                speeds=sweep(pp, tg),
+            )
+            for n, f, p, a, pp, tg in table[:2]
+        ],
+        root,
+    )
     return store.run_dir(run_id, root)
 
 
@@ -82,7 +120,7 @@ def test_report_writes_html_and_every_plot_as_png():
         assert base64.b64decode(data.group(1)) == paths[f"png-{plot_id[5:]}"].read_bytes()
     assert 'id="ranking"' in html and 'id="tasks"' in html and 'id="host-1"' in html
     assert "no fidelity data in this run" in html
-    assert "gemma-q8 &lt;b&gt;" in html and "gemma-q8 <b>" not in html   # names are escaped
+    assert "gemma-q8 &lt;b&gt;" in html and "gemma-q8 <b>" not in html  # names are escaped
     assert "over budget" in html and "dominated by" in html and "crash" in html
     assert paths["md"].exists() and paths["csv"].exists() and paths["json"].exists()
     assert [r.name for r in rows if r.over_budget] == ["qwen-q8"]
@@ -102,29 +140,51 @@ def test_report_command_ranks_within_a_budget(capsys):
     assert main(["report", "run1", "--budget-gb", "0.7"]) == 0
     out = capsys.readouterr().out
     assert "| - | qwen-q8 |" in out and "over budget" in out and "report.html" in out
-    assert "10^9" not in out   # the terminal shows the compact table, not the notes
+    assert "10^9" not in out  # the terminal shows the compact table, not the notes
     with pytest.raises(SystemExit):
         main(["report", "run1", "--budget-gb", "0"])
     assert "positive number of GB" in capsys.readouterr().err
 
 
 def _fidelity(variant: str, kld: float) -> rec.FidelityResult:
-    return rec.FidelityResult(run_id="run1", variant=variant, reference="ref", status="ok",
-                              corpus="pydoc", corpus_sha256="c" * 64, n_ctx=512, n_chunks=4,
-                              n_tokens=1024, ppl=10.0, ppl_se=0.1, ppl_ref=9.0, ppl_ref_se=0.1,
-                              kld_mean=kld, kld_se=kld / 10, ln_ppl_ratio=kld / 2,
-                              ln_ppl_ratio_se=kld / 20, kld_max=kld * 9, kld_p999=kld * 8,
-                              kld_p99=kld * 5, kld_p90=kld * 2, kld_median=kld / 2,
-                              same_top_pct=90.0, same_top_se_pct=0.5, rms_dp_pct=5.0,
-                              rms_dp_se_pct=0.2)
+    return rec.FidelityResult(
+        run_id="run1",
+        variant=variant,
+        reference="ref",
+        status="ok",
+        corpus="pydoc",
+        corpus_sha256="c" * 64,
+        n_ctx=512,
+        n_chunks=4,
+        n_tokens=1024,
+        ppl=10.0,
+        ppl_se=0.1,
+        ppl_ref=9.0,
+        ppl_ref_se=0.1,
+        kld_mean=kld,
+        kld_se=kld / 10,
+        ln_ppl_ratio=kld / 2,
+        ln_ppl_ratio_se=kld / 20,
+        kld_max=kld * 9,
+        kld_p999=kld * 8,
+        kld_p99=kld * 5,
+        kld_p90=kld * 2,
+        kld_median=kld / 2,
+        same_top_pct=90.0,
+        same_top_se_pct=0.5,
+        rms_dp_pct=5.0,
+        rms_dp_se_pct=0.2,
+    )
 
 
 def test_kld_plot_draws_fidelity_results_against_bits_per_weight():
     low = dataclasses.replace(record("q-q4", peak_gb=0.3, acc=0.5, size_gb=0.5), n_params=10**9)
     high = dataclasses.replace(record("q-q8", peak_gb=0.6, acc=0.6, size_gb=1.0), n_params=10**9)
     results = [_fidelity("q-q4", 0.1), _fidelity("q-q8", 0.01)]
-    assert fidelity_points([low, high], results) == [("qwen", "q-q4", (4.0, 0.1)),
-                                                    ("qwen", "q-q8", (8.0, 0.01))]
+    assert fidelity_points([low, high], results) == [
+        ("qwen", "q-q4", (4.0, 0.1)),
+        ("qwen", "q-q8", (8.0, 0.01)),
+    ]
     assert kld_vs_bits([low, high], results).has_data
     assert not kld_vs_bits([low, high], []).has_data
 
@@ -132,8 +192,9 @@ def test_kld_plot_draws_fidelity_results_against_bits_per_weight():
 def test_fidelity_results_of_the_run_appear_in_the_report():
     root = settings.reports_dir()
     store.write_manifest("fid", {"run_id": "fid"}, root)
-    r = dataclasses.replace(record("q-q4", peak_gb=0.3, acc=0.5, size_gb=0.5, run_id="fid"),
-                            n_params=10**9)
+    r = dataclasses.replace(
+        record("q-q4", peak_gb=0.3, acc=0.5, size_gb=0.5, run_id="fid"), n_params=10**9
+    )
     store.save_record(r, root=root)
     with open(store.run_dir("fid", root) / "fidelity.jsonl", "w") as fh:
         fh.write(rec.to_json(dataclasses.replace(_fidelity("q-q4", 0.0873), run_id="fid")))
@@ -150,6 +211,7 @@ def test_make_report_target_rerenders_the_latest_run():
 
 # ---- in the browser ---------------------------------------------------------------------
 
+
 class DevTools:
     """A minimal Chrome DevTools Protocol client over --remote-debugging-pipe."""
 
@@ -164,10 +226,14 @@ class DevTools:
 
         self.log = log
         with log.open("wb") as output:
-            self.proc = subprocess.Popen(args + ["--remote-debugging-pipe"],
-                                         preexec_fn=wire_fds, close_fds=False,
-                                         stdin=subprocess.DEVNULL, stdout=output,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args + ["--remote-debugging-pipe"],
+                preexec_fn=wire_fds,
+                close_fds=False,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self.deadline = time.monotonic() + timeout_s
@@ -183,8 +249,9 @@ class DevTools:
                 raise TimeoutError("chromium did not answer in time")
             chunk = os.read(self._from_browser, 1 << 20)
             if not chunk:
-                raise RuntimeError(f"chromium exited (code {self.proc.poll()}); its output "
-                                   f"is in {self.log}")
+                raise RuntimeError(
+                    f"chromium exited (code {self.proc.poll()}); its output is in {self.log}"
+                )
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
@@ -261,11 +328,25 @@ PAGE_PROBE = """(() => {
 
 
 def chromium_args(user_data: Path) -> list[str]:
-    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-extensions", "--disable-default-apps",
-            "--no-default-browser-check", "--mute-audio", "--hide-scrollbars",
-            "--window-size=1280,2000", f"--user-data-dir={user_data}", "about:blank"]
+    return [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--no-default-browser-check",
+        "--mute-audio",
+        "--hide-scrollbars",
+        "--window-size=1280,2000",
+        f"--user-data-dir={user_data}",
+        "about:blank",
+    ]
 
 
 def open_report(tools: DevTools, url: str) -> str:
@@ -281,29 +362,40 @@ def open_report(tools: DevTools, url: str) -> str:
 
 def screenshot(tools: DevTools, session: str, path: Path) -> None:
     size = tools.call("Page.getLayoutMetrics", session)["cssContentSize"]
-    shot = tools.call("Page.captureScreenshot", session, format="png",
-                      captureBeyondViewport=True,
-                      clip={"x": 0, "y": 0, "width": size["width"],
-                            "height": size["height"], "scale": 1})
+    shot = tools.call(
+        "Page.captureScreenshot",
+        session,
+        format="png",
+        captureBeyondViewport=True,
+        clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_html_report_in_headless_chromium(tmp_path):
     if not (Path(CHROMIUM).exists() and shutil.which("chromium")):
-        pytest.fail("chromium is not installed: run `apt-get install chromium` (Debian's "
-                    "package) to run the browser test of the HTML report")
+        pytest.fail(
+            "chromium is not installed: run `apt-get install chromium` (Debian's "
+            "package) to run the browser test of the HTML report"
+        )
     directory = build_run()
     _, rows, paths = render_run("run1", budget_gb=0.7)
     tools = DevTools(chromium_args(tmp_path / "chromium-profile"), tmp_path / "chromium.log")
     try:
         session = open_report(tools, paths["html"].resolve().as_uri())
         errors = page_errors(tools.events)
-        probe = json.loads(tools.call("Runtime.evaluate", session, expression=PAGE_PROBE,
-                                      returnByValue=True)["result"]["value"])
+        probe = json.loads(
+            tools.call("Runtime.evaluate", session, expression=PAGE_PROBE, returnByValue=True)[
+                "result"
+            ]["value"]
+        )
         screenshot(tools, session, directory / "report.png")
         # the error detector can fail: an exception thrown in the page must be seen
-        tools.call("Runtime.evaluate", session,
-                   expression="setTimeout(() => { throw new Error('probe'); }, 0)")
+        tools.call(
+            "Runtime.evaluate",
+            session,
+            expression="setTimeout(() => { throw new Error('probe'); }, 0)",
+        )
         tools.wait_for("Runtime.exceptionThrown")
     finally:
         tools.close()
@@ -316,6 +408,6 @@ def test_html_report_in_headless_chromium(tmp_path):
     assert probe["asc"] == sorted(ranked) and probe["desc"] == sorted(ranked, reverse=True)
     numbers = [int(r.lstrip("=")) for r in probe["ranks"] if r != "-"]
     assert numbers == sorted(numbers) and len(numbers) == 3
-    assert probe["ranks"][3:] == ["-", "-"]    # over budget and crashed: last when sorted
+    assert probe["ranks"][3:] == ["-", "-"]  # over budget and crashed: last when sorted
     png = (directory / "report.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 50_000

@@ -11,15 +11,14 @@ from collections import namedtuple
 import pytest
 
 from edgeeval import pipeline
-from edgeeval.run import runner
-from edgeeval.store import runs as store
 from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import PreflightError
+from edgeeval.run import runner
+from edgeeval.store import runs as store
 
 pytestmark = pytest.mark.real
-FAST = ["--reps", "1", "--pp", "16", "--tg", "4", "--limit", "2", "--n-ctx", "256",
-        "--no-ttft"]
+FAST = ["--reps", "1", "--pp", "16", "--tg", "4", "--limit", "2", "--n-ctx", "256", "--no-ttft"]
 
 
 @pytest.fixture()
@@ -27,8 +26,9 @@ def two_model_catalog(tmp_path, smollm_path):
     path = tmp_path / "models.yaml"
     entries = "\n".join(
         f"  - {{name: {name}, family: smollm, model: SmolLM2, quant: Q4_1, kind: instruct, "
-        f"license: Apache-2.0, source: {{local: {{path: \"{smollm_path}\"}}}}}}"
-        for name in ("smol-a", "smol-b"))
+        f'license: Apache-2.0, source: {{local: {{path: "{smollm_path}"}}}}}}'
+        for name in ("smol-a", "smol-b")
+    )
     path.write_text(f"variants:\n{entries}\nsets:\n  default: [smol-a, smol-b]\n")
     return path
 
@@ -42,8 +42,9 @@ def _lines(run_id):
 
 
 def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog):
-    proc = subprocess.Popen(_bench(two_model_catalog), stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        _bench(two_model_catalog), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     for line in proc.stderr:  # the second model starts only after the first is saved
         if "[2/2] smol-b" in line:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -54,25 +55,32 @@ def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog):
     first = _lines(run_id)
     assert len(first) == 1 and '"name": "smol-a"' in first[0]
 
-    resumed = subprocess.run(_bench(two_model_catalog, "--resume", run_id), capture_output=True,
-                             text=True)
+    resumed = subprocess.run(
+        _bench(two_model_catalog, "--resume", run_id), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "smol-a: already measured in this run (resume), skipping" in resumed.stderr
     after = _lines(run_id)
     assert after[0] == first[0] and len(after) == 2  # smol-a untouched, smol-b added
     assert {r.variant.name: r.status for r in store.load_records(run_id)} == {
-        "smol-a": "ok", "smol-b": "ok"}
+        "smol-a": "ok",
+        "smol-b": "ok",
+    }
 
-    changed = subprocess.run(_bench(two_model_catalog, "--resume", run_id, "--seed", "1"),
-                             capture_output=True, text=True)
+    changed = subprocess.run(
+        _bench(two_model_catalog, "--resume", run_id, "--seed", "1"), capture_output=True, text=True
+    )
     assert changed.returncode == 0, changed.stderr
     assert "skipping" not in changed.stderr  # a changed setting is not a done measurement
     assert len(_lines(run_id)) == 4
 
 
 def test_a_model_past_its_timeout_is_killed_and_recorded(two_model_catalog):
-    done = subprocess.run(_bench(two_model_catalog, "--models", "smol-a", "--timeout", "0.5"),
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        _bench(two_model_catalog, "--models", "smol-a", "--timeout", "0.5"),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 3  # nothing could be ranked
     (record,) = store.load_records(store.list_runs()[-1])
     assert record.status == rec.STATUS_TIMEOUT
@@ -83,8 +91,9 @@ def test_preflight_refuses_a_model_that_cannot_fit(two_model_catalog, monkeypatc
     Memory = namedtuple("Memory", "total available")
     monkeypatch.setattr(runner.psutil, "virtual_memory", lambda: Memory(8 * 10**9, 50 * 10**6))
     variant = load_catalog(two_model_catalog).get("smol-a")
-    outcome = pipeline.bench([variant], rec.RunSettings(n_ctx=256, suite=""),
-                             progress=lambda _: None)
+    outcome = pipeline.bench(
+        [variant], rec.RunSettings(n_ctx=256, suite=""), progress=lambda _: None
+    )
     (record,) = outcome.records
     assert record.status == rec.STATUS_SKIPPED
     assert "only 0.05 GB is available" in record.error and "--force" in record.error

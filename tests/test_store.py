@@ -3,8 +3,8 @@ import sqlite3
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.store import runs as store
 from edgeeval.errors import RunNotFoundError
+from edgeeval.store import runs as store
 from tests.builders import record
 
 
@@ -15,8 +15,11 @@ def test_record_round_trips_through_jsonl_and_sqlite(tmp_path):
     loaded = store.load_records("r1", tmp_path)
     assert loaded == [original]
     assert store.load_samples("r1", tmp_path)[0].logliks == (-1.0, -2.0)
-    rows = sqlite3.connect(tmp_path / store.DB_NAME).execute(
-        "SELECT run_id, variant, status FROM records").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / store.DB_NAME)
+        .execute("SELECT run_id, variant, status FROM records")
+        .fetchall()
+    )
     assert rows == [("r1", "m", "ok")]
 
 

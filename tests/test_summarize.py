@@ -6,11 +6,13 @@ from tests.builders import record
 
 
 def test_ranking_by_capability_per_gb_with_dominance():
-    rows = rank_rows([
-        record("big-good", peak_gb=1.0, acc=0.85),     # cap 80, 80/GB
-        record("small-ok", peak_gb=0.25, acc=0.55),    # cap 40, 160/GB
-        record("mid-bad", peak_gb=0.5, acc=0.40),      # cap 20, 40/GB: dominated by small-ok
-    ])
+    rows = rank_rows(
+        [
+            record("big-good", peak_gb=1.0, acc=0.85),  # cap 80, 80/GB
+            record("small-ok", peak_gb=0.25, acc=0.55),  # cap 40, 160/GB
+            record("mid-bad", peak_gb=0.5, acc=0.40),  # cap 20, 40/GB: dominated by small-ok
+        ]
+    )
     assert [r.name for r in rows] == ["small-ok", "big-good", "mid-bad"]
     assert [r.rank for r in rows] == [1, 2, 3]
     assert rows[0].capability == pytest.approx(40.0)
@@ -20,8 +22,12 @@ def test_ranking_by_capability_per_gb_with_dominance():
 
 
 def test_failed_variant_is_listed_but_never_ranked_as_zero():
-    rows = rank_rows([record("crashed", peak_gb=0.1, acc=0.0, status=rec.STATUS_CRASH),
-                      record("fine", peak_gb=0.5, acc=0.5)])
+    rows = rank_rows(
+        [
+            record("crashed", peak_gb=0.1, acc=0.0, status=rec.STATUS_CRASH),
+            record("fine", peak_gb=0.5, acc=0.5),
+        ]
+    )
     assert [r.name for r in rows] == ["fine", "crashed"]
     crashed = rows[1]
     assert crashed.rank is None and crashed.capability is None

@@ -1,10 +1,10 @@
 import pytest
 
+from edgeeval.catalog.profiles import load_profile
 from edgeeval.cli.main import _run_settings, build_parser
 from edgeeval.errors import ConfigError, UnknownNameError
-from edgeeval.run.speed import expand_sweep, speed_tests_for
-from edgeeval.catalog.profiles import load_profile
 from edgeeval.records import RunSettings
+from edgeeval.run.speed import expand_sweep, speed_tests_for
 
 
 def test_sweep_is_a_cartesian_product_grouped_by_model_load():
@@ -25,8 +25,10 @@ def test_empty_sweep_is_the_single_configured_point_with_default_threads():
 
 
 def test_tests_for_names_like_llama_bench():
-    names = [t.name for t in speed_tests_for(RunSettings(pp_tokens=512, tg_tokens=128, pp_tg=True),
-                                       depth=1024)]
+    names = [
+        t.name
+        for t in speed_tests_for(RunSettings(pp_tokens=512, tg_tokens=128, pp_tg=True), depth=1024)
+    ]
     assert names == ["pp512 @ d1024", "tg128 @ d1024", "pp512+tg128 @ d1024"]
 
 
@@ -35,8 +37,18 @@ def _settings(*argv):
 
 
 def test_cli_lists_become_sweeps_and_the_first_value_is_primary():
-    s = _settings("--threads", "2,1", "--n-gpu-layers", "99", "--flash-attn", "0,1",
-                  "--depth", "0,512", "--reps", "3")
+    s = _settings(
+        "--threads",
+        "2,1",
+        "--n-gpu-layers",
+        "99",
+        "--flash-attn",
+        "0,1",
+        "--depth",
+        "0,512",
+        "--reps",
+        "3",
+    )
     assert s.n_threads == 2 and s.sweep_threads == (2, 1)
     assert s.n_gpu_layers == 99 and s.sweep_n_gpu_layers == ()
     assert s.flash_attn is False and s.sweep_flash_attn == (False, True)
@@ -59,8 +71,9 @@ def test_the_settings_key_changes_with_any_measured_setting():
 def test_profile_errors_name_the_file_and_key(tmp_path):
     path = tmp_path / "speed.yaml"
     path.write_text("p:\n  sweep_thread: [1, 2]\nq:\n  depths: 5\nr:\n  repetitions: many\n")
-    with pytest.raises(ConfigError, match="key 'sweep_thread': unknown setting; did you mean "
-                                          "'sweep_threads'") as info:
+    with pytest.raises(
+        ConfigError, match="key 'sweep_thread': unknown setting; did you mean 'sweep_threads'"
+    ) as info:
         load_profile("p", path)
     assert str(path) in str(info.value)
     with pytest.raises(ConfigError, match="key 'depths': must be a non-empty list"):

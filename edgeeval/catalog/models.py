@@ -23,9 +23,19 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 _VARIANT_KEYS = {
-    "name": True, "family": True, "model": True, "quant": True, "source": True,
-    "size_bytes": False, "sha256": False, "license": True, "kind": True,
-    "chat_template": False, "params": False, "notes": False, "reasoning": False,
+    "name": True,
+    "family": True,
+    "model": True,
+    "quant": True,
+    "source": True,
+    "size_bytes": False,
+    "sha256": False,
+    "license": True,
+    "kind": True,
+    "chat_template": False,
+    "params": False,
+    "notes": False,
+    "reasoning": False,
 }
 _SOURCE_KEYS = {
     "hub": {"repo_id": True, "filename": True, "revision": False, "gated": False},
@@ -90,8 +100,12 @@ class Catalog:
         """The variant called `name`; raises UnknownNameError with suggestions."""
         if name in self.variants:
             return self.variants[name]
-        raise UnknownNameError("model", name, suggest(name, list(self.variants)),
-                               hint="run `edgeeval models` to list the catalog")
+        raise UnknownNameError(
+            "model",
+            name,
+            suggest(name, list(self.variants)),
+            hint="run `edgeeval models` to list the catalog",
+        )
 
     def select(self, names: list[str] | None = None, *, set_name: str = "default") -> list[Variant]:
         """Variants named explicitly (models or set names), or the variants of `set_name`."""
@@ -105,8 +119,12 @@ class Catalog:
                 out[name] = self.variants[name]
             else:
                 known = list(self.variants) + list(self.sets)
-                raise UnknownNameError("model or set", name, suggest(name, known),
-                                       hint="run `edgeeval models` to list the catalog")
+                raise UnknownNameError(
+                    "model or set",
+                    name,
+                    suggest(name, known),
+                    hint="run `edgeeval models` to list the catalog",
+                )
         return list(out.values())
 
 
@@ -125,14 +143,16 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("file not found; pass --catalog PATH or run from the repo root",
-                          path=path) from None
+        raise ConfigError(
+            "file not found; pass --catalog PATH or run from the repo root", path=path
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", path=path) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping with 'variants' and 'sets'", path=path)
-    _check_keys(data, {"variants": True, "sets": False, "version": False, "recipes": False},
-                path, None)
+    _check_keys(
+        data, {"variants": True, "sets": False, "version": False, "recipes": False}, path, None
+    )
     raw_variants = data["variants"]
     if not isinstance(raw_variants, list) or not raw_variants:
         raise ConfigError("must be a non-empty list", path=path, key="variants")
@@ -144,8 +164,12 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         variants[variant.name] = variant
     for variant in variants.values():
         if variant.source.kind == "derived" and variant.source.base not in variants:
-            raise ConfigError(f"base '{variant.source.base}' is not a variant in this catalog",
-                              path=path, entry=variant.name, key="source.base")
+            raise ConfigError(
+                f"base '{variant.source.base}' is not a variant in this catalog",
+                path=path,
+                entry=variant.name,
+                key="source.base",
+            )
     sets = _parse_sets(data.get("sets") or {}, variants, path)
     recipes = data.get("recipes") or {}
     if not isinstance(recipes, dict):
@@ -153,8 +177,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     return Catalog(path=str(path), variants=variants, sets=sets, recipes=recipes)
 
 
-def _check_keys(raw: dict, spec: dict[str, bool], path: Path, entry: str | None,
-                prefix: str = "") -> None:
+def _check_keys(
+    raw: dict, spec: dict[str, bool], path: Path, entry: str | None, prefix: str = ""
+) -> None:
     for key in raw:
         if key not in spec:
             near = suggest(str(key), list(spec))
@@ -172,36 +197,55 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
     _check_keys(raw, _VARIANT_KEYS, path, entry)
     name = str(raw["name"])
     if not _NAME.match(name):
-        raise ConfigError("use lowercase letters, digits, '.', '_' and '-'", path=path,
-                          entry=entry, key="name")
+        raise ConfigError(
+            "use lowercase letters, digits, '.', '_' and '-'", path=path, entry=entry, key="name"
+        )
     family = str(raw["family"]).lower()
     if family not in FAMILIES:
-        raise ConfigError(f"unknown family '{family}'; known: {', '.join(FAMILIES)}", path=path,
-                          entry=entry, key="family")
+        raise ConfigError(
+            f"unknown family '{family}'; known: {', '.join(FAMILIES)}",
+            path=path,
+            entry=entry,
+            key="family",
+        )
     if raw["kind"] not in ("base", "instruct"):
         raise ConfigError("must be 'base' or 'instruct'", path=path, entry=entry, key="kind")
     sha = raw.get("sha256")
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
         hint = " (YAML read it as a number: put it in quotes)" if isinstance(sha, int) else ""
-        raise ConfigError(f"'{sha}' is not 64 lowercase hex digits{hint}", path=path,
-                          entry=entry, key="sha256")
+        raise ConfigError(
+            f"'{sha}' is not 64 lowercase hex digits{hint}", path=path, entry=entry, key="sha256"
+        )
     size = raw.get("size_bytes")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise ConfigError(f"'{size}' is not a positive integer", path=path, entry=entry,
-                          key="size_bytes")
+        raise ConfigError(
+            f"'{size}' is not a positive integer", path=path, entry=entry, key="size_bytes"
+        )
     return Variant(
-        name=name, family=family, model=str(raw["model"]), quant=str(raw["quant"]),
-        source=_parse_source(raw["source"], path, entry), license=str(raw["license"]),
-        kind=raw["kind"], size_bytes=size, sha256=sha,
-        chat_template=raw.get("chat_template"), params=raw.get("params"),
-        reasoning=bool(raw.get("reasoning", False)), notes=str(raw.get("notes") or ""),
+        name=name,
+        family=family,
+        model=str(raw["model"]),
+        quant=str(raw["quant"]),
+        source=_parse_source(raw["source"], path, entry),
+        license=str(raw["license"]),
+        kind=raw["kind"],
+        size_bytes=size,
+        sha256=sha,
+        chat_template=raw.get("chat_template"),
+        params=raw.get("params"),
+        reasoning=bool(raw.get("reasoning", False)),
+        notes=str(raw.get("notes") or ""),
     )
 
 
 def _parse_source(raw: Any, path: Path, entry: str) -> Source:
     if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in SOURCE_KINDS:
-        raise ConfigError(f"must be a mapping with exactly one of: {', '.join(SOURCE_KINDS)}",
-                          path=path, entry=entry, key="source")
+        raise ConfigError(
+            f"must be a mapping with exactly one of: {', '.join(SOURCE_KINDS)}",
+            path=path,
+            entry=entry,
+            key="source",
+        )
     kind, body = next(iter(raw.items()))
     if not isinstance(body, dict):
         raise ConfigError("must be a mapping", path=path, entry=entry, key=f"source.{kind}")
@@ -209,27 +253,34 @@ def _parse_source(raw: Any, path: Path, entry: str) -> Source:
     if kind == "pypi":
         for key in ("packages", "files"):
             if not isinstance(body[key], list) or not all(isinstance(x, str) for x in body[key]):
-                raise ConfigError("must be a list of strings", path=path, entry=entry,
-                                  key=f"source.pypi.{key}")
+                raise ConfigError(
+                    "must be a list of strings", path=path, entry=entry, key=f"source.pypi.{key}"
+                )
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in body.items()}
     return Source(kind=kind, **values)
 
 
 def _parse_sets(raw: Any, variants: dict[str, Variant], path: Path) -> dict[str, tuple[str, ...]]:
     if not isinstance(raw, dict):
-        raise ConfigError("must be a mapping of set name to a list of variant names", path=path,
-                          key="sets")
+        raise ConfigError(
+            "must be a mapping of set name to a list of variant names", path=path, key="sets"
+        )
     sets: dict[str, tuple[str, ...]] = {}
     for set_name, members in raw.items():
         if not isinstance(members, list) or not members:
-            raise ConfigError("must be a non-empty list of variant names", path=path,
-                              entry=str(set_name), key="sets")
+            raise ConfigError(
+                "must be a non-empty list of variant names",
+                path=path,
+                entry=str(set_name),
+                key="sets",
+            )
         for member in members:
             if member not in variants:
                 near = suggest(str(member), list(variants))
                 hint = f"; did you mean '{near[0]}'?" if near else ""
-                raise ConfigError(f"'{member}' is not a variant{hint}", path=path,
-                                  entry=str(set_name), key="sets")
+                raise ConfigError(
+                    f"'{member}' is not a variant{hint}", path=path, entry=str(set_name), key="sets"
+                )
         sets[str(set_name)] = tuple(members)
     if "default" not in sets:
         raise ConfigError("a 'default' set is required", path=path, key="sets")

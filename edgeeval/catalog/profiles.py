@@ -39,8 +39,7 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
         raise UnknownNameError("profile", name, near, hint=f"profiles are defined in {path}")
     body = data[name]
     if not isinstance(body, dict):
-        raise ConfigError("a profile must be a mapping of setting to value", path=path,
-                          entry=name)
+        raise ConfigError("a profile must be a mapping of setting to value", path=path, entry=name)
     return {key: _value(key, value, path, name) for key, value in body.items()}
 
 
@@ -55,6 +54,10 @@ def _value(key: str, value: Any, path: Path, entry: str) -> Any:
             raise ConfigError("must be a non-empty list", path=path, entry=entry, key=key)
         return tuple(value)
     if default is not None and not isinstance(value, type(default)):
-        raise ConfigError(f"must be of type {type(default).__name__}, got {value!r}", path=path,
-                          entry=entry, key=key)
+        raise ConfigError(
+            f"must be of type {type(default).__name__}, got {value!r}",
+            path=path,
+            entry=entry,
+            key=key,
+        )
     return value

@@ -31,14 +31,41 @@ from edgeeval.errors import ConfigError
 
 #: llama.cpp's default tensor type for each file type it can write (llama_ftype_get_default_type).
 FTYPE_DEFAULT_TYPE = {
-    "F32": "F32", "F16": "F16", "BF16": "BF16", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0",
-    "Q5_1": "Q5_1", "Q8_0": "Q8_0", "Q1_0": "Q1_0", "Q2_0": "Q2_0", "MXFP4_MOE": "MXFP4",
-    "Q2_K": "Q2_K", "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K",
-    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K",
-    "TQ1_0": "TQ1_0", "TQ2_0": "TQ2_0", "IQ2_XXS": "IQ2_XXS", "IQ2_XS": "IQ2_XS",
-    "IQ2_S": "IQ2_XS", "IQ2_M": "IQ2_S", "IQ3_XS": "IQ3_S", "IQ3_XXS": "IQ3_XXS",
-    "IQ1_S": "IQ1_S", "IQ1_M": "IQ1_M", "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS",
-    "IQ3_S": "IQ3_S", "IQ3_M": "IQ3_S",
+    "F32": "F32",
+    "F16": "F16",
+    "BF16": "BF16",
+    "Q4_0": "Q4_0",
+    "Q4_1": "Q4_1",
+    "Q5_0": "Q5_0",
+    "Q5_1": "Q5_1",
+    "Q8_0": "Q8_0",
+    "Q1_0": "Q1_0",
+    "Q2_0": "Q2_0",
+    "MXFP4_MOE": "MXFP4",
+    "Q2_K": "Q2_K",
+    "Q2_K_S": "Q2_K",
+    "Q3_K_S": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_L": "Q3_K",
+    "Q4_K_S": "Q4_K",
+    "Q4_K_M": "Q4_K",
+    "Q5_K_S": "Q5_K",
+    "Q5_K_M": "Q5_K",
+    "Q6_K": "Q6_K",
+    "TQ1_0": "TQ1_0",
+    "TQ2_0": "TQ2_0",
+    "IQ2_XXS": "IQ2_XXS",
+    "IQ2_XS": "IQ2_XS",
+    "IQ2_S": "IQ2_XS",
+    "IQ2_M": "IQ2_S",
+    "IQ3_XS": "IQ3_S",
+    "IQ3_XXS": "IQ3_XXS",
+    "IQ1_S": "IQ1_S",
+    "IQ1_M": "IQ1_M",
+    "IQ4_NL": "IQ4_NL",
+    "IQ4_XS": "IQ4_XS",
+    "IQ3_S": "IQ3_S",
+    "IQ3_M": "IQ3_S",
 }
 FLOAT_TYPES = ("F32", "F16", "BF16")
 #: Types ggml cannot quantize weights to (activations, integers).
@@ -46,20 +73,33 @@ NOT_WEIGHT_TYPES = ("Q8_1", "Q8_K", "I8", "I16", "I32", "I64", "F64")
 #: Types llama.cpp refuses to write without an importance matrix (recipes have none).
 NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS")
 #: llama.cpp's fallback when a row does not fit a type's block (tensor_type_fallback).
-LLAMA_FALLBACK = {**dict.fromkeys(("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS",
-                                   "IQ3_S", "IQ4_XS"), "IQ4_NL"),
-                  **dict.fromkeys(("Q2_0", "Q2_K", "Q3_K", "TQ1_0", "TQ2_0"), "Q4_0"),
-                  "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+LLAMA_FALLBACK = {
+    **dict.fromkeys(
+        ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS"), "IQ4_NL"
+    ),
+    **dict.fromkeys(("Q2_0", "Q2_K", "Q3_K", "TQ1_0", "TQ2_0"), "Q4_0"),
+    "Q4_K": "Q5_0",
+    "Q5_K": "Q5_1",
+    "Q6_K": "Q8_0",
+}
 #: Ours, for block-64+ types llama.cpp has no fallback for: the next 32-block step up.
 EDGEEVAL_FALLBACK = {"NVFP4": "Q5_0"}
 TOKEN_EMBD = ("token_embd.weight", "per_layer_token_embd.weight")
-_RECIPE_KEYS = ("ftype", "overrides", "output_type", "token_embedding_type", "pure",
-                "description")
-_NOT_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "altup", "laurel", "ssm_conv1d",
-                  "per_layer_model_proj", "position_embd", "token_types")
+_RECIPE_KEYS = ("ftype", "overrides", "output_type", "token_embedding_type", "pure", "description")
+_NOT_QUANTIZED = (
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "altup",
+    "laurel",
+    "ssm_conv1d",
+    "per_layer_model_proj",
+    "position_embd",
+    "token_types",
+)
 _LLAMA_FALLBACK_LOG = re.compile(
     r"warning: (?P<tensor>\S+)\s+- ncols\s+(?P<ncols>\d+) not divisible by\s+\d+ "
-    r"\(required for type\s+(?P<wanted>\S+)\).*-> falling back to\s+(?P<got>\S+)")
+    r"\(required for type\s+(?P<wanted>\S+)\).*-> falling back to\s+(?P<got>\S+)"
+)
 
 
 @dataclass(frozen=True)
@@ -76,9 +116,13 @@ class Recipe:
 
     def spec(self) -> dict[str, Any]:
         """The fields that decide the built file (not the name or description)."""
-        return {"ftype": self.ftype, "overrides": [list(o) for o in self.overrides],
-                "output_type": self.output_type, "pure": self.pure,
-                "token_embedding_type": self.token_embedding_type}
+        return {
+            "ftype": self.ftype,
+            "overrides": [list(o) for o in self.overrides],
+            "output_type": self.output_type,
+            "pure": self.pure,
+            "token_embedding_type": self.token_embedding_type,
+        }
 
     def digest(self) -> str:
         """16 hex digits of sha256 over `spec()`: half of a build's cache key."""
@@ -121,6 +165,7 @@ class Plan:
 
 # --- recipes ---
 
+
 @functools.lru_cache(maxsize=1)
 def known_types() -> dict[str, int]:
     """Tensor type names -> ggml ids: llama-cpp-python's enum plus llama.cpp's gguf package
@@ -143,22 +188,29 @@ def block_sizes() -> dict[str, int]:
 def load_recipes(catalog: Catalog) -> dict[str, Recipe]:
     """The catalog's validated recipes; also checks every derived variant names one."""
     if not isinstance(catalog.recipes, dict):
-        raise ConfigError("must be a mapping of recipe name to recipe", path=catalog.path,
-                          key="recipes")
-    recipes = {str(n): parse_recipe(str(n), raw, path=catalog.path)
-               for n, raw in catalog.recipes.items()}
+        raise ConfigError(
+            "must be a mapping of recipe name to recipe", path=catalog.path, key="recipes"
+        )
+    recipes = {
+        str(n): parse_recipe(str(n), raw, path=catalog.path) for n, raw in catalog.recipes.items()
+    }
     for variant in catalog.variants.values():
         name = variant.source.recipe
         if variant.source.kind == "derived" and name not in recipes:
             near = suggest(str(name), list(recipes))
             hint = f"did you mean '{near[0]}'?" if near else f"known: {', '.join(recipes)}"
-            raise ConfigError(f"unknown recipe '{name}'; {hint}", path=catalog.path,
-                              entry=variant.name, key="source.derived.recipe")
+            raise ConfigError(
+                f"unknown recipe '{name}'; {hint}",
+                path=catalog.path,
+                entry=variant.name,
+                key="source.derived.recipe",
+            )
     return recipes
 
 
 def parse_recipe(name: str, raw: Any, *, path: str | Path) -> Recipe:
     """Validate one recipe mapping; every error names the file, the recipe and the key."""
+
     def fail(message: str, key: str) -> ConfigError:
         return ConfigError(message, path=path, entry=f"recipes.{name}", key=key)
 
@@ -167,8 +219,15 @@ def parse_recipe(name: str, raw: Any, *, path: str | Path) -> Recipe:
     for key in raw:
         if key not in _RECIPE_KEYS:
             near = suggest(str(key), list(_RECIPE_KEYS))
-            raise fail("unknown key" + (f"; did you mean '{near[0]}'?" if near else
-                                        f"; known keys: {', '.join(_RECIPE_KEYS)}"), str(key))
+            raise fail(
+                "unknown key"
+                + (
+                    f"; did you mean '{near[0]}'?"
+                    if near
+                    else f"; known keys: {', '.join(_RECIPE_KEYS)}"
+                ),
+                str(key),
+            )
     if "ftype" not in raw:
         raise fail("missing required key (a llama.cpp file type such as Q8_0 or Q4_K_M)", "ftype")
     ftype = _check_ftype(raw["ftype"], fail)
@@ -176,12 +235,23 @@ def parse_recipe(name: str, raw: Any, *, path: str | Path) -> Recipe:
         raise fail("must be true or false", "pure")
     overrides = _parse_overrides(raw, fail)
     if overrides and FTYPE_DEFAULT_TYPE[ftype] in FLOAT_TYPES:
-        raise fail(f"llama.cpp applies overrides only when the file type is quantized, not "
-                   f"{ftype}; use ftype: Q8_0 with pure: true", "overrides")
-    types = {k: _check_type(raw[k], fail, k) if raw.get(k) is not None else None
-             for k in ("output_type", "token_embedding_type")}
-    return Recipe(name=name, ftype=ftype, overrides=overrides, pure=raw.get("pure", False),
-                  description=str(raw.get("description") or ""), **types)
+        raise fail(
+            f"llama.cpp applies overrides only when the file type is quantized, not "
+            f"{ftype}; use ftype: Q8_0 with pure: true",
+            "overrides",
+        )
+    types = {
+        k: _check_type(raw[k], fail, k) if raw.get(k) is not None else None
+        for k in ("output_type", "token_embedding_type")
+    }
+    return Recipe(
+        name=name,
+        ftype=ftype,
+        overrides=overrides,
+        pure=raw.get("pure", False),
+        description=str(raw.get("description") or ""),
+        **types,
+    )
 
 
 def _check_ftype(value: Any, fail: Callable[[str, str], ConfigError]) -> str:
@@ -191,12 +261,20 @@ def _check_ftype(value: Any, fail: Callable[[str, str], ConfigError]) -> str:
     known = llama_ftype_ids()
     if name not in known:
         near = suggest(name, list(known))
-        raise fail(f"unknown file type '{value}'" + (f"; did you mean '{near[0]}'?" if near
-                   else f"; llama.cpp knows: {', '.join(known)}"), "ftype")
+        raise fail(
+            f"unknown file type '{value}'"
+            + (
+                f"; did you mean '{near[0]}'?" if near else f"; llama.cpp knows: {', '.join(known)}"
+            ),
+            "ftype",
+        )
     if name not in FTYPE_DEFAULT_TYPE:
-        raise fail(f"llama.cpp knows file type {name} but its quantizer cannot write it as a "
-                   f"whole-file type in this version; use ftype: Q8_0, pure: true and "
-                   f"overrides that map tensors to {name}", "ftype")
+        raise fail(
+            f"llama.cpp knows file type {name} but its quantizer cannot write it as a "
+            f"whole-file type in this version; use ftype: Q8_0, pure: true and "
+            f"overrides that map tensors to {name}",
+            "ftype",
+        )
     _check_type(FTYPE_DEFAULT_TYPE[name], fail, "ftype")
     return name
 
@@ -205,26 +283,35 @@ def _check_type(value: Any, fail: Callable[[str, str], ConfigError], key: str) -
     name = str(value).upper()
     if name not in known_types():
         near = suggest(name, list(known_types()))
-        raise fail(f"unknown tensor type '{value}'" + (f"; did you mean '{near[0]}'?" if near
-                   else "") + f" (llama.cpp knows: {', '.join(known_types())})", key)
+        raise fail(
+            f"unknown tensor type '{value}'"
+            + (f"; did you mean '{near[0]}'?" if near else "")
+            + f" (llama.cpp knows: {', '.join(known_types())})",
+            key,
+        )
     if name in NOT_WEIGHT_TYPES:
         raise fail(f"{name} is not a weight type llama.cpp can quantize to", key)
     if name in NEEDS_IMATRIX:
         raise fail(f"{name} needs an importance matrix, which recipes do not support yet", key)
     if name not in block_sizes():
-        raise fail(f"the installed gguf package cannot read {name} tensors, so edgeeval could "
-                   f"not check the built file; upgrade gguf (pip install -U gguf)", key)
+        raise fail(
+            f"the installed gguf package cannot read {name} tensors, so edgeeval could "
+            f"not check the built file; upgrade gguf (pip install -U gguf)",
+            key,
+        )
     return name
 
 
-def _parse_overrides(raw: dict, fail: Callable[[str, str], ConfigError]
-                     ) -> tuple[tuple[str, str], ...]:
+def _parse_overrides(
+    raw: dict, fail: Callable[[str, str], ConfigError]
+) -> tuple[tuple[str, str], ...]:
     if "overrides" not in raw:
         return ()
     items = raw["overrides"]
     if not isinstance(items, list) or not items:
-        raise fail("must be a non-empty list of {regex: type} mappings (or leave the key out)",
-                   "overrides")
+        raise fail(
+            "must be a non-empty list of {regex: type} mappings (or leave the key out)", "overrides"
+        )
     out = []
     for index, item in enumerate(items):
         key = f"overrides[{index}]"
@@ -236,18 +323,25 @@ def _parse_overrides(raw: dict, fail: Callable[[str, str], ConfigError]
         except re.error as exc:
             raise fail(f"bad regex '{pattern}': {exc}", key) from None
         if "(?P" in str(pattern) or "(?<" in str(pattern):
-            raise fail(f"'{pattern}' uses Python-only regex syntax; llama.cpp uses ECMAScript "
-                       "(std::regex)", key)
+            raise fail(
+                f"'{pattern}' uses Python-only regex syntax; llama.cpp uses ECMAScript "
+                "(std::regex)",
+                key,
+            )
         out.append((str(pattern), _check_type(type_name, fail, key)))
     return tuple(out)
 
 
 # --- planning ---
 
+
 def is_quantizable(tensor: Tensor) -> bool:
     """llama.cpp's generic rule: weights of 2+ dimensions, except norms, routers and tiny ones."""
-    return (any(d > 1 for d in tensor.shape[1:]) and tensor.name.endswith("weight")
-            and not any(part in tensor.name for part in _NOT_QUANTIZED))
+    return (
+        any(d > 1 for d in tensor.shape[1:])
+        and tensor.name.endswith("weight")
+        and not any(part in tensor.name for part in _NOT_QUANTIZED)
+    )
 
 
 def fit_type(wanted: str, row_length: int) -> str:
@@ -284,8 +378,13 @@ def plan_build(recipe: Recipe, tensors: list[Tensor]) -> Plan:
             special["token"] = got
         else:
             pinned.append((f"^{re.escape(tensor.name)}$", got))
-    return Plan(overrides=tuple(pinned) + recipe.overrides, output_type=special["output"],
-                token_embedding_type=special["token"], fixed=fixed, fallbacks=tuple(fallbacks))
+    return Plan(
+        overrides=tuple(pinned) + recipe.overrides,
+        output_type=special["output"],
+        token_embedding_type=special["token"],
+        fixed=fixed,
+        fallbacks=tuple(fallbacks),
+    )
 
 
 def _recipe_type(recipe: Recipe, name: str, quantized_default: bool) -> str | None:
@@ -303,8 +402,10 @@ def _recipe_type(recipe: Recipe, name: str, quantized_default: bool) -> str | No
 
 def llama_fallbacks(log: str) -> list[Fallback]:
     """The fallbacks llama.cpp applied on its own, parsed from its quantize log."""
-    return [Fallback(m["tensor"], m["wanted"].upper(), m["got"].upper(), int(m["ncols"]),
-                     "llama.cpp") for m in _LLAMA_FALLBACK_LOG.finditer(log)]
+    return [
+        Fallback(m["tensor"], m["wanted"].upper(), m["got"].upper(), int(m["ncols"]), "llama.cpp")
+        for m in _LLAMA_FALLBACK_LOG.finditer(log)
+    ]
 
 
 def check_against_plan(plan: Plan, source: list[Tensor], built: list[Tensor]) -> list[str]:
@@ -314,5 +415,8 @@ def check_against_plan(plan: Plan, source: list[Tensor], built: list[Tensor]) ->
     specific weights unquantized on purpose.
     """
     before = {t.name: t.type for t in source}
-    return [f"{t.name}: recipe says {plan.fixed[t.name]}, file has {t.type}" for t in built
-            if t.name in plan.fixed and t.type not in (plan.fixed[t.name], before.get(t.name))]
+    return [
+        f"{t.name}: recipe says {plan.fixed[t.name]}, file has {t.type}"
+        for t in built
+        if t.name in plan.fixed and t.type not in (plan.fixed[t.name], before.get(t.name))
+    ]

@@ -20,8 +20,8 @@ from edgeeval.errors import EdgeevalError
 
 def cmd_models(args: argparse.Namespace) -> int:
     from edgeeval.catalog.models import load_catalog
-    from edgeeval.fetch.sources import is_cached
     from edgeeval.fetch.quantize import derived_dir, read_build_info
+    from edgeeval.fetch.sources import is_cached
 
     catalog = load_catalog(args.catalog)
     print(f"{'name':44} {'family':9} {'quant':7} {'kind':8} {'size GB':>8}  {'source':7} local")
@@ -31,8 +31,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             info = read_build_info(derived_dir() / v.filename)
             size_bytes, mark = (info.size_bytes, "built") if info else (None, "-")
         size = f"{size_bytes / settings.GB:.3f}" if size_bytes else "?"
-        print(f"{v.name:44} {v.family:9} {v.quant:7} {v.kind:8} {size:>8}  {v.source.kind:7} "
-              f"{mark}")
+        print(
+            f"{v.name:44} {v.family:9} {v.quant:7} {v.kind:8} {size:>8}  {v.source.kind:7} {mark}"
+        )
     print("\nsets: " + "; ".join(f"{k} ({len(m)})" for k, m in catalog.sets.items()))
     return 0
 
@@ -49,7 +50,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    """"1,2,4" -> (1, 2, 4), for llama-bench style sweep options."""
+    """ "1,2,4" -> (1, 2, 4), for llama-bench style sweep options."""
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -58,13 +59,22 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 # CLI option -> RunSettings field; a list value becomes a sweep when it has several entries.
-_SCALAR_OPTIONS = {"n_ctx": "n_ctx", "pp": "pp_tokens", "tg": "tg_tokens", "reps": "repetitions",
-                   "suite": "suite", "limit": "task_limit", "seed": "seed",
-                   "timeout": "timeout_s"}
-_SWEEP_OPTIONS = {"threads": ("n_threads", "sweep_threads"),
-                  "n_gpu_layers": ("n_gpu_layers", "sweep_n_gpu_layers"),
-                  "n_batch": ("n_batch", "sweep_n_batch"),
-                  "flash_attn": ("flash_attn", "sweep_flash_attn")}
+_SCALAR_OPTIONS = {
+    "n_ctx": "n_ctx",
+    "pp": "pp_tokens",
+    "tg": "tg_tokens",
+    "reps": "repetitions",
+    "suite": "suite",
+    "limit": "task_limit",
+    "seed": "seed",
+    "timeout": "timeout_s",
+}
+_SWEEP_OPTIONS = {
+    "threads": ("n_threads", "sweep_threads"),
+    "n_gpu_layers": ("n_gpu_layers", "sweep_n_gpu_layers"),
+    "n_batch": ("n_batch", "sweep_n_batch"),
+    "flash_attn": ("flash_attn", "sweep_flash_attn"),
+}
 
 
 def _run_settings(args: argparse.Namespace):
@@ -106,11 +116,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     variants = catalog.select(args.models)
     start = time.monotonic()
-    outcome = bench(variants, _run_settings(args), run_id=args.resume, force=args.force,
-                    budget_gb=args.budget_gb, progress=progress, catalog=catalog)
+    outcome = bench(
+        variants,
+        _run_settings(args),
+        run_id=args.resume,
+        force=args.force,
+        budget_gb=args.budget_gb,
+        progress=progress,
+        catalog=catalog,
+    )
     print(ranking_table(outcome.rows))
-    print(f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
-          f"{outcome.paths['md']}")
+    print(
+        f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
+        f"{outcome.paths['md']}"
+    )
     return 0 if any(r.rank for r in outcome.rows) else 3
 
 
@@ -124,13 +143,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edgeeval", description="Measure small local GGUF models (speed, memory, accuracy) "
-        "and rank them by capability per GB. Start with `edgeeval models` or `make bench`.")
+        prog="edgeeval",
+        description="Measure small local GGUF models (speed, memory, accuracy) "
+        "and rank them by capability per GB. Start with `edgeeval models` or `make bench`.",
+    )
     parser.add_argument("--version", action="version", version=f"edgeeval {__version__}")
     parser.add_argument("--catalog", help="models.yaml to use (default: the repo's)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the catalog and what is downloaded").set_defaults(
-        func=cmd_models)
+        func=cmd_models
+    )
     p = sub.add_parser("fetch", help="download and verify model files")
     p.add_argument("models", nargs="*", help="variant or set names (default: the default set)")
     p.set_defaults(func=cmd_fetch)
@@ -138,15 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", help="variant or set names (default: the default set)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN, redoing only what is missing")
     p.add_argument("--force", action="store_true", help="skip the memory pre-flight check")
-    p.add_argument("--budget-gb", type=float, metavar="GB",
-                   help="rank only variants whose peak memory fits in GB (10^9 bytes)")
+    p.add_argument(
+        "--budget-gb",
+        type=float,
+        metavar="GB",
+        help="rank only variants whose peak memory fits in GB (10^9 bytes)",
+    )
     p.add_argument("--profile", help="named settings from benchmarks/profiles/speed.yaml")
     p.add_argument("--n-ctx", type=int, help="context size (default 2048)")
-    p.add_argument("--threads", type=_int_list, help="threads, or a list to sweep: 1,2,4 "
-                   "(default: physical cores)")
+    p.add_argument(
+        "--threads",
+        type=_int_list,
+        help="threads, or a list to sweep: 1,2,4 (default: physical cores)",
+    )
     p.add_argument("--n-batch", type=_int_list, help="batch size(s) (default 512)")
-    p.add_argument("--n-gpu-layers", type=_int_list,
-                   help="layers offloaded to Metal/CUDA (99 = all), or a list to sweep")
+    p.add_argument(
+        "--n-gpu-layers",
+        type=_int_list,
+        help="layers offloaded to Metal/CUDA (99 = all), or a list to sweep",
+    )
     p.add_argument("--flash-attn", type=_int_list, help="0, 1 or 0,1 to sweep")
     p.add_argument("--depth", type=_int_list, help="KV cache depth(s) for the speed tests")
     p.add_argument("--pp-tg", action="store_true", help="also run the combined pp N + tg M test")
@@ -160,22 +192,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="items per task (default: all)")
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
-    p.add_argument("--allow-code-exec", action="store_true",
-                   help="run model-generated code for code tasks (HumanEval), each program in "
-                        "a sandboxed child process; without it those tasks are skipped")
+    p.add_argument(
+        "--allow-code-exec",
+        action="store_true",
+        help="run model-generated code for code tasks (HumanEval), each program in "
+        "a sandboxed child process; without it those tasks are skipped",
+    )
     p.set_defaults(func=cmd_bench)
     sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
     from edgeeval.report import compare  # each module adds its own subcommands
-    from edgeeval.store import exchange
     from edgeeval.report import render as report
+    from edgeeval.store import exchange
+
     report.register(sub)
     compare.register(sub)
     exchange.register(sub)
-    from edgeeval.fidelity import orchestrate as fidelity  # quant variants and their fidelity
     from edgeeval.fetch import quantize
+    from edgeeval.fidelity import orchestrate as fidelity  # quant variants and their fidelity
+
     quantize.register(sub)
     fidelity.register(sub)
     from edgeeval.tasks import suite as tasks  # `edgeeval tasks`: the accuracy tasks and suites
+
     tasks.register(sub)
     return parser
 
@@ -190,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgeeval: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("edgeeval: interrupted; finished measurements are saved (use --resume RUN)",
-              file=sys.stderr)
+        print(
+            "edgeeval: interrupted; finished measurements are saved (use --resume RUN)",
+            file=sys.stderr,
+        )
         return 130

@@ -28,8 +28,9 @@ class Backend(Protocol):
     def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]: ...
     def first_token(self, prompt: str) -> int: ...
     def prompt_tokens(self, text: str, *, special: bool) -> list[int]: ...
-    def generate(self, prompt_tokens: list[int], *, max_tokens: int,
-                 stop: Sequence[str] = ()) -> GenerationResult: ...
+    def generate(
+        self, prompt_tokens: list[int], *, max_tokens: int, stop: Sequence[str] = ()
+    ) -> GenerationResult: ...
     def detokenize(self, tokens: list[int]) -> str: ...
     def chat_template(self) -> str | None: ...
     def special_token_texts(self) -> dict[str, str]: ...
@@ -65,8 +66,9 @@ def find_stop(text: str, stops: Sequence[str], since: int = 0) -> int:
     >>> find_stop("x = 1\\ndef g():", ["\\ndef ", "\\nclass "])
     5
     """
-    hits = [i for stop in stops if stop
-            and (i := text.find(stop, max(0, since - len(stop) + 1))) != -1]
+    hits = [
+        i for stop in stops if stop and (i := text.find(stop, max(0, since - len(stop) + 1))) != -1
+    ]
     return min(hits, default=-1)
 
 
@@ -96,12 +98,19 @@ class LlamaBackend:
 
         self._lib = llama_cpp
         self.llm = llama_cpp.Llama(
-            model_path=path, n_ctx=options.n_ctx, n_batch=options.n_batch,
-            n_ubatch=options.n_ubatch, n_threads=options.n_threads,
-            n_threads_batch=options.n_threads, n_gpu_layers=options.n_gpu_layers,
-            flash_attn=options.flash_attn, use_mmap=options.use_mmap,
-            use_mlock=options.use_mlock, seed=options.seed,
-            logits_all=False, verbose=False,
+            model_path=path,
+            n_ctx=options.n_ctx,
+            n_batch=options.n_batch,
+            n_ubatch=options.n_ubatch,
+            n_threads=options.n_threads,
+            n_threads_batch=options.n_threads,
+            n_gpu_layers=options.n_gpu_layers,
+            flash_attn=options.flash_attn,
+            use_mmap=options.use_mmap,
+            use_mlock=options.use_mlock,
+            seed=options.seed,
+            logits_all=False,
+            verbose=False,
         )
         self.options = options
         self.ctx = self.llm._ctx.ctx
@@ -121,9 +130,11 @@ class LlamaBackend:
 
     def model_facts(self) -> dict[str, Any]:
         model = self.llm._model.model
-        return {"n_ctx_train": int(self._lib.llama_model_n_ctx_train(model)),
-                "n_params": int(self._lib.llama_model_n_params(model)),
-                "model_size_bytes": int(self._lib.llama_model_size(model))}
+        return {
+            "n_ctx_train": int(self._lib.llama_model_n_ctx_train(model)),
+            "n_params": int(self._lib.llama_model_n_params(model)),
+            "model_size_bytes": int(self._lib.llama_model_size(model)),
+        }
 
     def set_threads(self, n_threads: int) -> None:
         """Change the thread count without reloading (llama-bench does the same per test)."""
@@ -172,7 +183,7 @@ class LlamaBackend:
         """Decode tokens at positions pos0.. in sequence 0; return logits rows requested."""
         rows = []
         for start in range(0, len(tokens), self.options.n_batch):
-            chunk = tokens[start:start + self.options.n_batch]
+            chunk = tokens[start : start + self.options.n_batch]
             last_chunk = start + len(chunk) == len(tokens)
             batch = self._batch
             batch.n_tokens = len(chunk)
@@ -188,13 +199,16 @@ class LlamaBackend:
             n_out = len(chunk) if want_all else int(last_chunk)
             if n_out:
                 pointer = self._lib.llama_get_logits(self.ctx)
-                flat = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
-                                             shape=(n_out * self.n_vocab,))
+                flat = np.ctypeslib.as_array(
+                    ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                    shape=(n_out * self.n_vocab,),
+                )
                 rows.append(flat.reshape(n_out, self.n_vocab).copy())
         return np.concatenate(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
 
-    def choice_logliks(self, context: list[int], continuations: list[list[int]], *,
-                       reuse_context: bool = True) -> list[float]:
+    def choice_logliks(
+        self, context: list[int], continuations: list[list[int]], *, reuse_context: bool = True
+    ) -> list[float]:
         """Sum of log p(continuation tokens | context) for each continuation.
 
         The context is decoded once; for each continuation the KV cache is cut back to the
@@ -232,8 +246,9 @@ class LlamaBackend:
         for cont in continuations:
             self.clear()
             rows = self._decode_logits((context + cont)[:-1], 0, want_all=True)
-            out.append(sum(_log_softmax_at(rows[len(context) - 1 + i], tok)
-                           for i, tok in enumerate(cont)))
+            out.append(
+                sum(_log_softmax_at(rows[len(context) - 1 + i], tok) for i, tok in enumerate(cont))
+            )
         return out
 
     # --- quant fidelity: logits of every scored position ---
@@ -245,22 +260,26 @@ class LlamaBackend:
         so scoring the second half of a 512-token chunk copies 256 rows, not 512.
         """
         if not 0 <= first < len(tokens) <= self.n_ctx:
-            raise ValueError(f"need 0 <= first < len(tokens) <= n_ctx ({self.n_ctx}); got "
-                             f"first={first}, {len(tokens)} tokens")
+            raise ValueError(
+                f"need 0 <= first < len(tokens) <= n_ctx ({self.n_ctx}); got "
+                f"first={first}, {len(tokens)} tokens"
+            )
         self.clear()
         out = np.empty((len(tokens) - first, self.n_vocab), np.float32)
         done = 0
         for start in range(0, len(tokens), self.options.n_batch):
-            chunk = tokens[start:start + self.options.n_batch]
+            chunk = tokens[start : start + self.options.n_batch]
             n_out = self._fill_batch(chunk, start, first)
             result = self._lib.llama_decode(self.ctx, self._batch)
             if result != 0:
                 raise RuntimeError(f"llama_decode failed with code {result}")
             if n_out:
                 pointer = self._lib.llama_get_logits(self.ctx)
-                flat = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
-                                             shape=(n_out * self.n_vocab,))
-                out[done:done + n_out] = flat.reshape(n_out, self.n_vocab)
+                flat = np.ctypeslib.as_array(
+                    ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                    shape=(n_out * self.n_vocab,),
+                )
+                out[done : done + n_out] = flat.reshape(n_out, self.n_vocab)
                 done += n_out
         return out
 
@@ -288,8 +307,9 @@ class LlamaBackend:
             tokens.insert(0, self.bos)
         return tokens
 
-    def generate(self, prompt_tokens: list[int], *, max_tokens: int,
-                 stop: Sequence[str] = ()) -> GenerationResult:
+    def generate(
+        self, prompt_tokens: list[int], *, max_tokens: int, stop: Sequence[str] = ()
+    ) -> GenerationResult:
         """Greedy (argmax) continuation of `prompt_tokens`, decoded token by token.
 
         Stops at an end-of-generation token (llama_vocab_is_eog: EOS, EOT, <|im_end|>, ...),
@@ -339,8 +359,12 @@ class LlamaBackend:
         eos = int(self._lib.llama_vocab_eos(vocab))
 
         def text(token: int) -> str:
-            return self._piece(vocab, token, special=True).decode("utf-8", "replace") \
-                if token >= 0 else ""
+            return (
+                self._piece(vocab, token, special=True).decode("utf-8", "replace")
+                if token >= 0
+                else ""
+            )
+
         return {"bos_token": text(self.bos), "eos_token": text(eos)}
 
     def _vocab(self) -> Any:
@@ -358,13 +382,17 @@ class LlamaBackend:
 
 # --- quantization (llama_model_quantize) ---
 
+
 def ggml_type_ids() -> dict[str, int]:
     """Tensor type names this llama.cpp knows, from its GGML_TYPE_* enum: {"Q8_0": 8, ...}."""
     import llama_cpp
 
     prefix = "GGML_TYPE_"
-    return {name[len(prefix):]: int(value) for name, value in vars(llama_cpp).items()
-            if name.startswith(prefix) and name != "GGML_TYPE_COUNT" and isinstance(value, int)}
+    return {
+        name[len(prefix) :]: int(value)
+        for name, value in vars(llama_cpp).items()
+        if name.startswith(prefix) and name != "GGML_TYPE_COUNT" and isinstance(value, int)
+    }
 
 
 def llama_ftype_ids() -> dict[str, int]:
@@ -374,16 +402,22 @@ def llama_ftype_ids() -> dict[str, int]:
     out = {}
     for name, value in vars(llama_cpp).items():
         if name.startswith("LLAMA_FTYPE_MOSTLY_") and isinstance(value, int):
-            out[name[len("LLAMA_FTYPE_MOSTLY_"):]] = int(value)
+            out[name[len("LLAMA_FTYPE_MOSTLY_") :]] = int(value)
     out["F32"] = int(llama_cpp.LLAMA_FTYPE_ALL_F32)
     return out
 
 
-def quantize_model(src: str, dst: str, *, ftype: int,
-                   tensor_overrides: list[tuple[str, int]] | tuple[()] = (),
-                   output_tensor_type: int | None = None,
-                   token_embedding_type: int | None = None, pure: bool = False,
-                   nthread: int = 0) -> str:
+def quantize_model(
+    src: str,
+    dst: str,
+    *,
+    ftype: int,
+    tensor_overrides: list[tuple[str, int]] | tuple[()] = (),
+    output_tensor_type: int | None = None,
+    token_embedding_type: int | None = None,
+    pure: bool = False,
+    nthread: int = 0,
+) -> str:
     """Write `dst`, GGUF `src` re-typed by llama.cpp's llama_model_quantize; return its log.
 
     `ftype` is a LLAMA_FTYPE id; `tensor_overrides` are (regex, GGML_TYPE id) pairs that
@@ -404,8 +438,9 @@ def quantize_model(src: str, dst: str, *, ftype: int,
         params.token_embedding_type = token_embedding_type
     keep = _tensor_override_array(list(tensor_overrides))
     if keep is not None:
-        params.tt_overrides = ctypes.cast(keep[0], ctypes.POINTER(
-            llama_cpp.llama_model_tensor_override))
+        params.tt_overrides = ctypes.cast(
+            keep[0], ctypes.POINTER(llama_cpp.llama_model_tensor_override)
+        )
     lines: list[str] = []
 
     @llama_cpp.llama_log_callback

@@ -45,8 +45,15 @@ def cached_bandwidth(host_key: str, *, n_threads: int, cache_dir: Path | None = 
         pass
     value = measure_bandwidth(n_threads=n_threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"mem_bandwidth_bytes_per_s": value, "n_threads": n_threads,
-                                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    path.write_text(
+        json.dumps(
+            {
+                "mem_bandwidth_bytes_per_s": value,
+                "n_threads": n_threads,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
+    )
     return value
 
 

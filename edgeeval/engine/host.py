@@ -27,8 +27,12 @@ def cpu_model() -> str:
             pass
     if sys.platform == "darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
-                                 capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             if out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.SubprocessError):
@@ -39,8 +43,13 @@ def cpu_model() -> str:
 def backend_name(system_info: str, gpu_offload: bool) -> str:
     """CPU, Metal, CUDA, Vulkan, ... as llama.cpp's system info string reports them."""
     upper = system_info.upper()
-    for name, marker in (("CUDA", "CUDA"), ("Metal", "METAL"), ("Vulkan", "VULKAN"),
-                         ("ROCm", "HIP"), ("SYCL", "SYCL")):
+    for name, marker in (
+        ("CUDA", "CUDA"),
+        ("Metal", "METAL"),
+        ("Vulkan", "VULKAN"),
+        ("ROCm", "HIP"),
+        ("SYCL", "SYCL"),
+    ):
         if marker in upper:
             return name
     return "GPU" if gpu_offload else "CPU"
@@ -51,7 +60,7 @@ def physical_cores() -> int:
 
 
 def power_source() -> str:
-    """"ac" or "battery" on laptops where the OS tells, else "unknown" (desktops, servers)."""
+    """ "ac" or "battery" on laptops where the OS tells, else "unknown" (desktops, servers)."""
     try:
         battery = psutil.sensors_battery()
     except (AttributeError, NotImplementedError, OSError):
@@ -67,21 +76,35 @@ def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
     cpu = cpu_model()
     ram = psutil.virtual_memory().total
     system = platform.system()
-    ident = "|".join([socket.gethostname(), cpu, str(ram), system, platform.machine(),
-                      library.get("llama_cpp_python_version", "")])
+    ident = "|".join(
+        [
+            socket.gethostname(),
+            cpu,
+            str(ram),
+            system,
+            platform.machine(),
+            library.get("llama_cpp_python_version", ""),
+        ]
+    )
     host_id = hashlib.sha256(ident.encode()).hexdigest()[:12]
     return HostInfo(
         host_id=host_id,
-        hostname=socket.gethostname(), os=system, os_version=platform.release(),
-        machine=platform.machine(), cpu_model=cpu, cores_physical=physical_cores(),
-        cores_logical=psutil.cpu_count() or 1, ram_bytes=ram,
-        python_version=platform.python_version(), edgeeval_version=__version__,
+        hostname=socket.gethostname(),
+        os=system,
+        os_version=platform.release(),
+        machine=platform.machine(),
+        cpu_model=cpu,
+        cores_physical=physical_cores(),
+        cores_logical=psutil.cpu_count() or 1,
+        ram_bytes=ram,
+        python_version=platform.python_version(),
+        edgeeval_version=__version__,
         llama_cpp_python_version=str(library.get("llama_cpp_python_version", "unknown")),
         llama_cpp_system_info=str(library.get("system_info", "")),
-        backend=backend_name(str(library.get("system_info", "")),
-                             bool(library.get("gpu_offload"))),
+        backend=backend_name(str(library.get("system_info", "")), bool(library.get("gpu_offload"))),
         gpu_offload=bool(library.get("gpu_offload")),
         power_source=power_source(),
         mem_bandwidth_bytes_per_s=cached_bandwidth(host_id, n_threads=physical_cores())
-        if bandwidth else None,
+        if bandwidth
+        else None,
     )

@@ -36,8 +36,9 @@ def _load_libproc() -> Any | None:
         return None
 
 
-def macos_footprint(pid: int, *, libproc: Any | None = None,
-                    platform: str = sys.platform) -> int | None:
+def macos_footprint(
+    pid: int, *, libproc: Any | None = None, platform: str = sys.platform
+) -> int | None:
     """phys_footprint of `pid` in bytes on macOS, else None. `libproc` is injectable for tests."""
     if platform != "darwin":
         return None

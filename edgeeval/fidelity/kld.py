@@ -33,8 +33,12 @@ class TokenStats:
 
     @staticmethod
     def concat(parts: list[TokenStats]) -> TokenStats:
-        return TokenStats(*(np.concatenate([getattr(p, f) for p in parts])
-                            for f in ("nll", "nll_ref", "kld", "p_diff", "same_top")))
+        return TokenStats(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("nll", "nll_ref", "kld", "p_diff", "same_top")
+            )
+        )
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -47,8 +51,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(total).astype(np.float32)
 
 
-def token_stats(logp_ref: np.ndarray, logp_q: np.ndarray, targets: np.ndarray, *,
-                floor: float = LOGP_FLOOR) -> TokenStats:
+def token_stats(
+    logp_ref: np.ndarray, logp_q: np.ndarray, targets: np.ndarray, *, floor: float = LOGP_FLOOR
+) -> TokenStats:
     """Compare two models' log-probabilities (rows = positions) on the tokens that followed.
 
     KLD(ref || q) = sum over v of p_ref(v) * (ln p_ref(v) - ln p_q(v)), skipping the v whose
@@ -62,9 +67,13 @@ def token_stats(logp_ref: np.ndarray, logp_q: np.ndarray, targets: np.ndarray, *
     lq = logp_q.astype(np.float32, copy=False)
     terms = np.where(lr > floor, np.exp(lr) * (lr - lq), np.float32(0))
     ref_at, q_at = lr[rows, targets].astype(np.float64), lq[rows, targets].astype(np.float64)
-    return TokenStats(nll=-q_at, nll_ref=-ref_at, kld=terms.sum(axis=1, dtype=np.float64),
-                      p_diff=np.exp(q_at) - np.exp(ref_at),
-                      same_top=lr.argmax(axis=1) == lq.argmax(axis=1))
+    return TokenStats(
+        nll=-q_at,
+        nll_ref=-ref_at,
+        kld=terms.sum(axis=1, dtype=np.float64),
+        p_diff=np.exp(q_at) - np.exp(ref_at),
+        same_top=lr.argmax(axis=1) == lq.argmax(axis=1),
+    )
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -94,16 +103,28 @@ def summarize(stats: TokenStats) -> dict[str, float | int]:
     kld, kld_se = mean_se(stats.kld)
     same = float(np.mean(stats.same_top))
     same_se = math.sqrt(same * (1 - same) / (n - 1)) if n > 1 else 0.0
-    msd, msd_se = mean_se(stats.p_diff ** 2)
+    msd, msd_se = mean_se(stats.p_diff**2)
     rms = math.sqrt(msd)
-    return {"n_tokens": n, "ppl": math.exp(ln_q), "ppl_se": math.exp(ln_q) * ln_q_se,
-            "ppl_ref": math.exp(ln_r), "ppl_ref_se": math.exp(ln_r) * ln_r_se,
-            "ln_ppl_ratio": ratio, "ln_ppl_ratio_se": ratio_se, "kld_mean": kld,
-            "kld_se": kld_se, "kld_max": float(np.max(stats.kld)),
-            "kld_p999": _pct(stats.kld, 99.9), "kld_p99": _pct(stats.kld, 99.0),
-            "kld_p90": _pct(stats.kld, 90.0), "kld_median": float(np.median(stats.kld)),
-            "same_top_pct": 100 * same, "same_top_se_pct": 100 * same_se,
-            "rms_dp_pct": 100 * rms, "rms_dp_se_pct": 100 * msd_se / (2 * rms) if rms else 0.0}
+    return {
+        "n_tokens": n,
+        "ppl": math.exp(ln_q),
+        "ppl_se": math.exp(ln_q) * ln_q_se,
+        "ppl_ref": math.exp(ln_r),
+        "ppl_ref_se": math.exp(ln_r) * ln_r_se,
+        "ln_ppl_ratio": ratio,
+        "ln_ppl_ratio_se": ratio_se,
+        "kld_mean": kld,
+        "kld_se": kld_se,
+        "kld_max": float(np.max(stats.kld)),
+        "kld_p999": _pct(stats.kld, 99.9),
+        "kld_p99": _pct(stats.kld, 99.0),
+        "kld_p90": _pct(stats.kld, 90.0),
+        "kld_median": float(np.median(stats.kld)),
+        "same_top_pct": 100 * same,
+        "same_top_se_pct": 100 * same_se,
+        "rms_dp_pct": 100 * rms,
+        "rms_dp_se_pct": 100 * msd_se / (2 * rms) if rms else 0.0,
+    }
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -118,7 +139,7 @@ def make_chunks(tokens: list[int] | np.ndarray, n_ctx: int, max_chunks: int) -> 
     n = len(tokens) // n_ctx
     if max_chunks > 0:
         n = min(n, max_chunks)
-    return np.asarray(tokens[:n * n_ctx], dtype=np.int32).reshape(n, n_ctx)
+    return np.asarray(tokens[: n * n_ctx], dtype=np.int32).reshape(n, n_ctx)
 
 
 def scored(n_ctx: int) -> tuple[int, int]:

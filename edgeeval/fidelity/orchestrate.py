@@ -13,9 +13,10 @@ compare with the ones practitioners publish:
 - Per scored token: KLD(ref || variant), -ln p of the actual token under both, p difference of
   the actual token, and whether the most likely tokens agree. Then mean KLD with its standard
   error, KLD percentiles, PPL of both, mean ln(PPL(Q)/PPL(ref)), Same-top-p, RMS of delta-p.
-  These are pure functions in edgeeval.fidelity.kld; this module runs the passes and keeps the results.
-Each model runs in its own child process (`python -m edgeeval.fidelity.orchestrate SPEC OUT`) through
-runner.run_child, as the bench does: a native crash or a hang is a recorded failure, and the
+  These are pure functions in edgeeval.fidelity.kld; this module runs the passes and keeps the
+  results.
+Each model runs in its own child process (`python -m edgeeval.fidelity.child SPEC`) through
+engine.process.run_child, as the bench does: a native crash or a hang is a recorded failure, and the
 reference and the variant are never in memory together.
 """
 
@@ -35,19 +36,19 @@ from typing import Any
 
 import numpy as np
 
-from edgeeval import settings
-from edgeeval.engine import host as hostinfo
-from edgeeval.store import runs as store
 from edgeeval import records as rec
-from edgeeval.engine.backend import library_info
+from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.cli.console import progress
+from edgeeval.engine import host as hostinfo
+from edgeeval.engine.backend import library_info
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space
 from edgeeval.fetch.gguf_check import check_gguf
-from edgeeval.fidelity.kld import TokenStats, scored, summarize
 from edgeeval.fetch.quantize import ensure_file, read_build_info
+from edgeeval.fidelity.kld import TokenStats, scored, summarize
 from edgeeval.run.runner import run_child
+from edgeeval.store import runs as store
 
 Progress = Callable[[str], None]
 N_CTX = 512
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS fidelity (
 
 
 # --- corpora ---
+
 
 @dataclass(frozen=True)
 class Corpus:
@@ -84,8 +86,10 @@ def load_corpus(spec: str) -> Corpus:
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise EdgeevalError(f"corpus '{spec}' is not 'pydoc', 'wikitext-2' or a text file; "
-                                "pass --corpus pydoc to use the offline corpus")
+            raise EdgeevalError(
+                f"corpus '{spec}' is not 'pydoc', 'wikitext-2' or a text file; "
+                "pass --corpus pydoc to use the offline corpus"
+            )
         text = path.read_text(encoding="utf-8", errors="replace")
     import hashlib
 
@@ -100,19 +104,30 @@ def _wikitext2() -> str:
     if cached.exists():
         return cached.read_text(encoding="utf-8")
     if settings.offline():
-        raise OfflineError(f"wikitext-2 is not cached ({cached}) and offline mode is on; use "
-                           "--corpus pydoc or fetch it once online", repo_id=repo_id)
+        raise OfflineError(
+            f"wikitext-2 is not cached ({cached}) and offline mode is on; use "
+            "--corpus pydoc or fetch it once online",
+            repo_id=repo_id,
+        )
     import huggingface_hub
 
     try:
         zipped = huggingface_hub.hf_hub_download(
-            repo_id, zip_name, repo_type="dataset", endpoint=settings.hf_endpoint(),
-            token=settings.hf_token(), local_dir=folder, cache_dir=folder / ".hf-cache")
+            repo_id,
+            zip_name,
+            repo_type="dataset",
+            endpoint=settings.hf_endpoint(),
+            token=settings.hf_token(),
+            local_dir=folder,
+            cache_dir=folder / ".hf-cache",
+        )
         with zipfile.ZipFile(zipped) as zf:
             text = zf.read(member).decode("utf-8")
     except Exception as exc:  # network, Hub refusals, a broken zip: all mean "no corpus"
-        raise FetchError(f"could not get wikitext-2 ({settings.hf_endpoint()}/datasets/"
-                         f"{repo_id}, {zip_name}): {exc}; retry, or use --corpus pydoc") from exc
+        raise FetchError(
+            f"could not get wikitext-2 ({settings.hf_endpoint()}/datasets/"
+            f"{repo_id}, {zip_name}): {exc}; retry, or use --corpus pydoc"
+        ) from exc
     tmp = cached.with_name(cached.name + ".part")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, cached)
@@ -122,10 +137,21 @@ def _wikitext2() -> str:
 
 # --- running the model passes ---
 
-def run_fidelity(reference: Variant, variants: list[Variant], catalog: Catalog, *,
-                 corpus: Corpus, run_id: str, n_ctx: int = N_CTX, max_chunks: int = MAX_CHUNKS,
-                 n_threads: int = 0, n_gpu_layers: int = 0, timeout_s: float = 3600.0,
-                 progress: Progress = lambda m: None) -> list[rec.FidelityResult]:
+
+def run_fidelity(
+    reference: Variant,
+    variants: list[Variant],
+    catalog: Catalog,
+    *,
+    corpus: Corpus,
+    run_id: str,
+    n_ctx: int = N_CTX,
+    max_chunks: int = MAX_CHUNKS,
+    n_threads: int = 0,
+    n_gpu_layers: int = 0,
+    timeout_s: float = 3600.0,
+    progress: Progress = lambda m: None,
+) -> list[rec.FidelityResult]:
     """Measure each variant against `reference`; every result is saved as soon as it exists.
 
     A variant that fails is a result with status "error" and the reason; a reference that
@@ -139,11 +165,20 @@ def run_fidelity(reference: Variant, variants: list[Variant], catalog: Catalog, 
     with tempfile.TemporaryDirectory(prefix="fidelity-", dir=scratch) as tmp:
         work = Path(tmp)
         (work / "corpus.txt").write_text(corpus.text, encoding="utf-8")
-        spec = {"work": str(work), "n_ctx": n_ctx, "max_chunks": max_chunks,
-                "n_threads": threads, "n_gpu_layers": n_gpu_layers}
+        spec = {
+            "work": str(work),
+            "n_ctx": n_ctx,
+            "max_chunks": max_chunks,
+            "n_threads": threads,
+            "n_gpu_layers": n_gpu_layers,
+        }
         progress(f"{reference.name}: reference pass on {corpus.name} (n_ctx {n_ctx})")
-        ref_s, reason = _run_pass({**spec, "role": "reference", "model": str(ref_file.path)},
-                                  reference.name, timeout_s, progress)
+        ref_s, reason = _run_pass(
+            {**spec, "role": "reference", "model": str(ref_file.path)},
+            reference.name,
+            timeout_s,
+            progress,
+        )
         if ref_s is None:
             raise EdgeevalError(f"{reference.name}: the reference pass failed: {reason}")
         n_chunks = json.loads((work / "meta.json").read_text())["n_chunks"]
@@ -156,14 +191,21 @@ def run_fidelity(reference: Variant, variants: list[Variant], catalog: Catalog, 
     return results
 
 
-def _provenance(run_id: str, reference: Variant, reference_sha256: str, corpus: Corpus,
-                n_ctx: int) -> dict[str, Any]:
+def _provenance(
+    run_id: str, reference: Variant, reference_sha256: str, corpus: Corpus, n_ctx: int
+) -> dict[str, Any]:
     """The fields every result of one fidelity run shares: what, on which text, where."""
     library = library_info()
-    return {"run_id": run_id, "reference": reference.name, "corpus": corpus.name,
-            "corpus_sha256": corpus.sha256, "n_ctx": n_ctx, "reference_sha256": reference_sha256,
-            "host_id": hostinfo.collect(library, bandwidth=False).host_id,
-            "llama_cpp_python_version": str(library["llama_cpp_python_version"])}
+    return {
+        "run_id": run_id,
+        "reference": reference.name,
+        "corpus": corpus.name,
+        "corpus_sha256": corpus.sha256,
+        "n_ctx": n_ctx,
+        "reference_sha256": reference_sha256,
+        "host_id": hostinfo.collect(library, bandwidth=False).host_id,
+        "llama_cpp_python_version": str(library["llama_cpp_python_version"]),
+    }
 
 
 def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
@@ -175,28 +217,46 @@ def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
     return chunks * scored(n_ctx)[1] * n_vocab * 2
 
 
-def _measure_one(variant: Variant, catalog: Catalog, spec: dict[str, Any],
-                 common: dict[str, Any], timeout_s: float, progress: Progress
-                 ) -> rec.FidelityResult:
+def _measure_one(
+    variant: Variant,
+    catalog: Catalog,
+    spec: dict[str, Any],
+    common: dict[str, Any],
+    timeout_s: float,
+    progress: Progress,
+) -> rec.FidelityResult:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         file = ensure_file(variant, catalog, progress=progress)
     except (EdgeevalError, OSError) as exc:
-        return rec.FidelityResult(**common, variant=variant.name, status=rec.STATUS_SKIPPED,
-                                  started_at=started, error=str(exc))
+        return rec.FidelityResult(
+            **common,
+            variant=variant.name,
+            status=rec.STATUS_SKIPPED,
+            started_at=started,
+            error=str(exc),
+        )
     out = Path(spec["work"]) / f"stats-{variant.name}.npz"
     progress(f"{variant.name}: comparing with {common['reference']}")
-    elapsed, error = _run_pass({**spec, "role": "variant", "model": str(file.path),
-                                "out": str(out)}, variant.name, timeout_s, progress)
-    base = {**common, "variant": variant.name, "variant_sha256": file.sha256,
-            "started_at": started, "notes": _notes(file.path)}
+    elapsed, error = _run_pass(
+        {**spec, "role": "variant", "model": str(file.path), "out": str(out)},
+        variant.name,
+        timeout_s,
+        progress,
+    )
+    base = {
+        **common,
+        "variant": variant.name,
+        "variant_sha256": file.sha256,
+        "started_at": started,
+        "notes": _notes(file.path),
+    }
     if elapsed is None:
         return rec.FidelityResult(**base, status=rec.STATUS_ERROR, error=error)
     with np.load(out) as data:
         stats = TokenStats(**{k: data[k] for k in data.files})
     out.unlink()
-    return rec.FidelityResult(**base, status=rec.STATUS_OK, elapsed_s=elapsed,
-                              **summarize(stats))  # type: ignore[arg-type]
+    return rec.FidelityResult(**base, status=rec.STATUS_OK, elapsed_s=elapsed, **summarize(stats))  # type: ignore[arg-type]
 
 
 def _notes(path: Path) -> str:
@@ -206,14 +266,18 @@ def _notes(path: Path) -> str:
     return f"requantized from {info.base_quant} ({info.base}): quality capped by the source"
 
 
-def _run_pass(spec: dict[str, Any], name: str, timeout_s: float, progress: Progress
-              ) -> tuple[float | None, str]:
+def _run_pass(
+    spec: dict[str, Any], name: str, timeout_s: float, progress: Progress
+) -> tuple[float | None, str]:
     """Run one model pass in a child; (seconds, "") on success, (None, reason) on failure."""
     spec_path = Path(spec["work"]) / f"spec-{spec['role']}.json"
     spec_path.write_text(json.dumps(spec))
-    outcome = run_child([sys.executable, "-m", "edgeeval.fidelity.child", str(spec_path)],
-                        timeout_s=timeout_s, interval_s=0.2,
-                        on_event=lambda e: _chunk_progress(name, e, progress))
+    outcome = run_child(
+        [sys.executable, "-m", "edgeeval.fidelity.child", str(spec_path)],
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        on_event=lambda e: _chunk_progress(name, e, progress),
+    )
     if outcome.timed_out:
         return None, f"killed after the {timeout_s:.0f} s timeout"
     if outcome.signal is not None or outcome.returncode != 0:
@@ -231,6 +295,7 @@ def _chunk_progress(name: str, event: dict[str, Any], progress: Progress) -> Non
 
 # --- storing and showing results ---
 
+
 def save_fidelity(result: rec.FidelityResult, root: Path | None = None) -> None:
     """Append to <run>/fidelity.jsonl and upsert into the SQLite store's `fidelity` table."""
     directory = store.run_dir(result.run_id, root)
@@ -242,9 +307,19 @@ def save_fidelity(result: rec.FidelityResult, root: Path | None = None) -> None:
         os.fsync(fh.fileno())
     with store.connect(root) as db:
         db.executescript(_SCHEMA)
-        db.execute("INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (result.run_id, result.variant, result.reference, result.corpus_sha256,
-                    result.n_ctx, result.n_chunks, result.status, line))
+        db.execute(
+            "INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                result.run_id,
+                result.variant,
+                result.reference,
+                result.corpus_sha256,
+                result.n_ctx,
+                result.n_chunks,
+                result.status,
+                line,
+            ),
+        )
 
 
 def load_fidelity(run_id: str, root: Path | None = None) -> list[rec.FidelityResult]:
@@ -258,31 +333,40 @@ def fidelity_markdown(results: list[rec.FidelityResult]) -> str:
     """A markdown section: one row per variant, the method and the corpus underneath."""
     if not results:
         return ""
-    head = ("| variant | reference | PPL | ln(PPL(Q)/PPL(ref)) | mean KLD | KLD 99.9% | KLD 99% "
-            "| KLD 90% | KLD median | same top p | RMS Δp | tokens |\n" + "|---" * 12 + "|\n")
+    head = (
+        "| variant | reference | PPL | ln(PPL(Q)/PPL(ref)) | mean KLD | KLD 99.9% | KLD 99% "
+        "| KLD 90% | KLD median | same top p | RMS Δp | tokens |\n" + "|---" * 12 + "|\n"
+    )
     rows = [_row(r) for r in results]
     first = results[0]
-    notes = sorted({f"- {r.variant}: {r.notes}" for r in results if r.notes}
-                   | {f"- {r.variant}: {r.status}: {r.error}" for r in results if r.error})
-    return ("## Quant fidelity\n\n" + head + "\n".join(rows) + "\n\n"
-            f"Corpus `{first.corpus}` (sha256 {first.corpus_sha256[:12]}), {first.n_chunks} "
-            f"chunks of {first.n_ctx} tokens, second half of each scored (llama-perplexity's "
-            "method). KLD(ref || Q) in nats per token, mean ± standard error; same top p = how "
-            "often both rank the same token first; Δp = p(Q) - p(ref) of the actual token.\n"
-            + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+    notes = sorted(
+        {f"- {r.variant}: {r.notes}" for r in results if r.notes}
+        | {f"- {r.variant}: {r.status}: {r.error}" for r in results if r.error}
+    )
+    return (
+        "## Quant fidelity\n\n" + head + "\n".join(rows) + "\n\n"
+        f"Corpus `{first.corpus}` (sha256 {first.corpus_sha256[:12]}), {first.n_chunks} "
+        f"chunks of {first.n_ctx} tokens, second half of each scored (llama-perplexity's "
+        "method). KLD(ref || Q) in nats per token, mean ± standard error; same top p = how "
+        "often both rank the same token first; Δp = p(Q) - p(ref) of the actual token.\n"
+        + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    )
 
 
 def _row(r: rec.FidelityResult) -> str:
     if r.status != rec.STATUS_OK:
         return f"| {r.variant} | {r.reference} | {r.status} |" + " |" * 9
-    return (f"| {r.variant} | {r.reference} | {r.ppl:.4f} ± {r.ppl_se:.4f} | "
-            f"{r.ln_ppl_ratio:.5f} ± {r.ln_ppl_ratio_se:.5f} | {r.kld_mean:.6f} ± {r.kld_se:.6f} "
-            f"| {r.kld_p999:.4f} | {r.kld_p99:.4f} | {r.kld_p90:.5f} | {r.kld_median:.6f} | "
-            f"{r.same_top_pct:.2f} ± {r.same_top_se_pct:.2f} % | {r.rms_dp_pct:.3f} ± "
-            f"{r.rms_dp_se_pct:.3f} % | {r.n_tokens} |")
+    return (
+        f"| {r.variant} | {r.reference} | {r.ppl:.4f} ± {r.ppl_se:.4f} | "
+        f"{r.ln_ppl_ratio:.5f} ± {r.ln_ppl_ratio_se:.5f} | {r.kld_mean:.6f} ± {r.kld_se:.6f} "
+        f"| {r.kld_p999:.4f} | {r.kld_p99:.4f} | {r.kld_p90:.5f} | {r.kld_median:.6f} | "
+        f"{r.same_top_pct:.2f} ± {r.same_top_se_pct:.2f} % | {r.rms_dp_pct:.3f} ± "
+        f"{r.rms_dp_se_pct:.3f} % | {r.n_tokens} |"
+    )
 
 
 # --- command line ---
+
 
 def register(sub: Any) -> None:
     """Add `edgeeval fidelity` to the CLI's subparsers."""
@@ -291,8 +375,12 @@ def register(sub: Any) -> None:
     p.add_argument("--ref", help="reference variant (default: the F32/BF16/F16 one named)")
     p.add_argument("--corpus", default="pydoc", help="pydoc (offline), wikitext-2, or a file")
     p.add_argument("--n-ctx", type=int, default=N_CTX, help="tokens per chunk (default 512)")
-    p.add_argument("--chunks", type=int, default=MAX_CHUNKS, help="at most this many chunks "
-                   f"(default {MAX_CHUNKS}; 0 = the whole corpus)")
+    p.add_argument(
+        "--chunks",
+        type=int,
+        default=MAX_CHUNKS,
+        help=f"at most this many chunks (default {MAX_CHUNKS}; 0 = the whole corpus)",
+    )
     p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
     p.add_argument("--n-gpu-layers", type=int, default=0)
     p.add_argument("--run", help="add the results to this run (id or 'latest'; default: new)")
@@ -308,8 +396,10 @@ def pick_reference(variants: list[Variant], ref: str | None, catalog: Catalog) -
         for variant in variants:
             if variant.quant.upper() == quant:
                 return variant
-    raise EdgeevalError("no F32/BF16/F16 variant among those named; pass --ref NAME (the "
-                        "highest-precision variant of the same model)")
+    raise EdgeevalError(
+        "no F32/BF16/F16 variant among those named; pass --ref NAME (the "
+        "highest-precision variant of the same model)"
+    )
 
 
 def _cmd_fidelity(args: argparse.Namespace) -> int:
@@ -319,20 +409,35 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     variants = [v for v in named if v.name != reference.name] or [reference]
     for variant in variants:
         if variant.model != reference.model:
-            raise EdgeevalError(f"{variant.name} is {variant.model}, the reference "
-                                f"{reference.name} is {reference.model}: compare variants of "
-                                "one model (pass --ref)")
+            raise EdgeevalError(
+                f"{variant.name} is {variant.model}, the reference "
+                f"{reference.name} is {reference.model}: compare variants of "
+                "one model (pass --ref)"
+            )
     run_id = store.resolve_run(args.run) if args.run else store.new_run_id()
     if not (store.run_dir(run_id) / "run.json").exists():
-        store.write_manifest(run_id, {"run_id": run_id, "kind": "fidelity",
-                                      "reference": reference.name,
-                                      "variants": [v.name for v in variants]})
-    results = run_fidelity(reference, variants, catalog, corpus=load_corpus(args.corpus),
-                           run_id=run_id, n_ctx=args.n_ctx, max_chunks=args.chunks,
-                           n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                           timeout_s=args.timeout, progress=progress)
+        store.write_manifest(
+            run_id,
+            {
+                "run_id": run_id,
+                "kind": "fidelity",
+                "reference": reference.name,
+                "variants": [v.name for v in variants],
+            },
+        )
+    results = run_fidelity(
+        reference,
+        variants,
+        catalog,
+        corpus=load_corpus(args.corpus),
+        run_id=run_id,
+        n_ctx=args.n_ctx,
+        max_chunks=args.chunks,
+        n_threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
+        timeout_s=args.timeout,
+        progress=progress,
+    )
     print(fidelity_markdown(results))
     print(f"run {run_id}: {store.run_dir(run_id) / 'fidelity.jsonl'}")
     return 0 if all(r.status == rec.STATUS_OK for r in results) else 3
-
-

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeeval import records as rec
-from edgeeval.store import runs as store
 from edgeeval.errors import EdgeevalError
 from edgeeval.metrics import mean_stddev
-from edgeeval.settings import GB
 from edgeeval.report.summarize import noise, summarize_record
+from edgeeval.settings import GB
+from edgeeval.store import runs as store
 
 #: Relative change in peak memory treated as real (there is one measurement per run).
 MEMORY_TOLERANCE = 0.03
@@ -74,8 +74,15 @@ class Comparison:
     only_b: list[str]
 
 
-def diff(metric: str, a: float | None, b: float | None, *, spread_a: float | None = None,
-         spread_b: float | None = None, threshold: float | None = None) -> MetricDiff:
+def diff(
+    metric: str,
+    a: float | None,
+    b: float | None,
+    *,
+    spread_a: float | None = None,
+    spread_b: float | None = None,
+    threshold: float | None = None,
+) -> MetricDiff:
     """A MetricDiff; beyond noise when |b - a| > threshold (unknown without a threshold)."""
     if a is None or b is None:
         return MetricDiff(metric, a, b, spread_a, spread_b)
@@ -104,7 +111,7 @@ def _test_id(s: rec.SpeedResult) -> tuple[object, ...]:
 
 
 def _speed_label(s: rec.SpeedResult, varying: Sequence[str]) -> str:
-    """"tg32 t/s", plus the swept parameters that vary within the run ("threads=2")."""
+    """ "tg32 t/s", plus the swept parameters that vary within the run ("threads=2")."""
     extra = ", ".join(f"{f.removeprefix('n_')}={getattr(s, f)}" for f in varying)
     return f"{s.test} t/s" + (f" ({extra})" if extra else "")
 
@@ -132,17 +139,22 @@ def compare_records(a: rec.ModelRecord, b: rec.ModelRecord) -> VariantDiff:
     peak_b = b.memory.peak_rss_bytes / GB if b.memory else None
     metrics = (
         *speed_diffs(a, b),
-        diff("peak GB", peak_a, peak_b,
-             threshold=MEMORY_TOLERANCE * peak_a if peak_a else None),
-        diff("capability", row_a.capability, row_b.capability, spread_a=row_a.capability_se,
-             spread_b=row_b.capability_se,
-             threshold=noise(row_a.capability_se, row_b.capability_se)),
+        diff("peak GB", peak_a, peak_b, threshold=MEMORY_TOLERANCE * peak_a if peak_a else None),
+        diff(
+            "capability",
+            row_a.capability,
+            row_b.capability,
+            spread_a=row_a.capability_se,
+            spread_b=row_b.capability_se,
+            threshold=noise(row_a.capability_se, row_b.capability_se),
+        ),
     )
     return VariantDiff(a.variant.name, a.variant.sha256, a.status, b.status, metrics)
 
 
-def _settings_changed(a: Sequence[rec.ModelRecord],
-                      b: Sequence[rec.ModelRecord]) -> dict[str, tuple[object, object]]:
+def _settings_changed(
+    a: Sequence[rec.ModelRecord], b: Sequence[rec.ModelRecord]
+) -> dict[str, tuple[object, object]]:
     if not a or not b:
         return {}
     sa, sb = dataclasses.asdict(a[0].settings), dataclasses.asdict(b[0].settings)
@@ -154,19 +166,28 @@ def compare_runs(run_a: str, run_b: str, *, root: Path | None = None) -> Compari
     id_a, id_b = store.resolve_run(run_a, root), store.resolve_run(run_b, root)
     recs_a, recs_b = store.load_records(id_a, root), store.load_records(id_b, root)
     by_b = {(r.variant.name, r.variant.sha256): r for r in recs_b}
-    pairs = [(r, by_b[(r.variant.name, r.variant.sha256)]) for r in recs_a
-             if (r.variant.name, r.variant.sha256) in by_b]
+    pairs = [
+        (r, by_b[(r.variant.name, r.variant.sha256)])
+        for r in recs_a
+        if (r.variant.name, r.variant.sha256) in by_b
+    ]
     if not pairs:
         raise NothingToCompareError(
             f"runs {id_a} and {id_b} share no variant with the same name and file sha256 "
             f"(A has {sorted(r.variant.name for r in recs_a)}, B has "
-            f"{sorted(r.variant.name for r in recs_b)}); `edgeeval runs` lists stored runs")
+            f"{sorted(r.variant.name for r in recs_b)}); `edgeeval runs` lists stored runs"
+        )
     matched = {r.variant.name for r, _ in pairs}
     hosts = (recs_a[0].host.hostname, recs_b[0].host.hostname)
-    return Comparison(id_a, id_b, hosts, _settings_changed(recs_a, recs_b),
-                      [compare_records(a, b) for a, b in pairs],
-                      sorted({r.variant.name for r in recs_a} - matched),
-                      sorted({r.variant.name for r in recs_b} - matched))
+    return Comparison(
+        id_a,
+        id_b,
+        hosts,
+        _settings_changed(recs_a, recs_b),
+        [compare_records(a, b) for a, b in pairs],
+        sorted({r.variant.name for r in recs_a} - matched),
+        sorted({r.variant.name for r in recs_b} - matched),
+    )
 
 
 def _value(value: float | None, spread: float | None) -> str:
@@ -182,22 +203,32 @@ def _verdict(d: MetricDiff) -> str:
 def format_comparison(c: Comparison) -> str:
     """The comparison as a Markdown table, with the runs, hosts and changed settings."""
     lines = [f"A: run {c.run_a} on {c.hosts[0]}", f"B: run {c.run_b} on {c.hosts[1]}"]
-    lines += [f"settings differ: {k} {a} (A) vs {b} (B)" for k, (a, b) in
-              c.settings_changed.items()]
-    lines += ["", "| variant | metric | A | B | B/A | beyond noise |",
-              "|---|---|---:|---:|---:|---|"]
+    lines += [
+        f"settings differ: {k} {a} (A) vs {b} (B)" for k, (a, b) in c.settings_changed.items()
+    ]
+    lines += [
+        "",
+        "| variant | metric | A | B | B/A | beyond noise |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for v in c.variants:
-        status = "" if v.status_a == v.status_b == rec.STATUS_OK else \
-            f" ({v.status_a} / {v.status_b})"
+        status = (
+            "" if v.status_a == v.status_b == rec.STATUS_OK else f" ({v.status_a} / {v.status_b})"
+        )
         for d in v.metrics:
             ratio = "-" if d.ratio is None else f"{d.ratio:.3f}"
-            lines.append(f"| {v.name}{status} | {d.metric} | {_value(d.a, d.spread_a)} "
-                         f"| {_value(d.b, d.spread_b)} | {ratio} | {_verdict(d)} |")
+            lines.append(
+                f"| {v.name}{status} | {d.metric} | {_value(d.a, d.spread_a)} "
+                f"| {_value(d.b, d.spread_b)} | {ratio} | {_verdict(d)} |"
+            )
     lines += [f"only in A: {name}" for name in c.only_a]
     lines += [f"only in B: {name}" for name in c.only_b]
-    lines += ["", "beyond noise: speed |B - A| > 2 * sqrt(sd_A^2/n_A + sd_B^2/n_B) over the "
-              "raw samples; capability |B - A| > 1.96 * sqrt(se_A^2 + se_B^2); peak memory "
-              f"more than {MEMORY_TOLERANCE:.0%} apart (one measurement per run)."]
+    lines += [
+        "",
+        "beyond noise: speed |B - A| > 2 * sqrt(sd_A^2/n_A + sd_B^2/n_B) over the "
+        "raw samples; capability |B - A| > 1.96 * sqrt(se_A^2 + se_B^2); peak memory "
+        f"more than {MEMORY_TOLERANCE:.0%} apart (one measurement per run).",
+    ]
     return "\n".join(lines)
 
 
@@ -213,8 +244,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `compare` subcommand."""
-    p = sub.add_parser("compare", help="the same variants in two runs or on two machines, "
-                                       "with ratios and whether each change exceeds the noise")
+    p = sub.add_parser(
+        "compare",
+        help="the same variants in two runs or on two machines, "
+        "with ratios and whether each change exceeds the noise",
+    )
     p.add_argument("run_a", metavar="RUN_A", help="run id, run directory or 'latest'")
     p.add_argument("run_b", metavar="RUN_B", help="run id, run directory or 'latest'")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")

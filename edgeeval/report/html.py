@@ -67,7 +67,7 @@ _JS = """
 })();
 """
 
-Cell = tuple[str, float | None | str]   # (shown text, sort key; None = text sort)
+Cell = tuple[str, float | None | str]  # (shown text, sort key; None = text sort)
 Column = tuple[str, Callable[[RankRow], Cell]]
 
 
@@ -84,9 +84,13 @@ def _rank(row: RankRow) -> Cell:
 
 
 RANK_COLUMNS: list[Column] = [
-    ("rank", _rank), ("variant", lambda r: (r.name, None)), ("family", lambda r: (r.family, None)),
-    ("quant", lambda r: (r.quant, None)), ("file GB", lambda r: _num(r.file_gb, 3)),
-    ("peak GB", lambda r: _num(r.peak_rss_gb, 3)), ("load s", lambda r: _num(r.load_s)),
+    ("rank", _rank),
+    ("variant", lambda r: (r.name, None)),
+    ("family", lambda r: (r.family, None)),
+    ("quant", lambda r: (r.quant, None)),
+    ("file GB", lambda r: _num(r.file_gb, 3)),
+    ("peak GB", lambda r: _num(r.peak_rss_gb, 3)),
+    ("load s", lambda r: _num(r.load_s)),
     ("pp t/s", lambda r: _pm(r.pp_ts, r.pp_stddev_ts)),
     ("tg t/s", lambda r: _pm(r.tg_ts, r.tg_stddev_ts)),
     ("capability", lambda r: _pm(r.capability, r.capability_se)),
@@ -110,21 +114,25 @@ def _row_class(row: RankRow) -> str:
     return "dominated" if row.dominated_by else "front"
 
 
-def sortable_table(table_id: str, headers: Sequence[tuple[str, bool]],
-                   body: Sequence[tuple[str, Sequence[str]]]) -> str:
+def sortable_table(
+    table_id: str, headers: Sequence[tuple[str, bool]], body: Sequence[tuple[str, Sequence[str]]]
+) -> str:
     """A <table class="sortable">; headers are (label, is_text), body rows (class, <td>s)."""
-    head = "".join(f'<th{" class=t" if is_text else ""}>{escape(h)}</th>' for h, is_text in headers)
+    head = "".join(f"<th{' class=t' if is_text else ''}>{escape(h)}</th>" for h, is_text in headers)
     rows = "".join(f'<tr class="{cls}">{"".join(cells)}</tr>' for cls, cells in body)
-    return (f'<div class="scroll"><table class="sortable" id="{escape(table_id)}"><thead>'
-            f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table class="sortable" id="{escape(table_id)}"><thead>'
+        f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
 
 
 def ranking_html(table_id: str, rows: Sequence[RankRow]) -> str:
     """The ranking as a sortable table, one row per variant."""
     headers = [(h, h in ("variant", "family", "quant", "status")) for h, _ in RANK_COLUMNS]
     kinds = {"variant": "name", "status": "wrap"}
-    body = [(_row_class(r), [_td(fn(r), kind=kinds.get(h, "")) for h, fn in RANK_COLUMNS])
-            for r in rows]
+    body = [
+        (_row_class(r), [_td(fn(r), kind=kinds.get(h, "")) for h, fn in RANK_COLUMNS]) for r in rows
+    ]
     return sortable_table(table_id, headers, body)
 
 
@@ -134,8 +142,14 @@ def tasks_html(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
     body = []
     for r in rows:
         cells = [_td((r.name, None), kind="name")]
-        cells += [_td(_pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0))
-                      if t in r.task_acc else ("-", "")) for t in tasks]
+        cells += [
+            _td(
+                _pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0))
+                if t in r.task_acc
+                else ("-", "")
+            )
+            for t in tasks
+        ]
         body.append((_row_class(r), cells))
     return sortable_table("tasks", headers, body)
 
@@ -146,21 +160,27 @@ def plots_html(plots: Sequence[Plot]) -> str:
     for p in plots:
         data = base64.b64encode(p.png).decode("ascii")
         caption = escape(p.title + (f": {p.note}" if p.note else ""))
-        figures.append(f'<figure><img id="plot-{escape(p.key)}" alt="{escape(p.title)}" '
-                       f'src="data:image/png;base64,{data}"><figcaption>{caption} '
-                       f"(plot-{escape(p.key)}.png)</figcaption></figure>")
+        figures.append(
+            f'<figure><img id="plot-{escape(p.key)}" alt="{escape(p.title)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{caption} '
+            f"(plot-{escape(p.key)}.png)</figcaption></figure>"
+        )
     return '<div class="plots">' + "".join(figures) + "</div>"
 
 
 def hosts_html(groups: Sequence[HostGroup]) -> str:
     """One ranking per host, for the run's variants as measured on several machines."""
-    parts = ["<h2>By host</h2><p>The same files with the same settings, measured on each "
-             "host in the local store (latest ok record per host and variant).</p>"]
+    parts = [
+        "<h2>By host</h2><p>The same files with the same settings, measured on each "
+        "host in the local store (latest ok record per host and variant).</p>"
+    ]
     for index, g in enumerate(groups, 1):
         h = g.host
-        parts.append(f"<h3>{escape(h.hostname)} ({escape(h.host_id)}): {escape(h.cpu_model)}, "
-                     f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, "
-                     f"{escape(h.backend)}; runs {escape(', '.join(g.run_ids))}</h3>")
+        parts.append(
+            f"<h3>{escape(h.hostname)} ({escape(h.host_id)}): {escape(h.cpu_model)}, "
+            f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, "
+            f"{escape(h.backend)}; runs {escape(', '.join(g.run_ids))}</h3>"
+        )
         parts.append(ranking_html(f"host-{index}", g.rows))
     return "".join(parts)
 
@@ -169,31 +189,43 @@ def _details(records: Sequence[rec.ModelRecord]) -> str:
     if not records:
         return ""
     host, settings = records[0].host, records[0].settings
-    items = [f"host: {host.hostname} ({host.host_id}), {host.cpu_model}, {host.cores_physical} "
-             f"physical / {host.cores_logical} logical cores, {host.ram_bytes / 1e9:.1f} GB RAM,"
-             f" {host.os} {host.os_version} {host.machine}",
-             f"backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version}; "
-             f"edgeeval {host.edgeeval_version}; Python {host.python_version}"]
+    items = [
+        f"host: {host.hostname} ({host.host_id}), {host.cpu_model}, {host.cores_physical} "
+        f"physical / {host.cores_logical} logical cores, {host.ram_bytes / 1e9:.1f} GB RAM,"
+        f" {host.os} {host.os_version} {host.machine}",
+        f"backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version}; "
+        f"edgeeval {host.edgeeval_version}; Python {host.python_version}",
+    ]
     lis = "".join(f"<li>{escape(i)}</li>" for i in items)
-    return (f"<h2>Host and settings</h2><ul>{lis}<li>llama.cpp system info: <code>"
-            f"{escape(host.llama_cpp_system_info)}</code></li><li>settings: <code>"
-            f"{escape(json.dumps(asdict(settings)))}</code></li></ul>")
+    return (
+        f"<h2>Host and settings</h2><ul>{lis}<li>llama.cpp system info: <code>"
+        f"{escape(host.llama_cpp_system_info)}</code></li><li>settings: <code>"
+        f"{escape(json.dumps(asdict(settings)))}</code></li></ul>"
+    )
 
 
 def _failed(rows: Sequence[RankRow]) -> str:
     failed = [r for r in rows if not r.measured]
     if not failed:
         return ""
-    items = "".join(f"<li><b>{escape(r.name)}</b> ({escape(r.status)}): {escape(r.error)}</li>"
-                    for r in failed)
+    items = "".join(
+        f"<li><b>{escape(r.name)}</b> ({escape(r.status)}): {escape(r.error)}</li>" for r in failed
+    )
     return f'<h2>Failed or skipped</h2><ul id="failed">{items}</ul>'
 
 
-_VARIANT_COLUMNS = [("variant", "variant", 0), ("quant", "quant", 0), ("file GB", "file_gb", 3),
-                    ("bits/weight", "bits_per_weight", 2), ("tg t/s", "tg_ts", 1),
-                    ("capability", "capability", 1), ("mean KLD", "kld_mean", 5),
-                    ("ln PPL ratio", "ln_ppl_ratio", 4), ("same top p %", "same_top_pct", 2),
-                    ("reference", "reference", 0)]
+_VARIANT_COLUMNS = [
+    ("variant", "variant", 0),
+    ("quant", "quant", 0),
+    ("file GB", "file_gb", 3),
+    ("bits/weight", "bits_per_weight", 2),
+    ("tg t/s", "tg_ts", 1),
+    ("capability", "capability", 1),
+    ("mean KLD", "kld_mean", 5),
+    ("ln PPL ratio", "ln_ppl_ratio", 4),
+    ("same top p %", "same_top_pct", 2),
+    ("reference", "reference", 0),
+]
 
 
 def variants_html(table: Sequence[dict[str, Any]]) -> str:
@@ -203,31 +235,54 @@ def variants_html(table: Sequence[dict[str, Any]]) -> str:
     headers = [(label, digits == 0) for label, _, digits in _VARIANT_COLUMNS]
     body = []
     for v in table:
-        cells = [_td((str(v[key]), None)) if digits == 0 else _td(_num(v[key], digits))
-                 for _, key, digits in _VARIANT_COLUMNS]
+        cells = [
+            _td((str(v[key]), None)) if digits == 0 else _td(_num(v[key], digits))
+            for _, key, digits in _VARIANT_COLUMNS
+        ]
         body.append(("front", cells))
-    return ("<h2>Variants: size, bits per weight, speed, accuracy and fidelity</h2>"
-            + sortable_table("variants", headers, body))
+    return (
+        "<h2>Variants: size, bits per weight, speed, accuracy and fidelity</h2>"
+        + sortable_table("variants", headers, body)
+    )
 
 
-def render_html(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
-                meta: dict[str, Any], plots: Sequence[Plot], *, tasks: Sequence[str],
-                notes: Sequence[str], host_groups: Sequence[HostGroup] = (),
-                variants: Sequence[dict[str, Any]] = ()) -> str:
+def render_html(
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    meta: dict[str, Any],
+    plots: Sequence[Plot],
+    *,
+    tasks: Sequence[str],
+    notes: Sequence[str],
+    host_groups: Sequence[HostGroup] = (),
+    variants: Sequence[dict[str, Any]] = (),
+) -> str:
     """The whole page as a string; `notes` are the "how to read this" paragraphs."""
     run_id = escape(str(meta.get("run_id", "?")))
     budget = meta.get("budget_gb")
     sub = f"{len(rows)} variant{'' if len(rows) == 1 else 's'}" + (
-        f"; memory budget {budget:g} GB" if budget else "")
-    body = [f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
-            "column header to sort.</p>", "<h2>Ranking by capability per GB</h2>",
-            ranking_html("ranking", rows), "<h2>Plots</h2>", plots_html(plots),
-            "<h2>Accuracy per task (%, ± standard error)</h2>", tasks_html(rows, tasks),
-            variants_html(variants),
-            hosts_html(host_groups) if host_groups else "", _failed(rows),
-            '<h2>How to read this</h2><div class="notes">'
-            + "".join(f"<p>{escape(n)}</p>" for n in notes) + "</div>", _details(records)]
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width,initial-scale=1"><title>edgeeval {run_id}</title>'
-            f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script>"
-            "</body></html>\n")
+        f"; memory budget {budget:g} GB" if budget else ""
+    )
+    body = [
+        f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
+        "column header to sort.</p>",
+        "<h2>Ranking by capability per GB</h2>",
+        ranking_html("ranking", rows),
+        "<h2>Plots</h2>",
+        plots_html(plots),
+        "<h2>Accuracy per task (%, ± standard error)</h2>",
+        tasks_html(rows, tasks),
+        variants_html(variants),
+        hosts_html(host_groups) if host_groups else "",
+        _failed(rows),
+        '<h2>How to read this</h2><div class="notes">'
+        + "".join(f"<p>{escape(n)}</p>" for n in notes)
+        + "</div>",
+        _details(records),
+    ]
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width,initial-scale=1"><title>edgeeval {run_id}</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script>"
+        "</body></html>\n"
+    )

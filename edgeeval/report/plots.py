@@ -44,8 +44,9 @@ def _figure() -> tuple[Figure, Axes]:
 def _empty(key: str, title: str, message: str) -> Plot:
     fig, ax = _figure()
     ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, color="0.35",
-            transform=ax.transAxes)
+    ax.text(
+        0.5, 0.5, message, ha="center", va="center", wrap=True, color="0.35", transform=ax.transAxes
+    )
     ax.set_axis_off()
     return Plot(key=key, title=title, png=_png(fig), has_data=False, note=message)
 
@@ -70,16 +71,31 @@ def capability_vs_memory(rows: Sequence[RankRow], *, budget_gb: float | None = N
     colors = _colors([r.family for r in points])
     for r in points:
         face = "none" if r.dominated_by or r.over_budget else colors[r.family]
-        ax.errorbar(r.peak_rss_gb, r.capability, yerr=r.capability_se, fmt="x" if r.over_budget
-                    else "o", color=colors[r.family], mfc=face, capsize=3)
+        ax.errorbar(
+            r.peak_rss_gb,
+            r.capability,
+            yerr=r.capability_se,
+            fmt="x" if r.over_budget else "o",
+            color=colors[r.family],
+            mfc=face,
+            capsize=3,
+        )
         _label(ax, r.peak_rss_gb, r.capability, r.name)  # type: ignore[arg-type]
     front = sorted((r for r in points if r.pareto), key=lambda r: r.peak_rss_gb or 0.0)
-    ax.plot([r.peak_rss_gb for r in front], [r.capability for r in front], "--", color="0.4",
-            label="Pareto front")
+    ax.plot(
+        [r.peak_rss_gb for r in front],
+        [r.capability for r in front],
+        "--",
+        color="0.4",
+        label="Pareto front",
+    )
     if budget_gb is not None:
         ax.axvline(budget_gb, color="C3", linestyle=":", label=f"budget {budget_gb:g} GB")
-    ax.set(title=title, xlabel="peak resident memory (GB, 10^9 bytes)",
-           ylabel="capability (0-100, ± 1 SE)")
+    ax.set(
+        title=title,
+        xlabel="peak resident memory (GB, 10^9 bytes)",
+        ylabel="capability (0-100, ± 1 SE)",
+    )
     ax.legend(fontsize=8)
     return Plot(key=key, title=title, png=_png(fig), has_data=True)
 
@@ -94,9 +110,15 @@ def speed_vs_memory(rows: Sequence[RankRow]) -> Plot:
     colors = _colors([r.family for r in points])
     for family in sorted(colors):
         mine = [r for r in points if r.family == family]
-        ax.errorbar([r.peak_rss_gb for r in mine], [r.tg_ts for r in mine],
-                    yerr=[r.tg_stddev_ts or 0.0 for r in mine], fmt="o", capsize=3,
-                    color=colors[family], label=family)
+        ax.errorbar(
+            [r.peak_rss_gb for r in mine],
+            [r.tg_ts for r in mine],
+            yerr=[r.tg_stddev_ts or 0.0 for r in mine],
+            fmt="o",
+            capsize=3,
+            color=colors[family],
+            label=family,
+        )
     for r in points:
         _label(ax, r.peak_rss_gb, r.tg_ts, r.name)  # type: ignore[arg-type]
     ax.set(title=title, xlabel="peak resident memory (GB)", ylabel="tg tokens/s (± 1 sd)")
@@ -110,8 +132,9 @@ def bits_per_weight(record: rec.ModelRecord) -> float | None:
     return record.variant.size_bytes * 8 / params if params else None
 
 
-def fidelity_points(records: Sequence[rec.ModelRecord],
-                    fidelity: Sequence[rec.FidelityResult]) -> list[tuple[str, str, tuple]]:
+def fidelity_points(
+    records: Sequence[rec.ModelRecord], fidelity: Sequence[rec.FidelityResult]
+) -> list[tuple[str, str, tuple]]:
     """(family, variant, (bits per weight, mean KLD)) for variants with both a record and an
     ok fidelity result in this run."""
     by_name = {r.variant.name: r for r in records}
@@ -124,8 +147,9 @@ def fidelity_points(records: Sequence[rec.ModelRecord],
     return points
 
 
-def kld_vs_bits(records: Sequence[rec.ModelRecord],
-                fidelity: Sequence[rec.FidelityResult] = ()) -> Plot:
+def kld_vs_bits(
+    records: Sequence[rec.ModelRecord], fidelity: Sequence[rec.FidelityResult] = ()
+) -> Plot:
     """Mean KLD against the reference, by bits per weight, one line per model family."""
     key, title = "kld-bpw", "KLD vs bits per weight"
     points = fidelity_points(records, fidelity)
@@ -150,16 +174,25 @@ def speed_vs_threads(series: Mapping[str, Sequence[ThreadPoint]]) -> Plot:
     lines = {name: pts for name, pts in series.items() if len({p.threads for p in pts}) > 1}
     if not lines:
         used = ", ".join(str(n) for n in sorted({p.threads for v in series.values() for p in v}))
-        return _empty(key, title, f"only one thread count measured ({used or 'none'}); bench "
-                      "with --threads 1,2,4 (a sweep) to see scaling")
+        return _empty(
+            key,
+            title,
+            f"only one thread count measured ({used or 'none'}); bench "
+            "with --threads 1,2,4 (a sweep) to see scaling",
+        )
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, attr, label in ((axes[0], "pp", "pp tokens/s"), (axes[1], "tg", "tg tokens/s")):
         for name, pts in sorted(lines.items()):
             got = [p for p in pts if getattr(p, f"{attr}_ts") is not None]
-            ax.errorbar([p.threads for p in got], [getattr(p, f"{attr}_ts") for p in got],
-                        yerr=[getattr(p, f"{attr}_stddev_ts") or 0.0 for p in got],
-                        fmt="o-", capsize=3, label=name)
+            ax.errorbar(
+                [p.threads for p in got],
+                [getattr(p, f"{attr}_ts") for p in got],
+                yerr=[getattr(p, f"{attr}_stddev_ts") or 0.0 for p in got],
+                fmt="o-",
+                capsize=3,
+                label=name,
+            )
         ax.set(xlabel="threads", ylabel=label)
         ax.set_xticks(sorted({p.threads for pts in lines.values() for p in pts}))
     axes[1].legend(fontsize=7)
@@ -167,10 +200,18 @@ def speed_vs_threads(series: Mapping[str, Sequence[ThreadPoint]]) -> Plot:
     return Plot(key=key, title=title, png=_png(fig), has_data=True)
 
 
-def all_plots(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
-              threads: Mapping[str, Sequence[ThreadPoint]], *,
-              budget_gb: float | None = None,
-              fidelity: Sequence[rec.FidelityResult] = ()) -> list[Plot]:
+def all_plots(
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    threads: Mapping[str, Sequence[ThreadPoint]],
+    *,
+    budget_gb: float | None = None,
+    fidelity: Sequence[rec.FidelityResult] = (),
+) -> list[Plot]:
     """Every plot of a report, in the order the HTML page shows them."""
-    return [capability_vs_memory(rows, budget_gb=budget_gb), speed_vs_memory(rows),
-            kld_vs_bits(records, fidelity), speed_vs_threads(threads)]
+    return [
+        capability_vs_memory(rows, budget_gb=budget_gb),
+        speed_vs_memory(rows),
+        kld_vs_bits(records, fidelity),
+        speed_vs_threads(threads),
+    ]

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
-from edgeeval.store import runs as store
-from edgeeval.store.exchange import read_sqlite
 from edgeeval.fidelity.orchestrate import fidelity_markdown, load_fidelity
 from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
@@ -34,24 +32,58 @@ from edgeeval.report.summarize import (
     thread_scaling,
     verdict,
 )
+from edgeeval.store import runs as store
+from edgeeval.store.exchange import read_sqlite
 
-TIMED = ("Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
-         "the final synchronize) are timed, never loading, tokenization or sampling. One "
-         "untimed warmup, then r repetitions with the KV cache cleared before each. pp N = N "
-         "prompt tokens decoded in n_batch chunks; tg N = N single-token decodes. tokens/s is "
-         "reported as mean ± sample stddev over the repetitions. Peak memory is the child "
-         "process's resident set (RSS), sampled from the parent every 20 ms from start to exit; "
-         "mmap'd weights count once touched. Load time is the llama.cpp model + context "
-         "creation.")
+TIMED = (
+    "Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
+    "the final synchronize) are timed, never loading, tokenization or sampling. One "
+    "untimed warmup, then r repetitions with the KV cache cleared before each. pp N = N "
+    "prompt tokens decoded in n_batch chunks; tg N = N single-token decodes. tokens/s is "
+    "reported as mean ± sample stddev over the repetitions. Peak memory is the child "
+    "process's resident set (RSS), sampled from the parent every 20 ms from start to exit; "
+    "mmap'd weights count once touched. Load time is the llama.cpp model + context "
+    "creation."
+)
 
-NOTES = (FORMULA, "Numbers after ± are the sample standard deviation (speed) or standard error "
-         "(accuracy, capability).", TIE_RULE, WORKED_EXAMPLE, TIMED)
+NOTES = (
+    FORMULA,
+    "Numbers after ± are the sample standard deviation (speed) or standard error "
+    "(accuracy, capability).",
+    TIE_RULE,
+    WORKED_EXAMPLE,
+    TIMED,
+)
 
-COLUMNS = ["rank", "rank_tied", "name", "family", "quant", "kind", "status", "verdict",
-           "file_gb", "peak_rss_gb", "peak_uss_gb", "load_s", "pp_ts", "pp_stddev_ts", "tg_ts",
-           "tg_stddev_ts", "capability", "capability_se", "capability_per_gb",
-           "capability_per_gb_se", "capability_per_file_gb", "pareto", "dominated_by",
-           "tied_with", "over_budget", "host_id", "error"]
+COLUMNS = [
+    "rank",
+    "rank_tied",
+    "name",
+    "family",
+    "quant",
+    "kind",
+    "status",
+    "verdict",
+    "file_gb",
+    "peak_rss_gb",
+    "peak_uss_gb",
+    "load_s",
+    "pp_ts",
+    "pp_stddev_ts",
+    "tg_ts",
+    "tg_stddev_ts",
+    "capability",
+    "capability_se",
+    "capability_per_gb",
+    "capability_per_gb_se",
+    "capability_per_file_gb",
+    "pareto",
+    "dominated_by",
+    "tied_with",
+    "over_budget",
+    "host_id",
+    "error",
+]
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -71,14 +103,30 @@ def row_dict(row: RankRow) -> dict[str, Any]:
     return {**dataclasses.asdict(row), "verdict": verdict(row)}
 
 
-def to_json(rows: Sequence[RankRow], meta: dict[str, Any],
-            host_groups: Sequence[HostGroup] = ()) -> str:
-    hosts = [{"host": rec.to_dict(g.host), "run_ids": list(g.run_ids),
-              "rows": [row_dict(r) for r in g.rows]} for g in host_groups]
-    return json.dumps({**meta, "formula": FORMULA, "tie_rule": TIE_RULE,
-                       "worked_example": WORKED_EXAMPLE, "gb_bytes": 10**9,
-                       "rows": [row_dict(r) for r in rows], "hosts": hosts},
-                      indent=2, sort_keys=True)
+def to_json(
+    rows: Sequence[RankRow], meta: dict[str, Any], host_groups: Sequence[HostGroup] = ()
+) -> str:
+    hosts = [
+        {
+            "host": rec.to_dict(g.host),
+            "run_ids": list(g.run_ids),
+            "rows": [row_dict(r) for r in g.rows],
+        }
+        for g in host_groups
+    ]
+    return json.dumps(
+        {
+            **meta,
+            "formula": FORMULA,
+            "tie_rule": TIE_RULE,
+            "worked_example": WORKED_EXAMPLE,
+            "gb_bytes": 10**9,
+            "rows": [row_dict(r) for r in rows],
+            "hosts": hosts,
+        },
+        indent=2,
+        sort_keys=True,
+    )
 
 
 def _csv_value(value: Any) -> Any:
@@ -93,23 +141,28 @@ def to_csv(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
     writer.writerow(COLUMNS + [f"acc_{t}" for t in tasks] + [f"acc_se_{t}" for t in tasks])
     for row in rows:
         data = row_dict(row)
-        writer.writerow([_csv_value(data[c]) for c in COLUMNS]
-                        + [row.task_acc.get(t, "") for t in tasks]
-                        + [row.task_acc_se.get(t, "") for t in tasks])
+        writer.writerow(
+            [_csv_value(data[c]) for c in COLUMNS]
+            + [row.task_acc.get(t, "") for t in tasks]
+            + [row.task_acc_se.get(t, "") for t in tasks]
+        )
     return buf.getvalue()
 
 
 def ranking_table(rows: Sequence[RankRow]) -> str:
     """The compact Markdown table printed in the terminal and at the top of report.md."""
-    lines = ["| rank | variant | quant | file GB | peak GB | load s | pp t/s | tg t/s "
-             "| capability | cap/GB | status |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| rank | variant | quant | file GB | peak GB | load s | pp t/s | tg t/s "
+        "| capability | cap/GB | status |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {rank_label(r)} | {r.name} | {r.quant} | {_fmt(r.file_gb, 3)} "
             f"| {_fmt(r.peak_rss_gb, 3)} | {_fmt(r.load_s)} | {_pm(r.pp_ts, r.pp_stddev_ts)} "
             f"| {_pm(r.tg_ts, r.tg_stddev_ts)} | {_pm(r.capability, r.capability_se)} "
-            f"| {_fmt(r.capability_per_gb, 1)} | {verdict(r)} |")
+            f"| {_fmt(r.capability_per_gb, 1)} | {verdict(r)} |"
+        )
     return "\n".join(lines)
 
 
@@ -117,8 +170,10 @@ def _task_table(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
     head = "| variant | " + " | ".join(tasks) + " |"
     lines = [head, "|---|" + "---:|" * len(tasks)]
     for r in rows:
-        cells = [_pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0)) if t in r.task_acc
-                 else "-" for t in tasks]
+        cells = [
+            _pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0)) if t in r.task_acc else "-"
+            for t in tasks
+        ]
         lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -126,13 +181,23 @@ def _task_table(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
 def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
     if not groups:
         return []
-    parts = ["", "## By host", "", "The same files with the same settings, measured on each "
-             "host in the local store (latest ok record per host and variant)."]
+    parts = [
+        "",
+        "## By host",
+        "",
+        "The same files with the same settings, measured on each "
+        "host in the local store (latest ok record per host and variant).",
+    ]
     for g in groups:
         h = g.host
-        parts += ["", f"### {h.hostname} ({h.host_id}): {h.cpu_model}, {h.cores_physical} "
-                  f"cores, {h.ram_bytes / 1e9:.1f} GB RAM, {h.backend}; runs "
-                  f"{', '.join(g.run_ids)}", "", ranking_table(g.rows)]
+        parts += [
+            "",
+            f"### {h.hostname} ({h.host_id}): {h.cpu_model}, {h.cores_physical} "
+            f"cores, {h.ram_bytes / 1e9:.1f} GB RAM, {h.backend}; runs "
+            f"{', '.join(g.run_ids)}",
+            "",
+            ranking_table(g.rows),
+        ]
     return parts
 
 
@@ -140,14 +205,18 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
     if not records:
         return []
     host = records[0].host
-    return ["", "## Host and settings", "",
-            f"- host: {host.hostname} ({host.host_id}), {host.cpu_model}, "
-            f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
-            f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
-            f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
-            f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
-            f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
-            f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`"]
+    return [
+        "",
+        "## Host and settings",
+        "",
+        f"- host: {host.hostname} ({host.host_id}), {host.cpu_model}, "
+        f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
+        f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
+        f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
+        f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
+        f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
+        f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`",
+    ]
 
 
 def _gb(value: int | None) -> str:
@@ -160,9 +229,12 @@ def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
     from edgeeval.report.speed import speed_rows
 
     roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
-    lines = ["| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
-             "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
-             "| efficiency |", "|---|" + "---:|" * 6 + "---|" + "---:|" * 3]
+    lines = [
+        "| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
+        "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
+        "| efficiency |",
+        "|---|" + "---:|" * 6 + "---|" + "---:|" * 3,
+    ]
     for r in records:
         if r.status != rec.STATUS_OK or r.memory is None:
             continue
@@ -173,37 +245,64 @@ def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
         tg = next((s for s in r.speed if s.n_gen and not s.n_prompt and not s.n_depth), None)
         row = roof.get((r.variant.name, tg.test)) if tg else None
         ceiling = f"{row['roofline_ts']:.1f}" if row and row["roofline_ts"] else "-"
-        eff = (f"{100 * row['roofline_efficiency']:.0f} %" if row and row["roofline_efficiency"]
-               else "-")
-        lines.append(f"| {r.variant.name} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
-                     f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
-                     f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
-                     f"| {eff} |")
+        eff = (
+            f"{100 * row['roofline_efficiency']:.0f} %"
+            if row and row["roofline_efficiency"]
+            else "-"
+        )
+        lines.append(
+            f"| {r.variant.name} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
+            f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
+            f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
+            f"| {eff} |"
+        )
     return "\n".join(lines)
 
 
-def to_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
-                meta: dict[str, Any], tasks: Sequence[str],
-                host_groups: Sequence[HostGroup] = ()) -> str:
+def to_markdown(
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    meta: dict[str, Any],
+    tasks: Sequence[str],
+    host_groups: Sequence[HostGroup] = (),
+) -> str:
     budget = meta.get("budget_gb")
     parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", ""]
     if budget:
-        parts += [f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
-                  "as over budget and not ranked.", ""]
-    parts += [ranking_table(rows), "", "## How to read this", "", "\n\n".join(NOTES), "",
-              "## Accuracy per task (%, ± standard error)", "", _task_table(rows, tasks),
-              "", "## Memory, latency and the bandwidth roofline", "",
-              "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
-              "shape at n_ctx (F16); 'runtime other' is the rest of the peak resident set "
-              "(compute buffers, the Python process). The roofline is host bandwidth / bytes "
-              "read per generated token (weights + KV).", "", memory_speed_markdown(records)]
+        parts += [
+            f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
+            "as over budget and not ranked.",
+            "",
+        ]
+    parts += [
+        ranking_table(rows),
+        "",
+        "## How to read this",
+        "",
+        "\n\n".join(NOTES),
+        "",
+        "## Accuracy per task (%, ± standard error)",
+        "",
+        _task_table(rows, tasks),
+        "",
+        "## Memory, latency and the bandwidth roofline",
+        "",
+        "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
+        "shape at n_ctx (F16); 'runtime other' is the rest of the peak resident set "
+        "(compute buffers, the Python process). The roofline is host bandwidth / bytes "
+        "read per generated token (weights + KV).",
+        "",
+        memory_speed_markdown(records),
+    ]
     failed = [r for r in rows if not r.measured]
     unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
     if failed or unscored:
         parts += ["", "## Failed or skipped", ""]
         parts += [f"- **{r.name}** ({r.status}): {r.error}" for r in failed]
-        parts += [f"- **{name}**, task {t.task} ({t.status}, not counted): {t.reason}"
-                  for name, t in unscored]
+        parts += [
+            f"- **{name}**, task {t.task} ({t.status}, not counted): {t.reason}"
+            for name, t in unscored
+        ]
     parts += _hosts_markdown(host_groups) + _host_markdown(records)
     return "\n".join(parts) + "\n"
 
@@ -214,8 +313,11 @@ def stored_records(root: Path) -> list[rec.ModelRecord]:
     return read_sqlite(path) if path.exists() else []
 
 
-def variant_rows(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
-                 fidelity: Sequence[rec.FidelityResult]) -> list[dict[str, Any]]:
+def variant_rows(
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    fidelity: Sequence[rec.FidelityResult],
+) -> list[dict[str, Any]]:
     """Size, bits per weight, speed, capability and fidelity of each variant side by side."""
     from edgeeval.report.plots import bits_per_weight
 
@@ -224,35 +326,52 @@ def variant_rows(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
     out = []
     for row in rows:
         record, fid = by_name.get(row.name), results.get(row.name)
-        out.append({"variant": row.name, "quant": row.quant, "file_gb": row.file_gb,
-                    "bits_per_weight": bits_per_weight(record) if record else None,
-                    "tg_ts": row.tg_ts, "tg_stddev_ts": row.tg_stddev_ts,
-                    "capability": row.capability, "capability_se": row.capability_se,
-                    "kld_mean": fid.kld_mean if fid else None,
-                    "kld_se": fid.kld_se if fid else None,
-                    "ln_ppl_ratio": fid.ln_ppl_ratio if fid else None,
-                    "same_top_pct": fid.same_top_pct if fid else None,
-                    "reference": fid.reference if fid else ""})
+        out.append(
+            {
+                "variant": row.name,
+                "quant": row.quant,
+                "file_gb": row.file_gb,
+                "bits_per_weight": bits_per_weight(record) if record else None,
+                "tg_ts": row.tg_ts,
+                "tg_stddev_ts": row.tg_stddev_ts,
+                "capability": row.capability,
+                "capability_se": row.capability_se,
+                "kld_mean": fid.kld_mean if fid else None,
+                "kld_se": fid.kld_se if fid else None,
+                "ln_ppl_ratio": fid.ln_ppl_ratio if fid else None,
+                "same_top_pct": fid.same_top_pct if fid else None,
+                "reference": fid.reference if fid else "",
+            }
+        )
     return out
 
 
 def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
-    lines = ["| variant | quant | file GB | bits/weight | tg t/s | capability | mean KLD "
-             "| ln PPL ratio | same top p % | reference |", "|---|---|" + "---:|" * 7 + "---|"]
+    lines = [
+        "| variant | quant | file GB | bits/weight | tg t/s | capability | mean KLD "
+        "| ln PPL ratio | same top p % | reference |",
+        "|---|---|" + "---:|" * 7 + "---|",
+    ]
     for v in table:
         kld = "-" if v["kld_mean"] is None else f"{v['kld_mean']:.5f} ± {v['kld_se'] or 0:.5f}"
         lines.append(
             f"| {v['variant']} | {v['quant']} | {_fmt(v['file_gb'], 3)} "
             f"| {_fmt(v['bits_per_weight'])} | {_pm(v['tg_ts'], v['tg_stddev_ts'])} "
             f"| {_pm(v['capability'], v['capability_se'])} | {kld} "
-            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} | {v['reference']} |")
+            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} | {v['reference']} |"
+        )
     return "\n".join(lines)
 
 
-def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec.ModelRecord],
-                 meta: dict[str, Any], *,
-                 stored: Sequence[rec.ModelRecord] | None = None,
-                 fidelity: Sequence[rec.FidelityResult] = ()) -> dict[str, Path]:
+def write_report(
+    directory: Path,
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    meta: dict[str, Any],
+    *,
+    stored: Sequence[rec.ModelRecord] | None = None,
+    fidelity: Sequence[rec.FidelityResult] = (),
+) -> dict[str, Path]:
     """Write report.md/.csv/.json/.html and plot-*.png into `directory`; return their paths
     (keys md, csv, json, html and png-<plot>). `stored` are the other runs' records for the
     by-host section and the threads plot; by default the store beside `directory`."""
@@ -264,17 +383,30 @@ def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec
     stored = stored_records(directory.parent) if stored is None else stored
     groups = group_by_host(records, stored)
     tasks = sorted({t for r in rows for t in r.task_acc})
-    plots = all_plots(rows, records, thread_scaling(records, stored),
-                      budget_gb=meta.get("budget_gb"), fidelity=fidelity)
+    plots = all_plots(
+        rows,
+        records,
+        thread_scaling(records, stored),
+        budget_gb=meta.get("budget_gb"),
+        fidelity=fidelity,
+    )
     table = variant_rows(rows, records, fidelity) if fidelity else []
     markdown = to_markdown(rows, records, meta, tasks, groups)
     if table:
-        markdown += ("\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
-                     + variants_markdown(table) + "\n\n" + fidelity_markdown(fidelity))
-    texts = {"md": markdown,
-             "csv": to_csv(rows, tasks), "json": to_json(rows, meta, groups),
-             "html": render_html(rows, records, meta, plots, tasks=tasks, notes=NOTES,
-                                 host_groups=groups, variants=table)}
+        markdown += (
+            "\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
+            + variants_markdown(table)
+            + "\n\n"
+            + fidelity_markdown(fidelity)
+        )
+    texts = {
+        "md": markdown,
+        "csv": to_csv(rows, tasks),
+        "json": to_json(rows, meta, groups),
+        "html": render_html(
+            rows, records, meta, plots, tasks=tasks, notes=NOTES, host_groups=groups, variants=table
+        ),
+    }
     paths = {}
     for kind, text in texts.items():
         paths[kind] = directory / f"report.{kind}"
@@ -285,16 +417,21 @@ def write_report(directory: Path, rows: Sequence[RankRow], records: Sequence[rec
     return paths
 
 
-def render_run(run: str, *, budget_gb: float | None = None,
-               root: Path | None = None) -> tuple[str, list[RankRow], dict[str, Path]]:
+def render_run(
+    run: str, *, budget_gb: float | None = None, root: Path | None = None
+) -> tuple[str, list[RankRow], dict[str, Path]]:
     """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
     given; loads no model. Returns (run id, rows, paths)."""
     run_id = store.resolve_run(run, root)
     manifest = store.read_manifest(run_id, root)
     records = store.load_records(run_id, root)
     rows = rank_rows(records, budget_gb=budget_gb)
-    meta = {"run_id": run_id, "host": manifest.get("host"), "settings": manifest.get("settings"),
-            "budget_gb": budget_gb}
+    meta = {
+        "run_id": run_id,
+        "host": manifest.get("host"),
+        "settings": manifest.get("settings"),
+        "budget_gb": budget_gb,
+    }
     directory = store.run_dir(run_id, root)
     paths = write_report(directory, rows, records, meta, fidelity=load_fidelity(run_id, root))
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
@@ -319,11 +456,18 @@ def _positive_gb(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `report` subcommand: re-render a stored run, optionally within a budget."""
-    parser = sub.add_parser("report", help="re-render a run's report from stored results "
-                            "(loads no model)")
-    parser.add_argument("run", nargs="?", default="latest",
-                        help="run id, run directory or 'latest'")
-    parser.add_argument("--budget-gb", type=_positive_gb, default=None, metavar="GB",
-                        help="rank only variants whose peak resident memory fits in GB "
-                             "(10^9 bytes); the others are listed as over budget")
+    parser = sub.add_parser(
+        "report", help="re-render a run's report from stored results (loads no model)"
+    )
+    parser.add_argument(
+        "run", nargs="?", default="latest", help="run id, run directory or 'latest'"
+    )
+    parser.add_argument(
+        "--budget-gb",
+        type=_positive_gb,
+        default=None,
+        metavar="GB",
+        help="rank only variants whose peak resident memory fits in GB "
+        "(10^9 bytes); the others are listed as over budget",
+    )
     parser.set_defaults(func=cmd_report)

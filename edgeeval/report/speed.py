@@ -19,11 +19,35 @@ from edgeeval import records as rec
 from edgeeval.engine.bandwidth import tg_ceiling
 from edgeeval.metrics import mean_stddev
 
-FIELDS = ["model_filename", "model_type", "model_size", "model_n_params", "backends",
-          "cpu_info", "n_threads", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn",
-          "use_mmap", "n_prompt", "n_gen", "n_depth", "test", "avg_ns", "stddev_ns", "avg_ts",
-          "stddev_ts", "samples_ns", "samples_ts", "peak_rss_bytes", "roofline_ts",
-          "roofline_efficiency", "llama_cpp_python_version", "host_id"]
+FIELDS = [
+    "model_filename",
+    "model_type",
+    "model_size",
+    "model_n_params",
+    "backends",
+    "cpu_info",
+    "n_threads",
+    "n_batch",
+    "n_ubatch",
+    "n_gpu_layers",
+    "flash_attn",
+    "use_mmap",
+    "n_prompt",
+    "n_gen",
+    "n_depth",
+    "test",
+    "avg_ns",
+    "stddev_ns",
+    "avg_ts",
+    "stddev_ts",
+    "samples_ns",
+    "samples_ts",
+    "peak_rss_bytes",
+    "roofline_ts",
+    "roofline_efficiency",
+    "llama_cpp_python_version",
+    "host_id",
+]
 
 
 def kv_bytes_at(record: rec.ModelRecord, depth: int) -> int:
@@ -46,38 +70,59 @@ def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
     host = record.host
     avg_ns, std_ns = mean_stddev([float(x) for x in s.samples_ns])
     row: dict[str, Any] = {
-        "model_filename": record.variant.name, "model_type": record.variant.quant,
-        "model_size": record.variant.size_bytes, "model_n_params": record.variant.params,
-        "backends": host.backend, "cpu_info": host.cpu_model, "n_threads": s.n_threads,
-        "n_batch": s.n_batch, "n_ubatch": s.n_ubatch, "n_gpu_layers": s.n_gpu_layers,
-        "flash_attn": s.flash_attn, "use_mmap": record.settings.use_mmap,
-        "n_prompt": s.n_prompt, "n_gen": s.n_gen, "n_depth": s.n_depth, "test": s.test,
-        "avg_ns": round(avg_ns), "stddev_ns": round(std_ns), "avg_ts": s.avg_ts,
-        "stddev_ts": s.stddev_ts, "samples_ns": list(s.samples_ns),
+        "model_filename": record.variant.name,
+        "model_type": record.variant.quant,
+        "model_size": record.variant.size_bytes,
+        "model_n_params": record.variant.params,
+        "backends": host.backend,
+        "cpu_info": host.cpu_model,
+        "n_threads": s.n_threads,
+        "n_batch": s.n_batch,
+        "n_ubatch": s.n_ubatch,
+        "n_gpu_layers": s.n_gpu_layers,
+        "flash_attn": s.flash_attn,
+        "use_mmap": record.settings.use_mmap,
+        "n_prompt": s.n_prompt,
+        "n_gen": s.n_gen,
+        "n_depth": s.n_depth,
+        "test": s.test,
+        "avg_ns": round(avg_ns),
+        "stddev_ns": round(std_ns),
+        "avg_ts": s.avg_ts,
+        "stddev_ts": s.stddev_ts,
+        "samples_ns": list(s.samples_ns),
         "samples_ts": list(s.samples_ts),
         "peak_rss_bytes": record.memory.peak_rss_bytes if record.memory else None,
-        "roofline_ts": None, "roofline_efficiency": None,
-        "llama_cpp_python_version": host.llama_cpp_python_version, "host_id": host.host_id}
+        "roofline_ts": None,
+        "roofline_efficiency": None,
+        "llama_cpp_python_version": host.llama_cpp_python_version,
+        "host_id": host.host_id,
+    }
     weights = record.weights_bytes
     if s.n_gen and not s.n_prompt and host.mem_bandwidth_bytes_per_s and weights:
         # mid-test depth: the KV cache grows from n_depth to n_depth + n_gen during the test
-        ceiling = tg_ceiling(host.mem_bandwidth_bytes_per_s, weights,
-                             kv_bytes_at(record, s.n_depth + s.n_gen // 2))
+        ceiling = tg_ceiling(
+            host.mem_bandwidth_bytes_per_s, weights, kv_bytes_at(record, s.n_depth + s.n_gen // 2)
+        )
         row["roofline_ts"], row["roofline_efficiency"] = ceiling, s.avg_ts / ceiling
     return row
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | quant | backend | threads | n_batch | ngl | fa | test | t/s "
-             "| roofline t/s | efficiency |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| model | quant | backend | threads | n_batch | ngl | fa | test | t/s "
+        "| roofline t/s | efficiency |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
         roof = f"{r['roofline_ts']:.1f}" if r["roofline_ts"] else "-"
         eff = f"{100 * r['roofline_efficiency']:.0f} %" if r["roofline_efficiency"] else "-"
-        lines.append(f"| {r['model_filename']} | {r['model_type']} | {r['backends']} "
-                     f"| {r['n_threads']} | {r['n_batch']} | {r['n_gpu_layers']} "
-                     f"| {int(r['flash_attn'])} | {r['test']} "
-                     f"| {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {roof} | {eff} |")
+        lines.append(
+            f"| {r['model_filename']} | {r['model_type']} | {r['backends']} "
+            f"| {r['n_threads']} | {r['n_batch']} | {r['n_gpu_layers']} "
+            f"| {int(r['flash_attn'])} | {r['test']} "
+            f"| {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {roof} | {eff} |"
+        )
     return "\n".join(lines) + "\n"
 
 

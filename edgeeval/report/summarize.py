@@ -25,24 +25,30 @@ from edgeeval.settings import GB
 #: Two-sided 95 % normal quantile: differences below TIE_Z combined SEs are ties.
 TIE_Z = 1.96
 
-FORMULA = ("capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance)); "
-           "capability per GB = capability / peak resident memory in GB (1 GB = 10^9 bytes); "
-           "per file GB uses the GGUF file size instead.")
+FORMULA = (
+    "capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance)); "
+    "capability per GB = capability / peak resident memory in GB (1 GB = 10^9 bytes); "
+    "per file GB uses the GGUF file size instead."
+)
 
-TIE_RULE = ("Two variants are tied when their capabilities differ by less than 1.96 combined "
-            "standard errors, 1.96 * sqrt(se_a^2 + se_b^2); neither is better. A variant is "
-            "dominated when another on the same host uses no more peak memory and is more "
-            "capable beyond that noise, or is tied with it and uses strictly less memory. Ranks "
-            "are shared (=2) when capability per GB differs by less than 1.96 combined SEs of "
-            "capability per GB (SE / peak GB; peak memory is taken as exact).")
+TIE_RULE = (
+    "Two variants are tied when their capabilities differ by less than 1.96 combined "
+    "standard errors, 1.96 * sqrt(se_a^2 + se_b^2); neither is better. A variant is "
+    "dominated when another on the same host uses no more peak memory and is more "
+    "capable beyond that noise, or is tied with it and uses strictly less memory. Ranks "
+    "are shared (=2) when capability per GB differs by less than 1.96 combined SEs of "
+    "capability per GB (SE / peak GB; peak memory is taken as exact)."
+)
 
-WORKED_EXAMPLE = ("Worked example: variant A scores 62.5 % (SE 5 points) on a 4-choice task "
-                  "(chance 25 %) and 50 % (SE 5) on a 2-choice task (chance 50 %). Gains are "
-                  "(0.625 - 0.25) / 0.75 = 0.5 and 0, so capability = 100 * (0.5 + 0) / 2 = "
-                  "25.0, SE = 100 * sqrt((0.05/0.75)^2 + (0.05/0.5)^2) / 2 = 6.0. Peaking at "
-                  "0.50 GB it scores 25.0 / 0.50 = 50.0 per GB (SE 12.0). Variant B, capability "
-                  "30.0 +- 5.0 at 0.80 GB, differs from A by 5.0 < 1.96 * sqrt(6.0^2 + 5.0^2) = "
-                  "15.3: a tie, and A is smaller, so B is dominated by A.")
+WORKED_EXAMPLE = (
+    "Worked example: variant A scores 62.5 % (SE 5 points) on a 4-choice task "
+    "(chance 25 %) and 50 % (SE 5) on a 2-choice task (chance 50 %). Gains are "
+    "(0.625 - 0.25) / 0.75 = 0.5 and 0, so capability = 100 * (0.5 + 0) / 2 = "
+    "25.0, SE = 100 * sqrt((0.05/0.75)^2 + (0.05/0.5)^2) / 2 = 6.0. Peaking at "
+    "0.50 GB it scores 25.0 / 0.50 = 50.0 per GB (SE 12.0). Variant B, capability "
+    "30.0 +- 5.0 at 0.80 GB, differs from A by 5.0 < 1.96 * sqrt(6.0^2 + 5.0^2) = "
+    "15.3: a tie, and A is smaller, so B is dominated by A."
+)
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,10 @@ class RankRow:
     dominated_by: str = ""
     host_id: str = ""
     capability_per_gb_se: float | None = None
-    tied_with: tuple[str, ...] = ()   # same-host variants whose capability is within noise
-    rank_tied: bool = False           # the rank is shared with another row (shown as "=2")
-    pareto: bool = False              # on the Pareto front of peak memory vs capability
-    over_budget: bool = False         # peak memory above the budget: listed, not ranked
+    tied_with: tuple[str, ...] = ()  # same-host variants whose capability is within noise
+    rank_tied: bool = False  # the rank is shared with another row (shown as "=2")
+    pareto: bool = False  # on the Pareto front of peak memory vs capability
+    over_budget: bool = False  # peak memory above the budget: listed, not ranked
 
     @property
     def measured(self) -> bool:
@@ -111,22 +117,35 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
     pp, tg = main_speed(record, "pp"), main_speed(record, "tg")
     return RankRow(
-        rank=None, name=record.variant.name, family=record.variant.family,
-        model=record.variant.model, quant=record.variant.quant, kind=record.variant.kind,
-        status=_status(record, ok), error=record.error,
-        file_gb=record.variant.size_bytes / GB, peak_rss_gb=peak,
+        rank=None,
+        name=record.variant.name,
+        family=record.variant.family,
+        model=record.variant.model,
+        quant=record.variant.quant,
+        kind=record.variant.kind,
+        status=_status(record, ok),
+        error=record.error,
+        file_gb=record.variant.size_bytes / GB,
+        peak_rss_gb=peak,
         peak_uss_gb=record.memory.peak_uss_bytes / GB if record.memory and ok else None,
-        load_s=record.load_s, pp_ts=pp.avg_ts if pp else None,
-        pp_stddev_ts=pp.stddev_ts if pp else None, tg_ts=tg.avg_ts if tg else None,
-        tg_stddev_ts=tg.stddev_ts if tg else None, capability=cap, capability_se=se,
-        capability_per_gb=per_gb, capability_per_file_gb=per_file,
+        load_s=record.load_s,
+        pp_ts=pp.avg_ts if pp else None,
+        pp_stddev_ts=pp.stddev_ts if pp else None,
+        tg_ts=tg.avg_ts if tg else None,
+        tg_stddev_ts=tg.stddev_ts if tg else None,
+        capability=cap,
+        capability_se=se,
+        capability_per_gb=per_gb,
+        capability_per_file_gb=per_file,
         task_acc={t.task: t.acc for t in tasks},
-        task_acc_se={t.task: t.acc_se for t in tasks}, host_id=record.host.host_id,
-        capability_per_gb_se=per_gb_se)
+        task_acc_se={t.task: t.acc_se for t in tasks},
+        host_id=record.host.host_id,
+        capability_per_gb_se=per_gb_se,
+    )
 
 
 def speed_kind(speed: rec.SpeedResult) -> str | None:
-    """"pp" or "tg" for a plain llama-bench test at depth 0 ("pp128", "tg32"); None for the
+    """ "pp" or "tg" for a plain llama-bench test at depth 0 ("pp128", "tg32"); None for the
     combined "pp+tg" test and tests at a depth ("tg32 @ d512")."""
     match = re.fullmatch(r"(pp|tg)\d+", speed.test)
     return match.group(1) if match and not speed.n_depth else None
@@ -140,8 +159,12 @@ def threads_used(record: rec.ModelRecord) -> int:
 def _as_configured(speed: rec.SpeedResult, record: rec.ModelRecord) -> int:
     """How many of a test's parameters match the run's own settings (sweeps add others)."""
     st = record.settings
-    pairs = ((speed.n_threads, threads_used(record)), (speed.n_batch, st.n_batch),
-             (speed.n_gpu_layers, st.n_gpu_layers), (speed.flash_attn, st.flash_attn))
+    pairs = (
+        (speed.n_threads, threads_used(record)),
+        (speed.n_batch, st.n_batch),
+        (speed.n_gpu_layers, st.n_gpu_layers),
+        (speed.flash_attn, st.flash_attn),
+    )
     return sum(got == want for got, want in pairs)
 
 
@@ -193,8 +216,9 @@ def dominator(row: RankRow, rows: Sequence[RankRow]) -> str:
 def _mark(row: RankRow, rows: Sequence[RankRow], budget_gb: float | None) -> RankRow:
     """`row` with its dominance, ties, Pareto flag and budget flag filled in."""
     by = dominator(row, rows)
-    ties = tuple(sorted(o.name for o in rows
-                        if o is not row and o.host_id == row.host_id and tied(o, row)))
+    ties = tuple(
+        sorted(o.name for o in rows if o is not row and o.host_id == row.host_id and tied(o, row))
+    )
     over = budget_gb is not None and row.peak_rss_gb > budget_gb  # type: ignore[operator]
     return replace(row, dominated_by=by, tied_with=ties, pareto=not by, over_budget=over)
 
@@ -214,12 +238,15 @@ def _with_ranks(ranked: list[RankRow]) -> list[RankRow]:
         if index and not _per_gb_tied(ranked[leader], row):
             leader = index
         ranks.append(leader + 1)
-    return [replace(row, rank=rank, rank_tied=ranks.count(rank) > 1)
-            for row, rank in zip(ranked, ranks, strict=True)]
+    return [
+        replace(row, rank=rank, rank_tied=ranks.count(rank) > 1)
+        for row, rank in zip(ranked, ranks, strict=True)
+    ]
 
 
-def rank_rows(records: Sequence[rec.ModelRecord], *,
-              budget_gb: float | None = None) -> list[RankRow]:
+def rank_rows(
+    records: Sequence[rec.ModelRecord], *, budget_gb: float | None = None
+) -> list[RankRow]:
     """Rows ranked by capability per GB (best first), then variants over `budget_gb` (peak
     resident GB; unranked), then failed variants (unranked, never scored as zero)."""
     if budget_gb is not None and budget_gb <= 0:
@@ -227,8 +254,10 @@ def rank_rows(records: Sequence[rec.ModelRecord], *,
     rows = [summarize_record(r) for r in records]
     measured = [r for r in rows if r.measured]
     marked = [_mark(r, measured, budget_gb) for r in measured]
-    ranked = sorted((r for r in marked if not r.over_budget),
-                    key=lambda r: (-(r.capability_per_gb or 0.0), r.name))
+    ranked = sorted(
+        (r for r in marked if not r.over_budget),
+        key=lambda r: (-(r.capability_per_gb or 0.0), r.name),
+    )
     over = sorted((r for r in marked if r.over_budget), key=lambda r: (r.peak_rss_gb, r.name))
     failed = sorted((r for r in rows if not r.measured), key=lambda r: r.name)
     return _with_ranks(ranked) + over + failed
@@ -239,8 +268,11 @@ def verdict(row: RankRow) -> str:
     "pareto front", plus the variants it is tied with."""
     if not row.measured:
         return row.status
-    text = "over budget" if row.over_budget else (
-        f"dominated by {row.dominated_by}" if row.dominated_by else "pareto front")
+    text = (
+        "over budget"
+        if row.over_budget
+        else (f"dominated by {row.dominated_by}" if row.dominated_by else "pareto front")
+    )
     if row.tied_with:
         text += "; tied with " + ", ".join(row.tied_with)
     return text
@@ -278,8 +310,9 @@ def _preferred_last(records: Sequence[rec.ModelRecord]) -> list[rec.ModelRecord]
     return sorted(records, key=lambda r: (r.status == rec.STATUS_OK, r.started_at))
 
 
-def group_by_host(run_records: Sequence[rec.ModelRecord],
-                  stored: Sequence[rec.ModelRecord]) -> list[HostGroup]:
+def group_by_host(
+    run_records: Sequence[rec.ModelRecord], stored: Sequence[rec.ModelRecord]
+) -> list[HostGroup]:
     """The run's variants as measured on every host found in `stored` (same file sha256 and
     same settings key), ranked per host; [] when only one host has them. On each host the
     latest ok record wins, and the run's own records win on the run's host."""
@@ -293,8 +326,12 @@ def group_by_host(run_records: Sequence[rec.ModelRecord],
         hosts.setdefault(r.host.host_id, []).append(r)
     if len(hosts) < 2:
         return []
-    groups = [HostGroup(host=rs[0].host, run_ids=tuple(sorted({r.run_id for r in rs})),
-                        rows=rank_rows(rs)) for rs in hosts.values()]
+    groups = [
+        HostGroup(
+            host=rs[0].host, run_ids=tuple(sorted({r.run_id for r in rs})), rows=rank_rows(rs)
+        )
+        for rs in hosts.values()
+    ]
     return sorted(groups, key=lambda g: (g.host.hostname, g.host.host_id))
 
 
@@ -316,8 +353,9 @@ def _speeds_by_threads(record: rec.ModelRecord) -> dict[int, dict[str, rec.Speed
     return out
 
 
-def thread_scaling(run_records: Sequence[rec.ModelRecord],
-                   stored: Sequence[rec.ModelRecord]) -> dict[str, list[ThreadPoint]]:
+def thread_scaling(
+    run_records: Sequence[rec.ModelRecord], stored: Sequence[rec.ModelRecord]
+) -> dict[str, list[ThreadPoint]]:
     """Speed by thread count for each ok variant of the run, on the run's host: from the
     record's own threads sweep and from other stored ok records of the same file with the same
     settings apart from the thread count (the latest wins at each thread count)."""
@@ -327,9 +365,12 @@ def thread_scaling(run_records: Sequence[rec.ModelRecord],
             continue
         merged: dict[int, dict[str, rec.SpeedResult]] = {}
         for other in [*_preferred_last(stored), record]:
-            if (other.status == rec.STATUS_OK and other.host.host_id == record.host.host_id
-                    and other.variant.sha256 == record.variant.sha256
-                    and _same_but_threads(other.settings, record.settings)):
+            if (
+                other.status == rec.STATUS_OK
+                and other.host.host_id == record.host.host_id
+                and other.variant.sha256 == record.variant.sha256
+                and _same_but_threads(other.settings, record.settings)
+            ):
                 for threads, speeds in _speeds_by_threads(other).items():
                     merged.setdefault(threads, {}).update(speeds)
         series[record.variant.name] = [_thread_point(n, merged[n]) for n in sorted(merged)]
@@ -338,6 +379,10 @@ def thread_scaling(run_records: Sequence[rec.ModelRecord],
 
 def _thread_point(threads: int, speeds: dict[str, rec.SpeedResult]) -> ThreadPoint:
     pp, tg = speeds.get("pp"), speeds.get("tg")
-    return ThreadPoint(threads=threads, pp_ts=pp.avg_ts if pp else None,
-                       pp_stddev_ts=pp.stddev_ts if pp else None,
-                       tg_ts=tg.avg_ts if tg else None, tg_stddev_ts=tg.stddev_ts if tg else None)
+    return ThreadPoint(
+        threads=threads,
+        pp_ts=pp.avg_ts if pp else None,
+        pp_stddev_ts=pp.stddev_ts if pp else None,
+        tg_ts=tg.avg_ts if tg else None,
+        tg_stddev_ts=tg.stddev_ts if tg else None,
+    )

@@ -25,9 +25,9 @@ import psutil
 
 from edgeeval import records as rec
 from edgeeval.catalog.models import Variant
+from edgeeval.engine.memprobe import NvmlReader, macos_footprint
 from edgeeval.errors import PreflightError
 from edgeeval.fetch.sources import LocalFile
-from edgeeval.engine.memprobe import NvmlReader, macos_footprint
 
 Progress = Callable[[str], None]
 #: Memory demanded beyond weights + KV cache when checking a model fits (compute buffers, runtime).
@@ -116,10 +116,15 @@ class _Sampler:
             self.peak_gpu = _peak(self.peak_gpu, self.nvml.process_bytes(self.pid))
 
 
-def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
-              on_event: Callable[[dict[str, Any]], None] = lambda e: None,
-              env: dict[str, str] | None = None,
-              nvml: NvmlReader | None = None) -> ChildOutcome:
+def run_child(
+    cmd: list[str],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.02,
+    on_event: Callable[[dict[str, Any]], None] = lambda e: None,
+    env: dict[str, str] | None = None,
+    nvml: NvmlReader | None = None,
+) -> ChildOutcome:
     """Run `cmd`, sampling its memory every `interval_s` until it exits or `timeout_s` passes."""
     import subprocess
 
@@ -130,15 +135,18 @@ def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
         threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
         outcome = ChildOutcome()
         sampler = _Sampler(proc.pid, nvml=nvml)
-        status, usage = _watch(proc, sampler, lines, outcome, on_event, start + timeout_s,
-                               interval_s)
+        status, usage = _watch(
+            proc, sampler, lines, outcome, on_event, start + timeout_s, interval_s
+        )
         proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it ourselves
         _drain(lines, outcome, on_event)
         outcome.duration_s = time.monotonic() - start
         outcome.peak_rss_bytes, outcome.peak_uss_bytes = sampler.peak_rss, sampler.peak_uss
         outcome.n_samples = sampler.n
-        outcome.peak_footprint_bytes, outcome.peak_gpu_bytes = (sampler.peak_footprint,
-                                                                sampler.peak_gpu)
+        outcome.peak_footprint_bytes, outcome.peak_gpu_bytes = (
+            sampler.peak_footprint,
+            sampler.peak_gpu,
+        )
         # the kernel's own peak: VmHWM on Linux (see read_vm_hwm), ru_maxrss elsewhere
         outcome.os_maxrss_bytes = sampler.vm_hwm or maxrss_bytes(usage.ru_maxrss)
         if os.WIFSIGNALED(status):
@@ -150,8 +158,15 @@ def run_child(cmd: list[str], *, timeout_s: float, interval_s: float = 0.02,
     return outcome
 
 
-def _watch(proc: Any, sampler: _Sampler, lines: queue.Queue, outcome: ChildOutcome,
-           on_event: Callable, deadline: float, interval_s: float) -> tuple[int, Any]:
+def _watch(
+    proc: Any,
+    sampler: _Sampler,
+    lines: queue.Queue,
+    outcome: ChildOutcome,
+    on_event: Callable,
+    deadline: float,
+    interval_s: float,
+) -> tuple[int, Any]:
     while True:
         sampler.sample()
         _drain(lines, outcome, on_event, sampler)
@@ -166,8 +181,9 @@ def _watch(proc: Any, sampler: _Sampler, lines: queue.Queue, outcome: ChildOutco
         time.sleep(interval_s)
 
 
-def _drain(lines: queue.Queue, outcome: ChildOutcome, on_event: Callable,
-           sampler: _Sampler | None = None) -> None:
+def _drain(
+    lines: queue.Queue, outcome: ChildOutcome, on_event: Callable, sampler: _Sampler | None = None
+) -> None:
     while True:
         try:
             line = lines.get_nowait()
@@ -194,55 +210,106 @@ def preflight(variant: Variant, file: LocalFile, kv_bytes: int | None, *, force:
             f"{variant.name}: needs about {need / 1e9:.2f} GB (weights {file.size_bytes / 1e9:.2f}"
             f" + KV {(kv_bytes or 0) / 1e9:.2f} + margin {PREFLIGHT_MARGIN_BYTES / 1e9:.2f}) but "
             f"only {available / 1e9:.2f} GB is available; close programs, lower --n-ctx, or pass "
-            "--force to try anyway")
+            "--force to try anyway"
+        )
 
 
 def variant_info(variant: Variant, file: LocalFile) -> rec.VariantInfo:
-    return rec.VariantInfo(name=variant.name, family=variant.family, model=variant.model,
-                           quant=variant.quant, kind=variant.kind, size_bytes=file.size_bytes,
-                           sha256=file.sha256, params=variant.params)
+    return rec.VariantInfo(
+        name=variant.name,
+        family=variant.family,
+        model=variant.model,
+        quant=variant.quant,
+        kind=variant.kind,
+        size_bytes=file.size_bytes,
+        sha256=file.sha256,
+        params=variant.params,
+    )
 
 
-def failed_record(run_id: str, info: rec.VariantInfo, host: rec.HostInfo,
-                  settings: rec.RunSettings, status: str, error: str) -> rec.ModelRecord:
-    return rec.ModelRecord(run_id=run_id, variant=info, host=host, settings=settings,
-                           status=status, started_at=_now(), duration_s=0.0, error=error)
+def failed_record(
+    run_id: str,
+    info: rec.VariantInfo,
+    host: rec.HostInfo,
+    settings: rec.RunSettings,
+    status: str,
+    error: str,
+) -> rec.ModelRecord:
+    return rec.ModelRecord(
+        run_id=run_id,
+        variant=info,
+        host=host,
+        settings=settings,
+        status=status,
+        started_at=_now(),
+        duration_s=0.0,
+        error=error,
+    )
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec.HostInfo,
-                    settings: rec.RunSettings, root: Path, n_threads: int,
-                    progress: Progress) -> tuple[rec.ModelRecord, list[rec.SampleResult],
-                                                 list[rec.GenSampleResult]]:
+def measure_variant(
+    variant: Variant,
+    file: LocalFile,
+    *,
+    run_id: str,
+    host: rec.HostInfo,
+    settings: rec.RunSettings,
+    root: Path,
+    n_threads: int,
+    progress: Progress,
+) -> tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Measure one variant in a child process; never raises for a failure of the model."""
     info = variant_info(variant, file)
     started = _now()
     with tempfile.TemporaryDirectory(prefix="edgeeval-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps({"model_path": str(file.path), "root": str(root),
-                                         "settings": rec.to_dict(settings),
-                                         "model_kind": variant.kind,
-                                         "n_threads": n_threads}))
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "model_path": str(file.path),
+                    "root": str(root),
+                    "settings": rec.to_dict(settings),
+                    "model_kind": variant.kind,
+                    "n_threads": n_threads,
+                }
+            )
+        )
         cmd = [sys.executable, "-m", "edgeeval.run.worker", str(spec_path), str(out_path)]
         nvml = NvmlReader() if host.backend == "CUDA" else None
-        outcome = run_child(cmd, timeout_s=settings.timeout_s, nvml=nvml,
-                            on_event=lambda e: progress(_describe(variant.name, e)))
+        outcome = run_child(
+            cmd,
+            timeout_s=settings.timeout_s,
+            nvml=nvml,
+            on_event=lambda e: progress(_describe(variant.name, e)),
+        )
         result = json.loads(out_path.read_text()) if out_path.exists() else None
-    memory = rec.MemoryResult(peak_rss_bytes=outcome.peak_rss_bytes,
-                              peak_uss_bytes=outcome.peak_uss_bytes,
-                              os_maxrss_bytes=outcome.os_maxrss_bytes,
-                              n_samples=outcome.n_samples, interval_ms=20.0,
-                              rss_after_load_bytes=outcome.rss_after_load_bytes,
-                              use_mmap=settings.use_mmap, use_mlock=settings.use_mlock,
-                              peak_footprint_bytes=outcome.peak_footprint_bytes,
-                              peak_gpu_bytes=outcome.peak_gpu_bytes)
+    memory = rec.MemoryResult(
+        peak_rss_bytes=outcome.peak_rss_bytes,
+        peak_uss_bytes=outcome.peak_uss_bytes,
+        os_maxrss_bytes=outcome.os_maxrss_bytes,
+        n_samples=outcome.n_samples,
+        interval_ms=20.0,
+        rss_after_load_bytes=outcome.rss_after_load_bytes,
+        use_mmap=settings.use_mmap,
+        use_mlock=settings.use_mlock,
+        peak_footprint_bytes=outcome.peak_footprint_bytes,
+        peak_gpu_bytes=outcome.peak_gpu_bytes,
+    )
     status, error = _status(outcome, result)
     record = rec.ModelRecord(
-        run_id=run_id, variant=info, host=host, settings=settings, status=status,
-        started_at=started, duration_s=outcome.duration_s, memory=memory, error=error,
+        run_id=run_id,
+        variant=info,
+        host=host,
+        settings=settings,
+        status=status,
+        started_at=started,
+        duration_s=outcome.duration_s,
+        memory=memory,
+        error=error,
         stderr_tail=outcome.stderr_tail if status != rec.STATUS_OK else "",
         load_s=result["load_s"] if result else None,
         speed=tuple(rec.from_dict(rec.SpeedResult, s) for s in result["speed"]) if result else (),
@@ -251,10 +318,14 @@ def measure_variant(variant: Variant, file: LocalFile, *, run_id: str, host: rec
         n_ctx_train=result.get("n_ctx_train") if result else None,
         weights_bytes=result.get("weights_bytes") if result else None,
         n_params=result.get("n_params") if result else None,
-        kv_cache_bytes=result.get("kv_cache_bytes") if result else None)
+        kv_cache_bytes=result.get("kv_cache_bytes") if result else None,
+    )
     samples = [rec.from_dict(rec.SampleResult, s) for s in result["samples"]] if result else []
-    generations = [rec.from_dict(rec.GenSampleResult, g)
-                   for g in result.get("gen_samples", [])] if result else []
+    generations = (
+        [rec.from_dict(rec.GenSampleResult, g) for g in result.get("gen_samples", [])]
+        if result
+        else []
+    )
     return record, samples, generations
 
 

@@ -40,8 +40,15 @@ class SpeedTest:
         return f"{name} @ d{self.n_depth}" if self.n_depth else name
 
 
-def run_speed_test(backend: Backend, test: SpeedTest, *, repetitions: int, seed: int = 0,
-                   clock: Clock = time.perf_counter_ns, **config: int | bool) -> SpeedResult:
+def run_speed_test(
+    backend: Backend,
+    test: SpeedTest,
+    *,
+    repetitions: int,
+    seed: int = 0,
+    clock: Clock = time.perf_counter_ns,
+    **config: int | bool,
+) -> SpeedResult:
     """Run one test: warmup, then `repetitions` timed runs; tokens/s per run and their stats."""
     if repetitions < 1:
         raise ValueError("repetitions must be at least 1")
@@ -74,9 +81,17 @@ def _result(test: SpeedTest, samples_ns: Sequence[int], config: dict) -> SpeedRe
     n_tokens = test.n_prompt + test.n_gen
     samples_ts = tuple(n_tokens * 1e9 / ns for ns in samples_ns)
     avg, std = mean_stddev(samples_ts)
-    return SpeedResult(test=test.name, n_prompt=test.n_prompt, n_gen=test.n_gen,
-                       n_depth=test.n_depth, samples_ns=tuple(samples_ns),
-                       samples_ts=samples_ts, avg_ts=avg, stddev_ts=std, **config)
+    return SpeedResult(
+        test=test.name,
+        n_prompt=test.n_prompt,
+        n_gen=test.n_gen,
+        n_depth=test.n_depth,
+        samples_ns=tuple(samples_ns),
+        samples_ts=samples_ts,
+        avg_ts=avg,
+        stddev_ts=std,
+        **config,
+    )
 
 
 @dataclass(frozen=True)
@@ -109,25 +124,37 @@ def expand_sweep(settings: RunSettings, *, default_threads: int) -> list[SweepPo
     flash = settings.sweep_flash_attn or (settings.flash_attn,)
     depths = settings.depths or (0,)
     points = []
-    for ngl, batch, fa, n_threads, depth in itertools.product(layers, batches, flash, threads,
-                                                              depths):
-        points.append(SweepPoint(n_threads=n_threads or default_threads, n_gpu_layers=ngl,
-                                 n_batch=batch, flash_attn=fa, n_depth=depth))
+    for ngl, batch, fa, n_threads, depth in itertools.product(
+        layers, batches, flash, threads, depths
+    ):
+        points.append(
+            SweepPoint(
+                n_threads=n_threads or default_threads,
+                n_gpu_layers=ngl,
+                n_batch=batch,
+                flash_attn=fa,
+                n_depth=depth,
+            )
+        )
     return points
 
 
 def speed_tests_for(settings: RunSettings, depth: int) -> list[SpeedTest]:
     """pp N and tg M (and pp N + tg M when asked) at one depth."""
-    tests = [SpeedTest(n_prompt=settings.pp_tokens, n_gen=0, n_depth=depth),
-             SpeedTest(n_prompt=0, n_gen=settings.tg_tokens, n_depth=depth)]
+    tests = [
+        SpeedTest(n_prompt=settings.pp_tokens, n_gen=0, n_depth=depth),
+        SpeedTest(n_prompt=0, n_gen=settings.tg_tokens, n_depth=depth),
+    ]
     if settings.pp_tg:
-        tests.append(SpeedTest(n_prompt=settings.pp_tokens, n_gen=settings.tg_tokens,
-                               n_depth=depth))
+        tests.append(
+            SpeedTest(n_prompt=settings.pp_tokens, n_gen=settings.tg_tokens, n_depth=depth)
+        )
     return tests
 
 
-def run_ttft(backend: Backend, prompt: str, *, repetitions: int,
-             clock: Clock = time.perf_counter_ns) -> LatencyResult:
+def run_ttft(
+    backend: Backend, prompt: str, *, repetitions: int, clock: Clock = time.perf_counter_ns
+) -> LatencyResult:
     """Time to first token for `prompt`: tokenize, decode the prompt, pick the first token.
 
     One untimed warmup, then `repetitions` timed requests with an empty KV cache each."""
@@ -141,5 +168,10 @@ def run_ttft(backend: Backend, prompt: str, *, repetitions: int,
         samples.append(max(clock() - start, 1))
     n_prompt = len(backend.tokenize(prompt, add_bos=True))
     avg, std = mean_stddev([s / 1e6 for s in samples])
-    return LatencyResult(test=f"ttft{n_prompt}", n_prompt=n_prompt, samples_ns=tuple(samples),
-                         avg_ms=avg, stddev_ms=std)
+    return LatencyResult(
+        test=f"ttft{n_prompt}",
+        n_prompt=n_prompt,
+        samples_ns=tuple(samples),
+        avg_ms=avg,
+        stddev_ms=std,
+    )

@@ -16,10 +16,15 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
-from edgeeval.score.generate import CODE_EXEC_OFF, score_code_task, score_generate_task, skipped_score
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
 from edgeeval.metrics import score_samples
+from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
+from edgeeval.score.generate import (
+    CODE_EXEC_OFF,
+    score_code_task,
+    score_generate_task,
+    skipped_score,
+)
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -27,8 +32,9 @@ def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def continuation_tokens(backend: Backend, context: str, choice: str,
-                        context_tokens: list[int]) -> list[int]:
+def continuation_tokens(
+    backend: Backend, context: str, choice: str, context_tokens: list[int]
+) -> list[int]:
     """Tokens of `choice` as they appear after `context` (tokenizing the joined text, so the
     word boundary is tokenized as the model sees it), falling back to the choice alone."""
     whole = backend.tokenize(context + choice, add_bos=True)
@@ -38,8 +44,9 @@ def continuation_tokens(backend: Backend, context: str, choice: str,
     return backend.tokenize(choice, add_bos=False)
 
 
-def score_task(backend: Backend, task: Any, items: list[Any]) -> tuple[rec.TaskScore,
-                                                                       list[rec.SampleResult]]:
+def score_task(
+    backend: Backend, task: Any, items: list[Any]
+) -> tuple[rec.TaskScore, list[rec.SampleResult]]:
     """Score multiple-choice items by log-likelihood; returns the task score and the samples."""
     start = time.perf_counter()
     samples = []
@@ -47,17 +54,29 @@ def score_task(backend: Backend, task: Any, items: list[Any]) -> tuple[rec.TaskS
         ctx = backend.tokenize(item.context, add_bos=True)
         conts = [continuation_tokens(backend, item.context, c, ctx) for c in item.choices]
         logliks = backend.choice_logliks(ctx, conts)
-        samples.append(rec.SampleResult(task=task.name, item_id=item.id, gold=item.gold,
-                                        logliks=tuple(logliks),
-                                        choice_chars=tuple(len(c.encode()) for c in item.choices)))
-    score = score_samples(samples, task=task.name, version=task.version, category=task.category,
-                          chance=task.chance, elapsed_s=time.perf_counter() - start)
+        samples.append(
+            rec.SampleResult(
+                task=task.name,
+                item_id=item.id,
+                gold=item.gold,
+                logliks=tuple(logliks),
+                choice_chars=tuple(len(c.encode()) for c in item.choices),
+            )
+        )
+    score = score_samples(
+        samples,
+        task=task.name,
+        version=task.version,
+        category=task.category,
+        chance=task.chance,
+        elapsed_s=time.perf_counter() - start,
+    )
     return score, samples
 
 
-def score_by_kind(backend: Backend, task: Any, settings: rec.RunSettings, *,
-                  model_kind: str = "") -> tuple[rec.TaskScore, list[rec.SampleResult],
-                                                 list[rec.GenSampleResult]]:
+def score_by_kind(
+    backend: Backend, task: Any, settings: rec.RunSettings, *, model_kind: str = ""
+) -> tuple[rec.TaskScore, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
     generation for generate, generation plus sandboxed execution for code (only when
     `settings.allow_code_exec`; otherwise recorded as skipped)."""
@@ -69,8 +88,9 @@ def score_by_kind(backend: Backend, task: Any, settings: rec.RunSettings, *,
         score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
         return score, [], generated
     if kind == "code":
-        score, generated = score_code_task(backend, task, items,
-                                           allow_exec=settings.allow_code_exec)
+        score, generated = score_code_task(
+            backend, task, items, allow_exec=settings.allow_code_exec
+        )
         return score, [], generated
     if kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {kind!r}")
@@ -80,8 +100,10 @@ def score_by_kind(backend: Backend, task: Any, settings: rec.RunSettings, *,
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
     """An English text prompt of about `n_tokens` tokens for the time-to-first-token test."""
-    sentence = ("Local models answer questions on a laptop without sending data anywhere, "
-                "and their speed depends on memory bandwidth as much as on arithmetic. ")
+    sentence = (
+        "Local models answer questions on a laptop without sending data anywhere, "
+        "and their speed depends on memory bandwidth as much as on arithmetic. "
+    )
     text = sentence
     while len(backend.tokenize(text, add_bos=True)) < n_tokens:
         text += sentence
@@ -92,29 +114,43 @@ def ttft_prompt(backend: Backend, n_tokens: int) -> str:
 
 
 def load_options(settings: rec.RunSettings, point: SweepPoint) -> LoadOptions:
-    return LoadOptions(n_ctx=settings.n_ctx, n_threads=point.n_threads, n_batch=point.n_batch,
-                       n_ubatch=min(settings.n_ubatch, point.n_batch),
-                       n_gpu_layers=point.n_gpu_layers, flash_attn=point.flash_attn,
-                       use_mmap=settings.use_mmap, use_mlock=settings.use_mlock,
-                       seed=settings.seed)
+    return LoadOptions(
+        n_ctx=settings.n_ctx,
+        n_threads=point.n_threads,
+        n_batch=point.n_batch,
+        n_ubatch=min(settings.n_ubatch, point.n_batch),
+        n_gpu_layers=point.n_gpu_layers,
+        flash_attn=point.flash_attn,
+        use_mmap=settings.use_mmap,
+        use_mlock=settings.use_mlock,
+        seed=settings.seed,
+    )
 
 
 def _load_key(options: LoadOptions) -> tuple[int, int, bool]:
     return (options.n_gpu_layers, options.n_batch, options.flash_attn)
 
 
-def run_speed_point(backend: Backend, settings: rec.RunSettings,
-                    point: SweepPoint) -> list[rec.SpeedResult]:
+def run_speed_point(
+    backend: Backend, settings: rec.RunSettings, point: SweepPoint
+) -> list[rec.SpeedResult]:
     """Every speed test at one sweep point (the model is already loaded with its options)."""
     backend.set_threads(point.n_threads)
-    config = {"n_threads": point.n_threads, "n_batch": point.n_batch,
-              "n_ubatch": min(settings.n_ubatch, point.n_batch),
-              "n_gpu_layers": point.n_gpu_layers, "flash_attn": point.flash_attn}
+    config = {
+        "n_threads": point.n_threads,
+        "n_batch": point.n_batch,
+        "n_ubatch": min(settings.n_ubatch, point.n_batch),
+        "n_gpu_layers": point.n_gpu_layers,
+        "flash_attn": point.flash_attn,
+    }
     results = []
     for test in speed_tests_for(settings, point.n_depth):
         emit("speed", test=test.name, threads=point.n_threads)
-        results.append(run_speed_test(backend, test, repetitions=settings.repetitions,
-                                      seed=settings.seed, **config))
+        results.append(
+            run_speed_test(
+                backend, test, repetitions=settings.repetitions, seed=settings.seed, **config
+            )
+        )
     return results
 
 
@@ -146,8 +182,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         speed.extend(run_speed_point(backend, settings, point))
         if point == primary and settings.ttft:
             emit("speed", test="ttft")
-            ttft.append(run_ttft(backend, ttft_prompt(backend, settings.pp_tokens),
-                                 repetitions=settings.repetitions))
+            ttft.append(
+                run_ttft(
+                    backend,
+                    ttft_prompt(backend, settings.pp_tokens),
+                    repetitions=settings.repetitions,
+                )
+            )
     if _load_key(backend.options) != primary.load_key:
         backend.close()
         backend = LlamaBackend(path, load_options(settings, primary))
@@ -155,20 +196,26 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
         backend.set_threads(primary.n_threads)
-        score, task_samples, task_gen = score_by_kind(backend, task, settings,
-                                                      model_kind=spec.get("model_kind", ""))
+        score, task_samples, task_gen = score_by_kind(
+            backend, task, settings, model_kind=spec.get("model_kind", "")
+        )
         scores.append(score)
         samples.extend(task_samples)
         gen_samples.extend(task_gen)
     facts = backend.model_facts()
     backend.close()
-    return {"load_s": load_s, "speed": [rec.to_dict(s) for s in speed],
-            "ttft": [rec.to_dict(t) for t in ttft],
-            "tasks": [rec.to_dict(s) for s in scores], "samples": [rec.to_dict(s) for s in samples],
-            "gen_samples": [rec.to_dict(s) for s in gen_samples],
-            "n_ctx_train": facts["n_ctx_train"], "n_params": facts["n_params"],
-            "weights_bytes": summary.data_bytes,
-            "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx)}
+    return {
+        "load_s": load_s,
+        "speed": [rec.to_dict(s) for s in speed],
+        "ttft": [rec.to_dict(t) for t in ttft],
+        "tasks": [rec.to_dict(s) for s in scores],
+        "samples": [rec.to_dict(s) for s in samples],
+        "gen_samples": [rec.to_dict(s) for s in gen_samples],
+        "n_ctx_train": facts["n_ctx_train"],
+        "n_params": facts["n_params"],
+        "weights_bytes": summary.data_bytes,
+        "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx),
+    }
 
 
 def main(argv: list[str]) -> int:

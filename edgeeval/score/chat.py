@@ -48,11 +48,11 @@ class RenderLimits:
     """What one sandboxed rendering may use. A prompt is a few thousand characters; a million
     is far past any context window, yet small enough to hold without harm."""
 
-    max_chars: int = 1_000_000        # the output, and any string built on the way
-    max_items: int = 100_000          # any list built on the way (Jinja's own range limit)
-    cpu_s: float = 2.0                # CPU seconds per conversation
-    memory_bytes: int = 512 * 2**20   # address space of the sandbox process
-    wall_s: float = 30.0              # wall clock for the whole child, plus cpu_s per render
+    max_chars: int = 1_000_000  # the output, and any string built on the way
+    max_items: int = 100_000  # any list built on the way (Jinja's own range limit)
+    cpu_s: float = 2.0  # CPU seconds per conversation
+    memory_bytes: int = 512 * 2**20  # address space of the sandbox process
+    wall_s: float = 30.0  # wall clock for the whole child, plus cpu_s per render
 
 
 @dataclass(frozen=True)
@@ -64,26 +64,38 @@ class ChatTemplate:
     eos_token: str = ""
 
 
-def render_chat(template: ChatTemplate, messages: Sequence[Message], *,
-                add_generation_prompt: bool = True,
-                limits: RenderLimits = RenderLimits()) -> str:
+def render_chat(
+    template: ChatTemplate,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool = True,
+    limits: RenderLimits = RenderLimits(),
+) -> str:
     """The prompt text for one conversation; raises ChatTemplateError when refused."""
-    return render_chats(template, [messages], add_generation_prompt=add_generation_prompt,
-                        limits=limits)[0]
+    return render_chats(
+        template, [messages], add_generation_prompt=add_generation_prompt, limits=limits
+    )[0]
 
 
-def render_chats(template: ChatTemplate, conversations: Sequence[Sequence[Message]], *,
-                 add_generation_prompt: bool = True,
-                 limits: RenderLimits = RenderLimits()) -> list[str]:
+def render_chats(
+    template: ChatTemplate,
+    conversations: Sequence[Sequence[Message]],
+    *,
+    add_generation_prompt: bool = True,
+    limits: RenderLimits = RenderLimits(),
+) -> list[str]:
     """Prompt texts for many conversations, rendered in one sandbox process.
 
     Raises ChatTemplateError (with `reason`) for the first conversation that fails.
     """
     if not conversations:
         return []
-    request = {"template": asdict(template), "limits": asdict(limits),
-               "add_generation_prompt": add_generation_prompt,
-               "conversations": [list(c) for c in conversations]}
+    request = {
+        "template": asdict(template),
+        "limits": asdict(limits),
+        "add_generation_prompt": add_generation_prompt,
+        "conversations": [list(c) for c in conversations],
+    }
     answers = _run_sandbox(request, limits, len(conversations))
     out = []
     for answer in answers:
@@ -96,16 +108,25 @@ def render_chats(template: ChatTemplate, conversations: Sequence[Sequence[Messag
 def _run_sandbox(request: dict[str, Any], limits: RenderLimits, n: int) -> list[dict[str, Any]]:
     """Send the request to a fresh interpreter; return its per-conversation answers."""
     package_parent = str(Path(__file__).resolve().parents[2])
-    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-            "from edgeeval.score.chat_sandbox import serve; raise SystemExit(serve())")
+    code = (
+        f"import sys; sys.path.insert(0, {package_parent!r}); "
+        "from edgeeval.score.chat_sandbox import serve; raise SystemExit(serve())"
+    )
     timeout = limits.wall_s + limits.cpu_s * n
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
     try:
-        proc = subprocess.run([sys.executable, "-I", "-c", code], input=json.dumps(request),
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", code],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
-        raise ChatTemplateError(f"rendering took over {timeout:.0f} s of wall-clock time",
-                                reason="timeout") from None
+        raise ChatTemplateError(
+            f"rendering took over {timeout:.0f} s of wall-clock time", reason="timeout"
+        ) from None
     if proc.returncode == -signal.SIGXCPU:
         raise ChatTemplateError("the sandbox process ran out of CPU time", reason="timeout")
     try:
@@ -114,14 +135,21 @@ def _run_sandbox(request: dict[str, Any], limits: RenderLimits, n: int) -> list[
         answers = None
     if not _well_formed(answers, n):
         tail = proc.stderr.strip().splitlines()[-3:]
-        raise ChatTemplateError(f"the sandbox process exited with code {proc.returncode}: "
-                                + " | ".join(tail), reason="crashed")
+        raise ChatTemplateError(
+            f"the sandbox process exited with code {proc.returncode}: " + " | ".join(tail),
+            reason="crashed",
+        )
     return answers
 
 
 def _well_formed(answers: Any, n: int) -> bool:
     if not isinstance(answers, list) or len(answers) != n:
         return False
-    return all(isinstance(a, dict) and (isinstance(a.get("text"), str) or (
-        isinstance(a.get("error"), dict) and a["error"].get("reason") in REASONS))
-        for a in answers)
+    return all(
+        isinstance(a, dict)
+        and (
+            isinstance(a.get("text"), str)
+            or (isinstance(a.get("error"), dict) and a["error"].get("reason") in REASONS)
+        )
+        for a in answers
+    )

@@ -65,8 +65,12 @@ def _limit_process(limits: RenderLimits, n: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _render_all(template: ChatTemplate, conversations: list[list[Message]],
-                add_generation_prompt: bool, limits: RenderLimits) -> list[dict[str, Any]]:
+def _render_all(
+    template: ChatTemplate,
+    conversations: list[list[Message]],
+    add_generation_prompt: bool,
+    limits: RenderLimits,
+) -> list[dict[str, Any]]:
     env = _LimitedEnvironment(limits)
     try:
         with _cpu_timer(limits.cpu_s):
@@ -75,8 +79,12 @@ def _render_all(template: ChatTemplate, conversations: list[list[Message]],
         return [_failure(exc)] * len(conversations)
     out = []
     for messages in conversations:
-        context = {"messages": messages, "add_generation_prompt": add_generation_prompt,
-                   "bos_token": template.bos_token, "eos_token": template.eos_token}
+        context = {
+            "messages": messages,
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": template.bos_token,
+            "eos_token": template.eos_token,
+        }
         try:
             with _cpu_timer(limits.cpu_s):
                 out.append({"text": _stream(compiled, context, limits.max_chars)})
@@ -147,8 +155,7 @@ class _Limits:
 
     def chars(self, n: int, what: str) -> None:
         if n > self.max_chars:
-            raise _Stop("too_large", f"{what} of {n:,} characters; the limit is "
-                                     f"{self.max_chars:,}")
+            raise _Stop("too_large", f"{what} of {n:,} characters; the limit is {self.max_chars:,}")
 
     def items(self, n: int) -> None:
         if n > self.max_items:
@@ -158,8 +165,9 @@ class _Limits:
         """Integer arguments (widths, counts) are sizes too: `s.ljust(10**9)`."""
         for arg in args:
             if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > self.max_chars:
-                raise _Stop("too_large", f"an argument of {arg:,}; sizes are limited to "
-                                         f"{self.max_chars:,}")
+                raise _Stop(
+                    "too_large", f"an argument of {arg:,}; sizes are limited to {self.max_chars:,}"
+                )
 
     def binop(self, operator: str, left: Any, right: Any) -> None:
         """Refuse `'a' * 10**8`, doubling by `+`, `2 ** 10**9` and `'%999999999d' % 1` before
@@ -196,8 +204,9 @@ class _Limits:
     def method(self, obj: Any, args: list[Any]) -> None:
         """Size checks for str methods whose result size follows from their arguments."""
         name = getattr(obj, "__name__", "")
-        owner = getattr(obj, "__self__", getattr(getattr(obj, "__wrapped__", None),
-                                                 "__self__", None))
+        owner = getattr(
+            obj, "__self__", getattr(getattr(obj, "__wrapped__", None), "__self__", None)
+        )
         if not isinstance(owner, str):
             return
         if name == "join" and args:
@@ -236,11 +245,17 @@ class _GenerationTag(Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: Any = None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
     """transformers' tojson: plain json.dumps (Jinja's own escapes <, >, & and ')."""
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _raise_exception(message: str) -> None:
@@ -258,8 +273,11 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
     code_generator_class = _CheckedConcat
 
     def __init__(self, limits: RenderLimits) -> None:
-        super().__init__(trim_blocks=True, lstrip_blocks=True,
-                         extensions=["jinja2.ext.loopcontrols", _GenerationTag])
+        super().__init__(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=["jinja2.ext.loopcontrols", _GenerationTag],
+        )
         self.check = _Limits(limits)
         self.filters["tojson"] = _tojson
         self.filters = {name: self._guard(name, f) for name, f in self.filters.items()}
@@ -269,23 +287,27 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
         """Wrap a filter: numbers checked before, the result after; `join` fully before."""
         check = self.check
         if name == "join":
+
             @pass_eval_context
             def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
                 items = list(value)
                 check.join(items if attribute is None else [], str(d))
                 return check.value(original(eval_ctx, items, d, attribute))
+
             return join
 
         @functools.wraps(original)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             check.numbers([*args, *kwargs.values()])
             return check.value(original(*args, **kwargs))
+
         return guarded
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         """Raise at once: Jinja would return an Undefined that prints as empty text."""
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} "
-                            "object is unsafe")
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         self.check.binop(operator, left, right)

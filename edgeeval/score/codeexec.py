@@ -71,16 +71,20 @@ def run_program(program: str, *, limits: ExecLimits = ExecLimits()) -> ExecResul
     """Run `program` in the sandbox described in the module docstring; never raises for
     anything the program does."""
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="edgeeval-exec-") as tmp, \
-            tempfile.TemporaryFile() as stderr:
+    with (
+        tempfile.TemporaryDirectory(prefix="edgeeval-exec-") as tmp,
+        tempfile.TemporaryFile() as stderr,
+    ):
         read_fd, write_fd = os.pipe()
         try:
-            returncode, timed_out = _run_child(program, tmp, stderr, write_fd, limits,
-                                               nonce := secrets.token_hex(16))
+            returncode, timed_out = _run_child(
+                program, tmp, stderr, write_fd, limits, nonce := secrets.token_hex(16)
+            )
             lines = _read_lines(read_fd, nonce)
         except OSError as exc:
-            return ExecResult(HARNESS_ERROR, f"could not run the sandbox: {exc}",
-                              time.monotonic() - start)
+            return ExecResult(
+                HARNESS_ERROR, f"could not run the sandbox: {exc}", time.monotonic() - start
+            )
         finally:
             os.close(read_fd)
         stderr.seek(0)
@@ -89,14 +93,22 @@ def run_program(program: str, *, limits: ExecLimits = ExecLimits()) -> ExecResul
     return ExecResult(status, detail, time.monotonic() - start)
 
 
-def _run_child(program: str, tmp: str, stderr: object, write_fd: int, limits: ExecLimits,
-               nonce: str) -> tuple[int, bool]:
+def _run_child(
+    program: str, tmp: str, stderr: object, write_fd: int, limits: ExecLimits, nonce: str
+) -> tuple[int, bool]:
     """Start the sandbox, feed it the program, wait; returns (returncode, timed out)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOTSTRAP],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
-                                cwd=tmp, env=env, pass_fds=(write_fd,), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _BOOTSTRAP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=tmp,
+            env=env,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
     finally:
         os.close(write_fd)  # the child has its copy; EOF on our end once it is gone
     header = {"fd": write_fd, "nonce": nonce, "tmp": tmp, "limits": _rlimits(limits)}
@@ -114,11 +126,14 @@ def _run_child(program: str, tmp: str, stderr: object, write_fd: int, limits: Ex
 def _rlimits(limits: ExecLimits) -> list[tuple[str, int, int]]:
     """(name, soft, hard). The CPU hard limit is one second above the soft one, so the kernel
     sends SIGXCPU first; equal hard limits keep the code from raising the soft ones back."""
-    return [("RLIMIT_CPU", limits.cpu_s, limits.cpu_s + 1),
-            ("RLIMIT_AS", limits.memory_bytes, limits.memory_bytes),
-            ("RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes),
-            ("RLIMIT_NOFILE", limits.open_files, limits.open_files),
-            ("RLIMIT_CORE", 0, 0), ("RLIMIT_NPROC", 0, 0)]
+    return [
+        ("RLIMIT_CPU", limits.cpu_s, limits.cpu_s + 1),
+        ("RLIMIT_AS", limits.memory_bytes, limits.memory_bytes),
+        ("RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes),
+        ("RLIMIT_NOFILE", limits.open_files, limits.open_files),
+        ("RLIMIT_CORE", 0, 0),
+        ("RLIMIT_NPROC", 0, 0),
+    ]
 
 
 def _kill_group(pgid: int) -> None:
@@ -143,24 +158,31 @@ def _read_lines(fd: int, nonce: str) -> list[list[str]]:
             break
         chunks.append(chunk)
     text = b"".join(chunks).decode("utf-8", "replace")
-    return [line.split(" ", 2)[1:] for line in text.splitlines()
-            if line.startswith(nonce + " ")]
+    return [line.split(" ", 2)[1:] for line in text.splitlines() if line.startswith(nonce + " ")]
 
 
-def _judge(lines: list[list[str]], returncode: int, timed_out: bool, duration_s: float,
-           limits: ExecLimits, stderr_tail: str) -> tuple[str, str]:
+def _judge(
+    lines: list[list[str]],
+    returncode: int,
+    timed_out: bool,
+    duration_s: float,
+    limits: ExecLimits,
+    stderr_tail: str,
+) -> tuple[str, str]:
     """Outcome and detail from the harness's report, the exit status and the clocks."""
     end = next((words for words in lines if words[0] in (PASSED, FAILED)), None)
     if end:
         return end[0], end[1] if len(end) > 1 else ""
     if timed_out:
         return TIMEOUT, f"still running after {limits.wall_s:g} s (wall clock); killed"
-    if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL
-                                         and duration_s >= limits.cpu_s):
+    if returncode == -signal.SIGXCPU or (
+        returncode == -signal.SIGKILL and duration_s >= limits.cpu_s
+    ):
         return TIMEOUT, f"used more than {limits.cpu_s} s of CPU time"
     if not any(words[0] == "started" for words in lines):
-        return HARNESS_ERROR, f"the sandbox did not start (exit code {returncode}): " + \
-            " | ".join(stderr_tail.splitlines()[-3:])
+        return HARNESS_ERROR, f"the sandbox did not start (exit code {returncode}): " + " | ".join(
+            stderr_tail.splitlines()[-3:]
+        )
     if returncode == -signal.SIGKILL:
         return HARNESS_ERROR, "killed by SIGKILL from outside (out of memory on the host?)"
     return FAILED, f"exited with code {returncode} before the check finished"
@@ -169,7 +191,7 @@ def _judge(lines: list[list[str]], returncode: int, timed_out: bool, duration_s:
 # The sandbox's first code, run by `python -I -S -c`. It reads a JSON header line and the
 # program from stdin, sets the limits, installs the audit hook, reports "started", runs the
 # program and reports "passed" or "failed <exception>" on the harness's pipe.
-_BOOTSTRAP = r'''
+_BOOTSTRAP = r"""
 import json, os, resource, sys
 
 def main():
@@ -254,4 +276,4 @@ def make_hook(tmp, readable):
     return hook
 
 main()
-'''
+"""

@@ -29,7 +29,8 @@ _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)", re.IGNORECASE)
 _LETTER_AFTER_ANSWER = re.compile(
     r"(?i:answer)\W{0,3}(?:is\W{0,3})?(?i:option\s+|choice\s+)?\(?"
-    r"(?:([A-D])(?![A-Za-z])|([a-d])(?=\)|[.,;:!]|\s*$))")
+    r"(?:([A-D])(?![A-Za-z])|([a-d])(?=\)|[.,;:!]|\s*$))"
+)
 _LETTER_IN_PARENS = re.compile(r"\(([A-Da-d])\)")
 _LETTER_AT_START = re.compile(r"^\W{0,3}([A-D])(?=[).:]|\s*$)", re.MULTILINE)
 _ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\b)?\s*:?\s*", re.IGNORECASE)
@@ -62,7 +63,7 @@ def strip_thinking(text: str) -> tuple[str, int]:
     close, start = text.find(THINK_CLOSE), text.find(THINK_OPEN)
     if close != -1 and (start == -1 or close < start):
         thinking += close
-        text = text[close + len(THINK_CLOSE):]
+        text = text[close + len(THINK_CLOSE) :]
     parts = []
     while (start := text.find(THINK_OPEN)) != -1:
         parts.append(text[:start])
@@ -72,7 +73,7 @@ def strip_thinking(text: str) -> tuple[str, int]:
             text = ""
             break
         thinking += end - start - len(THINK_OPEN)
-        text = text[end + len(THINK_CLOSE):]
+        text = text[end + len(THINK_CLOSE) :]
     parts.append(text)
     return "".join(parts).strip(), thinking
 
@@ -103,12 +104,12 @@ def extract_number(text: str) -> str:
     """
     hashes = list(_HASHES.finditer(text))
     if hashes:
-        return _first_number(text[hashes[-1].end():])
+        return _first_number(text[hashes[-1].end() :])
     boxed = _BOXED.findall(text)
     if boxed and (found := _first_number(boxed[-1])):
         return found
     answer_is = list(_ANSWER_IS.finditer(text))
-    if answer_is and (found := _stated_answer(text[answer_is[-1].end():])):
+    if answer_is and (found := _stated_answer(text[answer_is[-1].end() :])):
         return found
     numbers = _NUMBER.findall(text)
     return canonical_number(numbers[-1]) if numbers else ""
@@ -167,8 +168,9 @@ def normalize_text(text: str) -> str:
 def extract(text: str, extractor: str) -> str:
     """Run the named extractor on a reply (already without thinking)."""
     _check_extractor(extractor)
-    return {"number": extract_number, "letter": extract_letter,
-            "exact": extract_exact}[extractor](text)
+    return {"number": extract_number, "letter": extract_letter, "exact": extract_exact}[extractor](
+        text
+    )
 
 
 def gold_answer(answer: str, extractor: str) -> str:
@@ -191,12 +193,14 @@ def score_output(output: str, gold: str, extractor: str) -> Extraction:
     visible, thinking = strip_thinking(output)
     extracted = extract(visible, extractor)
     correct = bool(extracted) and extracted == gold_answer(gold, extractor)
-    return Extraction(visible=visible, extracted=extracted, correct=correct,
-                      thinking_chars=thinking)
+    return Extraction(
+        visible=visible, extracted=extracted, correct=correct, thinking_chars=thinking
+    )
 
 
 def _check_extractor(extractor: str) -> None:
     if extractor not in EXTRACTORS:
         near = difflib.get_close_matches(extractor, EXTRACTORS, n=1)
-        raise UnknownNameError("extractor", extractor, near,
-                               hint="known extractors: " + ", ".join(EXTRACTORS))
+        raise UnknownNameError(
+            "extractor", extractor, near, hint="known extractors: " + ", ".join(EXTRACTORS)
+        )

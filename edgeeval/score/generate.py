@@ -3,7 +3,8 @@
 Prompts for generate tasks. An instruct model (its GGUF has a chat template, and the catalog
 does not call it "base") gets chat turns: each few-shot example as a user message with the
 worked answer as the assistant's reply, then the question. The template is the model's own,
-rendered in edgeeval.score.chat's sandbox. A base model (the embedded Gemma 3 270M), or a model whose
+rendered in edgeeval.score.chat's sandbox.
+A base model (the embedded Gemma 3 270M), or a model whose
 template the sandbox refuses (the reason is kept on the task score), gets a completion prompt:
 "Question: ...\\nAnswer: <worked answer>\\n\\n" blocks, then "Question: ...\\nAnswer:", and
 stops at the next "Question:" it starts to write.
@@ -26,6 +27,8 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
+from edgeeval.errors import ChatTemplateError
+from edgeeval.metrics import binomial_se
 from edgeeval.score.chat import ChatTemplate, Message, render_chats
 from edgeeval.score.codeexec import (
     FAILED,
@@ -37,9 +40,7 @@ from edgeeval.score.codeexec import (
     humaneval_program,
     run_program,
 )
-from edgeeval.errors import ChatTemplateError
 from edgeeval.score.extract import score_output
-from edgeeval.metrics import binomial_se
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
 CODE_EXEC_OFF = "generated code runs only with --allow-code-exec; this task was not scored"
@@ -71,8 +72,9 @@ def model_template(backend: Backend, model_kind: str = "") -> ChatTemplate | Non
     return ChatTemplate(source, **backend.special_token_texts()) if source else None
 
 
-def build_prompts(items: Sequence[Any], template: ChatTemplate | None) -> tuple[list[str], str,
-                                                                                  str]:
+def build_prompts(
+    items: Sequence[Any], template: ChatTemplate | None
+) -> tuple[list[str], str, str]:
     """(prompt texts, "chat" or "completion", a note when the template was refused)."""
     if template is not None:
         conversations = [chat_messages(i.question, i.few_shot) for i in items]
@@ -85,8 +87,9 @@ def build_prompts(items: Sequence[Any], template: ChatTemplate | None) -> tuple[
     return [completion_prompt(i.question, i.few_shot) for i in items], "completion", note
 
 
-def score_generate_task(backend: Backend, task: Any, items: Sequence[Any], *,
-                        model_kind: str = "") -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
+def score_generate_task(
+    backend: Backend, task: Any, items: Sequence[Any], *, model_kind: str = ""
+) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
     Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens).
@@ -100,12 +103,19 @@ def score_generate_task(backend: Backend, task: Any, items: Sequence[Any], *,
         stops = tuple(dict.fromkeys((*item.stop, *extra_stops)))
         result = _generate(backend, tokens, item.max_tokens, stops)
         samples.append(_generate_sample(task, item, prompt, tokens, result))
-    return task_score(task, samples, metric="acc", elapsed_s=time.perf_counter() - start,
-                      prompt_format=prompt_format, reason=note), samples
+    return task_score(
+        task,
+        samples,
+        metric="acc",
+        elapsed_s=time.perf_counter() - start,
+        prompt_format=prompt_format,
+        reason=note,
+    ), samples
 
 
-def _generate(backend: Backend, tokens: list[int], max_tokens: int,
-              stop: Sequence[str]) -> GenerationResult | str:
+def _generate(
+    backend: Backend, tokens: list[int], max_tokens: int, stop: Sequence[str]
+) -> GenerationResult | str:
     """The generation, or the reason it could not run (prompt over the context, decode
     failure): a harness problem, recorded on the sample."""
     try:
@@ -114,18 +124,31 @@ def _generate(backend: Backend, tokens: list[int], max_tokens: int,
         return f"{type(exc).__name__}: {exc}"
 
 
-def _generate_sample(task: Any, item: Any, prompt: str, tokens: list[int],
-                     result: GenerationResult | str) -> rec.GenSampleResult:
-    common = {"task": task.name, "item_id": item.id, "kind": "generate", "prompt": prompt,
-              "gold": item.answer, "extractor": item.extractor, "n_prompt_tokens": len(tokens)}
+def _generate_sample(
+    task: Any, item: Any, prompt: str, tokens: list[int], result: GenerationResult | str
+) -> rec.GenSampleResult:
+    common = {
+        "task": task.name,
+        "item_id": item.id,
+        "kind": "generate",
+        "prompt": prompt,
+        "gold": item.answer,
+        "extractor": item.extractor,
+        "n_prompt_tokens": len(tokens),
+    }
     if isinstance(result, str):
         return rec.GenSampleResult(status=rec.STATUS_ERROR, output="", reason=result, **common)
     scored = score_output(result.text, item.answer, item.extractor)
-    return rec.GenSampleResult(status=rec.STATUS_OK, output=result.text,
-                               extracted=scored.extracted, correct=scored.correct,
-                               thinking_chars=scored.thinking_chars,
-                               n_gen_tokens=result.n_gen_tokens, stop_reason=result.stop_reason,
-                               **common)
+    return rec.GenSampleResult(
+        status=rec.STATUS_OK,
+        output=result.text,
+        extracted=scored.extracted,
+        correct=scored.correct,
+        thinking_chars=scored.thinking_chars,
+        n_gen_tokens=result.n_gen_tokens,
+        stop_reason=result.stop_reason,
+        **common,
+    )
 
 
 def rescore(sample: rec.GenSampleResult) -> rec.GenSampleResult:
@@ -133,14 +156,24 @@ def rescore(sample: rec.GenSampleResult) -> rec.GenSampleResult:
     if sample.kind != "generate" or sample.status != rec.STATUS_OK:
         return sample
     scored = score_output(sample.output, sample.gold, sample.extractor)
-    return rec.GenSampleResult(**{**rec.to_dict(sample), "extracted": scored.extracted,
-                                  "correct": scored.correct,
-                                  "thinking_chars": scored.thinking_chars})
+    return rec.GenSampleResult(
+        **{
+            **rec.to_dict(sample),
+            "extracted": scored.extracted,
+            "correct": scored.correct,
+            "thinking_chars": scored.thinking_chars,
+        }
+    )
 
 
-def score_code_task(backend: Backend, task: Any, items: Sequence[Any], *, allow_exec: bool,
-                    limits: ExecLimits = DEFAULT_LIMITS) -> tuple[rec.TaskScore,
-                                                                list[rec.GenSampleResult]]:
+def score_code_task(
+    backend: Backend,
+    task: Any,
+    items: Sequence[Any],
+    *,
+    allow_exec: bool,
+    limits: ExecLimits = DEFAULT_LIMITS,
+) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """pass@1 of greedy completions of CodeItems (prompt, entry_point, test, max_tokens).
 
     Without `allow_exec` nothing is generated or run: the task is recorded as skipped.
@@ -153,27 +186,49 @@ def score_code_task(backend: Backend, task: Any, items: Sequence[Any], *, allow_
         tokens = backend.tokenize(item.prompt, add_bos=True)
         result = _generate(backend, tokens, item.max_tokens, HUMANEVAL_STOPS)
         samples.append(_code_sample(task, item, tokens, result, limits))
-    return task_score(task, samples, metric="pass@1", elapsed_s=time.perf_counter() - start,
-                      prompt_format="completion"), samples
+    return task_score(
+        task,
+        samples,
+        metric="pass@1",
+        elapsed_s=time.perf_counter() - start,
+        prompt_format="completion",
+    ), samples
 
 
-def _code_sample(task: Any, item: Any, tokens: list[int], result: GenerationResult | str,
-                 limits: ExecLimits) -> rec.GenSampleResult:
-    common = {"task": task.name, "item_id": item.id, "kind": "code", "prompt": item.prompt,
-              "n_prompt_tokens": len(tokens)}
+def _code_sample(
+    task: Any, item: Any, tokens: list[int], result: GenerationResult | str, limits: ExecLimits
+) -> rec.GenSampleResult:
+    common = {
+        "task": task.name,
+        "item_id": item.id,
+        "kind": "code",
+        "prompt": item.prompt,
+        "n_prompt_tokens": len(tokens),
+    }
     if isinstance(result, str):
         return rec.GenSampleResult(status=HARNESS_ERROR, output="", reason=result, **common)
     program = humaneval_program(item.prompt, result.text, item.test, item.entry_point)
     outcome = run_program(program, limits=limits)
-    return rec.GenSampleResult(status=outcome.status, output=result.text,
-                               correct=outcome.status == PASSED, reason=outcome.detail,
-                               n_gen_tokens=result.n_gen_tokens, stop_reason=result.stop_reason,
-                               **common)
+    return rec.GenSampleResult(
+        status=outcome.status,
+        output=result.text,
+        correct=outcome.status == PASSED,
+        reason=outcome.detail,
+        n_gen_tokens=result.n_gen_tokens,
+        stop_reason=result.stop_reason,
+        **common,
+    )
 
 
-def task_score(task: Any, samples: Sequence[rec.GenSampleResult], *, metric: str,
-               elapsed_s: float = 0.0, prompt_format: str = "",
-               reason: str = "") -> rec.TaskScore:
+def task_score(
+    task: Any,
+    samples: Sequence[rec.GenSampleResult],
+    *,
+    metric: str,
+    elapsed_s: float = 0.0,
+    prompt_format: str = "",
+    reason: str = "",
+) -> rec.TaskScore:
     """Accuracy (or pass@1) over the samples the harness could judge, with its binomial SE;
     timeouts and harness errors are counted beside it. acc_norm repeats acc (no lengths to
     normalize by)."""
@@ -184,21 +239,47 @@ def task_score(task: Any, samples: Sequence[rec.GenSampleResult], *, metric: str
     acc = sum(s.correct for s in judged) / n if n else 0.0
     status = rec.STATUS_OK if n else rec.STATUS_ERROR
     if not n:
-        reason = (f"no sample could be judged ({n_timeout} timed out, {n_harness} harness "
-                  f"errors)" + (f"; {reason}" if reason else ""))
+        reason = (
+            f"no sample could be judged ({n_timeout} timed out, {n_harness} harness "
+            f"errors)" + (f"; {reason}" if reason else "")
+        )
     se = binomial_se(acc, n)
     thinking = sum(s.thinking_chars for s in judged) / n if n else 0.0
-    return rec.TaskScore(task=task.name, version=task.version, category=task.category,
-                         chance=getattr(task, "chance", 0.0), n=n, acc=acc, acc_se=se,
-                         acc_norm=acc, acc_norm_se=se, elapsed_s=elapsed_s, status=status,
-                         reason=reason, metric=metric, n_timeout=n_timeout,
-                         n_harness_error=n_harness, mean_thinking_chars=thinking,
-                         prompt_format=prompt_format)
+    return rec.TaskScore(
+        task=task.name,
+        version=task.version,
+        category=task.category,
+        chance=getattr(task, "chance", 0.0),
+        n=n,
+        acc=acc,
+        acc_se=se,
+        acc_norm=acc,
+        acc_norm_se=se,
+        elapsed_s=elapsed_s,
+        status=status,
+        reason=reason,
+        metric=metric,
+        n_timeout=n_timeout,
+        n_harness_error=n_harness,
+        mean_thinking_chars=thinking,
+        prompt_format=prompt_format,
+    )
 
 
 def skipped_score(task: Any, reason: str, *, metric: str = "acc") -> rec.TaskScore:
     """A task that was not run: recorded with the reason, never ranked as zero."""
-    return rec.TaskScore(task=task.name, version=task.version, category=task.category,
-                         chance=getattr(task, "chance", 0.0), n=0, acc=0.0, acc_se=0.0,
-                         acc_norm=0.0, acc_norm_se=0.0, elapsed_s=0.0,
-                         status=rec.STATUS_SKIPPED, reason=reason, metric=metric)
+    return rec.TaskScore(
+        task=task.name,
+        version=task.version,
+        category=task.category,
+        chance=getattr(task, "chance", 0.0),
+        n=0,
+        acc=0.0,
+        acc_se=0.0,
+        acc_norm=0.0,
+        acc_norm_se=0.0,
+        elapsed_s=0.0,
+        status=rec.STATUS_SKIPPED,
+        reason=reason,
+        metric=metric,
+    )

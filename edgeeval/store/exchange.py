@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeeval import records as rec
-from edgeeval.store import runs as store
 from edgeeval.errors import EdgeevalError
+from edgeeval.store import runs as store
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -31,8 +31,10 @@ class ImportFileError(EdgeevalError):
     exit_code = 2
 
     def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}; pass a run's records.jsonl, a run directory or an "
-                         "edgeeval.sqlite file (`edgeeval runs` lists local runs)")
+        super().__init__(
+            f"{path}: {reason}; pass a run's records.jsonl, a run directory or an "
+            "edgeeval.sqlite file (`edgeeval runs` lists local runs)"
+        )
         self.path = str(path)
 
 
@@ -90,16 +92,25 @@ def _ensure_run(record: rec.ModelRecord, source: str, root: Path | None) -> None
     """Create or extend the run's manifest so the imported run can be reported."""
     directory = store.run_dir(record.run_id, root)
     path = directory / "run.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {
-        "run_id": record.run_id, "host": rec.to_dict(record.host),
-        "settings": rec.to_dict(record.settings), "variants": [], "imported_from": source}
+    manifest = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {
+            "run_id": record.run_id,
+            "host": rec.to_dict(record.host),
+            "settings": rec.to_dict(record.settings),
+            "variants": [],
+            "imported_from": source,
+        }
+    )
     if record.variant.name not in manifest.get("variants", []):
         manifest["variants"] = [*manifest.get("variants", []), record.variant.name]
         store.write_manifest(record.run_id, manifest, root)
 
 
-def import_records(records: Iterable[rec.ModelRecord], *, source: str = "",
-                   root: Path | None = None) -> ImportResult:
+def import_records(
+    records: Iterable[rec.ModelRecord], *, source: str = "", root: Path | None = None
+) -> ImportResult:
     """Add the records the store does not hold yet (rule in the module docstring)."""
     exact, ok_keys = _stored_keys(root)
     result = ImportResult()
@@ -140,8 +151,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `import` subcommand."""
-    p = sub.add_parser("import", help="merge exported runs (records.jsonl or edgeeval.sqlite) "
-                                      "from other machines into the local store")
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="a run's records.jsonl, a run directory, or an edgeeval.sqlite file")
+    p = sub.add_parser(
+        "import",
+        help="merge exported runs (records.jsonl or edgeeval.sqlite) "
+        "from other machines into the local store",
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a run's records.jsonl, a run directory, or an edgeeval.sqlite file",
+    )
     p.set_defaults(func=cmd_import)

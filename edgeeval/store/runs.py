@@ -68,14 +68,19 @@ def write_manifest(run_id: str, manifest: dict[str, Any], root: Path | None = No
 def read_manifest(run_id: str, root: Path | None = None) -> dict[str, Any]:
     path = run_dir(run_id, root) / "run.json"
     if not path.exists():
-        raise RunNotFoundError(f"no run '{run_id}' in {path.parent.parent} (missing {path.name}); "
-                               "run `edgeeval runs` to list stored runs")
+        raise RunNotFoundError(
+            f"no run '{run_id}' in {path.parent.parent} (missing {path.name}); "
+            "run `edgeeval runs` to list stored runs"
+        )
     return json.loads(path.read_text())
 
 
-def save_record(record: rec.ModelRecord, samples: Iterable[rec.SampleResult] = (),
-                root: Path | None = None,
-                generations: Iterable[rec.GenSampleResult] = ()) -> None:
+def save_record(
+    record: rec.ModelRecord,
+    samples: Iterable[rec.SampleResult] = (),
+    root: Path | None = None,
+    generations: Iterable[rec.GenSampleResult] = (),
+) -> None:
     """Append one finished model's record to the run's JSONL and to the SQLite store, and its
     per-item results (log-likelihoods to samples.jsonl, generations to generations.jsonl)."""
     directory = run_dir(record.run_id, root)
@@ -91,8 +96,10 @@ def save_record(record: rec.ModelRecord, samples: Iterable[rec.SampleResult] = (
 
 def insert_records(records: Iterable[rec.ModelRecord], root: Path | None = None) -> int:
     """Insert records into the SQLite store, ignoring ones already there; return how many new."""
-    rows = [(r.run_id, r.variant.name, r.key, r.host.host_id, r.status, r.started_at,
-             rec.to_json(r)) for r in records]
+    rows = [
+        (r.run_id, r.variant.name, r.key, r.host.host_id, r.status, r.started_at, rec.to_json(r))
+        for r in records
+    ]
     with connect(root) as db:
         before = db.total_changes
         db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
@@ -111,8 +118,10 @@ def load_records(run_id: str, root: Path | None = None) -> list[rec.ModelRecord]
     """All records of a run, from its JSONL (the last record per variant wins)."""
     path = run_dir(run_id, root) / "records.jsonl"
     if not path.exists():
-        raise RunNotFoundError(f"no results for run '{run_id}' ({path} is missing); "
-                               "run `edgeeval runs` to list stored runs")
+        raise RunNotFoundError(
+            f"no results for run '{run_id}' ({path} is missing); "
+            "run `edgeeval runs` to list stored runs"
+        )
     latest = {r.variant.name: r for r in read_jsonl(path, rec.ModelRecord)}
     return list(latest.values())
 

@@ -30,9 +30,9 @@ import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
 from edgeeval import errors, settings
-from edgeeval.fetch import hub
 from edgeeval.catalog.models import suggest
 from edgeeval.errors import ConfigError, EdgeevalError
+from edgeeval.fetch import hub
 from edgeeval.tasks.formats import FORMATS, MMLU_SUBJECTS, PYPI_SOURCES, Row
 from edgeeval.tasks.generators import RawItem
 
@@ -90,8 +90,9 @@ def load_file_items(source: str, path: Path) -> tuple[RawItem, ...]:
     if len(set(ids)) != len(ids):
         raise ConfigError("duplicate item ids", path=data_path, key="id")
     if len({len(r.wrong) for r in records}) != 1:
-        raise ConfigError("every item needs the same number of choices", path=data_path,
-                          key="choices")
+        raise ConfigError(
+            "every item needs the same number of choices", path=data_path, key="choices"
+        )
     return tuple(records)
 
 
@@ -109,11 +110,16 @@ def _parse_record(line: str, path: Path, number: int) -> RawItem:
     choices, answer = rec["choices"], rec["answer"]
     texts = [rec["question"], rec["id"], answer, *choices] if isinstance(choices, list) else []
     if not texts or not all(isinstance(t, str) and t and t.strip() == t for t in texts):
-        raise ConfigError("id, question, answer and choices must be non-empty strings without "
-                          "surrounding spaces", path=path, entry=where, key="choices")
+        raise ConfigError(
+            "id, question, answer and choices must be non-empty strings without surrounding spaces",
+            path=path,
+            entry=where,
+            key="choices",
+        )
     if answer not in choices or len(set(choices)) != len(choices) or len(choices) < 2:
-        raise ConfigError("choices must be distinct and include the answer", path=path,
-                          entry=where, key="answer")
+        raise ConfigError(
+            "choices must be distinct and include the answer", path=path, entry=where, key="answer"
+        )
     wrong = tuple(c for c in choices if c != answer)
     return RawItem(question=rec["question"], answer=answer, wrong=wrong, id=rec["id"])
 
@@ -126,8 +132,9 @@ def spec_from_yaml(data: dict[str, Any], path: Path) -> DatasetSpec:
     kind, _, target = data["source"].partition(":")
     if kind == "pypi":
         if target not in PYPI_SOURCES:
-            raise ConfigError(f"unknown package; known: {', '.join(PYPI_SOURCES)}", path=path,
-                              key="source")
+            raise ConfigError(
+                f"unknown package; known: {', '.join(PYPI_SOURCES)}", path=path, key="source"
+            )
         spec = DatasetSpec(source=data["source"], format=PYPI_SOURCES[target][2])
     else:
         spec = _hub_spec(data, path)
@@ -152,14 +159,20 @@ def _hub_spec(data: dict[str, Any], path: Path) -> DatasetSpec:
         raise ConfigError(f"unknown format; {hint}", path=path, key="format")
     files = data["files"]
     if not files or not all(_good_file(name) for name in files):
-        raise ConfigError("must list .parquet or .jsonl paths inside the repository",
-                          path=path, key="files")
+        raise ConfigError(
+            "must list .parquet or .jsonl paths inside the repository", path=path, key="files"
+        )
     for key in ("revision", "config", "split"):
         if key in data and not data[key].strip():
             raise ConfigError("must not be empty", path=path, key=key)
-    return DatasetSpec(source=data["source"], format=data["format"], files=tuple(files),
-                       revision=data.get("revision", "main"), config=data.get("config", ""),
-                       split=data.get("split", ""))
+    return DatasetSpec(
+        source=data["source"],
+        format=data["format"],
+        files=tuple(files),
+        revision=data.get("revision", "main"),
+        config=data.get("config", ""),
+        split=data.get("split", ""),
+    )
 
 
 def _good_file(name: Any) -> bool:
@@ -169,15 +182,19 @@ def _good_file(name: Any) -> bool:
     return not name.startswith("/") and ".." not in parts and bool(parts)
 
 
-def _check_options(format_name: str, raw: dict[str, Any],
-                   path: Path) -> tuple[tuple[str, Any], ...]:
+def _check_options(
+    format_name: str, raw: dict[str, Any], path: Path
+) -> tuple[tuple[str, Any], ...]:
     """A hub task's `options` (MMLU's `subjects`), checked, as a hashable sorted tuple."""
     allowed = FORMATS[format_name].options
     for key, value in raw.items():
         if key not in allowed:
             known = ", ".join(allowed) or "none"
-            raise ConfigError(f"unknown option for format '{format_name}'; known: {known}",
-                              path=path, key=f"options.{key}")
+            raise ConfigError(
+                f"unknown option for format '{format_name}'; known: {known}",
+                path=path,
+                key=f"options.{key}",
+            )
         if not isinstance(value, allowed[key]):
             raise ConfigError(f"must be {allowed[key].__name__}", path=path, key=f"options.{key}")
     subjects = raw.get("subjects", [])
@@ -185,8 +202,9 @@ def _check_options(format_name: str, raw: dict[str, Any],
         if subject not in MMLU_SUBJECTS:
             near = suggest(str(subject), list(MMLU_SUBJECTS))
             hint = f"did you mean '{near[0]}'?" if near else "see formats.MMLU_SUBJECTS"
-            raise ConfigError(f"unknown MMLU subject '{subject}'; {hint}", path=path,
-                              key="options.subjects")
+            raise ConfigError(
+                f"unknown MMLU subject '{subject}'; {hint}", path=path, key="options.subjects"
+            )
     return tuple(sorted((key, tuple(v) if isinstance(v, list) else v) for key, v in raw.items()))
 
 
@@ -225,20 +243,28 @@ def sample_indices(total: int, count: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(total), count))
 
 
-def _convert(format_name: str, row: Row, label: str, index: int,
-             origin: str | Path) -> tuple[Any, ...]:
+def _convert(
+    format_name: str, row: Row, label: str, index: int, origin: str | Path
+) -> tuple[Any, ...]:
     fmt = FORMATS[format_name]
     missing = [column for column in fmt.columns if column not in row]
     if missing:
-        raise ConfigError(f"no column '{missing[0]}'; format '{format_name}' reads "
-                          f"{', '.join(fmt.columns)} (check `format` and `files` in {origin})",
-                          path=label, entry=f"row {index}", key=missing[0])
+        raise ConfigError(
+            f"no column '{missing[0]}'; format '{format_name}' reads "
+            f"{', '.join(fmt.columns)} (check `format` and `files` in {origin})",
+            path=label,
+            entry=f"row {index}",
+            key=missing[0],
+        )
     try:
         return fmt.convert(row)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise ConfigError(f"not a '{format_name}' row ({type(exc).__name__}: {exc}); check "
-                          f"`format` in {origin}", path=label, entry=f"row {index}",
-                          key="format") from None
+        raise ConfigError(
+            f"not a '{format_name}' row ({type(exc).__name__}: {exc}); check `format` in {origin}",
+            path=label,
+            entry=f"row {index}",
+            key="format",
+        ) from None
 
 
 def _rows(spec: DatasetSpec, origin: str | Path) -> list[tuple[str, list[Row]]]:
@@ -262,16 +288,19 @@ def read_rows(path: Path) -> list[Row]:
         try:
             return pq.read_table(path).to_pylist()
         except (pyarrow.ArrowException, OSError) as exc:
-            raise EdgeevalError(f"{path}: not a readable Parquet file ({exc}); delete it and "
-                                "run again to download it anew") from None
+            raise EdgeevalError(
+                f"{path}: not a readable Parquet file ({exc}); delete it and "
+                "run again to download it anew"
+            ) from None
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"not valid JSON: {exc}", path=path,
-                                  entry=f"line {number}") from None
+                raise ConfigError(
+                    f"not valid JSON: {exc}", path=path, entry=f"line {number}"
+                ) from None
     return rows
 
 
@@ -282,9 +311,11 @@ def _pypi_rows(package: str) -> list[Row]:
         resource = importlib.resources.files(module).joinpath(inner)
         data = resource.read_bytes()
     except (ModuleNotFoundError, FileNotFoundError):
-        raise EdgeevalError(f"the {package} package (with {inner}) is not installed; it is a "
-                            f"dependency of edgeeval: run `make install` or "
-                            f"`pip install {package}`") from None
+        raise EdgeevalError(
+            f"the {package} package (with {inner}) is not installed; it is a "
+            f"dependency of edgeeval: run `make install` or "
+            f"`pip install {package}`"
+        ) from None
     text = gzip.decompress(data).decode("utf-8") if inner.endswith(".gz") else data.decode()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -312,13 +343,21 @@ def download(repo_id: str, filename: str, *, revision: str, origin: str | Path =
     Refusals of the Hub become GatedRepoError, RepoNotFoundError, OfflineError or HubError
     (see hub.py), naming the task file key to check.
     """
-    where = _DatasetWhere(repo_id=repo_id, filename=filename, revision=revision,
-                          endpoint=settings.hf_endpoint())
+    where = _DatasetWhere(
+        repo_id=repo_id, filename=filename, revision=revision, endpoint=settings.hf_endpoint()
+    )
     offline = settings.offline()
     try:
         path = huggingface_hub.hf_hub_download(
-            repo_id, filename, repo_type="dataset", revision=revision, cache_dir=cache_dir(),
-            endpoint=where.endpoint, token=settings.hf_token(), local_files_only=offline)
+            repo_id,
+            filename,
+            repo_type="dataset",
+            revision=revision,
+            cache_dir=cache_dir(),
+            endpoint=where.endpoint,
+            token=settings.hf_token(),
+            local_files_only=offline,
+        )
     except Exception as exc:
         mapped = _translate(exc, where, offline=offline, origin=origin)
         if mapped is None:
@@ -327,30 +366,43 @@ def download(repo_id: str, filename: str, *, revision: str, origin: str | Path =
     return Path(path)
 
 
-def _translate(exc: Exception, where: hub._Where, *, offline: bool,
-               origin: str | Path) -> errors.EdgeevalError | None:
+def _translate(
+    exc: Exception, where: hub._Where, *, offline: bool, origin: str | Path
+) -> errors.EdgeevalError | None:
     """Our error for a failed dataset download; hub.py's mapping for the rest."""
     task = f" in {origin}" if origin else ""
-    if offline and isinstance(exc, (hf_errors.LocalEntryNotFoundError,
-                                    hf_errors.OfflineModeIsEnabled, FileNotFoundError)):
+    if offline and isinstance(
+        exc, (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, FileNotFoundError)
+    ):
         return hub._offline_error(
             f"dataset file {where.label} (revision '{where.revision}') is not in edgeeval's "
             f"dataset cache ({cache_dir()}) and offline mode is on (EDGEEVAL_OFFLINE/"
             "HF_HUB_OFFLINE): run `edgeeval tasks --fetch` once with network access, or unset "
-            "offline mode", where)
+            "offline mode",
+            where,
+        )
     if isinstance(exc, hf_errors.GatedRepoError):
         return hub._translate(exc, where)
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
-        return hub._not_found(f"dataset repository {where.repo_id} not found on {where.endpoint}:"
-                              f" check `source`{task}. If it is private, set HF_TOKEN to a "
-                              "token with access (or run `hf auth login`)", where)
+        return hub._not_found(
+            f"dataset repository {where.repo_id} not found on {where.endpoint}:"
+            f" check `source`{task}. If it is private, set HF_TOKEN to a "
+            "token with access (or run `hf auth login`)",
+            where,
+        )
     if isinstance(exc, hf_errors.RevisionNotFoundError):
-        return hub._not_found(f"revision '{where.revision}' not found in dataset "
-                              f"{where.repo_id}: check `revision`{task}", where)
+        return hub._not_found(
+            f"revision '{where.revision}' not found in dataset "
+            f"{where.repo_id}: check `revision`{task}",
+            where,
+        )
     if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
-        return hub._not_found(f"file {where.filename} not found in dataset {where.repo_id} "
-                              f"(revision '{where.revision}'): check `files`{task}; the files "
-                              f"are listed at {where.page}/tree/{where.revision}", where)
+        return hub._not_found(
+            f"file {where.filename} not found in dataset {where.repo_id} "
+            f"(revision '{where.revision}'): check `files`{task}; the files "
+            f"are listed at {where.page}/tree/{where.revision}",
+            where,
+        )
     return hub._translate(exc, where)
 
 
@@ -358,5 +410,6 @@ def fetch_files(spec: DatasetSpec, *, origin: str | Path = "") -> list[Path]:
     """Download every file of a hub: spec into the cache (for offline runs later)."""
     if not spec.source.startswith("hub:"):
         return []
-    return [download(spec.repo_id, name, revision=spec.revision, origin=origin)
-            for name in spec.files]
+    return [
+        download(spec.repo_id, name, revision=spec.revision, origin=origin) for name in spec.files
+    ]

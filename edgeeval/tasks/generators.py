@@ -51,8 +51,7 @@ def seeded_rng(*parts: object) -> random.Random:
     return random.Random(":".join(str(part) for part in parts))
 
 
-def distinct(answer: str, candidates: list[str], rng: random.Random,
-              k: int = 3) -> tuple[str, ...]:
+def distinct(answer: str, candidates: list[str], rng: random.Random, k: int = 3) -> tuple[str, ...]:
     """`k` distinct wrong answers drawn from `candidates` (answer and repeats dropped)."""
     pool = list(dict.fromkeys(c for c in candidates if c != answer))
     if len(pool) < k:
@@ -84,10 +83,37 @@ def make_arith(rng: random.Random, *, max_operand: int = 99, ops: str = "+-*") -
 
 # --- generator: python-eval --------------------------------------------------------------------
 
-_WORDS = ("apple", "banana", "cherry", "python", "hello", "world", "river", "green", "table",
-          "orange", "model", "token", "coffee", "planet", "summer", "letter")
-_SAFE = {"len": len, "sorted": sorted, "sum": sum, "max": max, "min": min, "list": list,
-         "range": range, "set": set, "int": int, "str": str, "abs": abs}
+_WORDS = (
+    "apple",
+    "banana",
+    "cherry",
+    "python",
+    "hello",
+    "world",
+    "river",
+    "green",
+    "table",
+    "orange",
+    "model",
+    "token",
+    "coffee",
+    "planet",
+    "summer",
+    "letter",
+)
+_SAFE = {
+    "len": len,
+    "sorted": sorted,
+    "sum": sum,
+    "max": max,
+    "min": min,
+    "list": list,
+    "range": range,
+    "set": set,
+    "int": int,
+    "str": str,
+    "abs": abs,
+}
 
 
 def safe_eval(expression: str) -> Any:
@@ -115,15 +141,23 @@ def _pe_str_slice(rng: random.Random) -> tuple[str, list[Any]]:
     text = rng.choice(_WORDS)
     start = rng.randint(1, 2)
     stop = rng.randint(start + 2, len(text) - 1)
-    return f"{text!r}[{start}:{stop}]", [text[start:stop + 1], text[start - 1:stop],
-                                          text[start + 1:stop + 1], text[start - 1:stop - 1]]
+    return f"{text!r}[{start}:{stop}]", [
+        text[start : stop + 1],
+        text[start - 1 : stop],
+        text[start + 1 : stop + 1],
+        text[start - 1 : stop - 1],
+    ]
 
 
 def _pe_list_slice(rng: random.Random) -> tuple[str, list[Any]]:
     values = _ints(rng, 6)
     start, stop = rng.choice(((1, 3), (2, 4), (0, 3), (2, 5), (1, 4)))
-    return f"{values}[{start}:{stop}]", [values[start:stop + 1], values[start + 1:stop + 1],
-                                         values[max(start - 1, 0):stop - 1], values[start:stop - 1]]
+    return f"{values}[{start}:{stop}]", [
+        values[start : stop + 1],
+        values[start + 1 : stop + 1],
+        values[max(start - 1, 0) : stop - 1],
+        values[start : stop - 1],
+    ]
 
 
 def _pe_sorted(rng: random.Random) -> tuple[str, list[Any]]:
@@ -153,8 +187,14 @@ def _pe_join(rng: random.Random) -> tuple[str, list[Any]]:
     parts = rng.sample(_WORDS, 3)
     sep = rng.choice(("-", ", ", "", "+"))
     joined = sep.join(parts)
-    return f"{sep!r}.join({parts})", [" ".join(parts), joined + sep, sep + joined, "".join(parts),
-                                      sep.join(parts[::-1]), "_".join(parts)]
+    return f"{sep!r}.join({parts})", [
+        " ".join(parts),
+        joined + sep,
+        sep + joined,
+        "".join(parts),
+        sep.join(parts[::-1]),
+        "_".join(parts),
+    ]
 
 
 def _pe_split(rng: random.Random) -> tuple[str, list[Any]]:
@@ -183,20 +223,40 @@ def _pe_misc(rng: random.Random) -> tuple[str, list[Any]]:
     cases = [
         (f"{word!r}[::-1]", [word, word[1:], word[-1], word[::-1][1:]]),
         (f"{word!r}[-1]", [word[0], word[-2], word[:-1], word[-2:]]),
-        (f"list(range({a}, {a + n}))", [list(range(a, a + n + 1)), list(range(a + 1, a + n + 1)),
-                                         list(range(a, a + n - 1)), [a, a + n]]),
+        (
+            f"list(range({a}, {a + n}))",
+            [
+                list(range(a, a + n + 1)),
+                list(range(a + 1, a + n + 1)),
+                list(range(a, a + n - 1)),
+                [a, a + n],
+            ],
+        ),
         (f"2 ** {n + 2}", [2 * (n + 2), 2 ** (n + 1), 2 ** (n + 3), (n + 2) ** 2]),
         (f"int('{a}') + {b}", [f"{a}{b}", a + b + 1, a, a * b]),
         (f"'ab' * {n}", ["ab" * (n - 1), "ab" * (n + 1), f"ab{n}", "a" * n + "b" * n]),
-        (f"{word!r}.replace({word[0]!r}, 'X')",
-         [word, "X" + word, word[1:], word.replace(word[0], "X", 1), word + "X"]),
+        (
+            f"{word!r}.replace({word[0]!r}, 'X')",
+            [word, "X" + word, word[1:], word.replace(word[0], "X", 1), word + "X"],
+        ),
         (f"max({values})", [min(values), values[0], values[-1], sum(values)]),
     ]
     return rng.choice(cases)
 
 
-_PYTHON_EVAL = (_pe_len, _pe_case, _pe_str_slice, _pe_list_slice, _pe_sorted, _pe_sum,
-                _pe_divmod, _pe_join, _pe_split, _pe_count_find, _pe_misc)
+_PYTHON_EVAL = (
+    _pe_len,
+    _pe_case,
+    _pe_str_slice,
+    _pe_list_slice,
+    _pe_sorted,
+    _pe_sum,
+    _pe_divmod,
+    _pe_join,
+    _pe_split,
+    _pe_count_find,
+    _pe_misc,
+)
 
 
 def make_python_eval(rng: random.Random) -> RawItem:
@@ -239,45 +299,101 @@ class _CodeFamily:
 
 _LISTS = (("values",), ("items",), ("numbers",), ("xs",))
 _CODE_FAMILIES = (
-    _CodeFamily(("add", "subtract", "multiply", "floor_divide", "remainder", "power"),
-                "def {fn}({x}, {y}):\n    return {x}",
-                (" + {y}", " - {y}", " * {y}", " // {y}", " % {y}", " ** {y}"),
-                (("a", "b"), ("x", "y"), ("m", "n"), ("left", "right")), ((7, 3), (10, 4))),
-    _CodeFamily(("is_positive", "is_negative", "is_zero", "is_even", "is_odd"),
-                "def {fn}({x}):\n    return {x}",
-                (" > 0", " < 0", " == 0", " % 2 == 0", " % 2 == 1"),
-                (("n",), ("x",), ("number",), ("value",)), ((-3,), (0,), (4,), (7,), (-2,))),
-    _CodeFamily(("largest", "smallest", "total", "count", "first", "last", "reverse", "sort"),
-                "def {fn}({x}):\n    return",
-                (" max({x})", " min({x})", " sum({x})", " len({x})", " {x}[0]", " {x}[-1]",
-                 " {x}[::-1]", " sorted({x})"), _LISTS, (([3, 8, 2, 6],), ([5, 1, 7],))),
-    _CodeFamily(("shout", "whisper", "trim", "reverse_text", "words", "title_case"),
-                "def {fn}({x}):\n    return",
-                (" {x}.upper()", " {x}.lower()", " {x}.strip()", " {x}[::-1]", " {x}.split()",
-                 " {x}.title()"), (("text",), ("s",), ("line",)), (("  hello World  ",),)),
-    _CodeFamily(("count_negatives", "count_positives", "count_zeros", "count_evens"),
-                "def {fn}({x}):\n    n = 0\n    for value in {x}:\n        if value",
-                (" < 0:", " > 0:", " == 0:", " % 2 == 0:"), _LISTS,
-                (([-2, 0, 3, 5, -1, 4, 7, -6, 8],), ([0, 0, 1, -3],)),
-                tail="\n            n += 1\n    return n"),
-    _CodeFamily(("sum_all", "product_all", "count_all", "last_of"),
-                "def {fn}({x}):\n    result = {init}\n    for value in {x}:\n        result",
-                (" += value", " *= value", " += 1", " = value", " -= value"), _LISTS,
-                (([2, 3, 4],), ([5, 6],)), tail="\n    return result"),
+    _CodeFamily(
+        ("add", "subtract", "multiply", "floor_divide", "remainder", "power"),
+        "def {fn}({x}, {y}):\n    return {x}",
+        (" + {y}", " - {y}", " * {y}", " // {y}", " % {y}", " ** {y}"),
+        (("a", "b"), ("x", "y"), ("m", "n"), ("left", "right")),
+        ((7, 3), (10, 4)),
+    ),
+    _CodeFamily(
+        ("is_positive", "is_negative", "is_zero", "is_even", "is_odd"),
+        "def {fn}({x}):\n    return {x}",
+        (" > 0", " < 0", " == 0", " % 2 == 0", " % 2 == 1"),
+        (("n",), ("x",), ("number",), ("value",)),
+        ((-3,), (0,), (4,), (7,), (-2,)),
+    ),
+    _CodeFamily(
+        ("largest", "smallest", "total", "count", "first", "last", "reverse", "sort"),
+        "def {fn}({x}):\n    return",
+        (
+            " max({x})",
+            " min({x})",
+            " sum({x})",
+            " len({x})",
+            " {x}[0]",
+            " {x}[-1]",
+            " {x}[::-1]",
+            " sorted({x})",
+        ),
+        _LISTS,
+        (([3, 8, 2, 6],), ([5, 1, 7],)),
+    ),
+    _CodeFamily(
+        ("shout", "whisper", "trim", "reverse_text", "words", "title_case"),
+        "def {fn}({x}):\n    return",
+        (
+            " {x}.upper()",
+            " {x}.lower()",
+            " {x}.strip()",
+            " {x}[::-1]",
+            " {x}.split()",
+            " {x}.title()",
+        ),
+        (("text",), ("s",), ("line",)),
+        (("  hello World  ",),),
+    ),
+    _CodeFamily(
+        ("count_negatives", "count_positives", "count_zeros", "count_evens"),
+        "def {fn}({x}):\n    n = 0\n    for value in {x}:\n        if value",
+        (" < 0:", " > 0:", " == 0:", " % 2 == 0:"),
+        _LISTS,
+        (([-2, 0, 3, 5, -1, 4, 7, -6, 8],), ([0, 0, 1, -3],)),
+        tail="\n            n += 1\n    return n",
+    ),
+    _CodeFamily(
+        ("sum_all", "product_all", "count_all", "last_of"),
+        "def {fn}({x}):\n    result = {init}\n    for value in {x}:\n        result",
+        (" += value", " *= value", " += 1", " = value", " -= value"),
+        _LISTS,
+        (([2, 3, 4],), ([5, 6],)),
+        tail="\n    return result",
+    ),
 )
 _CODE_REFERENCE: dict[str, Callable[..., Any]] = {
-    "add": operator.add, "subtract": operator.sub, "multiply": operator.mul,
-    "floor_divide": operator.floordiv, "remainder": operator.mod, "power": operator.pow,
-    "is_positive": lambda n: n > 0, "is_negative": lambda n: n < 0, "is_zero": lambda n: n == 0,
-    "is_even": lambda n: n % 2 == 0, "is_odd": lambda n: n % 2 == 1,
-    "largest": max, "smallest": min, "total": sum, "count": len, "first": lambda v: v[0],
-    "last": lambda v: v[-1], "reverse": lambda v: v[::-1], "sort": sorted,
-    "shout": str.upper, "whisper": str.lower, "trim": str.strip, "reverse_text": lambda s: s[::-1],
-    "words": str.split, "title_case": str.title,
+    "add": operator.add,
+    "subtract": operator.sub,
+    "multiply": operator.mul,
+    "floor_divide": operator.floordiv,
+    "remainder": operator.mod,
+    "power": operator.pow,
+    "is_positive": lambda n: n > 0,
+    "is_negative": lambda n: n < 0,
+    "is_zero": lambda n: n == 0,
+    "is_even": lambda n: n % 2 == 0,
+    "is_odd": lambda n: n % 2 == 1,
+    "largest": max,
+    "smallest": min,
+    "total": sum,
+    "count": len,
+    "first": lambda v: v[0],
+    "last": lambda v: v[-1],
+    "reverse": lambda v: v[::-1],
+    "sort": sorted,
+    "shout": str.upper,
+    "whisper": str.lower,
+    "trim": str.strip,
+    "reverse_text": lambda s: s[::-1],
+    "words": str.split,
+    "title_case": str.title,
     "count_negatives": lambda v: sum(x < 0 for x in v),
     "count_positives": lambda v: sum(x > 0 for x in v),
-    "count_zeros": lambda v: v.count(0), "count_evens": lambda v: sum(x % 2 == 0 for x in v),
-    "sum_all": sum, "product_all": math.prod, "count_all": len, "last_of": lambda v: v[-1],
+    "count_zeros": lambda v: v.count(0),
+    "count_evens": lambda v: sum(x % 2 == 0 for x in v),
+    "sum_all": sum,
+    "product_all": math.prod,
+    "count_all": len,
+    "last_of": lambda v: v[-1],
 }
 
 
@@ -300,16 +416,14 @@ def make_code_complete(rng: random.Random) -> RawItem:
     family = rng.choice(_CODE_FAMILIES)
     fn = rng.choice(family.names)
     params = rng.choice(family.params)
-    slots = {"fn": fn, "x": params[0], "y": params[-1],
-             "init": "1" if fn == "product_all" else "0"}
+    slots = {"fn": fn, "x": params[0], "y": params[-1], "init": "1" if fn == "product_all" else "0"}
     question = family.head.format(**slots)
     options = [option.format(**slots) for option in family.options]
     right = [o for o in options if code_passes(question + o + family.tail, fn, family.inputs)]
     if len(right) != 1:
         raise EdgeevalError(f"code-complete: {len(right)} continuations implement {fn}")
     wrong = distinct(right[0], options, rng)
-    return RawItem(question, right[0].removeprefix(" "),
-                   tuple(w.removeprefix(" ") for w in wrong))
+    return RawItem(question, right[0].removeprefix(" "), tuple(w.removeprefix(" ") for w in wrong))
 
 
 # --- generator: word-math ----------------------------------------------------------------------
@@ -334,8 +448,9 @@ GENERATORS: dict[str, Generator] = {
 }
 
 
-def generate(generator: str, task: str, count: int, seed: int,
-             options: dict[str, Any] | None = None) -> list[RawItem]:
+def generate(
+    generator: str, task: str, count: int, seed: int, options: dict[str, Any] | None = None
+) -> list[RawItem]:
     """`count` distinct items of `generator` for task `task` and `seed`.
 
     Item i depends only on items before it, so a smaller count gives a prefix of a larger one.
@@ -349,8 +464,9 @@ def generate(generator: str, task: str, count: int, seed: int,
             if raw.question not in seen:
                 break
         else:
-            raise EdgeevalError(f"task '{task}' cannot generate {count} distinct items; "
-                                f"use a smaller --limit")
+            raise EdgeevalError(
+                f"task '{task}' cannot generate {count} distinct items; use a smaller --limit"
+            )
         seen.add(raw.question)
         out.append(raw)
     return out

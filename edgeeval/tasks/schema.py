@@ -22,11 +22,30 @@ EXTRACTORS = ("number", "letter", "exact")
 CATEGORIES = ("math", "code", "language", "knowledge", "reasoning")
 SOURCE_KINDS = ("generator", "file", "hub", "pypi")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_REQUIRED = {"name": str, "version": int, "description": str, "category": str, "kind": str,
-             "source": str, "n_items": int}
-_OPTIONAL = {"few_shot": list, "template": str, "separator": str, "instructions": str,
-             "options": dict, "extractor": str, "stop": list, "max_tokens": int, "files": list,
-             "revision": str, "config": str, "split": str, "format": str}
+_REQUIRED = {
+    "name": str,
+    "version": int,
+    "description": str,
+    "category": str,
+    "kind": str,
+    "source": str,
+    "n_items": int,
+}
+_OPTIONAL = {
+    "few_shot": list,
+    "template": str,
+    "separator": str,
+    "instructions": str,
+    "options": dict,
+    "extractor": str,
+    "stop": list,
+    "max_tokens": int,
+    "files": list,
+    "revision": str,
+    "config": str,
+    "split": str,
+    "format": str,
+}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -57,8 +76,9 @@ def _check_keys(data: dict[str, Any], path: Path) -> None:
             raise ConfigError(f"unknown key; {hint}", path=path, key=str(key))
         kind = known[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"must be {kind.__name__}, got {type(value).__name__}",
-                              path=path, key=key)
+            raise ConfigError(
+                f"must be {kind.__name__}, got {type(value).__name__}", path=path, key=key
+            )
     for key in _REQUIRED:
         if key not in data:
             raise ConfigError("missing required key", path=path, key=key)
@@ -86,18 +106,22 @@ def _check_values(data: dict[str, Any], path: Path) -> None:
     for key in ("version", "n_items", "max_tokens"):
         if data.get(key, 1) < 1:
             raise ConfigError("must be a positive integer", path=path, key=key)
-    for key, allowed in (("kind", KINDS), ("category", CATEGORIES),
-                         ("extractor", EXTRACTORS)):
+    for key, allowed in (("kind", KINDS), ("category", CATEGORIES), ("extractor", EXTRACTORS)):
         if data.get(key, allowed[0]) not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}", path=path, key=key)
     source_kind, _, target = data["source"].partition(":")
     if source_kind not in SOURCE_KINDS or not target:
-        raise ConfigError("must be 'generator:<name>', 'file:<path under benchmarks/>', "
-                          "'hub:<owner>/<dataset>' or 'pypi:<package>'", path=path, key="source")
+        raise ConfigError(
+            "must be 'generator:<name>', 'file:<path under benchmarks/>', "
+            "'hub:<owner>/<dataset>' or 'pypi:<package>'",
+            path=path,
+            key="source",
+        )
     for key in data:
         if key not in _allowed_keys(data["kind"], source_kind):
-            raise ConfigError(f"not used by {data['kind']} tasks with a {source_kind}: source",
-                              path=path, key=key)
+            raise ConfigError(
+                f"not used by {data['kind']} tasks with a {source_kind}: source", path=path, key=key
+            )
     if "{question}" not in data.get("template", "{question}"):
         raise ConfigError("must contain {question}", path=path, key="template")
     if data.get("template", "x").rstrip() != data.get("template", "x"):
@@ -113,31 +137,47 @@ def _check_source_kind(data: dict[str, Any], source_kind: str, target: str, path
     if source_kind == "generator":
         if target not in GENERATORS:
             near = suggest(target, list(GENERATORS))
-            hint = f"did you mean 'generator:{near[0]}'?" if near else \
-                "known generators: " + ", ".join(GENERATORS)
+            hint = (
+                f"did you mean 'generator:{near[0]}'?"
+                if near
+                else "known generators: " + ", ".join(GENERATORS)
+            )
             raise ConfigError(f"unknown generator '{target}'; {hint}", path=path, key="source")
         if GENERATORS[target].kind != data["kind"]:
-            raise ConfigError(f"generator '{target}' makes {GENERATORS[target].kind} items",
-                              path=path, key="kind")
+            raise ConfigError(
+                f"generator '{target}' makes {GENERATORS[target].kind} items", path=path, key="kind"
+            )
     if source_kind == "file" and data["kind"] != "multiple_choice":
         raise ConfigError("file: sources give multiple_choice items", path=path, key="kind")
 
 
-def parse_few_shot(raw: list[Any], extractor: str, kind: str,
-                    path: Path) -> tuple[tuple[str, str], ...]:
+def parse_few_shot(
+    raw: list[Any], extractor: str, kind: str, path: Path
+) -> tuple[tuple[str, str], ...]:
     """The `few_shot` list as (question, answer) pairs; a generate task's worked answers must end
     in the form its extractor reads."""
     shots = []
     for index, shot in enumerate(raw):
-        if not isinstance(shot, dict) or set(shot) != {"question", "answer"} or \
-                not all(isinstance(v, str) and v.strip() == v and v for v in shot.values()):
-            raise ConfigError("each example needs exactly 'question' and 'answer' strings, "
-                              "without surrounding spaces", path=path, entry=str(index),
-                              key="few_shot")
+        if (
+            not isinstance(shot, dict)
+            or set(shot) != {"question", "answer"}
+            or not all(isinstance(v, str) and v.strip() == v and v for v in shot.values())
+        ):
+            raise ConfigError(
+                "each example needs exactly 'question' and 'answer' strings, "
+                "without surrounding spaces",
+                path=path,
+                entry=str(index),
+                key="few_shot",
+            )
         if kind == "generate" and not _ends_in_format(shot["answer"], extractor):
-            raise ConfigError(f"the worked answer must end with a final answer the '{extractor}' "
-                              "extractor reads (e.g. 'The answer is 42.')", path=path,
-                              entry=str(index), key="few_shot")
+            raise ConfigError(
+                f"the worked answer must end with a final answer the '{extractor}' "
+                "extractor reads (e.g. 'The answer is 42.')",
+                path=path,
+                entry=str(index),
+                key="few_shot",
+            )
         shots.append((shot["question"], shot["answer"]))
     return tuple(shots)
 
@@ -161,6 +201,7 @@ def parse_options(source: str, raw: dict[str, Any], path: Path) -> tuple[tuple[s
             known = ", ".join(allowed) or "none"
             raise ConfigError(f"unknown option; known: {known}", path=path, key=f"options.{key}")
         if type(value) is not type(allowed[key]):
-            raise ConfigError(f"must be {type(allowed[key]).__name__}", path=path,
-                              key=f"options.{key}")
+            raise ConfigError(
+                f"must be {type(allowed[key]).__name__}", path=path, key=f"options.{key}"
+            )
     return tuple(sorted(raw.items()))

@@ -24,6 +24,7 @@ from typing import Any
 
 from edgeeval import settings
 from edgeeval.catalog.models import suggest
+from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.tasks.datasets import (
     FORMATS,
     DatasetSpec,
@@ -33,7 +34,6 @@ from edgeeval.tasks.datasets import (
     sample_indices,
     spec_from_yaml,
 )
-from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.tasks.generators import RawItem, generate, seeded_rng
 from edgeeval.tasks.schema import (  # noqa: F401 (KINDS, EXTRACTORS, CATEGORIES: the public API)
     CATEGORIES,
@@ -49,8 +49,10 @@ SUITES_FILE = "suites.yaml"
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 # A single newline before "Question:" also ends an answer: a model that starts inventing the next
 # question must be cut there, or the "number" extractor would read that question's numbers.
-DEFAULT_STOP = {"generate": ("\nQuestion:",),
-                "code": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")}
+DEFAULT_STOP = {
+    "generate": ("\nQuestion:",),
+    "code": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"),
+}
 DEFAULT_MAX_TOKENS = {"generate": 256, "code": 512}
 
 
@@ -68,8 +70,12 @@ class McItem:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> McItem:
-        return cls(id=data["id"], context=data["context"], choices=tuple(data["choices"]),
-                   gold=int(data["gold"]))
+        return cls(
+            id=data["id"],
+            context=data["context"],
+            choices=tuple(data["choices"]),
+            gold=int(data["gold"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,15 @@ class GenItem:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenItem:
-        return cls(id=data["id"], question=data["question"], answer=data["answer"],
-                   few_shot=tuple((q, a) for q, a in data["few_shot"]),
-                   extractor=data["extractor"], stop=tuple(data["stop"]),
-                   max_tokens=int(data["max_tokens"]))
+        return cls(
+            id=data["id"],
+            question=data["question"],
+            answer=data["answer"],
+            few_shot=tuple((q, a) for q, a in data["few_shot"]),
+            extractor=data["extractor"],
+            stop=tuple(data["stop"]),
+            max_tokens=int(data["max_tokens"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -112,8 +123,10 @@ class CodeItem:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodeItem:
-        return cls(**{key: data[key] for key in ("id", "prompt", "entry_point", "test")},
-                   max_tokens=int(data["max_tokens"]))
+        return cls(
+            **{key: data[key] for key in ("id", "prompt", "entry_point", "test")},
+            max_tokens=int(data["max_tokens"]),
+        )
 
 
 Item = McItem | GenItem | CodeItem
@@ -173,15 +186,18 @@ class Task:
             picked = [records[index] for index in sample_indices(len(records), count, seed)]
             return [self._from_parts(record.id, record.parts) for record in picked]
         if self.source.startswith("generator:"):
-            raws = generate(self.source.removeprefix("generator:"), self.name, count, seed,
-                            dict(self.options))
+            raws = generate(
+                self.source.removeprefix("generator:"), self.name, count, seed, dict(self.options)
+            )
         else:
             raws = sorted(self.records, key=lambda raw: raw.id or "")
             seeded_rng(self.name, seed, "order").shuffle(raws)
             raws = raws[:count]
         if self.kind == "generate":
-            return [self._gen_item(raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer)
-                    for index, raw in enumerate(raws)]
+            return [
+                self._gen_item(raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer)
+                for index, raw in enumerate(raws)
+            ]
         prefix = [self.instructions] if self.instructions else []
         prefix += [self.render(question) + " " + answer for question, answer in self.few_shot]
         return [self._format(raw, index, seed, prefix) for index, raw in enumerate(raws)]
@@ -194,13 +210,23 @@ class Task:
         choices = [raw.answer, *raw.wrong]
         seeded_rng(self.name, seed, "choices", index).shuffle(choices)
         context = self.separator.join([*prefix, self.render(raw.question)])
-        return McItem(id=raw.id or f"{self.name}-{index:04d}", context=context,
-                      choices=tuple(" " + choice for choice in choices),
-                      gold=choices.index(raw.answer))
+        return McItem(
+            id=raw.id or f"{self.name}-{index:04d}",
+            context=context,
+            choices=tuple(" " + choice for choice in choices),
+            gold=choices.index(raw.answer),
+        )
 
     def _gen_item(self, item_id: str, question: str, answer: str) -> GenItem:
-        return GenItem(id=item_id, question=question, answer=answer, few_shot=self.few_shot,
-                       extractor=self.extractor, stop=self.stop, max_tokens=self.max_tokens)
+        return GenItem(
+            id=item_id,
+            question=question,
+            answer=answer,
+            few_shot=self.few_shot,
+            extractor=self.extractor,
+            stop=self.stop,
+            max_tokens=self.max_tokens,
+        )
 
     def _from_parts(self, item_id: str, parts: tuple[Any, ...]) -> Item:
         """The item for one dataset record (see `datasets.Format.convert` for the parts)."""
@@ -210,8 +236,13 @@ class Task:
         if self.kind == "generate":
             return self._gen_item(item_id, *parts)
         prompt, entry_point, test = parts
-        return CodeItem(id=item_id, prompt=prompt, entry_point=entry_point, test=test,
-                        max_tokens=self.max_tokens)
+        return CodeItem(
+            id=item_id,
+            prompt=prompt,
+            entry_point=entry_point,
+            test=test,
+            max_tokens=self.max_tokens,
+        )
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -228,16 +259,18 @@ def load_tasks(root: Path | None = None) -> dict[str, Task]:
     """
     folder = benchmarks_dir(root)
     if not folder.is_dir():
-        raise ConfigError("no benchmarks directory; run from the repo root or set EDGEEVAL_ROOT",
-                          path=folder)
+        raise ConfigError(
+            "no benchmarks directory; run from the repo root or set EDGEEVAL_ROOT", path=folder
+        )
     tasks: dict[str, Task] = {}
     for path in sorted(folder.glob("*.yaml")):
         if path.name == SUITES_FILE:
             continue
         task = parse_task(path)
         if task.name in tasks:
-            raise ConfigError(f"task name already defined in {tasks[task.name].path}",
-                              path=path, key="name")
+            raise ConfigError(
+                f"task name already defined in {tasks[task.name].path}", path=path, key="name"
+            )
         tasks[task.name] = task
     return tasks
 
@@ -247,8 +280,9 @@ def get_task(name: str, root: Path | None = None) -> Task:
     tasks = load_tasks(root)
     if name in tasks:
         return tasks[name]
-    raise UnknownNameError("task", name, suggest(name, list(tasks)),
-                           hint="known tasks: " + ", ".join(sorted(tasks)))
+    raise UnknownNameError(
+        "task", name, suggest(name, list(tasks)), hint="known tasks: " + ", ".join(sorted(tasks))
+    )
 
 
 def load_suites(root: Path | None = None) -> dict[str, tuple[str, ...]]:
@@ -273,16 +307,24 @@ def load_suite(name: str, root: Path | None = None) -> list[Task]:
     """The tasks of suite `name`, in the order suites.yaml lists them."""
     suites = load_suites(root)
     if name not in suites:
-        raise UnknownNameError("suite", name, suggest(name, list(suites)),
-                               hint="known suites: " + ", ".join(sorted(suites)))
+        raise UnknownNameError(
+            "suite",
+            name,
+            suggest(name, list(suites)),
+            hint="known suites: " + ", ".join(sorted(suites)),
+        )
     tasks = load_tasks(root)
     return [tasks[task] for task in suites[name]]
 
 
 def prefetch(tasks: list[Task]) -> list[Path]:
     """Download the Hub dataset files of `tasks` (before a run, or for offline use later)."""
-    return [path for task in tasks if task.dataset is not None
-            for path in fetch_files(task.dataset, origin=task.path)]
+    return [
+        path
+        for task in tasks
+        if task.dataset is not None
+        for path in fetch_files(task.dataset, origin=task.path)
+    ]
 
 
 # --- one task file -------------------------------------------------------------------------------
@@ -294,8 +336,9 @@ def parse_task(path: Path) -> Task:
     check_task_file(data, path)
     kind, source = data["kind"], data["source"]
     source_kind = source.partition(":")[0]
-    few_shot = parse_few_shot(data.get("few_shot") or [], data.get("extractor", "number"),
-                               kind, path)
+    few_shot = parse_few_shot(
+        data.get("few_shot") or [], data.get("extractor", "number"), kind, path
+    )
     dataset = spec_from_yaml(data, path) if source_kind in ("hub", "pypi") else None
     options = parse_options(source, data.get("options") or {}, path) if dataset is None else ()
     records = load_file_items(source, path) if source_kind == "file" else ()
@@ -305,16 +348,27 @@ def parse_task(path: Path) -> Task:
         chance = FORMATS[dataset.format].chance
     else:
         chance = 1 / (len(records[0].wrong) + 1) if records else 0.25
-    return Task(name=data["name"], version=data["version"], description=data["description"],
-                category=data["category"], kind=kind, source=source, chance=chance,
-                n_items=data["n_items"], path=str(path), few_shot=few_shot,
-                template=data.get("template", DEFAULT_TEMPLATE),
-                separator=data.get("separator", "\n\n"),
-                instructions=data.get("instructions", ""), options=options,
-                extractor=data.get("extractor", "number") if kind == "generate" else "",
-                stop=tuple(data.get("stop", DEFAULT_STOP.get(kind, ()))),
-                max_tokens=data.get("max_tokens", DEFAULT_MAX_TOKENS.get(kind, 0)),
-                dataset=dataset, records=records)
+    return Task(
+        name=data["name"],
+        version=data["version"],
+        description=data["description"],
+        category=data["category"],
+        kind=kind,
+        source=source,
+        chance=chance,
+        n_items=data["n_items"],
+        path=str(path),
+        few_shot=few_shot,
+        template=data.get("template", DEFAULT_TEMPLATE),
+        separator=data.get("separator", "\n\n"),
+        instructions=data.get("instructions", ""),
+        options=options,
+        extractor=data.get("extractor", "number") if kind == "generate" else "",
+        stop=tuple(data.get("stop", DEFAULT_STOP.get(kind, ()))),
+        max_tokens=data.get("max_tokens", DEFAULT_MAX_TOKENS.get(kind, 0)),
+        dataset=dataset,
+        records=records,
+    )
 
 
 # --- `edgeeval tasks` -----------------------------------------------------------------------------
@@ -324,20 +378,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `tasks` subcommand."""
     p = sub.add_parser("tasks", help="list the accuracy tasks and suites")
     p.add_argument("--suite", help="only the tasks of this suite")
-    p.add_argument("--fetch", action="store_true",
-                   help="download the Hub datasets of the listed tasks (then offline runs work)")
+    p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="download the Hub datasets of the listed tasks (then offline runs work)",
+    )
     p.set_defaults(func=cmd_tasks)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     """Print one line per task (and the suites); with --fetch, download their Hub datasets."""
     tasks = load_suite(args.suite) if args.suite else list(load_tasks().values())
-    print(f"{'name':16} {'ver':>3}  {'kind':15} {'category':9} {'n_items':>7} {'chance':>6}  "
-          f"{'network':7} source")
+    print(
+        f"{'name':16} {'ver':>3}  {'kind':15} {'category':9} {'n_items':>7} {'chance':>6}  "
+        f"{'network':7} source"
+    )
     for task in tasks:
         network = "yes" if task.needs_network else "no"
-        print(f"{task.name:16} {task.version:>3}  {task.kind:15} {task.category:9} "
-              f"{task.n_items:>7} {task.chance:>6.2f}  {network:7} {task.source}")
+        print(
+            f"{task.name:16} {task.version:>3}  {task.kind:15} {task.category:9} "
+            f"{task.n_items:>7} {task.chance:>6.2f}  {network:7} {task.source}"
+        )
     suites = load_suites()
     print("\nsuites: " + "; ".join(f"{name} ({len(names)})" for name, names in suites.items()))
     if args.fetch:

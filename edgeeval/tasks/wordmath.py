@@ -19,11 +19,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _OPS: dict[str, Callable[[int, int], int]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv}
-_NAMES = ("Ana", "Ben", "Chloe", "David", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jonas",
-          "Kira", "Liam", "Maya", "Noah", "Olga", "Pedro")
-_THINGS = ("apples", "marbles", "stickers", "pencils", "cookies", "books", "stamps", "shells",
-           "cards", "balloons")
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.floordiv,
+}
+_NAMES = (
+    "Ana",
+    "Ben",
+    "Chloe",
+    "David",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Kira",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pedro",
+)
+_THINGS = (
+    "apples",
+    "marbles",
+    "stickers",
+    "pencils",
+    "cookies",
+    "books",
+    "stamps",
+    "shells",
+    "cards",
+    "balloons",
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +71,7 @@ class Step:
         return _OPS[self.op](self.left, self.right)
 
     def text(self) -> str:
-        """"12 + 5 = 17"."""
+        """ "12 + 5 = 17"."""
         return f"{self.left} {self.op} {self.right} = {self.value}"
 
 
@@ -68,60 +98,78 @@ class WordProblem:
 def _buy_give(rng: random.Random, name: str, thing: str) -> WordProblem:
     a, b = rng.randint(5, 40), rng.randint(2, 30)
     c = rng.randint(1, a + b - 1)
-    return WordProblem(f"{name} has {a} {thing}. {name} buys {b} more and then gives {c} to a "
-                       f"friend. How many {thing} does {name} have now?",
-                       (Step(a, "+", b), Step(a + b, "-", c)))
+    return WordProblem(
+        f"{name} has {a} {thing}. {name} buys {b} more and then gives {c} to a "
+        f"friend. How many {thing} does {name} have now?",
+        (Step(a, "+", b), Step(a + b, "-", c)),
+    )
 
 
 def _boxes(rng: random.Random, name: str, thing: str) -> WordProblem:
     a, b = rng.randint(3, 25), rng.randint(2, 12)
-    return WordProblem(f"Each box holds {a} {thing}. {name} has {b} full boxes. How many {thing} "
-                       f"does {name} have?", (Step(a, "*", b),))
+    return WordProblem(
+        f"Each box holds {a} {thing}. {name} has {b} full boxes. How many {thing} "
+        f"does {name} have?",
+        (Step(a, "*", b),),
+    )
 
 
 def _share(rng: random.Random, name: str, thing: str) -> WordProblem:
     each, friends = rng.randint(2, 15), rng.randint(2, 9)
     total = each * friends
-    return WordProblem(f"{name} shares {total} {thing} equally among {friends} friends. How many "
-                       f"{thing} does each friend get?", (Step(total, "/", friends),))
+    return WordProblem(
+        f"{name} shares {total} {thing} equally among {friends} friends. How many "
+        f"{thing} does each friend get?",
+        (Step(total, "/", friends),),
+    )
 
 
 def _pages(rng: random.Random, name: str, thing: str) -> WordProblem:
     a, b, c = rng.randint(5, 30), rng.randint(2, 9), rng.randint(1, 40)
-    return WordProblem(f"{name} reads {a} pages every day for {b} days and then reads {c} more "
-                       f"pages. How many pages does {name} read in total?",
-                       (Step(a, "*", b), Step(a * b, "+", c)))
+    return WordProblem(
+        f"{name} reads {a} pages every day for {b} days and then reads {c} more "
+        f"pages. How many pages does {name} read in total?",
+        (Step(a, "*", b), Step(a * b, "+", c)),
+    )
 
 
 def _shop(rng: random.Random, name: str, thing: str) -> WordProblem:
     b, c = rng.randint(2, 30), rng.randint(2, 30)
     a = b + c + rng.randint(1, 40)
-    return WordProblem(f"A shop has {a} {thing}. It sells {b} in the morning and {c} in the "
-                       f"afternoon. How many {thing} are left?",
-                       (Step(a, "-", b), Step(a - b, "-", c)))
+    return WordProblem(
+        f"A shop has {a} {thing}. It sells {b} in the morning and {c} in the "
+        f"afternoon. How many {thing} are left?",
+        (Step(a, "-", b), Step(a - b, "-", c)),
+    )
 
 
 def _change(rng: random.Random, name: str, thing: str) -> WordProblem:
     count, price = rng.randint(2, 6), rng.randint(2, 9)
     bill = next(b for b in (20, 50, 100) if b > count * price)
-    return WordProblem(f"{name} buys {count} {thing} for {price} dollars each and pays with a "
-                       f"{bill}-dollar bill. How many dollars of change does {name} get?",
-                       (Step(count, "*", price), Step(bill, "-", count * price)))
+    return WordProblem(
+        f"{name} buys {count} {thing} for {price} dollars each and pays with a "
+        f"{bill}-dollar bill. How many dollars of change does {name} get?",
+        (Step(count, "*", price), Step(bill, "-", count * price)),
+    )
 
 
 def _garden(rng: random.Random, name: str, thing: str) -> WordProblem:
     rows, per_row = rng.randint(3, 12), rng.randint(3, 12)
     lost = rng.randint(1, rows * per_row - 1)
-    return WordProblem(f"{name}'s garden has {rows} rows with {per_row} plants in each row. "
-                       f"{lost} plants die. How many plants are left?",
-                       (Step(rows, "*", per_row), Step(rows * per_row, "-", lost)))
+    return WordProblem(
+        f"{name}'s garden has {rows} rows with {per_row} plants in each row. "
+        f"{lost} plants die. How many plants are left?",
+        (Step(rows, "*", per_row), Step(rows * per_row, "-", lost)),
+    )
 
 
 def _age(rng: random.Random, name: str, thing: str) -> WordProblem:
     age, times, later = rng.randint(5, 12), rng.randint(5, 7), rng.randint(2, 10)
-    return WordProblem(f"{name} is {age} years old. {name}'s grandfather is {times} times as old "
-                       f"as {name}. How old will the grandfather be in {later} years?",
-                       (Step(age, "*", times), Step(age * times, "+", later)))
+    return WordProblem(
+        f"{name} is {age} years old. {name}'s grandfather is {times} times as old "
+        f"as {name}. How old will the grandfather be in {later} years?",
+        (Step(age, "*", times), Step(age * times, "+", later)),
+    )
 
 
 _TEMPLATES = (_buy_give, _boxes, _share, _pages, _shop, _change, _garden, _age)
