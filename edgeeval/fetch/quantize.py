@@ -1,7 +1,8 @@
 """Build derived variants: a source GGUF re-typed by a recipe through llama.cpp's quantizer.
 
 What a recipe is, and which type each tensor gets (overrides, fallbacks), is
-edgeeval.catalog.recipes; this module reads the tensors, runs llama.cpp, checks the result against the plan and caches it.
+edgeeval.catalog.recipes; this module reads the tensors, runs llama.cpp, checks the result
+against the plan and caches it.
 
 The quantizer runs in a child process (`python -m edgeeval.fetch.quantize SPEC OUT`), so a native
 abort is a reported failure. The result goes to `<models>/derived/<variant>.gguf` with a JSON
