@@ -7,7 +7,17 @@ on the terminal and an exit code.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+
+
+def suggest(name: str, known: list[str], *, n: int = 3) -> list[str]:
+    """Up to `n` known names closest to `name`, best first (for "did you mean").
+
+    >>> suggest("qwen", ["qwen2", "gemma", "smollm"])
+    ['qwen2']
+    """
+    return difflib.get_close_matches(name, known, n=n, cutoff=0.5)
 
 
 class EdgeevalError(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from edgeeval.records import SampleResult, TaskScore
+from edgeeval.records import ModelRecord, SampleResult, TaskScore
 
 
 def mean_stddev(samples: Sequence[float]) -> tuple[float, float]:
@@ -98,3 +98,18 @@ def score_samples(
         acc_norm_se=binomial_se(acc_norm, n),
         elapsed_s=elapsed_s,
     )
+
+
+def tg_ceiling(bandwidth_bytes_per_s: float, weights_bytes: int, kv_bytes: int = 0) -> float:
+    """Upper bound on generation tokens/s when each token reads all weights and the KV cache.
+
+    >>> tg_ceiling(50e9, 500_000_000)
+    100.0
+    """
+    return bandwidth_bytes_per_s / (weights_bytes + kv_bytes)
+
+
+def bits_per_weight(record: ModelRecord) -> float | None:
+    """File bits per parameter (the GGUF's size in bits / the model's parameter count)."""
+    params = record.n_params or record.variant.params
+    return record.variant.size_bytes * 8 / params if params else None

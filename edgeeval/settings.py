@@ -14,6 +14,8 @@ from pathlib import Path
 
 #: One gigabyte, as used everywhere in edgeeval's reports: 10**9 bytes (not GiB).
 GB = 10**9
+#: Megabyte, 10^6 bytes (sizes of small files in tables).
+MB = 10**6
 
 _TRUE = {"1", "true", "yes", "on"}
 

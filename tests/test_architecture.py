@@ -1,60 +1,69 @@
-"""Data flows one way: a stage never imports a later stage; only backend imports llama_cpp."""
+"""The house, as designed: which stage folder may import which, and the rules that never bend.
+
+This states the design, not today's imports: a new import that breaks a layer fails here.
+"""
+
+from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parent.parent / "edgeeval"
-# Leaf modules any stage may use, then the stages in the order data flows through them.
-LEAVES = {
-    "errors",
-    "settings",
-    "records",
-    "metrics",
-    "hostinfo",
-    "gguf_check",
-    "backend",
-    "files",
-    "memprobe",
-    "profiles",
-    "bandwidth",
-    "generators",
-    "wordmath",
-    "formats",
-    "chat",
-    "chat_sandbox",
-    "extract",
-    "codeexec",
-    "kld",
-    "console",
+LEAVES = {"errors", "settings", "records", "metrics", "__init__", "__main__"}
+# Folders and top-level wiring, in layers: each may import the leaves and the units listed.
+ALLOWED: dict[str, set[str]] = {
+    "records": {"errors", "settings"},
+    "errors": set(),
+    "settings": set(),
+    "metrics": {"records", "settings", "errors"},
+    "engine": set(),
+    "store": set(),
+    "catalog": set(),
+    "report": {"store"},
+    "fetch": {"catalog", "engine"},
+    "tasks": {"fetch"},
+    "score": {"tasks", "engine"},
+    "run": {"engine", "catalog", "fetch", "tasks", "score"},
+    "fidelity": {"engine", "catalog", "fetch", "store"},
+    "pipeline": {"engine", "catalog", "fetch", "tasks", "run", "store", "report", "fidelity"},
+    "cli": {
+        "engine",
+        "catalog",
+        "fetch",
+        "tasks",
+        "run",
+        "store",
+        "report",
+        "fidelity",
+        "pipeline",
+        "score",
+    },
+    "__main__": {"cli"},
 }
-STAGES = [
-    "catalog",
-    "hub",
-    "fetch",
-    "recipes",
-    "quantize",
-    "taskfile",
-    "datasets",
-    "tasks",
-    "measure",
-    "generate",
-    "worker",
-    "runner",
-    "store",
-    "fidelity_child",
-    "fidelity",
-    "exchange",
-    "summarize",
-    "speedfmt",
-    "plots",
-    "html_report",
-    "report",
-    "compare",
+NEVER = [
+    # (importer, imported, why)
+    ("report", "engine", "rendering a stored run never touches the machine"),
+    ("report", "run", "re-ranking never re-runs"),
+    ("report", "fetch", "a report downloads nothing"),
+    ("report", "fidelity", "a report reads fidelity results from the store, not the passes"),
+    ("store", "engine", "storage knows nothing of models"),
+    ("catalog", "engine", "reading the catalog never loads a model"),
+    ("catalog", "fetch", "the catalog is data"),
+    ("tasks", "engine", "task files never load a model"),
+    ("fetch", "run", "fetching never measures"),
 ]
-WIRING = {"pipeline", "cli", "__main__", "__init__"}
 
 
-def imported_edgeeval_modules(path: Path) -> set[str]:
+def unit_of(path: Path) -> str:
+    """'report' for edgeeval/report/render.py, 'metrics' for edgeeval/metrics.py."""
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imported_units(path: Path) -> set[str]:
+    """The edgeeval units (folders or leaf modules) a file imports, function-level included."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgeeval"):
@@ -65,31 +74,118 @@ def imported_edgeeval_modules(path: Path) -> set[str]:
                 found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("edgeeval."))
+    return found - {"__version__"}
+
+
+def module_of(name: str) -> Path | None:
+    """The file of a dotted edgeeval module name, if it is one of ours."""
+    parts = name.split(".")[1:]
+    if not parts:
+        return PKG / "__init__.py"
+    rel = Path(*parts)
+    for candidate in (PKG / rel.with_suffix(".py"), PKG / rel / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def module_imports(path: Path) -> set[Path]:
+    """The edgeeval files `path` imports (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgeeval"):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("edgeeval")]
+        found |= {m for m in map(module_of, names) if m is not None}
     return found
 
 
-def test_every_module_is_classified():
-    modules = {p.stem for p in PKG.glob("*.py")}
-    assert modules <= LEAVES | set(STAGES) | WIRING, modules - (LEAVES | set(STAGES) | WIRING)
+def reaches(path: Path) -> set[Path]:
+    """Every edgeeval file that importing `path` can load, following real imports."""
+    seen, todo = set(), [path]
+    while todo:
+        for dep in module_imports(todo.pop()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
 
 
-def test_no_stage_imports_a_later_stage():
-    order = {name: i for i, name in enumerate(STAGES)}
-    for stage in STAGES:
-        for dep in imported_edgeeval_modules(PKG / f"{stage}.py") - {"__init__"}:
-            assert dep in LEAVES or order[dep] < order[stage], f"{stage} imports {dep}"
+def table_closure(unit: str) -> set[str]:
+    """Every unit `unit` may reach through the allowed table."""
+    seen, todo = set(), [unit]
+    while todo:
+        for dep in ALLOWED.get(todo.pop(), set()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
 
 
-def test_leaves_import_only_leaves():
-    for leaf in LEAVES:
-        deps = imported_edgeeval_modules(PKG / f"{leaf}.py") - {"__init__", "__version__"}
-        assert deps <= LEAVES, f"{leaf} imports {deps - LEAVES}"
+def violations(root: Path = PKG) -> list[str]:
+    """'file imports unit' for every import the table does not allow."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        unit = unit_of(path) if root == PKG else unit_of(PKG / path.relative_to(root))
+        allowed = ALLOWED.get(unit, set()) | LEAVES | {unit}
+        if unit in ("errors", "settings"):
+            allowed = {unit, "__init__"}
+        for dep in imported_units(path) - allowed:
+            bad.append(f"{path.relative_to(root)} imports {dep}")
+    return bad
 
 
-def test_only_backend_imports_llama_cpp():
-    for path in PKG.glob("*.py"):
+def test_every_unit_is_in_the_table():
+    units = {unit_of(p) for p in PKG.rglob("*.py")}
+    assert units - {"__init__"} <= set(ALLOWED), units - set(ALLOWED)
+
+
+def test_every_import_follows_the_layers():
+    assert violations() == []
+
+
+@pytest.mark.parametrize(("importer", "imported", "why"), NEVER)
+def test_never_rules_hold_through_the_real_imports(importer, imported, why):
+    for path in (PKG / importer).rglob("*.py"):
+        reached = {unit_of(p) for p in reaches(path)}
+        assert imported not in reached, f"{path.relative_to(PKG)} reaches {imported}: {why}"
+
+
+def test_rendering_a_stored_run_touches_store_records_metrics_and_report_only():
+    reached = {unit_of(p) for p in reaches(PKG / "report" / "render.py")}
+    assert reached <= {"report", "store", "records", "metrics", "settings", "errors", "__init__"}
+
+
+def test_the_table_itself_has_no_cycle():
+    for unit in ALLOWED:
+        assert unit not in table_closure(unit), f"{unit} can reach itself"
+
+
+def test_only_the_engine_backend_imports_llama_cpp():
+    for path in PKG.rglob("*.py"):
         tree = ast.parse(path.read_text())
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         uses = any(name.split(".")[0] == "llama_cpp" for name in names if name)
-        assert uses == (path.stem == "backend"), path.name
+        assert uses == (path.relative_to(PKG).as_posix() == "engine/backend.py"), path
+
+
+def test_nothing_below_cli_prints():
+    for path in PKG.rglob("*.py"):
+        if unit_of(path) in ("cli", "__main__"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                # the child processes talk to their parent over stdout: allowed only with an
+                # explicit file= (the protocol stream), never bare prints to the terminal
+                assert any(k.arg == "file" for k in node.keywords), f"{path}:{node.lineno}"
+
+
+def test_the_check_catches_a_report_importing_the_engine(tmp_path):
+    """The rule can fail: a report module that imports the backend is reported."""
+    fake = tmp_path / "report"
+    fake.mkdir()
+    (fake / "bad.py").write_text("from edgeeval.engine.backend import library_info\n")
+    assert violations(tmp_path) == ["report/bad.py imports engine"]

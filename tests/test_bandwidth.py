@@ -1,11 +1,12 @@
 import pytest
 
+from edgeeval import metrics
 from edgeeval.engine import bandwidth
 
 
 def test_tg_ceiling_is_bandwidth_over_bytes_per_token():
-    assert bandwidth.tg_ceiling(50e9, 500_000_000) == pytest.approx(100.0)
-    assert bandwidth.tg_ceiling(50e9, 400_000_000, 100_000_000) == pytest.approx(100.0)
+    assert metrics.tg_ceiling(50e9, 500_000_000) == pytest.approx(100.0)
+    assert metrics.tg_ceiling(50e9, 400_000_000, 100_000_000) == pytest.approx(100.0)
 
 
 def test_bandwidth_is_measured_once_per_host_then_cached(tmp_path, monkeypatch):

@@ -17,7 +17,9 @@ from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import EdgeevalError
 from edgeeval.fidelity import kld
 from edgeeval.fidelity import orchestrate as f
+from edgeeval.report.fidelity import fidelity_markdown
 from edgeeval.store import runs as store
+from edgeeval.store.fidelity import load_fidelity
 from tests.test_quantize import tiny_catalog, write_tiny_llama
 
 TEXT = "the cat is in the hat and the dog is on a log; " * 30  # ~1400 byte-level tokens
@@ -146,6 +148,7 @@ def _run(
     )
 
 
+@pytest.mark.llama
 def test_a_variant_against_itself_has_zero_kld_and_full_top_agreement(tmp_path, tiny_model):
     path = tiny_catalog(tmp_path, tiny_model, {"f32": {"ftype": "F32"}}, {"t-copy": "f32"})
     same, copy = _run(path, ["tiny-f32", "t-copy"])
@@ -157,6 +160,7 @@ def test_a_variant_against_itself_has_zero_kld_and_full_top_agreement(tmp_path, 
         assert result.ln_ppl_ratio == 0.0 and result.ppl == result.ppl_ref
 
 
+@pytest.mark.llama
 def test_kld_rises_as_bits_fall(tmp_path, tiny_model):
     ftypes = {"q8": "Q8_0", "q6": "Q6_K", "q4": "Q4_K_M", "q3": "Q3_K_M", "q2": "Q2_K"}
     recipes = {name: {"ftype": ftype, "pure": True} for name, ftype in ftypes.items()}
@@ -167,14 +171,15 @@ def test_kld_rises_as_bits_fall(tmp_path, tiny_model):
     assert klds == sorted(klds) and klds[0] > 0, klds
     assert results[-1].same_top_pct < results[0].same_top_pct
     # Every result was stored as it finished: JSONL in the run directory and SQLite.
-    assert [r.variant for r in f.load_fidelity("r1")] == [f"t-{n}" for n in ftypes]
+    assert [r.variant for r in load_fidelity("r1")] == [f"t-{n}" for n in ftypes]
     with store.connect() as db:
         rows = db.execute("SELECT variant, json FROM fidelity WHERE run_id = 'r1'").fetchall()
     assert len(rows) == 5 and json.loads(rows[0][1])["reference"] == "tiny-f32"
-    table = f.fidelity_markdown(results)
+    table = fidelity_markdown(results)
     assert "| t-q2 | tiny-f32 |" in table and "Corpus `test`" in table
 
 
+@pytest.mark.llama
 def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path, tiny_model):
     other = write_tiny_llama(tmp_path / "other.gguf", n_embd=128, seed=2)
     path = tmp_path / "models.yaml"
@@ -194,6 +199,7 @@ def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path, tiny_model
     assert different.kld_mean > fine.kld_mean and fine.status == rec.STATUS_OK
 
 
+@pytest.mark.llama
 def test_a_corpus_shorter_than_one_chunk_stops_with_the_reason(tmp_path, tiny_model):
     path = tiny_catalog(tmp_path, tiny_model, {}, {})
     with pytest.raises(EdgeevalError, match="fewer than one chunk"):

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.cli.main import _run_settings, build_parser
+from edgeeval.cli.bench import run_settings_from_args
+from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.run.worker import score_by_kind
 from edgeeval.score.codeexec import ExecLimits
@@ -211,8 +212,8 @@ def test_allow_code_exec_is_a_setting_that_keeps_old_keys_when_off():
     assert rec.RunSettings().key() == key_before_the_field[:16]
     assert rec.RunSettings(allow_code_exec=True).key() != rec.RunSettings().key()
     parse = build_parser().parse_args
-    assert _run_settings(parse(["bench", "--allow-code-exec"])).allow_code_exec is True
-    assert _run_settings(parse(["bench"])).allow_code_exec is False
+    assert run_settings_from_args(parse(["bench", "--allow-code-exec"])).allow_code_exec is True
+    assert run_settings_from_args(parse(["bench"])).allow_code_exec is False
 
 
 @pytest.mark.real

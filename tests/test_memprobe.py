@@ -3,8 +3,8 @@
 import sys
 from types import SimpleNamespace
 
+from edgeeval.engine import process
 from edgeeval.engine.memprobe import NvmlReader, macos_footprint
-from edgeeval.run import runner
 
 PY = sys.executable
 
@@ -71,9 +71,9 @@ class AnyPidNvml:
 
 
 def test_the_sampler_records_gpu_and_footprint_peaks(monkeypatch):
-    monkeypatch.setattr(runner, "macos_footprint", lambda pid: 1_234_000_000)
+    monkeypatch.setattr(process, "macos_footprint", lambda pid: 1_234_000_000)
     nvml = AnyPidNvml()
-    outcome = runner.run_child([PY, "-c", "sum(range(10**6))"], timeout_s=60, nvml=nvml)
+    outcome = process.run_child([PY, "-c", "sum(range(10**6))"], timeout_s=60, nvml=nvml)
     assert outcome.returncode == 0
     assert outcome.peak_gpu_bytes == 2_500_000_000
     assert outcome.peak_footprint_bytes == 1_234_000_000

@@ -293,6 +293,7 @@ MIXED = {
 }
 
 
+@pytest.mark.llama
 def test_built_variant_has_the_type_histogram_its_recipe_asks(tmp_path, tiny_model):
     catalog = load_catalog(
         tiny_catalog(tmp_path, tiny_model, {"mixed": MIXED}, {"t-mixed": "mixed"})
@@ -308,6 +309,7 @@ def test_built_variant_has_the_type_histogram_its_recipe_asks(tmp_path, tiny_mod
     assert json.loads(q.sidecar_path(Path(info.path)).read_text())["sha256"] == info.sha256
 
 
+@pytest.mark.llama
 def test_rebuild_with_same_recipe_and_source_is_a_cache_hit(tmp_path, tiny_model):
     catalog = load_catalog(
         tiny_catalog(tmp_path, tiny_model, {"q8": {"ftype": "Q8_0"}}, {"t-q8": "q8"})
@@ -324,6 +326,7 @@ def test_rebuild_with_same_recipe_and_source_is_a_cache_hit(tmp_path, tiny_model
     assert q.build_variant(changed.get("t-q8"), changed).recipe_hash != first.recipe_hash
 
 
+@pytest.mark.llama
 def test_requantized_builds_are_labelled(tmp_path, tiny_model):
     catalog = load_catalog(
         tiny_catalog(
@@ -338,6 +341,7 @@ def test_requantized_builds_are_labelled(tmp_path, tiny_model):
     assert "Q4_0" in info.type_counts
 
 
+@pytest.mark.llama
 def test_rows_that_do_not_fit_fall_back_cleanly_and_are_reported(tmp_path):
     model = write_tiny_llama(tmp_path / "odd.gguf", n_ff=352)  # ffn_down rows of 352 = 11 x 32
     recipes = {
@@ -356,6 +360,7 @@ def test_rows_that_do_not_fit_fall_back_cleanly_and_are_reported(tmp_path):
     }
 
 
+@pytest.mark.llama
 def test_cli_quantize_lists_recipes_and_builds(tmp_path, tiny_model, capsys):
     from edgeeval.cli.main import main
 
@@ -366,4 +371,4 @@ def test_cli_quantize_lists_recipes_and_builds(tmp_path, tiny_model, capsys):
     out = capsys.readouterr().out
     assert "t-q8" in out and "Q8_0:" in out
     with pytest.raises(EdgeevalError, match="not a derived variant"):
-        q._derived_targets(load_catalog(path), ["tiny-f32"])
+        q.derived_targets(load_catalog(path), ["tiny-f32"])

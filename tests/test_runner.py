@@ -1,7 +1,7 @@
 import signal
 import sys
 
-from edgeeval.run.runner import maxrss_bytes, run_child
+from edgeeval.engine.process import maxrss_bytes, run_child
 
 PY = sys.executable
 

@@ -1,7 +1,8 @@
 import pytest
 
 from edgeeval.catalog.profiles import load_profile
-from edgeeval.cli.main import _run_settings, build_parser
+from edgeeval.cli.bench import run_settings_from_args
+from edgeeval.cli.main import build_parser
 from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.records import RunSettings
 from edgeeval.run.speed import expand_sweep, speed_tests_for
@@ -33,7 +34,7 @@ def test_tests_for_names_like_llama_bench():
 
 
 def _settings(*argv):
-    return _run_settings(build_parser().parse_args(["bench", *argv]))
+    return run_settings_from_args(build_parser().parse_args(["bench", *argv]))
 
 
 def test_cli_lists_become_sweeps_and_the_first_value_is_primary():

@@ -6,7 +6,6 @@ A variant is one GGUF file of one model in one quantization, with where to get i
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import yaml
 
 from edgeeval import settings
-from edgeeval.errors import ConfigError, UnknownNameError
+from edgeeval.errors import ConfigError, UnknownNameError, suggest
 
 FAMILIES = ("qwen", "deepseek", "mimo", "gemma", "smollm", "gpt-oss")
 SOURCE_KINDS = ("hub", "pypi", "local", "derived")
@@ -126,11 +125,6 @@ class Catalog:
                     hint="run `edgeeval models` to list the catalog",
                 )
         return list(out.values())
-
-
-def suggest(name: str, known: list[str]) -> list[str]:
-    """Up to three known names closest to `name` (for "did you mean")."""
-    return difflib.get_close_matches(name, known, n=3, cutoff=0.5)
 
 
 def default_path() -> Path:

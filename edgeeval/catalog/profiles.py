@@ -8,14 +8,13 @@ Command-line options given explicitly override the profile.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edgeeval import settings
-from edgeeval.errors import ConfigError, UnknownNameError
+from edgeeval.errors import ConfigError, UnknownNameError, suggest
 from edgeeval.records import RunSettings
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunSettings)}
@@ -35,7 +34,7 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", path=path) from None
     if name not in data:
-        near = difflib.get_close_matches(name, list(data), n=3, cutoff=0.5)
+        near = suggest(name, list(data))
         raise UnknownNameError("profile", name, near, hint=f"profiles are defined in {path}")
     body = data[name]
     if not isinstance(body, dict):
@@ -45,7 +44,7 @@ def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
 
 def _value(key: str, value: Any, path: Path, entry: str) -> Any:
     if key not in _FIELDS:
-        near = difflib.get_close_matches(key, list(_FIELDS), n=1, cutoff=0.5)
+        near = suggest(key, list(_FIELDS), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise ConfigError(f"unknown setting{hint}", path=path, entry=entry, key=key)
     default = _FIELDS[key].default

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeeval.catalog.models import Catalog, suggest
-from edgeeval.errors import ConfigError
+from edgeeval.catalog.models import Catalog
+from edgeeval.errors import ConfigError, suggest
 
 #: llama.cpp's default tensor type for each file type it can write (llama_ftype_get_default_type).
 FTYPE_DEFAULT_TYPE = {
@@ -168,13 +168,28 @@ class Plan:
 
 @functools.lru_cache(maxsize=1)
 def known_types() -> dict[str, int]:
-    """Tensor type names -> ggml ids: llama-cpp-python's enum plus llama.cpp's gguf package
-    (which also lists BF16, TQ1_0 and TQ2_0)."""
+    """Tensor type names -> ggml ids, from llama.cpp's own `gguf` package.
+
+    Validating the catalog needs no native library: the ids are the GGUF file format's, which
+    llama.cpp and gguf-py share. A type the installed llama.cpp is too old to build is refused
+    when the quantizer runs, with llama.cpp's own message.
+    """
     from gguf import GGMLQuantizationType
 
-    from edgeeval.engine.backend import ggml_type_ids
+    return {t.name: int(t.value) for t in GGMLQuantizationType}
 
-    return {**{t.name: int(t.value) for t in GGMLQuantizationType}, **ggml_type_ids()}
+
+@functools.lru_cache(maxsize=1)
+def known_ftypes() -> dict[str, int]:
+    """File types llama_model_quantize takes -> ids, from gguf's LlamaFileType:
+    {"Q4_K_M": 15, "F32": 0, ...}."""
+    from gguf import LlamaFileType
+
+    out = {"F32": int(LlamaFileType.ALL_F32)}
+    for ftype in LlamaFileType:
+        if ftype.name.startswith("MOSTLY_"):
+            out[ftype.name[len("MOSTLY_") :]] = int(ftype.value)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -255,10 +270,8 @@ def parse_recipe(name: str, raw: Any, *, path: str | Path) -> Recipe:
 
 
 def _check_ftype(value: Any, fail: Callable[[str, str], ConfigError]) -> str:
-    from edgeeval.engine.backend import llama_ftype_ids
-
     name = str(value).upper()
-    known = llama_ftype_ids()
+    known = known_ftypes()
     if name not in known:
         near = suggest(name, list(known))
         raise fail(

@@ -55,12 +55,3 @@ def cached_bandwidth(host_key: str, *, n_threads: int, cache_dir: Path | None = 
         )
     )
     return value
-
-
-def tg_ceiling(bandwidth_bytes_per_s: float, weights_bytes: int, kv_bytes: int = 0) -> float:
-    """Upper bound on generation tokens/s when each token reads all weights and the KV cache.
-
-    >>> tg_ceiling(50e9, 500_000_000)
-    100.0
-    """
-    return bandwidth_bytes_per_s / (weights_bytes + kv_bytes)

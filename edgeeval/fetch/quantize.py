@@ -11,7 +11,6 @@ sidecar; a build with the same source sha256 and recipe hash is a cache hit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.catalog.models import Catalog, Variant, load_catalog
+from edgeeval.catalog.models import Catalog, Variant
 from edgeeval.catalog.recipes import (
     FLOAT_TYPES,
     Fallback,
@@ -47,7 +46,6 @@ from edgeeval.catalog.recipes import (
 )  # re-exported: tests use them here
 from edgeeval.catalog.recipes import fit_type as fit_type
 from edgeeval.catalog.recipes import parse_recipe as parse_recipe
-from edgeeval.cli.console import progress
 from edgeeval.engine import host as hostinfo
 from edgeeval.errors import ConfigError, EdgeevalError, FetchError
 from edgeeval.fetch.files import ensure_free_space, sha256_file
@@ -338,43 +336,9 @@ def _child(spec_path: str, out_path: str) -> int:
 # --- command line ---
 
 
-def register(sub: Any) -> None:
-    """Add `edgeeval quantize` to the CLI's subparsers."""
-    p = sub.add_parser("quantize", help="build derived variants from their recipes (llama.cpp)")
-    p.add_argument("models", nargs="*", help="derived variant or set names, e.g. quant-compare")
-    p.add_argument("--list", action="store_true", help="list the catalog's recipes and exit")
-    p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
-    p.add_argument("--force", action="store_true", help="rebuild even when a cached build fits")
-    p.set_defaults(func=_cmd_quantize)
-
-
-def _cmd_quantize(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
-    recipes = load_recipes(catalog)
-    if args.list:
-        for r in recipes.values():
-            print(f"{r.name:18} {json.dumps(r.spec(), sort_keys=True)}  {r.description}")
-        return 0
-    if not args.models:
-        raise EdgeevalError(
-            "name derived variants or a set to build, e.g. `edgeeval quantize "
-            "quant-compare`; `edgeeval quantize --list` shows the recipes"
-        )
-    targets = _derived_targets(catalog, args.models)
-    print(f"{'variant':36} {'recipe':16} {'size MB':>8} {'bits/w':>6} {'fallbacks':>9}  types")
-    for variant in targets:
-        info = build_variant(
-            variant, catalog, progress=progress, nthread=args.threads, force=args.force
-        )
-        types = ", ".join(f"{t}:{n}" for t, n in info.type_counts.items())
-        print(
-            f"{variant.name:36} {info.recipe:16} {info.size_bytes / 1e6:8.1f} "
-            f"{info.bits_per_weight:6.2f} {len(info.fallbacks):9d}  {types}"
-        )
-    return 0
-
-
-def _derived_targets(catalog: Catalog, names: list[str]) -> list[Variant]:
+def derived_targets(catalog: Catalog, names: list[str]) -> list[Variant]:
+    """The derived variants among `names` (variants or sets); a downloaded one named
+    explicitly is an error that says how to get it instead."""
     for name in names:
         if name in catalog.variants and catalog.variants[name].source.kind != "derived":
             raise EdgeevalError(

@@ -17,14 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeeval.engine.process import emit
 from edgeeval.fetch.gguf_check import check_gguf
 from edgeeval.fidelity.kld import TokenStats, log_softmax, make_chunks, scored, token_stats
 
 _ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
-
-
-def _emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def _load(spec: dict[str, Any]) -> Any:
@@ -75,7 +72,7 @@ def reference_pass(spec: dict[str, Any]) -> None:
     with open(work / "ref_logp.f16", "wb") as fh:
         for index, chunk in enumerate(chunks, 1):
             fh.write(_chunk_logp(backend, chunk, first).tobytes())
-            _emit("chunk", index=index, total=len(chunks))
+            emit("chunk", index=index, total=len(chunks))
     (work / "meta.json").write_text(
         json.dumps(
             {"n_vocab": backend.n_vocab, "n_chunks": len(chunks), "n_corpus_tokens": len(tokens)}
@@ -114,7 +111,7 @@ def variant_pass(spec: dict[str, Any]) -> None:
                     targets[i : i + _ROWS],
                 )
             )
-        _emit("chunk", index=index + 1, total=len(chunks))
+        emit("chunk", index=index + 1, total=len(chunks))
     stats = TokenStats.concat(parts)
     np.savez(
         spec["out"],

@@ -22,7 +22,6 @@ reference and the variant are never in memory together.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -38,30 +37,20 @@ import numpy as np
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.catalog.models import Catalog, Variant, load_catalog
-from edgeeval.cli.console import progress
+from edgeeval.catalog.models import Catalog, Variant
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
+from edgeeval.engine.process import run_child
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space
 from edgeeval.fetch.gguf_check import check_gguf
 from edgeeval.fetch.quantize import ensure_file, read_build_info
+from edgeeval.fidelity import MAX_CHUNKS, N_CTX
 from edgeeval.fidelity.kld import TokenStats, scored, summarize
-from edgeeval.run.runner import run_child
-from edgeeval.store import runs as store
+from edgeeval.store.fidelity import save_fidelity
 
 Progress = Callable[[str], None]
-N_CTX = 512
-MAX_CHUNKS = 32
 WIKITEXT = ("ggml-org/ci", "wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.raw")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fidelity (
-    run_id TEXT NOT NULL, variant TEXT NOT NULL, reference TEXT NOT NULL,
-    corpus_sha256 TEXT NOT NULL, n_ctx INTEGER NOT NULL, n_chunks INTEGER NOT NULL,
-    status TEXT NOT NULL, json TEXT NOT NULL,
-    PRIMARY KEY (run_id, variant, reference, corpus_sha256, n_ctx, n_chunks)
-);
-"""
 
 
 # --- corpora ---
@@ -296,96 +285,7 @@ def _chunk_progress(name: str, event: dict[str, Any], progress: Progress) -> Non
 # --- storing and showing results ---
 
 
-def save_fidelity(result: rec.FidelityResult, root: Path | None = None) -> None:
-    """Append to <run>/fidelity.jsonl and upsert into the SQLite store's `fidelity` table."""
-    directory = store.run_dir(result.run_id, root)
-    directory.mkdir(parents=True, exist_ok=True)
-    line = rec.to_json(result)
-    with open(directory / "fidelity.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    with store.connect(root) as db:
-        db.executescript(_SCHEMA)
-        db.execute(
-            "INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                result.run_id,
-                result.variant,
-                result.reference,
-                result.corpus_sha256,
-                result.n_ctx,
-                result.n_chunks,
-                result.status,
-                line,
-            ),
-        )
-
-
-def load_fidelity(run_id: str, root: Path | None = None) -> list[rec.FidelityResult]:
-    """A run's fidelity results from its JSONL (the last per variant and reference wins)."""
-    path = store.run_dir(run_id, root) / "fidelity.jsonl"
-    results = store.read_jsonl(path, rec.FidelityResult)
-    return list({(r.variant, r.reference): r for r in results}.values())
-
-
-def fidelity_markdown(results: list[rec.FidelityResult]) -> str:
-    """A markdown section: one row per variant, the method and the corpus underneath."""
-    if not results:
-        return ""
-    head = (
-        "| variant | reference | PPL | ln(PPL(Q)/PPL(ref)) | mean KLD | KLD 99.9% | KLD 99% "
-        "| KLD 90% | KLD median | same top p | RMS Δp | tokens |\n" + "|---" * 12 + "|\n"
-    )
-    rows = [_row(r) for r in results]
-    first = results[0]
-    notes = sorted(
-        {f"- {r.variant}: {r.notes}" for r in results if r.notes}
-        | {f"- {r.variant}: {r.status}: {r.error}" for r in results if r.error}
-    )
-    return (
-        "## Quant fidelity\n\n" + head + "\n".join(rows) + "\n\n"
-        f"Corpus `{first.corpus}` (sha256 {first.corpus_sha256[:12]}), {first.n_chunks} "
-        f"chunks of {first.n_ctx} tokens, second half of each scored (llama-perplexity's "
-        "method). KLD(ref || Q) in nats per token, mean ± standard error; same top p = how "
-        "often both rank the same token first; Δp = p(Q) - p(ref) of the actual token.\n"
-        + ("\n" + "\n".join(notes) + "\n" if notes else "")
-    )
-
-
-def _row(r: rec.FidelityResult) -> str:
-    if r.status != rec.STATUS_OK:
-        return f"| {r.variant} | {r.reference} | {r.status} |" + " |" * 9
-    return (
-        f"| {r.variant} | {r.reference} | {r.ppl:.4f} ± {r.ppl_se:.4f} | "
-        f"{r.ln_ppl_ratio:.5f} ± {r.ln_ppl_ratio_se:.5f} | {r.kld_mean:.6f} ± {r.kld_se:.6f} "
-        f"| {r.kld_p999:.4f} | {r.kld_p99:.4f} | {r.kld_p90:.5f} | {r.kld_median:.6f} | "
-        f"{r.same_top_pct:.2f} ± {r.same_top_se_pct:.2f} % | {r.rms_dp_pct:.3f} ± "
-        f"{r.rms_dp_se_pct:.3f} % | {r.n_tokens} |"
-    )
-
-
 # --- command line ---
-
-
-def register(sub: Any) -> None:
-    """Add `edgeeval fidelity` to the CLI's subparsers."""
-    p = sub.add_parser("fidelity", help="KLD / PPL of variants against a reference variant")
-    p.add_argument("models", nargs="+", help="variant or set names (e.g. quant-compare)")
-    p.add_argument("--ref", help="reference variant (default: the F32/BF16/F16 one named)")
-    p.add_argument("--corpus", default="pydoc", help="pydoc (offline), wikitext-2, or a file")
-    p.add_argument("--n-ctx", type=int, default=N_CTX, help="tokens per chunk (default 512)")
-    p.add_argument(
-        "--chunks",
-        type=int,
-        default=MAX_CHUNKS,
-        help=f"at most this many chunks (default {MAX_CHUNKS}; 0 = the whole corpus)",
-    )
-    p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
-    p.add_argument("--n-gpu-layers", type=int, default=0)
-    p.add_argument("--run", help="add the results to this run (id or 'latest'; default: new)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per model pass")
-    p.set_defaults(func=_cmd_fidelity)
 
 
 def pick_reference(variants: list[Variant], ref: str | None, catalog: Catalog) -> Variant:
@@ -400,44 +300,3 @@ def pick_reference(variants: list[Variant], ref: str | None, catalog: Catalog) -
         "no F32/BF16/F16 variant among those named; pass --ref NAME (the "
         "highest-precision variant of the same model)"
     )
-
-
-def _cmd_fidelity(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
-    named = catalog.select(args.models)
-    reference = pick_reference(named, args.ref, catalog)
-    variants = [v for v in named if v.name != reference.name] or [reference]
-    for variant in variants:
-        if variant.model != reference.model:
-            raise EdgeevalError(
-                f"{variant.name} is {variant.model}, the reference "
-                f"{reference.name} is {reference.model}: compare variants of "
-                "one model (pass --ref)"
-            )
-    run_id = store.resolve_run(args.run) if args.run else store.new_run_id()
-    if not (store.run_dir(run_id) / "run.json").exists():
-        store.write_manifest(
-            run_id,
-            {
-                "run_id": run_id,
-                "kind": "fidelity",
-                "reference": reference.name,
-                "variants": [v.name for v in variants],
-            },
-        )
-    results = run_fidelity(
-        reference,
-        variants,
-        catalog,
-        corpus=load_corpus(args.corpus),
-        run_id=run_id,
-        n_ctx=args.n_ctx,
-        max_chunks=args.chunks,
-        n_threads=args.threads,
-        n_gpu_layers=args.n_gpu_layers,
-        timeout_s=args.timeout,
-        progress=progress,
-    )
-    print(fidelity_markdown(results))
-    print(f"run {run_id}: {store.run_dir(run_id) / 'fidelity.jsonl'}")
-    return 0 if all(r.status == rec.STATUS_OK for r in results) else 3

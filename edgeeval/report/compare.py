@@ -15,9 +15,7 @@ B/A, and whether the difference exceeds the noise:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -230,26 +228,3 @@ def format_comparison(c: Comparison) -> str:
         f"more than {MEMORY_TOLERANCE:.0%} apart (one measurement per run).",
     ]
     return "\n".join(lines)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """`edgeeval compare RUN_A RUN_B [--json]`."""
-    comparison = compare_runs(args.run_a, args.run_b)
-    if args.json:
-        print(json.dumps(dataclasses.asdict(comparison), indent=2, sort_keys=True))
-    else:
-        print(format_comparison(comparison))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `compare` subcommand."""
-    p = sub.add_parser(
-        "compare",
-        help="the same variants in two runs or on two machines, "
-        "with ratios and whether each change exceeds the noise",
-    )
-    p.add_argument("run_a", metavar="RUN_A", help="run id, run directory or 'latest'")
-    p.add_argument("run_b", metavar="RUN_B", help="run id, run directory or 'latest'")
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    p.set_defaults(func=cmd_compare)

@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from edgeeval import records as rec
+from edgeeval.metrics import bits_per_weight
 from edgeeval.report.summarize import RankRow, ThreadPoint
 
 
@@ -124,12 +125,6 @@ def speed_vs_memory(rows: Sequence[RankRow]) -> Plot:
     ax.set(title=title, xlabel="peak resident memory (GB)", ylabel="tg tokens/s (± 1 sd)")
     ax.legend(fontsize=8)
     return Plot(key=key, title=title, png=_png(fig), has_data=True)
-
-
-def bits_per_weight(record: rec.ModelRecord) -> float | None:
-    """File bits per parameter (the GGUF's size in bits / the model's parameter count)."""
-    params = record.n_params or record.variant.params
-    return record.variant.size_bytes * 8 / params if params else None
 
 
 def fidelity_points(

@@ -8,7 +8,6 @@ speed-vs-threads plot.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
-from edgeeval.fidelity.orchestrate import fidelity_markdown, load_fidelity
+from edgeeval.metrics import bits_per_weight
+from edgeeval.report.fidelity import fidelity_markdown
 from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
@@ -34,6 +34,7 @@ from edgeeval.report.summarize import (
 )
 from edgeeval.store import runs as store
 from edgeeval.store.exchange import read_sqlite
+from edgeeval.store.fidelity import load_fidelity
 
 TIMED = (
     "Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
@@ -319,7 +320,6 @@ def variant_rows(
     fidelity: Sequence[rec.FidelityResult],
 ) -> list[dict[str, Any]]:
     """Size, bits per weight, speed, capability and fidelity of each variant side by side."""
-    from edgeeval.report.plots import bits_per_weight
 
     by_name = {r.variant.name: r for r in records}
     results = {f.variant: f for f in fidelity}
@@ -437,37 +437,3 @@ def render_run(
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
     return run_id, rows, paths
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """`edgeeval report [RUN] [--budget-gb G]`: re-render and print the compact table."""
-    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb)
-    print(ranking_table(rows))
-    print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
-    return 0
-
-
-def _positive_gb(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text}")
-    return value
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `report` subcommand: re-render a stored run, optionally within a budget."""
-    parser = sub.add_parser(
-        "report", help="re-render a run's report from stored results (loads no model)"
-    )
-    parser.add_argument(
-        "run", nargs="?", default="latest", help="run id, run directory or 'latest'"
-    )
-    parser.add_argument(
-        "--budget-gb",
-        type=_positive_gb,
-        default=None,
-        metavar="GB",
-        help="rank only variants whose peak resident memory fits in GB "
-        "(10^9 bytes); the others are listed as over budget",
-    )
-    parser.set_defaults(func=cmd_report)

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
-from edgeeval.engine.bandwidth import tg_ceiling
-from edgeeval.metrics import mean_stddev
+from edgeeval.metrics import mean_stddev, tg_ceiling
 
 FIELDS = [
     "model_filename",

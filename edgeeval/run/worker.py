@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
+from edgeeval.engine.process import emit
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.metrics import score_samples
 from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
@@ -25,11 +26,6 @@ from edgeeval.score.generate import (
     score_generate_task,
     skipped_score,
 )
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One progress line for the parent."""
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def continuation_tokens(

@@ -13,12 +13,11 @@ Pure functions of the text, so a stored output can be re-scored without the mode
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from edgeeval.errors import UnknownNameError
+from edgeeval.errors import UnknownNameError, suggest
 
 EXTRACTORS = ("number", "letter", "exact")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -200,7 +199,7 @@ def score_output(output: str, gold: str, extractor: str) -> Extraction:
 
 def _check_extractor(extractor: str) -> None:
     if extractor not in EXTRACTORS:
-        near = difflib.get_close_matches(extractor, EXTRACTORS, n=1)
+        near = suggest(extractor, list(EXTRACTORS), n=1)
         raise UnknownNameError(
             "extractor", extractor, near, hint="known extractors: " + ", ".join(EXTRACTORS)
         )

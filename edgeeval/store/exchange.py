@@ -10,7 +10,6 @@ and records.jsonl are created as needed), so `edgeeval report RUN` works for imp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -137,29 +136,3 @@ def import_files(paths: Sequence[Path], *, root: Path | None = None) -> ImportRe
         total.added += result.added
         total.duplicates += result.duplicates
     return total
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    """`edgeeval import FILE...`: print what was added and how to see it."""
-    result = import_files([Path(p) for p in args.files])
-    print(f"imported {len(result.added)} new record(s); {result.duplicates} already present")
-    for run_id in result.runs:
-        hosts = sorted({r.host.hostname for r in result.added if r.run_id == run_id})
-        print(f"  {run_id} ({', '.join(hosts)}): `edgeeval report {run_id}`")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `import` subcommand."""
-    p = sub.add_parser(
-        "import",
-        help="merge exported runs (records.jsonl or edgeeval.sqlite) "
-        "from other machines into the local store",
-    )
-    p.add_argument(
-        "files",
-        nargs="+",
-        metavar="FILE",
-        help="a run's records.jsonl, a run directory, or an edgeeval.sqlite file",
-    )
-    p.set_defaults(func=cmd_import)

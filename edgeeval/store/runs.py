@@ -48,7 +48,7 @@ def run_dir(run_id: str, root: Path | None = None) -> Path:
     return (root or settings.reports_dir()) / run_id
 
 
-def _append_line(path: Path, line: str) -> None:
+def append_line(path: Path, line: str) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
         fh.flush()
@@ -88,9 +88,9 @@ def save_record(
     for name, items in (("samples.jsonl", samples), ("generations.jsonl", generations)):
         lines = [rec.to_json(s) for s in items]
         if lines:
-            _append_line(directory / name, "\n".join(lines))
+            append_line(directory / name, "\n".join(lines))
     line = rec.to_json(record)
-    _append_line(directory / "records.jsonl", line)
+    append_line(directory / "records.jsonl", line)
     insert_records([record], root=root)
 
 

@@ -30,8 +30,7 @@ import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
 from edgeeval import errors, settings
-from edgeeval.catalog.models import suggest
-from edgeeval.errors import ConfigError, EdgeevalError
+from edgeeval.errors import ConfigError, EdgeevalError, suggest
 from edgeeval.fetch import hub
 from edgeeval.tasks.formats import FORMATS, MMLU_SUBJECTS, PYPI_SOURCES, Row
 from edgeeval.tasks.generators import RawItem

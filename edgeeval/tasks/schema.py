@@ -13,8 +13,7 @@ from typing import Any
 
 import yaml
 
-from edgeeval.catalog.models import suggest
-from edgeeval.errors import ConfigError
+from edgeeval.errors import ConfigError, suggest
 from edgeeval.tasks.generators import GENERATORS
 
 KINDS = ("multiple_choice", "generate", "code")

@@ -1,0 +1,115 @@
+"""`edgeeval quantize | fidelity`: derived variants built by recipes, and their quant fidelity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edgeeval import settings
+from edgeeval.cli.console import progress
+from edgeeval.errors import EdgeevalError
+from edgeeval.fidelity import MAX_CHUNKS, N_CTX
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add `quantize` and `fidelity`."""
+    p = sub.add_parser("quantize", help="build derived variants from their recipes (llama.cpp)")
+    p.add_argument("models", nargs="*", help="derived variant or set names, e.g. quant-compare")
+    p.add_argument("--list", action="store_true", help="list the catalog's recipes and exit")
+    p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
+    p.add_argument("--force", action="store_true", help="rebuild even when a cached build fits")
+    p.set_defaults(func=cmd_quantize)
+    p = sub.add_parser("fidelity", help="KLD / PPL of variants against a reference variant")
+    p.add_argument("models", nargs="+", help="variant or set names (e.g. quant-compare)")
+    p.add_argument("--ref", help="reference variant (default: the F32/BF16/F16 one named)")
+    p.add_argument("--corpus", default="pydoc", help="pydoc (offline), wikitext-2, or a file")
+    p.add_argument("--n-ctx", type=int, default=N_CTX, help=f"tokens per chunk (default {N_CTX})")
+    p.add_argument(
+        "--chunks",
+        type=int,
+        default=MAX_CHUNKS,
+        help=f"at most this many chunks (default {MAX_CHUNKS}; 0 = the whole corpus)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
+    p.add_argument("--n-gpu-layers", type=int, default=0)
+    p.add_argument("--run", help="add the results to this run (id or 'latest'; default: new)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per model pass")
+    p.set_defaults(func=cmd_fidelity)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """`edgeeval quantize NAMES | --list`: build (or list) derived variants."""
+    from edgeeval.catalog.models import load_catalog
+    from edgeeval.catalog.recipes import load_recipes
+    from edgeeval.fetch.quantize import build_variant, derived_targets
+
+    catalog = load_catalog(args.catalog)
+    recipes = load_recipes(catalog)
+    if args.list:
+        for r in recipes.values():
+            print(f"{r.name:18} {json.dumps(r.spec(), sort_keys=True)}  {r.description}")
+        return 0
+    if not args.models:
+        raise EdgeevalError(
+            "name derived variants or a set to build, e.g. `edgeeval quantize "
+            "quant-compare`; `edgeeval quantize --list` shows the recipes"
+        )
+    print(f"{'variant':36} {'recipe':16} {'size MB':>8} {'bits/w':>6} {'fallbacks':>9}  types")
+    for variant in derived_targets(catalog, args.models):
+        info = build_variant(
+            variant, catalog, progress=progress, nthread=args.threads, force=args.force
+        )
+        types = ", ".join(f"{t}:{n}" for t, n in info.type_counts.items())
+        print(
+            f"{variant.name:36} {info.recipe:16} {info.size_bytes / settings.MB:8.1f} "
+            f"{info.bits_per_weight:6.2f} {len(info.fallbacks):9d}  {types}"
+        )
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    """`edgeeval fidelity NAMES [--ref R]`: KLD and PPL ratio of each variant against R."""
+    from edgeeval import records as rec
+    from edgeeval.catalog.models import load_catalog
+    from edgeeval.fidelity.orchestrate import load_corpus, pick_reference, run_fidelity
+    from edgeeval.report.fidelity import fidelity_markdown
+    from edgeeval.store import runs as store
+
+    catalog = load_catalog(args.catalog)
+    named = catalog.select(args.models)
+    reference = pick_reference(named, args.ref, catalog)
+    variants = [v for v in named if v.name != reference.name] or [reference]
+    for variant in variants:
+        if variant.model != reference.model:
+            raise EdgeevalError(
+                f"{variant.name} is {variant.model}, the reference "
+                f"{reference.name} is {reference.model}: compare variants of "
+                "one model (pass --ref)"
+            )
+    run_id = store.resolve_run(args.run) if args.run else store.new_run_id()
+    if not (store.run_dir(run_id) / "run.json").exists():
+        store.write_manifest(
+            run_id,
+            {
+                "run_id": run_id,
+                "kind": "fidelity",
+                "reference": reference.name,
+                "variants": [v.name for v in variants],
+            },
+        )
+    results = run_fidelity(
+        reference,
+        variants,
+        catalog,
+        corpus=load_corpus(args.corpus),
+        run_id=run_id,
+        n_ctx=args.n_ctx,
+        max_chunks=args.chunks,
+        n_threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
+        timeout_s=args.timeout,
+        progress=progress,
+    )
+    print(fidelity_markdown(results))
+    print(f"run {run_id}: {store.run_dir(run_id) / 'fidelity.jsonl'}")
+    return 0 if all(r.status == rec.STATUS_OK for r in results) else 3

@@ -1,0 +1,90 @@
+"""`edgeeval report | runs | compare | import`: stored results, rendered and merged (no model)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from edgeeval.cli.options import positive_gb
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommands that read stored runs."""
+    p = sub.add_parser("report", help="re-render a run's report from stored results (no model)")
+    p.add_argument("run", nargs="?", default="latest", help="run id, run directory or 'latest'")
+    p.add_argument(
+        "--budget-gb",
+        type=positive_gb,
+        default=None,
+        metavar="GB",
+        help="rank only variants whose peak resident memory fits in GB "
+        "(10^9 bytes); the others are listed as over budget",
+    )
+    p.set_defaults(func=cmd_report)
+    sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
+    p = sub.add_parser(
+        "compare",
+        help="the same variants in two runs or on two machines, "
+        "with ratios and whether each change exceeds the noise",
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="run id, run directory or 'latest'")
+    p.add_argument("run_b", metavar="RUN_B", help="run id, run directory or 'latest'")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser(
+        "import",
+        help="merge exported runs (records.jsonl or edgeeval.sqlite) "
+        "from other machines into the local store",
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a run's records.jsonl, a run directory, or an edgeeval.sqlite file",
+    )
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`edgeeval report [RUN] [--budget-gb G]`: re-render and print the compact table."""
+    from edgeeval.report.render import ranking_table, render_run
+
+    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb)
+    print(ranking_table(rows))
+    print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """`edgeeval runs`: one stored run id per line."""
+    from edgeeval.store.runs import list_runs
+
+    for run in list_runs():
+        print(run)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`edgeeval compare RUN_A RUN_B [--json]`."""
+    from edgeeval.report.compare import compare_runs, format_comparison
+
+    comparison = compare_runs(args.run_a, args.run_b)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(comparison), indent=2, sort_keys=True))
+    else:
+        print(format_comparison(comparison))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`edgeeval import FILE...`: print what was added and how to see it."""
+    from edgeeval.store.exchange import import_files
+
+    result = import_files([Path(p) for p in args.files])
+    print(f"imported {len(result.added)} new record(s); {result.duplicates} already present")
+    for run_id in result.runs:
+        hosts = sorted({r.host.hostname for r in result.added if r.run_id == run_id})
+        print(f"  {run_id} ({', '.join(hosts)}): `edgeeval report {run_id}`")
+    return 0
