@@ -50,7 +50,8 @@ def safe_text(
 
     Control and invisible format characters (ESC, bidi overrides, ...) become visible escapes;
     a string longer than `max_len` is cut and ends in "…"; `markdown` escapes '\\', '|', '`',
-    '<' and '>' so a cell stays one cell of plain text; `newlines` keeps line breaks (multi-line error messages).
+    '<' and '>' so a cell stays one cell of plain text; `newlines` keeps line breaks (for
+    multi-line error messages).
 
     >>> safe_text("evil\\x1b[31mred")
     'evil\\\\x1b[31mred'

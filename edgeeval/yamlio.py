@@ -129,8 +129,9 @@ def load_yaml(path: str | Path, *, missing: str = "file not found") -> Any:
         raise ConfigError("is a directory; give the path of a YAML file", path=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc.strerror or exc}", path=path) from None
-    loader = _LimitedLoader(text)
+    loader = None
     try:
+        loader = _LimitedLoader(text)  # the reader already refuses some characters here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -143,4 +144,5 @@ def load_yaml(path: str | Path, *, missing: str = "file not found") -> Any:
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an int of 5000 digits
         raise ConfigError(f"a value cannot be read: {safe_text(exc, 120)}", path=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

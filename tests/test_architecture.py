@@ -26,6 +26,8 @@ LEAVES = {
     "codeexec",
     "kld",
     "console",
+    "text",
+    "yamlio",
 }
 STAGES = [
     "catalog",
