@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from edgeeval.text import safe_text
+
 
 def suggest(name: str, known: list[str], *, n: int = 3) -> list[str]:
     """Up to `n` known names closest to `name`, best first (for "did you mean").
@@ -37,11 +39,11 @@ class ConfigError(EdgeevalError, ValueError):
     def __init__(
         self, message: str, *, path: str | Path, entry: str | None = None, key: str | None = None
     ) -> None:
-        where = str(path)
+        where = safe_text(path, 300)
         if entry is not None:
-            where += f": entry '{entry}'"
+            where += f": entry '{safe_text(entry, 80)}'"
         if key is not None:
-            where += f": key '{key}'"
+            where += f": key '{safe_text(key, 80)}'"
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.entry = entry
@@ -156,7 +158,7 @@ class InvalidModelFileError(EdgeevalError, ValueError):
     """A file is not a well-formed GGUF (checked before llama.cpp parses it)."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: not a valid GGUF file: {reason}")
+        super().__init__(f"{safe_text(path, 300)}: not a valid GGUF file: {safe_text(reason, 300)}")
         self.path = str(path)
         self.reason = reason
 

@@ -7,14 +7,15 @@ A variant is one GGUF file of one model in one quantization, with where to get i
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgeeval import settings
 from edgeeval.errors import ConfigError, UnknownNameError, suggest
+from edgeeval.text import safe_text
+from edgeeval.yamlio import load_yaml
 
 FAMILIES = ("qwen", "deepseek", "mimo", "gemma", "smollm", "gpt-oss")
 SOURCE_KINDS = ("hub", "pypi", "local", "derived")
@@ -134,14 +135,7 @@ def default_path() -> Path:
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """Read and validate models.yaml; every problem names the file, the entry and the key."""
     path = Path(path) if path else default_path()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            "file not found; pass --catalog PATH or run from the repo root", path=path
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", path=path) from None
+    data = load_yaml(path, missing="file not found; pass --catalog PATH or run from the repo root")
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping with 'variants' and 'sets'", path=path)
     _check_keys(
@@ -171,6 +165,56 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     return Catalog(path=str(path), variants=variants, sets=sets, recipes=recipes)
 
 
+# The YAML type each key must have (bool is refused where an int is meant).
+_VARIANT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "family": str,
+    "model": str,
+    "quant": str,
+    "license": str,
+    "kind": str,
+    "chat_template": str,
+    "params": int,
+    "notes": str,
+    "reasoning": bool,
+}
+_SOURCE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "repo_id": str,
+    "filename": str,
+    "revision": str,
+    "gated": bool,
+    "packages": list,
+    "files": list,
+    "path": str,
+    "base": str,
+    "recipe": str,
+}
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+
+
+def _shown(value: Any) -> str:
+    """A value from the file, quoted, short and safe to print."""
+    return safe_text(reprlib.repr(value), 60)
+
+
+def _check_types(
+    raw: dict, spec: dict[str, type | tuple[type, ...]], path: Path, entry: str, prefix: str = ""
+) -> None:
+    """Raise ConfigError naming the key when a present, non-null value has the wrong type."""
+    for key, kind in spec.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if kind is list and not wrong:
+            wrong = not all(isinstance(x, str) for x in value)
+        if wrong:
+            what = "a list of strings" if kind is list else _TYPE_WORDS.get(kind, str(kind))
+            raise ConfigError(
+                f"must be {what}, got {_shown(value)}", path=path, entry=entry, key=prefix + key
+            )
+
+
 def _check_keys(
     raw: dict, spec: dict[str, bool], path: Path, entry: str | None, prefix: str = ""
 ) -> None:
@@ -187,14 +231,15 @@ def _check_keys(
 def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
     if not isinstance(raw, dict):
         raise ConfigError("each variant must be a mapping", path=path, entry=f"#{index + 1}")
-    entry = str(raw.get("name") or f"#{index + 1}")
+    name = raw.get("name")
+    entry = name if isinstance(name, str) and name else f"#{index + 1}"
     _check_keys(raw, _VARIANT_KEYS, path, entry)
-    name = str(raw["name"])
+    _check_types(raw, _VARIANT_TYPES, path, entry)
     if not _NAME.match(name):
         raise ConfigError(
             "use lowercase letters, digits, '.', '_' and '-'", path=path, entry=entry, key="name"
         )
-    family = str(raw["family"]).lower()
+    family = raw["family"].lower()
     if family not in FAMILIES:
         raise ConfigError(
             f"unknown family '{family}'; known: {', '.join(FAMILIES)}",
@@ -208,27 +253,33 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
         hint = " (YAML read it as a number: put it in quotes)" if isinstance(sha, int) else ""
         raise ConfigError(
-            f"'{sha}' is not 64 lowercase hex digits{hint}", path=path, entry=entry, key="sha256"
+            f"{_shown(sha)} is not 64 lowercase hex digits{hint}",
+            path=path,
+            entry=entry,
+            key="sha256",
         )
     size = raw.get("size_bytes")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ConfigError(
-            f"'{size}' is not a positive integer", path=path, entry=entry, key="size_bytes"
+            f"{_shown(size)} is not a positive integer", path=path, entry=entry, key="size_bytes"
         )
+    params = raw.get("params")
+    if params is not None and params <= 0:
+        raise ConfigError("must be a positive integer", path=path, entry=entry, key="params")
     return Variant(
         name=name,
         family=family,
-        model=str(raw["model"]),
-        quant=str(raw["quant"]),
+        model=raw["model"],
+        quant=raw["quant"],
         source=_parse_source(raw["source"], path, entry),
-        license=str(raw["license"]),
+        license=raw["license"],
         kind=raw["kind"],
         size_bytes=size,
         sha256=sha,
         chat_template=raw.get("chat_template"),
-        params=raw.get("params"),
-        reasoning=bool(raw.get("reasoning", False)),
-        notes=str(raw.get("notes") or ""),
+        params=params,
+        reasoning=raw.get("reasoning", False),
+        notes=raw.get("notes") or "",
     )
 
 
@@ -244,12 +295,7 @@ def _parse_source(raw: Any, path: Path, entry: str) -> Source:
     if not isinstance(body, dict):
         raise ConfigError("must be a mapping", path=path, entry=entry, key=f"source.{kind}")
     _check_keys(body, _SOURCE_KEYS[kind], path, entry, prefix=f"source.{kind}.")
-    if kind == "pypi":
-        for key in ("packages", "files"):
-            if not isinstance(body[key], list) or not all(isinstance(x, str) for x in body[key]):
-                raise ConfigError(
-                    "must be a list of strings", path=path, entry=entry, key=f"source.pypi.{key}"
-                )
+    _check_types(body, _SOURCE_TYPES, path, entry, prefix=f"source.{kind}.")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in body.items()}
     return Source(kind=kind, **values)
 
@@ -261,19 +307,27 @@ def _parse_sets(raw: Any, variants: dict[str, Variant], path: Path) -> dict[str,
         )
     sets: dict[str, tuple[str, ...]] = {}
     for set_name, members in raw.items():
-        if not isinstance(members, list) or not members:
+        if not isinstance(set_name, str):
             raise ConfigError(
-                "must be a non-empty list of variant names",
-                path=path,
-                entry=str(set_name),
-                key="sets",
+                f"set name {_shown(set_name)} must be a string", path=path, key="sets"
+            )
+        if (
+            not isinstance(members, list)
+            or not members
+            or not all(isinstance(m, str) for m in members)
+        ):
+            raise ConfigError(
+                "must be a non-empty list of variant names", path=path, entry=set_name, key="sets"
             )
         for member in members:
             if member not in variants:
-                near = suggest(str(member), list(variants))
+                near = suggest(member, list(variants))
                 hint = f"; did you mean '{near[0]}'?" if near else ""
                 raise ConfigError(
-                    f"'{member}' is not a variant{hint}", path=path, entry=str(set_name), key="sets"
+                    f"{_shown(member)} is not a variant{hint}",
+                    path=path,
+                    entry=set_name,
+                    key="sets",
                 )
         sets[str(set_name)] = tuple(members)
     if "default" not in sets:

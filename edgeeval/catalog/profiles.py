@@ -11,11 +11,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgeeval import settings
 from edgeeval.errors import ConfigError, UnknownNameError, suggest
 from edgeeval.records import RunSettings
+from edgeeval.text import safe_text
+from edgeeval.yamlio import load_yaml
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunSettings)}
 
@@ -27,36 +27,50 @@ def default_path() -> Path:
 def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:
     """The profile `name` as RunSettings keyword arguments (tuples for list fields)."""
     path = path or default_path()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError("profiles file not found", path=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", path=path) from None
+    data = load_yaml(path, missing="profiles file not found") or {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of profile name to settings", path=path)
     if name not in data:
-        near = suggest(name, list(data))
+        near = suggest(str(name), [str(k) for k in data])
         raise UnknownNameError("profile", name, near, hint=f"profiles are defined in {path}")
     body = data[name]
     if not isinstance(body, dict):
         raise ConfigError("a profile must be a mapping of setting to value", path=path, entry=name)
-    return {key: _value(key, value, path, name) for key, value in body.items()}
+    return {str(key): _value(key, value, path, name) for key, value in body.items()}
 
 
-def _value(key: str, value: Any, path: Path, entry: str) -> Any:
-    if key not in _FIELDS:
-        near = suggest(key, list(_FIELDS), n=1)
+def _is(value: Any, kind: type) -> bool:
+    """True when `value` is of `kind` the way a setting means it: a bool is not an int, an
+    int is a float."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _value(key: Any, value: Any, path: Path, entry: str) -> Any:
+    if not isinstance(key, str) or key not in _FIELDS:
+        near = suggest(str(key), list(_FIELDS), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"unknown setting{hint}", path=path, entry=entry, key=key)
+        raise ConfigError(f"unknown setting{hint}", path=path, entry=entry, key=str(key))
     default = _FIELDS[key].default
     if isinstance(default, tuple):
-        if not isinstance(value, list) or not value:
-            raise ConfigError("must be a non-empty list", path=path, entry=entry, key=key)
+        item = bool if key == "sweep_flash_attn" else int
+        if not isinstance(value, list) or not value or not all(_is(v, item) for v in value):
+            raise ConfigError(
+                f"must be a non-empty list of {item.__name__} values",
+                path=path,
+                entry=entry,
+                key=key,
+            )
         return tuple(value)
-    if default is not None and not isinstance(value, type(default)):
+    kind = str if key == "suite" else int if key == "task_limit" else type(default)
+    if not _is(value, kind) and not (default is None and value is None):
         raise ConfigError(
-            f"must be of type {type(default).__name__}, got {value!r}",
+            f"must be of type {kind.__name__}, got {safe_text(repr(value), 60)}",
             path=path,
             entry=entry,
             key=key,
         )
-    return value
+    return float(value) if kind is float else value

@@ -9,6 +9,7 @@ import time
 from edgeeval import settings
 from edgeeval.cli.console import progress
 from edgeeval.cli.options import int_list, positive_gb
+from edgeeval.text import safe_text
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -77,10 +78,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             info = read_build_info(derived_dir() / v.filename)
             size_bytes, mark = (info.size_bytes, "built") if info else (None, "-")
         size = f"{size_bytes / settings.GB:.3f}" if size_bytes else "?"
-        print(
-            f"{v.name:44} {v.family:9} {v.quant:7} {v.kind:8} {size:>8}  {v.source.kind:7} {mark}"
-        )
-    print("\nsets: " + "; ".join(f"{k} ({len(m)})" for k, m in catalog.sets.items()))
+        name, quant = safe_text(v.name, 60), safe_text(v.quant, 20)  # strings from the file
+        print(f"{name:44} {v.family:9} {quant:7} {v.kind:8} {size:>8}  {v.source.kind:7} {mark}")
+    print("\nsets: " + "; ".join(f"{safe_text(k, 40)} ({len(m)})" for k, m in catalog.sets.items()))
     return 0
 
 
@@ -91,7 +91,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     for variant in catalog.select(args.models):
         file = fetch(variant, progress=progress)
-        print(f"{variant.name}\t{file.path}\t{file.sha256}")
+        print(f"{safe_text(variant.name)}\t{safe_text(file.path, 4096)}\t{file.sha256}")
     return 0
 
 

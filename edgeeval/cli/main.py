@@ -15,6 +15,7 @@ import traceback
 from edgeeval import __version__, settings
 from edgeeval.cli import bench, quant, results, tasks
 from edgeeval.errors import EdgeevalError
+from edgeeval.text import safe_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeevalError as exc:
         if settings.debug():
             traceback.print_exc()
-        print(f"edgeeval: error: {exc}", file=sys.stderr)
+        print(f"edgeeval: error: {safe_text(exc, 4000, newlines=True)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(

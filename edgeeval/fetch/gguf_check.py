@@ -5,22 +5,33 @@ bounds on counts and lengths, then checks that every tensor's data lies inside t
 never allocates more than the bounds allow, so a header claiming 2^60 tensors or a 4 GB string
 is refused in microseconds. Layout facts (GGUF v2/v3): magic "GGUF", u32 version, u64 tensor
 count, u64 kv count, then kvs, tensor infos, padding to `general.alignment` (default 32), data.
+
+Every metadata value edgeeval itself reads (alignment, architecture, layer and head counts,
+head sizes, the vocabulary) is type- and range-checked here, so later estimates can trust
+them; a file with, say, `head_count = 0` or a string alignment is refused with the key named.
+Only regular files are opened (a FIFO, device or directory is refused without blocking).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from edgeeval.errors import InvalidModelFileError
+from edgeeval.fetch.files import open_regular
+from edgeeval.text import safe_text
 
 MAX_TENSORS = 100_000
 MAX_KVS = 100_000
 MAX_STRING_BYTES = 16 * 2**20
 MAX_ARRAY_LEN = 10_000_000
 MAX_DIMS = 4
+#: Arrays up to this many items are kept in the summary; longer ones become an ArrayLength.
+MAX_KEPT_ARRAY = 4096
+MAX_ALIGNMENT = 1 << 20
 
 # GGUF metadata value types -> struct format of the scalar (None: string/array handled apart).
 _SCALARS = {
@@ -37,6 +48,10 @@ _SCALARS = {
     12: "d",
 }
 _STRING, _ARRAY = 8, 9
+
+
+class ArrayLength(int):
+    """The item count of a metadata array too long to keep in memory (e.g. the vocabulary)."""
 
 
 @dataclass(frozen=True)
@@ -101,16 +116,19 @@ class _Reader:
             item_type, count = int(self.unpack("I")), int(self.unpack("Q"))  # type: ignore[arg-type]
             if count > MAX_ARRAY_LEN:
                 raise self.fail(f"array of {count} items is larger than allowed")
-            items = [self.value(item_type, depth + 1) for _ in range(count)]
-            return items if count <= 64 else len(items)  # keep only short arrays in memory
+            if count > MAX_KEPT_ARRAY:  # read (bounds-checked) but keep only the count
+                for _ in range(count):
+                    self.value(item_type, depth + 1)
+                return ArrayLength(count)
+            return [self.value(item_type, depth + 1) for _ in range(count)]
         raise self.fail(f"unknown metadata value type {vtype}")
 
 
 def check_gguf(path: str | Path) -> GgufSummary:
     """Walk `path`'s GGUF structure with bounds; raise InvalidModelFileError naming the problem."""
     path = Path(path)
-    file_size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
+        file_size = os.fstat(fh.fileno()).st_size
         r = _Reader(fh, path, file_size)
         if r.take(4) != b"GGUF":
             raise r.fail("missing GGUF magic bytes (is this a GGUF model file?)")
@@ -120,21 +138,20 @@ def check_gguf(path: str | Path) -> GgufSummary:
         n_tensors, n_kv = int(r.unpack("Q")), int(r.unpack("Q"))  # type: ignore[arg-type]
         if n_tensors > MAX_TENSORS or n_kv > MAX_KVS:
             raise r.fail(f"implausible counts: {n_tensors} tensors, {n_kv} metadata keys")
-        metadata = {}
+        metadata: dict[str, object] = {}
         for _ in range(n_kv):
             key = r.string()
             metadata[key] = r.value(int(r.unpack("I")))  # type: ignore[arg-type]
+        check_metadata(metadata, path)
         tensors = [_tensor_info(r) for _ in range(n_tensors)]
         align = int(metadata.get("general.alignment", 32))  # type: ignore[arg-type]
-        if align <= 0 or align & (align - 1):
-            raise r.fail(f"general.alignment {align} is not a power of two")
         data_start = -(-fh.tell() // align) * align
-    n_params, data_bytes = _check_extents(r, tensors, data_start)
+    n_params, data_bytes = _check_extents(r, tensors, data_start, align)
     return GgufSummary(
         version=version,
         n_tensors=n_tensors,
         n_params=n_params,
-        metadata={k: v for k, v in metadata.items() if not isinstance(v, list) or len(v) <= 64},
+        metadata=metadata,
         data_bytes=data_bytes,
         tensors=tuple(TensorInfo(n, d, t) for n, d, t, _ in tensors),
     )
@@ -150,10 +167,12 @@ def _tensor_info(r: _Reader) -> tuple[str, tuple[int, ...], int, int]:
     return name, dims, ttype, offset
 
 
-def _check_extents(r: _Reader, tensors: list, data_start: int) -> tuple[int, int]:
+def _check_extents(r: _Reader, tensors: list, data_start: int, align: int) -> tuple[int, int]:
     sizes = _type_sizes()
     n_params = data_bytes = 0
     for name, dims, ttype, offset in tensors:
+        if offset % align:
+            raise r.fail(f"tensor '{name}' data offset {offset} is not a multiple of {align}")
         if ttype not in sizes:
             raise r.fail(f"tensor '{name}' has unknown type id {ttype}")
         block, block_bytes = sizes[ttype]
@@ -179,20 +198,95 @@ def kv_cache_bytes(summary: GgufSummary, n_ctx: int, *, bytes_per_value: int = 2
     """Estimated KV cache size at `n_ctx` for an F16 cache, from the GGUF metadata.
 
     bytes = n_layer * n_ctx * n_head_kv * (key_length + value_length) * 2. Sliding-window layers
-    (Gemma 3) hold less in practice, so this is an upper bound for them. None when unknown.
+    (Gemma 3) hold less in practice, so this is an upper bound for them. None when unknown
+    (missing or per-layer values, or values check_gguf would refuse).
     """
     meta = summary.metadata
     arch = meta.get("general.architecture")
-    try:
-        n_layer = int(meta[f"{arch}.block_count"])  # type: ignore[arg-type]
-        n_head = meta[f"{arch}.attention.head_count"]
-        n_head_kv = meta.get(f"{arch}.attention.head_count_kv", n_head)
-        n_embd = int(meta[f"{arch}.embedding_length"])  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError):
+    if not isinstance(arch, str):
         return None
-    if isinstance(n_head, list) or isinstance(n_head_kv, list):
+    n_layer = _count(meta.get(f"{arch}.block_count"))
+    n_head = _count(meta.get(f"{arch}.attention.head_count"))
+    n_embd = _count(meta.get(f"{arch}.embedding_length"))
+    if n_layer is None or n_head is None or n_embd is None:
         return None
-    head_dim = n_embd // int(n_head)  # type: ignore[arg-type]
-    k_len = int(meta.get(f"{arch}.attention.key_length", head_dim))  # type: ignore[arg-type]
-    v_len = int(meta.get(f"{arch}.attention.value_length", head_dim))  # type: ignore[arg-type]
-    return n_layer * n_ctx * int(n_head_kv) * (k_len + v_len) * bytes_per_value  # type: ignore[arg-type]
+    raw_kv = meta.get(f"{arch}.attention.head_count_kv", n_head)
+    n_head_kv = _count(raw_kv) if raw_kv != 0 else 0
+    head_dim = n_embd // n_head
+    k_len = _count(meta.get(f"{arch}.attention.key_length", head_dim))
+    v_len = _count(meta.get(f"{arch}.attention.value_length", head_dim))
+    if n_head_kv is None or k_len is None or v_len is None:
+        return None
+    return n_layer * n_ctx * n_head_kv * (k_len + v_len) * bytes_per_value
+
+
+def _count(value: object) -> int | None:
+    """`value` when it is a positive plain integer (not a bool or an array), else None."""
+    if type(value) is int and value > 0:
+        return value
+    return None
+
+
+# --- metadata checks ------------------------------------------------------------------------
+# Per key (after "<arch>." for the model keys): what the value must be and its upper bound.
+_ARCH_COUNTS = {
+    "block_count": 1 << 16,
+    "embedding_length": 1 << 24,
+    "context_length": 1 << 40,
+    "attention.key_length": 1 << 20,
+    "attention.value_length": 1 << 20,
+}
+_ARCH_HEADS = ("attention.head_count", "attention.head_count_kv")
+_MAX_HEADS = 1 << 16
+
+
+def _shown(value: object) -> str:
+    """A metadata value, short and safe to print, with its Python type."""
+    return f"{type(value).__name__} {safe_text(repr(value), 40)}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool | ArrayLength)
+
+
+def _heads_ok(value: object, minimum: int) -> bool:
+    """A head count: an integer, or a per-layer list of integers (0 = no attention there)."""
+    if isinstance(value, list):
+        return bool(value) and all(_is_int(v) and 0 <= v <= _MAX_HEADS for v in value)
+    return _is_int(value) and minimum <= value <= _MAX_HEADS  # type: ignore[operator]
+
+
+def check_metadata(metadata: dict[str, object], path: str | Path) -> None:
+    """Raise InvalidModelFileError naming the key when a value edgeeval reads is mistyped or
+    out of range (alignment, architecture, layer/head counts, head sizes, vocabulary)."""
+
+    def fail(key: str, what: str) -> InvalidModelFileError:
+        return InvalidModelFileError(
+            path, f"metadata {key} must be {what}, got {_shown(meta[key])}"
+        )
+
+    meta = metadata
+    if "general.alignment" in meta:
+        align = meta["general.alignment"]
+        if not _is_int(align) or not 0 < align <= MAX_ALIGNMENT or align & (align - 1):  # type: ignore[operator]
+            raise fail("general.alignment", f"a power of two up to {MAX_ALIGNMENT}")
+    if "tokenizer.ggml.tokens" in meta and not isinstance(
+        meta["tokenizer.ggml.tokens"], list | ArrayLength
+    ):
+        raise fail("tokenizer.ggml.tokens", "an array")
+    arch = meta.get("general.architecture")
+    if "general.architecture" in meta and not (isinstance(arch, str) and 0 < len(arch) <= 64):
+        raise fail("general.architecture", "a short string")
+    if not isinstance(arch, str):
+        return
+    for suffix, limit in _ARCH_COUNTS.items():
+        key = f"{arch}.{suffix}"
+        if key in meta and not (_is_int(meta[key]) and 0 < meta[key] <= limit):  # type: ignore[operator]
+            raise fail(key, f"an integer from 1 to {limit}")
+    for suffix in _ARCH_HEADS:
+        key = f"{arch}.{suffix}"
+        minimum = 0 if suffix.endswith("_kv") else 1
+        if key in meta and not _heads_ok(meta[key], minimum):
+            raise fail(
+                key, f"an integer from {minimum} to {_MAX_HEADS} or a per-layer list of them"
+            )

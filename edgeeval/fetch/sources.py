@@ -23,6 +23,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Variant
 from edgeeval.errors import ChecksumMismatchError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space, sha256_file
+from edgeeval.text import safe_text
 
 Progress = Callable[[str], None]
 _CHUNK = 1 << 20
@@ -99,7 +100,7 @@ def cached_file(variant: Variant) -> LocalFile | None:
 def is_cached(variant: Variant) -> bool:
     """True when the variant's file is available locally (a cached download or a local path)."""
     if variant.source.kind == "local":
-        return Path(variant.source.path or "").expanduser().exists()
+        return Path(variant.source.path or "").expanduser().is_file()
     return cached_file(variant) is not None
 
 
@@ -107,16 +108,7 @@ def fetch(variant: Variant, *, progress: Progress = _quiet) -> LocalFile:
     """Return the verified local file of `variant`, downloading it if needed."""
     kind = variant.source.kind
     if kind == "local":
-        path = Path(variant.source.path or "").expanduser()
-        if not path.exists():
-            raise FetchError(
-                f"{variant.name}: local file {path} does not exist; fix source.local."
-                "path in models.yaml"
-            )
-        actual = verify_file(
-            path, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
-        )
-        return LocalFile(path, actual, path.stat().st_size)
+        return _local_file(variant)
     target = cached_path(variant)
     cached = cached_file(variant)
     if cached is not None:
@@ -140,6 +132,25 @@ def fetch(variant: Variant, *, progress: Progress = _quiet) -> LocalFile:
 
         hub.fetch_hub_variant(variant, target, progress=progress)
     return _place_verified(variant, target, progress)
+
+
+def _local_file(variant: Variant) -> LocalFile:
+    """A `local:` source's file, verified; only a regular file (or a link to one) is taken."""
+    path = Path(variant.source.path or "").expanduser()
+    if not path.exists():
+        raise FetchError(
+            f"{variant.name}: local file {safe_text(path)} does not exist; fix "
+            "source.local.path in models.yaml"
+        )
+    if not path.is_file():  # a directory, /dev/zero or a FIFO would hang or fail the hash
+        raise FetchError(
+            f"{variant.name}: {safe_text(path)} is not a regular file (a directory, device or "
+            "pipe); point source.local.path in models.yaml at a .gguf file"
+        )
+    actual = verify_file(
+        path, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
+    )
+    return LocalFile(path, actual, path.stat().st_size)
 
 
 def _place_verified(variant: Variant, target: Path, progress: Progress) -> LocalFile:

@@ -27,6 +27,7 @@ from edgeeval.metrics import mean_stddev
 from edgeeval.report.summarize import noise, summarize_record
 from edgeeval.settings import GB
 from edgeeval.store import runs as store
+from edgeeval.text import safe_text
 
 #: Relative change in peak memory treated as real (there is one measurement per run).
 MEMORY_TOLERANCE = 0.03
@@ -216,7 +217,8 @@ def format_comparison(c: Comparison) -> str:
         for d in v.metrics:
             ratio = "-" if d.ratio is None else f"{d.ratio:.3f}"
             lines.append(
-                f"| {v.name}{status} | {d.metric} | {_value(d.a, d.spread_a)} "
+                f"| {safe_text(v.name, 120, markdown=True)}{status} | {d.metric} "
+                f"| {_value(d.a, d.spread_a)} "
                 f"| {_value(d.b, d.spread_b)} | {ratio} | {_verdict(d)} |"
             )
     lines += [f"only in A: {name}" for name in c.only_a]

@@ -17,6 +17,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval.report.plots import Plot
 from edgeeval.report.summarize import HostGroup, RankRow, rank_label, verdict
+from edgeeval.text import safe_text
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;
@@ -105,7 +106,7 @@ def _td(cell: Cell, *, kind: str = "") -> str:
     text, sort = cell
     cls = f' class="{" ".join(filter(None, ["t", kind]))}"' if sort is None else ""
     data = "" if sort is None else f' data-sort="{escape(str(sort))}"'
-    return f"<td{cls}{data}>{escape(text)}</td>"
+    return f"<td{cls}{data}>{escape(safe_text(text, 500))}</td>"
 
 
 def _row_class(row: RankRow) -> str:
@@ -209,7 +210,9 @@ def _failed(rows: Sequence[RankRow]) -> str:
     if not failed:
         return ""
     items = "".join(
-        f"<li><b>{escape(r.name)}</b> ({escape(r.status)}): {escape(r.error)}</li>" for r in failed
+        f"<li><b>{escape(safe_text(r.name))}</b> ({escape(r.status)}): "
+        f"{escape(safe_text(r.error, 2000))}</li>"
+        for r in failed
     )
     return f'<h2>Failed or skipped</h2><ul id="failed">{items}</ul>'
 

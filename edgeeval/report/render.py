@@ -35,6 +35,7 @@ from edgeeval.report.summarize import (
 from edgeeval.store import runs as store
 from edgeeval.store.exchange import read_sqlite
 from edgeeval.store.fidelity import load_fidelity
+from edgeeval.text import safe_text
 
 TIMED = (
     "Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
@@ -93,6 +94,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _md(value: Any, max_len: int = 120) -> str:
+    """A string from a file or a record, safe inside a Markdown table cell or list item."""
+    return safe_text(value, max_len, markdown=True)
 
 
 def _pm(mean: float | None, sd: float | None, digits: int = 1) -> str:
@@ -159,23 +165,23 @@ def ranking_table(rows: Sequence[RankRow]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {rank_label(r)} | {r.name} | {r.quant} | {_fmt(r.file_gb, 3)} "
+            f"| {rank_label(r)} | {_md(r.name)} | {_md(r.quant)} | {_fmt(r.file_gb, 3)} "
             f"| {_fmt(r.peak_rss_gb, 3)} | {_fmt(r.load_s)} | {_pm(r.pp_ts, r.pp_stddev_ts)} "
             f"| {_pm(r.tg_ts, r.tg_stddev_ts)} | {_pm(r.capability, r.capability_se)} "
-            f"| {_fmt(r.capability_per_gb, 1)} | {verdict(r)} |"
+            f"| {_fmt(r.capability_per_gb, 1)} | {_md(verdict(r), 300)} |"
         )
     return "\n".join(lines)
 
 
 def _task_table(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
-    head = "| variant | " + " | ".join(tasks) + " |"
+    head = "| variant | " + " | ".join(_md(t) for t in tasks) + " |"
     lines = [head, "|---|" + "---:|" * len(tasks)]
     for r in rows:
         cells = [
             _pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0)) if t in r.task_acc else "-"
             for t in tasks
         ]
-        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_md(r.name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -193,9 +199,9 @@ def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
         h = g.host
         parts += [
             "",
-            f"### {h.hostname} ({h.host_id}): {h.cpu_model}, {h.cores_physical} "
-            f"cores, {h.ram_bytes / 1e9:.1f} GB RAM, {h.backend}; runs "
-            f"{', '.join(g.run_ids)}",
+            f"### {_md(h.hostname)} ({_md(h.host_id)}): {_md(h.cpu_model)}, "
+            f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, {_md(h.backend)}; "
+            f"runs {_md(', '.join(g.run_ids), 400)}",
             "",
             ranking_table(g.rows),
         ]
@@ -210,7 +216,7 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         "",
         "## Host and settings",
         "",
-        f"- host: {host.hostname} ({host.host_id}), {host.cpu_model}, "
+        f"- host: {_md(host.hostname)} ({_md(host.host_id)}), {_md(host.cpu_model)}, "
         f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
         f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
         f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
@@ -252,7 +258,7 @@ def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
             else "-"
         )
         lines.append(
-            f"| {r.variant.name} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
+            f"| {_md(r.variant.name)} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
             f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
             f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
             f"| {eff} |"
@@ -299,9 +305,10 @@ def to_markdown(
     unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
     if failed or unscored:
         parts += ["", "## Failed or skipped", ""]
-        parts += [f"- **{r.name}** ({r.status}): {r.error}" for r in failed]
+        parts += [f"- **{_md(r.name)}** ({_md(r.status)}): {_md(r.error, 2000)}" for r in failed]
         parts += [
-            f"- **{name}**, task {t.task} ({t.status}, not counted): {t.reason}"
+            f"- **{_md(name)}**, task {_md(t.task)} ({_md(t.status)}, not counted): "
+            f"{_md(t.reason, 2000)}"
             for name, t in unscored
         ]
     parts += _hosts_markdown(host_groups) + _host_markdown(records)
@@ -355,10 +362,11 @@ def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
     for v in table:
         kld = "-" if v["kld_mean"] is None else f"{v['kld_mean']:.5f} ± {v['kld_se'] or 0:.5f}"
         lines.append(
-            f"| {v['variant']} | {v['quant']} | {_fmt(v['file_gb'], 3)} "
+            f"| {_md(v['variant'])} | {_md(v['quant'])} | {_fmt(v['file_gb'], 3)} "
             f"| {_fmt(v['bits_per_weight'])} | {_pm(v['tg_ts'], v['tg_stddev_ts'])} "
             f"| {_pm(v['capability'], v['capability_se'])} | {kld} "
-            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} | {v['reference']} |"
+            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} "
+            f"| {_md(v['reference'])} |"
         )
     return "\n".join(lines)
 

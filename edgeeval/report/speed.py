@@ -17,6 +17,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.metrics import mean_stddev, tg_ceiling
+from edgeeval.text import safe_text
 
 FIELDS = [
     "model_filename",
@@ -107,6 +108,11 @@ def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
     return row
 
 
+def _md(value: Any) -> str:
+    """A string from a record, safe inside a Markdown table cell."""
+    return safe_text(value, 120, markdown=True)
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | quant | backend | threads | n_batch | ngl | fa | test | t/s "
@@ -117,7 +123,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         roof = f"{r['roofline_ts']:.1f}" if r["roofline_ts"] else "-"
         eff = f"{100 * r['roofline_efficiency']:.0f} %" if r["roofline_efficiency"] else "-"
         lines.append(
-            f"| {r['model_filename']} | {r['model_type']} | {r['backends']} "
+            f"| {_md(r['model_filename'])} | {_md(r['model_type'])} | {_md(r['backends'])} "
             f"| {r['n_threads']} | {r['n_batch']} | {r['n_gpu_layers']} "
             f"| {int(r['flash_attn'])} | {r['test']} "
             f"| {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {roof} | {eff} |"

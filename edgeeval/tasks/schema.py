@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgeeval.errors import ConfigError, suggest
 from edgeeval.tasks.generators import GENERATORS
+from edgeeval.yamlio import load_yaml
 
 KINDS = ("multiple_choice", "generate", "code")
 EXTRACTORS = ("number", "letter", "exact")
@@ -49,12 +48,7 @@ _OPTIONAL = {
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML file that must hold a mapping; errors name the file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("file not found", path=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", path=path) from None
+    data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of keys to values", path=path)
     return data
@@ -76,7 +70,7 @@ def _check_keys(data: dict[str, Any], path: Path) -> None:
         kind = known[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(
-                f"must be {kind.__name__}, got {type(value).__name__}", path=path, key=key
+                f"must be {kind.__name__}, got {type(value).__name__}", path=path, key=str(key)
             )
     for key in _REQUIRED:
         if key not in data:
