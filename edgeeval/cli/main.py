@@ -102,8 +102,10 @@ def _run_settings(args: argparse.Namespace):
         values["use_mlock"] = True
     if args.no_ttft:
         values["ttft"] = False
-    if args.allow_code_exec:
+    if args.allow_code_exec or args.unsafe_code_exec:
         values["allow_code_exec"] = True
+    if args.unsafe_code_exec:
+        values["unsafe_code_exec"] = True
     settings_ = RunSettings(**values)
     return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
 
@@ -196,7 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-code-exec",
         action="store_true",
         help="run model-generated code for code tasks (HumanEval), each program in "
-        "a sandboxed child process; without it those tasks are skipped",
+        "an OS sandbox (bubblewrap on Linux, sandbox-exec on macOS); without it those tasks "
+        "are skipped",
+    )
+    p.add_argument(
+        "--unsafe-code-exec",
+        action="store_true",
+        help="like --allow-code-exec but without an OS sandbox (only rlimits and an audit "
+        "hook, not a security boundary); the task score records it",
     )
     p.set_defaults(func=cmd_bench)
     sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
