@@ -5,15 +5,16 @@ wraps a command line in it. Knows nothing about what runs inside.
 
 - Linux: bubblewrap (`bwrap`, Debian package `bubblewrap`). New user, pid, network, IPC, UTS
   and (where the kernel allows) cgroup namespaces; no capabilities; uid/gid 65534 inside; a
-  fresh root holding only read-only binds of /usr (and the /bin, /lib... entries beside it,
-  as the links or directories they are on the host), /etc/ld.so.cache and the interpreter's
-  prefix; one writable directory (the program's own temporary directory, also its working
-  directory and HOME); a /proc of its own pid namespace and a minimal /dev; a cleared
-  environment (PATH, LC_ALL, HOME, TMPDIR only); `--new-session` (no terminal to inject
-  into); `--die-with-parent` (everything in it is SIGKILLed when the process that started
-  bwrap dies). When the program exits, its pid namespace ends and every process it left
-  behind (setsid daemons included) is killed by the kernel. Verified here as root in a Debian
-  12 container with bubblewrap 0.8.0: the full namespace set works (`--unshare-all` would too).
+  fresh read-only root holding only read-only binds of /usr (and the /bin, /lib... entries
+  beside it, as the links or directories they are on the host), /etc/ld.so.cache and the
+  interpreter's prefix; one writable directory (the program's own temporary directory, also
+  its working directory and HOME; /dev is a private tmpfs discarded at exit); a /proc of its
+  own pid namespace; a cleared environment (PATH, LC_ALL, HOME, TMPDIR only);
+  `--new-session` (no terminal to inject into); `--die-with-parent` (everything in it is
+  SIGKILLed when the process that started bwrap dies). When the program exits, its pid
+  namespace ends and the kernel kills every process it left behind (setsid daemons too).
+  Verified as root in a Debian 12 container with bubblewrap 0.8.0: the full namespace set
+  works there (the explicit flags are the set `--unshare-all` would ask for).
 - macOS: `sandbox-exec` with a generated profile: no network, no writes outside the
   program's temporary directory (and /dev/null), no reading the user's home except the
   interpreter's prefix, no fork, no exec except the interpreter. Only unit-tested (the
@@ -122,7 +123,8 @@ def bwrap_command(
             cmd += ["--ro-bind", path, path]
             bound.append(path)
     cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--bind", workdir, workdir, "--chdir", workdir]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--bind", workdir, workdir, "--remount-ro", "/"]
+    cmd += ["--chdir", workdir]
     return cmd + list(argv)
 
 

@@ -118,10 +118,15 @@ class _Child:
 
 
 def run_check(
-    check: CodeCheck, *, sandbox: Sandbox, limits: ExecLimits = ExecLimits()
+    check: CodeCheck,
+    *,
+    sandbox: Sandbox,
+    limits: ExecLimits = ExecLimits(),
+    inner_guard: bool = True,
 ) -> ExecResult:
     """Run `check` as described in the module docstring; never raises for anything the
-    program does. Returns the outcome."""
+    program does. Returns the outcome. `inner_guard=False` leaves out the audit hook (the
+    rlimits stay): only for tests of the OS sandbox on its own."""
     start = time.monotonic()
     nonce = secrets.token_hex(16)
     with ExitStack() as stack:
@@ -131,7 +136,9 @@ def run_check(
         try:
             for child in children:
                 child.stderr = stack.enter_context(tempfile.TemporaryFile())
-            report_r, timed_out = _run_pair(check, children, tmp, sandbox, limits, nonce)
+            report_r, timed_out = _run_pair(
+                check, children, tmp, sandbox, limits, nonce, inner_guard
+            )
         except OSError as exc:
             _kill(children)
             return ExecResult(HARNESS_ERROR, f"could not start the sandbox: {exc}", _since(start))
@@ -152,13 +159,14 @@ def _run_pair(
     sandbox: Sandbox,
     limits: ExecLimits,
     nonce: str,
+    guard: bool,
 ) -> tuple[int, bool]:
     """Start the candidate and the checker connected by pipes, wait for the checker (or the
     wall clock), kill both. Returns (the read end of the report pipe, timed out)."""
     request_r, request_w = os.pipe()
     reply_r, reply_w = os.pipe()
     report_r, report_w = os.pipe()
-    common = {"limits": _rlimits(limits), "entry_point": check.entry_point}
+    common = {"limits": _rlimits(limits), "entry_point": check.entry_point, "guard": guard}
     headers = [
         {"role": "candidate", "request_fd": request_r, "reply_fd": reply_w, "tmp": tmp[0],
          "source": check.prompt + check.completion},

@@ -33,8 +33,10 @@ def encode(value: object) -> object:
     """A JSON-able tree for None, bool, int, float, complex, str, bytes and lists, tuples,
     dicts, sets and frozensets of them; raises TypeError for anything else. Containers are
     lists whose first item names the type, so scalars never look like containers."""
-    if value is None or isinstance(value, (bool, str, float)):
-        return value if type(value) in (bool, str, float) else _base(value)
+    if value is None or type(value) in (bool, str, float):
+        return value
+    if isinstance(value, (str, float)):
+        return _base(value)
     if isinstance(value, int):
         number = int(value)
         return number if number.bit_length() < 4000 else ["I", hex(number)]
@@ -50,12 +52,9 @@ def encode(value: object) -> object:
     raise TypeError(f"a {type(value).__name__} is not plain data (it cannot be checked)")
 
 
-def _base(value: object) -> object:
-    """A subclass of bool, str or float as its base type's value."""
-    for kind in (bool, str, float):
-        if isinstance(value, kind):
-            return kind(value) if kind is not str else str.__str__(value)  # type: ignore
-    raise TypeError(type(value).__name__)
+def _base(value: str | float) -> str | float:
+    """A subclass of str or float as a plain str or float."""
+    return str.__str__(value) if isinstance(value, str) else float.__float__(value)
 
 
 def decode(tree: object) -> object:
@@ -118,12 +117,15 @@ def describe(exc: BaseException) -> list[str]:
 # ---- the inner guard ----
 
 
-def install_guard(tmp: str, limits: list) -> None:
-    """Set the rlimits and add the audit hook (which cannot be removed). The hook keeps its
-    data in constants and default arguments, not in globals or closure cells, and refuses
-    the events that would reach or rewrite it (frames, gc, function __code__/__defaults__)."""
+def install_guard(tmp: str, limits: list, hook: bool = True) -> None:
+    """Set the rlimits and (unless `hook` is False: tests of the OS sandbox alone) add the
+    audit hook, which cannot be removed. The hook keeps its data in constants and default
+    arguments, not in globals or closure cells, and refuses the events that would reach or
+    rewrite it (gc, tracing, function __code__/__defaults__)."""
     for name, soft, hard in limits:
         resource.setrlimit(getattr(resource, name), (soft, hard))
+    if not hook:
+        return
     readable = [tmp, f"/proc/{os.getpid()}", "/dev/null", "/dev/urandom", "/dev/zero"]
     readable += [os.path.realpath(p) for p in sys.path if p]
     sys.addaudithook(_make_hook(os.path.realpath(tmp), tuple(readable)))
@@ -218,7 +220,7 @@ def _fresh_main() -> dict:
 def candidate(cfg: dict) -> None:
     """Run the model's module, then answer calls of its entry point until the pipe ends."""
     line = Line(cfg["request_fd"], cfg["reply_fd"])
-    install_guard(cfg["tmp"], cfg["limits"])
+    install_guard(cfg["tmp"], cfg["limits"], cfg["guard"])
     line.send({"started": True})
     namespace = _fresh_main()
     del cfg["limits"]
@@ -249,7 +251,7 @@ def checker(cfg: dict) -> None:
         os.write(report_fd, f"{nonce} {word} {' '.join(detail.split())[:500]}\n".encode())
 
     line = Line(cfg["reply_fd"], cfg["request_fd"])
-    install_guard(cfg["tmp"], cfg["limits"])
+    install_guard(cfg["tmp"], cfg["limits"], cfg["guard"])
     report("started")
     if line.receive() is None:
         report("no_candidate", "the candidate's sandbox did not start")
