@@ -24,6 +24,8 @@ LEAVES = {
     "chat_sandbox",
     "extract",
     "codeexec",
+    "exec_boot",
+    "sandbox",
     "kld",
     "console",
 }
