@@ -184,3 +184,25 @@ class ChatTemplateError(EdgeevalError, ValueError):
         super().__init__(f"chat template {reason}: {message}")
         self.reason = reason
         self.detail = message
+
+
+class SandboxUnavailableError(EdgeevalError):
+    """`--allow-code-exec` was asked for but no operating-system sandbox works on this machine.
+
+    `platform` is sys.platform, `reason` why none works, `install` the command that fixes it
+    (empty where edgeeval knows no sandbox for the platform).
+    """
+
+    exit_code = 2
+
+    def __init__(self, *, platform: str, reason: str, install: str) -> None:
+        fix = f"install it (`{install}`, or `make sysdeps`), or " if install else ""
+        super().__init__(
+            f"--allow-code-exec runs model-written code only inside an operating-system "
+            f"sandbox, and none works on this machine ({platform}): {reason}. To fix: {fix}"
+            "pass --unsafe-code-exec instead to run it with only the in-process guard "
+            "(rlimits and an audit hook; not a security boundary)"
+        )
+        self.platform = platform
+        self.reason = reason
+        self.install = install

@@ -14,6 +14,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
+from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.fetch.quantize import ensure_file
@@ -62,6 +63,8 @@ def bench(
     whose finished record has the same file hash, settings and host are not measured again.
     Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
     reports = settings.reports_dir()
+    if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
+        choose_sandbox(unsafe=run_settings.unsafe_code_exec)
     if run_settings.suite:  # datasets are fetched (and suite errors raised) before any model
         prefetch(load_suite(run_settings.suite))
     host = hostinfo.collect(library_info())

@@ -75,13 +75,15 @@ class RunSettings:
     seed: int = 0
     timeout_s: float = 900.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
+    unsafe_code_exec: bool = False  # ... without an OS sandbox (the in-process guard only)
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
-        if not data["allow_code_exec"]:  # absent from older runs: their keys stay valid
-            data.pop("allow_code_exec")
+        for flag in ("allow_code_exec", "unsafe_code_exec"):
+            if not data[flag]:  # absent from older runs: their keys stay valid
+                data.pop(flag)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -139,10 +141,11 @@ class TaskScore:
     status: str = STATUS_OK  # or STATUS_SKIPPED (code execution off) / STATUS_ERROR
     reason: str = ""  # why skipped or failed; notes such as a refused template
     metric: str = "acc"  # "acc", or "pass@1" for code tasks
-    n_timeout: int = 0  # code samples over the time limit: not in n, not failures
+    n_timeout: int = 0  # code samples over the time limit: in n, as failures
     n_harness_error: int = 0  # samples the harness could not generate or run: not in n
     mean_thinking_chars: float = 0.0  # <think> text removed before extraction, per sample
     prompt_format: str = ""  # "chat" (the model's template) or "completion" (few-shot)
+    code_exec_sandbox: str = ""  # code tasks: "bwrap", "sandbox-exec" or "none (unsafe)"
 
 
 @dataclass(frozen=True)

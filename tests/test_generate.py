@@ -11,6 +11,7 @@ from edgeeval import records as rec
 from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.engine.sandbox import UNSAFE, Sandbox
 from edgeeval.run.worker import score_by_kind
 from edgeeval.score.codeexec import ExecLimits
 from edgeeval.score.generate import (
@@ -155,7 +156,7 @@ def humaneval_items(n: int) -> list:
 def test_code_is_never_run_without_permission():
     items, _ = humaneval_items(1)
     backend = FakeBackend(replies=["    import os\n    os.remove('/x')\n"])
-    score, samples = score_code_task(backend, FakeTask(kind="code"), items, allow_exec=False)
+    score, samples = score_code_task(backend, FakeTask(kind="code"), items, sandbox=None)
     assert (score.status, score.reason, score.metric, samples) == (
         "skipped",
         CODE_EXEC_OFF,
@@ -165,7 +166,7 @@ def test_code_is_never_run_without_permission():
     assert not [c for c in backend.calls if c[0] == "generate"]
 
 
-def test_pass_at_1_counts_passed_and_failed_and_reports_timeouts_beside_it():
+def test_pass_at_1_counts_a_timeout_as_a_failure_and_names_the_sandbox():
     items, problems = humaneval_items(3)
     replies = [
         problems[0]["canonical_solution"] + "\ndef helper():\n    pass\n",  # cut at \ndef
@@ -174,11 +175,21 @@ def test_pass_at_1_counts_passed_and_failed_and_reports_timeouts_beside_it():
     ]
     backend = FakeBackend(replies=replies)
     score, samples = score_code_task(
-        backend, FakeTask(kind="code"), items, allow_exec=True, limits=ExecLimits(wall_s=1.5)
+        backend,
+        FakeTask(kind="code"),
+        items,
+        sandbox=Sandbox(UNSAFE),
+        limits=ExecLimits(wall_s=1.5),
     )
     assert [s.status for s in samples] == ["passed", "failed", "timeout"]
     assert "helper" not in samples[0].output
-    assert (score.n, score.acc, score.n_timeout, score.metric) == (2, 0.5, 1, "pass@1")
+    assert (score.n, score.acc, score.n_timeout, score.metric) == (
+        3,
+        pytest.approx(1 / 3),
+        1,
+        "pass@1",
+    )
+    assert (score.n_harness_error, score.code_exec_sandbox) == (0, "none (unsafe)")
     generate_calls = [c for c in backend.calls if c[0] == "generate"]
     assert "\ndef " in generate_calls[0][3] and "\n#" in generate_calls[0][3]
 
@@ -206,7 +217,7 @@ def test_the_worker_dispatches_on_the_task_kind():
 
 def test_allow_code_exec_is_a_setting_that_keeps_old_keys_when_off():
     data = dataclasses.asdict(rec.RunSettings())
-    for key in ("timeout_s", "allow_code_exec"):
+    for key in ("timeout_s", "allow_code_exec", "unsafe_code_exec"):
         data.pop(key)
     key_before_the_field = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     assert rec.RunSettings().key() == key_before_the_field[:16]
@@ -214,6 +225,30 @@ def test_allow_code_exec_is_a_setting_that_keeps_old_keys_when_off():
     parse = build_parser().parse_args
     assert run_settings_from_args(parse(["bench", "--allow-code-exec"])).allow_code_exec is True
     assert run_settings_from_args(parse(["bench"])).allow_code_exec is False
+    unsafe = run_settings_from_args(parse(["bench", "--unsafe-code-exec"]))
+    assert (unsafe.allow_code_exec, unsafe.unsafe_code_exec) == (True, True)
+    assert unsafe.key() != rec.RunSettings(allow_code_exec=True).key()
+
+
+def test_code_tasks_run_in_the_chosen_sandbox_and_the_run_refuses_without_one(monkeypatch):
+    from edgeeval import pipeline
+    from edgeeval.errors import SandboxUnavailableError
+
+    items, problems = humaneval_items(1)
+    backend = FakeBackend(replies=[problems[0]["canonical_solution"]])
+    task = FakeTask(kind="code", given=tuple(items))
+    settings = rec.RunSettings(allow_code_exec=True, unsafe_code_exec=True)
+    score, _, generated = score_by_kind(backend, task, settings)
+    assert (score.acc, score.code_exec_sandbox, generated[0].status) == (1.0, UNSAFE, "passed")
+
+    def no_sandbox(*, unsafe: bool) -> Sandbox:
+        if unsafe:
+            return Sandbox(UNSAFE)
+        raise SandboxUnavailableError(platform="linux", reason="none", install="x")
+
+    monkeypatch.setattr(pipeline, "choose_sandbox", no_sandbox)
+    with pytest.raises(SandboxUnavailableError):  # before any model or dataset is touched
+        pipeline.bench([], rec.RunSettings(allow_code_exec=True, suite=""))
 
 
 @pytest.mark.real

@@ -60,7 +60,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--allow-code-exec",
         action="store_true",
         help="run model-generated code for code tasks (HumanEval), each program in "
-        "a sandboxed child process; without it those tasks are skipped",
+        "an OS sandbox (bubblewrap on Linux, sandbox-exec on macOS); without it those tasks "
+        "are skipped",
+    )
+    p.add_argument(
+        "--unsafe-code-exec",
+        action="store_true",
+        help="like --allow-code-exec but without an OS sandbox (only rlimits and an audit "
+        "hook, not a security boundary); the task score records it",
     )
     p.set_defaults(func=cmd_bench)
 
@@ -139,8 +146,10 @@ def run_settings_from_args(args: argparse.Namespace):
         values["use_mlock"] = True
     if args.no_ttft:
         values["ttft"] = False
-    if args.allow_code_exec:
+    if args.allow_code_exec or args.unsafe_code_exec:
         values["allow_code_exec"] = True
+    if args.unsafe_code_exec:
+        values["unsafe_code_exec"] = True
     settings_ = RunSettings(**values)
     return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
 

@@ -17,6 +17,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
 from edgeeval.engine.process import emit
+from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.metrics import score_samples
 from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
@@ -84,9 +85,8 @@ def score_by_kind(
         score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
         return score, [], generated
     if kind == "code":
-        score, generated = score_code_task(
-            backend, task, items, allow_exec=settings.allow_code_exec
-        )
+        sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
+        score, generated = score_code_task(backend, task, items, sandbox=sandbox)
         return score, [], generated
     if kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {kind!r}")

