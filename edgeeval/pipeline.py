@@ -61,6 +61,8 @@ def bench(
     """Measure `variants` and write the report. With an existing `run_id`, resume it: variants
     whose finished record has the same file hash, settings and host are not measured again.
     Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
+    if run_id is not None:  # before anything is fetched or written
+        store.check_run_id(run_id)
     reports = settings.reports_dir()
     if run_settings.suite:  # datasets are fetched (and suite errors raised) before any model
         prefetch(load_suite(run_settings.suite))
