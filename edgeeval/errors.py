@@ -206,3 +206,49 @@ class SandboxUnavailableError(EdgeevalError):
         self.platform = platform
         self.reason = reason
         self.install = install
+
+
+class InvalidRunIdError(EdgeevalError, ValueError):
+    """A run id that cannot name a directory under the reports directory (`run_id`)."""
+
+    exit_code = 2
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"invalid run id {run_id!r}: a run id is 1 to 100 letters, digits, '.', '_' or '-' "
+            "and does not start with '.'; run `edgeeval runs` to list stored runs"
+        )
+        self.run_id = run_id
+
+
+class DamagedRunError(EdgeevalError):
+    """A run's file (`path`, e.g. run.json) exists but cannot be read; `reason` says why."""
+
+    def __init__(self, path: str | Path, run_id: str, reason: str) -> None:
+        super().__init__(
+            f"{path}: cannot read run '{run_id}' ({reason}); run `edgeeval repair {run_id}` "
+            "to rebuild it from the run's records.jsonl"
+        )
+        self.path = str(path)
+        self.run_id = run_id
+        self.reason = reason
+
+
+class StorageError(EdgeevalError, OSError):
+    """Writing under the reports directory failed: disk full, read-only, no permission.
+
+    `path` is the file being written, `reason` the system's words ("no space left on device").
+    """
+
+    def __init__(self, path: str | Path, reason: str, *, errno_code: int | None = None) -> None:
+        super().__init__(
+            f"cannot write {path}: {reason}; free space or make it writable, or set "
+            "EDGEEVAL_REPORTS=<dir> to store reports elsewhere (measurements already saved "
+            "are kept)"
+        )
+        self.path = str(path)
+        self.reason = reason
+        self.errno_code = errno_code
+
+    def __str__(self) -> str:  # OSError would otherwise format errno/filename
+        return str(self.args[0])

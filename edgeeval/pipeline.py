@@ -62,6 +62,8 @@ def bench(
     """Measure `variants` and write the report. With an existing `run_id`, resume it: variants
     whose finished record has the same file hash, settings and host are not measured again.
     Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
+    if run_id is not None:  # before anything is fetched or written
+        store.check_run_id(run_id)
     reports = settings.reports_dir()
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)

@@ -1,4 +1,5 @@
-"""`edgeeval report | runs | compare | import`: stored results, rendered and merged (no model)."""
+"""`edgeeval report | runs | compare | import | repair`: stored results, rendered, merged and
+rebuilt (no model)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="a run's records.jsonl, a run directory, or an edgeeval.sqlite file",
     )
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser(
+        "repair",
+        help="rebuild a run's (or every run's) SQLite rows and damaged run.json from its "
+        "JSONL files, counting unreadable lines",
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("run", nargs="?", metavar="RUN", help="run id, run directory or 'latest'")
+    target.add_argument("--all", action="store_true", help="repair every stored run")
+    p.set_defaults(func=cmd_repair)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -83,8 +93,36 @@ def cmd_import(args: argparse.Namespace) -> int:
     from edgeeval.store.exchange import import_files
 
     result = import_files([Path(p) for p in args.files])
-    print(f"imported {len(result.added)} new record(s); {result.duplicates} already present")
+    line = f"imported {len(result.added)} new record(s); {result.duplicates} already present"
+    if result.rejected:
+        line += f"; rejected {result.rejected}: first reason: {result.reasons[0]}"
+    if result.skipped:
+        line += f"; {result.skipped} unreadable line(s) skipped"
+    print(line)
     for run_id in result.runs:
         hosts = sorted({r.host.hostname for r in result.added if r.run_id == run_id})
         print(f"  {run_id} ({', '.join(hosts)}): `edgeeval report {run_id}`")
+    # every record refused and nothing new: the import did not do what was asked
+    return 1 if result.rejected and not result.added and not result.duplicates else 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """`edgeeval repair RUN | --all`: print, per run, what was restored and skipped."""
+    from edgeeval.store.repair import repair
+    from edgeeval.store.runs import resolve_run
+
+    outcome = repair(None if args.all else [resolve_run(args.run)])
+    if outcome.database:
+        print(outcome.database)
+    for run in outcome.runs:
+        skipped = sum(run.skipped.values())
+        where = ", ".join(f"{n} in {name}" for name, n in run.skipped.items())
+        print(
+            f"{run.run_id}: {run.records} record(s) and {run.fidelity} fidelity result(s) "
+            f"restored; {skipped} unreadable line(s) skipped" + (f" ({where})" if where else "")
+        )
+        if run.manifest:
+            print(f"  {run.manifest}")
+    if not outcome.runs:
+        print("no stored runs to repair")
     return 0

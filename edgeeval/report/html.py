@@ -269,6 +269,7 @@ def render_html(
     body = [
         f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
         "column header to sort.</p>",
+        "".join(f"<p><strong>Warning:</strong> {escape(w)}</p>" for w in meta.get("warnings", ())),
         "<h2>Ranking by capability per GB</h2>",
         ranking_html("ranking", rows),
         "<h2>Plots</h2>",

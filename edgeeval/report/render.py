@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
+from edgeeval.errors import DamagedRunError
 from edgeeval.metrics import bits_per_weight
 from edgeeval.report.fidelity import fidelity_markdown
 from edgeeval.report.speed import write_speed_tables
@@ -32,8 +33,8 @@ from edgeeval.report.summarize import (
     thread_scaling,
     verdict,
 )
+from edgeeval.store import database
 from edgeeval.store import runs as store
-from edgeeval.store.exchange import read_sqlite
 from edgeeval.store.fidelity import load_fidelity
 from edgeeval.text import safe_text
 
@@ -275,6 +276,8 @@ def to_markdown(
 ) -> str:
     budget = meta.get("budget_gb")
     parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", ""]
+    if meta.get("warnings"):
+        parts += [f"> **Warning:** {w}" for w in meta["warnings"]] + [""]
     if budget:
         parts += [
             f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
@@ -316,9 +319,9 @@ def to_markdown(
 
 
 def stored_records(root: Path) -> list[rec.ModelRecord]:
-    """Every record in the store under `root` ([] when there is none yet)."""
-    path = root / store.DB_NAME
-    return read_sqlite(path) if path.exists() else []
+    """Every record in the store under `root` ([] when there is none yet; a damaged store is
+    rebuilt from the runs' JSONL first)."""
+    return database.all_records(root)
 
 
 def variant_rows(
@@ -417,12 +420,14 @@ def write_report(
     }
     paths = {}
     for kind, text in texts.items():
-        paths[kind] = directory / f"report.{kind}"
-        paths[kind].write_text(text, encoding="utf-8")
+        paths[kind] = store.write_atomic(directory / f"report.{kind}", text)
     for plot in plots:
-        paths[f"png-{plot.key}"] = directory / f"plot-{plot.key}.png"
-        paths[f"png-{plot.key}"].write_bytes(plot.png)
+        paths[f"png-{plot.key}"] = store.write_atomic(directory / f"plot-{plot.key}.png", plot.png)
     return paths
+
+
+def _lines(n: int) -> str:
+    return f"{n} unreadable line{'' if n == 1 else 's'}"
 
 
 def render_run(
@@ -431,17 +436,36 @@ def render_run(
     """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
     given; loads no model. Returns (run id, rows, paths)."""
     run_id = store.resolve_run(run, root)
-    manifest = store.read_manifest(run_id, root)
+    damaged = None
+    try:
+        manifest = store.read_manifest(run_id, root)
+    except DamagedRunError as exc:  # the records still hold host and settings
+        damaged = exc
     records = store.load_records(run_id, root)
+    fidelity = load_fidelity(run_id, root)
+    warnings = [
+        f"{_lines(read.skipped)} skipped in {read.path.name if read.path else '?'} (first: "
+        f"{read.first_problem}); the rest of the file is reported"
+        for read in (records, fidelity)
+        if read.skipped
+    ]
+    if damaged:
+        manifest = store.manifest_from_records(run_id, list(records), damaged.reason)
+        warnings.insert(
+            0,
+            f"{store.MANIFEST} is damaged ({damaged.reason}); host and settings come from "
+            f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
+        )
     rows = rank_rows(records, budget_gb=budget_gb)
     meta = {
         "run_id": run_id,
         "host": manifest.get("host"),
         "settings": manifest.get("settings"),
         "budget_gb": budget_gb,
+        **({"warnings": warnings} if warnings else {}),
     }
     directory = store.run_dir(run_id, root)
-    paths = write_report(directory, rows, records, meta, fidelity=load_fidelity(run_id, root))
+    paths = write_report(directory, rows, records, meta, fidelity=fidelity)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
     return run_id, rows, paths

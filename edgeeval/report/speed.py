@@ -17,6 +17,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.metrics import mean_stddev, tg_ceiling
+from edgeeval.store.files import write_atomic
 from edgeeval.text import safe_text
 
 FIELDS = [
@@ -141,11 +142,12 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def write_speed_tables(directory: Path, records: list[rec.ModelRecord]) -> dict[str, Path]:
-    """speed.md, speed.csv, speed.json and speed.jsonl in `directory`."""
+    """Write speed.md, speed.csv, speed.json and speed.jsonl in `directory` (atomically);
+    return their paths by extension."""
     rows = speed_rows(records)
     paths = {ext: directory / f"speed.{ext}" for ext in ("md", "csv", "json", "jsonl")}
-    paths["md"].write_text(to_markdown(rows), encoding="utf-8")
-    paths["csv"].write_text(to_csv(rows), encoding="utf-8")
-    paths["json"].write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    paths["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_atomic(paths["md"], to_markdown(rows))
+    write_atomic(paths["csv"], to_csv(rows))
+    write_atomic(paths["json"], json.dumps(rows, indent=2))
+    write_atomic(paths["jsonl"], "".join(json.dumps(r) + "\n" for r in rows))
     return paths

@@ -1,43 +1,43 @@
-"""Where measurements live: JSON lines per run, plus one SQLite file that accumulates runs.
+"""Where measurements live: JSON lines per run, plus one SQLite file that indexes all runs.
 
 Layout under the reports directory:
     <run-id>/run.json        the run's manifest (settings, host, requested variants)
     <run-id>/records.jsonl   one ModelRecord per line, appended (and fsynced) as each finishes
     <run-id>/samples.jsonl   per-item results, so tasks can be re-scored without a model
-    edgeeval.sqlite          every record of every run (table `records`)
+    edgeeval.sqlite          every record of every run (table `records`), see store.database
 A record is appended the moment its model finishes, so a killed run loses nothing finished.
+The JSONL files are the truth: a torn or bad line is skipped and counted, never fatal; a
+damaged SQLite file or run.json is rebuilt from them (`edgeeval repair`). Run ids are checked
+before they name a path, and whole files (manifests, reports) are written atomically.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.errors import RunNotFoundError
+from edgeeval.errors import DamagedRunError, RunNotFoundError
+from edgeeval.store import database
+from edgeeval.store.files import (  # noqa: F401  (re-exported: the store's file primitives)
+    Lines,
+    append_line,
+    check_run_id,
+    is_run_id,
+    make_dir,
+    read_jsonl,
+    storage_errors,
+    write_atomic,
+)
 
-T = TypeVar("T")
-DB_NAME = "edgeeval.sqlite"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    run_id TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    record_key TEXT NOT NULL,
-    host_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    json TEXT NOT NULL,
-    PRIMARY KEY (run_id, variant, record_key)
-);
-CREATE INDEX IF NOT EXISTS records_key ON records (record_key);
-"""
+DB_NAME = database.DB_NAME
+MANIFEST = "run.json"
 
 
 def new_run_id() -> str:
@@ -45,34 +45,35 @@ def new_run_id() -> str:
 
 
 def run_dir(run_id: str, root: Path | None = None) -> Path:
-    return (root or settings.reports_dir()) / run_id
-
-
-def append_line(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """The run's directory under the reports dir; InvalidRunIdError unless `run_id` is a plain
+    name (see store.files.check_run_id), so no run id reaches outside it."""
+    return (root or settings.reports_dir()) / check_run_id(run_id)
 
 
 def write_manifest(run_id: str, manifest: dict[str, Any], root: Path | None = None) -> Path:
-    directory = run_dir(run_id, root)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "run.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    """Write the run's run.json atomically; return its path."""
+    directory = make_dir(run_dir(run_id, root))
+    return write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def read_manifest(run_id: str, root: Path | None = None) -> dict[str, Any]:
-    path = run_dir(run_id, root) / "run.json"
+    """The run's manifest. RunNotFoundError when it is missing; DamagedRunError (naming the
+    file and `edgeeval repair`) when it is torn, not UTF-8 or not a JSON object."""
+    path = run_dir(run_id, root) / MANIFEST
     if not path.exists():
         raise RunNotFoundError(
             f"no run '{run_id}' in {path.parent.parent} (missing {path.name}); "
             "run `edgeeval runs` to list stored runs"
         )
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DamagedRunError(path, run_id, f"not UTF-8 at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise DamagedRunError(path, run_id, f"not JSON: {exc.msg} at line {exc.lineno}") from exc
+    if not isinstance(data, dict):
+        raise DamagedRunError(path, run_id, f"a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def save_record(
@@ -83,71 +84,52 @@ def save_record(
 ) -> None:
     """Append one finished model's record to the run's JSONL and to the SQLite store, and its
     per-item results (log-likelihoods to samples.jsonl, generations to generations.jsonl)."""
-    directory = run_dir(record.run_id, root)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dir(run_dir(record.run_id, root))
     for name, items in (("samples.jsonl", samples), ("generations.jsonl", generations)):
         lines = [rec.to_json(s) for s in items]
         if lines:
             append_line(directory / name, "\n".join(lines))
     line = rec.to_json(record)
-    append_line(directory / "records.jsonl", line)
+    append_line(directory / database.RECORDS_FILE, line)
     insert_records([record], root=root)
 
 
 def insert_records(records: Iterable[rec.ModelRecord], root: Path | None = None) -> int:
-    """Insert records into the SQLite store, ignoring ones already there; return how many new."""
-    rows = [
-        (r.run_id, r.variant.name, r.key, r.host.host_id, r.status, r.started_at, rec.to_json(r))
-        for r in records
-    ]
-    with connect(root) as db:
-        before = db.total_changes
-        db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        return db.total_changes - before
+    """Insert records into the SQLite store, ignoring ones already there; return how many new
+    (a damaged store is rebuilt from the JSONL first, see store.database)."""
+    batch = list(records)
+    return database.transact(root, lambda db: database.insert_records(db, batch))
 
 
 def connect(root: Path | None = None) -> sqlite3.Connection:
-    directory = root or settings.reports_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(directory / DB_NAME, timeout=30)
-    db.executescript(_SCHEMA)
-    return db
+    """An open connection to the SQLite store, schema in place."""
+    return database.connect(root)
 
 
-def load_records(run_id: str, root: Path | None = None) -> list[rec.ModelRecord]:
-    """All records of a run, from its JSONL (the last record per variant wins)."""
-    path = run_dir(run_id, root) / "records.jsonl"
+def load_records(run_id: str, root: Path | None = None) -> Lines[rec.ModelRecord]:
+    """All records of a run, from its JSONL (the last record per variant wins); `.skipped`
+    counts unreadable lines of records.jsonl."""
+    path = run_dir(run_id, root) / database.RECORDS_FILE
     if not path.exists():
         raise RunNotFoundError(
             f"no results for run '{run_id}' ({path} is missing); "
             "run `edgeeval runs` to list stored runs"
         )
-    latest = {r.variant.name: r for r in read_jsonl(path, rec.ModelRecord)}
-    return list(latest.values())
+    lines = read_jsonl(path, rec.ModelRecord)
+    latest = {r.variant.name: r for r in lines}
+    return Lines(
+        latest.values(), path=path, skipped=lines.skipped, first_problem=lines.first_problem
+    )
 
 
-def load_samples(run_id: str, root: Path | None = None) -> list[rec.SampleResult]:
+def load_samples(run_id: str, root: Path | None = None) -> Lines[rec.SampleResult]:
     """Per-item log-likelihoods of a run's multiple-choice tasks."""
     return read_jsonl(run_dir(run_id, root) / "samples.jsonl", rec.SampleResult)
 
 
-def load_generations(run_id: str, root: Path | None = None) -> list[rec.GenSampleResult]:
+def load_generations(run_id: str, root: Path | None = None) -> Lines[rec.GenSampleResult]:
     """Per-item prompts, outputs and extracted answers of a run's generative and code tasks."""
     return read_jsonl(run_dir(run_id, root) / "generations.jsonl", rec.GenSampleResult)
-
-
-def read_jsonl(path: Path, cls: type[T]) -> list[T]:
-    """Records of type `cls`, one per line ([] when the file is missing). A line cut short by
-    a kill mid-write is skipped: every line before it was fsynced and is intact."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(rec.from_dict(cls, json.loads(line)))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            continue
-    return out
 
 
 def list_runs(root: Path | None = None) -> list[str]:
@@ -155,15 +137,32 @@ def list_runs(root: Path | None = None) -> list[str]:
     directory = root or settings.reports_dir()
     if not directory.exists():
         return []
-    return sorted(p.name for p in directory.iterdir() if (p / "run.json").exists())
+    return sorted(
+        p.name for p in directory.iterdir() if is_run_id(p.name) and (p / MANIFEST).exists()
+    )
 
 
 def resolve_run(run: str, root: Path | None = None) -> str:
-    """Accept a run id, `latest`, or a path to a run directory; return the run id."""
+    """Accept a run id, `latest`, or a path to a run directory; return the run id
+    (InvalidRunIdError when what names it is not a valid run id)."""
     if run == "latest":
         # a run that has just started has a manifest but nothing to report yet
-        runs = [r for r in list_runs(root) if (run_dir(r, root) / "records.jsonl").exists()]
+        runs = [r for r in list_runs(root) if (run_dir(r, root) / database.RECORDS_FILE).exists()]
         if not runs:
             raise RunNotFoundError("no stored runs yet; run `make bench` or `edgeeval bench`")
         return runs[-1]
-    return Path(run).name if Path(run).is_dir() else run
+    return check_run_id(Path(run).name if Path(run).is_dir() else run)
+
+
+def manifest_from_records(
+    run_id: str, records: list[rec.ModelRecord], reason: str
+) -> dict[str, Any]:
+    """A manifest rebuilt from the run's records (host and settings of the first one)."""
+    first = records[0] if records else None
+    return {
+        "run_id": run_id,
+        "host": rec.to_dict(first.host) if first else None,
+        "settings": rec.to_dict(first.settings) if first else None,
+        "variants": sorted({r.variant.name for r in records}),
+        "recovered": reason,
+    }

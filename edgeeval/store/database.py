@@ -1,0 +1,253 @@
+"""The SQLite store, <reports>/edgeeval.sqlite: every run's records (table `records`) and
+fidelity results (table `fidelity`), for queries across runs.
+
+The runs' JSONL files are the truth and this file an index of them, so a damaged database
+(garbage bytes, a truncated file) is never fatal: `transact` sets it aside as
+edgeeval.sqlite.corrupt-<timestamp>, says so through the `edgeeval.store` logger, rebuilds
+it from every run's JSONL and runs the operation again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from edgeeval import records as rec
+from edgeeval import settings
+from edgeeval.errors import StorageError
+from edgeeval.store import files
+
+T = TypeVar("T")
+DB_NAME = "edgeeval.sqlite"
+RECORDS_FILE = "records.jsonl"
+FIDELITY_FILE = "fidelity.jsonl"
+log = logging.getLogger("edgeeval.store")
+_SIDE_FILES = ("-journal", "-wal", "-shm")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    run_id TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (run_id, variant, record_key)
+);
+CREATE INDEX IF NOT EXISTS records_key ON records (record_key);
+CREATE TABLE IF NOT EXISTS fidelity (
+    run_id TEXT NOT NULL, variant TEXT NOT NULL, reference TEXT NOT NULL,
+    corpus_sha256 TEXT NOT NULL, n_ctx INTEGER NOT NULL, n_chunks INTEGER NOT NULL,
+    status TEXT NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY (run_id, variant, reference, corpus_sha256, n_ctx, n_chunks)
+);
+"""
+# SQLite result codes (the low byte of an extended code)
+_DAMAGED = {11: "database disk image is malformed", 26: "file is not a database"}
+_STORAGE = {
+    3: "permission denied",
+    8: "read-only database or file system",
+    10: "disk I/O error",
+    13: "no space left on device",
+    14: "cannot open the database file",
+}
+
+
+@dataclass
+class Restored:
+    """What a rebuild put back: rows per table, runs read, unreadable JSONL lines skipped."""
+
+    records: int = 0
+    fidelity: int = 0
+    runs: int = 0
+    skipped: int = 0
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF
+    text = str(exc).lower()
+    codes = {**_DAMAGED, **_STORAGE, 13: "disk is full", 8: "readonly"}
+    return next((c for c, words in codes.items() if words in text), None)
+
+
+def is_damaged(exc: sqlite3.Error) -> bool:
+    """Whether the error means the file itself is corrupt or not a database."""
+    return _code(exc) in _DAMAGED
+
+
+def connect(root: Path | None = None) -> sqlite3.Connection:
+    """An open connection with the schema in place (no recovery; see `transact`)."""
+    directory = files.make_dir(root or settings.reports_dir())
+    db = sqlite3.connect(directory / DB_NAME, timeout=30)
+    try:
+        db.executescript(_SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _once(directory: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """fn in one transaction; a full or read-only disk becomes a StorageError."""
+    try:
+        with closing(connect(directory)) as db, db:
+            return fn(db)
+    except sqlite3.DatabaseError as exc:
+        if not is_damaged(exc) and _code(exc) in _STORAGE:
+            path = directory / DB_NAME
+            raise StorageError(path, _STORAGE[_code(exc) or 0]) from exc
+        raise
+
+
+def transact(root: Path | None, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `fn(db)` in one transaction and return its result. A damaged database is set aside,
+    rebuilt from the runs' JSONL (see the module docstring), and `fn` runs again."""
+    directory = root or settings.reports_dir()
+    try:
+        return _once(directory, fn)
+    except sqlite3.DatabaseError as exc:
+        if not is_damaged(exc):
+            raise
+        recover(directory, str(exc))
+    return _once(directory, fn)
+
+
+def recover(directory: Path, reason: str) -> tuple[Path | None, Restored]:
+    """Set a damaged database aside, rebuild it from every run's JSONL, and say so through the
+    `edgeeval.store` logger; return (where the damaged file went, what was restored)."""
+    path = directory / DB_NAME
+    aside = files.set_aside(path, siblings=_SIDE_FILES) if path.exists() else None
+    restored = rebuild(directory)
+    log.warning(
+        "%s is damaged (%s): set aside as %s and rebuilt from the runs' JSONL "
+        "(%d records, %d fidelity results from %d runs; %d unreadable lines skipped)",
+        path,
+        reason,
+        aside.name if aside else "-",
+        restored.records,
+        restored.fidelity,
+        restored.runs,
+        restored.skipped,
+    )
+    return aside, restored
+
+
+def run_dirs(directory: Path) -> list[Path]:
+    """Run directories under `directory` (valid run id names) holding records or fidelity."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_dir()
+        and files.is_run_id(p.name)
+        and ((p / RECORDS_FILE).exists() or (p / FIDELITY_FILE).exists())
+    )
+
+
+def _fill(db: sqlite3.Connection, run: Path, restored: Restored) -> None:
+    records = files.read_jsonl(run / RECORDS_FILE, rec.ModelRecord)
+    results = files.read_jsonl(run / FIDELITY_FILE, rec.FidelityResult)
+    restored.records += insert_records(db, records)
+    restored.fidelity += insert_fidelity(db, results)
+    restored.skipped += records.skipped + results.skipped
+    restored.runs += 1
+
+
+def rebuild(directory: Path) -> Restored:
+    """Fill a new (or empty) database from every run's JSONL; return what was restored."""
+    restored = Restored()
+
+    def fill(db: sqlite3.Connection) -> None:
+        for run in run_dirs(directory):
+            _fill(db, run, restored)
+
+    _once(directory, fill)
+    return restored
+
+
+def rebuild_run(directory: Path, run_id: str) -> Restored:
+    """Replace one run's rows with what its JSONL holds; return what was restored."""
+    files.check_run_id(run_id)
+    restored = Restored()
+
+    def refill(db: sqlite3.Connection) -> None:
+        nonlocal restored
+        restored = Restored()  # a retry after recovery starts counting again
+        db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
+        db.execute("DELETE FROM fidelity WHERE run_id = ?", (run_id,))
+        _fill(db, directory / run_id, restored)
+
+    transact(directory, refill)
+    return restored
+
+
+def check(directory: Path) -> str | None:
+    """None when the database is sound (or absent), else what SQLite says is wrong."""
+    if not (directory / DB_NAME).exists():
+        return None
+    try:
+        rows = _once(directory, lambda db: db.execute("PRAGMA quick_check").fetchall())
+    except sqlite3.DatabaseError as exc:
+        if is_damaged(exc):
+            return str(exc)
+        raise
+    problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    return "; ".join(problems[:3]) or None
+
+
+def insert_records(db: sqlite3.Connection, records: Iterable[rec.ModelRecord]) -> int:
+    """Insert records, ignoring ones already there; return how many were new."""
+    rows = [
+        (r.run_id, r.variant.name, r.key, r.host.host_id, r.status, r.started_at, rec.to_json(r))
+        for r in records
+    ]
+    before = db.total_changes
+    db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return db.total_changes - before
+
+
+def insert_fidelity(db: sqlite3.Connection, results: Iterable[rec.FidelityResult]) -> int:
+    """Upsert fidelity results (the last one per key wins); return how many rows changed."""
+    rows = [
+        (
+            r.run_id,
+            r.variant,
+            r.reference,
+            r.corpus_sha256,
+            r.n_ctx,
+            r.n_chunks,
+            r.status,
+            rec.to_json(r),
+        )
+        for r in results
+    ]
+    before = db.total_changes
+    db.executemany("INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return db.total_changes - before
+
+
+def all_records(root: Path | None = None) -> list[rec.ModelRecord]:
+    """Every record in the database, oldest first ([] when there is no database yet); rows
+    that no longer parse are skipped."""
+    directory = root or settings.reports_dir()
+    if not (directory / DB_NAME).exists():
+        return []
+    rows = transact(
+        directory, lambda db: db.execute("SELECT json FROM records ORDER BY started_at").fetchall()
+    )
+    out = []
+    for (text,) in rows:
+        try:
+            out.append(files.parse_line(str(text).encode("utf-8"), rec.ModelRecord))
+        except ValueError:
+            continue
+    return out
