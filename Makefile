@@ -44,7 +44,9 @@ test: install sysdeps
 	$(PY) -m pytest -q $(TEST_ARGS)
 
 check: install
-	$(PY) -m ruff check edgeeval tests
+	$(PY) -m ruff format --check edgeeval tests benchmarks
+	$(PY) -m ruff check edgeeval tests benchmarks
+	$(PY) -m mypy edgeeval
 	$(PY) -m pytest -q
 
 clean:

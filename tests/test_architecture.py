@@ -6,6 +6,8 @@ This states the design, not today's imports: a new import that breaks a layer fa
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,13 @@ def test_the_check_catches_a_report_importing_the_engine(tmp_path):
     fake.mkdir()
     (fake / "bad.py").write_text("from edgeeval.engine.backend import library_info\n")
     assert violations(tmp_path) == ["report/bad.py imports engine"]
+
+
+def test_help_imports_neither_numpy_nor_llama_cpp():
+    """`edgeeval --help` stays light: the CLI imports the stages only when a command runs."""
+    code = (
+        "import sys; from edgeeval.cli.main import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'llama_cpp'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
