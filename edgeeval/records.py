@@ -75,6 +75,9 @@ class RunSettings:
     seed: int = 0
     timeout_s: float = 900.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
+    # measured without the host's bench lock (--allow-concurrent): another bench may have
+    # shared the machine. In key() only when set: such a record is not a clean measurement.
+    allow_concurrent: bool = False
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
@@ -82,6 +85,8 @@ class RunSettings:
         data.pop("timeout_s")
         if not data["allow_code_exec"]:  # absent from older runs: their keys stay valid
             data.pop("allow_code_exec")
+        if not data["allow_concurrent"]:
+            data.pop("allow_concurrent")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
-from edgeeval.engine.process import emit
+from edgeeval.engine.process import die_with_parent, emit
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.metrics import score_samples
 from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
@@ -215,6 +215,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()  # a bench killed mid-run leaves no worker computing
     spec_path, out_path = argv
     spec = json.loads(Path(spec_path).read_text())
     try:
