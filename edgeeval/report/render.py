@@ -279,7 +279,8 @@ def to_markdown(
     if unlocked:  # measured while another bench may have shared the machine
         parts += [
             "**Measured with --allow-concurrent** (without the host's bench lock): another "
-            f"bench may have shared this machine, so these speeds may be low: {', '.join(unlocked)}.",
+            "bench may have shared this machine, so these speeds may be low: "
+            f"{', '.join(unlocked)}.",
             "",
         ]
     parts += [

@@ -215,7 +215,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    die_with_parent()  # a bench killed mid-run leaves no worker computing
     spec_path, out_path = argv
     spec = json.loads(Path(spec_path).read_text())
     try:
@@ -231,4 +230,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent()  # a bench killed mid-run leaves no worker computing
     raise SystemExit(main(sys.argv[1:]))

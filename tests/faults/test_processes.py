@@ -174,3 +174,31 @@ def test_wait_says_so_and_starts_when_the_first_bench_ends():
         waiter.join(timeout=20)
         for lock in got:
             lock.release()
+
+
+@pytest.mark.real
+def test_a_sigkilled_bench_leaves_no_worker_and_its_scratch_dir_is_swept(tmp_path, smollm_path):
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(
+        "variants:\n  - {name: smol, family: smollm, model: SmolLM2, quant: Q4_1, kind: instruct, "
+        f'license: Apache-2.0, source: {{local: {{path: "{smollm_path}"}}}}}}\n'
+        "sets:\n  default: [smol]\n"
+    )
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
+    cmd = [PY, "-m", "edgeeval", "--catalog", str(catalog), "bench", "--n-ctx", "256"]
+    bench = subprocess.Popen([*cmd, "--reps", "50"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in bench.stderr:
+            if "smol: loaded" in line:  # the worker is measuring now
+                break
+        (worker,) = psutil.Process(bench.pid).children()
+        bench.send_signal(signal.SIGKILL)  # only the parent: nothing can clean up after it
+        bench.wait()
+        assert _gone(worker.pid), "the worker kept computing after its bench was killed"
+        (left,) = scratch.iterdir()
+        assert left.name.startswith(f"edgeeval-{bench.pid}-")
+        assert sweep_stale_tempdirs(scratch) == [left]
+    finally:
+        _kill(bench)
