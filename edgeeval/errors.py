@@ -252,3 +252,51 @@ class StorageError(EdgeevalError, OSError):
 
     def __str__(self) -> str:  # OSError would otherwise format errno/filename
         return str(self.args[0])
+
+
+class HostBusyError(EdgeevalError):
+    """Another edgeeval bench holds this host's bench lock; `pid` is its process (None when
+    it could not be read), `path` the lock file."""
+
+    exit_code = 4
+
+    def __init__(self, *, pid: int | None, run_id: str, path: str | Path) -> None:
+        who = f"pid {pid}" if pid else "a process"
+        run = f", run {run_id}" if run_id else ""
+        super().__init__(
+            f"another edgeeval bench ({who}{run}) is measuring on this host (lock {path}); "
+            "two benches at once make every speed low. Wait for it, pass --wait to start "
+            "when it finishes, or --allow-concurrent to measure anyway (the run is marked)"
+        )
+        self.pid = pid
+        self.run_id = run_id
+        self.path = str(path)
+
+
+class ResumeConflictError(EdgeevalError):
+    """`--resume` was given an option that differs from the stored run's; `option` is the
+    option (or setting) as written, `given` and `stored` its two values."""
+
+    exit_code = 2
+
+    def __init__(self, option: str, given: str, stored: str, *, run_id: str) -> None:
+        written = f"{option} {given}" if given else option
+        super().__init__(
+            f"{written} differs from the run's {stored}; drop it to resume run {run_id} "
+            "(or start a new run without --resume)"
+        )
+        self.option = option
+        self.given = given
+        self.stored = stored
+        self.run_id = run_id
+
+
+class InvalidSettingError(EdgeevalError, ValueError):
+    """A run setting out of its range (`field`, `value`); the message says the allowed range."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        super().__init__(f"setting {field} must be {allowed}, got {value!r}")
+        self.field = field
+        self.value = value

@@ -5,17 +5,31 @@ This module and the CLI are the only places that import more than one stage.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
+from edgeeval.engine.hostlock import acquire
+from edgeeval.engine.process import sweep_stale_tempdirs
 from edgeeval.engine.sandbox import choose as choose_sandbox
-from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
+from edgeeval.errors import (
+    EdgeevalError,
+    InvalidModelFileError,
+    InvalidSettingError,
+    PreflightError,
+    ResumeConflictError,
+    RunNotFoundError,
+    suggest,
+)
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.fetch.quantize import ensure_file
 from edgeeval.fetch.sources import fetch
@@ -34,6 +48,16 @@ class BenchOutcome:
     records: list[rec.ModelRecord]
     rows: list[RankRow]
     paths: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A stored run's manifest, as --resume reads it: its models and settings."""
+
+    run_id: str
+    variants: tuple[str, ...]
+    settings: rec.RunSettings
+    manifest: dict[str, Any]
 
 
 def _unfetched_info(variant: Variant) -> rec.VariantInfo:
@@ -58,50 +82,174 @@ def bench(
     budget_gb: float | None = None,
     progress: Progress = print,
     catalog: Catalog | None = None,
+    on_start: Callable[[str], None] | None = None,
+    allow_concurrent: bool = False,
+    wait: bool = False,
 ) -> BenchOutcome:
-    """Measure `variants` and write the report. With an existing `run_id`, resume it: variants
-    whose finished record has the same file hash, settings and host are not measured again.
-    Derived variants are built from `catalog`'s recipes (default: the repo's models.yaml)."""
+    """Measure `variants` and write the report; returns the outcome.
+
+    With `run_id`, resume that stored run: `variants` and `run_settings` must be the run's own
+    (see stored_run; ResumeConflictError otherwise) and variants whose finished record has the
+    same file hash, settings and host are not measured again. An unknown `run_id` is a
+    RunNotFoundError naming the closest stored ids. The run's manifest is written and
+    `on_start(run_id)` called before anything is downloaded or measured, so an interrupted run
+    can always be resumed. Measuring holds the host's bench lock (HostBusyError if another bench
+    holds it, or wait for it with `wait`); `allow_concurrent` skips the lock and marks the run
+    and its records. Derived variants are built from `catalog`'s recipes (default: models.yaml).
+    """
+    check_settings(run_settings)
     if run_id is not None:  # before anything is fetched or written
         store.check_run_id(run_id)
-    reports = settings.reports_dir()
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)
-    if run_settings.suite:  # datasets are fetched (and suite errors raised) before any model
-        prefetch(load_suite(run_settings.suite))
+    previous = _check_resume(run_id, variants, run_settings) if run_id else None
+    tasks = load_suite(run_settings.suite) if run_settings.suite else []  # config errors first
     host = hostinfo.collect(library_info())
-    resuming = run_id is not None and (store.run_dir(run_id, reports) / "run.json").exists()
-    run_id = run_id or store.new_run_id()
-    done = (
-        {r.key for r in store.load_records(run_id, reports) if r.status == rec.STATUS_OK}
-        if resuming
-        else set()
-    )
-    store.write_manifest(
-        run_id,
-        {
-            "run_id": run_id,
-            "host": rec.to_dict(host),
-            "settings": rec.to_dict(run_settings),
-            "variants": [v.name for v in variants],
-        },
-        reports,
-    )
-    n_threads = run_settings.n_threads or hostinfo.physical_cores()
-    for index, variant in enumerate(variants, 1):
-        progress(f"[{index}/{len(variants)}] {variant.name}")
-        _bench_one(
-            variant,
-            run_settings,
-            run_id=run_id,
-            host=host,
-            done=done,
-            force=force,
-            n_threads=n_threads,
-            progress=progress,
-            catalog=catalog,
-        )
+    run_id = previous.run_id if previous else store.new_run_id()
+    measured = dataclasses.replace(run_settings, allow_concurrent=allow_concurrent)
+    if allow_concurrent:
+        progress("--allow-concurrent: measuring without the host lock; the run is marked")
+    lock = nullcontext() if allow_concurrent else acquire(run_id, wait=wait, progress=progress)
+    with lock:
+        _write_manifest(run_id, host, run_settings, variants, previous, allow_concurrent)
+        if on_start is not None:
+            on_start(run_id)
+        for stale in sweep_stale_tempdirs():
+            progress(f"removed {stale}, left behind by a killed bench")
+        if tasks:  # datasets are fetched before any model
+            prefetch(tasks)
+        done = _done_keys(run_id)
+        n_threads = run_settings.n_threads or hostinfo.physical_cores()
+        for index, variant in enumerate(variants, 1):
+            progress(f"[{index}/{len(variants)}] {variant.name}")
+            _bench_one(
+                variant,
+                measured,
+                run_id=run_id,
+                host=host,
+                done=done,
+                force=force,
+                n_threads=n_threads,
+                progress=progress,
+                catalog=catalog,
+            )
     return render(run_id, budget_gb=budget_gb)
+
+
+def stored_run(run: str) -> StoredRun:
+    """The stored run `run` (an id, a run directory or `latest`) as --resume needs it.
+
+    Raises RunNotFoundError, listing the closest stored ids, when there is no such run."""
+    reports = settings.reports_dir()
+    run_id = store.resolve_run(run, reports)
+    known = store.list_runs(reports)
+    if run_id not in known:
+        near = suggest(run_id, known) or known[-3:][::-1]
+        listed = " or ".join(f"'{k}'" for k in near)
+        hint = f"did you mean {listed}? " if near else "there are no stored runs yet; "
+        raise RunNotFoundError(
+            f"no run '{run_id}' to resume in {reports}; {hint}"
+            "(`edgeeval runs` lists stored runs; without --resume a new run starts)"
+        )
+    manifest = store.read_manifest(run_id, reports)
+    try:
+        stored = rec.from_dict(rec.RunSettings, manifest["settings"])
+        names = tuple(str(n) for n in manifest["variants"])
+    except (KeyError, TypeError, ValueError):
+        raise RunNotFoundError(
+            f"run '{run_id}': its manifest {store.run_dir(run_id, reports) / 'run.json'} has no "
+            "settings or models, so it cannot be resumed; start a new run without --resume"
+        ) from None
+    return StoredRun(run_id=run_id, variants=names, settings=stored, manifest=manifest)
+
+
+#: Settings that may change between the invocations of one run: they bound time or mark the
+#: invocation, and never make two measurements differ.
+PER_INVOCATION = ("timeout_s", "allow_concurrent")
+
+
+def settings_conflicts(
+    stored: rec.RunSettings, given: rec.RunSettings
+) -> list[tuple[str, object, object]]:
+    """(field, given value, stored value) for each setting in which `given` would measure
+    differently from `stored`; [] when resuming with `given` is sound."""
+    return [
+        (f.name, getattr(given, f.name), getattr(stored, f.name))
+        for f in dataclasses.fields(rec.RunSettings)
+        if f.name not in PER_INVOCATION and getattr(given, f.name) != getattr(stored, f.name)
+    ]
+
+
+def _check_resume(run_id: str, variants: list[Variant], run_settings: rec.RunSettings) -> StoredRun:
+    previous = stored_run(run_id)
+    conflicts = settings_conflicts(previous.settings, run_settings)
+    if conflicts:
+        field, given, stored = conflicts[0]
+        raise ResumeConflictError(f"setting {field}", str(given), str(stored), run_id=run_id)
+    names = [v.name for v in variants]
+    if set(names) != set(previous.variants):
+        raise ResumeConflictError(
+            "models", ", ".join(names), ", ".join(previous.variants), run_id=run_id
+        )
+    return previous
+
+
+def check_settings(s: rec.RunSettings) -> None:
+    """Raise InvalidSettingError for a setting outside its range (a count of 0, a negative
+    size, a timeout that is not a positive number of seconds)."""
+    positive = {
+        "n_ctx": s.n_ctx,
+        "n_batch": s.n_batch,
+        "n_ubatch": s.n_ubatch,
+        "pp_tokens": s.pp_tokens,
+        "tg_tokens": s.tg_tokens,
+        "repetitions": s.repetitions,
+    }
+    for field, value in positive.items():
+        if not value >= 1:
+            raise InvalidSettingError(field, value, "at least 1")
+    if s.task_limit is not None and not s.task_limit >= 1:
+        raise InvalidSettingError("task_limit", s.task_limit, "at least 1 (or unset for all)")
+    if not 0 < s.timeout_s < float("inf"):
+        raise InvalidSettingError("timeout_s", s.timeout_s, "a positive number of seconds")
+    lists = {"sweep_threads": (s.n_threads, *s.sweep_threads), "depths": s.depths}
+    for field, values in lists.items():
+        if any(v < 0 for v in values):
+            raise InvalidSettingError(field, values, "zero or more")
+    if any(v < 1 for v in s.sweep_n_batch):
+        raise InvalidSettingError("sweep_n_batch", s.sweep_n_batch, "at least 1 each")
+
+
+def _write_manifest(
+    run_id: str,
+    host: rec.HostInfo,
+    run_settings: rec.RunSettings,
+    variants: list[Variant],
+    previous: StoredRun | None,
+    allow_concurrent: bool,
+) -> None:
+    """Write (or, resuming, update) run.json: models and settings, before anything runs."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if previous is None:
+        manifest = {
+            "run_id": run_id,
+            "created_at": now,
+            "host": rec.to_dict(host),
+            "settings": rec.to_dict(dataclasses.replace(run_settings, allow_concurrent=False)),
+            "variants": [v.name for v in variants],
+        }
+    else:
+        manifest = dict(previous.manifest)
+        manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
+    # sticky: once any invocation measured without the host lock, the run says so
+    manifest["allow_concurrent"] = bool(manifest.get("allow_concurrent")) or allow_concurrent
+    store.write_manifest(run_id, manifest, settings.reports_dir())
+
+
+def _done_keys(run_id: str) -> set[str]:
+    """Keys of the run's finished (ok) records; empty for a run with none yet."""
+    path = store.run_dir(run_id, settings.reports_dir()) / "records.jsonl"
+    return {r.key for r in store.read_jsonl(path, rec.ModelRecord) if r.status == rec.STATUS_OK}
 
 
 def _bench_one(

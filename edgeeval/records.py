@@ -76,12 +76,15 @@ class RunSettings:
     timeout_s: float = 900.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
     unsafe_code_exec: bool = False  # ... without an OS sandbox (the in-process guard only)
+    # measured without the host's bench lock (--allow-concurrent): another bench may have
+    # shared the machine. In key() only when set: such a record is not a clean measurement.
+    allow_concurrent: bool = False
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
-        for flag in ("allow_code_exec", "unsafe_code_exec"):
+        for flag in ("allow_code_exec", "unsafe_code_exec", "allow_concurrent"):
             if not data[flag]:  # absent from older runs: their keys stay valid
                 data.pop(flag)
         blob = json.dumps(data, sort_keys=True).encode()

@@ -55,8 +55,10 @@ def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog):
     first = _lines(run_id)
     assert len(first) == 1 and '"name": "smol-a"' in first[0]
 
-    resumed = subprocess.run(
-        _bench(two_model_catalog, "--resume", run_id), capture_output=True, text=True
+    resumed = subprocess.run(  # no options: the run's own models and settings are used
+        [*_bench(two_model_catalog)[: -len(FAST)], "--resume", run_id],
+        capture_output=True,
+        text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "smol-a: already measured in this run (resume), skipping" in resumed.stderr
@@ -66,13 +68,14 @@ def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog):
         "smol-a": "ok",
         "smol-b": "ok",
     }
+    assert {r.settings.n_ctx for r in store.load_records(run_id)} == {256}
 
     changed = subprocess.run(
         _bench(two_model_catalog, "--resume", run_id, "--seed", "1"), capture_output=True, text=True
     )
-    assert changed.returncode == 0, changed.stderr
-    assert "skipping" not in changed.stderr  # a changed setting is not a done measurement
-    assert len(_lines(run_id)) == 4
+    assert changed.returncode == 2  # a changed setting would not resume this run
+    assert "--seed 1 differs from the run's 0; drop it to resume" in changed.stderr
+    assert len(_lines(run_id)) == 2
 
 
 def test_a_model_past_its_timeout_is_killed_and_recorded(two_model_catalog):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from typing import Any, NamedTuple
 
 from edgeeval import settings
 from edgeeval.cli.console import progress
-from edgeeval.cli.options import int_list, positive_gb
+from edgeeval.cli.options import list_of, positive_gb, positive_int, positive_seconds
 from edgeeval.text import safe_text
 
 
@@ -19,10 +21,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p = sub.add_parser("fetch", help="download and verify model files")
     p.add_argument("models", nargs="*", help="variant or set names (default: the default set)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash cached files even when unchanged since their last verification",
+    )
     p.set_defaults(func=cmd_fetch)
     p = sub.add_parser("bench", help="measure variants and write a ranked report")
     p.add_argument("--models", nargs="*", help="variant or set names (default: the default set)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN, redoing only what is missing")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN with its own models and settings, measuring only what is missing "
+        "(options given again must agree with the run's)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another bench is measuring on this host, wait for it (default: refuse)",
+    )
+    p.add_argument(
+        "--allow-concurrent",
+        action="store_true",
+        help="measure even while another bench runs (speeds will be low; the run is marked)",
+    )
     p.add_argument("--force", action="store_true", help="skip the memory pre-flight check")
     p.add_argument(
         "--budget-gb",
@@ -31,31 +53,35 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="rank only variants whose peak memory fits in GB (10^9 bytes)",
     )
     p.add_argument("--profile", help="named settings from benchmarks/profiles/speed.yaml")
-    p.add_argument("--n-ctx", type=int, help="context size (default 2048)")
+    p.add_argument("--n-ctx", type=positive_int, help="context size (default 2048)")
     p.add_argument(
         "--threads",
-        type=int_list,
-        help="threads, or a list to sweep: 1,2,4 (default: physical cores)",
+        type=list_of(0),
+        help="threads, or a list to sweep: 1,2,4 (default, or 0: physical cores)",
     )
-    p.add_argument("--n-batch", type=int_list, help="batch size(s) (default 512)")
+    p.add_argument("--n-batch", type=list_of(1), help="batch size(s) (default 512)")
     p.add_argument(
         "--n-gpu-layers",
-        type=int_list,
+        type=list_of(-1),
         help="layers offloaded to Metal/CUDA (99 = all), or a list to sweep",
     )
-    p.add_argument("--flash-attn", type=int_list, help="0, 1 or 0,1 to sweep")
-    p.add_argument("--depth", type=int_list, help="KV cache depth(s) for the speed tests")
+    p.add_argument("--flash-attn", type=list_of(0, 1), help="0, 1 or 0,1 to sweep")
+    p.add_argument("--depth", type=list_of(0), help="KV cache depth(s) for the speed tests")
     p.add_argument("--pp-tg", action="store_true", help="also run the combined pp N + tg M test")
     p.add_argument("--no-ttft", action="store_true", help="skip the time-to-first-token test")
     p.add_argument("--no-mmap", action="store_true")
     p.add_argument("--mlock", action="store_true")
-    p.add_argument("--pp", type=int, help="prompt tokens per pp test (default 128)")
-    p.add_argument("--tg", type=int, help="generated tokens per tg test (default 32)")
-    p.add_argument("--reps", type=int, help="timed repetitions per test (default 5)")
+    p.add_argument("--pp", type=positive_int, help="prompt tokens per pp test (default 128)")
+    p.add_argument("--tg", type=positive_int, help="generated tokens per tg test (default 32)")
+    p.add_argument("--reps", type=positive_int, help="timed repetitions per test (default 5)")
     p.add_argument("--suite", help="task suite in benchmarks/suites.yaml (default offline)")
-    p.add_argument("--limit", type=int, help="items per task (default: all)")
+    p.add_argument("--limit", type=positive_int, help="items per task (default: all)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        help="seconds per model (default 900; may differ when resuming)",
+    )
     p.add_argument(
         "--allow-code-exec",
         action="store_true",
@@ -97,7 +123,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog)
     for variant in catalog.select(args.models):
-        file = fetch(variant, progress=progress)
+        file = fetch(variant, progress=progress, verify=args.verify)
         print(f"{safe_text(variant.name)}\t{safe_text(file.path, 4096)}\t{file.sha256}")
     return 0
 
@@ -121,37 +147,120 @@ _SWEEP_OPTIONS = {
 }
 
 
-def run_settings_from_args(args: argparse.Namespace):
-    """RunSettings from a --profile (if any) overridden by the options given explicitly."""
+class Given(NamedTuple):
+    """One setting given explicitly: the option as written, its value as written ("" for a
+    flag), and the RunSettings fields it sets."""
+
+    option: str
+    text: str
+    fields: dict[str, Any]
+
+
+def given_settings(args: argparse.Namespace) -> list[Given]:
+    """The settings given explicitly, in the order they apply: a --profile first, then each
+    option given on the command line. Options left out (None, or a flag not given) are
+    absent: those are defaults."""
     from edgeeval.catalog.profiles import load_profile
+
+    given = [Given("--profile", args.profile, load_profile(args.profile))] if args.profile else []
+    for option, field in _SCALAR_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            given.append(Given(_flag(option), str(value), {field: value}))
+    for option, (field, sweep_field) in _SWEEP_OPTIONS.items():
+        values = getattr(args, option)
+        if values is not None:
+            cast = bool if option == "flash_attn" else int
+            fields = {field: cast(values[0])}
+            fields[sweep_field] = tuple(cast(x) for x in values) if len(values) > 1 else ()
+            given.append(Given(_flag(option), _csv(values), fields))
+    if args.depth is not None:
+        given.append(Given("--depth", _csv(args.depth), {"depths": args.depth}))
+    for option, (field, value) in _FLAG_OPTIONS.items():
+        if getattr(args, option):
+            given.append(Given(_flag(option), "", {field: value}))
+    if args.unsafe_code_exec:  # code execution on, without an OS sandbox
+        fields = {"allow_code_exec": True, "unsafe_code_exec": True}
+        given.append(Given("--unsafe-code-exec", "", fields))
+    return given
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _csv(values: Any) -> str:
+    return ",".join(str(int(v)) for v in values)
+
+
+# flag option -> (RunSettings field, the value the flag sets)
+_FLAG_OPTIONS = {
+    "pp_tg": ("pp_tg", True),
+    "no_mmap": ("use_mmap", False),
+    "mlock": ("use_mlock", True),
+    "no_ttft": ("ttft", False),
+    "allow_code_exec": ("allow_code_exec", True),
+}
+
+
+def run_settings_from_args(args: argparse.Namespace) -> Any:
+    """RunSettings from a --profile (if any) overridden by the options given explicitly."""
     from edgeeval.records import RunSettings
 
-    values = load_profile(args.profile) if args.profile else {}
-    for option, field in _SCALAR_OPTIONS.items():
-        if getattr(args, option) is not None:
-            values[field] = getattr(args, option)
-    for option, (field, sweep_field) in _SWEEP_OPTIONS.items():
-        given = getattr(args, option)
-        if given is not None:
-            cast = bool if option == "flash_attn" else int
-            values[field] = cast(given[0])
-            values[sweep_field] = tuple(cast(x) for x in given) if len(given) > 1 else ()
-    if args.depth is not None:
-        values["depths"] = args.depth
-    if args.pp_tg:
-        values["pp_tg"] = True
-    if args.no_mmap:
-        values["use_mmap"] = False
-    if args.mlock:
-        values["use_mlock"] = True
-    if args.no_ttft:
-        values["ttft"] = False
-    if args.allow_code_exec or args.unsafe_code_exec:
-        values["allow_code_exec"] = True
-    if args.unsafe_code_exec:
-        values["unsafe_code_exec"] = True
+    values: dict[str, Any] = {}
+    for item in given_settings(args):
+        values.update(item.fields)
     settings_ = RunSettings(**values)
     return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
+
+
+def _conflict(item: Given, field: str, value: Any, stored: Any) -> tuple[str, str, str]:
+    """(option, given, stored) for the error message, each written as on the command line."""
+    if item.option == "--profile":
+        return (
+            f"--profile {item.text}",
+            f"(sets {field}={value})",
+            f"{field}={getattr(stored, field)}",
+        )
+    if not item.text:  # a flag
+        return item.option, "", f"{field}={getattr(stored, field)}"
+    for option, (single, sweep) in _SWEEP_OPTIONS.items():
+        if item.option == _flag(option):
+            return (
+                item.option,
+                item.text,
+                _csv(getattr(stored, sweep) or (getattr(stored, single),)),
+            )
+    was = getattr(stored, field)
+    return item.option, item.text, _csv(was) if isinstance(was, tuple) else str(was)
+
+
+def resume_plan(args: argparse.Namespace, catalog: Any) -> tuple[str, list[Any], Any]:
+    """The run id, variants and RunSettings to resume `args.resume` with: the run's own, from
+    its manifest. An option given again must agree with the run (ResumeConflictError naming it);
+    only --timeout may differ. An unknown run is a RunNotFoundError listing the closest ids."""
+    from edgeeval.errors import ResumeConflictError
+    from edgeeval.pipeline import PER_INVOCATION, stored_run
+
+    run = stored_run(args.resume)
+    decided: set[str] = set()
+    for item in reversed(given_settings(args)):  # an option given overrides the profile
+        for field, value in item.fields.items():
+            if field in decided or field in PER_INVOCATION:
+                continue
+            decided.add(field)
+            if value != getattr(run.settings, field):
+                option, given, stored = _conflict(item, field, value, run.settings)
+                raise ResumeConflictError(option, given, stored, run_id=run.run_id)
+    if args.models:
+        names = [v.name for v in catalog.select(args.models)]
+        if set(names) != set(run.variants):
+            raise ResumeConflictError(
+                "--models", " ".join(args.models), ", ".join(run.variants), run_id=run.run_id
+            )
+    timeout = args.timeout if args.timeout is not None else run.settings.timeout_s
+    resumed = dataclasses.replace(run.settings, timeout_s=timeout)
+    return run.run_id, catalog.select(list(run.variants)), resumed
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -160,20 +269,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgeeval.report.render import ranking_table
 
     catalog = load_catalog(args.catalog)
-    variants = catalog.select(args.models)
+    run_id = None
+    if args.resume:
+        run_id, variants, run_settings = resume_plan(args, catalog)
+    else:
+        variants, run_settings = catalog.select(args.models), run_settings_from_args(args)
     start = time.monotonic()
-    outcome = bench(
-        variants,
-        run_settings_from_args(args),
-        run_id=args.resume,
-        force=args.force,
-        budget_gb=args.budget_gb,
-        progress=progress,
-        catalog=catalog,
-    )
+    started: list[str] = []
+    try:
+        outcome = bench(
+            variants,
+            run_settings,
+            run_id=run_id,
+            force=args.force,
+            budget_gb=args.budget_gb,
+            progress=progress,
+            catalog=catalog,
+            on_start=started.append,
+            allow_concurrent=args.allow_concurrent,
+            wait=args.wait,
+        )
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        print(f"edgeeval: interrupted; {_resume_hint(args, started[0])}", file=sys.stderr)
+        return 130
     print(ranking_table(outcome.rows))
     print(
         f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
         f"{outcome.paths['md']}"
     )
     return 0 if any(r.rank for r in outcome.rows) else 3
+
+
+def _resume_hint(args: argparse.Namespace, run_id: str) -> str:
+    """What to tell the user after Ctrl-C: what is kept and the command that resumes."""
+    catalog = f" --catalog {args.catalog}" if args.catalog else ""
+    return (
+        f"finished measurements are saved; resume with: edgeeval{catalog} bench --resume {run_id}"
+    )

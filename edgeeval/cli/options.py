@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def positive_gb(text: str) -> float:
@@ -31,3 +32,57 @@ def int_list(text: str) -> tuple[int, ...]:
     except ValueError:
         msg = f"expected comma-separated integers, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (tokens, repetitions, items, context size).
+
+    >>> positive_int("3")
+    3
+    """
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds above zero.
+
+    >>> positive_seconds("1.5")
+    1.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def list_of(minimum: int, maximum: int | None = None) -> Callable[[str], tuple[int, ...]]:
+    """An int_list type whose entries lie in [minimum, maximum].
+
+    >>> list_of(0, 1)("0,1")
+    (0, 1)
+    """
+
+    def parse(text: str) -> tuple[int, ...]:
+        values = int_list(text)
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
+        bad = [v for v in values if v < minimum or (maximum is not None and v > maximum)]
+        if bad:
+            allowed = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"each value must be {allowed}, got {bad[0]}")
+        return values
+
+    return parse

@@ -5,21 +5,36 @@
 it at the timeout, and reaps it with wait4 so the kernel's own peak RSS is kept as a
 cross-check. It knows nothing about models or stages: the bench runner, the fidelity passes and
 the quantizer all start their children through it.
+
+Children die with their parent: on Linux every child of run_child gets PR_SET_PDEATHSIG=SIGKILL
+before it execs (and kills itself if the parent is already gone), so a SIGKILLed bench leaves no
+worker computing. Python children also call `die_with_parent()` first thing, which on other
+systems (macOS) starts a watchdog thread that kills the process when its parent changes.
+Scratch directories a parent makes for a child come from `owned_tempdir()` (named with the
+owner's pid); a parent killed before it could remove one leaves it behind, and
+`sweep_stale_tempdirs()` removes those whose owner is dead at the next bench.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import queue
+import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -130,14 +145,25 @@ def run_child(
     """Run `cmd`, sampling its memory every `interval_s` until it exits or `timeout_s` passes."""
     with tempfile.TemporaryFile(mode="w+") as err:
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+            preexec_fn=_child_setup(os.getpid()),
+        )
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
         outcome = ChildOutcome()
-        sampler = _Sampler(proc.pid, nvml=nvml)
-        status, usage = _watch(
-            proc, sampler, lines, outcome, on_event, start + timeout_s, interval_s
-        )
+        try:
+            sampler = _Sampler(proc.pid, nvml=nvml)
+            status, usage = _watch(
+                proc, sampler, lines, outcome, on_event, start + timeout_s, interval_s
+            )
+        except BaseException:  # Ctrl-C or a bug here: the child must not outlive this call
+            _kill_and_reap(proc.pid)
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it ourselves
         _drain(lines, outcome, on_event)
         outcome.duration_s = time.monotonic() - start
@@ -199,3 +225,139 @@ def _drain(
             outcome.rss_after_load_bytes = sampler.peak_rss
         outcome.events.append(event)
         on_event(event)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+# --- children die with their parent ------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl on Linux (looked up once, so the forked child only calls it), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None] | None:
+    """The preexec_fn for run_child's children: on Linux, SIGKILL when the parent dies.
+
+    Runs in the forked child before exec; the setting survives exec. The getppid check
+    closes the race where the parent died between fork and prctl (the child would already
+    have been reparented, and the signal would never come). Note: Linux sends the signal
+    when the *thread* that started the child exits, so run_child is called from threads that
+    outlive their children (the main thread everywhere in edgeeval). Returns None elsewhere.
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+def die_with_parent(poll_s: float = 0.5) -> None:
+    """Called first thing in a child process: end it when its parent dies.
+
+    Linux: PR_SET_PDEATHSIG=SIGKILL (the kernel kills this process when the parent dies).
+    Elsewhere (macOS): a daemon thread watches getppid() and kills this process when the
+    parent changes (an orphan is reparented to launchd, pid 1). Returns at once.
+    """
+    parent = os.getppid()
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
+    if parent == 1:  # already orphaned before we looked
+        os.kill(os.getpid(), signal.SIGKILL)
+    watch_parent(parent, poll_s)
+
+
+def watch_parent(parent_pid: int, poll_s: float = 0.5) -> threading.Thread:
+    """Start a daemon thread that SIGKILLs this process once its parent is no longer
+    `parent_pid`; returns the thread."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="edgeeval-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+# --- scratch directories a parent makes for its children ---------------------------------
+
+TEMP_PREFIX = "edgeeval-"
+_OWNED = re.compile(rf"^{TEMP_PREFIX}(\d+)-")
+
+
+@contextmanager
+def owned_tempdir(root: Path | None = None) -> Iterator[Path]:
+    """A fresh temporary directory named edgeeval-<pid>-<random>, removed when the block
+    ends. If this process is killed first, sweep_stale_tempdirs removes it later."""
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=root) as tmp:
+        yield Path(tmp)
+
+
+def _owner_alive(pid: int, directory: Path) -> bool:
+    """True when `pid` runs and could have made `directory` (it started before the
+    directory was last modified; a reused pid started later)."""
+    try:
+        started = psutil.Process(pid).create_time()
+        return started <= directory.stat().st_mtime + 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except (psutil.AccessDenied, OSError):
+        return True  # not ours to judge: leave it
+
+
+def _ours(entry: Path) -> bool:
+    """A real directory (not a link) owned by this user."""
+    try:
+        st = entry.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+def sweep_stale_tempdirs(root: Path | None = None) -> list[Path]:
+    """Remove owned_tempdir directories (in `root`, default the system temp dir) whose owner
+    process is dead; returns the directories removed."""
+    base = Path(root or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        match = _OWNED.match(entry.name)
+        if not match or not _ours(entry):
+            continue
+        if int(match.group(1)) == os.getpid() or _owner_alive(int(match.group(1)), entry):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+    return removed

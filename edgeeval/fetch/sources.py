@@ -81,36 +81,83 @@ def _stamp_path(target: Path) -> Path:
     return target.with_name(target.name + ".verified.json")
 
 
-def cached_file(variant: Variant) -> LocalFile | None:
-    """The variant's cached file if it is there and was verified when placed, else None."""
+def fingerprint(path: Path) -> dict[str, int]:
+    """What the file looked like when it was hashed: size, mtime_ns, ctime_ns and inode. Any
+    change (a rewrite in place, a copy, a restore that keeps the mtime) alters one of them."""
+    st = path.stat()
+    return {
+        "size_bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
+
+
+def _write_stamp(target: Path, sha256: str, variant: str) -> None:
+    stamp = {
+        "sha256": sha256,
+        "size_bytes": target.stat().st_size,
+        "variant": variant,
+        "fingerprint": fingerprint(target),
+    }
+    tmp = _stamp_path(target).with_suffix(".tmp")
+    tmp.write_text(json.dumps(stamp))
+    os.replace(tmp, _stamp_path(target))
+
+
+def cached_file(
+    variant: Variant, *, rehash: str = "changed", progress: Progress = _quiet
+) -> LocalFile | None:
+    """The variant's cached file if it is there and verified, else None.
+
+    The sidecar <file>.verified.json keeps the sha256 and the file's stat fingerprint from the
+    last verification. `rehash` says when the file is hashed again: "changed" (the
+    fingerprint differs, or an older sidecar has none), "always" (`fetch --verify`) or
+    "never" (a changed file then counts as not cached; for cheap listings). A re-hash that
+    disagrees removes the file and raises ChecksumMismatchError.
+    """
     target = cached_path(variant)
     stamp = _stamp_path(target)
     if not (target.exists() and stamp.exists()):
         return None
     try:
         info = json.loads(stamp.read_text())
-    except (OSError, ValueError):
+        sha, size = str(info["sha256"]), int(info["size_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    size = target.stat().st_size
-    if info.get("size_bytes") != size or (variant.sha256 and info.get("sha256") != variant.sha256):
+    if variant.sha256 and sha != variant.sha256:  # the catalog moved on: fetch anew
         return None
-    return LocalFile(target, str(info["sha256"]), size)
+    if rehash != "always" and info.get("fingerprint") == fingerprint(target):
+        return LocalFile(target, sha, size)
+    if rehash == "never":
+        return None
+    why = "verifying again (--verify)" if rehash == "always" else "changed since verified"
+    progress(f"{variant.name}: {target} {why}; re-hashing")
+    try:
+        verify_file(target, size_bytes=size, sha256=sha, remove_on_mismatch=True)
+    except ChecksumMismatchError:
+        stamp.unlink(missing_ok=True)
+        raise
+    _write_stamp(target, sha, variant.name)
+    return LocalFile(target, sha, size)
 
 
 def is_cached(variant: Variant) -> bool:
-    """True when the variant's file is available locally (a cached download or a local path)."""
+    """True when the variant's file is available locally (a cached download or a local path).
+    Hashes nothing: a cached file changed since its verification counts as not cached."""
     if variant.source.kind == "local":
         return Path(variant.source.path or "").expanduser().is_file()
-    return cached_file(variant) is not None
+    return cached_file(variant, rehash="never") is not None
 
 
-def fetch(variant: Variant, *, progress: Progress = _quiet) -> LocalFile:
-    """Return the verified local file of `variant`, downloading it if needed."""
+def fetch(variant: Variant, *, progress: Progress = _quiet, verify: bool = False) -> LocalFile:
+    """Return the verified local file of `variant`, downloading it if needed. A cached file is
+    re-hashed when it changed since its verification, or always with `verify`."""
     kind = variant.source.kind
     if kind == "local":
         return _local_file(variant)
     target = cached_path(variant)
-    cached = cached_file(variant)
+    cached = cached_file(variant, rehash="always" if verify else "changed", progress=progress)
     if cached is not None:
         progress(f"{variant.name}: cached at {target}")
         return cached
@@ -158,8 +205,7 @@ def _place_verified(variant: Variant, target: Path, progress: Progress) -> Local
     actual = verify_file(
         target, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=True
     )
-    stamp = {"sha256": actual, "size_bytes": target.stat().st_size, "variant": variant.name}
-    _stamp_path(target).write_text(json.dumps(stamp))
+    _write_stamp(target, actual, variant.name)
     progress(f"{variant.name}: ready at {target} ({target.stat().st_size / settings.GB:.2f} GB)")
     return LocalFile(target, actual, target.stat().st_size)
 

@@ -284,6 +284,14 @@ def to_markdown(
             "as over budget and not ranked.",
             "",
         ]
+    unlocked = [r.variant.name for r in records if r.settings.allow_concurrent]
+    if unlocked:  # measured while another bench may have shared the machine
+        parts += [
+            "**Measured with --allow-concurrent** (without the host's bench lock): another "
+            "bench may have shared this machine, so these speeds may be low: "
+            f"{', '.join(unlocked)}.",
+            "",
+        ]
     parts += [
         ranking_table(rows),
         "",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import psutil
 from edgeeval import records as rec
 from edgeeval.catalog.models import Variant
 from edgeeval.engine.memprobe import NvmlReader
-from edgeeval.engine.process import SAMPLE_INTERVAL_S, ChildOutcome, run_child
+from edgeeval.engine.process import SAMPLE_INTERVAL_S, ChildOutcome, owned_tempdir, run_child
 from edgeeval.errors import PreflightError
 from edgeeval.fetch.sources import LocalFile
 
@@ -94,7 +93,7 @@ def measure_variant(
     """Measure one variant in a child process; never raises for a failure of the model."""
     info = variant_info(variant, file)
     started = _now()
-    with tempfile.TemporaryDirectory(prefix="edgeeval-") as tmp:
+    with owned_tempdir() as tmp:  # named with our pid: swept at the next bench if we are killed
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(
             json.dumps(

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
-from edgeeval.engine.process import emit
+from edgeeval.engine.process import die_with_parent, emit
 from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.metrics import score_samples
@@ -230,4 +230,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent()  # a bench killed mid-run leaves no worker computing
     raise SystemExit(main(sys.argv[1:]))
