@@ -82,7 +82,6 @@ def bench(
         },
         reports,
     )
-    n_threads = run_settings.n_threads or hostinfo.physical_cores()
     for index, variant in enumerate(variants, 1):
         progress(f"[{index}/{len(variants)}] {variant.name}")
         _bench_one(
@@ -92,7 +91,6 @@ def bench(
             host=host,
             done=done,
             force=force,
-            n_threads=n_threads,
             progress=progress,
             catalog=catalog,
         )
@@ -107,7 +105,6 @@ def _bench_one(
     host: rec.HostInfo,
     done: set[str],
     force: bool,
-    n_threads: int,
     progress: Progress,
     catalog: Catalog | None = None,
 ) -> None:
@@ -139,7 +136,6 @@ def _bench_one(
         host=host,
         settings=run_settings,
         root=settings.package_root(),
-        n_threads=n_threads,
         progress=progress,
     )
     if record.status != rec.STATUS_OK:

@@ -11,7 +11,7 @@ from edgeeval import records as rec
 from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
-from edgeeval.run.worker import score_by_kind
+from edgeeval.score import score_by_kind
 from edgeeval.score.codeexec import ExecLimits
 from edgeeval.score.generate import (
     CODE_EXEC_OFF,

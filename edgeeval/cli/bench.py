@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 from edgeeval import settings
@@ -141,8 +140,7 @@ def run_settings_from_args(args: argparse.Namespace):
         values["ttft"] = False
     if args.allow_code_exec:
         values["allow_code_exec"] = True
-    settings_ = RunSettings(**values)
-    return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
+    return RunSettings(**values)  # validated there; n_ubatch kept within n_batch
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
@@ -41,6 +40,7 @@ from edgeeval.score.codeexec import (
     run_program,
 )
 from edgeeval.score.extract import score_output
+from edgeeval.tasks.suite import CodeItem, GenItem, Task
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
 CODE_EXEC_OFF = "generated code runs only with --allow-code-exec; this task was not scored"
@@ -73,7 +73,7 @@ def model_template(backend: Backend, model_kind: str = "") -> ChatTemplate | Non
 
 
 def build_prompts(
-    items: Sequence[Any], template: ChatTemplate | None
+    items: Sequence[GenItem], template: ChatTemplate | None
 ) -> tuple[list[str], str, str]:
     """(prompt texts, "chat" or "completion", a note when the template was refused)."""
     if template is not None:
@@ -88,7 +88,7 @@ def build_prompts(
 
 
 def score_generate_task(
-    backend: Backend, task: Any, items: Sequence[Any], *, model_kind: str = ""
+    backend: Backend, task: Task, items: Sequence[GenItem], *, model_kind: str = ""
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
@@ -125,7 +125,7 @@ def _generate(
 
 
 def _generate_sample(
-    task: Any, item: Any, prompt: str, tokens: list[int], result: GenerationResult | str
+    task: Task, item: GenItem, prompt: str, tokens: list[int], result: GenerationResult | str
 ) -> rec.GenSampleResult:
     common = {
         "task": task.name,
@@ -168,8 +168,8 @@ def rescore(sample: rec.GenSampleResult) -> rec.GenSampleResult:
 
 def score_code_task(
     backend: Backend,
-    task: Any,
-    items: Sequence[Any],
+    task: Task,
+    items: Sequence[CodeItem],
     *,
     allow_exec: bool,
     limits: ExecLimits = DEFAULT_LIMITS,
@@ -196,7 +196,11 @@ def score_code_task(
 
 
 def _code_sample(
-    task: Any, item: Any, tokens: list[int], result: GenerationResult | str, limits: ExecLimits
+    task: Task,
+    item: CodeItem,
+    tokens: list[int],
+    result: GenerationResult | str,
+    limits: ExecLimits,
 ) -> rec.GenSampleResult:
     common = {
         "task": task.name,
@@ -221,7 +225,7 @@ def _code_sample(
 
 
 def task_score(
-    task: Any,
+    task: Task,
     samples: Sequence[rec.GenSampleResult],
     *,
     metric: str,
@@ -266,7 +270,7 @@ def task_score(
     )
 
 
-def skipped_score(task: Any, reason: str, *, metric: str = "acc") -> rec.TaskScore:
+def skipped_score(task: Task, reason: str, *, metric: str = "acc") -> rec.TaskScore:
     """A task that was not run: recorded with the reason, never ranked as zero."""
     return rec.TaskScore(
         task=task.name,
