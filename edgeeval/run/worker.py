@@ -52,19 +52,20 @@ def run_speed_point(
     """Every speed test at one sweep point (the model is already loaded with its options)."""
     backend.set_threads(point.n_threads)
     options = load_options(settings, point)
-    config = {
-        "n_threads": options.n_threads,
-        "n_batch": options.n_batch,
-        "n_ubatch": options.n_ubatch,
-        "n_gpu_layers": options.n_gpu_layers,
-        "flash_attn": options.flash_attn,
-    }
     results = []
     for test in speed_tests_for(settings, point.n_depth):
         emit("speed", test=test.name, threads=point.n_threads)
         results.append(
             run_speed_test(
-                backend, test, repetitions=settings.repetitions, seed=settings.seed, **config
+                backend,
+                test,
+                repetitions=settings.repetitions,
+                seed=settings.seed,
+                n_threads=options.n_threads,
+                n_batch=options.n_batch,
+                n_ubatch=options.n_ubatch,
+                n_gpu_layers=options.n_gpu_layers,
+                flash_attn=options.flash_attn,
             )
         )
     return results
