@@ -54,7 +54,7 @@ from edgeeval.run.speed import SpeedTest, run_speed_test
 cfg = json.loads(sys.argv[1])
 options = LoadOptions(n_ctx=cfg["n_ctx"], n_threads=cfg["threads"], n_batch=cfg["n_batch"],
                       n_ubatch=cfg["n_ubatch"], n_gpu_layers=0, flash_attn=False,
-                      use_mmap=True, seed=cfg["seed"])
+                      use_mmap=True)
 backend = LlamaBackend(cfg["model"], options)
 tests = [SpeedTest(n_prompt=cfg["pp"], n_gen=0), SpeedTest(n_prompt=0, n_gen=cfg["tg"])]
 speed = [rec.to_dict(run_speed_test(backend, t, repetitions=cfg["reps"], seed=cfg["seed"]))

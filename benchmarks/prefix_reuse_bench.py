@@ -22,7 +22,7 @@ from edgeeval.catalog.models import load_catalog
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.host import physical_cores
 from edgeeval.fetch.sources import fetch
-from edgeeval.run.worker import continuation_tokens
+from edgeeval.score.choice import continuation_tokens
 from edgeeval.tasks.suite import load_suite
 
 

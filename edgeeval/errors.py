@@ -289,14 +289,3 @@ class ResumeConflictError(EdgeevalError):
         self.given = given
         self.stored = stored
         self.run_id = run_id
-
-
-class InvalidSettingError(EdgeevalError, ValueError):
-    """A run setting out of its range (`field`, `value`); the message says the allowed range."""
-
-    exit_code = 2
-
-    def __init__(self, field: str, value: object, allowed: str) -> None:
-        super().__init__(f"setting {field} must be {allowed}, got {value!r}")
-        self.field = field
-        self.value = value

@@ -24,7 +24,6 @@ from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.errors import (
     EdgeevalError,
     InvalidModelFileError,
-    InvalidSettingError,
     PreflightError,
     ResumeConflictError,
     RunNotFoundError,
@@ -97,7 +96,6 @@ def bench(
     holds it, or wait for it with `wait`); `allow_concurrent` skips the lock and marks the run
     and its records. Derived variants are built from `catalog`'s recipes (default: models.yaml).
     """
-    check_settings(run_settings)
     if run_id is not None:  # before anything is fetched or written
         store.check_run_id(run_id)
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
@@ -119,7 +117,6 @@ def bench(
         if tasks:  # datasets are fetched before any model
             prefetch(tasks)
         done = _done_keys(run_id)
-        n_threads = run_settings.n_threads or hostinfo.physical_cores()
         for index, variant in enumerate(variants, 1):
             progress(f"[{index}/{len(variants)}] {variant.name}")
             _bench_one(
@@ -129,7 +126,6 @@ def bench(
                 host=host,
                 done=done,
                 force=force,
-                n_threads=n_threads,
                 progress=progress,
                 catalog=catalog,
             )
@@ -194,32 +190,6 @@ def _check_resume(run_id: str, variants: list[Variant], run_settings: rec.RunSet
     return previous
 
 
-def check_settings(s: rec.RunSettings) -> None:
-    """Raise InvalidSettingError for a setting outside its range (a count of 0, a negative
-    size, a timeout that is not a positive number of seconds)."""
-    positive = {
-        "n_ctx": s.n_ctx,
-        "n_batch": s.n_batch,
-        "n_ubatch": s.n_ubatch,
-        "pp_tokens": s.pp_tokens,
-        "tg_tokens": s.tg_tokens,
-        "repetitions": s.repetitions,
-    }
-    for field, value in positive.items():
-        if not value >= 1:
-            raise InvalidSettingError(field, value, "at least 1")
-    if s.task_limit is not None and not s.task_limit >= 1:
-        raise InvalidSettingError("task_limit", s.task_limit, "at least 1 (or unset for all)")
-    if not 0 < s.timeout_s < float("inf"):
-        raise InvalidSettingError("timeout_s", s.timeout_s, "a positive number of seconds")
-    lists = {"sweep_threads": (s.n_threads, *s.sweep_threads), "depths": s.depths}
-    for field, values in lists.items():
-        if any(v < 0 for v in values):
-            raise InvalidSettingError(field, values, "zero or more")
-    if any(v < 1 for v in s.sweep_n_batch):
-        raise InvalidSettingError("sweep_n_batch", s.sweep_n_batch, "at least 1 each")
-
-
 def _write_manifest(
     run_id: str,
     host: rec.HostInfo,
@@ -260,7 +230,6 @@ def _bench_one(
     host: rec.HostInfo,
     done: set[str],
     force: bool,
-    n_threads: int,
     progress: Progress,
     catalog: Catalog | None = None,
 ) -> None:
@@ -292,7 +261,6 @@ def _bench_one(
         host=host,
         settings=run_settings,
         root=settings.package_root(),
-        n_threads=n_threads,
         progress=progress,
     )
     if record.status != rec.STATUS_OK:

@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from edgeeval.errors import ConfigError
+
 T = TypeVar("T")
 
 STATUS_OK = "ok"
@@ -80,6 +82,39 @@ class RunSettings:
     # shared the machine. In key() only when set: such a record is not a clean measurement.
     allow_concurrent: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse nonsense once, where settings are built; store n_ubatch as llama.cpp uses it
+        (never above n_batch), so two spellings of one configuration share one key."""
+        for name, value, least in (
+            ("n_ctx", self.n_ctx, 1),
+            ("n_batch", self.n_batch, 1),
+            ("n_ubatch", self.n_ubatch, 1),
+            ("n_threads", self.n_threads, 0),
+            ("n_gpu_layers", self.n_gpu_layers, -1),
+            ("pp_tokens", self.pp_tokens, 1),
+            ("tg_tokens", self.tg_tokens, 1),
+            ("repetitions", self.repetitions, 1),
+            ("task_limit", 1 if self.task_limit is None else self.task_limit, 1),
+            *(("sweep_threads", v, 0) for v in self.sweep_threads),
+            *(("sweep_n_gpu_layers", v, -1) for v in self.sweep_n_gpu_layers),
+            *(("sweep_n_batch", v, 1) for v in self.sweep_n_batch),
+            *(("depths", v, 0) for v in self.depths),
+        ):
+            if value < least:
+                _refuse(name, f"must be at least {least}, got {value}")
+        if not self.timeout_s > 0:
+            _refuse("timeout_s", f"must be more than 0 seconds, got {self.timeout_s}")
+        longest = max(self.depths, default=0) + (
+            self.pp_tokens + self.tg_tokens if self.pp_tg else max(self.pp_tokens, self.tg_tokens)
+        )
+        if longest > self.n_ctx:
+            _refuse(
+                "n_ctx",
+                f"{self.n_ctx} tokens cannot hold the longest speed test (depth + tokens = "
+                f"{longest}); raise --n-ctx or lower --depth/--pp/--tg",
+            )
+        object.__setattr__(self, "n_ubatch", clamp_ubatch(self.n_ubatch, self.n_batch))
+
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
@@ -89,6 +124,28 @@ class RunSettings:
                 data.pop(flag)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _refuse(name: str, message: str) -> None:
+    raise ConfigError(message, path="run settings", key=name)
+
+
+def clamp_ubatch(n_ubatch: int, n_batch: int) -> int:
+    """The micro-batch llama.cpp really uses: never more than the batch.
+
+    >>> clamp_ubatch(512, 256)
+    256
+    """
+    return min(n_ubatch, n_batch)
+
+
+def resolve_threads(n_threads: int, cores_physical: int) -> int:
+    """The thread count a setting means: 0 is the host's physical cores.
+
+    >>> resolve_threads(0, 8), resolve_threads(2, 8)
+    (8, 2)
+    """
+    return n_threads or cores_physical
 
 
 @dataclass(frozen=True)
@@ -232,6 +289,8 @@ def record_key(name: str, sha256: str, settings: RunSettings, host: HostInfo) ->
 
 
 def to_dict(record: Any) -> dict[str, Any]:
+    """A (nested) record as plain data: nested dataclasses become dicts, tuples stay tuples
+    (JSON writes them as lists; `from_dict` turns them back into tuples)."""
     return dataclasses.asdict(record)
 
 
@@ -239,28 +298,43 @@ def to_json(record: Any) -> str:
     return json.dumps(to_dict(record), sort_keys=True)
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a (nested) record dataclass from `to_dict` output; unknown keys are ignored."""
+def from_dict(cls: type[T], data: dict[str, Any], *, strict: bool = False) -> T:
+    """Rebuild a (nested) record dataclass from `to_dict` output.
+
+    Unknown keys are ignored and missing ones take their defaults, so records stored by older
+    versions still load. With `strict` (what parent and child processes exchange, written by
+    the same code) an unknown or missing key raises ValueError naming it, at every level.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if strict:
+        unknown = sorted(set(data) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.name not in data]
+        if unknown or missing:
+            raise ValueError(f"{cls.__name__}: unknown keys {unknown}, missing keys {missing}")
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name])
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], strict)
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any) -> Any:
+def _convert(tp: Any, value: Any, strict: bool) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(inner[0], value)
+        return _convert(inner[0], value, strict)
     if origin is tuple:
-        (inner, *_rest) = typing.get_args(tp)
-        return tuple(_convert(inner, v) for v in value)
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+            return tuple(_convert(args[0], v, strict) for v in value)
+        return tuple(_convert(a, v, strict) for a, v in zip(args, value, strict=True))
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)  # type: ignore[arg-type]
+        return from_dict(tp, value, strict=strict)  # type: ignore[arg-type]
     return value
 
 

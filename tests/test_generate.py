@@ -12,7 +12,7 @@ from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.sandbox import UNSAFE, Sandbox
-from edgeeval.run.worker import score_by_kind
+from edgeeval.score import score_by_kind
 from edgeeval.score.codeexec import ExecLimits
 from edgeeval.score.generate import (
     CODE_EXEC_OFF,

@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from edgeeval.run.speed import SpeedTest, run_speed_test
-from edgeeval.run.worker import score_task
+from edgeeval.score.choice import score_task
 from edgeeval.tasks.suite import McItem
 from tests.fake_backend import FakeBackend
 

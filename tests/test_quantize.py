@@ -24,12 +24,14 @@ def write_tiny_llama(
     n_layer: int = 2,
     n_head: int = 4,
     seed: int = 0,
+    chat_template: str | None = None,
 ) -> Path:
     """A llama-architecture GGUF with random F32 weights that llama.cpp loads and runs.
 
     The vocabulary is SentencePiece style: <unk> <s> </s>, the 256 byte tokens (so any text
     tokenizes), then a few letters and words. Weights are scaled so the logits spread over a
-    few nats, which keeps the next-token distributions far from uniform.
+    few nats, which keeps the next-token distributions far from uniform. `chat_template`, when
+    given, is stored as tokenizer.chat_template.
     """
     import gguf
 
@@ -58,6 +60,8 @@ def write_tiny_llama(
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     def mat(rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
         return (rng.standard_normal((rows, cols)) * gain / np.sqrt(cols)).astype(np.float32)

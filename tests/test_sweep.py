@@ -5,15 +5,15 @@ from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.records import RunSettings
-from edgeeval.run.speed import expand_sweep, speed_tests_for
+from edgeeval.run.speed import expand_sweep, load_options, speed_tests_for
 
 
 def test_sweep_is_a_cartesian_product_grouped_by_model_load():
     settings = RunSettings(sweep_threads=(1, 2), sweep_n_gpu_layers=(0, 99), depths=(0, 256))
-    points = expand_sweep(settings, default_threads=8)
+    points = expand_sweep(settings, cores_physical=8)
     assert len(points) == 8
     # all points of one load configuration are adjacent, so each configuration loads once
-    keys = [p.load_key for p in points]
+    keys = [load_options(settings, p).load_key for p in points]
     assert keys == sorted(keys, key=keys.index)
     assert len({k for k in keys}) == 2
     assert (points[0].n_threads, points[0].n_gpu_layers, points[0].n_depth) == (1, 0, 0)
@@ -21,7 +21,7 @@ def test_sweep_is_a_cartesian_product_grouped_by_model_load():
 
 
 def test_empty_sweep_is_the_single_configured_point_with_default_threads():
-    points = expand_sweep(RunSettings(n_threads=0, n_batch=256), default_threads=6)
+    points = expand_sweep(RunSettings(n_threads=0, n_batch=256), cores_physical=6)
     assert [(p.n_threads, p.n_batch, p.n_depth) for p in points] == [(6, 256, 0)]
 
 

@@ -210,8 +210,7 @@ def run_settings_from_args(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {}
     for item in given_settings(args):
         values.update(item.fields)
-    settings_ = RunSettings(**values)
-    return dataclasses.replace(settings_, n_ubatch=min(settings_.n_ubatch, settings_.n_batch))
+    return RunSettings(**values)  # validated there; n_ubatch kept within n_batch
 
 
 def _conflict(item: Given, field: str, value: Any, stored: Any) -> tuple[str, str, str]:

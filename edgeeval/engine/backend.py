@@ -9,12 +9,15 @@ the same methods without native code.
 from __future__ import annotations
 
 import ctypes
+import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
+
+from edgeeval.records import clamp_ubatch
 
 
 class Backend(Protocol):
@@ -38,6 +41,8 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class LoadOptions:
+    """How a model is loaded. n_ubatch above n_batch is lowered to it (what llama.cpp uses)."""
+
     n_ctx: int = 2048
     n_threads: int = 2
     n_batch: int = 512
@@ -46,7 +51,15 @@ class LoadOptions:
     flash_attn: bool = False
     use_mmap: bool = True
     use_mlock: bool = False
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_ubatch", clamp_ubatch(self.n_ubatch, self.n_batch))
+
+    @property
+    def load_key(self) -> tuple[Any, ...]:
+        """Everything that needs a new load to change: all options but the thread count
+        (set on a loaded context with set_threads)."""
+        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "n_threads")
 
 
 @dataclass(frozen=True)
@@ -90,32 +103,79 @@ def _log_softmax_at(row: np.ndarray, token: int) -> float:
     return float(row[token] - peak - np.log(np.exp(row - peak).sum()))
 
 
+_library_ready = False
+
+
+def _init_library(llama_cpp: Any) -> None:
+    """llama_backend_init once per process, and llama.cpp's log kept to errors (llama-cpp-
+    python routes it to the "llama-cpp-python" logger)."""
+    global _library_ready
+    if not _library_ready:
+        llama_cpp.llama_backend_init()
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        _library_ready = True
+
+
+def _model_params(llama_cpp: Any, options: LoadOptions) -> Any:
+    """llama_model_params for `options`, set as llama_cpp.Llama sets them."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
+    modes = {
+        (True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
+        (False, True): llama_cpp.LLAMA_LOAD_MODE_MLOCK,
+        (True, False): llama_cpp.LLAMA_LOAD_MODE_MMAP,
+        (False, False): llama_cpp.LLAMA_LOAD_MODE_NONE,
+    }
+    params.load_mode = modes[(options.use_mmap, options.use_mlock)]
+    return params
+
+
+def _context_params(llama_cpp: Any, options: LoadOptions) -> Any:
+    """llama_context_params for `options`, with the values llama_cpp.Llama (0.3.x) gives
+    the fields it sets, so numbers stay comparable with runs made through it."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = options.n_ctx
+    params.n_batch = min(options.n_ctx, options.n_batch)
+    params.n_ubatch = clamp_ubatch(options.n_ubatch, params.n_batch)
+    params.n_threads = params.n_threads_batch = options.n_threads
+    params.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if options.flash_attn
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
+    params.yarn_attn_factor, params.yarn_beta_fast, params.yarn_beta_slow = 1.0, 32.0, 1.0
+    params.no_perf = False
+    return params
+
+
 class LlamaBackend:
     """A llama.cpp model + context, driven through the C API for tight timing loops."""
 
     def __init__(self, path: str, options: LoadOptions) -> None:
+        """Load the model and make a context, through llama.cpp's C API.
+
+        Not through llama_cpp.Llama: its constructor compiles every chat template in the
+        GGUF's metadata with Jinja, so a template with a syntax error or deep nesting would
+        stop the model from loading. edgeeval renders templates itself, in a sandbox
+        (edgeeval.score.chat), and a refused template only changes the prompt format.
+        """
         import llama_cpp
 
         self._lib = llama_cpp
-        self.llm = llama_cpp.Llama(
-            model_path=path,
-            n_ctx=options.n_ctx,
-            n_batch=options.n_batch,
-            n_ubatch=options.n_ubatch,
-            n_threads=options.n_threads,
-            n_threads_batch=options.n_threads,
-            n_gpu_layers=options.n_gpu_layers,
-            flash_attn=options.flash_attn,
-            use_mmap=options.use_mmap,
-            use_mlock=options.use_mlock,
-            seed=options.seed,
-            logits_all=False,
-            verbose=False,
-        )
+        _init_library(llama_cpp)
         self.options = options
-        self.ctx = self.llm._ctx.ctx
+        self.model = llama_cpp.llama_model_load_from_file(
+            path.encode("utf-8"), _model_params(llama_cpp, options)
+        )
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        self.ctx = llama_cpp.llama_init_from_model(self.model, _context_params(llama_cpp, options))
+        if not self.ctx:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+            raise RuntimeError(f"llama.cpp could not make a context for {path}")
         self.mem = llama_cpp.llama_get_memory(self.ctx)
-        vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
+        vocab = self._vocab()
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self.bos = int(llama_cpp.llama_vocab_bos(vocab))
@@ -123,13 +183,19 @@ class LlamaBackend:
         self._batch = llama_cpp.llama_batch_init(options.n_batch, 0, 1)
 
     def close(self) -> None:
+        """Free the batch, the context and the model (context first); safe to call twice."""
         if self._batch is not None:
             self._lib.llama_batch_free(self._batch)
             self._batch = None
-        self.llm.close()
+        if self.ctx is not None:
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+        if self.model is not None:
+            self._lib.llama_model_free(self.model)
+            self.model = None
 
     def model_facts(self) -> dict[str, Any]:
-        model = self.llm._model.model
+        model = self.model
         return {
             "n_ctx_train": int(self._lib.llama_model_n_ctx_train(model)),
             "n_params": int(self._lib.llama_model_n_params(model)),
@@ -177,7 +243,21 @@ class LlamaBackend:
 
     # --- scoring ---
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False))
+        return self._tokenize(text, add_bos=add_bos, special=False)
+
+    def _tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        """llama_tokenize; a negative count is the room it needs, so ask again with that."""
+        data = text.encode("utf-8")
+        room = len(data) + 2
+        for _ in range(2):
+            out = (self._lib.llama_token * room)()
+            n = self._lib.llama_tokenize(
+                self._vocab(), data, len(data), out, room, add_bos, special
+            )
+            if n >= 0:
+                return list(out[:n])
+            room = -n
+        raise RuntimeError(f"llama_tokenize failed for a text of {len(data)} bytes")
 
     def _decode_logits(self, tokens: list[int], pos0: int, *, want_all: bool) -> np.ndarray:
         """Decode tokens at positions pos0.. in sequence 0; return logits rows requested."""
@@ -302,7 +382,7 @@ class LlamaBackend:
         """Tokens of a prompt, BOS first when the model wants one. With `special`, markers such
         as <|im_start|> in a rendered chat template become their control tokens, and a BOS
         that the template already wrote is not doubled."""
-        tokens = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+        tokens = self._tokenize(text, add_bos=False, special=special)
         if self.add_bos and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)
         return tokens
@@ -350,7 +430,7 @@ class LlamaBackend:
 
     def chat_template(self) -> str | None:
         """The GGUF's default chat template (`tokenizer.chat_template`), or None (base models)."""
-        raw = self._lib.llama_model_chat_template(self.llm._model.model, None)
+        raw = self._lib.llama_model_chat_template(self.model, None)
         return raw.decode("utf-8", "replace") if raw else None
 
     def special_token_texts(self) -> dict[str, str]:
@@ -368,7 +448,7 @@ class LlamaBackend:
         return {"bos_token": text(self.bos), "eos_token": text(eos)}
 
     def _vocab(self) -> Any:
-        return self._lib.llama_model_get_vocab(self.llm._model.model)
+        return self._lib.llama_model_get_vocab(self.model)
 
     def _piece(self, vocab: Any, token: int, *, special: bool) -> bytes:
         """The bytes of one token (llama_token_to_piece; a negative size asks for more room)."""

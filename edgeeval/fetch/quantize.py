@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant
@@ -204,7 +205,13 @@ def _build(
     )
     start = time.monotonic()
     log, built = _quantize_checked(
-        variant, recipe, plan, tensors, source.path, target, nthread or hostinfo.physical_cores()
+        variant,
+        recipe,
+        plan,
+        tensors,
+        source.path,
+        target,
+        rec.resolve_threads(nthread, hostinfo.physical_cores()),
     )
     counts, params = histogram(built)
     size = target.stat().st_size
@@ -276,60 +283,61 @@ def _run_quantizer(src: Path, dst: Path, recipe: Recipe, plan: Plan, nthread: in
     ids = known_types()
     from edgeeval.engine.backend import llama_ftype_ids
 
-    spec = {
-        "src": str(src),
-        "dst": str(dst),
-        "ftype": llama_ftype_ids()[recipe.ftype],
-        "tensor_overrides": [[p, ids[t]] for p, t in plan.overrides],
-        "output_tensor_type": ids.get(plan.output_type or ""),
-        "token_embedding_type": ids.get(plan.token_embedding_type or ""),
-        "pure": recipe.pure,
-        "nthread": nthread,
-    }
+    spec = ct.QuantizeSpec(
+        src=str(src),
+        dst=str(dst),
+        ftype=llama_ftype_ids()[recipe.ftype],
+        tensor_overrides=tuple((p, ids[t]) for p, t in plan.overrides),
+        output_tensor_type=ids.get(plan.output_type or ""),
+        token_embedding_type=ids.get(plan.token_embedding_type or ""),
+        pure=recipe.pure,
+        nthread=nthread,
+    )
     with tempfile.TemporaryDirectory(prefix="edgeeval-quantize-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps(spec))
+        ct.write_contract(spec_path, spec)
         done = subprocess.run(
             [sys.executable, "-m", "edgeeval.fetch.quantize", str(spec_path), str(out_path)],
             capture_output=True,
             text=True,
         )
-        result = json.loads(out_path.read_text()) if out_path.exists() else None
+        result = ct.read_contract(ct.QuantizeResult, out_path) if out_path.exists() else None
     if done.returncode < 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise FetchError(
             f"{dst.name}: llama.cpp's quantizer died from "
             f"{signal.Signals(-done.returncode).name}:\n{tail}"
         )
-    if result is None or result.get("error"):
-        reason = result["error"] if result else done.stderr.strip()[-500:]
+    if result is None or result.error:
+        reason = result.error if result else done.stderr.strip()[-500:]
         raise FetchError(
             f"{dst.name}: llama.cpp could not quantize {src.name} with recipe "
             f"'{recipe.name}': {reason}. Check the recipe in models.yaml."
         )
-    return str(result["log"])
+    return result.log
 
 
 def _child(spec_path: str, out_path: str) -> int:
-    """Child entry point: run the quantizer as the spec says; write {log} or {error}."""
+    """Child entry point: run the quantizer as the QuantizeSpec says; write a QuantizeResult
+    with llama.cpp's log or its error."""
     from edgeeval.engine.backend import quantize_model
 
-    spec = json.loads(Path(spec_path).read_text())
+    spec = ct.read_contract(ct.QuantizeSpec, spec_path)
     try:
         log = quantize_model(
-            spec["src"],
-            spec["dst"],
-            ftype=spec["ftype"],
-            tensor_overrides=[tuple(o) for o in spec["tensor_overrides"]],
-            output_tensor_type=spec["output_tensor_type"],
-            token_embedding_type=spec["token_embedding_type"],
-            pure=spec["pure"],
-            nthread=spec["nthread"],
+            spec.src,
+            spec.dst,
+            ftype=spec.ftype,
+            tensor_overrides=list(spec.tensor_overrides),
+            output_tensor_type=spec.output_tensor_type,
+            token_embedding_type=spec.token_embedding_type,
+            pure=spec.pure,
+            nthread=spec.nthread,
         )
-        result = {"log": log}
+        result = ct.QuantizeResult(log=log)
     except RuntimeError as exc:
-        result = {"error": str(exc)}
-    Path(out_path).write_text(json.dumps(result))
+        result = ct.QuantizeResult(error=str(exc))
+    ct.write_contract(out_path, result)
     return 0
 
 

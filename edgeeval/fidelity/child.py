@@ -1,4 +1,5 @@
-"""The child process of a fidelity run: `python -m edgeeval.fidelity.child SPEC.json`.
+"""The child process of a fidelity run: `python -m edgeeval.fidelity.child SPEC.json`
+(SPEC.json is an edgeeval.contracts.FidelitySpec).
 
 The reference pass tokenizes the corpus, cuts it into n_ctx chunks and streams the reference
 log-probabilities of every scored position to disk as float16, chunk by chunk. The variant
@@ -10,38 +11,35 @@ are never in memory together.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from edgeeval import contracts as ct
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.process import emit
 from edgeeval.fetch.gguf_check import check_gguf
 from edgeeval.fidelity.kld import TokenStats, log_softmax, make_chunks, scored, token_stats
 
 _ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
+META = "meta.json"  # the reference pass's FidelityPassResult, in the work folder
 
 
-def _load(spec: dict[str, Any]) -> Any:
-    from edgeeval.engine.backend import LlamaBackend, LoadOptions
-
-    check_gguf(spec["model"])  # refuse malformed files before native code parses them
-    n_ctx = spec["n_ctx"]
-    return LlamaBackend(
-        spec["model"],
-        LoadOptions(
-            n_ctx=n_ctx,
-            n_threads=spec["n_threads"],
-            n_batch=n_ctx,
-            n_ubatch=min(n_ctx, 512),
-            n_gpu_layers=spec["n_gpu_layers"],
-        ),
+def _load(spec: ct.FidelitySpec) -> LlamaBackend:
+    """The model of this pass, one chunk per decode (n_batch = n_ctx, micro-batches of 512)."""
+    check_gguf(spec.model)  # refuse malformed files before native code parses them
+    options = LoadOptions(
+        n_ctx=spec.n_ctx,
+        n_threads=spec.n_threads,
+        n_batch=spec.n_ctx,
+        n_ubatch=512,  # LoadOptions keeps it within n_batch
+        n_gpu_layers=spec.n_gpu_layers,
     )
+    return LlamaBackend(spec.model, options)
 
 
-def _chunk_logp(backend: Any, chunk: np.ndarray, first: int) -> np.ndarray:
+def _chunk_logp(backend: LlamaBackend, chunk: np.ndarray, first: int) -> np.ndarray:
     """float16 log-probabilities of a chunk's scored positions (BOS put first if the model
     adds one; the chunk's last token is only a target, so it is not decoded)."""
     tokens = [int(t) for t in chunk[:-1]]
@@ -56,12 +54,12 @@ def _chunk_logp(backend: Any, chunk: np.ndarray, first: int) -> np.ndarray:
     )
 
 
-def reference_pass(spec: dict[str, Any]) -> None:
+def reference_pass(spec: ct.FidelitySpec) -> None:
     """Tokenize the corpus, then write tokens, meta and the reference log-probabilities."""
-    work, n_ctx = Path(spec["work"]), spec["n_ctx"]
+    work, n_ctx = Path(spec.work), spec.n_ctx
     backend = _load(spec)
     tokens = backend.tokenize((work / "corpus.txt").read_text(encoding="utf-8"), add_bos=True)
-    chunks = make_chunks(tokens, n_ctx, spec["max_chunks"])
+    chunks = make_chunks(tokens, n_ctx, spec.max_chunks)
     if len(chunks) == 0:
         raise ValueError(
             f"the corpus has {len(tokens)} tokens, fewer than one chunk of "
@@ -73,23 +71,22 @@ def reference_pass(spec: dict[str, Any]) -> None:
         for index, chunk in enumerate(chunks, 1):
             fh.write(_chunk_logp(backend, chunk, first).tobytes())
             emit("chunk", index=index, total=len(chunks))
-    (work / "meta.json").write_text(
-        json.dumps(
-            {"n_vocab": backend.n_vocab, "n_chunks": len(chunks), "n_corpus_tokens": len(tokens)}
-        )
+    meta = ct.FidelityPassResult(
+        n_vocab=backend.n_vocab, n_chunks=len(chunks), n_corpus_tokens=len(tokens)
     )
+    ct.write_contract(work / META, meta)
     backend.close()
 
 
-def variant_pass(spec: dict[str, Any]) -> None:
+def variant_pass(spec: ct.FidelitySpec) -> None:
     """Score the variant on the reference's chunks, one chunk of reference data at a time."""
-    work, n_ctx = Path(spec["work"]), spec["n_ctx"]
-    meta = json.loads((work / "meta.json").read_text())
+    work, n_ctx = Path(spec.work), spec.n_ctx
+    meta = ct.read_contract(ct.FidelityPassResult, work / META)
     backend = _load(spec)
-    if backend.n_vocab != meta["n_vocab"]:
+    if backend.n_vocab != meta.n_vocab:
         raise ValueError(
             f"vocabulary of {backend.n_vocab} tokens, the reference has "
-            f"{meta['n_vocab']}: fidelity needs the same model's tokenizer"
+            f"{meta.n_vocab}: fidelity needs the same model's tokenizer"
         )
     chunks = np.load(work / "tokens.npy")
     first, count = scored(n_ctx)
@@ -97,7 +94,7 @@ def variant_pass(spec: dict[str, Any]) -> None:
         work / "ref_logp.f16",
         dtype=np.float16,
         mode="r",
-        shape=(len(chunks), count, meta["n_vocab"]),
+        shape=(len(chunks), count, meta.n_vocab),
     )
     parts = []
     for index, chunk in enumerate(chunks):
@@ -114,16 +111,17 @@ def variant_pass(spec: dict[str, Any]) -> None:
         emit("chunk", index=index + 1, total=len(chunks))
     stats = TokenStats.concat(parts)
     np.savez(
-        spec["out"],
+        spec.out,
         **{k: getattr(stats, k) for k in ("nll", "nll_ref", "kld", "p_diff", "same_top")},
     )
     backend.close()
 
 
 def _child(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+    """Run the pass SPEC asks for; 0 on success, 1 with the reason on stderr."""
     try:
-        (reference_pass if spec["role"] == "reference" else variant_pass)(spec)
+        spec = ct.read_contract(ct.FidelitySpec, spec_path)
+        (reference_pass if spec.role == "reference" else variant_pass)(spec)
     except Exception as exc:  # the parent records this line as the failure reason
         print(f"edgeeval fidelity: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1

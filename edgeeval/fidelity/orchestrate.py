@@ -22,19 +22,19 @@ reference and the variant are never in memory together.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant
@@ -46,6 +46,7 @@ from edgeeval.fetch.files import ensure_free_space
 from edgeeval.fetch.gguf_check import check_gguf
 from edgeeval.fetch.quantize import ensure_file, read_build_info
 from edgeeval.fidelity import MAX_CHUNKS, N_CTX
+from edgeeval.fidelity.child import META
 from edgeeval.fidelity.kld import TokenStats, scored, summarize
 from edgeeval.store.fidelity import save_fidelity
 
@@ -148,30 +149,27 @@ def run_fidelity(
     """
     ref_file = ensure_file(reference, catalog, progress=progress)
     common = _provenance(run_id, reference, ref_file.sha256, corpus, n_ctx)
-    threads = n_threads or hostinfo.physical_cores()
+    threads = rec.resolve_threads(n_threads, hostinfo.physical_cores())
     scratch = settings.home() / "tmp"
     ensure_free_space(scratch, _ref_bytes(ref_file.path, n_ctx, max_chunks, len(corpus.text)))
     with tempfile.TemporaryDirectory(prefix="fidelity-", dir=scratch) as tmp:
         work = Path(tmp)
         (work / "corpus.txt").write_text(corpus.text, encoding="utf-8")
-        spec = {
-            "work": str(work),
-            "n_ctx": n_ctx,
-            "max_chunks": max_chunks,
-            "n_threads": threads,
-            "n_gpu_layers": n_gpu_layers,
-        }
-        progress(f"{reference.name}: reference pass on {corpus.name} (n_ctx {n_ctx})")
-        ref_s, reason = _run_pass(
-            {**spec, "role": "reference", "model": str(ref_file.path)},
-            reference.name,
-            timeout_s,
-            progress,
+        spec = ct.FidelitySpec(
+            role="reference",
+            model=str(ref_file.path),
+            work=str(work),
+            n_ctx=n_ctx,
+            max_chunks=max_chunks,
+            n_threads=threads,
+            n_gpu_layers=n_gpu_layers,
         )
+        progress(f"{reference.name}: reference pass on {corpus.name} (n_ctx {n_ctx})")
+        ref_s, reason = _run_pass(spec, reference.name, timeout_s, progress)
         if ref_s is None:
             raise EdgeevalError(f"{reference.name}: the reference pass failed: {reason}")
-        n_chunks = json.loads((work / "meta.json").read_text())["n_chunks"]
-        common.update(n_chunks=n_chunks, reference_elapsed_s=ref_s)
+        meta = ct.read_contract(ct.FidelityPassResult, work / META)
+        common.update(n_chunks=meta.n_chunks, reference_elapsed_s=ref_s)
         results = []
         for variant in variants:
             result = _measure_one(variant, catalog, spec, common, timeout_s, progress)
@@ -209,7 +207,7 @@ def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
 def _measure_one(
     variant: Variant,
     catalog: Catalog,
-    spec: dict[str, Any],
+    reference_spec: ct.FidelitySpec,
     common: dict[str, Any],
     timeout_s: float,
     progress: Progress,
@@ -225,14 +223,10 @@ def _measure_one(
             started_at=started,
             error=str(exc),
         )
-    out = Path(spec["work"]) / f"stats-{variant.name}.npz"
+    out = Path(reference_spec.work) / f"stats-{variant.name}.npz"
     progress(f"{variant.name}: comparing with {common['reference']}")
-    elapsed, error = _run_pass(
-        {**spec, "role": "variant", "model": str(file.path), "out": str(out)},
-        variant.name,
-        timeout_s,
-        progress,
-    )
+    spec = replace(reference_spec, role="variant", model=str(file.path), out=str(out))
+    elapsed, error = _run_pass(spec, variant.name, timeout_s, progress)
     base = {
         **common,
         "variant": variant.name,
@@ -256,11 +250,11 @@ def _notes(path: Path) -> str:
 
 
 def _run_pass(
-    spec: dict[str, Any], name: str, timeout_s: float, progress: Progress
+    spec: ct.FidelitySpec, name: str, timeout_s: float, progress: Progress
 ) -> tuple[float | None, str]:
     """Run one model pass in a child; (seconds, "") on success, (None, reason) on failure."""
-    spec_path = Path(spec["work"]) / f"spec-{spec['role']}.json"
-    spec_path.write_text(json.dumps(spec))
+    spec_path = Path(spec.work) / f"spec-{spec.role}.json"
+    ct.write_contract(spec_path, spec)
     outcome = run_child(
         [sys.executable, "-m", "edgeeval.fidelity.child", str(spec_path)],
         timeout_s=timeout_s,

@@ -153,7 +153,7 @@ def speed_kind(speed: rec.SpeedResult) -> str | None:
 
 def threads_used(record: rec.ModelRecord) -> int:
     """Threads a record ran with: n_threads, where 0 means the host's physical cores."""
-    return record.settings.n_threads or record.host.cores_physical
+    return rec.resolve_threads(record.settings.n_threads, record.host.cores_physical)
 
 
 def _as_configured(speed: rec.SpeedResult, record: rec.ModelRecord) -> int:
@@ -336,8 +336,9 @@ def group_by_host(
 
 
 def _same_but_threads(a: rec.RunSettings, b: rec.RunSettings) -> bool:
-    def base(s: rec.RunSettings) -> rec.RunSettings:
-        return replace(s, n_threads=0, sweep_threads=(), timeout_s=0.0)
+    def base(s: rec.RunSettings) -> dict:
+        ignored = ("n_threads", "sweep_threads", "timeout_s")
+        return {k: v for k, v in rec.to_dict(s).items() if k not in ignored}
 
     return base(a) == base(b)
 

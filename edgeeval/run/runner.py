@@ -7,7 +7,6 @@ cross-check). Whatever happens to the child becomes a ModelRecord.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval.catalog.models import Variant
 from edgeeval.engine.memprobe import NvmlReader
@@ -87,25 +87,23 @@ def measure_variant(
     host: rec.HostInfo,
     settings: rec.RunSettings,
     root: Path,
-    n_threads: int,
     progress: Progress,
 ) -> tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]:
-    """Measure one variant in a child process; never raises for a failure of the model."""
-    info = variant_info(variant, file)
+    """Measure one variant in a child process; never raises for a failure of the model.
+
+    A child that failed part way still hands back what it measured before the failure: the
+    record then has status error, the reason, and those measurements."""
     started = _now()
+    spec = ct.WorkerSpec(
+        model_path=str(file.path),
+        root=str(root),
+        settings=settings,
+        cores_physical=host.cores_physical,
+        model_kind=variant.kind,
+    )
     with owned_tempdir() as tmp:  # named with our pid: swept at the next bench if we are killed
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(
-            json.dumps(
-                {
-                    "model_path": str(file.path),
-                    "root": str(root),
-                    "settings": rec.to_dict(settings),
-                    "model_kind": variant.kind,
-                    "n_threads": n_threads,
-                }
-            )
-        )
+        ct.write_contract(spec_path, spec)
         cmd = [sys.executable, "-m", "edgeeval.run.worker", str(spec_path), str(out_path)]
         nvml = NvmlReader() if host.backend == "CUDA" else None
         outcome = run_child(
@@ -114,8 +112,34 @@ def measure_variant(
             nvml=nvml,
             on_event=lambda e: progress(_describe(variant.name, e)),
         )
-        result = json.loads(out_path.read_text()) if out_path.exists() else None
-    memory = rec.MemoryResult(
+        result = ct.read_contract(ct.WorkerResult, out_path) if out_path.exists() else None
+    status, error = _status(outcome, result)
+    got = result or ct.WorkerResult()
+    record = rec.ModelRecord(
+        run_id=run_id,
+        variant=variant_info(variant, file),
+        host=host,
+        settings=settings,
+        status=status,
+        started_at=started,
+        duration_s=outcome.duration_s,
+        memory=_memory(outcome, settings),
+        error=error,
+        stderr_tail=outcome.stderr_tail if status != rec.STATUS_OK else "",
+        load_s=got.load_s,
+        speed=got.speed,
+        tasks=got.tasks,
+        ttft=got.ttft,
+        n_ctx_train=got.n_ctx_train,
+        weights_bytes=got.weights_bytes,
+        n_params=got.n_params,
+        kv_cache_bytes=got.kv_cache_bytes,
+    )
+    return record, list(got.samples), list(got.gen_samples)
+
+
+def _memory(outcome: ChildOutcome, settings: rec.RunSettings) -> rec.MemoryResult:
+    return rec.MemoryResult(
         peak_rss_bytes=outcome.peak_rss_bytes,
         peak_uss_bytes=outcome.peak_uss_bytes,
         os_maxrss_bytes=outcome.os_maxrss_bytes,
@@ -127,43 +151,19 @@ def measure_variant(
         peak_footprint_bytes=outcome.peak_footprint_bytes,
         peak_gpu_bytes=outcome.peak_gpu_bytes,
     )
-    status, error = _status(outcome, result)
-    record = rec.ModelRecord(
-        run_id=run_id,
-        variant=info,
-        host=host,
-        settings=settings,
-        status=status,
-        started_at=started,
-        duration_s=outcome.duration_s,
-        memory=memory,
-        error=error,
-        stderr_tail=outcome.stderr_tail if status != rec.STATUS_OK else "",
-        load_s=result["load_s"] if result else None,
-        speed=tuple(rec.from_dict(rec.SpeedResult, s) for s in result["speed"]) if result else (),
-        tasks=tuple(rec.from_dict(rec.TaskScore, t) for t in result["tasks"]) if result else (),
-        ttft=tuple(rec.from_dict(rec.LatencyResult, t) for t in result["ttft"]) if result else (),
-        n_ctx_train=result.get("n_ctx_train") if result else None,
-        weights_bytes=result.get("weights_bytes") if result else None,
-        n_params=result.get("n_params") if result else None,
-        kv_cache_bytes=result.get("kv_cache_bytes") if result else None,
-    )
-    samples = [rec.from_dict(rec.SampleResult, s) for s in result["samples"]] if result else []
-    generations = (
-        [rec.from_dict(rec.GenSampleResult, g) for g in result.get("gen_samples", [])]
-        if result
-        else []
-    )
-    return record, samples, generations
 
 
-def _status(outcome: ChildOutcome, result: dict | None) -> tuple[str, str]:
+def _status(outcome: ChildOutcome, result: ct.WorkerResult | None) -> tuple[str, str]:
+    """(status, error) of a finished child: timeout, crash, a failed phase (its own reason),
+    another non-zero exit, or ok."""
     if outcome.timed_out:
         return rec.STATUS_TIMEOUT, f"killed after the {outcome.duration_s:.0f} s timeout"
     if outcome.signal is not None:
         name = signal.Signals(outcome.signal).name
         hint = " (likely out of memory)" if outcome.signal == signal.SIGKILL else ""
         return rec.STATUS_CRASH, f"child died from {name}{hint}"
+    if result is not None and result.error:
+        return rec.STATUS_ERROR, result.error
     if outcome.returncode != 0 or result is None:
         last = outcome.stderr_tail.strip().splitlines()[-1:] or ["no output"]
         return rec.STATUS_ERROR, f"child exited with code {outcome.returncode}: {last[0]}"

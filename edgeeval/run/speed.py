@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edgeeval.engine.backend import Backend
+from edgeeval.engine.backend import Backend, LoadOptions
 from edgeeval.metrics import mean_stddev
-from edgeeval.records import LatencyResult, RunSettings, SpeedResult
+from edgeeval.records import LatencyResult, RunSettings, SpeedResult, resolve_threads
 
 Clock = Callable[[], int]
 
@@ -96,7 +96,8 @@ def _result(test: SpeedTest, samples_ns: Sequence[int], config: dict) -> SpeedRe
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One combination of a speed sweep. Points sharing a LoadConfig share a loaded model."""
+    """One combination of a speed sweep, threads resolved. Points whose `load_options` share
+    a load_key share a loaded model."""
 
     n_threads: int
     n_gpu_layers: int
@@ -104,18 +105,14 @@ class SweepPoint:
     flash_attn: bool
     n_depth: int
 
-    @property
-    def load_key(self) -> tuple[int, int, bool]:
-        return (self.n_gpu_layers, self.n_batch, self.flash_attn)
 
-
-def expand_sweep(settings: RunSettings, *, default_threads: int) -> list[SweepPoint]:
+def expand_sweep(settings: RunSettings, *, cores_physical: int) -> list[SweepPoint]:
     """The cartesian product of the sweep lists, grouped so each model load is used once.
 
-    An empty list means the single value of the plain setting; threads 0 means
-    `default_threads`. The first point is always the run's primary configuration.
+    An empty list means the single value of the plain setting; threads 0 means the host's
+    `cores_physical`. The first point is always the run's primary configuration.
     >>> s = RunSettings(sweep_threads=(1, 2), depths=(0, 512))
-    >>> [(p.n_threads, p.n_depth) for p in expand_sweep(s, default_threads=4)]
+    >>> [(p.n_threads, p.n_depth) for p in expand_sweep(s, cores_physical=4)]
     [(1, 0), (1, 512), (2, 0), (2, 512)]
     """
     threads = settings.sweep_threads or (settings.n_threads,)
@@ -123,20 +120,32 @@ def expand_sweep(settings: RunSettings, *, default_threads: int) -> list[SweepPo
     batches = settings.sweep_n_batch or (settings.n_batch,)
     flash = settings.sweep_flash_attn or (settings.flash_attn,)
     depths = settings.depths or (0,)
-    points = []
-    for ngl, batch, fa, n_threads, depth in itertools.product(
-        layers, batches, flash, threads, depths
-    ):
-        points.append(
-            SweepPoint(
-                n_threads=n_threads or default_threads,
-                n_gpu_layers=ngl,
-                n_batch=batch,
-                flash_attn=fa,
-                n_depth=depth,
-            )
+    return [
+        SweepPoint(
+            n_threads=resolve_threads(n_threads, cores_physical),
+            n_gpu_layers=ngl,
+            n_batch=batch,
+            flash_attn=fa,
+            n_depth=depth,
         )
-    return points
+        for ngl, batch, fa, n_threads, depth in itertools.product(
+            layers, batches, flash, threads, depths
+        )
+    ]
+
+
+def load_options(settings: RunSettings, point: SweepPoint) -> LoadOptions:
+    """How to load the model for `point`: its swept values, the rest from `settings`."""
+    return LoadOptions(
+        n_ctx=settings.n_ctx,
+        n_threads=point.n_threads,
+        n_batch=point.n_batch,
+        n_ubatch=settings.n_ubatch,
+        n_gpu_layers=point.n_gpu_layers,
+        flash_attn=point.flash_attn,
+        use_mmap=settings.use_mmap,
+        use_mlock=settings.use_mlock,
+    )
 
 
 def speed_tests_for(settings: RunSettings, depth: int) -> list[SpeedTest]:

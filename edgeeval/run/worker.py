@@ -2,96 +2,33 @@
 
 Running each model in its own process means a crash, an out-of-memory kill or a hang of one
 model cannot take the run down, and the parent can sample this process's memory from outside.
-Progress goes to stdout as JSON lines ({"event": ...}); the result goes to OUT.json; errors go
-to stderr and a non-zero exit code.
+Progress goes to stdout as JSON lines ({"event": ...}). SPEC.json is a WorkerSpec; OUT.json a
+WorkerResult. When a phase fails, OUT.json still holds everything measured before it, with the
+error, and the exit code is 1 (the error also goes to stderr).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from edgeeval import contracts as ct
 from edgeeval import records as rec
-from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
+from edgeeval.engine.backend import Backend, LlamaBackend
 from edgeeval.engine.process import die_with_parent, emit
-from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.metrics import score_samples
-from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
-from edgeeval.score.generate import (
-    CODE_EXEC_OFF,
-    score_code_task,
-    score_generate_task,
-    skipped_score,
+from edgeeval.run.speed import (
+    SweepPoint,
+    expand_sweep,
+    load_options,
+    run_speed_test,
+    run_ttft,
+    speed_tests_for,
 )
-
-
-def continuation_tokens(
-    backend: Backend, context: str, choice: str, context_tokens: list[int]
-) -> list[int]:
-    """Tokens of `choice` as they appear after `context` (tokenizing the joined text, so the
-    word boundary is tokenized as the model sees it), falling back to the choice alone."""
-    whole = backend.tokenize(context + choice, add_bos=True)
-    n = len(context_tokens)
-    if whole[:n] == context_tokens and len(whole) > n:
-        return whole[n:]
-    return backend.tokenize(choice, add_bos=False)
-
-
-def score_task(
-    backend: Backend, task: Any, items: list[Any]
-) -> tuple[rec.TaskScore, list[rec.SampleResult]]:
-    """Score multiple-choice items by log-likelihood; returns the task score and the samples."""
-    start = time.perf_counter()
-    samples = []
-    for item in items:
-        ctx = backend.tokenize(item.context, add_bos=True)
-        conts = [continuation_tokens(backend, item.context, c, ctx) for c in item.choices]
-        logliks = backend.choice_logliks(ctx, conts)
-        samples.append(
-            rec.SampleResult(
-                task=task.name,
-                item_id=item.id,
-                gold=item.gold,
-                logliks=tuple(logliks),
-                choice_chars=tuple(len(c.encode()) for c in item.choices),
-            )
-        )
-    score = score_samples(
-        samples,
-        task=task.name,
-        version=task.version,
-        category=task.category,
-        chance=task.chance,
-        elapsed_s=time.perf_counter() - start,
-    )
-    return score, samples
-
-
-def score_by_kind(
-    backend: Backend, task: Any, settings: rec.RunSettings, *, model_kind: str = ""
-) -> tuple[rec.TaskScore, list[rec.SampleResult], list[rec.GenSampleResult]]:
-    """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
-    generation for generate, generation plus sandboxed execution for code (only when
-    `settings.allow_code_exec`; otherwise recorded as skipped)."""
-    kind = getattr(task, "kind", "multiple_choice")
-    if kind == "code" and not settings.allow_code_exec:  # skip before loading any items
-        return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), [], []
-    items = task.items(limit=settings.task_limit, seed=settings.seed)
-    if kind == "generate":
-        score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
-        return score, [], generated
-    if kind == "code":
-        sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
-        score, generated = score_code_task(backend, task, items, sandbox=sandbox)
-        return score, [], generated
-    if kind != "multiple_choice":
-        raise ValueError(f"task {task.name}: unknown kind {kind!r}")
-    score, samples = score_task(backend, task, items)
-    return score, samples, []
+from edgeeval.score import score_by_kind
+from edgeeval.tasks.suite import Task, load_suite
 
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
@@ -109,122 +46,147 @@ def ttft_prompt(backend: Backend, n_tokens: int) -> str:
     return " ".join(words)
 
 
-def load_options(settings: rec.RunSettings, point: SweepPoint) -> LoadOptions:
-    return LoadOptions(
-        n_ctx=settings.n_ctx,
-        n_threads=point.n_threads,
-        n_batch=point.n_batch,
-        n_ubatch=min(settings.n_ubatch, point.n_batch),
-        n_gpu_layers=point.n_gpu_layers,
-        flash_attn=point.flash_attn,
-        use_mmap=settings.use_mmap,
-        use_mlock=settings.use_mlock,
-        seed=settings.seed,
-    )
-
-
-def _load_key(options: LoadOptions) -> tuple[int, int, bool]:
-    return (options.n_gpu_layers, options.n_batch, options.flash_attn)
-
-
 def run_speed_point(
     backend: Backend, settings: rec.RunSettings, point: SweepPoint
 ) -> list[rec.SpeedResult]:
     """Every speed test at one sweep point (the model is already loaded with its options)."""
     backend.set_threads(point.n_threads)
-    config = {
-        "n_threads": point.n_threads,
-        "n_batch": point.n_batch,
-        "n_ubatch": min(settings.n_ubatch, point.n_batch),
-        "n_gpu_layers": point.n_gpu_layers,
-        "flash_attn": point.flash_attn,
-    }
+    options = load_options(settings, point)
     results = []
     for test in speed_tests_for(settings, point.n_depth):
         emit("speed", test=test.name, threads=point.n_threads)
         results.append(
             run_speed_test(
-                backend, test, repetitions=settings.repetitions, seed=settings.seed, **config
+                backend,
+                test,
+                repetitions=settings.repetitions,
+                seed=settings.seed,
+                n_threads=options.n_threads,
+                n_batch=options.n_batch,
+                n_ubatch=options.n_ubatch,
+                n_gpu_layers=options.n_gpu_layers,
+                flash_attn=options.flash_attn,
             )
         )
     return results
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Load, time and score one model as the spec says; return the result mapping.
+@dataclass
+class _Measured:
+    """What the worker has measured so far; each phase adds to it, so a failing phase leaves
+    what came before it intact."""
+
+    phase: str = ct.PHASE_CHECK
+    backend: LlamaBackend | None = None
+    result: ct.WorkerResult = field(default_factory=ct.WorkerResult)
+
+    def add(self, **changes: object) -> None:
+        self.result = replace(self.result, **changes)  # type: ignore[arg-type]
+
+    def extend(self, name: str, values: list) -> None:
+        self.add(**{name: getattr(self.result, name) + tuple(values)})
+
+
+def measure(spec: ct.WorkerSpec) -> ct.WorkerResult:
+    """Check, load, time and score one model as the spec says; the WorkerResult carries the
+    error and the phase it happened in when one failed, and everything measured before it.
 
     The first sweep point is the primary configuration: its load time is reported and the
     tasks run on it. Other points reuse the loaded model when only threads or depth change.
     """
-    from edgeeval.tasks.suite import load_suite
+    got = _Measured()
+    try:
+        settings = spec.settings
+        tasks = _check(spec, got)
+        points = expand_sweep(settings, cores_physical=spec.cores_physical)
+        got.phase = ct.PHASE_LOAD
+        _load(spec.model_path, settings, points[0], got)
+        got.phase = ct.PHASE_SPEED
+        _speed(spec.model_path, settings, points, got)
+        got.phase = ct.PHASE_TASKS
+        _tasks(spec, tasks, points[0], got)
+    except Exception as exc:  # the parent records this with what was measured before it
+        got.add(error=f"{got.phase}: {type(exc).__name__}: {exc}", failed_phase=got.phase)
+    finally:
+        if got.backend is not None:
+            got.backend.close()
+    return got.result
 
-    settings = rec.from_dict(rec.RunSettings, spec["settings"])
-    path = spec["model_path"]
-    summary = check_gguf(path)  # refuse malformed files before native code parses them
-    tasks = load_suite(settings.suite, Path(spec["root"])) if settings.suite else []
-    points = expand_sweep(settings, default_threads=spec["n_threads"])
-    primary = points[0]
-    emit("loading")
+
+def _check(spec: ct.WorkerSpec, got: _Measured) -> list[Task]:
+    """Refuse a malformed file before native code parses it; read the header's facts and the
+    suite's tasks (their errors come before any model is loaded)."""
+    summary = check_gguf(spec.model_path)
+    got.add(
+        weights_bytes=summary.data_bytes,
+        kv_cache_bytes=kv_cache_bytes(summary, spec.settings.n_ctx),
+    )
+    suite = spec.settings.suite
+    return load_suite(suite, Path(spec.root)) if suite else []
+
+
+def _load(path: str, settings: rec.RunSettings, point: SweepPoint, got: _Measured) -> None:
+    """Load the model for `point` (closing the one loaded before); the first load's time and
+    the model's own facts are recorded."""
+    first = got.backend is None
+    if got.backend is not None:
+        got.backend.close()
+        got.backend = None
+    options = load_options(settings, point)
+    emit("loading", config=list(options.load_key))
     start = time.perf_counter()
-    backend = LlamaBackend(path, load_options(settings, primary))
-    load_s = time.perf_counter() - start
-    emit("loaded", load_s=load_s)
-    speed, ttft = [], []
+    got.backend = LlamaBackend(path, options)
+    if first:
+        load_s = time.perf_counter() - start
+        facts = got.backend.model_facts()
+        got.add(load_s=load_s, n_ctx_train=facts["n_ctx_train"], n_params=facts["n_params"])
+        emit("loaded", load_s=load_s)
+
+
+def _speed(path: str, settings: rec.RunSettings, points: list[SweepPoint], got: _Measured) -> None:
+    """Every sweep point's speed tests, reloading only when the load options change; the
+    time to first token on the primary point."""
     for point in points:
-        if point.load_key != _load_key(backend.options):
-            backend.close()
-            emit("loading", config=list(point.load_key))
-            backend = LlamaBackend(path, load_options(settings, point))
-        speed.extend(run_speed_point(backend, settings, point))
-        if point == primary and settings.ttft:
+        assert got.backend is not None
+        if load_options(settings, point).load_key != got.backend.options.load_key:
+            _load(path, settings, point, got)
+        got.extend("speed", run_speed_point(got.backend, settings, point))
+        if point == points[0] and settings.ttft:
             emit("speed", test="ttft")
-            ttft.append(
-                run_ttft(
-                    backend,
-                    ttft_prompt(backend, settings.pp_tokens),
-                    repetitions=settings.repetitions,
-                )
-            )
-    if _load_key(backend.options) != primary.load_key:
-        backend.close()
-        backend = LlamaBackend(path, load_options(settings, primary))
-    scores, samples, gen_samples = [], [], []
+            prompt = ttft_prompt(got.backend, settings.pp_tokens)
+            got.extend("ttft", [run_ttft(got.backend, prompt, repetitions=settings.repetitions)])
+
+
+def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Measured) -> None:
+    """Score every task on the primary configuration (reloaded if the sweep moved away)."""
+    settings = spec.settings
+    assert got.backend is not None
+    if tasks and load_options(settings, primary).load_key != got.backend.options.load_key:
+        _load(spec.model_path, settings, primary, got)
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
-        backend.set_threads(primary.n_threads)
-        score, task_samples, task_gen = score_by_kind(
-            backend, task, settings, model_kind=spec.get("model_kind", "")
+        got.backend.set_threads(primary.n_threads)
+        score, samples, generated = score_by_kind(
+            got.backend, task, settings, model_kind=spec.model_kind
         )
-        scores.append(score)
-        samples.extend(task_samples)
-        gen_samples.extend(task_gen)
-    facts = backend.model_facts()
-    backend.close()
-    return {
-        "load_s": load_s,
-        "speed": [rec.to_dict(s) for s in speed],
-        "ttft": [rec.to_dict(t) for t in ttft],
-        "tasks": [rec.to_dict(s) for s in scores],
-        "samples": [rec.to_dict(s) for s in samples],
-        "gen_samples": [rec.to_dict(s) for s in gen_samples],
-        "n_ctx_train": facts["n_ctx_train"],
-        "n_params": facts["n_params"],
-        "weights_bytes": summary.data_bytes,
-        "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx),
-    }
+        got.extend("tasks", [score])
+        got.extend("samples", samples)
+        got.extend("gen_samples", generated)
 
 
 def main(argv: list[str]) -> int:
+    """Measure as SPEC says and write OUT; 0 when every phase finished, 1 otherwise."""
     spec_path, out_path = argv
-    spec = json.loads(Path(spec_path).read_text())
     try:
-        result = measure(spec)
-    except Exception as exc:  # the parent records this as the model's failure reason
-        print(f"edgeeval worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        spec = ct.read_contract(ct.WorkerSpec, spec_path)
+    except (OSError, ValueError) as exc:
+        print(f"edgeeval worker: bad spec {spec_path}: {exc}", file=sys.stderr, flush=True)
         return 1
-    tmp = Path(out_path + ".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(out_path)
+    result = measure(spec)
+    ct.write_contract(out_path, result)
+    if result.error:
+        print(f"edgeeval worker: {result.error}", file=sys.stderr, flush=True)
+        return 1
     emit("done")
     return 0
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
@@ -45,6 +44,7 @@ from edgeeval.score.codeexec import (
     run_check,
 )
 from edgeeval.score.extract import score_output
+from edgeeval.tasks.suite import CodeItem, GenItem, Task
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
 CODE_EXEC_OFF = "generated code runs only with --allow-code-exec; this task was not scored"
@@ -77,7 +77,7 @@ def model_template(backend: Backend, model_kind: str = "") -> ChatTemplate | Non
 
 
 def build_prompts(
-    items: Sequence[Any], template: ChatTemplate | None
+    items: Sequence[GenItem], template: ChatTemplate | None
 ) -> tuple[list[str], str, str]:
     """(prompt texts, "chat" or "completion", a note when the template was refused)."""
     if template is not None:
@@ -92,7 +92,7 @@ def build_prompts(
 
 
 def score_generate_task(
-    backend: Backend, task: Any, items: Sequence[Any], *, model_kind: str = ""
+    backend: Backend, task: Task, items: Sequence[GenItem], *, model_kind: str = ""
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
@@ -129,7 +129,7 @@ def _generate(
 
 
 def _generate_sample(
-    task: Any, item: Any, prompt: str, tokens: list[int], result: GenerationResult | str
+    task: Task, item: GenItem, prompt: str, tokens: list[int], result: GenerationResult | str
 ) -> rec.GenSampleResult:
     common = {
         "task": task.name,
@@ -172,8 +172,8 @@ def rescore(sample: rec.GenSampleResult) -> rec.GenSampleResult:
 
 def score_code_task(
     backend: Backend,
-    task: Any,
-    items: Sequence[Any],
+    task: Task,
+    items: Sequence[CodeItem],
     *,
     sandbox: Sandbox | None,
     limits: ExecLimits = DEFAULT_LIMITS,
@@ -203,8 +203,8 @@ def score_code_task(
 
 
 def _code_sample(
-    task: Any,
-    item: Any,
+    task: Task,
+    item: CodeItem,
     tokens: list[int],
     result: GenerationResult | str,
     sandbox: Sandbox,
@@ -233,7 +233,7 @@ def _code_sample(
 
 
 def task_score(
-    task: Any,
+    task: Task,
     samples: Sequence[rec.GenSampleResult],
     *,
     metric: str,
@@ -278,7 +278,7 @@ def task_score(
     )
 
 
-def skipped_score(task: Any, reason: str, *, metric: str = "acc") -> rec.TaskScore:
+def skipped_score(task: Task, reason: str, *, metric: str = "acc") -> rec.TaskScore:
     """A task that was not run: recorded with the reason, never ranked as zero."""
     return rec.TaskScore(
         task=task.name,

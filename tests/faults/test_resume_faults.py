@@ -19,7 +19,7 @@ from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
 from edgeeval.cli.main import main
 from edgeeval.engine import hostlock
-from edgeeval.errors import InvalidSettingError
+from edgeeval.errors import ConfigError
 from edgeeval.run import runner
 from edgeeval.store import runs as store
 from tests import builders
@@ -204,9 +204,9 @@ def test_out_of_range_values_are_refused_at_parse_time(capsys, measure, argv, na
 
 
 def test_out_of_range_settings_are_refused_before_a_run_starts(catalog, measure):
-    with pytest.raises(InvalidSettingError) as info:
+    with pytest.raises(ConfigError) as info:  # refused where the settings are built
         pipeline.bench([], rec.RunSettings(repetitions=0, suite=""), progress=lambda _: None)
-    assert info.value.field == "repetitions" and "at least 1" in str(info.value)
+    assert info.value.key == "repetitions" and "at least 1" in str(info.value)
     assert store.list_runs() == []
 
 
@@ -215,7 +215,7 @@ def test_a_bad_profile_value_is_an_error_naming_the_setting(tmp_path, monkeypatc
     profiles.write_text(json.dumps({"broken": {"repetitions": 0}}))
     monkeypatch.setattr("edgeeval.catalog.profiles.default_path", lambda: profiles)
     assert _bench(catalog, "--suite", "", "--profile", "broken") == 2
-    assert "setting repetitions must be at least 1, got 0" in capsys.readouterr().err
+    assert "key 'repetitions': must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_the_concurrency_mark_keeps_old_keys_and_changes_the_key_when_set():

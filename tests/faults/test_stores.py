@@ -259,7 +259,7 @@ def test_import_and_resume_write_nothing_outside_the_reports_dir(tmp_path, capsy
     with pytest.raises(InvalidRunIdError, match=r"'\.\./\.\.'"):
         pipeline.bench([], rec.RunSettings(), run_id="../..")
     assert main(["bench", "--resume", "../.."]) == 2
-    assert "invalid run id '../..'" in capsys.readouterr().err
+    assert "invalid run id '..'" in capsys.readouterr().err  # its last part, as resolved
     with pytest.raises(InvalidRunIdError):
         store.save_record(dataclasses.replace(record("m", peak_gb=0.3, acc=0.6), run_id=".."))
 
