@@ -14,10 +14,13 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from edgeeval import settings
 from edgeeval.report.render import render_run
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -75,6 +78,38 @@ def test_golden_run_covers_every_report_section() -> None:
         "generations.jsonl",
         "fidelity.jsonl",
     }
+
+
+# The child makes every import of llama_cpp fail (a None entry in sys.modules), checks that it
+# does, then runs `edgeeval report RUN`.
+_WITHOUT_LLAMA = """
+import sys
+sys.modules["llama_cpp"] = None
+try:
+    import llama_cpp
+except ImportError:
+    pass
+else:
+    raise SystemExit("llama_cpp is still importable")
+from edgeeval.cli.main import main
+raise SystemExit(main(["report", sys.argv[1]]))
+"""
+
+
+def test_report_rerenders_without_loading_any_model() -> None:
+    """`edgeeval report` rewrites a stored run's reports where llama_cpp cannot be imported,
+    and they are the golden ones."""
+    run_id = json.loads((RUN / "run.json").read_text())["run_id"]
+    directory = settings.reports_dir() / run_id
+    shutil.copytree(RUN, directory)
+    rerun = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LLAMA, run_id], capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert "| 1 | smollm2-135m-instruct-q4_1 |" in rerun.stdout
+    for name in OUTPUTS:
+        assert (directory / name).read_bytes() == (GOLDEN / name).read_bytes(), name
+    assert "10^9 bytes" in (directory / "report.md").read_text()
 
 
 def regenerate(scratch: Path) -> None:
