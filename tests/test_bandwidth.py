@@ -1,3 +1,6 @@
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
 from edgeeval import metrics
@@ -24,6 +27,19 @@ def test_bandwidth_is_measured_once_per_host_then_cached(tmp_path, monkeypatch):
     assert calls == [2, 2]
 
 
-def test_the_probe_returns_a_plausible_rate():
-    rate = bandwidth.measure_bandwidth(n_threads=2, total_bytes=32 * 2**20, rounds=2)
-    assert 1e8 < rate < 1e13  # between 0.1 GB/s and 10 TB/s
+def test_the_probe_copies_the_whole_buffer_each_round_and_keeps_the_best_rate(monkeypatch):
+    """Read + write bytes over the fastest round's time, with a fake clock: rounds of 0.5 s,
+    0.25 s and 0.4 s moving 8 MiB (read) + 8 MiB (written) give 16 MiB / 0.25 s."""
+    ticks = iter([0.0, 0.5, 10.0, 10.25, 20.0, 20.4])
+    monkeypatch.setattr(bandwidth, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    copied = []
+    real_copyto = np.copyto
+
+    def counting_copyto(dst, src):
+        real_copyto(dst, src)
+        copied.append((dst.nbytes, bool((dst == 1).all())))
+
+    monkeypatch.setattr(np, "copyto", counting_copyto)
+    rate = bandwidth.measure_bandwidth(n_threads=2, total_bytes=8 * 2**20, rounds=3)
+    assert copied == [(4 * 2**20, True)] * 6  # two threads, three rounds, every byte copied
+    assert rate == 2 * 8 * 2**20 / 0.25

@@ -91,35 +91,3 @@ def test_bench_end_to_end_records_a_truncated_model_and_goes_on(real_catalog, tm
     assert [r["name"] for r in report["rows"]] == ["smol", "smol-truncated"]
     assert report["rows"][0]["rank"] == 1 and report["rows"][1]["rank"] is None
     assert "smol" in done.stdout and "GB = 10^9" not in done.stdout
-
-
-def test_report_rerenders_without_loading_any_model(real_catalog):
-    done = _cli(
-        "--catalog",
-        str(real_catalog),
-        "bench",
-        "--models",
-        "smol",
-        "--reps",
-        "1",
-        "--pp",
-        "16",
-        "--tg",
-        "4",
-        "--limit",
-        "2",
-        "--n-ctx",
-        "256",
-    )
-    assert done.returncode == 0, done.stderr
-    run_id = store.list_runs()[-1]
-    (store.run_dir(run_id) / "report.md").unlink()
-    code = (
-        "import sys; sys.modules['llama_cpp'] = None\n"  # any import of llama_cpp now fails
-        "from edgeeval.cli.main import main\n"
-        f"raise SystemExit(main(['report', '{run_id}']))"
-    )
-    rerun = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr
-    text = (store.run_dir(run_id) / "report.md").read_text()
-    assert "| 1 | smol |" in text and "10^9 bytes" in text

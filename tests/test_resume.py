@@ -3,10 +3,12 @@ finished and --resume redoes only what is missing; a hang becomes a recorded tim
 that cannot fit is refused before loading unless forced."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,10 @@ from edgeeval.run import runner
 from edgeeval.store import runs as store
 
 pytestmark = pytest.mark.real
+REPO = Path(__file__).resolve().parent.parent
+# One thread: on a busy shared machine llama.cpp's two spinning threads run several times slower.
 FAST = ["--reps", "1", "--pp", "16", "--tg", "4", "--limit", "2", "--n-ctx", "256", "--no-ttft"]
+FAST += ["--threads", "1"]
 
 
 @pytest.fixture()
@@ -33,6 +38,19 @@ def two_model_catalog(tmp_path, smollm_path):
     return path
 
 
+@pytest.fixture()
+def one_task_suite(tmp_path, monkeypatch):
+    """A package root whose only suite, `one`, is the arith task (the bench children inherit
+    EDGEEVAL_ROOT): a real scored task, without the minutes the offline suite's generative
+    task takes."""
+    benchmarks = tmp_path / "root" / "benchmarks"
+    benchmarks.mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks" / "arith.yaml", benchmarks)
+    (benchmarks / "suites.yaml").write_text("one: [arith]\n")
+    monkeypatch.setenv("EDGEEVAL_ROOT", str(benchmarks.parent))
+    return ["--suite", "one"]
+
+
 def _bench(catalog, *args):
     return [sys.executable, "-m", "edgeeval", "--catalog", str(catalog), "bench", *FAST, *args]
 
@@ -41,9 +59,12 @@ def _lines(run_id):
     return (store.run_dir(run_id) / "records.jsonl").read_text().splitlines()
 
 
-def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog):
+def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog, one_task_suite):
     proc = subprocess.Popen(
-        _bench(two_model_catalog), stderr=subprocess.PIPE, text=True, start_new_session=True
+        _bench(two_model_catalog, *one_task_suite),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     for line in proc.stderr:  # the second model starts only after the first is saved
         if "[2/2] smol-b" in line:
@@ -64,23 +85,24 @@ def test_a_killed_run_resumes_with_only_the_missing_model(two_model_catalog):
     assert "smol-a: already measured in this run (resume), skipping" in resumed.stderr
     after = _lines(run_id)
     assert after[0] == first[0] and len(after) == 2  # smol-a untouched, smol-b added
-    assert {r.variant.name: r.status for r in store.load_records(run_id)} == {
-        "smol-a": "ok",
-        "smol-b": "ok",
-    }
-    assert {r.settings.n_ctx for r in store.load_records(run_id)} == {256}
+    records = store.load_records(run_id)
+    assert {r.variant.name: r.status for r in records} == {"smol-a": "ok", "smol-b": "ok"}
+    assert all([(t.task, t.status, t.n) for t in r.tasks] == [("arith", "ok", 2)] for r in records)
+    assert {r.settings.n_ctx for r in records} == {256}
 
     changed = subprocess.run(
-        _bench(two_model_catalog, "--resume", run_id, "--seed", "1"), capture_output=True, text=True
+        _bench(two_model_catalog, *one_task_suite, "--resume", run_id, "--seed", "1"),
+        capture_output=True,
+        text=True,
     )
     assert changed.returncode == 2  # a changed setting would not resume this run
     assert "--seed 1 differs from the run's 0; drop it to resume" in changed.stderr
     assert len(_lines(run_id)) == 2
 
 
-def test_a_model_past_its_timeout_is_killed_and_recorded(two_model_catalog):
+def test_a_model_past_its_timeout_is_killed_and_recorded(two_model_catalog, one_task_suite):
     done = subprocess.run(
-        _bench(two_model_catalog, "--models", "smol-a", "--timeout", "0.5"),
+        _bench(two_model_catalog, *one_task_suite, "--models", "smol-a", "--timeout", "0.5"),
         capture_output=True,
         text=True,
     )

@@ -64,7 +64,9 @@ def test_profile_values_are_overridden_by_explicit_options():
 
 def test_the_settings_key_changes_with_any_measured_setting():
     base = RunSettings()
-    assert base.key() == RunSettings().key()
+    # the key stored runs were saved under (--resume and the by-host view match on it), as
+    # computed in another process and by older code: it must not change by accident
+    assert base.key() == "eb3870389e6d58ce"
     assert base.key() != RunSettings(sweep_threads=(1, 2)).key()
     assert base.key() == RunSettings(timeout_s=5).key()  # the timeout changes no number
 

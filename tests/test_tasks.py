@@ -262,26 +262,6 @@ def test_humaneval_items_load_from_the_package() -> None:
     assert numbers == sorted(numbers)
 
 
-@pytest.mark.parametrize(
-    "item",
-    [
-        McItem("m-1", "Q?", (" a", " b"), 1),
-        GenItem(
-            "g-1",
-            "2 + 2?",
-            "4",
-            (("1 + 1?", "1 + 1 = 2. The answer is 2."),),
-            "number",
-            ("\nQuestion:",),
-            64,
-        ),
-        CodeItem("HumanEval/0", "def f():\n", "f", "def check(candidate):\n    pass\n", 256),
-    ],
-)
-def test_items_round_trip_through_json(item: McItem | GenItem | CodeItem) -> None:
-    assert type(item).from_dict(json.loads(json.dumps(item.to_dict()))) == item
-
-
 def test_default_root_is_the_package_root() -> None:
     assert sorted(load_tasks()) == sorted(ALL)
 

@@ -17,7 +17,7 @@ Items depend only on the task file, the seed and the dataset revision. Suites (`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +63,6 @@ class McItem:
     choices: tuple[str, ...]
     gold: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> McItem:
-        return cls(
-            id=data["id"],
-            context=data["context"],
-            choices=tuple(data["choices"]),
-            gold=int(data["gold"]),
-        )
-
 
 @dataclass(frozen=True)
 class GenItem:
@@ -90,21 +78,6 @@ class GenItem:
     stop: tuple[str, ...]
     max_tokens: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenItem:
-        return cls(
-            id=data["id"],
-            question=data["question"],
-            answer=data["answer"],
-            few_shot=tuple((q, a) for q, a in data["few_shot"]),
-            extractor=data["extractor"],
-            stop=tuple(data["stop"]),
-            max_tokens=int(data["max_tokens"]),
-        )
-
 
 @dataclass(frozen=True)
 class CodeItem:
@@ -115,16 +88,6 @@ class CodeItem:
     entry_point: str
     test: str
     max_tokens: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodeItem:
-        return cls(
-            **{key: data[key] for key in ("id", "prompt", "entry_point", "test")},
-            max_tokens=int(data["max_tokens"]),
-        )
 
 
 Item = McItem | GenItem | CodeItem
