@@ -115,6 +115,15 @@ class RunSettings:
             )
         object.__setattr__(self, "n_ubatch", clamp_ubatch(self.n_ubatch, self.n_batch))
 
+    def shown(self) -> dict[str, Any]:
+        """The settings as reports print them: flags added after the first release are left
+        out while off, so a stored run renders the same report it always did."""
+        data = dataclasses.asdict(self)
+        for flag in ("unsafe_code_exec", "allow_concurrent"):
+            if not data[flag]:
+                data.pop(flag)
+        return data
+
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from html import escape
 from typing import Any
 
@@ -201,7 +200,7 @@ def _details(records: Sequence[rec.ModelRecord]) -> str:
     return (
         f"<h2>Host and settings</h2><ul>{lis}<li>llama.cpp system info: <code>"
         f"{escape(host.llama_cpp_system_info)}</code></li><li>settings: <code>"
-        f"{escape(json.dumps(asdict(settings)))}</code></li></ul>"
+        f"{escape(json.dumps(settings.shown()))}</code></li></ul>"
     )
 
 

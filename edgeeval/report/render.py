@@ -223,7 +223,7 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
         f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
         f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
-        f"- settings: `{json.dumps(dataclasses.asdict(records[0].settings))}`",
+        f"- settings: `{json.dumps(records[0].settings.shown())}`",
     ]
 
 
