@@ -126,8 +126,3 @@ def package_root() -> Path:
     if (checkout / "models.yaml").is_file() and (checkout / "benchmarks").is_dir():
         return checkout
     return here / "_data"
-
-
-def in_checkout() -> bool:
-    """True when edgeeval runs from a source checkout (not from an installed wheel)."""
-    return (Path(__file__).resolve().parent.parent / "models.yaml").is_file()
