@@ -4,7 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgeeval-installed
 
-.PHONY: install sysdeps bench test check report clean
+.PHONY: install sysdeps bench test check report clean doctor
+
+## BACKEND=metal|cuda|vulkan|cpu (re)builds llama-cpp-python for that backend, with pip's
+## cache bypassed (--no-cache-dir --force-reinstall) so a wheel built for another backend is
+## never reused; a stamp per backend records which one is installed. Unset: pip's default build.
+BACKEND ?=
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+CMAKE_ARGS_metal := -DGGML_METAL=on
+CMAKE_ARGS_cuda := -DGGML_CUDA=on
+CMAKE_ARGS_vulkan := -DGGML_VULKAN=on
+CMAKE_ARGS_cpu := -DGGML_METAL=off -DGGML_CUDA=off -DGGML_VULKAN=off
+BACKEND_STAMP := $(if $(BACKEND),$(VENV)/.llama-backend-$(BACKEND))
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +24,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(BACKEND_STAMP)
+
+$(VENV)/.llama-backend-%: | $(STAMP)
+	@test -n "$(CMAKE_ARGS_$*)" || { echo "BACKEND=$* is not one of: metal cuda vulkan cpu"; exit 2; }
+	@echo "Building llama-cpp-python for $* (CMAKE_ARGS=\"$(CMAKE_ARGS_$*)\"; several minutes)"
+	rm -f $(VENV)/.llama-backend-*
+	CMAKE_ARGS="$(CMAKE_ARGS_$*)" $(PY) -m pip install --force-reinstall --no-cache-dir --no-deps $(LLAMA_CPP_PYTHON)
+	touch $@
+
+## What llama.cpp was built for (CPU/Metal/CUDA/Vulkan), GPU offload, devices, and the fix
+doctor: install
+	$(PY) -m edgeeval doctor
 
 ## System packages (Linux with apt-get): bubblewrap (the sandbox for --allow-code-exec) and
 ## chromium (the HTML report's browser test). Installs as root, else through non-interactive

@@ -47,6 +47,7 @@ class HostInfo:
     gpu_offload: bool
     power_source: str = "unknown"  # "ac", "battery" or "unknown" (laptops)
     mem_bandwidth_bytes_per_s: float | None = None  # measured once per host, cached
+    gpu_devices: str = ""  # ggml's GPU devices, "CUDA0: NVIDIA H200 (141.0 GB)"; "" = none
 
 
 @dataclass(frozen=True)

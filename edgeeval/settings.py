@@ -4,12 +4,23 @@
 - EDGEEVAL_REPORTS: where runs and the SQLite store go (default ./reports).
 - EDGEEVAL_OFFLINE=1 (or HF_HUB_OFFLINE=1): never touch the network; use cached files only.
 - EDGEEVAL_DEBUG=1: the CLI shows tracebacks.
-- HF_TOKEN / HF_ENDPOINT are read by huggingface_hub itself; we only pass them through.
+- HF_TOKEN / HF_ENDPOINT: passed to huggingface_hub explicitly, read at call time.
+- HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub: the standard Hugging Face
+  cache, where Hub model files are downloaded (shared with every other HF tool).
+- OLLAMA_MODELS: Ollama's model store (default ~/.ollama/models).
+- EDGEEVAL_LMSTUDIO_MODELS: LM Studio's models folder, when not one of the default places
+  (~/.lmstudio/models, then the older ~/.cache/lm-studio/models).
+- EDGEEVAL_CONFIG_DIR: folder of the user-level catalog models.yaml (default: the platform's
+  config dir: $XDG_CONFIG_HOME/edgeeval or ~/.config/edgeeval; ~/Library/Application
+  Support/edgeeval on macOS; %APPDATA%\\edgeeval on Windows).
+- EDGEEVAL_ROOT: where models.yaml and benchmarks/ are (default: the checkout, else the copy
+  shipped inside the installed package).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 #: One gigabyte, as used everywhere in edgeeval's reports: 10**9 bytes (not GiB).
@@ -57,13 +68,61 @@ def hf_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face Hub cache folder, resolved as huggingface_hub itself does."""
+    raw = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if raw:
+        return Path(raw).expanduser()
+    hf_home = os.environ.get("HF_HOME")
+    if hf_home:
+        return Path(hf_home).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def ollama_models_dir() -> Path:
+    """Ollama's store: manifests/ and blobs/ (OLLAMA_MODELS, default ~/.ollama/models)."""
+    raw = os.environ.get("OLLAMA_MODELS")
+    return Path(raw).expanduser() if raw else Path.home() / ".ollama" / "models"
+
+
+def lmstudio_models_dirs() -> list[Path]:
+    """LM Studio's models folders, in the order they are searched: EDGEEVAL_LMSTUDIO_MODELS when
+    set (only that one), else ~/.lmstudio/models (LM Studio 0.3+) and ~/.cache/lm-studio/models
+    (older releases)."""
+    raw = os.environ.get("EDGEEVAL_LMSTUDIO_MODELS")
+    if raw:
+        return [Path(raw).expanduser()]
+    return [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
+
+
+def config_dir() -> Path:
+    """The folder of the user-level catalog (see the module docstring)."""
+    raw = os.environ.get("EDGEEVAL_CONFIG_DIR")
+    if raw:
+        return Path(raw).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "edgeeval"
+    if sys.platform == "win32" and os.environ.get("APPDATA"):
+        return Path(os.environ["APPDATA"]) / "edgeeval"
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".config") / "edgeeval"
+
+
+def user_catalog_path() -> Path:
+    """The user-level models.yaml that extends the built-in catalog (read when it exists)."""
+    return config_dir() / "models.yaml"
+
+
 def package_root() -> Path:
-    """The repository / install root holding models.yaml and benchmarks/."""
+    """The folder holding models.yaml and benchmarks/: EDGEEVAL_ROOT, else the checkout this
+    package runs from, else the data shipped inside the installed package (edgeeval/_data)."""
     raw = os.environ.get("EDGEEVAL_ROOT")
     if raw:
         return Path(raw)
     here = Path(__file__).resolve().parent
-    for candidate in (Path.cwd(), here.parent):
-        if (candidate / "models.yaml").exists():
-            return candidate
-    return here.parent
+    checkout = here.parent
+    if (checkout / "models.yaml").is_file() and (checkout / "benchmarks").is_dir():
+        return checkout
+    return here / "_data"

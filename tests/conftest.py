@@ -38,6 +38,11 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("EDGEEVAL_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # The user's own stores are never read or written: each test gets empty ones.
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
+    monkeypatch.setenv("EDGEEVAL_LMSTUDIO_MODELS", str(tmp_path / "lmstudio"))
+    monkeypatch.setenv("EDGEEVAL_CONFIG_DIR", str(tmp_path / "config"))
     return home
 
 

@@ -11,6 +11,9 @@ follows it even for HEAD, so blob responses carry the commit and ETag too.
 Also served like the real Hub: non-LFS files directly (ETag = git blob sha1), Range requests (206)
 for resumed downloads, 404s with `X-Error-Code` RepoNotFound / RevisionNotFound / EntryNotFound,
 and gated repos answering 401 (no token) or 403 (a token without access) with GatedRepo.
+The tree API (`GET /api/models/{repo_id}/tree/{revision}[/{path}]`, what `HfApi.list_repo_tree`
+and `list_repo_files` call) lists a revision's files as JSON, with `lfs.oid` (the sha256) for LFS
+files; it is a metadata request, never a content one.
 Dataset repos (`add_file(..., repo_type="dataset")`) answer under
 `/datasets/{repo_id}/resolve/{revision}/{filename}`, the URL huggingface_hub builds for
 `repo_type="dataset"`, and behave like model repos otherwise.
@@ -22,6 +25,7 @@ HF_ENDPOINT at the fake, turns telemetry off, and hides any real token so nothin
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -33,6 +37,9 @@ import pytest
 from huggingface_hub import close_session, constants, get_session
 
 _RESOLVE = re.compile(r"^/(?P<repo>.+?)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
+_TREE = re.compile(
+    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?$"
+)
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -154,6 +161,9 @@ class FakeHub:
         path = urlsplit(path).path
         if path.startswith("/blobs/") and (role == "cdn" or self.redirect == "relative"):
             return self._blob(path, method, headers)
+        tree = _TREE.match(path) if role == "hub" else None
+        if tree is not None and method == "GET":
+            return self._tree(tree, headers)
         match = _RESOLVE.match(path) if role == "hub" else None
         if match is None:
             return _Reply(404, {"Content-Type": "text/plain"}, b"Not Found")
@@ -199,6 +209,43 @@ class FakeHub:
                 "Content-Length": "0",
             },
         )
+
+    def _tree(self, match: re.Match, headers: dict[str, str]) -> _Reply:
+        """The tree API: every file of the revision (under `path`), recursive, as JSON."""
+        repo_id = unquote(match["repo"])
+        if match["kind"] == "datasets":
+            repo_id = f"datasets/{repo_id}"
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return _error(404, "RepoNotFound", "Repository not found")
+        refusal = self._gate(repo_id, repo, headers)
+        if refusal is not None:
+            return refusal
+        commit = repo.resolve(unquote(match["revision"]))
+        if commit is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {match['revision']}")
+        prefix = unquote(match["path"] or "").strip("/")
+        listing = []
+        for (file_commit, name), entry in sorted(repo.files.items()):
+            if file_commit != commit or (prefix and not name.startswith(prefix + "/")):
+                continue
+            item: dict = {"type": "file", "oid": entry.git_sha1, "size": len(entry.content)}
+            item["path"] = name
+            if entry.lfs:
+                item["lfs"] = {
+                    "oid": entry.advertised_sha256,
+                    "size": len(entry.content),
+                    "pointerSize": 134,
+                }
+            listing.append(item)
+        body = json.dumps(listing).encode()
+        return _Reply(
+            200, {"Content-Type": "application/json", "Content-Length": str(len(body))}, body
+        )
+
+    def content_requests(self) -> list[str]:
+        """Paths of the GET requests that asked for file content (not the tree API)."""
+        return [p for m, p, _ in self.requests if m == "GET" and not p.startswith("/api/")]
 
     def _gate(self, repo_id: str, repo: FakeRepo, headers: dict[str, str]) -> _Reply | None:
         if not repo.gated:

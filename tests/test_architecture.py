@@ -55,6 +55,8 @@ ALLOWED: dict[str, set[str]] = {
         "pipeline",
         "score",
     },
+    # The Python API (edgeeval.bench / load_run): wiring, like pipeline, for notebooks.
+    "api": {"engine", "catalog", "fetch", "store", "report", "pipeline"},
     "__main__": {"cli"},
 }
 NEVER = [
@@ -215,3 +217,23 @@ def test_help_imports_neither_numpy_nor_llama_cpp():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_edgeeval_is_light_and_its_api_loads_on_first_use():
+    """`import edgeeval` loads no stage; `edgeeval.bench` is the API's, found lazily."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edgeeval; before = set(sys.modules); "
+        "assert edgeeval.bench.__module__ == 'edgeeval.api'; "
+        "print(sorted(m for m in before if m.startswith(('edgeeval.', 'llama_cpp', 'numpy'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    import edgeeval
+
+    assert set(edgeeval.__all__) >= {"bench", "load_run", "__version__"}

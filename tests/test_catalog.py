@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from edgeeval.catalog.models import load_catalog
+from edgeeval.catalog.stack import load_catalogs
 from edgeeval.errors import ConfigError, UnknownNameError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def test_repo_catalog_covers_the_four_families_and_embeds_three_models():
         ("    quant: Q8_0\n", "    quant: Q8_0\n    sha256: abc123\n", "sha256", "a"),
         ("    quant: Q8_0\n", "    quant: Q8_0\n    size_bytes: -5\n", "size_bytes", "a"),
         ("filename: a.gguf", "filenam: a.gguf", "source.hub.filenam", "a"),
-        ("family: qwen", "family: llama", "family", "a"),
+        ("family: qwen", "family: 'Llama 3!'", "family", "a"),
         ("default: [a]", "default: [b]", "sets", "default"),
     ],
 )
@@ -91,3 +92,55 @@ def test_sets_expand_and_explicit_names_mix():
     catalog = load_catalog(REPO / "models.yaml")
     names = [v.name for v in catalog.select(["tiny", "qwen3-0.6b-q8_0"])]
     assert names == ["smollm2-135m-instruct-q4_1", "qwen3-0.6b-q8_0"]
+
+
+def test_any_architecture_is_a_family(tmp_path):
+    """Llama, Phi or Mistral files are no longer refused for their family."""
+    path = tmp_path / "models.yaml"
+    path.write_text(GOOD.replace("family: qwen", "family: Phi3"))
+    assert load_catalog(path).get("a").family == "phi3"
+
+
+def _user_catalog(tmp_path, text, name="user.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_catalog_option_adds_to_the_built_in_catalog(tmp_path):
+    extra = _user_catalog(
+        tmp_path,
+        GOOD.replace("default: [a]", "laptop: [a, qwen3-0.6b-q8_0, ./mine.gguf, hf:o/r:Q8_0]"),
+    )
+    catalog = load_catalogs(extra)
+    assert "a" in catalog.variants and "qwen3-0.6b-q8_0" in catalog.variants
+    assert catalog.sets["laptop"] == ("a", "qwen3-0.6b-q8_0", "./mine.gguf", "hf:o/r:Q8_0")
+    assert catalog.sets["default"] == load_catalog(REPO / "models.yaml").sets["default"]
+
+
+def test_user_level_catalog_is_read_and_may_redefine_a_set(tmp_path, monkeypatch):
+    config = tmp_path / "config"
+    config.mkdir()
+    _user_catalog(
+        config, "sets:\n  default: [smollm2-135m-instruct-q4_1, ollama:llama3.2]\n", "models.yaml"
+    )
+    monkeypatch.setenv("EDGEEVAL_CONFIG_DIR", str(config))
+    catalog = load_catalogs()
+    assert catalog.sets["default"] == ("smollm2-135m-instruct-q4_1", "ollama:llama3.2")
+    assert str(config / "models.yaml") in catalog.path
+    # Without the resolver (the CLI passes one) a spec in a set is a clear error.
+    with pytest.raises(UnknownNameError, match="ollama:llama3.2"):
+        catalog.select()
+
+
+def test_duplicate_variant_across_catalogs_names_both_files(tmp_path):
+    extra = _user_catalog(tmp_path, GOOD.replace("name: a", "name: qwen3-0.6b-q8_0"))
+    with pytest.raises(ConfigError, match="duplicate variant name") as info:
+        load_catalogs(extra)
+    assert str(extra) in str(info.value) and "models.yaml" in str(info.value)
+
+
+def test_user_set_member_that_is_neither_a_variant_nor_a_spec_is_refused(tmp_path):
+    extra = _user_catalog(tmp_path, "sets:\n  mine: [qwen3-0.6b-q8]\n")
+    with pytest.raises(ConfigError, match="did you mean 'qwen3-0.6b-q8_0'"):
+        load_catalogs(extra)

@@ -5,6 +5,7 @@ conftest.py gives every test its own EDGEEVAL_HOME under tmp_path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from edgeeval import errors
+from edgeeval import errors, settings
 from edgeeval.catalog.models import Source, Variant
 from edgeeval.fetch import files, hub
 from edgeeval.fetch import sources as fetch
@@ -55,8 +56,8 @@ def make_variant(
 def _fetch_error(variant: Variant) -> errors.EdgeevalError:
     with pytest.raises(errors.EdgeevalError) as info:
         fetch.fetch(variant)
+    assert hub.cached_variant_file(variant) is None
     assert not fetch.cached_path(variant).exists()
-    assert not list(fetch.cached_path(variant).parent.glob("*.part"))
     return info.value
 
 
@@ -70,7 +71,9 @@ def test_fetch_downloads_through_the_cdn_redirect(
 
     local = fetch.fetch(variant, progress=messages.append)
 
-    assert local.path == fetch.cached_path(variant)
+    # The file lives in the standard Hugging Face cache, named there by its LFS sha256.
+    assert local.path.is_relative_to(settings.hf_hub_cache())
+    assert local.path.resolve().name == variant.sha256
     assert local.path.read_bytes() == CONTENT
     assert local.sha256 == variant.sha256
     resolve = f"/{REPO}/resolve/"
@@ -81,8 +84,8 @@ def test_fetch_downloads_through_the_cdn_redirect(
     assert "authorization" not in cdn_get
     assert all(h["authorization"] == "Bearer hf_user" for h in fake_hub.seen("HEAD", resolve))
     assert any(f"downloading {REPO}/{FILE} (0.00 GB)" in m for m in messages)
-    # Nothing is left behind in the download folder to be handed out again later.
-    assert not [p for p in hub.download_dir(REPO).rglob("*") if p.name == FILE]
+    # No second copy in edgeeval's own cache.
+    assert not list(settings.models_dir().glob("*")) if settings.models_dir().exists() else True
 
 
 def test_relative_redirect_is_followed_like_a_mirror(fake_hub: FakeHub) -> None:
@@ -247,15 +250,13 @@ def test_hub_module_itself_refuses_network_when_offline(
 ) -> None:
     monkeypatch.setenv("EDGEEVAL_OFFLINE", "1")
     fake_hub.add_file(REPO, FILE, CONTENT)
-    target = tmp_path / "models" / "t.gguf"
-
     with pytest.raises(errors.OfflineError) as info:
-        hub.fetch_hub_variant(make_variant(), target, progress=lambda _: None)
+        hub.fetch_hub_variant(make_variant(), progress=lambda _: None)
 
     assert getattr(info.value, "repo_id", None) == REPO
     assert getattr(info.value, "filename", None) == FILE
     assert f"{REPO}/{FILE}" in str(info.value)
-    assert fake_hub.requests == [] and not target.exists()
+    assert fake_hub.requests == [] and hub.cached_variant_file(make_variant()) is None
 
 
 def test_unreachable_hub_is_an_offline_error(
@@ -279,10 +280,79 @@ def test_disk_space_is_checked_with_the_size_the_hub_reports(
     fake_hub.add_file(REPO, FILE, CONTENT)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1000))
-    target = tmp_path / "models" / "t.gguf"
-
     with pytest.raises(errors.DiskSpaceError) as info:
-        hub.fetch_hub_variant(make_variant(size_bytes=None), target, progress=lambda _: None)
+        hub.fetch_hub_variant(make_variant(size_bytes=None), progress=lambda _: None)
 
     assert info.value.needed_bytes == len(CONTENT) + files.DISK_MARGIN_BYTES
-    assert not fake_hub.seen("GET", "/") and not target.exists()
+    assert not fake_hub.seen("GET", "/")
+
+
+def _unpinned() -> Variant:
+    """A hub variant whose catalog entry gives neither size nor sha256."""
+    return dataclasses.replace(make_variant(), sha256=None, size_bytes=None)
+
+
+def _prefill_cache(fake_hub: FakeHub, content: bytes = CONTENT) -> Path:
+    """The file downloaded by the real huggingface_hub into the HF cache, as any tool would."""
+    from huggingface_hub import hf_hub_download
+
+    fake_hub.add_file(REPO, FILE, content)
+    path = hf_hub_download(
+        REPO, FILE, endpoint=fake_hub.url, cache_dir=settings.hf_hub_cache(), token=False
+    )
+    fake_hub.requests.clear()
+    return Path(path)
+
+
+def test_a_file_already_in_the_hf_cache_is_used_without_any_request(fake_hub: FakeHub) -> None:
+    cached = _prefill_cache(fake_hub)
+
+    local = fetch.fetch(make_variant())
+
+    assert local.path == cached and local.sha256 == hashlib.sha256(CONTENT).hexdigest()
+    assert fake_hub.requests == []
+    assert fetch.is_cached(make_variant())
+
+
+def test_hf_cache_is_used_offline(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = _prefill_cache(fake_hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    assert fetch.fetch(_unpinned()).path == cached
+    assert fake_hub.requests == []
+
+
+def test_hf_home_is_honoured(fake_hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    fake_hub.add_file(REPO, FILE, CONTENT)
+
+    local = fetch.fetch(make_variant())
+
+    assert local.path.is_relative_to(tmp_path / "hf-home" / "hub")
+
+
+def test_without_a_catalog_sha256_the_hubs_lfs_sha256_is_checked_and_recorded(
+    fake_hub: FakeHub,
+) -> None:
+    fake_hub.add_file(REPO, FILE, CONTENT)
+    variant = _unpinned()
+    assert variant.sha256 is None
+
+    local = fetch.fetch(variant)
+
+    assert local.sha256 == hashlib.sha256(CONTENT).hexdigest()
+    from edgeeval.fetch import stamps
+
+    assert stamps.known_sha256(local.path) == local.sha256  # recorded: not hashed again
+
+
+def test_without_a_catalog_sha256_corrupt_content_fails_the_lfs_sha256(fake_hub: FakeHub) -> None:
+    good = hashlib.sha256(CONTENT).hexdigest()
+    corrupt = CONTENT[:-1] + b"\x01"
+    fake_hub.add_file(REPO, FILE, corrupt, advertised_sha256=good)
+
+    error = _fetch_error(_unpinned())
+
+    assert isinstance(error, errors.ChecksumMismatchError)
+    assert good in str(error) and "removed" in str(error)

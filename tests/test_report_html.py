@@ -32,7 +32,8 @@ from tests.builders import host, record, speed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOT_IDS = ["plot-capability-memory", "plot-speed-memory", "plot-kld-bpw", "plot-speed-threads"]
-CHROMIUM = "/usr/bin/chromium"
+# Debian's package installs /usr/bin/chromium; Ubuntu's snap is chromium-browser on the PATH.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
 
 def sweep(pp: tuple[float, float], tg: tuple[float, float]) -> list[rec.SpeedResult]:
@@ -373,10 +374,11 @@ def screenshot(tools: DevTools, session: str, path: Path) -> None:
 
 
 def test_html_report_in_headless_chromium(tmp_path):
-    if not (Path(CHROMIUM).exists() and shutil.which("chromium")):
+    if not Path(CHROMIUM).exists():
         pytest.fail(
-            "chromium is not installed: run `apt-get install chromium` (Debian's "
-            "package) to run the browser test of the HTML report"
+            "chromium is not installed, and the browser test of the HTML report needs it: run "
+            "`make sysdeps` (it runs `sudo apt-get install chromium bubblewrap` on Debian; on "
+            "Ubuntu run `sudo snap install chromium`), then `make test` again"
         )
     directory = build_run()
     _, rows, paths = render_run("run1", budget_gb=0.7)

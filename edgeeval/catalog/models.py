@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import reprlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from edgeeval.errors import ConfigError, UnknownNameError, suggest
 from edgeeval.text import safe_text
 from edgeeval.yamlio import load_yaml
 
+#: Families of the built-in catalog's entries (documentation; any architecture name is accepted).
 FAMILIES = ("qwen", "deepseek", "mimo", "gemma", "smollm", "gpt-oss")
+#: A family is a short lowercase word: a llama.cpp architecture (`general.architecture`) or a
+#: model line; anything llama.cpp can run is accepted.
+_FAMILY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
+#: Prefixes of model specs (see edgeeval.fetch.specs): not catalog names.
+SPEC_PREFIXES = ("hf:", "ollama:", "lmstudio:")
 SOURCE_KINDS = ("hub", "pypi", "local", "derived")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -78,6 +85,8 @@ class Variant:
     params: int | None = None
     reasoning: bool = False
     notes: str = ""
+    #: The model spec this variant was made from (a path, hf:, ollama:, lmstudio:), if any.
+    spec: str | None = None
 
     @property
     def filename(self) -> str:
@@ -107,25 +116,75 @@ class Catalog:
             hint="run `edgeeval models` to list the catalog",
         )
 
-    def select(self, names: list[str] | None = None, *, set_name: str = "default") -> list[Variant]:
-        """Variants named explicitly (models or set names), or the variants of `set_name`."""
+    def select(
+        self,
+        names: list[str] | None = None,
+        *,
+        set_name: str = "default",
+        resolve: Callable[[str], Variant] | None = None,
+    ) -> list[Variant]:
+        """Variants named explicitly (models, set names or model specs), or those of `set_name`.
+
+        A model spec (a .gguf path, `hf:`, `ollama:`, `lmstudio:`; see `is_spec`) becomes a
+        variant through `resolve` (edgeeval.fetch.specs does that); without it a spec is an
+        UnknownNameError that says how to use one. Returns each variant once, in order.
+        """
         if not names:
             names = [set_name]
         out: dict[str, Variant] = {}
         for name in names:
             if name in self.sets:
-                out.update((n, self.variants[n]) for n in self.sets[name])
+                for member in self.sets[name]:
+                    variant = self._member(member, resolve)
+                    out[variant.name] = variant
             elif name in self.variants:
                 out[name] = self.variants[name]
+            elif is_spec(name) and resolve is not None:
+                variant = resolve(name)
+                out[variant.name] = variant
             else:
                 known = list(self.variants) + list(self.sets)
                 raise UnknownNameError(
                     "model or set",
                     name,
                     suggest(name, known),
-                    hint="run `edgeeval models` to list the catalog",
+                    hint="run `edgeeval models` to list the catalog; a model file is named by "
+                    "its path (./model.gguf), hf:owner/repo:QUANT, ollama:NAME or lmstudio:REPO",
                 )
         return list(out.values())
+
+    def _member(self, member: str, resolve: Callable[[str], Variant] | None) -> Variant:
+        """One set member: a catalog variant, or a spec resolved by `resolve`."""
+        if member in self.variants:
+            return self.variants[member]
+        if resolve is None:
+            raise UnknownNameError(
+                "model", member, [], hint="sets naming model specs are expanded by the CLI"
+            )
+        return resolve(member)
+
+    def with_variants(self, extra: list[Variant]) -> Catalog:
+        """This catalog plus `extra` (variants made from specs), so `get` finds them too."""
+        merged = dict(self.variants)
+        merged.update((v.name, v) for v in extra)
+        return Catalog(path=self.path, variants=merged, sets=self.sets, recipes=self.recipes)
+
+
+def is_spec(name: str) -> bool:
+    """True when `name` is a model spec rather than a catalog name: `hf:`, `ollama:` or
+    `lmstudio:` prefixed, or a path (has a slash, starts with ~ or ., or ends in .gguf).
+
+    >>> [is_spec(n) for n in ["qwen3-0.6b-q8_0", "hf:o/r:Q8_0", "./m.gguf", "m.GGUF", "~/m"]]
+    [False, True, True, True, True]
+    """
+    lowered = name.lower()
+    return (
+        lowered.startswith(SPEC_PREFIXES)
+        or "/" in name
+        or "\\" in name
+        or name.startswith(("~", "."))
+        or lowered.endswith(".gguf")
+    )
 
 
 def default_path() -> Path:
@@ -133,16 +192,35 @@ def default_path() -> Path:
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """Read and validate models.yaml; every problem names the file, the entry and the key."""
+    """Read and validate one models.yaml on its own (default: the built-in catalog); every
+    problem names the file, the entry and the key. `edgeeval.catalog.stack.load_catalogs`
+    merges the built-in, user-level and --catalog files."""
     path = Path(path) if path else default_path()
+    catalog = read_catalog_file(path, partial=False)
+    check_references(catalog, catalog.variants, path)
+    if "default" not in catalog.sets:
+        raise ConfigError("a 'default' set is required", path=path, key="sets")
+    return catalog
+
+
+def read_catalog_file(path: Path, *, partial: bool) -> Catalog:
+    """One catalog file parsed, entries validated, references between entries not yet checked.
+
+    `partial` (a user catalog extending another): `variants` may be absent or empty.
+    """
     data = load_yaml(path, missing="file not found; pass --catalog PATH or run from the repo root")
+    if partial and data is None:
+        return Catalog(path=str(path), variants={})
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping with 'variants' and 'sets'", path=path)
     _check_keys(
-        data, {"variants": True, "sets": False, "version": False, "recipes": False}, path, None
+        data,
+        {"variants": not partial, "sets": False, "version": False, "recipes": False},
+        path,
+        None,
     )
-    raw_variants = data["variants"]
-    if not isinstance(raw_variants, list) or not raw_variants:
+    raw_variants = data.get("variants") or []
+    if not isinstance(raw_variants, list) or not (raw_variants or partial):
         raise ConfigError("must be a non-empty list", path=path, key="variants")
     variants: dict[str, Variant] = {}
     for index, raw in enumerate(raw_variants):
@@ -150,19 +228,37 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         if variant.name in variants:
             raise ConfigError("duplicate name", path=path, entry=variant.name, key="name")
         variants[variant.name] = variant
-    for variant in variants.values():
-        if variant.source.kind == "derived" and variant.source.base not in variants:
-            raise ConfigError(
-                f"base '{variant.source.base}' is not a variant in this catalog",
-                path=path,
-                entry=variant.name,
-                key="source.base",
-            )
-    sets = _parse_sets(data.get("sets") or {}, variants, path)
+    sets = _parse_sets(data.get("sets") or {}, path)
     recipes = data.get("recipes") or {}
     if not isinstance(recipes, dict):
         raise ConfigError("must be a mapping of recipe name to recipe", path=path, key="recipes")
     return Catalog(path=str(path), variants=variants, sets=sets, recipes=recipes)
+
+
+def check_references(catalog: Catalog, known: dict[str, Variant], path: Path) -> None:
+    """Raise ConfigError when a derived base or a set member of `catalog` (read from `path`) is
+    neither a variant in `known` nor a model spec."""
+    for variant in catalog.variants.values():
+        base = variant.source.base
+        if variant.source.kind == "derived" and base not in known and not is_spec(str(base)):
+            raise ConfigError(
+                f"base '{base}' is not a variant in this catalog (nor a model spec such as "
+                "hf:owner/repo:BF16 or a path)",
+                path=path,
+                entry=variant.name,
+                key="source.base",
+            )
+    for set_name, members in catalog.sets.items():
+        for member in members:
+            if member not in known and not is_spec(member):
+                near = suggest(member, list(known))
+                hint = f"; did you mean '{near[0]}'?" if near else ""
+                raise ConfigError(
+                    f"{_shown(member)} is not a variant or a model spec{hint}",
+                    path=path,
+                    entry=set_name,
+                    key="sets",
+                )
 
 
 # The YAML type each key must have (bool is refused where an int is meant).
@@ -240,9 +336,10 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
             "use lowercase letters, digits, '.', '_' and '-'", path=path, entry=entry, key="name"
         )
     family = raw["family"].lower()
-    if family not in FAMILIES:
+    if not _FAMILY.match(family):
         raise ConfigError(
-            f"unknown family '{family}'; known: {', '.join(FAMILIES)}",
+            f"{_shown(family)} is not a family name: use a short lowercase word such as "
+            f"{', '.join(FAMILIES[:3])} or the file's architecture (llama, phi3, ...)",
             path=path,
             entry=entry,
             key="family",
@@ -300,7 +397,8 @@ def _parse_source(raw: Any, path: Path, entry: str) -> Source:
     return Source(kind=kind, **values)
 
 
-def _parse_sets(raw: Any, variants: dict[str, Variant], path: Path) -> dict[str, tuple[str, ...]]:
+def _parse_sets(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
+    """Set name -> members (variant names or model specs), checked for shape only."""
     if not isinstance(raw, dict):
         raise ConfigError(
             "must be a mapping of set name to a list of variant names", path=path, key="sets"
@@ -319,17 +417,5 @@ def _parse_sets(raw: Any, variants: dict[str, Variant], path: Path) -> dict[str,
             raise ConfigError(
                 "must be a non-empty list of variant names", path=path, entry=set_name, key="sets"
             )
-        for member in members:
-            if member not in variants:
-                near = suggest(member, list(variants))
-                hint = f"; did you mean '{near[0]}'?" if near else ""
-                raise ConfigError(
-                    f"{_shown(member)} is not a variant{hint}",
-                    path=path,
-                    entry=set_name,
-                    key="sets",
-                )
         sets[str(set_name)] = tuple(members)
-    if "default" not in sets:
-        raise ConfigError("a 'default' set is required", path=path, key="sets")
     return sets

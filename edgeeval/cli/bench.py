@@ -1,4 +1,4 @@
-"""`edgeeval models | fetch | bench`: the catalog, verified files, and the measuring run."""
+"""`edgeeval fetch | bench`: verified files, and the measuring run."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ import sys
 import time
 from typing import Any, NamedTuple
 
-from edgeeval import settings
 from edgeeval.cli.console import progress
+from edgeeval.cli.models import SPEC_HELP, load_selection
 from edgeeval.cli.options import list_of, positive_gb, positive_int, positive_seconds
 from edgeeval.text import safe_text
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add `models`, `fetch` and `bench`."""
-    sub.add_parser("models", help="list the catalog and what is downloaded").set_defaults(
-        func=cmd_models
-    )
+    """Add `fetch` and `bench`."""
     p = sub.add_parser("fetch", help="download and verify model files")
-    p.add_argument("models", nargs="*", help="variant or set names (default: the default set)")
+    p.add_argument("models", nargs="*", help=SPEC_HELP + " (default: the default set)")
     p.add_argument(
         "--verify",
         action="store_true",
@@ -28,7 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_fetch)
     p = sub.add_parser("bench", help="measure variants and write a ranked report")
-    p.add_argument("--models", nargs="*", help="variant or set names (default: the default set)")
+    p.add_argument("specs", nargs="*", metavar="MODEL", help=SPEC_HELP)
+    p.add_argument("--models", nargs="*", help="the same, as an option (added to MODEL)")
     p.add_argument(
         "--resume",
         metavar="RUN",
@@ -63,7 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n-gpu-layers",
         type=list_of(-1),
-        help="layers offloaded to Metal/CUDA (99 = all), or a list to sweep",
+        help="layers offloaded to the GPU (99 = all), or a list to sweep (default: all when "
+        "llama.cpp was built with GPU offload, else 0; see `edgeeval doctor`)",
     )
     p.add_argument("--flash-attn", type=list_of(0, 1), help="0, 1 or 0,1 to sweep")
     p.add_argument("--depth", type=list_of(0), help="KV cache depth(s) for the speed tests")
@@ -98,31 +97,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from edgeeval.catalog.models import load_catalog
-    from edgeeval.fetch.quantize import derived_dir, read_build_info
-    from edgeeval.fetch.sources import is_cached
-
-    catalog = load_catalog(args.catalog)
-    print(f"{'name':44} {'family':9} {'quant':7} {'kind':8} {'size GB':>8}  {'source':7} local")
-    for v in catalog.variants.values():
-        size_bytes, mark = v.size_bytes, "yes" if is_cached(v) else "-"
-        if v.source.kind == "derived":  # built, not downloaded: its size is known once built
-            info = read_build_info(derived_dir() / v.filename)
-            size_bytes, mark = (info.size_bytes, "built") if info else (None, "-")
-        size = f"{size_bytes / settings.GB:.3f}" if size_bytes else "?"
-        name, quant = safe_text(v.name, 60), safe_text(v.quant, 20)  # strings from the file
-        print(f"{name:44} {v.family:9} {quant:7} {v.kind:8} {size:>8}  {v.source.kind:7} {mark}")
-    print("\nsets: " + "; ".join(f"{safe_text(k, 40)} ({len(m)})" for k, m in catalog.sets.items()))
-    return 0
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from edgeeval.catalog.models import load_catalog
     from edgeeval.fetch.sources import fetch
 
-    catalog = load_catalog(args.catalog)
-    for variant in catalog.select(args.models):
+    _, variants = load_selection(args, args.models)
+    for variant in variants:
         file = fetch(variant, progress=progress, verify=args.verify)
         print(f"{safe_text(variant.name)}\t{safe_text(file.path, 4096)}\t{file.sha256}")
     return 0
@@ -210,6 +189,8 @@ def run_settings_from_args(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {}
     for item in given_settings(args):
         values.update(item.fields)
+    if "n_gpu_layers" not in values:  # as llama-bench: all layers where a GPU can take them
+        values["n_gpu_layers"] = gpu_layers_default()
     return RunSettings(**values)  # validated there; n_ubatch kept within n_batch
 
 
@@ -262,17 +243,24 @@ def resume_plan(args: argparse.Namespace, catalog: Any) -> tuple[str, list[Any],
     return run.run_id, catalog.select(list(run.variants)), resumed
 
 
+def gpu_layers_default() -> int:
+    """All layers when this llama.cpp build can offload to a GPU, else 0 (engine.doctor)."""
+    from edgeeval.engine.backend import library_info
+    from edgeeval.engine.doctor import default_n_gpu_layers
+
+    return default_n_gpu_layers(library_info())
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgeeval.catalog.models import load_catalog
     from edgeeval.pipeline import bench
     from edgeeval.report.render import ranking_table
 
-    catalog = load_catalog(args.catalog)
+    catalog, variants = load_selection(args, [*args.specs, *(args.models or [])])
     run_id = None
     if args.resume:
         run_id, variants, run_settings = resume_plan(args, catalog)
     else:
-        variants, run_settings = catalog.select(args.models), run_settings_from_args(args)
+        run_settings = run_settings_from_args(args)
     start = time.monotonic()
     started: list[str] = []
     try:

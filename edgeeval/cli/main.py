@@ -1,6 +1,7 @@
 """Command line: `edgeeval models | fetch | bench | report | runs | tasks | compare | import |
-quantize | fidelity`. Each module of this folder adds its subcommands through `add_parsers(sub)`
-and imports the stages it drives only when its command runs, so `edgeeval --help` stays light.
+quantize | fidelity | doctor`. Each module of this folder adds its subcommands through
+`add_parsers(sub)` and imports the stages it drives only when its command runs, so
+`edgeeval --help` stays light.
 
 The one place where an exception becomes a message and an exit code (EDGEEVAL_DEBUG=1 shows
 the traceback).
@@ -13,7 +14,7 @@ import sys
 import traceback
 
 from edgeeval import __version__, settings
-from edgeeval.cli import bench, quant, results, tasks
+from edgeeval.cli import bench, doctor, models, quant, results, tasks
 from edgeeval.errors import EdgeevalError
 from edgeeval.text import safe_text
 
@@ -25,9 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and rank them by capability per GB. Start with `edgeeval models` or `make bench`.",
     )
     parser.add_argument("--version", action="version", version=f"edgeeval {__version__}")
-    parser.add_argument("--catalog", help="models.yaml to use (default: the repo's)")
+    parser.add_argument(
+        "--catalog",
+        help="a models.yaml that adds variants and sets to the built-in catalog (and to the "
+        "user-level one in the config dir)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (bench, results, tasks, quant):
+    for module in (models, bench, results, tasks, quant, doctor):
         module.add_parsers(sub)
     return parser
 

@@ -6,7 +6,9 @@ import argparse
 import json
 
 from edgeeval import settings
+from edgeeval.cli.bench import gpu_layers_default
 from edgeeval.cli.console import progress
+from edgeeval.cli.models import SPEC_HELP, load_selection
 from edgeeval.errors import EdgeevalError
 from edgeeval.fidelity import MAX_CHUNKS, N_CTX
 
@@ -20,8 +22,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when a cached build fits")
     p.set_defaults(func=cmd_quantize)
     p = sub.add_parser("fidelity", help="KLD / PPL of variants against a reference variant")
-    p.add_argument("models", nargs="+", help="variant or set names (e.g. quant-compare)")
-    p.add_argument("--ref", help="reference variant (default: the F32/BF16/F16 one named)")
+    p.add_argument("models", nargs="+", help=SPEC_HELP + " (e.g. quant-compare)")
+    p.add_argument(
+        "--ref", help="reference variant or model spec (default: the F32/BF16/F16 one named)"
+    )
     p.add_argument("--corpus", default="pydoc", help="pydoc (offline), wikitext-2, or a file")
     p.add_argument("--n-ctx", type=int, default=N_CTX, help=f"tokens per chunk (default {N_CTX})")
     p.add_argument(
@@ -31,7 +35,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"at most this many chunks (default {MAX_CHUNKS}; 0 = the whole corpus)",
     )
     p.add_argument("--threads", type=int, default=0, help="0 = physical cores")
-    p.add_argument("--n-gpu-layers", type=int, default=0)
+    p.add_argument(
+        "--n-gpu-layers", type=int, help="default: all when the build can offload, else 0"
+    )
     p.add_argument("--run", help="add the results to this run (id or 'latest'; default: new)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per model pass")
     p.set_defaults(func=cmd_fidelity)
@@ -39,11 +45,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     """`edgeeval quantize NAMES | --list`: build (or list) derived variants."""
-    from edgeeval.catalog.models import load_catalog
     from edgeeval.catalog.recipes import load_recipes
+    from edgeeval.catalog.stack import load_catalogs
     from edgeeval.fetch.quantize import build_variant, derived_targets
 
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalogs(args.catalog)
     recipes = load_recipes(catalog)
     if args.list:
         for r in recipes.values():
@@ -70,14 +76,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     """`edgeeval fidelity NAMES [--ref R]`: KLD and PPL ratio of each variant against R."""
     from edgeeval import records as rec
-    from edgeeval.catalog.models import load_catalog
+    from edgeeval.fetch.specs import resolve_one
     from edgeeval.fidelity.orchestrate import load_corpus, pick_reference, run_fidelity
     from edgeeval.report.fidelity import fidelity_markdown
     from edgeeval.store import runs as store
 
-    catalog = load_catalog(args.catalog)
-    named = catalog.select(args.models)
-    reference = pick_reference(named, args.ref, catalog)
+    catalog, named = load_selection(args, args.models)
+    ref = args.ref
+    if ref is not None:  # a spec becomes a variant of the catalog, found by name
+        ref_variant = resolve_one(catalog, ref, progress=progress)
+        catalog, ref = catalog.with_variants([ref_variant]), ref_variant.name
+    reference = pick_reference(named, ref, catalog)
     variants = [v for v in named if v.name != reference.name] or [reference]
     for variant in variants:
         if variant.model != reference.model:
@@ -106,7 +115,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         n_ctx=args.n_ctx,
         max_chunks=args.chunks,
         n_threads=args.threads,
-        n_gpu_layers=args.n_gpu_layers,
+        n_gpu_layers=gpu_layers_default() if args.n_gpu_layers is None else args.n_gpu_layers,
         timeout_s=args.timeout,
         progress=progress,
     )

@@ -94,7 +94,57 @@ def library_info() -> dict[str, Any]:
         "llama_cpp_python_version": getattr(llama_cpp, "__version__", "unknown"),
         "system_info": system_info,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "devices": device_info(),
     }
+
+
+#: ggml_backend_dev_type values (ggml-backend.h).
+_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator"}
+
+
+def device_info() -> list[dict[str, Any]]:
+    """ggml's devices: name, description, type, backend (CPU, CUDA, Metal, Vulkan, ...) and
+    memory free/total in bytes, through ggml's backend device API; [] when it is missing."""
+    import ctypes
+
+    import llama_cpp
+
+    lib = llama_cpp.llama_cpp._lib
+    ptr, size = ctypes.c_void_p, ctypes.c_size_t
+
+    def fn(name: str, restype: Any, *argtypes: Any) -> Any:
+        return ctypes.CFUNCTYPE(restype, *argtypes)((name, lib))
+
+    try:
+        count = fn("ggml_backend_dev_count", size)()
+        get = fn("ggml_backend_dev_get", ptr, size)
+        text = {
+            k: fn(f"ggml_backend_dev_{k}", ctypes.c_char_p, ptr) for k in ("name", "description")
+        }
+        kind = fn("ggml_backend_dev_type", ctypes.c_int, ptr)
+        memory = fn(
+            "ggml_backend_dev_memory", None, ptr, ctypes.POINTER(size), ctypes.POINTER(size)
+        )
+        reg = fn("ggml_backend_dev_backend_reg", ptr, ptr)
+        reg_name = fn("ggml_backend_reg_name", ctypes.c_char_p, ptr)
+    except (AttributeError, OSError):
+        return []
+    devices = []
+    for index in range(count):
+        dev = get(index)
+        free, total = size(), size()
+        memory(dev, ctypes.byref(free), ctypes.byref(total))
+        devices.append(
+            {
+                "name": (text["name"](dev) or b"").decode("utf-8", "replace"),
+                "description": (text["description"](dev) or b"").decode("utf-8", "replace"),
+                "type": _DEVICE_TYPES.get(kind(dev), "unknown"),
+                "backend": (reg_name(reg(dev)) or b"").decode("utf-8", "replace"),
+                "memory_free_bytes": int(free.value),
+                "memory_total_bytes": int(total.value),
+            }
+        )
+    return devices
 
 
 def _log_softmax_at(row: np.ndarray, token: int) -> float:

