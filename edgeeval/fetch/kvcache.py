@@ -24,7 +24,9 @@ share another layer's cache) give None rather than a wrong figure.
 
 from __future__ import annotations
 
-from edgeeval.metrics import kv_cache_at
+import dataclasses
+
+from edgeeval.metrics import kv_cache_at, kv_contexts, kv_points
 from edgeeval.records import KvCacheLayout
 
 # arch -> (default pattern, default window or 0 = SWA only when the file names a window > 0)
@@ -155,3 +157,23 @@ def kv_bytes(meta: dict[str, object], n_ctx: int, **layout_options: object) -> i
     """KV cache bytes llama.cpp allocates at `n_ctx` for a model with metadata `meta`."""
     layout = kv_layout(meta, **layout_options)  # type: ignore[arg-type]
     return None if layout is None else kv_cache_at(layout, n_ctx)
+
+
+def kv_for_run(
+    meta: dict[str, object],
+    *,
+    n_ctx: int,
+    n_ctx_train: int | None,
+    n_batch: int = 512,
+    n_ubatch: int = 512,
+    flash_attn: bool = False,
+) -> KvCacheLayout | None:
+    """The layout of a run's model (llama-cpp-python's full-size SWA cache; the micro-batch
+    llama.cpp uses, min(n_batch, n_ubatch)) with its figures at the standard context lengths up
+    to `n_ctx_train` and at the run's `n_ctx` (0 = the trained context); None if not modelled."""
+    layout = kv_layout(meta, n_ubatch=min(n_batch, n_ubatch), flash_attn=flash_attn)
+    run_ctx = n_ctx or n_ctx_train
+    if layout is None or not run_ctx:
+        return None
+    points = kv_points(layout, kv_contexts(n_ctx_train, run_ctx))
+    return dataclasses.replace(layout, points=points)

@@ -148,6 +148,7 @@ def measure_variant(
         weights_bytes=result.get("weights_bytes") if result else None,
         n_params=result.get("n_params") if result else None,
         kv_cache_bytes=result.get("kv_cache_bytes") if result else None,
+        kv_cache=_kv_cache(result),
     )
     samples = [rec.from_dict(rec.SampleResult, s) for s in result["samples"]] if result else []
     generations = (
@@ -156,6 +157,12 @@ def measure_variant(
         else []
     )
     return record, samples, generations
+
+
+def _kv_cache(result: dict | None) -> rec.KvCacheLayout | None:
+    """The per-context KV figures the worker computed, if any."""
+    data = result.get("kv_cache") if result else None
+    return rec.from_dict(rec.KvCacheLayout, data) if data else None
 
 
 def _status(outcome: ChildOutcome, result: dict | None) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
 from edgeeval.engine.process import emit
 from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
+from edgeeval.fetch.kvcache import kv_for_run
 from edgeeval.metrics import score_samples
 from edgeeval.run.speed import SweepPoint, expand_sweep, run_speed_test, run_ttft, speed_tests_for
 from edgeeval.score.generate import (
@@ -200,6 +201,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         gen_samples.extend(task_gen)
     facts = backend.model_facts()
     backend.close()
+    opts = load_options(settings, primary)
+    kv = kv_for_run(
+        summary.metadata,
+        n_ctx=settings.n_ctx,
+        n_ctx_train=facts["n_ctx_train"],
+        n_batch=opts.n_batch,
+        n_ubatch=opts.n_ubatch,
+        flash_attn=opts.flash_attn,
+    )
     return {
         "load_s": load_s,
         "speed": [rec.to_dict(s) for s in speed],
@@ -211,6 +221,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "n_params": facts["n_params"],
         "weights_bytes": summary.data_bytes,
         "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx),
+        "kv_cache": rec.to_dict(kv) if kv else None,
     }
 
 
