@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from edgeeval.records import (
     GenSampleResult,
+    KvCacheLayout,
     LatencyResult,
     RunSettings,
     SampleResult,
@@ -64,6 +65,7 @@ class WorkerResult:
     n_params: int | None = None
     weights_bytes: int | None = None  # tensor data in the GGUF
     kv_cache_bytes: int | None = None  # at the run's n_ctx, from the header
+    kv_cache: KvCacheLayout | None = None  # per context length, as the architecture uses it
     error: str = ""
     failed_phase: str = ""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from edgeeval.records import ModelRecord, SampleResult, TaskScore
+from edgeeval.records import KvCacheLayout, KvPoint, ModelRecord, SampleResult, TaskScore
 
 
 def mean_stddev(samples: Sequence[float]) -> tuple[float, float]:
@@ -113,3 +113,81 @@ def bits_per_weight(record: ModelRecord) -> float | None:
     """File bits per parameter (the GGUF's size in bits / the model's parameter count)."""
     params = record.n_params or record.variant.params
     return record.variant.size_bytes * 8 / params if params else None
+
+
+# --- KV cache per context length, as llama.cpp allocates it ---------------------------------
+#: llama.cpp rounds the context (and the sliding-window cache) up to a multiple of this.
+KV_PAD = 256
+#: Context lengths the memory-vs-context table shows (capped by the trained context).
+KV_CONTEXTS = (512, 2048, 8192, 32768)
+
+
+def pad_up(n: int, multiple: int = KV_PAD) -> int:
+    """`n` rounded up to a multiple of `multiple`.
+
+    >>> pad_up(1000), pad_up(1024), pad_up(1)
+    (1024, 1024, 256)
+    """
+    return -(-n // multiple) * multiple
+
+
+def kv_cells(n_ctx: int, *, n_swa: int, n_ubatch: int, swa_full: bool) -> tuple[int, int]:
+    """(cells of the full-attention cache, cells of the sliding-window cache) that llama.cpp
+    allocates for one sequence of `n_ctx` tokens: the context padded to 256; the SWA cache
+    holds the window plus one micro-batch, padded to 256 and capped by the padded context
+    before padding, unless `swa_full` gives it the full size.
+
+    >>> kv_cells(1000, n_swa=512, n_ubatch=512, swa_full=False)
+    (1024, 1024)
+    >>> kv_cells(8192, n_swa=512, n_ubatch=512, swa_full=False)
+    (8192, 1024)
+    >>> kv_cells(8192, n_swa=512, n_ubatch=512, swa_full=True)
+    (8192, 8192)
+    """
+    full = pad_up(max(n_ctx, 1))
+    if swa_full or n_swa <= 0:
+        return full, full
+    return full, pad_up(min(full, n_swa + n_ubatch))
+
+
+def kv_cache_at(layout: KvCacheLayout, n_ctx: int, *, windowed: bool = False) -> int:
+    """KV cache bytes of `layout` at `n_ctx`: as the run allocates it, or with the SWA layers
+    holding only their window (`windowed`, llama.cpp's swa_full off)."""
+    full, swa = kv_cells(
+        n_ctx,
+        n_swa=layout.n_swa,
+        n_ubatch=layout.n_ubatch,
+        swa_full=layout.swa_full and not windowed,
+    )
+    return layout.full_bytes_per_cell * full + layout.swa_bytes_per_cell * swa
+
+
+def kv_contexts(n_ctx_train: int | None, run_n_ctx: int) -> tuple[int, ...]:
+    """The table's context lengths: the standard ones up to the trained context (all of them
+    when it is unknown), and the run's own n_ctx.
+
+    >>> kv_contexts(8192, 4096)
+    (512, 2048, 4096, 8192)
+    """
+    cap = n_ctx_train or max(KV_CONTEXTS)
+    return tuple(sorted({n for n in KV_CONTEXTS if n <= cap} | {run_n_ctx}))
+
+
+def kv_points(layout: KvCacheLayout, contexts: Sequence[int]) -> tuple[KvPoint, ...]:
+    """The layout's bytes at each of `contexts`, as run and windowed."""
+    return tuple(
+        KvPoint(n, kv_cache_at(layout, n), kv_cache_at(layout, n, windowed=True)) for n in contexts
+    )
+
+
+def peak_at_ctx(record: ModelRecord, n_ctx: int) -> int | None:
+    """Estimated peak memory at `n_ctx`: the measured peak, less the KV cache at the run's
+    n_ctx, plus the KV cache at `n_ctx` (None without a peak or a KV layout)."""
+    layout = record.kv_cache
+    if record.memory is None or layout is None or not record.memory.peak_rss_bytes:
+        return None
+    run_ctx = record.settings.n_ctx or record.n_ctx_train  # n_ctx 0: the trained context
+    if not run_ctx:
+        return None
+    run_kv = kv_cache_at(layout, run_ctx)
+    return max(0, record.memory.peak_rss_bytes - run_kv + kv_cache_at(layout, n_ctx))

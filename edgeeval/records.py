@@ -250,6 +250,34 @@ class MemoryResult:
 
 
 @dataclass(frozen=True)
+class KvPoint:
+    """KV cache bytes at one context length: as the run allocates it (`kv_bytes`) and with
+    sliding-window layers holding only their window (`windowed_bytes`, llama.cpp's swa_full
+    off, as llama-server runs by default). The two are equal for models without SWA layers."""
+
+    n_ctx: int
+    kv_bytes: int
+    windowed_bytes: int
+
+
+@dataclass(frozen=True)
+class KvCacheLayout:
+    """A variant's KV cache as llama.cpp lays it out: bytes per cache cell summed over the
+    full-attention layers and over the sliding-window layers, the window and micro-batch that
+    size the SWA cache, and whether the run gave the SWA layers a full-size cache. The bytes at
+    any context length follow from these (metrics.kv_cache_at); `points` holds the figures at
+    the standard lengths up to the trained context, and at the run's own n_ctx."""
+
+    full_bytes_per_cell: int
+    swa_bytes_per_cell: int = 0
+    n_swa: int = 0
+    n_ubatch: int = 512
+    swa_full: bool = True
+    cache_type: str = "f16"
+    points: tuple[KvPoint, ...] = ()
+
+
+@dataclass(frozen=True)
 class VariantInfo:
     name: str
     family: str
@@ -283,6 +311,7 @@ class ModelRecord:
     weights_bytes: int | None = None  # tensor data in the GGUF (what tg reads per token)
     n_params: int | None = None  # parameters, as llama.cpp counts them
     ttft: tuple[LatencyResult, ...] = ()
+    kv_cache: KvCacheLayout | None = None  # per-context KV figures (absent in older records)
 
     @property
     def key(self) -> str:

@@ -144,3 +144,41 @@ def test_user_set_member_that_is_neither_a_variant_nor_a_spec_is_refused(tmp_pat
     extra = _user_catalog(tmp_path, "sets:\n  mine: [qwen3-0.6b-q8]\n")
     with pytest.raises(ConfigError, match="did you mean 'qwen3-0.6b-q8_0'"):
         load_catalogs(extra)
+
+
+HUB_QUANT_SETS = [
+    ("quant-compare-qwen3-0.6b", "qwen3-0.6b-bf16", "BF16"),
+    ("quant-compare-gemma-3-270m", "gemma-3-270m-it-f16", "F16"),
+    ("quant-compare-deepseek-r1-1.5b", "deepseek-r1-distill-qwen-1.5b-f16", "F16"),
+]
+
+
+@pytest.mark.parametrize("set_name, source, quant", HUB_QUANT_SETS)
+def test_hub_quant_sets_derive_every_variant_from_the_16_bit_source(set_name, source, quant):
+    from edgeeval.fetch.quantize import load_recipes
+    from edgeeval.fidelity.orchestrate import pick_reference
+
+    catalog = load_catalog(REPO / "models.yaml")
+    recipes = load_recipes(catalog)
+    members = catalog.select([set_name])
+    src = catalog.get(source)
+    assert src.source.kind == "hub" and src.quant == quant
+    assert src.source.filename.endswith(".gguf") and "/" in src.source.repo_id
+    assert members[0] is src and pick_reference(members, None, catalog) is src
+    derived = members[1:]
+    assert len(derived) >= 4
+    for v in derived:
+        assert v.source.kind == "derived" and v.source.base == source, v.name
+        assert v.source.recipe in recipes and v.model == src.model and v.family == src.family
+        assert v.reasoning == src.reasoning and "not requantized" in v.notes
+    assert {recipes[v.source.recipe].name for v in derived} >= {"q8_0", "q4_k_m", "mxfp4"}
+
+
+def test_the_embedded_requantized_set_stays_and_says_so():
+    catalog = load_catalog(REPO / "models.yaml")
+    members = catalog.select(["quant-compare"])
+    assert catalog.select(["quant-compare-requantized"]) == members
+    base = catalog.get("qwen2.5-coder-0.5b-instruct-q4_k_m")
+    assert base.source.kind == "pypi"
+    for v in members:
+        assert v.source.base == base.name and "from Q4_K_M" in v.notes, v.name

@@ -29,8 +29,8 @@ def test_a_well_formed_file_passes_and_is_summarized(tmp_path):
     assert summary.n_tensors == 2
     assert summary.n_params == 8 * 64 + 4 * 32
     assert summary.data_bytes == 8 * 64 * 4 + 4 * 32 * 2
-    # 2 layers * 100 ctx * 2 kv heads * (16 + 16) head dims * 2 bytes
-    assert kv_cache_bytes(summary, 100) == 2 * 100 * 2 * 32 * 2
+    # 2 layers * 256 cells (100 padded as llama.cpp pads it) * 2 kv heads * (16 + 16) * 2 bytes
+    assert kv_cache_bytes(summary, 100) == 2 * 256 * 2 * 32 * 2
 
 
 def test_truncated_file_is_rejected_naming_the_tensor(tmp_path):

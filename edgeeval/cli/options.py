@@ -86,3 +86,18 @@ def list_of(minimum: int, maximum: int | None = None) -> Callable[[str], tuple[i
         return values
 
     return parse
+
+
+def context_length(text: str) -> int:
+    """A context length in tokens: a whole number from 1 to 2^24.
+
+    >>> context_length("8192")
+    8192
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens, got {text!r}") from None
+    if not 0 < value <= 1 << 24:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {1 << 24} tokens, got {text}")
+    return value

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from edgeeval.cli.options import positive_gb
+from edgeeval.cli.options import context_length, positive_gb
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="GB",
         help="rank only variants whose peak resident memory fits in GB "
         "(10^9 bytes); the others are listed as over budget",
+    )
+    p.add_argument(
+        "--rank-at-ctx",
+        type=context_length,
+        default=None,
+        metavar="N",
+        help="rank (and apply --budget-gb) by the peak memory estimated at N tokens of "
+        "context: measured peak - KV cache at the run's n_ctx + KV cache at N",
     )
     p.set_defaults(func=cmd_report)
     sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
@@ -58,10 +66,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`edgeeval report [RUN] [--budget-gb G]`: re-render and print the compact table."""
+    """`edgeeval report [RUN] [--budget-gb G] [--rank-at-ctx N]`: re-render and print the
+    compact table."""
     from edgeeval.report.render import ranking_table, render_run
 
-    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb)
+    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb, rank_at_ctx=args.rank_at_ctx)
+    if args.rank_at_ctx:
+        print(f"peak memory estimated at n_ctx {args.rank_at_ctx} (see the report)")
     print(ranking_table(rows))
     print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
     return 0

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from edgeeval.errors import InvalidModelFileError
 from edgeeval.fetch.files import open_regular
+from edgeeval.fetch.kvcache import kv_bytes
 from edgeeval.text import safe_text
 
 MAX_TENSORS = 100_000
@@ -194,37 +195,16 @@ def _check_extents(r: _Reader, tensors: list, data_start: int, align: int) -> tu
     return n_params, data_bytes
 
 
-def kv_cache_bytes(summary: GgufSummary, n_ctx: int, *, bytes_per_value: int = 2) -> int | None:
-    """Estimated KV cache size at `n_ctx` for an F16 cache, from the GGUF metadata.
-
-    bytes = n_layer * n_ctx * n_head_kv * (key_length + value_length) * 2. Sliding-window layers
-    (Gemma 3) hold less in practice, so this is an upper bound for them. None when unknown
-    (missing or per-layer values, or values check_gguf would refuse).
+def kv_cache_bytes(
+    summary: GgufSummary, n_ctx: int, *, n_ubatch: int = 512, swa_full: bool = True
+) -> int | None:
+    """KV cache bytes (F16) llama.cpp allocates at `n_ctx` for this file, from its metadata:
+    per-layer GQA, sliding-window layers and MLA as fetch.kvcache models them, the context
+    padded as llama.cpp pads it. `swa_full` True is llama-cpp-python's default (the window
+    layers get a full-size cache). None when unknown (missing values, values check_gguf
+    would refuse, or an architecture whose memory is not a plain KV cache).
     """
-    meta = summary.metadata
-    arch = meta.get("general.architecture")
-    if not isinstance(arch, str):
-        return None
-    n_layer = _count(meta.get(f"{arch}.block_count"))
-    n_head = _count(meta.get(f"{arch}.attention.head_count"))
-    n_embd = _count(meta.get(f"{arch}.embedding_length"))
-    if n_layer is None or n_head is None or n_embd is None:
-        return None
-    raw_kv = meta.get(f"{arch}.attention.head_count_kv", n_head)
-    n_head_kv = _count(raw_kv) if raw_kv != 0 else 0
-    head_dim = n_embd // n_head
-    k_len = _count(meta.get(f"{arch}.attention.key_length", head_dim))
-    v_len = _count(meta.get(f"{arch}.attention.value_length", head_dim))
-    if n_head_kv is None or k_len is None or v_len is None:
-        return None
-    return n_layer * n_ctx * n_head_kv * (k_len + v_len) * bytes_per_value
-
-
-def _count(value: object) -> int | None:
-    """`value` when it is a positive plain integer (not a bool or an array), else None."""
-    if type(value) is int and value > 0:
-        return value
-    return None
+    return kv_bytes(summary.metadata, n_ctx, n_ubatch=n_ubatch, swa_full=swa_full)
 
 
 # --- metadata checks ------------------------------------------------------------------------

@@ -258,13 +258,17 @@ def render_html(
     notes: Sequence[str],
     host_groups: Sequence[HostGroup] = (),
     variants: Sequence[dict[str, Any]] = (),
+    extra: str = "",
 ) -> str:
-    """The whole page as a string; `notes` are the "how to read this" paragraphs."""
+    """The whole page as a string; `notes` are the "how to read this" paragraphs; `extra` is
+    further sections' HTML (the memory-per-context table), placed after the variants."""
     run_id = escape(str(meta.get("run_id", "?")))
     budget = meta.get("budget_gb")
     sub = f"{len(rows)} variant{'' if len(rows) == 1 else 's'}" + (
         f"; memory budget {budget:g} GB" if budget else ""
     )
+    if meta.get("rank_note"):
+        sub += ". " + str(meta["rank_note"]).rstrip(".")
     body = [
         f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
         "column header to sort.</p>",
@@ -276,6 +280,7 @@ def render_html(
         "<h2>Accuracy per task (%, ± standard error)</h2>",
         tasks_html(rows, tasks),
         variants_html(variants),
+        extra,
         hosts_html(host_groups) if host_groups else "",
         _failed(rows),
         '<h2>How to read this</h2><div class="notes">'

@@ -20,6 +20,7 @@ from edgeeval import records as rec
 from edgeeval.errors import DamagedRunError
 from edgeeval.metrics import bits_per_weight
 from edgeeval.report.fidelity import fidelity_markdown
+from edgeeval.report.kvmem import kv_html, kv_markdown, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
@@ -305,6 +306,8 @@ def to_markdown(
             f"{', '.join(unlocked)}.",
             "",
         ]
+    if meta.get("rank_note"):
+        parts += [str(meta["rank_note"]), ""]
     parts += [
         ranking_table(rows),
         "",
@@ -325,6 +328,8 @@ def to_markdown(
         "",
         memory_speed_markdown(records),
     ]
+    if kv_markdown(records):
+        parts += ["", kv_markdown(records)]
     failed = [r for r in rows if not r.measured]
     unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
     if failed or unscored:
@@ -422,6 +427,8 @@ def write_report(
         budget_gb=meta.get("budget_gb"),
         fidelity=fidelity,
     )
+    kv = kv_plot(records)
+    plots = [*plots, kv] if kv else plots
     table = variant_rows(rows, records, fidelity) if fidelity else []
     markdown = to_markdown(rows, records, meta, tasks, groups)
     if table:
@@ -436,7 +443,15 @@ def write_report(
         "csv": to_csv(rows, tasks),
         "json": to_json(rows, meta, groups),
         "html": render_html(
-            rows, records, meta, plots, tasks=tasks, notes=NOTES, host_groups=groups, variants=table
+            rows,
+            records,
+            meta,
+            plots,
+            tasks=tasks,
+            notes=NOTES,
+            host_groups=groups,
+            variants=table,
+            extra=kv_html(records),
         ),
     }
     paths = {}
@@ -452,10 +467,15 @@ def _lines(n: int) -> str:
 
 
 def render_run(
-    run: str, *, budget_gb: float | None = None, root: Path | None = None
+    run: str,
+    *,
+    budget_gb: float | None = None,
+    root: Path | None = None,
+    rank_at_ctx: int | None = None,
 ) -> tuple[str, list[RankRow], dict[str, Path]]:
     """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
-    given; loads no model. Returns (run id, rows, paths)."""
+    given, by peak memory estimated at `rank_at_ctx` tokens of context when given; loads no
+    model. Returns (run id, rows, paths)."""
     run_id = store.resolve_run(run, root)
     damaged = None
     try:
@@ -477,13 +497,19 @@ def render_run(
             f"{store.MANIFEST} is damaged ({damaged.reason}); host and settings come from "
             f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
         )
-    rows = rank_rows(records, budget_gb=budget_gb)
+    ranked, kept = records_at_ctx(records, rank_at_ctx) if rank_at_ctx else (records, [])
+    rows = rank_rows(ranked, budget_gb=budget_gb)
     meta = {
         "run_id": run_id,
         "host": manifest.get("host"),
         "settings": manifest.get("settings"),
         "budget_gb": budget_gb,
         **({"warnings": warnings} if warnings else {}),
+        **(
+            {"rank_at_ctx": rank_at_ctx, "rank_note": rank_note(rank_at_ctx, kept)}
+            if rank_at_ctx
+            else {}
+        ),
     }
     directory = store.run_dir(run_id, root)
     paths = write_report(directory, rows, records, meta, fidelity=fidelity)

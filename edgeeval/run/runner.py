@@ -134,6 +134,7 @@ def measure_variant(
         weights_bytes=got.weights_bytes,
         n_params=got.n_params,
         kv_cache_bytes=got.kv_cache_bytes,
+        kv_cache=got.kv_cache,
     )
     return record, list(got.samples), list(got.gen_samples)
 

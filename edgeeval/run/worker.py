@@ -19,6 +19,7 @@ from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend
 from edgeeval.engine.process import die_with_parent, emit
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
+from edgeeval.fetch.kvcache import kv_for_run
 from edgeeval.run.speed import (
     SweepPoint,
     expand_sweep,
@@ -79,6 +80,7 @@ class _Measured:
     phase: str = ct.PHASE_CHECK
     backend: LlamaBackend | None = None
     result: ct.WorkerResult = field(default_factory=ct.WorkerResult)
+    metadata: dict[str, object] = field(default_factory=dict)  # the GGUF header's key/values
 
     def add(self, **changes: object) -> None:
         self.result = replace(self.result, **changes)  # type: ignore[arg-type]
@@ -117,6 +119,7 @@ def _check(spec: ct.WorkerSpec, got: _Measured) -> list[Task]:
     """Refuse a malformed file before native code parses it; read the header's facts and the
     suite's tasks (their errors come before any model is loaded)."""
     summary = check_gguf(spec.model_path)
+    got.metadata = summary.metadata
     got.add(
         weights_bytes=summary.data_bytes,
         kv_cache_bytes=kv_cache_bytes(summary, spec.settings.n_ctx),
@@ -140,6 +143,15 @@ def _load(path: str, settings: rec.RunSettings, point: SweepPoint, got: _Measure
         load_s = time.perf_counter() - start
         facts = got.backend.model_facts()
         got.add(load_s=load_s, n_ctx_train=facts["n_ctx_train"], n_params=facts["n_params"])
+        kv = kv_for_run(  # the KV cache at standard context lengths, as llama.cpp sizes it
+            got.metadata,
+            n_ctx=settings.n_ctx,
+            n_ctx_train=facts["n_ctx_train"],
+            n_batch=options.n_batch,
+            n_ubatch=options.n_ubatch,
+            flash_attn=options.flash_attn,
+        )
+        got.add(kv_cache=kv)
         emit("loaded", load_s=load_s)
 
 

@@ -70,7 +70,8 @@ def test_per_layer_head_counts_are_accepted_and_not_mistaken_for_a_count(tmp_pat
     )
     summary = check_gguf(path)
     assert summary.metadata["llama.attention.head_count_kv"] == [2, 0]
-    assert kv_cache_bytes(summary, 100) is None  # per-layer: no single-number estimate
+    # per layer (256 cells): K 2 heads * 16 and 0; V padded to the widest layer's 32 (no FA)
+    assert kv_cache_bytes(summary, 100) == 256 * ((32 + 32) + (0 + 32)) * 2
 
 
 def test_a_long_array_is_kept_as_its_length_only(tmp_path):
