@@ -30,6 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"engine", "catalog", "fetch", "tasks", "score"},
     "fidelity": {"engine", "catalog", "fetch", "store"},
     "pipeline": {"engine", "catalog", "fetch", "tasks", "run", "store", "report", "fidelity"},
+    # the same sweep over a Ray cluster: wires the stages like pipeline (Ray imported lazily)
+    "cluster": {"engine", "catalog", "fetch", "tasks", "score", "run", "store", "report"},
     "cli": {
         "engine",
         "catalog",
@@ -41,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
         "fidelity",
         "pipeline",
         "score",
+        "cluster",
     },
     "__main__": {"cli"},
 }

@@ -7,6 +7,7 @@ import dataclasses
 import time
 
 from edgeeval import settings
+from edgeeval.cli import cluster
 from edgeeval.cli.console import progress
 from edgeeval.cli.options import int_list, positive_gb
 from edgeeval.text import safe_text
@@ -69,6 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="like --allow-code-exec but without an OS sandbox (only rlimits and an audit "
         "hook, not a security boundary); the task score records it",
     )
+    cluster.add_bench_options(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -161,6 +163,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog)
     variants = catalog.select(args.models)
+    if args.cluster:
+        return cluster.cmd_bench_cluster(args, run_settings_from_args(args), catalog, variants)
     start = time.monotonic()
     outcome = bench(
         variants,

@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from edgeeval import __version__, settings
-from edgeeval.cli import bench, quant, results, tasks
+from edgeeval.cli import bench, cluster, quant, results, tasks
 from edgeeval.errors import EdgeevalError
 from edgeeval.text import safe_text
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeeval {__version__}")
     parser.add_argument("--catalog", help="models.yaml to use (default: the repo's)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (bench, results, tasks, quant):
+    for module in (bench, results, tasks, quant, cluster):
         module.add_parsers(sub)
     return parser
 
