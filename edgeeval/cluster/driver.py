@@ -29,9 +29,9 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval.catalog.models import Catalog, Variant
 from edgeeval.cluster import pieces
-from edgeeval.cluster.connect import connect, disconnect, worker_nodes
+from edgeeval.cluster.connect import connect, disconnect, require_ray, worker_nodes
 from edgeeval.cluster.node import DeviceWorker, node_host, probe_host, run_shard, unfetched_info
-from edgeeval.errors import EdgeevalError
+from edgeeval.errors import EdgeevalError, RunNotFoundError
 from edgeeval.report.fleet import write_fleet
 from edgeeval.report.render import render_run
 from edgeeval.run.runner import failed_record
@@ -125,6 +125,7 @@ def cluster_bench(
     existing `run_id`, resume it: finished records and shards are not redone."""
     if options.mode not in (EVERY_NODE, SHARD_ACCURACY):
         raise ValueError(f"unknown cluster mode {options.mode!r}")
+    require_ray()  # before anything is measured or written
     if run_id is not None:
         store.check_run_id(run_id)
     if run_settings.suite:  # a bad suite name fails here, before any node is asked
@@ -132,7 +133,7 @@ def cluster_bench(
     head_host = node_host()
     resuming = run_id is not None and (store.run_dir(run_id) / store.MANIFEST).exists()
     run_id = run_id or store.new_run_id()
-    finished = list(store.load_records(run_id)) if resuming else []
+    finished = _finished(run_id) if resuming else []
     ray = connect(options.address, local_cpus=options.local_cpus)
     try:
         from ray.util.queue import Queue
@@ -165,6 +166,14 @@ def cluster_bench(
     records = list(store.load_records(run_id))
     fleet_path, fleet = write_fleet(run_id)
     return ClusterOutcome(run_id, records, {**paths, "fleet": fleet_path}, fleet)
+
+
+def _finished(run_id: str) -> list[rec.ModelRecord]:
+    """The run's stored records ([] when it was interrupted before the first one)."""
+    try:
+        return list(store.load_records(run_id))
+    except RunNotFoundError:
+        return []
 
 
 # --- every node measures every variant -----------------------------------------------------------
