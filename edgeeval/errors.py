@@ -289,3 +289,22 @@ class ResumeConflictError(EdgeevalError):
         self.given = given
         self.stored = stored
         self.run_id = run_id
+
+
+class ClusterError(EdgeevalError):
+    """A cluster run could not start or go on (no Ray, no reachable cluster, no worker)."""
+
+    exit_code = 2
+
+
+class ClusterUnavailableError(ClusterError, ImportError):
+    """`--cluster` was asked for but Ray, an optional extra, is not installed (`reason`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"--cluster runs the sweep on Ray, an optional extra that is not installed here "
+            f"({reason}); install it with `pip install 'edgeeval[ray]'` (or `pip install "
+            "'ray>=2.9'`; `ray://` addresses also need `pip install 'ray[client]'`), or run "
+            "without --cluster on this machine alone"
+        )
+        self.reason = reason

@@ -43,6 +43,8 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"engine", "catalog", "fetch", "tasks", "score"},
     "fidelity": {"engine", "catalog", "fetch", "store"},
     "pipeline": {"engine", "catalog", "fetch", "tasks", "run", "store", "report", "fidelity"},
+    # the same sweep over a Ray cluster: wires the stages like pipeline (Ray imported lazily)
+    "cluster": {"engine", "catalog", "fetch", "tasks", "score", "run", "store", "report"},
     "cli": {
         "engine",
         "catalog",
@@ -54,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
         "fidelity",
         "pipeline",
         "score",
+        "cluster",
     },
     # The Python API (edgeeval.bench / load_run): wiring, like pipeline, for notebooks.
     "api": {"engine", "catalog", "fetch", "store", "report", "pipeline"},

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, NamedTuple
 
+from edgeeval.cli import cluster
 from edgeeval.cli.console import progress
 from edgeeval.cli.models import SPEC_HELP, load_selection
 from edgeeval.cli.options import list_of, positive_gb, positive_int, positive_seconds
@@ -94,6 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="like --allow-code-exec but without an OS sandbox (only rlimits and an audit "
         "hook, not a security boundary); the task score records it",
     )
+    cluster.add_bench_options(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -256,6 +258,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgeeval.report.render import ranking_table
 
     catalog, variants = load_selection(args, [*args.specs, *(args.models or [])])
+    if args.cluster:
+        return cluster.cmd_bench_cluster(args, run_settings_from_args(args), catalog, variants)
     run_id = None
     if args.resume:
         run_id, variants, run_settings = resume_plan(args, catalog)

@@ -14,7 +14,7 @@ import sys
 import traceback
 
 from edgeeval import __version__, settings
-from edgeeval.cli import bench, doctor, models, quant, results, tasks
+from edgeeval.cli import bench, cluster, doctor, models, quant, results, tasks
 from edgeeval.errors import EdgeevalError
 from edgeeval.text import safe_text
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         "user-level one in the config dir)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (models, bench, results, tasks, quant, doctor):
+    for module in (models, bench, results, tasks, quant, doctor, cluster):
         module.add_parsers(sub)
     return parser
 

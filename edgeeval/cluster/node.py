@@ -1,0 +1,252 @@
+"""What runs on a node of the cluster: the node's host fingerprint, one variant measured on
+the node's own hardware, and one shard of a variant's accuracy tasks.
+
+Plain Python: edgeeval.cluster.driver wraps these in Ray tasks and actors. Model files are
+fetched and sha256-verified on the node itself (into the node's cache), or read from a folder
+the user says every node shares (`shared_models`), verified there too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgeeval import records as rec
+from edgeeval import settings as env
+from edgeeval.catalog.models import Catalog, Variant, load_catalog
+from edgeeval.cluster.pieces import ShardResult, ShardTask, shard_key, shard_positions
+from edgeeval.engine import host as hostinfo
+from edgeeval.engine.backend import library_info
+from edgeeval.errors import EdgeevalError, FetchError, InvalidModelFileError
+from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
+from edgeeval.fetch.quantize import ensure_file
+from edgeeval.fetch.sources import LocalFile, fetch, verify_file
+
+Measured = tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]
+
+
+def node_id() -> str:
+    """The Ray node this code runs on ("" outside a Ray worker)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 (progress must never fail a measurement)
+        return ""
+
+
+def report(events: Any, piece: str, event: str, **fields: Any) -> None:
+    """Send one progress event to the head's queue (a ray.util.queue.Queue), best effort."""
+    if events is None:
+        return
+    try:
+        events.put_nowait({"piece": piece, "event": event, "node": node_id(), **fields})
+    except Exception:  # noqa: BLE001 (a full or gone queue loses a progress line, nothing else)
+        pass
+
+
+def node_host(*, bandwidth: bool = True) -> rec.HostInfo:
+    """This node's host fingerprint (the memory bandwidth is measured once per host)."""
+    return hostinfo.collect(library_info(), bandwidth=bandwidth)
+
+
+def local_model(
+    variant: Variant,
+    *,
+    shared_models: str | None,
+    catalog: Catalog | None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> LocalFile:
+    """The variant's verified file on this node: from the shared folder when one is given
+    (a `local:` source keeps its own path), else fetched into this node's cache or built."""
+    if shared_models and variant.source.kind != "local":
+        path = Path(shared_models) / variant.filename
+        if not path.is_file():
+            raise FetchError(
+                f"{variant.name}: {path} is not on node {node_id()[:12] or '?'} "
+                f"(--shared-models {shared_models}); copy the file there, or drop "
+                "--shared-models to fetch it on every node"
+            )
+        actual = verify_file(
+            path, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=False
+        )
+        return LocalFile(path, actual, path.stat().st_size)
+    if variant.source.kind == "derived":
+        return ensure_file(variant, catalog or load_catalog(), progress=progress)
+    return fetch(variant, progress=progress)
+
+
+def unfetched_info(variant: Variant) -> rec.VariantInfo:
+    return rec.VariantInfo(
+        name=variant.name,
+        family=variant.family,
+        model=variant.model,
+        quant=variant.quant,
+        kind=variant.kind,
+        size_bytes=variant.size_bytes or 0,
+        sha256=variant.sha256 or "",
+        params=variant.params,
+    )
+
+
+def _kv_estimate(path: Path, n_ctx: int) -> int | None:
+    try:
+        return kv_cache_bytes(check_gguf(path), n_ctx)
+    except InvalidModelFileError:
+        return None
+
+
+class DeviceWorker:
+    """Measures variants on one host, in a child process each (edgeeval.run.runner), one at a
+    time: the driver makes one Ray actor of this class per host, and Ray runs an actor's calls
+    one after another, so no two measurements share a machine."""
+
+    def __init__(self, events: Any = None) -> None:
+        self.events = events
+        self.host = node_host()
+
+    def host_info(self) -> rec.HostInfo:
+        return self.host
+
+    def measure(
+        self,
+        variant: Variant,
+        run_settings: rec.RunSettings,
+        *,
+        run_id: str,
+        done: frozenset[str],
+        force: bool,
+        shared_models: str | None,
+        catalog: Catalog | None,
+        piece: str,
+    ) -> Measured | None:
+        """The variant's record, samples and generations measured here; None when `done`
+        already holds its key (resume). A failure before loading is a skipped record."""
+        from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
+
+        report(self.events, piece, "started", pid=os.getpid(), host=self.host.hostname)
+
+        def progress(message: str) -> None:
+            report(self.events, piece, "progress", message=message)
+
+        try:
+            file = local_model(
+                variant, shared_models=shared_models, catalog=catalog, progress=progress
+            )
+            info = variant_info(variant, file)
+            if rec.record_key(info.name, info.sha256, run_settings, self.host) in done:
+                return None
+            preflight(variant, file, _kv_estimate(file.path, run_settings.n_ctx), force=force)
+        except (EdgeevalError, OSError) as exc:
+            failed = failed_record(
+                run_id,
+                unfetched_info(variant),
+                self.host,
+                run_settings,
+                rec.STATUS_SKIPPED,
+                f"on {self.host.hostname}: {exc}",
+            )
+            return failed, [], []
+        record, samples, generations = measure_variant(
+            variant,
+            file,
+            run_id=run_id,
+            host=self.host,
+            settings=run_settings,
+            root=env.package_root(),
+            n_threads=run_settings.n_threads or hostinfo.physical_cores(),
+            progress=progress,
+        )
+        return record, samples, generations
+
+
+def run_shard(
+    variant: Variant,
+    run_settings: rec.RunSettings,
+    shard: int,
+    n_shards: int,
+    *,
+    shared_models: str | None,
+    catalog: Catalog | None,
+    events: Any = None,
+) -> ShardResult:
+    """Score shard `shard` of `n_shards` of every task of the suite with the variant, in this
+    process, on `run_settings.n_threads or 1` threads (a worker is one CPU)."""
+    from edgeeval.engine.backend import LlamaBackend
+    from edgeeval.run.speed import expand_sweep
+    from edgeeval.run.worker import load_options
+    from edgeeval.tasks.suite import load_suite
+
+    piece = f"{variant.name} shard {shard + 1}/{n_shards}"
+    report(events, piece, "started", pid=os.getpid())
+    start = time.perf_counter()
+    file = local_model(variant, shared_models=shared_models, catalog=catalog)
+    host = node_host(bandwidth=False)
+    tasks = load_suite(run_settings.suite) if run_settings.suite else []
+    threads = run_settings.n_threads or 1
+    primary = expand_sweep(run_settings, default_threads=threads)[0]
+    point = dataclasses.replace(primary, n_threads=threads)
+    check_gguf(file.path)  # refuse a malformed file before native code parses it
+    backend = LlamaBackend(str(file.path), load_options(run_settings, point))
+    try:
+        parts = []
+        for task in tasks:
+            report(events, piece, "progress", message=f"task {task.name}")
+            backend.set_threads(threads)
+            parts.append(shard_task(backend, task, run_settings, shard, n_shards, variant.kind))
+    finally:
+        backend.close()
+    return ShardResult(
+        key=shard_key(variant.name, file.sha256, run_settings, shard, n_shards),
+        variant=variant.name,
+        sha256=file.sha256,
+        size_bytes=file.size_bytes,
+        settings_key=run_settings.key(),
+        shard=shard,
+        n_shards=n_shards,
+        host_id=host.host_id,
+        hostname=host.hostname,
+        elapsed_s=time.perf_counter() - start,
+        tasks=tuple(parts),
+    )
+
+
+def shard_task(
+    backend: Any, task: Any, run_settings: rec.RunSettings, shard: int, n: int, model_kind: str
+) -> ShardTask:
+    """One task's items of this shard, scored the way a single-machine run scores them."""
+    from edgeeval.engine.sandbox import choose as choose_sandbox
+    from edgeeval.run.worker import score_task
+    from edgeeval.score.generate import (
+        CODE_EXEC_OFF,
+        score_code_task,
+        score_generate_task,
+        skipped_score,
+    )
+
+    kind = getattr(task, "kind", "multiple_choice")
+    if kind == "code" and not run_settings.allow_code_exec:
+        return ShardTask(task.name, kind, skipped_score(task, CODE_EXEC_OFF, metric="pass@1"))
+    items = task.items(limit=run_settings.task_limit, seed=run_settings.seed)
+    positions = shard_positions(len(items), shard, n)
+    if not positions:
+        return ShardTask(task.name, kind, None)
+    picked = [items[i] for i in positions]
+    if kind == "generate":
+        score, gens = score_generate_task(backend, task, picked, model_kind=model_kind)
+        return ShardTask(task.name, kind, score, tuple(positions), generations=tuple(gens))
+    if kind == "code":
+        sandbox = choose_sandbox(unsafe=run_settings.unsafe_code_exec)
+        score, gens = score_code_task(backend, task, picked, sandbox=sandbox)
+        return ShardTask(task.name, kind, score, tuple(positions), generations=tuple(gens))
+    score, samples = score_task(backend, task, picked)
+    return ShardTask(task.name, kind, score, tuple(positions), samples=tuple(samples))
+
+
+def probe_host() -> rec.HostInfo:
+    """This node's fingerprint without the bandwidth test (to tell machines apart first)."""
+    return node_host(bandwidth=False)

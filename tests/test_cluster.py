@@ -1,0 +1,206 @@
+"""Cluster runs without a cluster: shards cover every item once and merge into the scores of
+a single-machine run; the shard log round-trips; the fleet report ranks each host under its
+own memory; without Ray, `--cluster` says how to install it and the rest works as before."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgeeval import records as rec
+from edgeeval.cli.main import main
+from edgeeval.cluster import pieces
+from edgeeval.errors import ClusterUnavailableError
+from edgeeval.metrics import score_samples
+from edgeeval.report import fleet
+from edgeeval.score.generate import task_score
+from edgeeval.store import runs as store
+from tests import builders as b
+
+
+@given(st.integers(0, 60), st.integers(1, 9))
+def test_shards_cover_every_item_exactly_once(n_items, n_shards):
+    seen = [i for k in range(n_shards) for i in pieces.shard_positions(n_items, k, n_shards)]
+    assert sorted(seen) == list(range(n_items))
+
+
+def test_a_shard_outside_the_range_is_refused():
+    with pytest.raises(ValueError, match="not in 0..1"):
+        pieces.shard_positions(5, 2, 2)
+
+
+def _mc_sample(i: int) -> rec.SampleResult:
+    logliks = (-1.0, -0.5) if i % 3 else (-0.2, -2.0)  # two in three pick choice 1
+    return rec.SampleResult("mc", f"mc-{i}", gold=i % 2, logliks=logliks, choice_chars=(3, 3))
+
+
+def _gen_sample(i: int) -> rec.GenSampleResult:
+    status = rec.STATUS_ERROR if i == 4 else rec.STATUS_OK  # one harness error
+    return rec.GenSampleResult(
+        "gen", f"gen-{i}", "generate", status, "q", "a", gold="1", correct=i % 2 == 0
+    )
+
+
+MC_META = {"task": "mc", "version": 2, "category": "knowledge", "chance": 0.5}
+
+
+class _Gen:
+    name, version, category, chance = "gen", 1, "math", 0.0
+
+
+def _shards(n_items: int, n_shards: int, *, sha: str = "f" * 64) -> list[pieces.ShardResult]:
+    """Shards as workers return them: each scored its own items with the real scorers."""
+    out = []
+    for k in range(n_shards):
+        pos = pieces.shard_positions(n_items, k, n_shards)
+        mc = [_mc_sample(i) for i in pos]
+        gen = [_gen_sample(i) for i in pos]
+        mc_score = score_samples(mc, **MC_META, elapsed_s=1.0) if pos else None
+        gen_score = (
+            task_score(_Gen(), gen, metric="acc", elapsed_s=2.0, prompt_format="chat")
+            if pos
+            else None
+        )
+        tasks = (
+            pieces.ShardTask("mc", "multiple_choice", mc_score, tuple(pos), samples=tuple(mc)),
+            pieces.ShardTask("gen", "generate", gen_score, tuple(pos), generations=tuple(gen)),
+        )
+        key = pieces.shard_key("m", sha, rec.RunSettings(), k, n_shards)
+        out.append(pieces.ShardResult(key, "m", sha, 10, "s", k, n_shards, "h", "box", 1.0, tasks))
+    return out
+
+
+@pytest.mark.parametrize(("n_items", "n_shards"), [(10, 1), (10, 2), (10, 3), (2, 4)])
+def test_merged_shards_score_like_one_machine(n_items, n_shards):
+    scores, samples, gens = pieces.merge_shards(list(reversed(_shards(n_items, n_shards))))
+    whole_mc = [_mc_sample(i) for i in range(n_items)]
+    whole_gen = [_gen_sample(i) for i in range(n_items)]
+    single = score_samples(whole_mc, **MC_META)
+    single_gen = task_score(_Gen(), whole_gen, metric="acc", prompt_format="chat")
+    ignore = {"elapsed_s": 0.0}
+    assert dataclasses.replace(scores[0], **ignore) == dataclasses.replace(single, **ignore)
+    assert dataclasses.replace(scores[1], **ignore) == dataclasses.replace(single_gen, **ignore)
+    assert samples == whole_mc and gens == whole_gen  # in the task's item order
+
+
+def test_shards_of_different_files_or_missing_shards_are_refused():
+    mixed = _shards(6, 2)
+    mixed[1] = dataclasses.replace(mixed[1], sha256="e" * 64)
+    with pytest.raises(ValueError, match="different files"):
+        pieces.merge_shards(mixed)
+    with pytest.raises(ValueError, match="shards 0..2 exactly once"):
+        pieces.merge_shards(_shards(6, 3)[:2])
+
+
+def test_a_skipped_task_stays_skipped_when_merged():
+    skipped = rec.TaskScore("he", 1, "code", 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, status="skipped")
+    parts = [pieces.ShardTask("he", "code", skipped), pieces.ShardTask("he", "code", skipped)]
+    assert pieces.merge_task(parts) == skipped
+
+
+def test_the_shard_log_round_trips_and_skips_a_torn_line():
+    run_id = store.new_run_id()
+    shards = _shards(5, 2)
+    for shard in shards:
+        pieces.save_shard(run_id, shard)
+    with open(pieces.shards_path(run_id), "ab") as fh:
+        fh.write(b'{"key": "torn')
+    loaded = pieces.load_shards(run_id)
+    assert loaded == {s.key: s for s in shards}
+
+
+def test_accuracy_record_carries_the_merged_scores_and_no_memory():
+    info = rec.VariantInfo("m", "f", "m", "Q4", "instruct", 10, "")
+    record, samples, gens = pieces.accuracy_record(
+        "r", _shards(6, 2), info, b.HOST, rec.RunSettings(), started_at="t", duration_s=1.0
+    )
+    assert record.status == rec.STATUS_OK and record.memory is None
+    assert record.variant.sha256 == "f" * 64 and [t.task for t in record.tasks] == ["mc", "gen"]
+    assert len(samples) == len(gens) == 6
+
+
+def test_fleet_ranks_each_host_side_by_side_under_its_own_memory():
+    small = b.host("h2", "phone", ram_bytes=2 * 10**9)
+    records = [
+        b.record("big", peak_gb=4.0, acc=0.9),
+        b.record("tiny", peak_gb=0.5, acc=0.5),
+        b.record("big", peak_gb=4.0, acc=0.9, host_info=small),
+        b.record("tiny", peak_gb=0.5, acc=0.5, host_info=small),
+    ]
+    devices = fleet.fleet_devices(records)
+    assert [d.host.hostname for d in devices] == ["box", "phone"]
+    assert devices[0].best.name == "tiny"  # best capability per GB on the big box
+    assert devices[1].best.name == "tiny"
+    assert next(r for r in devices[1].rows if r.name == "big").over_budget  # 4 GB > 2 GB
+    table = fleet.side_by_side(devices)
+    assert "| big |" in table and "phone (h2)" in table and "box (h1)" in table
+    choice = fleet.choice_table(devices)
+    assert choice.count("| tiny |") == 2
+
+
+def test_fleet_prefers_a_variant_that_fits_when_the_best_does_not():
+    small = b.host("h2", "phone", ram_bytes=1 * 10**9)
+    records = [
+        b.record("dense", peak_gb=0.9, acc=0.95, host_info=small),
+        b.record("sparse", peak_gb=1.5, acc=0.99, host_info=small),
+    ]
+    (device,) = fleet.fleet_devices(records)
+    assert device.best.name == "dense"
+
+
+def test_fleet_of_a_stored_run_is_written(capsys):
+    run_id = store.new_run_id()
+    store.write_manifest(run_id, {"run_id": run_id})
+    store.save_record(b.record("tiny", peak_gb=0.5, acc=0.5, run_id=run_id))
+    store.save_record(
+        b.record("tiny", peak_gb=0.5, acc=0.4, run_id=run_id, host_info=b.host("h2", "mac"))
+    )
+    assert len(store.load_records(run_id)) == 2  # one per host, not one per variant
+    assert main(["fleet", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "box (h1)" in out and "mac (h2)" in out and (store.run_dir(run_id) / "fleet.md").exists()
+
+
+@pytest.fixture()
+def no_ray(monkeypatch):
+    """Ray made unimportable, as on a machine without the extra."""
+    real_import = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", guarded)
+    monkeypatch.setitem(sys.modules, "ray", None)
+
+
+def test_without_ray_cluster_says_how_to_install_it(no_ray, capsys):
+    assert (
+        main(["bench", "--cluster", "local", "--models", "qwen2.5-coder-0.5b-instruct-q4_k_m"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "pip install 'edgeeval[ray]'" in err and "without --cluster" in err
+    from edgeeval.cluster.connect import require_ray
+
+    with pytest.raises(ClusterUnavailableError):
+        require_ray()
+
+
+def test_without_ray_everything_else_works(no_ray, capsys):
+    assert main(["tasks"]) == 0
+    assert main(["runs"]) == 0
+    assert "arith" in capsys.readouterr().out
+
+
+def test_every_node_and_shard_accuracy_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--cluster", "local", "--every-node", "--shard-accuracy"])
+    assert "not allowed with" in capsys.readouterr().err
