@@ -43,7 +43,7 @@ def run_settings(**options: Any) -> rec.RunSettings:
     """RunSettings from keyword options (field names or ALIASES); n_gpu_layers defaults to all
     layers when llama.cpp can offload to a GPU, else 0. TypeError names an unknown option."""
     fields = {f.name for f in dataclasses.fields(rec.RunSettings)}
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in options.items():
         name = ALIASES.get(key, key)
         if name not in fields:

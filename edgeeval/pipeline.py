@@ -200,6 +200,7 @@ def _write_manifest(
 ) -> None:
     """Write (or, resuming, update) run.json: models and settings, before anything runs."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest: dict[str, Any]
     if previous is None:
         manifest = {
             "run_id": run_id,

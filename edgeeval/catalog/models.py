@@ -285,7 +285,12 @@ _SOURCE_TYPES: dict[str, type | tuple[type, ...]] = {
     "base": str,
     "recipe": str,
 }
-_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+_TYPE_WORDS: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 def _shown(value: Any) -> str:
@@ -331,6 +336,7 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
     entry = name if isinstance(name, str) and name else f"#{index + 1}"
     _check_keys(raw, _VARIANT_KEYS, path, entry)
     _check_types(raw, _VARIANT_TYPES, path, entry)
+    assert isinstance(name, str)  # required and typed: the two checks above raise otherwise
     if not _NAME.match(name):
         raise ConfigError(
             "use lowercase letters, digits, '.', '_' and '-'", path=path, entry=entry, key="name"
@@ -393,7 +399,7 @@ def _parse_source(raw: Any, path: Path, entry: str) -> Source:
         raise ConfigError("must be a mapping", path=path, entry=entry, key=f"source.{kind}")
     _check_keys(body, _SOURCE_KEYS[kind], path, entry, prefix=f"source.{kind}.")
     _check_types(body, _SOURCE_TYPES, path, entry, prefix=f"source.{kind}.")
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in body.items()}
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in body.items()}
     return Source(kind=kind, **values)
 
 

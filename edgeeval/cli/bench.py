@@ -152,7 +152,7 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
         values = getattr(args, option)
         if values is not None:
             cast = bool if option == "flash_attn" else int
-            fields = {field: cast(values[0])}
+            fields: dict[str, Any] = {field: cast(values[0])}
             fields[sweep_field] = tuple(cast(x) for x in values) if len(values) > 1 else ()
             given.append(Given(_flag(option), _csv(values), fields))
     if args.depth is not None:

@@ -157,8 +157,7 @@ class DeviceWorker:
             run_id=run_id,
             host=self.host,
             settings=run_settings,
-            root=env.package_root(),
-            n_threads=run_settings.n_threads or hostinfo.physical_cores(),
+            root=env.package_root(),  # threads 0 become this host's physical cores there
             progress=progress,
         )
         return record, samples, generations
@@ -188,7 +187,7 @@ def run_shard(
     host = node_host(bandwidth=False)
     tasks = load_suite(run_settings.suite) if run_settings.suite else []
     threads = run_settings.n_threads or 1
-    primary = expand_sweep(run_settings, default_threads=threads)[0]
+    primary = expand_sweep(run_settings, cores_physical=threads)[0]
     point = dataclasses.replace(primary, n_threads=threads)
     check_gguf(file.path)  # refuse a malformed file before native code parses it
     backend = LlamaBackend(str(file.path), load_options(run_settings, point))
@@ -220,7 +219,7 @@ def shard_task(
 ) -> ShardTask:
     """One task's items of this shard, scored the way a single-machine run scores them."""
     from edgeeval.engine.sandbox import choose as choose_sandbox
-    from edgeeval.run.worker import score_task
+    from edgeeval.score.choice import score_task
     from edgeeval.score.generate import (
         CODE_EXEC_OFF,
         score_code_task,

@@ -69,7 +69,7 @@ class NvmlReader:
     @staticmethod
     def _import() -> Any | None:
         try:
-            import pynvml  # type: ignore[import-not-found]
+            import pynvml
         except ImportError:
             return None
         return pynvml
@@ -80,7 +80,7 @@ class NvmlReader:
 
     def process_bytes(self, pid: int) -> int | None:
         """Device memory held by `pid` (None when NVML cannot say)."""
-        if not self.handles:
+        if not self.handles or self.nvml is None:
             return None
         total, seen = 0, False
         for handle in self.handles:

@@ -18,7 +18,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 
 from edgeeval.errors import InvalidModelFileError
 from edgeeval.fetch.files import open_regular
@@ -102,8 +102,14 @@ class _Reader:
     def unpack(self, fmt: str) -> object:
         return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
 
+    def uint(self, fmt: str) -> int:
+        """Read one unsigned integer field ("I" or "Q") and return it."""
+        value = self.unpack(fmt)
+        assert isinstance(value, int)  # struct's integer formats always give int
+        return value
+
     def string(self) -> str:
-        length = int(self.unpack("Q"))  # type: ignore[arg-type]
+        length = self.uint("Q")
         if length > MAX_STRING_BYTES or length > self.file_size:
             raise self.fail(f"string of {length} bytes is larger than allowed")
         return self.take(length).decode("utf-8", errors="replace")
@@ -114,7 +120,7 @@ class _Reader:
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY and depth == 0:
-            item_type, count = int(self.unpack("I")), int(self.unpack("Q"))  # type: ignore[arg-type]
+            item_type, count = self.uint("I"), self.uint("Q")
             if count > MAX_ARRAY_LEN:
                 raise self.fail(f"array of {count} items is larger than allowed")
             if count > MAX_KEPT_ARRAY:  # read (bounds-checked) but keep only the count
@@ -133,19 +139,20 @@ def check_gguf(path: str | Path) -> GgufSummary:
         r = _Reader(fh, path, file_size)
         if r.take(4) != b"GGUF":
             raise r.fail("missing GGUF magic bytes (is this a GGUF model file?)")
-        version = int(r.unpack("I"))  # type: ignore[arg-type]
+        version = r.uint("I")
         if version not in (2, 3):
             raise r.fail(f"unsupported GGUF version {version}")
-        n_tensors, n_kv = int(r.unpack("Q")), int(r.unpack("Q"))  # type: ignore[arg-type]
+        n_tensors, n_kv = r.uint("Q"), r.uint("Q")
         if n_tensors > MAX_TENSORS or n_kv > MAX_KVS:
             raise r.fail(f"implausible counts: {n_tensors} tensors, {n_kv} metadata keys")
         metadata: dict[str, object] = {}
         for _ in range(n_kv):
             key = r.string()
-            metadata[key] = r.value(int(r.unpack("I")))  # type: ignore[arg-type]
+            metadata[key] = r.value(r.uint("I"))
         check_metadata(metadata, path)
         tensors = [_tensor_info(r) for _ in range(n_tensors)]
-        align = int(metadata.get("general.alignment", 32))  # type: ignore[arg-type]
+        align = metadata.get("general.alignment", 32)
+        assert _is_int(align)  # check_metadata refused any other alignment
         data_start = -(-fh.tell() // align) * align
     n_params, data_bytes = _check_extents(r, tensors, data_start, align)
     return GgufSummary(
@@ -160,11 +167,11 @@ def check_gguf(path: str | Path) -> GgufSummary:
 
 def _tensor_info(r: _Reader) -> tuple[str, tuple[int, ...], int, int]:
     name = r.string()
-    n_dims = int(r.unpack("I"))  # type: ignore[arg-type]
+    n_dims = r.uint("I")
     if not 0 < n_dims <= MAX_DIMS:
         raise r.fail(f"tensor '{name}' has {n_dims} dimensions")
-    dims = tuple(int(r.unpack("Q")) for _ in range(n_dims))  # type: ignore[arg-type]
-    ttype, offset = int(r.unpack("I")), int(r.unpack("Q"))  # type: ignore[arg-type]
+    dims = tuple(r.uint("Q") for _ in range(n_dims))
+    ttype, offset = r.uint("I"), r.uint("Q")
     return name, dims, ttype, offset
 
 
@@ -225,7 +232,7 @@ def _shown(value: object) -> str:
     return f"{type(value).__name__} {safe_text(repr(value), 40)}"
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool | ArrayLength)
 
 
@@ -233,7 +240,7 @@ def _heads_ok(value: object, minimum: int) -> bool:
     """A head count: an integer, or a per-layer list of integers (0 = no attention there)."""
     if isinstance(value, list):
         return bool(value) and all(_is_int(v) and 0 <= v <= _MAX_HEADS for v in value)
-    return _is_int(value) and minimum <= value <= _MAX_HEADS  # type: ignore[operator]
+    return _is_int(value) and minimum <= value <= _MAX_HEADS
 
 
 def check_metadata(metadata: dict[str, object], path: str | Path) -> None:
@@ -248,7 +255,7 @@ def check_metadata(metadata: dict[str, object], path: str | Path) -> None:
     meta = metadata
     if "general.alignment" in meta:
         align = meta["general.alignment"]
-        if not _is_int(align) or not 0 < align <= MAX_ALIGNMENT or align & (align - 1):  # type: ignore[operator]
+        if not _is_int(align) or not 0 < align <= MAX_ALIGNMENT or align & (align - 1):
             raise fail("general.alignment", f"a power of two up to {MAX_ALIGNMENT}")
     if "tokenizer.ggml.tokens" in meta and not isinstance(
         meta["tokenizer.ggml.tokens"], list | ArrayLength
@@ -261,7 +268,8 @@ def check_metadata(metadata: dict[str, object], path: str | Path) -> None:
         return
     for suffix, limit in _ARCH_COUNTS.items():
         key = f"{arch}.{suffix}"
-        if key in meta and not (_is_int(meta[key]) and 0 < meta[key] <= limit):  # type: ignore[operator]
+        value = meta.get(key)
+        if key in meta and not (_is_int(value) and 0 < value <= limit):
             raise fail(key, f"an integer from 1 to {limit}")
     for suffix in _ARCH_HEADS:
         key = f"{arch}.{suffix}"

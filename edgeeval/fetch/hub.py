@@ -337,11 +337,8 @@ def _hub_error(message: str, where: _Where) -> errors.HubError:
 
 
 def _offline_error(message: str, where: _Where) -> errors.OfflineError:
-    error = errors.OfflineError(message)
-    # OfflineError is not a HubError; give it the same attributes so callers can report alike.
-    error.repo_id = where.repo_id  # type: ignore[attr-defined]
-    error.filename = where.filename  # type: ignore[attr-defined]
-    return error
+    # OfflineError is not a HubError, but carries the same attributes so callers report alike.
+    return errors.OfflineError(message, repo_id=where.repo_id, filename=where.filename)
 
 
 def _status(exc: Exception) -> int | None:

@@ -84,6 +84,17 @@ def _row_bytes(n_values: int, cache_type: str) -> int | None:
     return n_values // block * size if n_values % block == 0 else None
 
 
+def _layer_bytes(widths: list[tuple[int, int]], cache_type: str) -> list[tuple[int, int]] | None:
+    """(K bytes, V bytes) per cell for each layer, or None when a row does not fit the type."""
+    out = []
+    for k, v in widths:
+        k_bytes, v_bytes = _row_bytes(k, cache_type), _row_bytes(v, cache_type)
+        if k_bytes is None or v_bytes is None:
+            return None
+        out.append((k_bytes, v_bytes))
+    return out
+
+
 def kv_widths(meta: dict[str, object], *, flash_attn: bool = False) -> list[tuple[int, int]] | None:
     """(K values, V values) cached per cell for each layer, or None when not modelled."""
     arch = meta.get("general.architecture")
@@ -99,12 +110,15 @@ def kv_widths(meta: dict[str, object], *, flash_attn: bool = False) -> list[tupl
     if n_head is None or not n_head[0]:
         return None
     n_head_kv = _per_layer(meta.get(f"{arch}.attention.head_count_kv", n_head), n_layer)
-    head = {}
+    head: dict[str, int] = {}
     for part in ("key", "value"):
         raw = meta.get(f"{arch}.attention.{part}_length", n_embd // n_head[0])
         raw_swa = meta.get(f"{arch}.attention.{part}_length_swa", raw)
-        head[part], head[part + "_swa"] = _positive(raw), _positive(raw_swa)
-    if n_head_kv is None or None in head.values():
+        for name, size in ((part, _positive(raw)), (part + "_swa", _positive(raw_swa))):
+            if size is None:
+                return None
+            head[name] = size
+    if n_head_kv is None:
         return None
     is_swa, _ = swa_layers(meta, arch, n_layer)
     mla = all(_positive(meta.get(f"{arch}.attention.{p}_length_mla")) for p in ("key", "value"))
@@ -138,11 +152,11 @@ def kv_layout(
         return None
     arch = str(meta["general.architecture"])
     is_swa, window = swa_layers(meta, arch, len(widths))
-    per_layer = [(_row_bytes(k, cache_type), _row_bytes(v, cache_type)) for k, v in widths]
-    if any(k is None or v is None for k, v in per_layer):
+    per_layer = _layer_bytes(widths, cache_type)
+    if per_layer is None:
         return None
-    full = sum(k + v for (k, v), swa in zip(per_layer, is_swa, strict=True) if not swa)  # type: ignore[operator]
-    swa = sum(k + v for (k, v), swa in zip(per_layer, is_swa, strict=True) if swa)  # type: ignore[operator]
+    full = sum(k + v for (k, v), swa in zip(per_layer, is_swa, strict=True) if not swa)
+    swa = sum(k + v for (k, v), swa in zip(per_layer, is_swa, strict=True) if swa)
     return KvCacheLayout(
         full_bytes_per_cell=full,
         swa_bytes_per_cell=swa,

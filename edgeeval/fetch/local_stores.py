@@ -46,7 +46,7 @@ class StoredModel:
 def is_later_split_part(path: Path) -> bool:
     """True for part 2, 3, ... of a split GGUF (only part 1 names the model)."""
     match = SPLIT_PART.search(path.name)
-    return bool(match) and int(match[1]) != 1
+    return match is not None and int(match[1]) != 1
 
 
 def is_projector(path: Path) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from edgeeval import records as rec
 
 
-def fidelity_markdown(results: list[rec.FidelityResult]) -> str:
+def fidelity_markdown(results: Sequence[rec.FidelityResult]) -> str:
     """A markdown section: one row per variant, the method and the corpus underneath."""
     if not results:
         return ""

@@ -61,6 +61,12 @@ def _label(ax: Axes, x: float, y: float, text: str) -> None:
     ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
 
 
+def _point(r: RankRow, y: float | None) -> tuple[float, float]:
+    """(peak resident GB, y) of a row the caller kept because it has both."""
+    assert r.peak_rss_gb is not None and y is not None  # measured rows have a peak memory
+    return r.peak_rss_gb, y
+
+
 def capability_vs_memory(rows: Sequence[RankRow], *, budget_gb: float | None = None) -> Plot:
     """Capability (± 1 SE) against peak GB; the Pareto front as a dashed line, dominated
     variants hollow, variants over the budget as crosses."""
@@ -72,20 +78,22 @@ def capability_vs_memory(rows: Sequence[RankRow], *, budget_gb: float | None = N
     colors = _colors([r.family for r in points])
     for r in points:
         face = "none" if r.dominated_by or r.over_budget else colors[r.family]
+        x, y = _point(r, r.capability)
         ax.errorbar(
-            r.peak_rss_gb,
-            r.capability,
+            x,
+            y,
             yerr=r.capability_se,
             fmt="x" if r.over_budget else "o",
             color=colors[r.family],
             mfc=face,
             capsize=3,
         )
-        _label(ax, r.peak_rss_gb, r.capability, r.name)  # type: ignore[arg-type]
+        _label(ax, x, y, r.name)
     front = sorted((r for r in points if r.pareto), key=lambda r: r.peak_rss_gb or 0.0)
+    line = [_point(r, r.capability) for r in front]
     ax.plot(
-        [r.peak_rss_gb for r in front],
-        [r.capability for r in front],
+        [x for x, _ in line],
+        [y for _, y in line],
         "--",
         color="0.4",
         label="Pareto front",
@@ -111,9 +119,10 @@ def speed_vs_memory(rows: Sequence[RankRow]) -> Plot:
     colors = _colors([r.family for r in points])
     for family in sorted(colors):
         mine = [r for r in points if r.family == family]
+        xy = [_point(r, r.tg_ts) for r in mine]
         ax.errorbar(
-            [r.peak_rss_gb for r in mine],
-            [r.tg_ts for r in mine],
+            [x for x, _ in xy],
+            [y for _, y in xy],
             yerr=[r.tg_stddev_ts or 0.0 for r in mine],
             fmt="o",
             capsize=3,
@@ -121,7 +130,7 @@ def speed_vs_memory(rows: Sequence[RankRow]) -> Plot:
             label=family,
         )
     for r in points:
-        _label(ax, r.peak_rss_gb, r.tg_ts, r.name)  # type: ignore[arg-type]
+        _label(ax, *_point(r, r.tg_ts), r.name)
     ax.set(title=title, xlabel="peak resident memory (GB)", ylabel="tg tokens/s (± 1 sd)")
     ax.legend(fontsize=8)
     return Plot(key=key, title=title, png=_png(fig), has_data=True)

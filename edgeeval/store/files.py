@@ -128,7 +128,7 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return path
 
 
-class Lines(list, Generic[T]):  # type: ignore[type-arg]
+class Lines(list[T], Generic[T]):
     """Items read from a JSON-lines file: a list, plus `path`, the number of `skipped` lines
     (torn, not UTF-8, not JSON, or not the expected shape) and the `first_problem`."""
 

@@ -78,7 +78,7 @@ def _check(tp: Any, value: Any, where: str, name: str, ranged: bool) -> str | No
             if found:
                 return found
         return None
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return walk(value, where) if isinstance(value, tp) else f"{where}: not an object"
     why = _scalar(tp, value)
     if why is None and ranged and tp in (int, float):

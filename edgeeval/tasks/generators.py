@@ -220,7 +220,7 @@ def _pe_misc(rng: random.Random) -> tuple[str, list[Any]]:
     n = rng.randint(2, 6)
     a, b = rng.randint(10, 60), rng.randint(2, 9)
     values = _ints(rng, 4)
-    cases = [
+    cases: list[tuple[str, list[Any]]] = [
         (f"{word!r}[::-1]", [word, word[1:], word[-1], word[::-1][1:]]),
         (f"{word!r}[-1]", [word[0], word[-2], word[:-1], word[-2:]]),
         (
