@@ -47,6 +47,7 @@ def one_task_suite(tmp_path, monkeypatch):
     benchmarks.mkdir(parents=True)
     shutil.copy(REPO / "benchmarks" / "arith.yaml", benchmarks)
     (benchmarks / "suites.yaml").write_text("one: [arith]\n")
+    shutil.copy(REPO / "models.yaml", benchmarks.parent)  # the built-in catalog, under --catalog
     monkeypatch.setenv("EDGEEVAL_ROOT", str(benchmarks.parent))
     return ["--suite", "one"]
 
