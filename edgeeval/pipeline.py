@@ -23,7 +23,7 @@ from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
 from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
 from edgeeval.store import runs as store
-from edgeeval.tasks.suite import load_suite, prefetch
+from edgeeval.tasks.suite import prefetch, select_tasks
 
 Progress = Callable[[str], None]
 
@@ -67,8 +67,12 @@ def bench(
     reports = settings.reports_dir()
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)
-    if run_settings.suite:  # datasets are fetched (and suite errors raised) before any model
-        prefetch(load_suite(run_settings.suite))
+    if run_settings.suite or run_settings.tasks:  # datasets fetched, errors raised, first
+        prefetch(
+            select_tasks(
+                run_settings.suite, run_settings.tasks, num_fewshot=run_settings.num_fewshot
+            )
+        )
     host = hostinfo.collect(library_info())
     resuming = run_id is not None and (store.run_dir(run_id, reports) / "run.json").exists()
     run_id = run_id or store.new_run_id()

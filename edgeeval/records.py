@@ -76,16 +76,34 @@ class RunSettings:
     timeout_s: float = 900.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
     unsafe_code_exec: bool = False  # ... without an OS sandbox (the in-process guard only)
+    # Protocols (edgeeval.score.protocol) and lm-eval style task selection:
+    protocol: str = "auto"  # "auto" (by the variant's kind), "instruct" or "completion"
+    max_think_tokens: int | None = None  # thinking budget of reasoning models (None: per task)
+    tasks: tuple[str, ...] = ()  # task names (--tasks a,b); empty = the suite's
+    num_fewshot: int | None = None  # few-shot examples per prompt (None: each task's own)
+    task_sample: int | None = None  # a seeded sample of N items (--sample); task_limit = first N
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
-        for flag in ("allow_code_exec", "unsafe_code_exec"):
-            if not data[flag]:  # absent from older runs: their keys stay valid
-                data.pop(flag)
+        for name, default in _KEY_DEFAULTS.items():
+            if data[name] == default:  # absent from older runs: their keys stay valid
+                data.pop(name)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Settings added after the first runs: left out of the key at these values.
+_KEY_DEFAULTS: dict[str, Any] = {
+    "allow_code_exec": False,
+    "unsafe_code_exec": False,
+    "protocol": "auto",
+    "max_think_tokens": None,
+    "tasks": (),
+    "num_fewshot": None,
+    "task_sample": None,
+}
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,12 @@ class TaskScore:
     mean_thinking_chars: float = 0.0  # <think> text removed before extraction, per sample
     prompt_format: str = ""  # "chat" (the model's template) or "completion" (few-shot)
     code_exec_sandbox: str = ""  # code tasks: "bwrap", "sandbox-exec" or "none (unsafe)"
+    # Protocol (edgeeval.score.protocol); "" in records made before these fields existed:
+    protocol: str = ""  # "instruct" (chat template), "completion" or "loglikelihood"
+    thinking: str = ""  # "on" / "off" (a reasoning template's mode), "" for other models
+    n_cut_in_thinking: int = 0  # answers that hit the token budget while still thinking
+    n_shot: int | None = None  # few-shot examples in each prompt
+    n_source: int | None = None  # items the task's source holds (lm-eval's n-samples original)
 
 
 @dataclass(frozen=True)
@@ -322,7 +346,7 @@ class GenSampleResult:
     prompt: str
     output: str  # as generated (thinking included), without the stop string
     gold: str = ""
-    extracted: str = ""  # "" when the extractor found nothing
+    extracted: str = ""  # "" when the extractor found nothing; code: the program run (instruct)
     correct: bool = False
     extractor: str = ""
     thinking_chars: int = 0
@@ -330,3 +354,4 @@ class GenSampleResult:
     n_gen_tokens: int = 0
     stop_reason: str = ""  # "eog", "stop", "max_tokens" or "n_ctx"
     reason: str = ""  # why a sample failed, timed out or errored
+    thinking: str = ""  # the reasoning template's mode: "on", "off" or "" (see TaskScore)

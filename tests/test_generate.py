@@ -40,7 +40,7 @@ class FakeTask:
     chance: float = 0.0
     given: tuple = ()
 
-    def items(self, *, limit=None, seed=0):
+    def items(self, *, limit=None, seed=0, sample=None):
         return list(self.given)
 
 
@@ -208,7 +208,7 @@ def test_the_worker_dispatches_on_the_task_kind():
     assert (score.acc, samples, len(generated)) == (1.0, [], 1)
 
     class Unloadable(FakeTask):
-        def items(self, *, limit=None, seed=0):
+        def items(self, *, limit=None, seed=0, sample=None):
             raise AssertionError("a skipped task must not load (or download) its items")
 
     score, _, generated = score_by_kind(backend, Unloadable(kind="code"), settings)
@@ -217,7 +217,8 @@ def test_the_worker_dispatches_on_the_task_kind():
 
 def test_allow_code_exec_is_a_setting_that_keeps_old_keys_when_off():
     data = dataclasses.asdict(rec.RunSettings())
-    for key in ("timeout_s", "allow_code_exec", "unsafe_code_exec"):
+    later = ("protocol", "max_think_tokens", "tasks", "num_fewshot", "task_sample")
+    for key in ("timeout_s", "allow_code_exec", "unsafe_code_exec", *later):
         data.pop(key)
     key_before_the_field = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     assert rec.RunSettings().key() == key_before_the_field[:16]

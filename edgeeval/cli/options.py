@@ -31,3 +31,15 @@ def int_list(text: str) -> tuple[int, ...]:
     except ValueError:
         msg = f"expected comma-separated integers, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """ "arc-easy,gsm8k" -> ("arc-easy", "gsm8k"), for lm-eval style --tasks.
+
+    >>> name_list("arc-easy, gsm8k")
+    ('arc-easy', 'gsm8k')
+    """
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names

@@ -20,6 +20,8 @@ from edgeeval import records as rec
 from edgeeval.errors import DamagedRunError
 from edgeeval.metrics import bits_per_weight
 from edgeeval.report.fidelity import fidelity_markdown
+from edgeeval.report.lmeval import write_lm_eval
+from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
@@ -295,6 +297,7 @@ def to_markdown(
         "",
         _task_table(rows, tasks),
         "",
+        *protocol_markdown(records),
         "## Memory, latency and the bandwidth roofline",
         "",
         "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
@@ -456,7 +459,7 @@ def render_run(
             f"{store.MANIFEST} is damaged ({damaged.reason}); host and settings come from "
             f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
         )
-    rows = rank_rows(records, budget_gb=budget_gb)
+    rows = rank_rows(split_thinking(records), budget_gb=budget_gb)
     meta = {
         "run_id": run_id,
         "host": manifest.get("host"),
@@ -468,4 +471,5 @@ def render_run(
     paths = write_report(directory, rows, records, meta, fidelity=fidelity)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
+    paths.update(write_lm_eval(directory, split_thinking(records)))  # lm-eval's results.json
     return run_id, rows, paths

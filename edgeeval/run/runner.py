@@ -103,6 +103,7 @@ def measure_variant(
                     "root": str(root),
                     "settings": rec.to_dict(settings),
                     "model_kind": variant.kind,
+                    "model_reasoning": variant.reasoning,
                     "n_threads": n_threads,
                 }
             )

@@ -27,6 +27,7 @@ from edgeeval.score.generate import (
     score_generate_task,
     skipped_score,
 )
+from edgeeval.score.tasks import describe_score, task_plans
 
 
 def continuation_tokens(
@@ -72,26 +73,34 @@ def score_task(
 
 
 def score_by_kind(
-    backend: Backend, task: Any, settings: rec.RunSettings, *, model_kind: str = ""
+    backend: Backend,
+    task: Any,
+    settings: rec.RunSettings,
+    *,
+    model_kind: str = "",
+    plan: Any = None,
 ) -> tuple[rec.TaskScore, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
     generation for generate, generation plus sandboxed execution for code (only when
-    `settings.allow_code_exec`; otherwise recorded as skipped)."""
+    `settings.allow_code_exec`; otherwise recorded as skipped). `plan` (score.protocol.Plan)
+    is the protocol and thinking mode of generate and code tasks (see score.tasks)."""
     kind = getattr(task, "kind", "multiple_choice")
     if kind == "code" and not settings.allow_code_exec:  # skip before loading any items
         return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), [], []
-    items = task.items(limit=settings.task_limit, seed=settings.seed)
+    items = task.items(limit=settings.task_limit, seed=settings.seed, sample=settings.task_sample)
     if kind == "generate":
-        score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
-        return score, [], generated
+        score, generated = score_generate_task(
+            backend, task, items, model_kind=model_kind, plan=plan
+        )
+        return describe_score(score, task, items), [], generated
     if kind == "code":
         sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
-        score, generated = score_code_task(backend, task, items, sandbox=sandbox)
-        return score, [], generated
+        score, generated = score_code_task(backend, task, items, sandbox=sandbox, plan=plan)
+        return describe_score(score, task, items), [], generated
     if kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {kind!r}")
     score, samples = score_task(backend, task, items)
-    return score, samples, []
+    return describe_score(score, task, items), samples, []
 
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
@@ -156,12 +165,14 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     The first sweep point is the primary configuration: its load time is reported and the
     tasks run on it. Other points reuse the loaded model when only threads or depth change.
     """
-    from edgeeval.tasks.suite import load_suite
+    from edgeeval.tasks.suite import select_tasks
 
     settings = rec.from_dict(rec.RunSettings, spec["settings"])
     path = spec["model_path"]
     summary = check_gguf(path)  # refuse malformed files before native code parses them
-    tasks = load_suite(settings.suite, Path(spec["root"])) if settings.suite else []
+    tasks = select_tasks(
+        settings.suite, settings.tasks, num_fewshot=settings.num_fewshot, root=Path(spec["root"])
+    )
     points = expand_sweep(settings, default_threads=spec["n_threads"])
     primary = points[0]
     emit("loading")
@@ -192,12 +203,14 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
         backend.set_threads(primary.n_threads)
-        score, task_samples, task_gen = score_by_kind(
-            backend, task, settings, model_kind=spec.get("model_kind", "")
-        )
-        scores.append(score)
-        samples.extend(task_samples)
-        gen_samples.extend(task_gen)
+        kind, reasoning = spec.get("model_kind", ""), spec.get("model_reasoning", False)
+        for plan in task_plans(backend, task, settings, model_kind=kind, reasoning=reasoning):
+            score, task_samples, task_gen = score_by_kind(
+                backend, task, settings, model_kind=kind, plan=plan
+            )
+            scores.append(score)
+            samples.extend(task_samples)
+            gen_samples.extend(task_gen)
     facts = backend.model_facts()
     backend.close()
     return {
