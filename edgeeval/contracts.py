@@ -40,6 +40,7 @@ class WorkerSpec:
 
     `root` holds benchmarks/ (the task suite); `cores_physical` is what threads 0 means on
     this host; `model_kind` is the catalog's kind ("base" models get completion prompts).
+    `model_reasoning` is the catalog's flag (templates with <think> are detected as well).
     """
 
     model_path: str
@@ -47,6 +48,7 @@ class WorkerSpec:
     settings: RunSettings
     cores_physical: int
     model_kind: str = ""
+    model_reasoning: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
 from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
 from edgeeval.store import runs as store
-from edgeeval.tasks.suite import load_suite, prefetch
+from edgeeval.tasks.suite import prefetch, select_tasks
 
 Progress = Callable[[str], None]
 
@@ -101,7 +101,11 @@ def bench(
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)
     previous = _check_resume(run_id, variants, run_settings) if run_id else None
-    tasks = load_suite(run_settings.suite) if run_settings.suite else []  # config errors first
+    tasks = (  # config errors first, before anything is written
+        select_tasks(run_settings.suite, run_settings.tasks, num_fewshot=run_settings.num_fewshot)
+        if run_settings.suite or run_settings.tasks
+        else []
+    )
     host = hostinfo.collect(library_info())
     run_id = previous.run_id if previous else store.new_run_id()
     measured = dataclasses.replace(run_settings, allow_concurrent=allow_concurrent)

@@ -79,6 +79,12 @@ class RunSettings:
     timeout_s: float = 900.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
     unsafe_code_exec: bool = False  # ... without an OS sandbox (the in-process guard only)
+    # Protocols (edgeeval.score.protocol) and lm-eval style task selection:
+    protocol: str = "auto"  # "auto" (by the variant's kind), "instruct" or "completion"
+    max_think_tokens: int | None = None  # thinking budget of reasoning models (None: per task)
+    tasks: tuple[str, ...] = ()  # task names (--tasks a,b); empty = the suite's
+    num_fewshot: int | None = None  # few-shot examples per prompt (None: each task's own)
+    task_sample: int | None = None  # a seeded sample of N items (--sample); task_limit = first N
     # measured without the host's bench lock (--allow-concurrent): another bench may have
     # shared the machine. In key() only when set: such a record is not a clean measurement.
     allow_concurrent: bool = False
@@ -96,6 +102,9 @@ class RunSettings:
             ("tg_tokens", self.tg_tokens, 1),
             ("repetitions", self.repetitions, 1),
             ("task_limit", 1 if self.task_limit is None else self.task_limit, 1),
+            ("task_sample", 1 if self.task_sample is None else self.task_sample, 1),
+            ("max_think_tokens", 1 if self.max_think_tokens is None else self.max_think_tokens, 1),
+            ("num_fewshot", 0 if self.num_fewshot is None else self.num_fewshot, 0),
             *(("sweep_threads", v, 0) for v in self.sweep_threads),
             *(("sweep_n_gpu_layers", v, -1) for v in self.sweep_n_gpu_layers),
             *(("sweep_n_batch", v, 1) for v in self.sweep_n_batch),
@@ -120,18 +129,18 @@ class RunSettings:
         """The settings as reports print them: flags added after the first release are left
         out while off, so a stored run renders the same report it always did."""
         data = dataclasses.asdict(self)
-        for flag in ("unsafe_code_exec", "allow_concurrent"):
-            if not data[flag]:
-                data.pop(flag)
+        for name, default in _KEY_DEFAULTS.items():
+            if name != "allow_code_exec" and data[name] == default:  # shown since the start
+                data.pop(name)
         return data
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
-        for flag in ("allow_code_exec", "unsafe_code_exec", "allow_concurrent"):
-            if not data[flag]:  # absent from older runs: their keys stay valid
-                data.pop(flag)
+        for name, default in _KEY_DEFAULTS.items():
+            if data[name] == default:  # absent from older runs: their keys stay valid
+                data.pop(name)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -156,6 +165,19 @@ def resolve_threads(n_threads: int, cores_physical: int) -> int:
     (8, 2)
     """
     return n_threads or cores_physical
+
+
+# Settings added after the first runs: left out of the key at these values.
+_KEY_DEFAULTS: dict[str, Any] = {
+    "allow_code_exec": False,
+    "unsafe_code_exec": False,
+    "protocol": "auto",
+    "max_think_tokens": None,
+    "tasks": (),
+    "num_fewshot": None,
+    "task_sample": None,
+    "allow_concurrent": False,
+}
 
 
 @dataclass(frozen=True)
@@ -216,6 +238,12 @@ class TaskScore:
     mean_thinking_chars: float = 0.0  # <think> text removed before extraction, per sample
     prompt_format: str = ""  # "chat" (the model's template) or "completion" (few-shot)
     code_exec_sandbox: str = ""  # code tasks: "bwrap", "sandbox-exec" or "none (unsafe)"
+    # Protocol (edgeeval.score.protocol); "" in records made before these fields existed:
+    protocol: str = ""  # "instruct" (chat template), "completion" or "loglikelihood"
+    thinking: str = ""  # "on" / "off" (a reasoning template's mode), "" for other models
+    n_cut_in_thinking: int = 0  # answers that hit the token budget while still thinking
+    n_shot: int | None = None  # few-shot examples in each prompt
+    n_source: int | None = None  # items the task's source holds (lm-eval's n-samples original)
 
 
 @dataclass(frozen=True)
@@ -438,7 +466,7 @@ class GenSampleResult:
     prompt: str
     output: str  # as generated (thinking included), without the stop string
     gold: str = ""
-    extracted: str = ""  # "" when the extractor found nothing
+    extracted: str = ""  # "" when the extractor found nothing; code: the program run (instruct)
     correct: bool = False
     extractor: str = ""
     thinking_chars: int = 0
@@ -446,3 +474,4 @@ class GenSampleResult:
     n_gen_tokens: int = 0
     stop_reason: str = ""  # "eog", "stop", "max_tokens" or "n_ctx"
     reason: str = ""  # why a sample failed, timed out or errored
+    thinking: str = ""  # the reasoning template's mode: "on", "off" or "" (see TaskScore)

@@ -153,3 +153,14 @@ def test_invalid_jinja_is_reported_with_the_line():
     with pytest.raises(ChatTemplateError, match="line 2") as info:
         render("ok\n{% if %}")
     assert info.value.reason == "invalid"
+
+
+def test_template_variables_are_passed_and_reserved_names_refused():
+    source = "{% if enable_thinking is defined and not enable_thinking %}off{% else %}on{% endif %}"
+    template = ChatTemplate(source)
+    assert render_chat(template, HELLO) == "on"
+    assert render_chat(template, HELLO, variables={"enable_thinking": False}) == "off"
+    with pytest.raises(ValueError, match="messages"):
+        render_chat(template, HELLO, variables={"messages": "x"})
+    with pytest.raises(ValueError, match="obj"):
+        render_chat(template, HELLO, variables={"obj": [1]})  # type: ignore[dict-item]

@@ -290,11 +290,16 @@ def test_seeded_sample_is_deterministic_and_in_row_order(fake_hub: FakeHub) -> N
     rows = [{**ARC[0], "id": f"q{n:02d}"} for n in range(50)]
     publish(fake_hub, TASKS["arc-easy"], rows)
     task = TASKS["arc-easy"]
-    picked = [item.id for item in task.items(limit=5, seed=1)]
+    picked = [item.id for item in task.items(sample=5, seed=1)]
     expected = sorted(random.Random(1).sample(range(50), 5))
     assert picked == [f"q{n:02d}" for n in expected] == sorted(picked)
-    assert picked == [item.id for item in task.items(limit=5, seed=1)]
-    assert picked != [item.id for item in task.items(limit=5, seed=2)]
+    assert picked == [item.id for item in task.items(sample=5, seed=1)]
+    assert picked != [item.id for item in task.items(sample=5, seed=2)]
+    # --limit is lm-eval's: the first rows in the dataset's order, whatever the seed
+    first = [f"q{n:02d}" for n in range(5)]
+    assert [i.id for i in task.items(limit=5, seed=1)] == first
+    assert [i.id for i in task.items(limit=5, seed=2)] == first
+    assert [i.id for i in task.items(limit=3, sample=5, seed=1)] == picked[:3]
     assert len(task.items()) == 50  # n_items 500 > 50 rows: every row, in order
 
 

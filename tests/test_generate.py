@@ -39,7 +39,7 @@ class FakeTask:
     chance: float = 0.0
     given: tuple = ()
 
-    def items(self, *, limit=None, seed=0):
+    def items(self, *, limit=None, seed=0, sample=None):
         return list(self.given)
 
 
@@ -207,7 +207,7 @@ def test_the_worker_dispatches_on_the_task_kind():
     assert (score.acc, samples, len(generated)) == (1.0, [], 1)
 
     class Unloadable(FakeTask):
-        def items(self, *, limit=None, seed=0):
+        def items(self, *, limit=None, seed=0, sample=None):
             raise AssertionError("a skipped task must not load (or download) its items")
 
     score, _, generated = score_by_kind(backend, Unloadable(kind="code"), settings)

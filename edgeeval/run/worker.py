@@ -29,7 +29,8 @@ from edgeeval.run.speed import (
     speed_tests_for,
 )
 from edgeeval.score import score_by_kind
-from edgeeval.tasks.suite import Task, load_suite
+from edgeeval.score.tasks import task_plans
+from edgeeval.tasks.suite import Task, select_tasks
 
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
@@ -124,8 +125,10 @@ def _check(spec: ct.WorkerSpec, got: _Measured) -> list[Task]:
         weights_bytes=summary.data_bytes,
         kv_cache_bytes=kv_cache_bytes(summary, spec.settings.n_ctx),
     )
-    suite = spec.settings.suite
-    return load_suite(suite, Path(spec.root)) if suite else []
+    s = spec.settings
+    if not (s.suite or s.tasks):
+        return []
+    return select_tasks(s.suite, s.tasks, num_fewshot=s.num_fewshot, root=Path(spec.root))
 
 
 def _load(path: str, settings: rec.RunSettings, point: SweepPoint, got: _Measured) -> None:
@@ -178,12 +181,16 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
         got.backend.set_threads(primary.n_threads)
-        score, samples, generated = score_by_kind(
-            got.backend, task, settings, model_kind=spec.model_kind
+        plans = task_plans(
+            got.backend, task, settings, model_kind=spec.model_kind, reasoning=spec.model_reasoning
         )
-        got.extend("tasks", [score])
-        got.extend("samples", samples)
-        got.extend("gen_samples", generated)
+        for plan in plans:  # one row per protocol/thinking mode the task is measured in
+            score, samples, generated = score_by_kind(
+                got.backend, task, settings, model_kind=spec.model_kind, plan=plan
+            )
+            got.extend("tasks", [score])
+            got.extend("samples", samples)
+            got.extend("gen_samples", generated)
 
 
 def main(argv: list[str]) -> int:

@@ -11,16 +11,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edgeeval import records as rec
     from edgeeval.engine.backend import Backend
+    from edgeeval.score.protocol import Plan
     from edgeeval.tasks.suite import Task
 
 
 def score_by_kind(
-    backend: Backend, task: Task, settings: rec.RunSettings, *, model_kind: str = ""
+    backend: Backend,
+    task: Task,
+    settings: rec.RunSettings,
+    *,
+    model_kind: str = "",
+    plan: Plan | None = None,
 ) -> tuple[rec.TaskScore, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
     generation for generate, generation plus sandboxed execution for code (only when
     `settings.allow_code_exec`; otherwise recorded as skipped). Returns the task score, the
-    multiple-choice samples and the generated samples."""
+    multiple-choice samples and the generated samples. `plan` (score.protocol.Plan) is the
+    protocol and thinking mode of generate and code tasks (see score.tasks.task_plans)."""
     from edgeeval.score.choice import score_task
     from edgeeval.score.generate import (
         CODE_EXEC_OFF,
@@ -28,20 +35,23 @@ def score_by_kind(
         score_generate_task,
         skipped_score,
     )
+    from edgeeval.score.tasks import describe_score
 
     if task.kind == "code" and not settings.allow_code_exec:  # skip before loading any items
         return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), [], []
-    items = task.items(limit=settings.task_limit, seed=settings.seed)
+    items = task.items(limit=settings.task_limit, seed=settings.seed, sample=settings.task_sample)
     if task.kind == "generate":
-        score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
-        return score, [], generated
+        score, generated = score_generate_task(
+            backend, task, items, model_kind=model_kind, plan=plan
+        )
+        return describe_score(score, task, items), [], generated
     if task.kind == "code":
         from edgeeval.engine.sandbox import choose as choose_sandbox
 
         sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
-        score, generated = score_code_task(backend, task, items, sandbox=sandbox)
-        return score, [], generated
+        score, generated = score_code_task(backend, task, items, sandbox=sandbox, plan=plan)
+        return describe_score(score, task, items), [], generated
     if task.kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {task.kind!r}")
     score, samples = score_task(backend, task, items)
-    return score, samples, []
+    return describe_score(score, task, items), samples, []

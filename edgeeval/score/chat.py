@@ -40,6 +40,10 @@ from typing import Any
 from edgeeval.errors import ChatTemplateError
 
 Message = dict[str, str]
+#: Extra template variables a caller may set: Qwen3's `enable_thinking`, gpt-oss's
+#: `reasoning_effort`. Only plain values; the names the renderer itself sets are refused.
+Variables = dict[str, bool | int | str]
+_RESERVED = ("messages", "add_generation_prompt", "bos_token", "eos_token")
 REASONS = ("unsafe", "too_large", "timeout", "invalid", "raised", "error", "crashed")
 
 
@@ -70,10 +74,15 @@ def render_chat(
     *,
     add_generation_prompt: bool = True,
     limits: RenderLimits = RenderLimits(),
+    variables: Variables | None = None,
 ) -> str:
     """The prompt text for one conversation; raises ChatTemplateError when refused."""
     return render_chats(
-        template, [messages], add_generation_prompt=add_generation_prompt, limits=limits
+        template,
+        [messages],
+        add_generation_prompt=add_generation_prompt,
+        limits=limits,
+        variables=variables,
     )[0]
 
 
@@ -83,18 +92,25 @@ def render_chats(
     *,
     add_generation_prompt: bool = True,
     limits: RenderLimits = RenderLimits(),
+    variables: Variables | None = None,
 ) -> list[str]:
-    """Prompt texts for many conversations, rendered in one sandbox process.
+    """Prompt texts for many conversations, rendered in one sandbox process. `variables` are
+    extra names the template sees (`{"enable_thinking": False}`).
 
     Raises ChatTemplateError (with `reason`) for the first conversation that fails.
     """
     if not conversations:
         return []
+    variables = dict(variables or {})
+    for name, value in variables.items():
+        if name in _RESERVED or not isinstance(value, bool | int | str):
+            raise ValueError(f"template variable {name!r} cannot be set to {value!r}")
     request = {
         "template": asdict(template),
         "limits": asdict(limits),
         "add_generation_prompt": add_generation_prompt,
         "conversations": [list(c) for c in conversations],
+        "variables": variables,
     }
     answers = _run_sandbox(request, limits, len(conversations))
     out = []

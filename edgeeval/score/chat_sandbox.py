@@ -51,7 +51,13 @@ def serve() -> int:
     conversations = request["conversations"]
     _limit_process(limits, len(conversations))
     template = ChatTemplate(**request["template"])
-    answers = _render_all(template, conversations, request["add_generation_prompt"], limits)
+    answers = _render_all(
+        template,
+        conversations,
+        request["add_generation_prompt"],
+        limits,
+        request.get("variables") or {},
+    )
     sys.stdout.write(json.dumps(answers))
     return 0
 
@@ -70,6 +76,7 @@ def _render_all(
     conversations: list[list[Message]],
     add_generation_prompt: bool,
     limits: RenderLimits,
+    variables: dict[str, Any],
 ) -> list[dict[str, Any]]:
     env = _LimitedEnvironment(limits)
     try:
@@ -80,6 +87,7 @@ def _render_all(
     out = []
     for messages in conversations:
         context = {
+            **variables,
             "messages": messages,
             "add_generation_prompt": add_generation_prompt,
             "bos_token": template.bos_token,

@@ -76,12 +76,15 @@ class ExecLimits:
 @dataclass(frozen=True)
 class CodeCheck:
     """One problem: the prompt, the model's completion, the test code defining
-    check(candidate), and the name of the function under test."""
+    check(candidate), and the name of the function under test. The candidate runs prompt +
+    completion, or `program` when set (the instruct protocol's extracted code); the checker
+    always has the prompt (for helpers such as HumanEval's `poly`)."""
 
     prompt: str
     completion: str
     test: str
     entry_point: str
+    program: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def _run_pair(
     common = {"limits": _rlimits(limits), "entry_point": check.entry_point, "guard": guard}
     headers = [
         {"role": "candidate", "request_fd": request_r, "reply_fd": reply_w, "tmp": tmp[0],
-         "source": check.prompt + check.completion},
+         "source": check.program or check.prompt + check.completion},
         {"role": "checker", "request_fd": request_w, "reply_fd": reply_r, "tmp": tmp[1],
          "report_fd": report_w, "nonce": nonce, "prompt": check.prompt, "test": check.test},
     ]  # fmt: skip

@@ -48,6 +48,7 @@ class Extraction:
 
 def strip_thinking(text: str) -> tuple[str, int]:
     """The reply without `<think>...</think>` blocks, and how many characters they held.
+    gpt-oss's channels (harmony) are handled by `final_channel`.
 
     Handles an output that starts inside a block whose `<think>` was in the prompt (text up to
     the first `</think>`), closed blocks anywhere, and an unterminated block (the rest of the
@@ -58,6 +59,8 @@ def strip_thinking(text: str) -> tuple[str, int]:
     >>> strip_thinking("<think>still thinking")
     ('', 14)
     """
+    if CHANNEL in text or (text.startswith(_BARE_ANALYSIS) and _BARE_FINAL in text):
+        return final_channel(text)
     thinking = 0
     close, start = text.find(THINK_CLOSE), text.find(THINK_OPEN)
     if close != -1 and (start == -1 or close < start):
@@ -75,6 +78,38 @@ def strip_thinking(text: str) -> tuple[str, int]:
         text = text[end + len(THINK_CLOSE) :]
     parts.append(text)
     return "".join(parts).strip(), thinking
+
+
+CHANNEL, MESSAGE = "<|channel|>", "<|message|>"
+_CHANNEL_ENDS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
+# The same reply where the control tokens were printed as nothing: "analysis...assistantfinal..."
+_BARE_ANALYSIS = "analysis"
+_BARE_FINAL = "assistantfinal"
+
+
+def final_channel(text: str) -> tuple[str, int]:
+    """gpt-oss (OpenAI harmony format): the text of the `final` channel, and how many characters
+    the other channels (analysis, commentary) held. No final channel: ("", all of it).
+
+    >>> final_channel("<|channel|>analysis<|message|>2+2=4<|end|><|start|>assistant"
+    ...               "<|channel|>final<|message|>4")
+    ('4', 5)
+    >>> final_channel("analysisThink 2+2.assistantfinal4")
+    ('4', 10)
+    """
+    if CHANNEL not in text:  # control tokens rendered as empty text
+        head, _, final = text.partition(_BARE_FINAL)
+        return final.strip(), max(0, len(head) - len(_BARE_ANALYSIS))
+    final, other = [], 0
+    for part in text.split(CHANNEL)[1:]:
+        header, _, body = part.partition(MESSAGE)
+        for end in _CHANNEL_ENDS:
+            body = body.split(end, 1)[0]
+        if header.split(" ", 1)[0].strip() == "final":
+            final.append(body)
+        else:
+            other += len(body)
+    return "".join(final).strip(), other
 
 
 def canonical_number(text: str) -> str:

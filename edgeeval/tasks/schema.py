@@ -38,6 +38,7 @@ _OPTIONAL = {
     "extractor": str,
     "stop": list,
     "max_tokens": int,
+    "max_think_tokens": int,
     "files": list,
     "revision": str,
     "config": str,
@@ -83,7 +84,7 @@ def _allowed_keys(kind: str, source_kind: str) -> set[str]:
     if kind == "multiple_choice" and source_kind in ("generator", "file"):
         keys |= {"few_shot", "template", "separator", "instructions"}
     if kind in ("generate", "code"):
-        keys |= {"stop", "max_tokens"}
+        keys |= {"stop", "max_tokens", "max_think_tokens"}
     if kind == "generate":
         keys |= {"few_shot", "extractor"}
     if source_kind == "hub":
@@ -96,7 +97,7 @@ def _allowed_keys(kind: str, source_kind: str) -> set[str]:
 def _check_values(data: dict[str, Any], path: Path) -> None:
     if not _NAME.match(data["name"]):
         raise ConfigError("use lowercase letters, digits, '.', '_' or '-'", path=path, key="name")
-    for key in ("version", "n_items", "max_tokens"):
+    for key in ("version", "n_items", "max_tokens", "max_think_tokens"):
         if data.get(key, 1) < 1:
             raise ConfigError("must be a positive integer", path=path, key=key)
     for key, allowed in (("kind", KINDS), ("category", CATEGORIES), ("extractor", EXTRACTORS)):

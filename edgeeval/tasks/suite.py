@@ -17,7 +17,8 @@ Items depend only on the task file, the seed and the dataset revision. Suites (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ DEFAULT_STOP = {
     "code": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"),
 }
 DEFAULT_MAX_TOKENS = {"generate": 256, "code": 512}
+# Reasoning models think before they answer: this many tokens on top of max_tokens (a task file
+# may set its own `max_think_tokens`; --max-think-tokens overrides both).
+DEFAULT_MAX_THINK_TOKENS = {"generate": 1024, "code": 2048}
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Task:
     extractor: str = ""
     stop: tuple[str, ...] = ()
     max_tokens: int = 0
+    max_think_tokens: int = 0
     dataset: DatasetSpec | None = None
     records: tuple[RawItem, ...] = field(default=(), repr=False, compare=False)
 
@@ -135,13 +140,51 @@ class Task:
             meta.update(revision=self.dataset.revision, files=list(self.dataset.files))
         return meta
 
-    def items(self, *, limit: int | None = None, seed: int = 0) -> list[Any]:
-        """`limit` (default `n_items`) items of this task's kind for `seed`.
+    def items(
+        self, *, limit: int | None = None, seed: int = 0, sample: int | None = None
+    ) -> list[Any]:
+        """This task's items for `seed`, as lm-evaluation-harness picks them.
 
-        Generator tasks: a smaller limit gives a prefix. File tasks: a seeded shuffle, capped
-        by the file. Hub and pypi tasks: the rows `datasets.sample_indices` picks, in order.
+        `limit` takes the FIRST `limit` items of the source, in its order (dataset rows, file
+        lines, a generator's prefix), as lm-eval's --limit does. `sample` takes a seeded sample
+        of that many instead (then `limit` cuts the sample). Without either: the task's
+        `n_items`, chosen as the task defines (generators: a prefix; files: a seeded shuffle;
+        Hub and pypi sources: the rows `datasets.sample_indices` picks, in order).
         """
-        count = self.n_items if limit is None else limit
+        if limit is not None and sample is None:
+            return self._first(limit, seed)
+        count = self.n_items if sample is None else sample
+        picked = self._chosen(count, seed)
+        return picked if limit is None else picked[:limit]
+
+    def source_size(self) -> int:
+        """How many items the source holds (lm-eval's "original" count); a generator's n_items."""
+        if self.dataset is not None:
+            return len(load_records(self.dataset, name=self.name, origin=self.path))
+        return len(self.records) if self.source.startswith("file:") else self.n_items
+
+    def with_num_fewshot(self, k: int) -> Task:
+        """This task with only its first `k` few-shot examples (lm-eval's --num-fewshot)."""
+        if k < 0 or k > len(self.few_shot):
+            raise ConfigError(
+                f"--num-fewshot {k}: task '{self.name}' has {len(self.few_shot)} few-shot "
+                f"examples; use a number from 0 to {len(self.few_shot)}",
+                path=self.path,
+                key="few_shot",
+            )
+        return replace(self, few_shot=self.few_shot[:k])
+
+    def _first(self, count: int, seed: int) -> list[Any]:
+        """The first `count` items in the source's own order."""
+        if self.dataset is not None:
+            records = load_records(self.dataset, name=self.name, origin=self.path)
+            return [self._from_parts(r.id, r.parts) for r in records[:count]]
+        if self.source.startswith("generator:"):
+            return self._chosen(count, seed)  # a generator's items are already a prefix
+        return self._from_raws(list(self.records[:count]), seed)
+
+    def _chosen(self, count: int, seed: int) -> list[Any]:
+        """`count` items chosen the task's own way (see `items`)."""
         if self.dataset is not None:
             records = load_records(self.dataset, name=self.name, origin=self.path)
             picked = [records[index] for index in sample_indices(len(records), count, seed)]
@@ -154,6 +197,9 @@ class Task:
             raws = sorted(self.records, key=lambda raw: raw.id or "")
             seeded_rng(self.name, seed, "order").shuffle(raws)
             raws = raws[:count]
+        return self._from_raws(raws, seed)
+
+    def _from_raws(self, raws: list[RawItem], seed: int) -> list[Any]:
         if self.kind == "generate":
             return [
                 self._gen_item(raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer)
@@ -278,6 +324,29 @@ def load_suite(name: str, root: Path | None = None) -> list[Task]:
     return [tasks[task] for task in suites[name]]
 
 
+def select_tasks(
+    suite: str,
+    names: Sequence[str] = (),
+    *,
+    num_fewshot: int | None = None,
+    root: Path | None = None,
+) -> list[Task]:
+    """The tasks a run measures: `names` (lm-eval's --tasks a,b) when given, else the suite's;
+    each cut to `num_fewshot` few-shot examples when that is set. Unknown names raise
+    UnknownNameError with close matches."""
+    if names:
+        known = load_tasks(root)
+        for name in names:
+            if name not in known:
+                raise UnknownNameError(
+                    "task", name, suggest(name, list(known)), hint="`edgeeval tasks` lists them"
+                )
+        tasks = [known[name] for name in names]
+    else:
+        tasks = load_suite(suite, root) if suite else []
+    return tasks if num_fewshot is None else [t.with_num_fewshot(num_fewshot) for t in tasks]
+
+
 def prefetch(tasks: list[Task]) -> list[Path]:
     """Download the Hub dataset files of `tasks` (before a run, or for offline use later)."""
     return [
@@ -327,6 +396,7 @@ def parse_task(path: Path) -> Task:
         extractor=data.get("extractor", "number") if kind == "generate" else "",
         stop=tuple(data.get("stop", DEFAULT_STOP.get(kind, ()))),
         max_tokens=data.get("max_tokens", DEFAULT_MAX_TOKENS.get(kind, 0)),
+        max_think_tokens=data.get("max_think_tokens", DEFAULT_MAX_THINK_TOKENS.get(kind, 0)),
         dataset=dataset,
         records=records,
     )
