@@ -14,6 +14,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
+from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
@@ -127,7 +128,9 @@ def _bench_one(
         if key in done:
             progress(f"{variant.name}: already measured in this run (resume), skipping")
             return
-        preflight(variant, file, _kv_estimate(file.path, run_settings.n_ctx), force=force)
+        eval_batch = resolve_eval_batch(run_settings.eval_batch, run_settings.n_gpu_layers)
+        kv = _kv_estimate(file.path, run_settings.n_ctx)
+        preflight(variant, file, kv, force=force, eval_batch=eval_batch)
     except (EdgeevalError, OSError) as exc:
         status = rec.STATUS_SKIPPED
         progress(

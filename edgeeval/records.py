@@ -76,12 +76,15 @@ class RunSettings:
     timeout_s: float = 900.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
     unsafe_code_exec: bool = False  # ... without an OS sandbox (the in-process guard only)
+    # Sequences per decode in the accuracy phase (engine/batch.py); 0 = the measured default
+    # for the backend. Speed tests always run one sequence, as llama-bench.
+    eval_batch: int = 0
 
     def key(self) -> str:
         """Short stable hash of the settings that affect measurements (not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
-        for flag in ("allow_code_exec", "unsafe_code_exec"):
+        for flag in ("allow_code_exec", "unsafe_code_exec", "eval_batch"):
             if not data[flag]:  # absent from older runs: their keys stay valid
                 data.pop(flag)
         blob = json.dumps(data, sort_keys=True).encode()
@@ -177,6 +180,10 @@ class MemoryResult:
     use_mlock: bool = False
     peak_footprint_bytes: int | None = None  # macOS phys_footprint (includes Metal buffers)
     peak_gpu_bytes: int | None = None  # CUDA device memory of the process (NVML)
+    # The accuracy phase decodes `eval_batch` sequences at once; its KV cache is in the peaks
+    # above. `speed_peak_rss_bytes`: the peak before that phase (load + speed tests, batch 1).
+    eval_batch: int = 1
+    speed_peak_rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)

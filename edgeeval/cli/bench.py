@@ -57,6 +57,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float, help="seconds per model (default 900)")
     p.add_argument(
+        "--eval-batch",
+        type=int,
+        metavar="B",
+        help="questions decoded together in the accuracy phase (default: measured per "
+        "backend, 8 on CPU; 1 = one at a time); speed tests always use one sequence",
+    )
+    p.add_argument(
         "--allow-code-exec",
         action="store_true",
         help="run model-generated code for code tasks (HumanEval), each program in "
@@ -112,6 +119,7 @@ _SCALAR_OPTIONS = {
     "limit": "task_limit",
     "seed": "seed",
     "timeout": "timeout_s",
+    "eval_batch": "eval_batch",
 }
 _SWEEP_OPTIONS = {
     "threads": ("n_threads", "sweep_threads"),

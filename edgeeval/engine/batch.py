@@ -22,7 +22,7 @@ import ctypes
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,44 @@ class GenRequest:
     tokens: list[int]
     max_tokens: int
     stop: tuple[str, ...] = ()
+
+
+class BatchGenerator(Protocol):
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[GenerationResult | str]: ...
+
+
+class BatchScorer(Protocol):
+    def choice_logliks_many(
+        self, questions: Sequence[tuple[list[int], list[list[int]]]]
+    ) -> list[list[float]]: ...
+
+
+#: Sequences per decode in the accuracy phase when --eval-batch is not given, by backend
+#: (engine.host.backend_name). Measured with benchmarks/batch_eval_bench.py (README there).
+DEFAULT_EVAL_BATCH = {"CPU": 8, "CUDA": 32, "Metal": 16}
+
+
+def default_eval_batch(backend_name: str) -> int:
+    """The measured default batch for a backend ("CPU", "CUDA", "Metal", ...).
+
+    >>> default_eval_batch("CPU"), default_eval_batch("Vulkan")
+    (8, 8)
+    """
+    return DEFAULT_EVAL_BATCH.get(backend_name, DEFAULT_EVAL_BATCH["CPU"])
+
+
+def resolve_eval_batch(requested: int, n_gpu_layers: int) -> int:
+    """`requested` when set (> 0), else the default for where the layers run: this build's GPU
+    backend when any layer is offloaded, the CPU otherwise."""
+    if requested > 0:
+        return requested
+    if n_gpu_layers <= 0:
+        return default_eval_batch("CPU")
+    from edgeeval.engine.backend import library_info
+    from edgeeval.engine.host import backend_name
+
+    info = library_info()
+    return default_eval_batch(backend_name(info["system_info"], info["gpu_offload"]))
 
 
 @dataclass
@@ -220,8 +258,7 @@ class BatchEngine:
     def _advance(self, slot: _Slot, token: int) -> GenerationResult | None:
         """Take the greedy pick `token`; returns the result when the sequence is done."""
         if self._lib.llama_vocab_is_eog(self._vocab, token):
-            return GenerationResult(slot.out.decode("utf-8", "replace"), slot.n_prompt,
-                                    slot.n_gen, "eog")  # fmt: skip
+            return self._result(slot, "eog")
         slot.out += self.backend._piece(self._vocab, token, special=False)
         slot.n_gen += 1
         text = slot.out.decode("utf-8", "ignore")  # a split multi-byte char waits a token
@@ -230,11 +267,15 @@ class BatchEngine:
             return GenerationResult(text[:cut], slot.n_prompt, slot.n_gen, "stop")
         slot.checked = len(text)
         if slot.n_gen >= slot.budget:
-            return GenerationResult(
-                slot.out.decode("utf-8", "replace"), slot.n_prompt, slot.n_gen, slot.reason
-            )
+            return self._result(slot, slot.reason)
         slot.pending = [token]
         return None
+
+    @staticmethod
+    def _result(slot: _Slot, reason: str) -> GenerationResult:
+        return GenerationResult(
+            slot.out.decode("utf-8", "replace"), slot.n_prompt, slot.n_gen, reason
+        )
 
     def _release(self, seq: int, slots: dict[int, _Slot], free: list[int]) -> None:
         self._lib.llama_memory_seq_rm(self.mem, seq, -1, -1)
@@ -255,15 +296,11 @@ class BatchEngine:
             out.extend(self._score_group(questions[start : start + self.n_seq]))
         return out
 
-    def _score_group(
-        self, group: Sequence[tuple[list[int], list[list[int]]]]
-    ) -> list[list[float]]:
+    def _score_group(self, group: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
         for context, conts in group:
             need = len(context) + max((len(c) for c in conts), default=0) - 1
             if not context or need > self.n_ctx_seq:
-                raise ValueError(
-                    f"a question of {need} tokens does not fit n_ctx={self.n_ctx_seq}"
-                )
+                raise ValueError(f"a question of {need} tokens does not fit n_ctx={self.n_ctx_seq}")
         self._clear()
         entries = []
         for seq, (context, conts) in enumerate(group):

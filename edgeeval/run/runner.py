@@ -30,9 +30,14 @@ Progress = Callable[[str], None]
 PREFLIGHT_MARGIN_BYTES = 300 * 10**6
 
 
-def preflight(variant: Variant, file: LocalFile, kv_bytes: int | None, *, force: bool) -> None:
-    """Refuse a model whose weights + KV cache + margin exceed the available memory."""
-    need = file.size_bytes + (kv_bytes or 0) + PREFLIGHT_MARGIN_BYTES
+def preflight(
+    variant: Variant, file: LocalFile, kv_bytes: int | None, *, force: bool, eval_batch: int = 1
+) -> None:
+    """Refuse a model whose weights + KV cache + margin exceed the available memory. The KV
+    cache counts 1 + `eval_batch` times: the speed tests' context stays loaded while the
+    accuracy phase's batched context holds `eval_batch` sequences of n_ctx each."""
+    kv_bytes = (kv_bytes or 0) * (1 + eval_batch if eval_batch > 1 else 1)
+    need = file.size_bytes + kv_bytes + PREFLIGHT_MARGIN_BYTES
     available = psutil.virtual_memory().available
     if need > available and not force:
         raise PreflightError(
@@ -127,6 +132,8 @@ def measure_variant(
         use_mlock=settings.use_mlock,
         peak_footprint_bytes=outcome.peak_footprint_bytes,
         peak_gpu_bytes=outcome.peak_gpu_bytes,
+        eval_batch=result.get("eval_batch", 1) if result else 1,
+        speed_peak_rss_bytes=outcome.rss_before_accuracy_bytes,
     )
     status, error = _status(outcome, result)
     record = rec.ModelRecord(

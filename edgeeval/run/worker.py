@@ -12,10 +12,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, LoadOptions
+from edgeeval.engine.batch import BatchEngine, BatchGenerator, BatchScorer, resolve_eval_batch
 from edgeeval.engine.process import emit
 from edgeeval.engine.sandbox import choose as choose_sandbox
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
@@ -42,15 +43,23 @@ def continuation_tokens(
 
 
 def score_task(
-    backend: Backend, task: Any, items: list[Any]
+    backend: Backend, task: Any, items: list[Any], batch: BatchScorer | None = None
 ) -> tuple[rec.TaskScore, list[rec.SampleResult]]:
-    """Score multiple-choice items by log-likelihood; returns the task score and the samples."""
+    """Score multiple-choice items by log-likelihood; returns the task score and the samples.
+    With `batch`, several questions share each decode (BatchEngine.choice_logliks_many)."""
     start = time.perf_counter()
-    samples = []
+    questions = []
     for item in items:
         ctx = backend.tokenize(item.context, add_bos=True)
-        conts = [continuation_tokens(backend, item.context, c, ctx) for c in item.choices]
-        logliks = backend.choice_logliks(ctx, conts)
+        questions.append(
+            (ctx, [continuation_tokens(backend, item.context, c, ctx) for c in item.choices])
+        )
+    if batch is not None:
+        all_logliks = batch.choice_logliks_many(questions)
+    else:
+        all_logliks = [backend.choice_logliks(ctx, conts) for ctx, conts in questions]
+    samples = []
+    for item, logliks in zip(items, all_logliks, strict=True):
         samples.append(
             rec.SampleResult(
                 task=task.name,
@@ -72,26 +81,38 @@ def score_task(
 
 
 def score_by_kind(
-    backend: Backend, task: Any, settings: rec.RunSettings, *, model_kind: str = ""
+    backend: Backend,
+    task: Any,
+    settings: rec.RunSettings,
+    *,
+    model_kind: str = "",
+    batch: BatchEngineLike | None = None,
 ) -> tuple[rec.TaskScore, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
     generation for generate, generation plus sandboxed execution for code (only when
-    `settings.allow_code_exec`; otherwise recorded as skipped)."""
+    `settings.allow_code_exec`; otherwise recorded as skipped). `batch` (a BatchEngine)
+    scores several items per decode."""
     kind = getattr(task, "kind", "multiple_choice")
     if kind == "code" and not settings.allow_code_exec:  # skip before loading any items
         return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), [], []
     items = task.items(limit=settings.task_limit, seed=settings.seed)
     if kind == "generate":
-        score, generated = score_generate_task(backend, task, items, model_kind=model_kind)
+        score, generated = score_generate_task(
+            backend, task, items, model_kind=model_kind, batch=batch
+        )
         return score, [], generated
     if kind == "code":
         sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
-        score, generated = score_code_task(backend, task, items, sandbox=sandbox)
+        score, generated = score_code_task(backend, task, items, sandbox=sandbox, batch=batch)
         return score, [], generated
     if kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {kind!r}")
-    score, samples = score_task(backend, task, items)
+    score, samples = score_task(backend, task, items, batch)
     return score, samples, []
+
+
+class BatchEngineLike(BatchGenerator, BatchScorer, Protocol):
+    """What the accuracy phase asks of a batch engine: BatchEngine, or a test's fake."""
 
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
@@ -188,17 +209,24 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if _load_key(backend.options) != primary.load_key:
         backend.close()
         backend = LlamaBackend(path, load_options(settings, primary))
+    n_seq = resolve_eval_batch(settings.eval_batch, primary.n_gpu_layers)
+    emit("accuracy", eval_batch=n_seq)  # the parent's speed-phase memory peak ends here
+    engine = BatchEngine(backend, n_seq) if n_seq > 1 and tasks else None
     scores, samples, gen_samples = [], [], []
     for index, task in enumerate(tasks, 1):
         emit("task", task=task.name, index=index, total=len(tasks))
         backend.set_threads(primary.n_threads)
+        if engine is not None:
+            engine.set_threads(primary.n_threads)
         score, task_samples, task_gen = score_by_kind(
-            backend, task, settings, model_kind=spec.get("model_kind", "")
+            backend, task, settings, model_kind=spec.get("model_kind", ""), batch=engine
         )
         scores.append(score)
         samples.extend(task_samples)
         gen_samples.extend(task_gen)
     facts = backend.model_facts()
+    if engine is not None:
+        engine.close()
     backend.close()
     return {
         "load_s": load_s,
@@ -211,6 +239,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "n_params": facts["n_params"],
         "weights_bytes": summary.data_bytes,
         "kv_cache_bytes": kv_cache_bytes(summary, settings.n_ctx),
+        "eval_batch": n_seq,
     }
 
 

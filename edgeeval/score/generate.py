@@ -15,10 +15,12 @@ writes the body up to a HumanEval stop sequence, and prompt + body run against t
 edgeeval.score.codeexec's sandboxes, only when the user allowed it; the task score records
 which OS sandbox was used (`code_exec_sandbox`).
 
-Every answer is greedy (pass@1 with one sample per problem). Samples the harness could not
-judge (a prompt longer than the context, a sandbox that did not start) are counted beside the
-score, never as wrong answers. A program over its time limit is the model's failure: it
-counts in pass@1 as wrong (and n_timeout says how many).
+Every answer is greedy (pass@1 with one sample per problem). With a `batch` engine
+(edgeeval.engine.batch.BatchEngine, `--eval-batch`), the items of a task are generated
+together, several sequences per decode; extraction, execution and scoring are the same.
+Samples the harness could not judge (a prompt longer than the context, a sandbox that did not
+start) are counted beside the score, never as wrong answers. A program over its time limit is
+the model's failure: it counts in pass@1 as wrong (and n_timeout says how many).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
+from edgeeval.engine.batch import BatchGenerator, GenRequest
 from edgeeval.engine.sandbox import Sandbox
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
@@ -92,21 +95,34 @@ def build_prompts(
 
 
 def score_generate_task(
-    backend: Backend, task: Any, items: Sequence[Any], *, model_kind: str = ""
+    backend: Backend,
+    task: Any,
+    items: Sequence[Any],
+    *,
+    model_kind: str = "",
+    batch: BatchGenerator | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
-    Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens).
+    Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens). With
+    `batch`, all items go through its generate_many (several sequences per decode).
     """
     start = time.perf_counter()
     prompts, prompt_format, note = build_prompts(items, model_template(backend, model_kind))
     extra_stops = COMPLETION_STOPS if prompt_format == "completion" else ()
-    samples = []
-    for item, prompt in zip(items, prompts, strict=True):
-        tokens = backend.prompt_tokens(prompt, special=prompt_format == "chat")
-        stops = tuple(dict.fromkeys((*item.stop, *extra_stops)))
-        result = _generate(backend, tokens, item.max_tokens, stops)
-        samples.append(_generate_sample(task, item, prompt, tokens, result))
+    requests = [
+        GenRequest(
+            backend.prompt_tokens(prompt, special=prompt_format == "chat"),
+            item.max_tokens,
+            tuple(dict.fromkeys((*item.stop, *extra_stops))),
+        )
+        for item, prompt in zip(items, prompts, strict=True)
+    ]
+    results = generate_all(backend, requests, batch)
+    samples = [
+        _generate_sample(task, item, prompt, request.tokens, result)
+        for item, prompt, request, result in zip(items, prompts, requests, results, strict=True)
+    ]
     return task_score(
         task,
         samples,
@@ -115,6 +131,15 @@ def score_generate_task(
         prompt_format=prompt_format,
         reason=note,
     ), samples
+
+
+def generate_all(
+    backend: Backend, requests: Sequence[GenRequest], batch: BatchGenerator | None
+) -> list[GenerationResult | str]:
+    """One result per request, in order: through `batch` when given, else one at a time."""
+    if batch is not None:
+        return batch.generate_many(requests)
+    return [_generate(backend, r.tokens, r.max_tokens, r.stop) for r in requests]
 
 
 def _generate(
@@ -177,9 +202,11 @@ def score_code_task(
     *,
     sandbox: Sandbox | None,
     limits: ExecLimits = DEFAULT_LIMITS,
+    batch: BatchGenerator | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """pass@1 of greedy completions of CodeItems (prompt, entry_point, test, max_tokens), run
-    in `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples.
+    in `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples. With
+    `batch`, all completions are generated together first, then each is run.
 
     Without a sandbox (code execution not allowed) nothing is generated or run: the task is
     recorded as skipped.
@@ -187,11 +214,15 @@ def score_code_task(
     if sandbox is None:
         return skipped_score(task, CODE_EXEC_OFF, metric="pass@1"), []
     start = time.perf_counter()
-    samples = []
-    for item in items:
-        tokens = backend.tokenize(item.prompt, add_bos=True)
-        result = _generate(backend, tokens, item.max_tokens, HUMANEVAL_STOPS)
-        samples.append(_code_sample(task, item, tokens, result, sandbox, limits))
+    requests = [
+        GenRequest(backend.tokenize(i.prompt, add_bos=True), i.max_tokens, HUMANEVAL_STOPS)
+        for i in items
+    ]
+    results = generate_all(backend, requests, batch)
+    samples = [
+        _code_sample(task, item, request.tokens, result, sandbox, limits)
+        for item, request, result in zip(items, requests, results, strict=True)
+    ]
     score = task_score(
         task,
         samples,
