@@ -217,7 +217,7 @@ def test_the_worker_dispatches_on_the_task_kind():
 
 def test_allow_code_exec_is_a_setting_that_keeps_old_keys_when_off():
     data = dataclasses.asdict(rec.RunSettings())
-    for key in ("timeout_s", "allow_code_exec", "unsafe_code_exec"):
+    for key in ("timeout_s", "allow_code_exec", "unsafe_code_exec", "eval_batch"):
         data.pop(key)
     key_before_the_field = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     assert rec.RunSettings().key() == key_before_the_field[:16]
