@@ -191,14 +191,16 @@ class BatchEngine:
         results: list[GenerationResult | str | None] = [None] * len(requests)
         waiting = deque(range(len(requests)))
         slots: dict[int, _Slot] = {}
-        free = list(range(self.n_seq - 1, -1, -1))
+        free = list(range(self.n_seq))
         self._clear()
         while waiting or slots:
             while free and waiting:
                 index = waiting.popleft()
                 slot = self._admit(index, requests[index], results)
-                if slot is not None:
-                    slots[free.pop()] = slot
+                if slot is not None:  # the lowest free id: llama.cpp splits a batch of
+                    seq = min(free)  # per-sequence KV streams at gaps between seq ids
+                    free.remove(seq)
+                    slots[seq] = slot
             if not slots:
                 break
             entries = self._schedule(slots)
@@ -308,11 +310,11 @@ class BatchEngine:
             for pos, token in enumerate(context):
                 last = pos == len(context) - 1
                 entries.append(_Entry(seq, token, pos, targets=firsts if last else ()))
-        heads = [r for r in self._decode(entries) if r is not None]
+        heads = {e.seq: r for e, r in zip(entries, self._decode(entries), strict=True) if r}
         sums = [[0.0] * len(conts) for _, conts in group]
         for seq, (_, conts) in enumerate(group):
             nonempty = [j for j, c in enumerate(conts) if c]
-            for j, value in zip(nonempty, heads[seq], strict=True):
+            for j, value in zip(nonempty, heads.get(seq, []), strict=True):
                 sums[seq][j] = value
         for j in range(max(len(conts) for _, conts in group)):
             self._score_choice(group, j, sums)
