@@ -80,3 +80,10 @@ clean:
 parity-bench: install sysdeps
 	benchmarks/tools/build_llama_tools.sh
 	$(PY) benchmarks/llama_bench_parity.py $(PARITY_ARGS)
+
+## Batched evaluation versus llama-server (-np B, continuous batching) and edgeeval one at a
+## time, on HumanEval (results to reports/batch/; BATCH_ARGS e.g. --problems 16 --batch 8)
+.PHONY: batch-bench
+batch-bench: install sysdeps
+	benchmarks/tools/build_llama_tools.sh
+	$(PY) benchmarks/batch_eval_bench.py $(BATCH_ARGS)

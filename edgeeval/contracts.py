@@ -68,6 +68,7 @@ class WorkerResult:
     weights_bytes: int | None = None  # tensor data in the GGUF
     kv_cache_bytes: int | None = None  # at the run's n_ctx, from the header
     kv_cache: KvCacheLayout | None = None  # per context length, as the architecture uses it
+    eval_batch: int = 1  # sequences per decode in the accuracy phase
     error: str = ""
     failed_phase: str = ""
 

@@ -18,6 +18,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
+from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.hostlock import acquire
 from edgeeval.engine.process import sweep_stale_tempdirs
 from edgeeval.engine.sandbox import choose as choose_sandbox
@@ -249,7 +250,9 @@ def _bench_one(
         if key in done:
             progress(f"{variant.name}: already measured in this run (resume), skipping")
             return
-        preflight(variant, file, _kv_estimate(file.path, run_settings.n_ctx), force=force)
+        eval_batch = resolve_eval_batch(run_settings.eval_batch, run_settings.n_gpu_layers)
+        kv = _kv_estimate(file.path, run_settings.n_ctx)
+        preflight(variant, file, kv, force=force, eval_batch=eval_batch)
     except (EdgeevalError, OSError) as exc:
         status = rec.STATUS_SKIPPED
         progress(

@@ -88,6 +88,9 @@ class RunSettings:
     # measured without the host's bench lock (--allow-concurrent): another bench may have
     # shared the machine. In key() only when set: such a record is not a clean measurement.
     allow_concurrent: bool = False
+    # Sequences per decode in the accuracy phase (engine/batch.py); 0 = the measured default
+    # for the backend. Speed tests always run one sequence, as llama-bench.
+    eval_batch: int = 0
 
     def __post_init__(self) -> None:
         """Refuse nonsense once, where settings are built; store n_ubatch as llama.cpp uses it
@@ -105,6 +108,7 @@ class RunSettings:
             ("task_sample", 1 if self.task_sample is None else self.task_sample, 1),
             ("max_think_tokens", 1 if self.max_think_tokens is None else self.max_think_tokens, 1),
             ("num_fewshot", 0 if self.num_fewshot is None else self.num_fewshot, 0),
+            ("eval_batch", self.eval_batch, 0),
             *(("sweep_threads", v, 0) for v in self.sweep_threads),
             *(("sweep_n_gpu_layers", v, -1) for v in self.sweep_n_gpu_layers),
             *(("sweep_n_batch", v, 1) for v in self.sweep_n_batch),
@@ -177,6 +181,7 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "num_fewshot": None,
     "task_sample": None,
     "allow_concurrent": False,
+    "eval_batch": 0,
 }
 
 
@@ -275,6 +280,10 @@ class MemoryResult:
     use_mlock: bool = False
     peak_footprint_bytes: int | None = None  # macOS phys_footprint (includes Metal buffers)
     peak_gpu_bytes: int | None = None  # CUDA device memory of the process (NVML)
+    # The accuracy phase decodes `eval_batch` sequences at once; its KV cache is in the peaks
+    # above. `speed_peak_rss_bytes`: the peak before that phase (load + speed tests, batch 1).
+    eval_batch: int = 1
+    speed_peak_rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)

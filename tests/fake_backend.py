@@ -6,12 +6,14 @@ import random
 from collections.abc import Sequence
 
 from edgeeval.engine.backend import GenerationResult, find_stop
+from edgeeval.engine.batch import GenRequest
 
 
 class FakeBackend:
     """Counts calls; 'tokenizes' by characters; prefers continuations listed in `liked`."""
 
     n_vocab = 100
+    too_long = 10**9  # generate_many: prompts of this many tokens or more do not fit
 
     def __init__(
         self, liked: tuple[str, ...] = (), replies: Sequence[str] = (), template: str | None = None
@@ -62,6 +64,24 @@ class FakeBackend:
         return GenerationResult(
             text[:max_tokens], len(prompt_tokens), min(len(text), max_tokens), reason
         )
+
+    # --- the batched engine's methods (BatchEngine), so a FakeBackend can be the `batch` ---
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[GenerationResult | str]:
+        """generate() for each request in order; a prompt of `too_long` or more tokens is a
+        per-item error, as BatchEngine reports it."""
+        self.calls.append(("generate_many", len(requests)))
+        return [
+            f"ValueError: a prompt of {len(r.tokens)} tokens does not fit"
+            if len(r.tokens) >= self.too_long
+            else self.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop)
+            for r in requests
+        ]
+
+    def choice_logliks_many(
+        self, questions: Sequence[tuple[list[int], list[list[int]]]]
+    ) -> list[list[float]]:
+        self.calls.append(("choice_logliks_many", len(questions)))
+        return [self.choice_logliks(ctx, conts) for ctx, conts in questions]
 
     def detokenize(self, tokens: list[int]) -> str:
         return "".join(chr(t) for t in tokens)

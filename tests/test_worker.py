@@ -23,7 +23,15 @@ from tests.fake_backend import FakeBackend
 from tests.test_quantize import write_tiny_llama
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = {"repetitions": 1, "pp_tokens": 8, "tg_tokens": 2, "n_ctx": 256, "task_limit": 2}
+# eval_batch 1: these check the phases, one sequence at a time (tests/test_batch.py: batching)
+FAST = {
+    "repetitions": 1,
+    "pp_tokens": 8,
+    "tg_tokens": 2,
+    "n_ctx": 256,
+    "task_limit": 2,
+    "eval_batch": 1,
+}
 LONE_SURROGATE = '{{ "\\ud800" }}{% for m in messages %}{{ m["content"] }}{% endfor %}'
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's own llama-bench and llama-perplexity from the llama.cpp source vendored in
+# Build llama.cpp's own llama-bench, llama-perplexity and llama-server from the llama.cpp source vendored in
 # the llama-cpp-python sdist that edgeeval pins (the same source the installed wheel was built
 # from), with the CMake options that llama-cpp-python's build uses by default, so that parity
 # comparisons measure the same native code.
@@ -7,9 +7,9 @@
 # Output: .bench-tools/ at the repository root (git-ignored):
 #   .bench-tools/sdist/           the downloaded llama-cpp-python sdist
 #   .bench-tools/src/             the extracted sdist
-#   .bench-tools/build/bin/       llama-bench, llama-perplexity and their shared libraries
+#   .bench-tools/build/bin/       llama-bench, llama-perplexity, llama-server and their libraries
 #   .bench-tools/build-info.txt   configure flags and the llama.cpp version the tools report
-# Idempotent: does nothing when both binaries already exist (FORCE=1 rebuilds).
+# Idempotent: does nothing when all three binaries already exist (FORCE=1 rebuilds).
 # Env: PYTHON (default .venv/bin/python), JOBS (default 2), LLAMA_CPP_PYTHON_VERSION.
 set -euo pipefail
 
@@ -22,7 +22,10 @@ SRC="$TOOLS/src/llama_cpp_python-$VERSION"
 BUILD="$TOOLS/build"
 BIN="$BUILD/bin"
 
-if [[ "${FORCE:-0}" != 1 && -x "$BIN/llama-bench" && -x "$BIN/llama-perplexity" ]]; then
+TARGETS=(llama-bench llama-perplexity llama-server)
+have_all=1
+for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || have_all=0; done
+if [[ "${FORCE:-0}" != 1 && "$have_all" == 1 ]]; then
     echo "llama tools already built in $BIN (FORCE=1 to rebuild)"
     exit 0
 fi
@@ -42,7 +45,8 @@ fi
 # Options: what llama-cpp-python's CMakeLists.txt forces (shared libraries, no curl) plus
 # llama.cpp/ggml's defaults, which the wheel build keeps: Release (scikit-build-core's default
 # build type), GGML_NATIVE=ON (-march=native), OpenMP, llamafile sgemm, CPU repack. Only the
-# two tools are built; HTTPS/OpenSSL is off (the tools never download anything).
+# three tools are built; HTTPS/OpenSSL is off (the tools never download anything; llama-server
+# is only started on 127.0.0.1 by benchmarks/batch_eval_bench.py).
 CMAKE_FLAGS=(
     -DCMAKE_BUILD_TYPE=Release
     -DBUILD_SHARED_LIBS=ON
@@ -57,13 +61,13 @@ CMAKE_FLAGS=(
     -DLLAMA_BUILD_TOOLS=ON
     -DLLAMA_BUILD_TESTS=OFF
     -DLLAMA_BUILD_EXAMPLES=OFF
-    -DLLAMA_BUILD_SERVER=OFF
+    -DLLAMA_BUILD_SERVER=ON
     -DLLAMA_BUILD_APP=OFF
 )
 
 start=$(date +%s)
 cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" "${CMAKE_FLAGS[@]}"
-cmake --build "$BUILD" --config Release -j"$JOBS" --target llama-bench llama-perplexity
+cmake --build "$BUILD" --config Release -j"$JOBS" --target "${TARGETS[@]}"
 elapsed=$(( $(date +%s) - start ))
 
 {
@@ -75,4 +79,4 @@ elapsed=$(( $(date +%s) - start ))
     "$BIN/llama-bench" --version 2>&1 || true
 } > "$TOOLS/build-info.txt"
 cat "$TOOLS/build-info.txt"
-echo "Built $BIN/llama-bench and $BIN/llama-perplexity in ${elapsed}s"
+echo "Built ${TARGETS[*]} in $BIN in ${elapsed}s"

@@ -127,6 +127,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="seconds per model (default 900; may differ when resuming)",
     )
     p.add_argument(
+        "--eval-batch",
+        type=int,
+        metavar="B",
+        help="questions decoded together in the accuracy phase (default: measured per "
+        "backend, 8 on CPU; 1 = one at a time); speed tests always use one sequence",
+    )
+    p.add_argument(
         "--allow-code-exec",
         action="store_true",
         help="run model-generated code for code tasks (HumanEval), each program in "
@@ -168,6 +175,7 @@ _SCALAR_OPTIONS = {
     "max_think_tokens": "max_think_tokens",
     "seed": "seed",
     "timeout": "timeout_s",
+    "eval_batch": "eval_batch",
 }
 _SWEEP_OPTIONS = {
     "threads": ("n_threads", "sweep_threads"),

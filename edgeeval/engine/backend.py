@@ -180,7 +180,7 @@ def _model_params(llama_cpp: Any, options: LoadOptions) -> Any:
     return params
 
 
-def _context_params(llama_cpp: Any, options: LoadOptions) -> Any:
+def context_params(llama_cpp: Any, options: LoadOptions) -> Any:
     """llama_context_params for `options`, with the values llama_cpp.Llama (0.3.x) gives
     the fields it sets, so numbers stay comparable with runs made through it."""
     params = llama_cpp.llama_context_default_params()
@@ -219,7 +219,7 @@ class LlamaBackend:
         )
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")
-        self.ctx = llama_cpp.llama_init_from_model(self.model, _context_params(llama_cpp, options))
+        self.ctx = llama_cpp.llama_init_from_model(self.model, context_params(llama_cpp, options))
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
             self.model = None

@@ -62,6 +62,7 @@ class ChildOutcome:
     peak_gpu_bytes: int | None = None
     os_maxrss_bytes: int = 0
     rss_after_load_bytes: int = 0
+    rss_before_accuracy_bytes: int | None = None  # peak until the child's "accuracy" event
     n_samples: int = 0
     duration_s: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -223,6 +224,8 @@ def _drain(
             continue  # stray output from native code
         if event.get("event") == "loaded" and sampler is not None:
             outcome.rss_after_load_bytes = sampler.peak_rss
+        if event.get("event") == "accuracy" and sampler is not None:
+            outcome.rss_before_accuracy_bytes = sampler.peak_rss
         outcome.events.append(event)
         on_event(event)
 

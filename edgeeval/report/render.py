@@ -249,15 +249,20 @@ def _gb(value: int | None) -> str:
 
 def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
     """Per variant: where the memory went (weights, KV cache, the rest of the runtime), time to
-    first token, and generation speed against the host's bandwidth roofline."""
+    first token, and generation speed against the host's bandwidth roofline. The peaks cover
+    the whole child, including the accuracy phase's KV cache for `accuracy batch` sequences;
+    the speed-phase peak is the memory of load + speed tests alone (one sequence)."""
     from edgeeval.report.speed import speed_rows
 
     roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
+    # runs from before the batched accuracy phase have no speed-phase peak: their table
+    # keeps its old columns, so a stored run renders as it always did
+    batched = any(r.memory and r.memory.speed_peak_rss_bytes is not None for r in records)
     lines = [
         "| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
         "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
-        "| efficiency |",
-        "|---|" + "---:|" * 6 + "---|" + "---:|" * 3,
+        "| efficiency |" + (" speed-phase peak GB (1 seq) | accuracy batch |" if batched else ""),
+        "|---|" + "---:|" * 6 + "---|" + "---:|" * (5 if batched else 3),
     ]
     for r in records:
         if r.status != rec.STATUS_OK or r.memory is None:
@@ -278,7 +283,7 @@ def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
             f"| {_md(r.variant.name)} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
             f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
             f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
-            f"| {eff} |"
+            f"| {eff} |" + (f" {_gb(m.speed_peak_rss_bytes)} | {m.eval_batch} |" if batched else "")
         )
     return "\n".join(lines)
 

@@ -67,6 +67,14 @@ def speed_rows(records: list[rec.ModelRecord]) -> list[dict[str, Any]]:
     return rows
 
 
+def _speed_peak(record: rec.ModelRecord) -> int | None:
+    """Peak RSS of load + speed tests (one sequence); the whole child's peak for records from
+    before the accuracy phase was batched (the same thing then)."""
+    if record.memory is None:
+        return None
+    return record.memory.speed_peak_rss_bytes or record.memory.peak_rss_bytes
+
+
 def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
     host = record.host
     avg_ns, std_ns = mean_stddev([float(x) for x in s.samples_ns])
@@ -93,7 +101,7 @@ def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
         "stddev_ts": s.stddev_ts,
         "samples_ns": list(s.samples_ns),
         "samples_ts": list(s.samples_ts),
-        "peak_rss_bytes": record.memory.peak_rss_bytes if record.memory else None,
+        "peak_rss_bytes": _speed_peak(record),
         "roofline_ts": None,
         "roofline_efficiency": None,
         "llama_cpp_python_version": host.llama_cpp_python_version,

@@ -29,9 +29,14 @@ Progress = Callable[[str], None]
 PREFLIGHT_MARGIN_BYTES = 300 * 10**6
 
 
-def preflight(variant: Variant, file: LocalFile, kv_bytes: int | None, *, force: bool) -> None:
-    """Refuse a model whose weights + KV cache + margin exceed the available memory."""
-    need = file.size_bytes + (kv_bytes or 0) + PREFLIGHT_MARGIN_BYTES
+def preflight(
+    variant: Variant, file: LocalFile, kv_bytes: int | None, *, force: bool, eval_batch: int = 1
+) -> None:
+    """Refuse a model whose weights + KV cache + margin exceed the available memory. The KV
+    cache counts 1 + `eval_batch` times: the speed tests' context stays loaded while the
+    accuracy phase's batched context holds `eval_batch` sequences of n_ctx each."""
+    kv_bytes = (kv_bytes or 0) * (1 + eval_batch if eval_batch > 1 else 1)
+    need = file.size_bytes + kv_bytes + PREFLIGHT_MARGIN_BYTES
     available = psutil.virtual_memory().available
     if need > available and not force:
         raise PreflightError(
@@ -124,7 +129,7 @@ def measure_variant(
         status=status,
         started_at=started,
         duration_s=outcome.duration_s,
-        memory=_memory(outcome, settings),
+        memory=_memory(outcome, settings, got.eval_batch),
         error=error,
         stderr_tail=outcome.stderr_tail if status != rec.STATUS_OK else "",
         load_s=got.load_s,
@@ -140,7 +145,7 @@ def measure_variant(
     return record, list(got.samples), list(got.gen_samples)
 
 
-def _memory(outcome: ChildOutcome, settings: rec.RunSettings) -> rec.MemoryResult:
+def _memory(outcome: ChildOutcome, settings: rec.RunSettings, eval_batch: int) -> rec.MemoryResult:
     return rec.MemoryResult(
         peak_rss_bytes=outcome.peak_rss_bytes,
         peak_uss_bytes=outcome.peak_uss_bytes,
@@ -152,6 +157,8 @@ def _memory(outcome: ChildOutcome, settings: rec.RunSettings) -> rec.MemoryResul
         use_mlock=settings.use_mlock,
         peak_footprint_bytes=outcome.peak_footprint_bytes,
         peak_gpu_bytes=outcome.peak_gpu_bytes,
+        eval_batch=eval_batch,
+        speed_peak_rss_bytes=outcome.rss_before_accuracy_bytes,
     )
 
 

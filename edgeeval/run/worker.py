@@ -17,6 +17,7 @@ from pathlib import Path
 from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend
+from edgeeval.engine.batch import BatchEngine, resolve_eval_batch
 from edgeeval.engine.process import die_with_parent, emit
 from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
 from edgeeval.fetch.kvcache import kv_for_run
@@ -173,24 +174,35 @@ def _speed(path: str, settings: rec.RunSettings, points: list[SweepPoint], got: 
 
 
 def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Measured) -> None:
-    """Score every task on the primary configuration (reloaded if the sweep moved away)."""
+    """Score every task on the primary configuration (reloaded if the sweep moved away), with
+    `eval_batch` sequences per decode (a second llama.cpp context, engine/batch.py)."""
     settings = spec.settings
     assert got.backend is not None
     if tasks and load_options(settings, primary).load_key != got.backend.options.load_key:
         _load(spec.model_path, settings, primary, got)
-    for index, task in enumerate(tasks, 1):
-        emit("task", task=task.name, index=index, total=len(tasks))
-        got.backend.set_threads(primary.n_threads)
-        plans = task_plans(
-            got.backend, task, settings, model_kind=spec.model_kind, reasoning=spec.model_reasoning
-        )
-        for plan in plans:  # one row per protocol/thinking mode the task is measured in
-            score, samples, generated = score_by_kind(
-                got.backend, task, settings, model_kind=spec.model_kind, plan=plan
-            )
-            got.extend("tasks", [score])
-            got.extend("samples", samples)
-            got.extend("gen_samples", generated)
+    n_seq = resolve_eval_batch(settings.eval_batch, primary.n_gpu_layers)
+    emit("accuracy", eval_batch=n_seq)  # the parent's speed-phase memory peak ends here
+    got.add(eval_batch=n_seq)
+    engine = BatchEngine(got.backend, n_seq) if n_seq > 1 and tasks else None
+    try:
+        for index, task in enumerate(tasks, 1):
+            emit("task", task=task.name, index=index, total=len(tasks))
+            got.backend.set_threads(primary.n_threads)
+            if engine is not None:
+                engine.set_threads(primary.n_threads)
+            kind, reasoning = spec.model_kind, spec.model_reasoning
+            for plan in task_plans(
+                got.backend, task, settings, model_kind=kind, reasoning=reasoning
+            ):
+                score, samples, generated = score_by_kind(
+                    got.backend, task, settings, model_kind=kind, plan=plan, batch=engine
+                )
+                got.extend("tasks", [score])
+                got.extend("samples", samples)
+                got.extend("gen_samples", generated)
+    finally:
+        if engine is not None:
+            engine.close()
 
 
 def main(argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edgeeval import records as rec
     from edgeeval.engine.backend import Backend
+    from edgeeval.engine.batch import BatchEngineLike
     from edgeeval.score.protocol import Plan
     from edgeeval.tasks.suite import Task
 
@@ -22,12 +23,14 @@ def score_by_kind(
     *,
     model_kind: str = "",
     plan: Plan | None = None,
+    batch: BatchEngineLike | None = None,
 ) -> tuple[rec.TaskScore, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Score one task the way its kind asks: log-likelihood for multiple choice, greedy
     generation for generate, generation plus sandboxed execution for code (only when
     `settings.allow_code_exec`; otherwise recorded as skipped). Returns the task score, the
     multiple-choice samples and the generated samples. `plan` (score.protocol.Plan) is the
-    protocol and thinking mode of generate and code tasks (see score.tasks.task_plans)."""
+    protocol and thinking mode of generate and code tasks (see score.tasks.task_plans);
+    `batch` (engine.batch.BatchEngine) scores several items per decode."""
     from edgeeval.score.choice import score_task
     from edgeeval.score.generate import (
         CODE_EXEC_OFF,
@@ -42,16 +45,18 @@ def score_by_kind(
     items = task.items(limit=settings.task_limit, seed=settings.seed, sample=settings.task_sample)
     if task.kind == "generate":
         score, generated = score_generate_task(
-            backend, task, items, model_kind=model_kind, plan=plan
+            backend, task, items, model_kind=model_kind, plan=plan, batch=batch
         )
         return describe_score(score, task, items), [], generated
     if task.kind == "code":
         from edgeeval.engine.sandbox import choose as choose_sandbox
 
         sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
-        score, generated = score_code_task(backend, task, items, sandbox=sandbox, plan=plan)
+        score, generated = score_code_task(
+            backend, task, items, sandbox=sandbox, plan=plan, batch=batch
+        )
         return describe_score(score, task, items), [], generated
     if task.kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {task.kind!r}")
-    score, samples = score_task(backend, task, items)
+    score, samples = score_task(backend, task, items, batch)
     return describe_score(score, task, items), samples, []

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend
+from edgeeval.engine.batch import BatchScorer
 from edgeeval.metrics import score_samples
 from edgeeval.tasks.suite import McItem, Task
 
@@ -24,24 +25,31 @@ def continuation_tokens(
 
 
 def score_task(
-    backend: Backend, task: Task, items: Sequence[McItem]
+    backend: Backend, task: Task, items: Sequence[McItem], batch: BatchScorer | None = None
 ) -> tuple[rec.TaskScore, list[rec.SampleResult]]:
-    """Score multiple-choice items by log-likelihood; returns the task score and the samples."""
+    """Score multiple-choice items by log-likelihood; returns the task score and the samples.
+    With `batch`, several questions share each decode (BatchEngine.choice_logliks_many)."""
     start = time.perf_counter()
-    samples = []
+    questions = []
     for item in items:
         ctx = backend.tokenize(item.context, add_bos=True)
-        conts = [continuation_tokens(backend, item.context, c, ctx) for c in item.choices]
-        logliks = backend.choice_logliks(ctx, conts)
-        samples.append(
-            rec.SampleResult(
-                task=task.name,
-                item_id=item.id,
-                gold=item.gold,
-                logliks=tuple(logliks),
-                choice_chars=tuple(len(c.encode()) for c in item.choices),
-            )
+        questions.append(
+            (ctx, [continuation_tokens(backend, item.context, c, ctx) for c in item.choices])
         )
+    if batch is not None:
+        all_logliks = batch.choice_logliks_many(questions)
+    else:
+        all_logliks = [backend.choice_logliks(ctx, conts) for ctx, conts in questions]
+    samples = [
+        rec.SampleResult(
+            task=task.name,
+            item_id=item.id,
+            gold=item.gold,
+            logliks=tuple(logliks),
+            choice_chars=tuple(len(c.encode()) for c in item.choices),
+        )
+        for item, logliks in zip(items, all_logliks, strict=True)
+    ]
     score = score_samples(
         samples,
         task=task.name,

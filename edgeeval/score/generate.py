@@ -17,10 +17,12 @@ block of the reply). Programs run against the tests in edgeeval.score.codeexec's
 only when the user allowed it; the task score records which OS sandbox was used
 (`code_exec_sandbox`), the protocol, the thinking mode and answers cut off while thinking.
 
-Every answer is greedy (pass@1 with one sample per problem). Samples the harness could not
-judge (a prompt longer than the context, a sandbox that did not start) are counted beside the
-score, never as wrong answers. A program over its time limit is the model's failure: it
-counts in pass@1 as wrong (and n_timeout says how many).
+Every answer is greedy (pass@1 with one sample per problem). With a `batch` engine
+(edgeeval.engine.batch.BatchEngine, `--eval-batch`), the items of a task are generated
+together, several sequences per decode; extraction, execution and scoring are the same.
+Samples the harness could not judge (a prompt longer than the context, a sandbox that did not
+start) are counted beside the score, never as wrong answers. A program over its time limit is
+the model's failure: it counts in pass@1 as wrong (and n_timeout says how many).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
+from edgeeval.engine.batch import BatchGenerator, GenRequest
 from edgeeval.engine.sandbox import Sandbox
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
@@ -109,25 +112,36 @@ def score_generate_task(
     *,
     model_kind: str = "",
     plan: Plan | None = None,
+    batch: BatchGenerator | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
     Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens). `plan`
     (edgeeval.score.protocol) picks chat turns or a completion prompt and the thinking mode;
-    by default, chat for instruct models with a template.
+    by default, chat for instruct models with a template. With `batch`, all items go through
+    its generate_many (several sequences per decode).
+
     """
     start = time.perf_counter()
     plan = plan or auto_plan(backend, model_kind)
     template = model_template(backend) if plan.protocol == INSTRUCT else None
     prompts, prompt_format, note = build_prompts(items, template, plan)
     extra_stops = COMPLETION_STOPS if prompt_format == "completion" else ()
-    samples = []
-    for item, prompt in zip(items, prompts, strict=True):
-        tokens = backend.prompt_tokens(prompt, special=prompt_format == "chat")
-        stops = tuple(dict.fromkeys((*item.stop, *extra_stops)))
-        result = _generate(backend, tokens, plan.budget(item.max_tokens), stops)
-        samples.append(_generate_sample(task, item, prompt, tokens, result, plan))
+    requests = [
+        GenRequest(
+            backend.prompt_tokens(prompt, special=prompt_format == "chat"),
+            plan.budget(item.max_tokens),
+            tuple(dict.fromkeys((*item.stop, *extra_stops))),
+        )
+        for item, prompt in zip(items, prompts, strict=True)
+    ]
+    results = generate_all(backend, requests, batch)
+    samples = [
+        _generate_sample(task, item, prompt, request.tokens, result, plan)
+        for item, prompt, request, result in zip(items, prompts, requests, results, strict=True)
+    ]
     protocol = INSTRUCT if prompt_format == "chat" else COMPLETION
+
     return task_score(
         task,
         samples,
@@ -137,6 +151,15 @@ def score_generate_task(
         reason="; ".join(n for n in (plan.note, note) if n),
         plan=dataclasses.replace(plan, protocol=protocol),
     ), samples
+
+
+def generate_all(
+    backend: Backend, requests: Sequence[GenRequest], batch: BatchGenerator | None
+) -> list[GenerationResult | str]:
+    """One result per request, in order: through `batch` when given, else one at a time."""
+    if batch is not None:
+        return batch.generate_many(requests)
+    return [_generate(backend, r.tokens, r.max_tokens, r.stop) for r in requests]
 
 
 def _generate(
@@ -206,10 +229,12 @@ def score_code_task(
     sandbox: Sandbox | None,
     limits: ExecLimits = DEFAULT_LIMITS,
     plan: Plan | None = None,
+    batch: BatchGenerator | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """pass@1 of greedy answers to CodeItems (prompt, entry_point, test, max_tokens), run in
     `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples. `plan`
-    picks completion (the default) or the instruct protocol (edgeeval.score.instruct).
+    picks completion (the default) or the instruct protocol (edgeeval.score.instruct). With
+    `batch`, all answers are generated together first, then each is run.
 
     Without a sandbox (code execution not allowed) nothing is generated or run: the task is
     recorded as skipped.
@@ -219,15 +244,24 @@ def score_code_task(
     start = time.perf_counter()
     plan = plan or Plan(COMPLETION)
     prompts, plan, note = _code_prompts(backend, items, plan)
-    samples = []
-    for item, prompt in zip(items, prompts, strict=True):
-        if prompt is None:  # completion: the HumanEval prompt as it is
-            tokens = backend.tokenize(item.prompt, add_bos=True)
-            result = _generate(backend, tokens, plan.budget(item.max_tokens), HUMANEVAL_STOPS)
-        else:
-            tokens = backend.prompt_tokens(prompt.text, special=True)
-            result = _generate(backend, tokens, prompt.max_tokens, prompt.stops)
-        samples.append(_code_sample(task, item, prompt, tokens, result, sandbox, limits, plan))
+    requests = [
+        GenRequest(  # completion: the HumanEval prompt as it is; instruct: the chat prompt
+            backend.tokenize(item.prompt, add_bos=True),
+            plan.budget(item.max_tokens),
+            HUMANEVAL_STOPS,
+        )
+        if prompt is None
+        else GenRequest(
+            backend.prompt_tokens(prompt.text, special=True), prompt.max_tokens, prompt.stops
+        )
+        for item, prompt in zip(items, prompts, strict=True)
+    ]
+    results = generate_all(backend, requests, batch)
+    samples = [
+        _code_sample(task, item, prompt, request.tokens, result, sandbox, limits, plan)
+        for item, prompt, request, result in zip(items, prompts, requests, results, strict=True)
+    ]
+
     score = task_score(
         task,
         samples,
