@@ -35,7 +35,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from edgeeval.errors import ChatTemplateError
 
@@ -158,7 +158,7 @@ def _run_sandbox(request: dict[str, Any], limits: RenderLimits, n: int) -> list[
     return answers
 
 
-def _well_formed(answers: Any, n: int) -> bool:
+def _well_formed(answers: Any, n: int) -> TypeGuard[list[dict[str, Any]]]:
     if not isinstance(answers, list) or len(answers) != n:
         return False
     return all(

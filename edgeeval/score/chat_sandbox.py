@@ -321,7 +321,7 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
         self.check.binop(operator, left, right)
         return self.check.value(super().call_binop(context, operator, left, right))
 
-    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         arguments = list(args)
         self.check.numbers([*arguments, *kwargs.values()])
         self.check.method(obj, arguments)

@@ -179,24 +179,29 @@ def _run_pair(
     fds = [(request_r, reply_w), (request_w, reply_r, report_w)]
     try:
         for child, header, pass_fds, workdir in zip(children, headers, fds, tmp, strict=True):
-            child.proc = _start(sandbox, workdir, pass_fds, child.stderr)
-            _send_header(child.proc, {**common, **header})
+            assert child.stderr is not None, "run_check opens each child's stderr file first"
+            child.proc = proc = _start(sandbox, workdir, pass_fds, child.stderr)
+            _send_header(proc, {**common, **header})
     except OSError:
         os.close(report_r)
         raise
     finally:
         for fd in (request_r, request_w, reply_r, reply_w, report_w):
             os.close(fd)  # the children hold their ends; ours would hide an EOF
+    checker = children[1].proc
+    assert checker is not None, "both children were started above"
     timed_out = False
     try:
-        children[1].proc.wait(timeout=limits.wall_s)
+        checker.wait(timeout=limits.wall_s)
     except subprocess.TimeoutExpired:
         timed_out = True
     _kill(children)
     return report_r, timed_out
 
 
-def _start(sandbox: Sandbox, workdir: str, pass_fds: tuple[int, ...], stderr: IO[bytes]):  # noqa: ANN202
+def _start(
+    sandbox: Sandbox, workdir: str, pass_fds: tuple[int, ...], stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
     """One sandboxed `python -I -S` running exec_boot; returns the Popen."""
     argv = sandbox.command([interpreter(), "-I", "-S", "-c", _BOOT], workdir=workdir)
     return subprocess.Popen(
@@ -211,8 +216,9 @@ def _start(sandbox: Sandbox, workdir: str, pass_fds: tuple[int, ...], stderr: IO
     )
 
 
-def _send_header(proc: subprocess.Popen, header: dict) -> None:
+def _send_header(proc: subprocess.Popen[bytes], header: dict) -> None:
     """Write the JSON header line and close stdin (a child that died early is judged later)."""
+    assert proc.stdin is not None, "_start opens stdin as a pipe"
     try:
         proc.stdin.write((json.dumps(header) + "\n").encode())
         proc.stdin.close()
@@ -262,6 +268,7 @@ def _judge(
 ) -> tuple[str, str]:
     """Outcome and detail from the checker's report, the exit statuses and the clocks."""
     candidate, checker = children
+    assert checker.proc is not None, "_judge runs only after both children started"
     verdict = next(
         (w for w in lines if w[0] in (PASSED, FAILED, "no_candidate", "prompt_error")), None
     )

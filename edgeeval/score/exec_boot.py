@@ -95,6 +95,7 @@ class Line:
 
     def receive(self) -> dict | None:
         """The next message; None at the end of the pipe."""
+        assert self.reader is not None, "this line was opened without a read end"
         raw = self.reader.readline(MAX_LINE + 1)
         if not raw:
             return None
@@ -233,7 +234,7 @@ def candidate(cfg: dict) -> None:
     line.send({"ready": True})
     while (request := line.receive()) is not None:
         try:
-            reply = {"ok": encode(function(*decode(request["args"])))}
+            reply = {"ok": encode(function(*_arguments(request["args"])))}
         except BaseException as exc:
             reply = {"raised": describe(exc)}
         line.send(reply)
@@ -288,6 +289,14 @@ def _prompt_code(prompt: str) -> types.CodeType:
 
 def _text(exc: BaseException) -> str:
     return ": ".join(describe(exc))
+
+
+def _arguments(tree: object) -> list[object]:
+    """The positional arguments the checker's proxy sent (always encoded as a list)."""
+    args = decode(tree)
+    if not isinstance(args, list):
+        raise TypeError(f"the arguments arrived as a {type(args).__name__}, not a list")
+    return args
 
 
 def _proxy(line: Line):  # noqa: ANN202 - returns a function

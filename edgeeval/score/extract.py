@@ -100,16 +100,17 @@ def final_channel(text: str) -> tuple[str, int]:
     if CHANNEL not in text:  # control tokens rendered as empty text
         head, _, final = text.partition(_BARE_FINAL)
         return final.strip(), max(0, len(head) - len(_BARE_ANALYSIS))
-    final, other = [], 0
+    finals: list[str] = []
+    other = 0
     for part in text.split(CHANNEL)[1:]:
         header, _, body = part.partition(MESSAGE)
         for end in _CHANNEL_ENDS:
             body = body.split(end, 1)[0]
         if header.split(" ", 1)[0].strip() == "final":
-            final.append(body)
+            finals.append(body)
         else:
             other += len(body)
-    return "".join(final).strip(), other
+    return "".join(finals).strip(), other
 
 
 def canonical_number(text: str) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
@@ -181,20 +182,23 @@ def _generate_sample(
     result: GenerationResult | str,
     plan: Plan,
 ) -> rec.GenSampleResult:
-    common = {
-        "task": task.name,
-        "item_id": item.id,
-        "kind": "generate",
-        "prompt": prompt,
-        "gold": item.answer,
-        "extractor": item.extractor,
-        "n_prompt_tokens": len(tokens),
-        "thinking": plan.thinking,
-    }
+    common = rec.GenSampleResult(
+        task=task.name,
+        item_id=item.id,
+        kind="generate",
+        status=rec.STATUS_ERROR,
+        prompt=prompt,
+        output="",
+        gold=item.answer,
+        extractor=item.extractor,
+        n_prompt_tokens=len(tokens),
+        thinking=plan.thinking,
+    )
     if isinstance(result, str):
-        return rec.GenSampleResult(status=rec.STATUS_ERROR, output="", reason=result, **common)
+        return dataclasses.replace(common, reason=result)
     scored = score_output(result.text, item.answer, item.extractor)
-    return rec.GenSampleResult(
+    return dataclasses.replace(
+        common,
         status=rec.STATUS_OK,
         output=result.text,
         extracted=scored.extracted,
@@ -202,7 +206,6 @@ def _generate_sample(
         thinking_chars=scored.thinking_chars,
         n_gen_tokens=result.n_gen_tokens,
         stop_reason=result.stop_reason,
-        **common,
     )
 
 
@@ -276,7 +279,7 @@ def score_code_task(
 
 def _code_prompts(
     backend: Backend, items: Sequence[CodeItem], plan: Plan
-) -> tuple[list[CodePrompt | None], Plan, str]:
+) -> tuple[Sequence[CodePrompt | None], Plan, str]:
     """Instruct prompts (None for each item under completion), the plan that applies (a
     refused template falls back to completion) and a note saying why it changed."""
     template = model_template(backend) if plan.protocol == INSTRUCT else None
@@ -300,16 +303,18 @@ def _code_sample(
     limits: ExecLimits,
     plan: Plan,
 ) -> rec.GenSampleResult:
-    common = {
-        "task": task.name,
-        "item_id": item.id,
-        "kind": "code",
-        "prompt": item.prompt if prompt is None else prompt.text,
-        "n_prompt_tokens": len(tokens),
-        "thinking": plan.thinking,
-    }
+    common = rec.GenSampleResult(
+        task=task.name,
+        item_id=item.id,
+        kind="code",
+        status=HARNESS_ERROR,
+        prompt=item.prompt if prompt is None else prompt.text,
+        output="",
+        n_prompt_tokens=len(tokens),
+        thinking=plan.thinking,
+    )
     if isinstance(result, str):
-        return rec.GenSampleResult(status=HARNESS_ERROR, output="", reason=result, **common)
+        return dataclasses.replace(common, reason=result)
     if prompt is None:
         program = ""
         check = CodeCheck(item.prompt, result.text, item.test, item.entry_point)
@@ -318,7 +323,8 @@ def _code_sample(
         program = candidate_program(code, item.prompt, item.entry_point)
         check = CodeCheck(item.prompt, "", item.test, item.entry_point, program=program)
     outcome = run_check(check, sandbox=sandbox, limits=limits)
-    return rec.GenSampleResult(
+    return dataclasses.replace(
+        common,
         status=outcome.status,
         output=result.text,
         extracted=program,
@@ -326,12 +332,24 @@ def _code_sample(
         reason=outcome.detail,
         n_gen_tokens=result.n_gen_tokens,
         stop_reason=result.stop_reason,
-        **common,
     )
 
 
+class TaskMeta(Protocol):
+    """What task_score and skipped_score read of a task (a Task, or a merged shard's score)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def chance(self) -> float: ...
+
+
 def task_score(
-    task: Task,
+    task: TaskMeta,
     samples: Sequence[rec.GenSampleResult],
     *,
     metric: str,
@@ -361,7 +379,7 @@ def task_score(
         task=task.name,
         version=task.version,
         category=task.category,
-        chance=getattr(task, "chance", 0.0),
+        chance=task.chance,
         n=n,
         acc=acc,
         acc_se=se,
@@ -381,13 +399,13 @@ def task_score(
     )
 
 
-def skipped_score(task: Task, reason: str, *, metric: str = "acc") -> rec.TaskScore:
+def skipped_score(task: TaskMeta, reason: str, *, metric: str = "acc") -> rec.TaskScore:
     """A task that was not run: recorded with the reason, never ranked as zero."""
     return rec.TaskScore(
         task=task.name,
         version=task.version,
         category=task.category,
-        chance=getattr(task, "chance", 0.0),
+        chance=task.chance,
         n=0,
         acc=0.0,
         acc_se=0.0,

@@ -87,7 +87,7 @@ def extract_code(reply: str) -> str:
     visible, _ = strip_thinking(reply)
     blocks = list(_BLOCK.finditer(visible))
     tagged = [b for b in blocks if b.group(1)]
-    chosen = (tagged or blocks or [None])[0]
+    chosen = (tagged or blocks)[0] if blocks else None
     return chosen.group(2).rstrip() if chosen else visible.strip()
 
 
