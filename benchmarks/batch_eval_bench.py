@@ -1,5 +1,6 @@
 """Batched evaluation versus llama-server: HumanEval completions, greedy, three ways.
 
+Problems: `--problems N` of HumanEval-164 (the task's seeded sample; 164 = all).
 1. llama-server (built from the llama-cpp-python sdist edgeeval pins, by
    benchmarks/tools/build_llama_tools.sh), started on 127.0.0.1 with `-np B` parallel slots and
    continuous batching, each slot with the same context as edgeeval's (`-c B*n_ctx`), fed the
@@ -61,10 +62,11 @@ def resolve_model(name: str) -> Path:
 
 
 def humaneval_items(n: int) -> list[Any]:
-    """The first `n` HumanEval problems (CodeItems), in problem order."""
+    """`n` HumanEval problems (CodeItems): the task's own seeded sample, in problem order (all
+    164 with n = 164), the same selection `edgeeval bench --limit n` scores."""
     from edgeeval.tasks.suite import get_task
 
-    return get_task("humaneval-full", ROOT / "benchmarks").items(limit=n, seed=0)
+    return get_task("humaneval-full", ROOT).items(limit=n, seed=0)
 
 
 # --- the three sides; each returns (wall seconds, generated tokens, texts) ---
@@ -220,7 +222,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help="edgeeval variant name or GGUF path")
-    ap.add_argument("--problems", type=int, default=164, help="first N HumanEval problems")
+    ap.add_argument(
+        "--problems", type=int, default=164, help="N HumanEval problems (seeded sample)"
+    )
     ap.add_argument("--batch", type=int, default=8, help="sequences per decode / server slots")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
