@@ -35,7 +35,13 @@ from edgeeval.fetch.quantize import ensure_file
 from edgeeval.fetch.sources import fetch
 from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
-from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
+from edgeeval.run.runner import (
+    failed_record,
+    measure_variant,
+    preflight,
+    unfetched_info,
+    variant_info,
+)
 from edgeeval.store import runs as store
 from edgeeval.tasks.suite import prefetch, select_tasks
 
@@ -58,19 +64,6 @@ class StoredRun:
     variants: tuple[str, ...]
     settings: rec.RunSettings
     manifest: dict[str, Any]
-
-
-def _unfetched_info(variant: Variant) -> rec.VariantInfo:
-    return rec.VariantInfo(
-        name=variant.name,
-        family=variant.family,
-        model=variant.model,
-        quant=variant.quant,
-        kind=variant.kind,
-        size_bytes=variant.size_bytes or 0,
-        sha256=variant.sha256 or "",
-        params=variant.params,
-    )
 
 
 def bench(
@@ -259,7 +252,7 @@ def _bench_one(
             f"{variant.name}: {'refused' if isinstance(exc, PreflightError) else 'failed'}: {exc}"
         )
         store.save_record(
-            failed_record(run_id, _unfetched_info(variant), host, run_settings, status, str(exc))
+            failed_record(run_id, unfetched_info(variant), host, run_settings, status, str(exc))
         )
         return
     record, samples, generations = measure_variant(

@@ -30,11 +30,11 @@ from edgeeval import records as rec
 from edgeeval.catalog.models import Catalog, Variant
 from edgeeval.cluster import pieces
 from edgeeval.cluster.connect import connect, disconnect, require_ray, worker_nodes
-from edgeeval.cluster.node import DeviceWorker, node_host, probe_host, run_shard, unfetched_info
+from edgeeval.cluster.node import DeviceWorker, node_host, probe_host, run_shard
 from edgeeval.errors import EdgeevalError, RunNotFoundError
 from edgeeval.report.fleet import write_fleet
 from edgeeval.report.render import render_run
-from edgeeval.run.runner import failed_record
+from edgeeval.run.runner import failed_record, unfetched_info
 from edgeeval.store import runs as store
 from edgeeval.tasks.suite import load_suite
 

@@ -80,19 +80,6 @@ def local_model(
     return fetch(variant, progress=progress)
 
 
-def unfetched_info(variant: Variant) -> rec.VariantInfo:
-    return rec.VariantInfo(
-        name=variant.name,
-        family=variant.family,
-        model=variant.model,
-        quant=variant.quant,
-        kind=variant.kind,
-        size_bytes=variant.size_bytes or 0,
-        sha256=variant.sha256 or "",
-        params=variant.params,
-    )
-
-
 def _kv_estimate(path: Path, n_ctx: int) -> int | None:
     try:
         return kv_cache_bytes(check_gguf(path), n_ctx)
@@ -126,7 +113,13 @@ class DeviceWorker:
     ) -> Measured | None:
         """The variant's record, samples and generations measured here; None when `done`
         already holds its key (resume). A failure before loading is a skipped record."""
-        from edgeeval.run.runner import failed_record, measure_variant, preflight, variant_info
+        from edgeeval.run.runner import (
+            failed_record,
+            measure_variant,
+            preflight,
+            unfetched_info,
+            variant_info,
+        )
 
         report(self.events, piece, "started", pid=os.getpid(), host=self.host.hostname)
 

@@ -60,6 +60,20 @@ def variant_info(variant: Variant, file: LocalFile) -> rec.VariantInfo:
     )
 
 
+def unfetched_info(variant: Variant) -> rec.VariantInfo:
+    """The variant as the catalog describes it, for a record of a file never fetched."""
+    return rec.VariantInfo(
+        name=variant.name,
+        family=variant.family,
+        model=variant.model,
+        quant=variant.quant,
+        kind=variant.kind,
+        size_bytes=variant.size_bytes or 0,
+        sha256=variant.sha256 or "",
+        params=variant.params,
+    )
+
+
 def failed_record(
     run_id: str,
     info: rec.VariantInfo,
