@@ -119,11 +119,11 @@ def start_server(args: argparse.Namespace, model: Path, port: int) -> subprocess
         "-tb", str(args.threads),
         "-b", str(args.n_batch),
         "-ub", str(args.n_batch),
-        "-ngl", "0",
+        "-ngl", str(args.n_gpu_layers),
         "-fa", "off",
         "--no-warmup",
     ]  # fmt: skip
-    log = open(ROOT / "reports" / "batch" / "llama-server.log", "ab")  # noqa: SIM115
+    log = open(args.out / "llama-server.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -230,8 +230,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n-ctx", type=int, default=2048, help="context per sequence")
     ap.add_argument("--n-batch", type=int, default=512)
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="both sides (99 = all)")
     ap.add_argument("--server", type=Path, default=DEFAULT_SERVER)
     ap.add_argument("--sides", default="server,batched,sequential")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "batch")
     ap.add_argument("--unified-kv", action="store_true", help="edgeeval: one KV buffer")
     ap.add_argument("--pass-at-1", action="store_true", help="also run the tests (sandboxed)")
     return ap.parse_args(argv)
@@ -239,12 +241,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    out_dir = ROOT / "reports" / "batch"
+    out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     model = resolve_model(args.model)
     items = humaneval_items(args.problems)
     options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch,
-                          n_ubatch=args.n_batch)  # fmt: skip
+                          n_ubatch=args.n_batch, n_gpu_layers=args.n_gpu_layers)  # fmt: skip
     backend = LlamaBackend(str(model), options)
     engine = BatchEngine(backend, args.batch, unified=args.unified_kv)
     requests = [

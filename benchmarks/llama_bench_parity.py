@@ -53,7 +53,7 @@ from edgeeval.run.speed import SpeedTest, run_speed_test
 
 cfg = json.loads(sys.argv[1])
 options = LoadOptions(n_ctx=cfg["n_ctx"], n_threads=cfg["threads"], n_batch=cfg["n_batch"],
-                      n_ubatch=cfg["n_ubatch"], n_gpu_layers=0, flash_attn=False,
+                      n_ubatch=cfg["n_ubatch"], n_gpu_layers=cfg["n_gpu_layers"], flash_attn=False,
                       use_mmap=True)
 backend = LlamaBackend(cfg["model"], options)
 tests = [SpeedTest(n_prompt=cfg["pp"], n_gen=0), SpeedTest(n_prompt=0, n_gen=cfg["tg"])]
@@ -160,7 +160,7 @@ def llama_bench_cmd(bench: Path, cfg: dict[str, Any]) -> list[str]:
         "-t",
         str(cfg["threads"]),
         "-ngl",
-        "0",
+        str(cfg["n_gpu_layers"]),
         "-fa",
         "off",
         "-lm",
@@ -206,7 +206,7 @@ def run_llama_bench(bench: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             ("n_threads", cfg["threads"]),
             ("n_batch", cfg["n_batch"]),
             ("n_ubatch", cfg["n_ubatch"]),
-            ("n_gpu_layers", 0),
+            ("n_gpu_layers", cfg["n_gpu_layers"]),
             ("flash_attn", 0),
             ("load_mode", "mmap"),
             ("type_k", "f16"),
@@ -393,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         "stride follows n_ctx: measured pp128 ratio 0.983 at 2048, 0.993 at "
         "256)",
     )
+    ap.add_argument(
+        "--n-gpu-layers",
+        type=int,
+        default=0,
+        help="layers offloaded on both sides (99 = all; needs a GPU build of both)",
+    )
     ap.add_argument("--pp", type=int, default=128)
     ap.add_argument("--tg", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -434,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_batch": args.n_batch,
         "n_ubatch": args.n_ubatch,
         "n_ctx": args.n_ctx,
+        "n_gpu_layers": args.n_gpu_layers,
         "pp": args.pp,
         "tg": args.tg,
         "reps": args.reps,

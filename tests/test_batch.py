@@ -11,7 +11,13 @@ import pytest
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import GenerationResult, LlamaBackend, LoadOptions
-from edgeeval.engine.batch import BatchEngine, GenRequest, default_eval_batch, resolve_eval_batch
+from edgeeval.engine.batch import (
+    BatchEngine,
+    GenRequest,
+    default_eval_batch,
+    resolve_eval_batch,
+    shared_prefix,
+)
 from edgeeval.score import score_by_kind
 from edgeeval.score.choice import score_task
 from edgeeval.score.generate import score_generate_task
@@ -221,3 +227,113 @@ def test_batched_choice_logliks_match_the_shared_prefix_path(backend):
     assert [int(np.argmax(x)) for x in together] == [int(np.argmax(x)) for x in alone]
     for a, b in zip(alone, together, strict=True):
         assert np.allclose(a, b, atol=0.2), (a, b)
+
+
+# --- a prompt prefix shared by every request, decoded once ---
+
+FEW_SHOT = (
+    "Question: What is 2 + 3?\nAnswer: 5\n\nQuestion: What is 14 - 6?\nAnswer: 8\n\n"
+    "Question: What is 4 * 7?\nAnswer: 28\n\nQuestion: What is "
+)
+
+
+class _CountingLib:
+    """llama_cpp with its calls to `name` counted (everything else passes through)."""
+
+    def __init__(self, lib, name: str) -> None:
+        self._lib, self._name, self.calls = lib, name, 0
+
+    def __getattr__(self, attr):
+        value = getattr(self._lib, attr)
+        if attr != self._name:
+            return value
+
+        def counted(*args):
+            self.calls += 1
+            return value(*args)
+
+        return counted
+
+
+def _decoded_tokens(engine: BatchEngine) -> list[int]:
+    """Spy on the engine's decodes: returns the list its token counts are appended to."""
+    seen: list[int] = []
+    decode = engine._decode
+
+    def spy(entries):
+        seen.append(len(entries))
+        return decode(entries)
+
+    engine._decode = spy  # type: ignore[method-assign]
+    return seen
+
+
+@pytest.mark.real
+def test_a_shared_few_shot_prefix_is_decoded_once_and_scores_agree(backend):
+    """Five questions behind one few-shot block, two per decode (three groups): the block is
+    decoded once, not five times; the picks are those of one-at-a-time scoring and the
+    log-likelihoods agree within 0.2 nats (batch-shape numerics)."""
+    sums = ["12 + 9", "30 - 7", "6 * 3", "45 + 45", "8 * 8"]
+    questions = []
+    for expr in sums:
+        ctx = backend.tokenize(FEW_SHOT + expr + "?\nAnswer:", add_bos=True)
+        right = str(eval(expr))  # noqa: S307 - the test's own literal sums
+        conts = [backend.tokenize(" " + x, add_bos=False) for x in (right, right + "1", "7")]
+        questions.append((ctx, conts))
+    prefix = shared_prefix([c for c, _ in questions])
+    assert len(prefix) >= 40
+    alone = [backend.choice_logliks(c, xs) for c, xs in questions]
+    engine = BatchEngine(backend, 2)
+    seen = _decoded_tokens(engine)
+    try:
+        together = engine.choice_logliks_many(questions)
+    finally:
+        engine.close()
+    own = sum(len(c) - len(prefix) for c, _ in questions)
+    conts = sum(len(x) - 1 for _, xs in questions for x in xs)
+    assert sum(seen) == len(prefix) + own + conts  # the prefix once, then only own tokens
+    assert [int(np.argmax(x)) for x in together] == [int(np.argmax(x)) for x in alone]
+    for a, b in zip(alone, together, strict=True):
+        assert np.allclose(a, b, atol=0.2), (a, b)
+
+
+@pytest.mark.real
+def test_generation_behind_a_shared_prefix_agrees_with_one_at_a_time(backend):
+    requests = [
+        GenRequest(backend.tokenize(FEW_SHOT + expr + "?\nAnswer:", add_bos=True), 6, ("\n",))
+        for expr in ["12 + 9", "30 - 7", "6 * 3", "45 + 45", "8 * 8", "99 - 9"]
+    ]
+    n_prefix = len(shared_prefix([r.tokens for r in requests]))
+    assert n_prefix >= 40
+    engine = BatchEngine(backend, 4)
+    seen = _decoded_tokens(engine)
+    try:
+        together = engine.generate_many(requests)
+    finally:
+        engine.close()
+    assert seen[0] == n_prefix  # decoded once, first, alone
+    assert sum(seen) < n_prefix * 2 + sum(len(r.tokens) - n_prefix for r in requests) + 6 * 6
+    assert [r.n_prompt_tokens for r in together] == [len(r.tokens) for r in requests]
+    _agree(backend, _one_at_a_time(backend, requests), together)
+
+
+@pytest.mark.real
+def test_running_sequences_are_moved_down_to_close_gaps(backend):
+    """Three slots, three requests; the two in the lowest slots end early, so the last one is
+    moved to slot 0 (llama_memory_seq_cp) and finishes there with the text it gives alone."""
+    requests = [
+        GenRequest(backend.prompt_tokens("The capital of France is", special=False), 2, ()),
+        GenRequest(backend.prompt_tokens("1, 2, 3, 4,", special=False), 3, ()),
+        GenRequest(backend.prompt_tokens("def fibonacci(n):\n", special=False), 30, ()),
+    ]
+    engine = BatchEngine(backend, 3)
+    counting = _CountingLib(engine._lib, "llama_memory_seq_cp")
+    engine._lib = counting
+    try:
+        together = engine.generate_many(requests)
+    finally:
+        engine._lib = counting._lib
+        engine.close()
+    assert counting.calls >= 1
+    assert together[2].n_gen_tokens > max(together[0].n_gen_tokens, together[1].n_gen_tokens)
+    _agree(backend, _one_at_a_time(backend, requests), together)

@@ -10,7 +10,11 @@
 #   .bench-tools/build/bin/       llama-bench, llama-perplexity, llama-server and their libraries
 #   .bench-tools/build-info.txt   configure flags and the llama.cpp version the tools report
 # Idempotent: does nothing when all three binaries already exist (FORCE=1 rebuilds).
-# Env: PYTHON (default .venv/bin/python), JOBS (default 2), LLAMA_CPP_PYTHON_VERSION.
+# Env: PYTHON (default .venv/bin/python), JOBS (default 2), LLAMA_CPP_PYTHON_VERSION,
+#      GGML_BACKEND=cuda for a CUDA build (CUDA_ARCHS, default native), which also builds the
+#      llama library itself: llama-cpp-python's Python package loads it with
+#      LLAMA_CPP_LIB_PATH=.bench-tools/build/bin (how the CUDA path was checked on a GPU machine),
+#      EXTRA_CMAKE_FLAGS (more -D options, space separated).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -32,7 +36,7 @@ fi
 
 mkdir -p "$TOOLS/sdist" "$TOOLS/src"
 SDIST="$TOOLS/sdist/llama_cpp_python-$VERSION.tar.gz"
-if [[ ! -f "$SDIST" ]]; then
+if [[ ! -f "$SDIST" && ! -d "$SRC/vendor/llama.cpp" ]]; then
     echo "Downloading llama-cpp-python==$VERSION sdist"
     "$PYTHON" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" \
         -d "$TOOLS/sdist"
@@ -54,7 +58,7 @@ CMAKE_FLAGS=(
     -DGGML_OPENMP=ON
     -DGGML_LLAMAFILE=ON
     -DGGML_CPU_REPACK=ON
-    -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF
+    -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF
     -DLLAMA_CURL=OFF
     -DLLAMA_OPENSSL=OFF
     -DLLAMA_BUILD_COMMON=ON
@@ -64,6 +68,18 @@ CMAKE_FLAGS=(
     -DLLAMA_BUILD_SERVER=ON
     -DLLAMA_BUILD_APP=OFF
 )
+
+case "${GGML_BACKEND:-cpu}" in
+    cpu) CMAKE_FLAGS+=(-DGGML_CUDA=OFF) ;;
+    cuda)
+        CMAKE_FLAGS+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-native}")
+        TARGETS+=(llama)
+        ;;
+    *) echo "GGML_BACKEND must be cpu or cuda, not ${GGML_BACKEND}" >&2; exit 2 ;;
+esac
+
+# shellcheck disable=SC2206
+CMAKE_FLAGS+=(${EXTRA_CMAKE_FLAGS:-})
 
 start=$(date +%s)
 cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" "${CMAKE_FLAGS[@]}"

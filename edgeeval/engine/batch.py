@@ -53,8 +53,11 @@ class BatchEngineLike(BatchGenerator, BatchScorer, Protocol):
 
 
 #: Sequences per decode in the accuracy phase when --eval-batch is not given, by backend
-#: (engine.host.backend_name). Measured with benchmarks/batch_eval_bench.py (README there).
-DEFAULT_EVAL_BATCH = {"CPU": 8, "CUDA": 32, "Metal": 16}
+#: (engine.host.backend_name), from benchmarks/batch_eval_bench.py on HumanEval-164 (figures in
+#: benchmarks/tools/README.md): CPU on 2 cores (Qwen2.5-Coder-0.5B), CUDA on an H200
+#: (SmolLM2-135M: B = 8 ran 1195 tok/s, B = 32 717). Backends never measured (Metal, Vulkan)
+#: take the CPU's value.
+DEFAULT_EVAL_BATCH = {"CPU": 8, "CUDA": 8}
 
 
 def default_eval_batch(backend_name: str) -> int:
@@ -116,8 +119,40 @@ def _log_probs(row: np.ndarray, targets: Sequence[int]) -> list[float]:
     return [float(row[t] - norm) for t in targets]
 
 
+#: A common prompt prefix shorter than this is decoded with each prompt, not shared: sharing
+#: costs a copy of the KV buffer per sequence when each sequence has its own.
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The tokens every prompt starts with, short of each prompt's last token (whose logits
+    every prompt needs for itself); empty for fewer than two prompts or a prefix under
+    MIN_SHARED_PREFIX tokens.
+
+    >>> shared_prefix([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7, 8, 9, 11]])
+    [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    >>> shared_prefix([list(range(9)), list(range(9))])  # identical: keep the last token
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    >>> shared_prefix([[1, 2, 3], [1, 2, 4]])
+    []
+    """
+    if len(prompts) < 2 or any(not p for p in prompts):
+        return []
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for other in prompts[1:]:
+        n = next((i for i in range(n) if other[i] != first[i]), n)
+    return list(first[:n]) if n >= MIN_SHARED_PREFIX else []
+
+
 class BatchEngine:
-    """A context for `n_seq` parallel sequences on `backend`'s loaded model."""
+    """A context for `n_seq` parallel sequences on `backend`'s loaded model.
+
+    The prompt prefix that all requests of one call share (a few-shot block, a chat template's
+    system turn) is decoded once and copied to every sequence (llama_memory_seq_cp); a finished
+    sequence is cut back to it, not emptied, so the next prompt in its slot decodes only its
+    own tokens. Decoding the prefix apart changes the batch shapes, so the numbers can differ
+    from one-at-a-time decoding as batching itself does (see the module docstring)."""
 
     def __init__(self, backend: LlamaBackend, n_seq: int, *, unified: bool = False) -> None:
         if n_seq < 1:
@@ -128,13 +163,14 @@ class BatchEngine:
         params = context_params(lib, backend.options)  # the speed tests' own, widened
         params.n_seq_max = n_seq
         params.n_ctx = n_seq * backend.n_ctx
-        params.kv_unified = unified
+        params.kv_unified = self.unified = unified
         params.n_batch = max(int(params.n_batch), n_seq)
         self.n_batch = int(params.n_batch)
         self.ctx = lib.llama_init_from_model(backend.model, params)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp could not create a context for {n_seq} sequences")
         self.mem = lib.llama_get_memory(self.ctx)
+        self._keep = 0  # length of the prefix shared by every sequence (see _share_prefix)
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self._vocab = backend._vocab()
         if int(lib.llama_n_ctx_seq(self.ctx)) < self.n_ctx_seq:
@@ -195,7 +231,8 @@ class BatchEngine:
         waiting = deque(range(len(requests)))
         slots: dict[int, _Slot] = {}
         free = list(range(self.n_seq))
-        self._clear()
+        fits = [r.tokens for r in requests if 0 < len(r.tokens) < self.n_ctx_seq]
+        self._keep = self._share_prefix(shared_prefix(fits))
         while waiting or slots:
             while free and waiting:
                 index = waiting.popleft()
@@ -206,6 +243,8 @@ class BatchEngine:
                     slots[seq] = slot
             if not slots:
                 break
+            if not waiting and not self.unified:
+                self._compact(slots, free)
             entries = self._schedule(slots)
             try:
                 picks = self._decode(entries)
@@ -238,7 +277,10 @@ class BatchEngine:
         if budget <= 0:
             results[index] = GenerationResult("", n_prompt, 0, reason)
             return None
-        return _Slot(index, n_prompt, budget, reason, request.stop, list(request.tokens), 0)
+        keep = self._keep  # every prompt that fits starts with the shared prefix
+        return _Slot(
+            index, n_prompt, budget, reason, request.stop, list(request.tokens[keep:]), keep
+        )
 
     def _schedule(self, slots: dict[int, _Slot]) -> list[_Entry]:
         """The next decode: one token for each generating sequence, then prompt tokens of the
@@ -258,6 +300,8 @@ class BatchEngine:
                 entries.append(_Entry(seq, token, slot.pos + k, sample=last))
             slot.pending = slot.pending[len(take) :]
             slot.pos += len(take)
+        # in sequence order: llama.cpp groups consecutive sequence ids into one micro-batch
+        entries.sort(key=lambda e: e.seq)  # stable: each sequence's positions stay in order
         return entries
 
     def _advance(self, slot: _Slot, token: int) -> GenerationResult | None:
@@ -283,9 +327,34 @@ class BatchEngine:
         )
 
     def _release(self, seq: int, slots: dict[int, _Slot], free: list[int]) -> None:
-        self._lib.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        """Cut `seq` back to the shared prefix and give its slot to the next request."""
+        self._lib.llama_memory_seq_rm(self.mem, seq, self._keep, -1)
         del slots[seq]
         free.append(seq)
+
+    def _compact(self, slots: dict[int, _Slot], free: list[int]) -> None:
+        """Move the highest running sequences into the lowest free ids, so the running ids
+        stay 0..k-1. With one KV stream per sequence, llama.cpp puts only sequences with
+        consecutive ids into one micro-batch, so a gap (a finished sequence with no request
+        left to take its slot) would split every decode in the tail of a run into several.
+        A move copies the sequence's KV stream (llama_memory_seq_cp) once."""
+        while free and max(slots) > min(free):
+            high, low = max(slots), min(free)
+            self._lib.llama_memory_seq_cp(self.mem, high, low, -1, -1)
+            self._lib.llama_memory_seq_rm(self.mem, high, self._keep, -1)
+            slots[low] = slots.pop(high)
+            free.remove(low)
+            free.append(high)
+
+    def _share_prefix(self, prefix: list[int]) -> int:
+        """Empty the cache, decode `prefix` once in sequence 0 and copy it to every other
+        sequence. Returns its length: the position each sequence is cut back to."""
+        self._clear()
+        if prefix:
+            self._decode([_Entry(0, token, pos) for pos, token in enumerate(prefix)])
+            for seq in range(1, self.n_seq):
+                self._lib.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
+        return len(prefix)
 
     # --- multiple choice ---
     def choice_logliks_many(
@@ -297,22 +366,28 @@ class BatchEngine:
         j of every question is decoded in one batch and cut back to the context again.
         Returns, per question, the summed log-probability of each continuation."""
         out: list[list[float]] = []
+        self._check_fit(questions)
+        self._keep = self._share_prefix(shared_prefix([context for context, _ in questions]))
         for start in range(0, len(questions), self.n_seq):
             out.extend(self._score_group(questions[start : start + self.n_seq]))
         return out
 
-    def _score_group(self, group: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
-        for context, conts in group:
+    def _check_fit(self, questions: Sequence[tuple[list[int], list[list[int]]]]) -> None:
+        for context, conts in questions:
             need = len(context) + max((len(c) for c in conts), default=0) - 1
             if not context or need > self.n_ctx_seq:
                 raise ValueError(f"a question of {need} tokens does not fit n_ctx={self.n_ctx_seq}")
-        self._clear()
+
+    def _score_group(self, group: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """Score up to n_seq questions, one sequence each, on top of the shared prefix; every
+        sequence is cut back to that prefix afterwards."""
+        keep = self._keep
         entries = []
         for seq, (context, conts) in enumerate(group):
             firsts = tuple(c[0] for c in conts if c)
-            for pos, token in enumerate(context):
+            for pos in range(keep, len(context)):
                 last = pos == len(context) - 1
-                entries.append(_Entry(seq, token, pos, targets=firsts if last else ()))
+                entries.append(_Entry(seq, context[pos], pos, targets=firsts if last else ()))
         heads = {e.seq: r for e, r in zip(entries, self._decode(entries), strict=True) if r}
         sums = [[0.0] * len(conts) for _, conts in group]
         for seq, (_, conts) in enumerate(group):
@@ -321,6 +396,8 @@ class BatchEngine:
                 sums[seq][j] = value
         for j in range(max(len(conts) for _, conts in group)):
             self._score_choice(group, j, sums)
+        for seq in range(len(group)):
+            self._lib.llama_memory_seq_rm(self.mem, seq, keep, -1)
         return sums
 
     def _score_choice(
