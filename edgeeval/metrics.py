@@ -184,10 +184,10 @@ def peak_at_ctx(record: ModelRecord, n_ctx: int) -> int | None:
     """Estimated peak memory at `n_ctx`: the measured peak, less the KV cache at the run's
     n_ctx, plus the KV cache at `n_ctx` (None without a peak or a KV layout)."""
     layout = record.kv_cache
-    if record.memory is None or layout is None or not record.memory.peak_rss_bytes:
+    if record.memory is None or layout is None or not record.memory.model_peak_bytes:
         return None
     run_ctx = record.settings.n_ctx or record.n_ctx_train  # n_ctx 0: the trained context
     if not run_ctx:
         return None
     run_kv = kv_cache_at(layout, run_ctx)
-    return max(0, record.memory.peak_rss_bytes - run_kv + kv_cache_at(layout, n_ctx))
+    return max(0, record.memory.model_peak_bytes - run_kv + kv_cache_at(layout, n_ctx))

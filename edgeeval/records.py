@@ -285,6 +285,15 @@ class MemoryResult:
     eval_batch: int = 1
     speed_peak_rss_bytes: int | None = None
 
+    @property
+    def model_peak_bytes(self) -> int:
+        """The peak that ranks a variant (cap/GB, budgets, comparisons): with a batched
+        accuracy phase, the peak of load + speed tests (one sequence), so that the evaluation's
+        own batch size does not change the ranking; otherwise the whole run's peak."""
+        if self.eval_batch > 1 and self.speed_peak_rss_bytes:
+            return self.speed_peak_rss_bytes
+        return self.peak_rss_bytes
+
 
 @dataclass(frozen=True)
 class KvPoint:

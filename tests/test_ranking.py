@@ -236,3 +236,28 @@ def test_group_by_host_needs_two_hosts_and_matches_file_and_settings():
         ("laptop", ["a"]),
     ]
     assert groups[1].run_ids == ("x",)
+
+
+def test_a_batched_accuracy_phase_does_not_change_the_memory_a_variant_ranks_by():
+    """With eval_batch 8 the whole run's peak holds 8 sequences' KV caches; the ranking uses
+    the peak of load + speed tests (one sequence), so the two variants keep the order they
+    have at batch 1. An unbatched record still ranks by its whole peak."""
+    import dataclasses
+
+    def batched(r, *, whole_gb: float, speed_gb: float):
+        memory = dataclasses.replace(
+            r.memory,
+            peak_rss_bytes=int(whole_gb * 1e9),
+            eval_batch=8,
+            speed_peak_rss_bytes=int(speed_gb * 1e9),
+        )
+        return dataclasses.replace(r, memory=memory)
+
+    small = batched(record("small", acc=0.55, peak_gb=1), whole_gb=0.64, speed_gb=0.25)
+    large = batched(record("large", acc=0.70, peak_gb=1), whole_gb=0.94, speed_gb=0.69)
+    rows = by_name(rank_rows([small, large]))
+    assert rows["small"].peak_rss_gb == pytest.approx(0.25)
+    assert rows["large"].peak_rss_gb == pytest.approx(0.69)
+    assert rows["small"].rank == 1  # 40 / 0.25 = 160 per GB against 60 / 0.69 = 87
+    alone = record("alone", acc=0.55, peak_gb=0.64)
+    assert summarize_record(alone).peak_rss_gb == pytest.approx(0.64)

@@ -134,8 +134,8 @@ def speed_diffs(a: rec.ModelRecord, b: rec.ModelRecord) -> list[MetricDiff]:
 def compare_records(a: rec.ModelRecord, b: rec.ModelRecord) -> VariantDiff:
     """Every metric of one variant measured in two runs."""
     row_a, row_b = summarize_record(a), summarize_record(b)
-    peak_a = a.memory.peak_rss_bytes / GB if a.memory else None
-    peak_b = b.memory.peak_rss_bytes / GB if b.memory else None
+    peak_a = a.memory.model_peak_bytes / GB if a.memory else None
+    peak_b = b.memory.model_peak_bytes / GB if b.memory else None
     metrics = (
         *speed_diffs(a, b),
         diff("peak GB", peak_a, peak_b, threshold=MEMORY_TOLERANCE * peak_a if peak_a else None),

@@ -125,7 +125,12 @@ def records_at_ctx(
                 kept.append(r.variant.name)
             continue
         out.append(
-            dataclasses.replace(r, memory=dataclasses.replace(r.memory, peak_rss_bytes=peak))
+            dataclasses.replace(
+                r,
+                memory=dataclasses.replace(
+                    r.memory, peak_rss_bytes=peak, speed_peak_rss_bytes=peak
+                ),
+            )
         )
     return out, kept
 

@@ -111,7 +111,7 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
     ok = record.status == rec.STATUS_OK and bool(tasks) and record.memory is not None
     cap = se = per_gb = per_gb_se = per_file = peak = None
     if ok:
-        peak = record.memory.peak_rss_bytes / GB  # type: ignore[union-attr]
+        peak = record.memory.model_peak_bytes / GB  # type: ignore[union-attr]
         cap, se = capability([(t.acc, t.acc_se, t.chance) for t in tasks])
         per_gb, per_gb_se = (cap / peak, se / peak) if peak else (None, None)
         per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
