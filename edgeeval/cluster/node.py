@@ -169,8 +169,9 @@ def run_shard(
     """Score shard `shard` of `n_shards` of every task of the suite with the variant, in this
     process, on `run_settings.n_threads or 1` threads (a worker is one CPU)."""
     from edgeeval.engine.backend import LlamaBackend
+    from edgeeval.engine.batch import BatchEngine, resolve_eval_batch
     from edgeeval.run.speed import expand_sweep
-    from edgeeval.run.worker import load_options
+    from edgeeval.run.worker import engine_for, load_options
     from edgeeval.tasks.suite import load_suite
 
     piece = f"{variant.name} shard {shard + 1}/{n_shards}"
@@ -184,13 +185,22 @@ def run_shard(
     point = dataclasses.replace(primary, n_threads=threads)
     check_gguf(file.path)  # refuse a malformed file before native code parses it
     backend = LlamaBackend(str(file.path), load_options(run_settings, point))
+    n_seq = resolve_eval_batch(run_settings.eval_batch, point.n_gpu_layers)
+    engine: BatchEngine | None = None
     try:
         parts = []
         for task in tasks:
             report(events, piece, "progress", message=f"task {task.name}")
+            if n_seq > 1:  # batched as the single-machine accuracy phase is
+                engine = engine_for(task, engine, backend, n_seq)
+                engine.set_threads(threads)
             backend.set_threads(threads)
-            parts.append(shard_task(backend, task, run_settings, shard, n_shards, variant.kind))
+            parts.append(
+                shard_task(backend, task, run_settings, shard, n_shards, variant.kind, engine)
+            )
     finally:
+        if engine is not None:
+            engine.close()
         backend.close()
     return ShardResult(
         key=shard_key(variant.name, file.sha256, run_settings, shard, n_shards),
@@ -208,7 +218,13 @@ def run_shard(
 
 
 def shard_task(
-    backend: Any, task: Any, run_settings: rec.RunSettings, shard: int, n: int, model_kind: str
+    backend: Any,
+    task: Any,
+    run_settings: rec.RunSettings,
+    shard: int,
+    n: int,
+    model_kind: str,
+    batch: Any = None,
 ) -> ShardTask:
     """One task's items of this shard, scored the way a single-machine run scores them."""
     from edgeeval.engine.sandbox import choose as choose_sandbox
@@ -229,13 +245,13 @@ def shard_task(
         return ShardTask(task.name, kind, None)
     picked = [items[i] for i in positions]
     if kind == "generate":
-        score, gens = score_generate_task(backend, task, picked, model_kind=model_kind)
+        score, gens = score_generate_task(backend, task, picked, model_kind=model_kind, batch=batch)
         return ShardTask(task.name, kind, score, tuple(positions), generations=tuple(gens))
     if kind == "code":
         sandbox = choose_sandbox(unsafe=run_settings.unsafe_code_exec)
-        score, gens = score_code_task(backend, task, picked, sandbox=sandbox)
+        score, gens = score_code_task(backend, task, picked, sandbox=sandbox, batch=batch)
         return ShardTask(task.name, kind, score, tuple(positions), generations=tuple(gens))
-    score, samples = score_task(backend, task, picked)
+    score, samples = score_task(backend, task, picked, batch)
     return ShardTask(task.name, kind, score, tuple(positions), samples=tuple(samples))
 
 

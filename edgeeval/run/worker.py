@@ -183,10 +183,12 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
     n_seq = resolve_eval_batch(settings.eval_batch, primary.n_gpu_layers)
     emit("accuracy", eval_batch=n_seq)  # the parent's speed-phase memory peak ends here
     got.add(eval_batch=n_seq)
-    engine = BatchEngine(got.backend, n_seq) if n_seq > 1 and tasks else None
+    engine: BatchEngine | None = None
     try:
         for index, task in enumerate(tasks, 1):
             emit("task", task=task.name, index=index, total=len(tasks))
+            if n_seq > 1:
+                engine = engine_for(task, engine, got.backend, n_seq)
             got.backend.set_threads(primary.n_threads)
             if engine is not None:
                 engine.set_threads(primary.n_threads)
@@ -203,6 +205,22 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
     finally:
         if engine is not None:
             engine.close()
+
+
+def engine_for(
+    task: Task, engine: BatchEngine | None, backend: LlamaBackend, n_seq: int
+) -> BatchEngine:
+    """The batch engine for `task`, opened (and the previous one closed) when the KV layout
+    changes, so at most one is open: multiple choice on one KV buffer for all sequences (each
+    decode is then one micro-batch whatever its sequences' lengths; measured 2.08x against
+    1.88x for one buffer per sequence on the offline MC tasks), generation on one buffer per
+    sequence (its attention reads only its own cells; HumanEval 62.8 s against 74.1 s)."""
+    unified = task.kind == "multiple_choice"
+    if engine is not None and engine.unified == unified:
+        return engine
+    if engine is not None:
+        engine.close()
+    return BatchEngine(backend, n_seq, unified=unified)
 
 
 def main(argv: list[str]) -> int:
