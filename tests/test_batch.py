@@ -255,8 +255,10 @@ class _CountingLib:
         return counted
 
 
-def _decoded_tokens(engine: BatchEngine) -> list[int]:
-    """Spy on the engine's decodes: returns the list its token counts are appended to."""
+def _spied(backend: LlamaBackend, n_seq: int, call):
+    """`call(engine)` on a fresh BatchEngine of `n_seq` sequences; returns its result and the
+    number of tokens in each of the engine's decodes."""
+    engine = BatchEngine(backend, n_seq)
     seen: list[int] = []
     decode = engine._decode
 
@@ -265,7 +267,10 @@ def _decoded_tokens(engine: BatchEngine) -> list[int]:
         return decode(entries)
 
     engine._decode = spy  # type: ignore[method-assign]
-    return seen
+    try:
+        return call(engine), seen
+    finally:
+        engine.close()
 
 
 @pytest.mark.real
@@ -283,12 +288,7 @@ def test_a_shared_few_shot_prefix_is_decoded_once_and_scores_agree(backend):
     prefix = shared_prefix([c for c, _ in questions])
     assert len(prefix) >= 40
     alone = [backend.choice_logliks(c, xs) for c, xs in questions]
-    engine = BatchEngine(backend, 2)
-    seen = _decoded_tokens(engine)
-    try:
-        together = engine.choice_logliks_many(questions)
-    finally:
-        engine.close()
+    together, seen = _spied(backend, 2, lambda engine: engine.choice_logliks_many(questions))
     own = sum(len(c) - len(prefix) for c, _ in questions)
     conts = sum(len(x) - 1 for _, xs in questions for x in xs)
     assert sum(seen) == len(prefix) + own + conts  # the prefix once, then only own tokens
@@ -305,12 +305,7 @@ def test_generation_behind_a_shared_prefix_agrees_with_one_at_a_time(backend):
     ]
     n_prefix = len(shared_prefix([r.tokens for r in requests]))
     assert n_prefix >= 40
-    engine = BatchEngine(backend, 4)
-    seen = _decoded_tokens(engine)
-    try:
-        together = engine.generate_many(requests)
-    finally:
-        engine.close()
+    together, seen = _spied(backend, 4, lambda engine: engine.generate_many(requests))
     assert seen[0] == n_prefix  # decoded once, first, alone
     assert sum(seen) < n_prefix * 2 + sum(len(r.tokens) - n_prefix for r in requests) + 6 * 6
     assert [r.n_prompt_tokens for r in together] == [len(r.tokens) for r in requests]
