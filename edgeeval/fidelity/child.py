@@ -4,7 +4,8 @@
 The reference pass tokenizes the corpus, cuts it into n_ctx chunks and streams the reference
 log-probabilities of every scored position to disk as float16, chunk by chunk. The variant
 pass reads them back one chunk at a time and keeps only per-token statistics, so memory stays
-bounded for 150k-token vocabularies. Each pass runs in its own process (started by
+bounded for 150k-token vocabularies. Turning a chunk's logits into log-probabilities and
+statistics runs in blocks of rows on n_threads threads, between decodes. Each pass runs in its own process (started by
 edgeeval.fidelity.orchestrate) so a native crash becomes a recorded failure and the two models
 are never in memory together.
 """
@@ -12,7 +13,10 @@ are never in memory together.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +28,7 @@ from edgeeval.fidelity.kld import TokenStats, log_softmax, make_chunks, scored, 
 
 _ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
 META = "meta.json"  # the reference pass's FidelityPassResult, in the work folder
+T = TypeVar("T")
 
 
 def _load(spec: ct.FidelitySpec) -> LlamaBackend:
@@ -39,19 +44,30 @@ def _load(spec: ct.FidelitySpec) -> LlamaBackend:
     return LlamaBackend(spec.model, options)
 
 
-def _chunk_logp(backend: LlamaBackend, chunk: np.ndarray, first: int) -> np.ndarray:
-    """float16 log-probabilities of a chunk's scored positions (BOS put first if the model
-    adds one; the chunk's last token is only a target, so it is not decoded)."""
+def _chunk_logits(backend: LlamaBackend, chunk: np.ndarray, first: int) -> np.ndarray:
+    """float32 logits of a chunk's scored positions (BOS put first if the model adds one; the
+    chunk's last token is only a target, so it is not decoded)."""
     tokens = [int(t) for t in chunk[:-1]]
     if backend.add_bos:
         tokens[0] = backend.bos
-    logits = backend.logits_for(tokens, first=first)
-    return np.concatenate(
-        [
-            log_softmax(logits[i : i + _ROWS]).astype(np.float16)
-            for i in range(0, len(logits), _ROWS)
-        ]
-    )
+    return backend.logits_for(tokens, first=first)
+
+
+def _by_blocks(pool: ThreadPoolExecutor, work: Callable[..., T], *arrays: np.ndarray) -> list[T]:
+    """work(*blocks) for every block of _ROWS rows of the arrays, in order, on the pool's
+    threads (numpy lets go of the GIL in these array operations, so blocks run in parallel)."""
+    blocks = [slice(i, i + _ROWS) for i in range(0, len(arrays[0]), _ROWS)]
+    return list(pool.map(lambda rows: work(*(a[rows] for a in arrays)), blocks))
+
+
+def _logp16(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities as the reference stores them."""
+    return log_softmax(logits).astype(np.float16)
+
+
+def _compare(ref_logp: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> TokenStats:
+    """The variant's logits against the reference's stored log-probabilities."""
+    return token_stats(np.asarray(ref_logp), log_softmax(logits), targets)
 
 
 def reference_pass(spec: ct.FidelitySpec) -> None:
@@ -67,9 +83,10 @@ def reference_pass(spec: ct.FidelitySpec) -> None:
         )
     np.save(work / "tokens.npy", chunks)
     first, _ = scored(n_ctx)
-    with open(work / "ref_logp.f16", "wb") as fh:
+    with open(work / "ref_logp.f16", "wb") as fh, ThreadPoolExecutor(max(1, spec.n_threads)) as pool:
         for index, chunk in enumerate(chunks, 1):
-            fh.write(_chunk_logp(backend, chunk, first).tobytes())
+            for block in _by_blocks(pool, _logp16, _chunk_logits(backend, chunk, first)):
+                fh.write(block.tobytes())
             emit("chunk", index=index, total=len(chunks))
     meta = ct.FidelityPassResult(
         n_vocab=backend.n_vocab, n_chunks=len(chunks), n_corpus_tokens=len(tokens)
@@ -96,19 +113,12 @@ def variant_pass(spec: ct.FidelitySpec) -> None:
         mode="r",
         shape=(len(chunks), count, meta.n_vocab),
     )
-    parts = []
-    for index, chunk in enumerate(chunks):
-        logp = _chunk_logp(backend, chunk, first)
-        targets = chunk[first + 1 :]
-        for i in range(0, count, _ROWS):
-            parts.append(
-                token_stats(
-                    np.asarray(ref[index, i : i + _ROWS]),
-                    logp[i : i + _ROWS],
-                    targets[i : i + _ROWS],
-                )
-            )
-        emit("chunk", index=index + 1, total=len(chunks))
+    parts: list[TokenStats] = []
+    with ThreadPoolExecutor(max(1, spec.n_threads)) as pool:
+        for index, chunk in enumerate(chunks):
+            logits, targets = _chunk_logits(backend, chunk, first), chunk[first + 1 :]
+            parts.extend(_by_blocks(pool, _compare, ref[index], logits, targets))
+            emit("chunk", index=index + 1, total=len(chunks))
     stats = TokenStats.concat(parts)
     np.savez(
         spec.out,

@@ -48,7 +48,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     total = np.exp(shifted).sum(axis=1, keepdims=True, dtype=np.float64)
-    return shifted - np.log(total).astype(np.float32)
+    shifted -= np.log(total).astype(np.float32)
+    return shifted
 
 
 def token_stats(
@@ -61,19 +62,66 @@ def token_stats(
     Worked example: p_ref = (0.5, 0.5), p_q = (0.25, 0.75) gives
     0.5 * ln(0.5 / 0.25) + 0.5 * ln(0.5 / 0.75) = 0.3466 - 0.2027 = 0.1438 nats;
     identical distributions give exactly 0.
+
+    The variant's values are compared on the reference's grid: with a float16 reference (as
+    stored on disk) they are rounded to float16 first, so a model compared with itself gives
+    exactly 0. Only the reference's entries above the floor (a few percent of a real
+    vocabulary) are converted and exponentiated, which keeps a 152k-token vocabulary cheap.
     """
-    rows = np.arange(len(targets))
-    lr = logp_ref.astype(np.float32, copy=False)
-    lq = logp_q.astype(np.float32, copy=False)
-    terms = np.where(lr > floor, np.exp(lr) * (lr - lq), np.float32(0))
-    ref_at, q_at = lr[rows, targets].astype(np.float64), lq[rows, targets].astype(np.float64)
+    n = len(targets)
+    rows = np.arange(n)
+    grid = logp_ref.dtype
+    kept = np.flatnonzero(_above(logp_ref, floor))
+    kept_rows, kept_cols = np.divmod(kept, logp_ref.shape[1])
+    lr = logp_ref.ravel()[kept].astype(np.float64)
+    lq = logp_q.ravel()[kept].astype(grid).astype(np.float64)
+    ref_at = logp_ref[rows, targets].astype(np.float64)
+    q_at = logp_q[rows, targets].astype(grid).astype(np.float64)
     return TokenStats(
         nll=-q_at,
         nll_ref=-ref_at,
-        kld=terms.sum(axis=1, dtype=np.float64),
+        kld=np.bincount(kept_rows, weights=np.exp(lr) * (lr - lq), minlength=n),
         p_diff=np.exp(q_at) - np.exp(ref_at),
-        same_top=lr.argmax(axis=1) == lq.argmax(axis=1),
+        same_top=_top_of_kept(kept_rows, kept_cols, lr, logp_ref) == _top_on_grid(logp_q, grid),
     )
+
+
+def _above(logp: np.ndarray, floor: float) -> np.ndarray:
+    """logp > floor, elementwise. numpy compares float16 arrays through a slow per-element
+    conversion. Log-probabilities are never NaN, and for a negative `floor` that float16 holds
+    exactly, the values above it are those whose bit pattern, read as uint16, is below the
+    floor's: a negative value's pattern grows from 0x8000 with its magnitude, and every
+    non-negative one is below 0x7C01."""
+    if logp.dtype == np.float16 and floor < 0 and float(np.float16(floor)) == floor:
+        return logp.view(np.uint16) < np.float16(floor).view(np.uint16)
+    return logp > floor
+
+
+def _top_of_kept(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, logp: np.ndarray):
+    """Per row of `logp`, the first column holding its largest value, found among the entries
+    above the floor (rows, cols, values, in row-major order). A row's most likely token is
+    always among them (its log-probability is at least -ln(vocabulary size)); if a floor was set
+    so high that a row has none, the whole array is searched instead."""
+    n = len(logp)
+    starts = np.searchsorted(rows, np.arange(n))
+    if np.any(np.bincount(rows, minlength=n) == 0):
+        return logp.argmax(axis=1)
+    top = np.maximum.reduceat(values, starts)
+    hits = np.flatnonzero(values == top[rows])
+    return cols[hits[np.searchsorted(rows[hits], np.arange(n))]]
+
+
+def _top_on_grid(logp: np.ndarray, grid: np.dtype) -> np.ndarray:
+    """Per row, the first column holding the largest value once rounded to `grid`. Rounding
+    can only tie the maximum with values close to it (float16 steps are at most 1/64 this
+    near the top), so only rows with another value within 1/16 of the maximum look again."""
+    top = logp.argmax(axis=1)
+    rows = np.arange(len(logp))
+    near = logp >= (logp[rows, top] - 0.0625)[:, None]
+    for row in np.flatnonzero(near.sum(axis=1) > 1):
+        cols = np.flatnonzero(near[row])
+        top[row] = cols[np.argmax(logp[row, cols].astype(grid))]
+    return top
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:
