@@ -57,6 +57,53 @@ def test_same_top_and_the_floor_of_tiny_reference_probabilities():
     assert kld.token_stats(ref, ref, np.array([0])).same_top[0]
 
 
+def _dense_stats(ref16: np.ndarray, q: np.ndarray, targets: np.ndarray) -> dict:
+    """token_stats written the plain way: every entry converted, the variant rounded to the
+    reference's float16 grid, argmax over whole rows."""
+    lr = ref16.astype(np.float64)
+    lq = q.astype(np.float16).astype(np.float64)
+    rows = np.arange(len(targets))
+    terms = np.where(lr > kld.LOGP_FLOOR, np.exp(lr) * (lr - lq), 0.0)
+    return {
+        "kld": terms.sum(axis=1),
+        "nll": -lq[rows, targets],
+        "nll_ref": -lr[rows, targets],
+        "same_top": lr.argmax(axis=1) == lq.argmax(axis=1),
+    }
+
+
+def test_sparse_token_stats_on_a_float16_reference_equal_the_dense_formula():
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((40, 3000)).astype(np.float32) * 6
+    ref16 = kld.log_softmax(logits).astype(np.float16)
+    q = kld.log_softmax(logits + rng.standard_normal(logits.shape).astype(np.float32) * 0.5)
+    # Row 0: the variant's two best values differ by less than a float16 step, the larger one
+    # second; on the reference's grid they tie and the first one is the variant's pick.
+    q[0, :] = -30.0
+    q[0, 5], q[0, 9] = -0.5, -0.5 + 1e-5
+    ref16[0, :] = np.float16(-30.0)
+    ref16[0, 5], ref16[0, 9] = np.float16(-0.6), np.float16(-0.9)
+    targets = rng.integers(0, 3000, size=40)
+    got, want = kld.token_stats(ref16, q, targets), _dense_stats(ref16, q, targets)
+    assert (ref16 > kld.LOGP_FLOOR).mean() < 0.9  # the floor leaves entries out
+    assert got.kld == pytest.approx(want["kld"], rel=1e-9, abs=1e-12)
+    assert got.nll == pytest.approx(want["nll"]) and got.nll_ref == pytest.approx(want["nll_ref"])
+    assert (got.same_top == want["same_top"]).all()
+    assert got.same_top[0] and not got.same_top[1:].all()
+    same = kld.token_stats(ref16, ref16.astype(np.float32), targets)
+    assert (same.kld == 0).all() and same.same_top.all()
+
+
+def test_float16_floor_test_through_bit_patterns_equals_the_comparison():
+    values = np.array(
+        [0.0, -0.0, 6e-8, -6e-8, -1e-3, -15.99, -16.0, -16.01, -60000.0, -np.inf, np.inf],
+        np.float16,
+    )
+    expected = values.astype(np.float32) > -16.0
+    assert (kld._above(values, -16.0) == expected).all()
+    assert (kld._above(values, -15.995) == (values.astype(np.float32) > -15.995)).all()
+
+
 def test_mean_se_and_percentiles_follow_llama_perplexity():
     assert kld.mean_se(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx((2.5, 1.2910 / 2), abs=1e-4)
     assert kld.mean_se(np.array([3.0])) == (3.0, 0.0)

@@ -5,9 +5,9 @@ The reference pass tokenizes the corpus, cuts it into n_ctx chunks and streams t
 log-probabilities of every scored position to disk as float16, chunk by chunk. The variant
 pass reads them back one chunk at a time and keeps only per-token statistics, so memory stays
 bounded for 150k-token vocabularies. Turning a chunk's logits into log-probabilities and
-statistics runs in blocks of rows on n_threads threads, between decodes. Each pass runs in its own process (started by
-edgeeval.fidelity.orchestrate) so a native crash becomes a recorded failure and the two models
-are never in memory together.
+statistics runs in blocks of rows on n_threads threads, between decodes. Each pass runs in its
+own process (started by edgeeval.fidelity.orchestrate) so a native crash becomes a recorded
+failure and the two models are never in memory together.
 """
 
 from __future__ import annotations
@@ -83,7 +83,10 @@ def reference_pass(spec: ct.FidelitySpec) -> None:
         )
     np.save(work / "tokens.npy", chunks)
     first, _ = scored(n_ctx)
-    with open(work / "ref_logp.f16", "wb") as fh, ThreadPoolExecutor(max(1, spec.n_threads)) as pool:
+    with (
+        open(work / "ref_logp.f16", "wb") as fh,
+        ThreadPoolExecutor(max(1, spec.n_threads)) as pool,
+    ):
         for index, chunk in enumerate(chunks, 1):
             for block in _by_blocks(pool, _logp16, _chunk_logits(backend, chunk, first)):
                 fh.write(block.tobytes())

@@ -92,9 +92,11 @@ def _above(logp: np.ndarray, floor: float) -> np.ndarray:
     exactly, the values above it are those whose bit pattern, read as uint16, is below the
     floor's: a negative value's pattern grows from 0x8000 with its magnitude, and every
     non-negative one is below 0x7C01."""
-    if logp.dtype == np.float16 and floor < 0 and float(np.float16(floor)) == floor:
+    if logp.dtype != np.float16:
+        return logp > floor
+    if floor < 0 and float(np.float16(floor)) == floor:
         return logp.view(np.uint16) < np.float16(floor).view(np.uint16)
-    return logp > floor
+    return logp.astype(np.float32) > floor  # a floor between float16 values
 
 
 def _top_of_kept(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, logp: np.ndarray):
