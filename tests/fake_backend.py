@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -91,3 +92,18 @@ class FakeBackend:
 
     def special_token_texts(self) -> dict[str, str]:
         return {"bos_token": "<s>", "eos_token": "</s>"}
+
+
+@dataclasses.dataclass
+class FakeTask:
+    """A task that hands out the items it was given (`given`), whatever the limit or seed."""
+
+    name: str = "t"
+    version: int = 1
+    category: str = "math"
+    kind: str = "generate"
+    chance: float = 0.0
+    given: tuple = ()
+
+    def items(self, *, limit: int | None = None, seed: int = 0, sample: int | None = None) -> list:
+        return list(self.given)

@@ -22,20 +22,7 @@ from edgeeval.score import score_by_kind
 from edgeeval.score.choice import score_task
 from edgeeval.score.generate import score_generate_task
 from edgeeval.tasks.suite import GenItem, McItem
-from tests.fake_backend import FakeBackend
-
-
-@dataclasses.dataclass
-class FakeTask:
-    name: str = "t"
-    version: int = 1
-    category: str = "math"
-    kind: str = "generate"
-    chance: float = 0.0
-    given: tuple = ()
-
-    def items(self, *, limit: int | None = None, seed: int = 0, sample: int | None = None) -> list:
-        return list(self.given)
+from tests.fake_backend import FakeBackend, FakeTask
 
 
 def _gen_items(n: int) -> tuple[GenItem, ...]:

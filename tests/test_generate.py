@@ -20,7 +20,7 @@ from edgeeval.score.generate import (
     score_generate_task,
 )
 from edgeeval.tasks.suite import CodeItem, GenItem, McItem
-from tests.fake_backend import FakeBackend
+from tests.fake_backend import FakeBackend, FakeTask
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -28,19 +28,6 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SHOT = (("What is 1 + 1?", "1 + 1 = 2. The answer is 2."),)
-
-
-@dataclasses.dataclass
-class FakeTask:
-    name: str = "t"
-    version: int = 1
-    category: str = "math"
-    kind: str = "generate"
-    chance: float = 0.0
-    given: tuple = ()
-
-    def items(self, *, limit=None, seed=0, sample=None):
-        return list(self.given)
 
 
 def gen_item(i: int, answer: str, extractor: str = "number") -> GenItem:
