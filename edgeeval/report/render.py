@@ -332,7 +332,7 @@ def to_markdown(
         "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
         "shape at n_ctx (F16); 'runtime other' is the rest of the peak resident set "
         "(compute buffers, the Python process). The roofline is host bandwidth / bytes "
-        "read per generated token (weights + KV).",
+        "read per generated token (weights + KV), for tests with no layer offloaded to a GPU.",
         "",
         memory_speed_markdown(records),
     ]

@@ -4,7 +4,10 @@ Field names follow llama-bench (`model_filename`, `n_threads`, `n_prompt`, `n_ge
 `avg_ns`, `stddev_ns`, `avg_ts`, `stddev_ts`, `samples_ns`, `samples_ts`, ...) so its users can
 read them without a glossary. edgeeval adds `peak_rss_bytes` and, for generation tests, the
 roofline: `roofline_ts` = host bandwidth / (weights + KV bytes read per token) and
-`roofline_efficiency` = avg_ts / roofline_ts.
+`roofline_efficiency` = avg_ts / roofline_ts. The roofline is given only for tests that keep
+every layer in host memory: with layers offloaded to a GPU, the device's memory bandwidth bounds
+generation (and on Apple silicon the GPU reads unified memory faster than the CPU's copy loop
+that measured the host), so the host's figure would be a wrong ceiling.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
         "host_id": host.host_id,
     }
     weights = record.weights_bytes
-    if s.n_gen and not s.n_prompt and host.mem_bandwidth_bytes_per_s and weights:
+    on_host = s.n_gpu_layers == 0 or not host.gpu_offload
+    if s.n_gen and not s.n_prompt and host.mem_bandwidth_bytes_per_s and weights and on_host:
         # mid-test depth: the KV cache grows from n_depth to n_depth + n_gen during the test
         ceiling = tg_ceiling(
             host.mem_bandwidth_bytes_per_s, weights, kv_bytes_at(record, s.n_depth + s.n_gen // 2)
