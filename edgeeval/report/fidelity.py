@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from edgeeval import records as rec
+from edgeeval.metrics import bits_per_weight
+from edgeeval.report.cells import md, num, pm
+from edgeeval.report.summarize import RankRow
 
 
 def fidelity_markdown(results: Sequence[rec.FidelityResult]) -> str:
@@ -41,3 +45,53 @@ def _row(r: rec.FidelityResult) -> str:
         f"{r.same_top_pct:.2f} ± {r.same_top_se_pct:.2f} % | {r.rms_dp_pct:.3f} ± "
         f"{r.rms_dp_se_pct:.3f} % | {r.n_tokens} |"
     )
+
+
+def variant_rows(
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    fidelity: Sequence[rec.FidelityResult],
+) -> list[dict[str, Any]]:
+    """Size, bits per weight, speed, capability and fidelity of each variant side by side."""
+
+    by_name = {r.variant.name: r for r in records}
+    results = {f.variant: f for f in fidelity}
+    out = []
+    for row in rows:
+        record, fid = by_name.get(row.name), results.get(row.name)
+        out.append(
+            {
+                "variant": row.name,
+                "quant": row.quant,
+                "file_gb": row.file_gb,
+                "bits_per_weight": bits_per_weight(record) if record else None,
+                "tg_ts": row.tg_ts,
+                "tg_stddev_ts": row.tg_stddev_ts,
+                "capability": row.capability,
+                "capability_se": row.capability_se,
+                "kld_mean": fid.kld_mean if fid else None,
+                "kld_se": fid.kld_se if fid else None,
+                "ln_ppl_ratio": fid.ln_ppl_ratio if fid else None,
+                "same_top_pct": fid.same_top_pct if fid else None,
+                "reference": fid.reference if fid else "",
+            }
+        )
+    return out
+
+
+def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | quant | file GB | bits/weight | tg t/s | capability | mean KLD "
+        "| ln PPL ratio | same top p % | reference |",
+        "|---|---|" + "---:|" * 7 + "---|",
+    ]
+    for v in table:
+        kld = "-" if v["kld_mean"] is None else f"{v['kld_mean']:.5f} ± {v['kld_se'] or 0:.5f}"
+        lines.append(
+            f"| {md(v['variant'])} | {md(v['quant'])} | {num(v['file_gb'], 3)} "
+            f"| {num(v['bits_per_weight'])} | {pm(v['tg_ts'], v['tg_stddev_ts'])} "
+            f"| {pm(v['capability'], v['capability_se'])} | {kld} "
+            f"| {num(v['ln_ppl_ratio'], 4)} | {num(v['same_top_pct'])} "
+            f"| {md(v['reference'])} |"
+        )
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from edgeeval import records as rec
 from edgeeval.metrics import kv_cache_at, peak_at_ctx
+from edgeeval.report.cells import gb
 
 if TYPE_CHECKING:
     from edgeeval.report.plots import Plot
@@ -62,10 +63,6 @@ def _mb(value: object) -> str:
     return "-" if value is None else f"{value / MB:,.1f}"  # type: ignore[operator]
 
 
-def _gb(value: object) -> str:
-    return "-" if value is None else f"{value / 1e9:.3f}"  # type: ignore[operator]
-
-
 def kv_markdown(records: Sequence[rec.ModelRecord]) -> str:
     """The memory-vs-context section (markdown), or "" when no record has the figures."""
     rows = kv_rows(records)
@@ -83,7 +80,7 @@ def kv_markdown(records: Sequence[rec.ModelRecord]) -> str:
         ctx = f"**{row['n_ctx']}** (run)" if row["run_ctx"] else str(row["n_ctx"])
         lines.append(
             f"| {row['variant']} | {ctx} | {_mb(row['kv_bytes'])} "
-            f"| {_mb(row['windowed_bytes'])} | {_gb(row['peak_bytes'])} |"
+            f"| {_mb(row['windowed_bytes'])} | {gb(row['peak_bytes'])} |"
         )
     return "\n".join(lines)
 
@@ -101,7 +98,7 @@ def kv_html(records: Sequence[rec.ModelRecord]) -> str:
         f"<tr><td>{escape(str(r['variant']))}</td><td class=num>{r['n_ctx']}"
         f"{' (run)' if r['run_ctx'] else ''}</td><td class=num>{_mb(r['kv_bytes'])}</td>"
         f"<td class=num>{_mb(r['windowed_bytes'])}</td>"
-        f"<td class=num>{_gb(r['peak_bytes'])}</td></tr>"
+        f"<td class=num>{gb(r['peak_bytes'])}</td></tr>"
         for r in rows
     )
     return (

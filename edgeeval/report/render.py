@@ -18,12 +18,12 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.errors import DamagedRunError
-from edgeeval.metrics import bits_per_weight
-from edgeeval.report.fidelity import fidelity_markdown
+from edgeeval.report.cells import md, num, pm
+from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_markdown
 from edgeeval.report.kvmem import kv_html, kv_markdown, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
 from edgeeval.report.protocols import protocol_markdown, split_thinking
-from edgeeval.report.speed import write_speed_tables
+from edgeeval.report.speed import memory_speed_markdown, write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
     TIE_RULE,
@@ -39,7 +39,6 @@ from edgeeval.report.summarize import (
 from edgeeval.store import database
 from edgeeval.store import runs as store
 from edgeeval.store.fidelity import load_fidelity
-from edgeeval.text import safe_text
 
 TIMED = (
     "Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
@@ -90,23 +89,6 @@ COLUMNS = [
     "host_id",
     "error",
 ]
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _md(value: Any, max_len: int = 120) -> str:
-    """A string from a file or a record, safe inside a Markdown table cell or list item."""
-    return safe_text(value, max_len, markdown=True)
-
-
-def _pm(mean: float | None, sd: float | None, digits: int = 1) -> str:
-    return "-" if mean is None else f"{mean:.{digits}f} ± {(sd or 0):.{digits}f}"
 
 
 def row_dict(row: RankRow) -> dict[str, Any]:
@@ -169,23 +151,23 @@ def ranking_table(rows: Sequence[RankRow]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {rank_label(r)} | {_md(r.name)} | {_md(r.quant)} | {_fmt(r.file_gb, 3)} "
-            f"| {_fmt(r.peak_rss_gb, 3)} | {_fmt(r.load_s)} | {_pm(r.pp_ts, r.pp_stddev_ts)} "
-            f"| {_pm(r.tg_ts, r.tg_stddev_ts)} | {_pm(r.capability, r.capability_se)} "
-            f"| {_fmt(r.capability_per_gb, 1)} | {_md(verdict(r), 300)} |"
+            f"| {rank_label(r)} | {md(r.name)} | {md(r.quant)} | {num(r.file_gb, 3)} "
+            f"| {num(r.peak_rss_gb, 3)} | {num(r.load_s)} | {pm(r.pp_ts, r.pp_stddev_ts)} "
+            f"| {pm(r.tg_ts, r.tg_stddev_ts)} | {pm(r.capability, r.capability_se)} "
+            f"| {num(r.capability_per_gb, 1)} | {md(verdict(r), 300)} |"
         )
     return "\n".join(lines)
 
 
 def _task_table(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
-    head = "| variant | " + " | ".join(_md(t) for t in tasks) + " |"
+    head = "| variant | " + " | ".join(md(t) for t in tasks) + " |"
     lines = [head, "|---|" + "---:|" * len(tasks)]
     for r in rows:
         cells = [
-            _pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0)) if t in r.task_acc else "-"
+            pm(100 * r.task_acc[t], 100 * r.task_acc_se.get(t, 0.0)) if t in r.task_acc else "-"
             for t in tasks
         ]
-        lines.append(f"| {_md(r.name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(r.name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -203,9 +185,9 @@ def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
         h = g.host
         parts += [
             "",
-            f"### {_md(h.hostname)} ({_md(h.host_id)}): {_md(h.cpu_model)}, "
-            f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, {_md(h.backend)}; "
-            f"runs {_md(', '.join(g.run_ids), 400)}",
+            f"### {md(h.hostname)} ({md(h.host_id)}): {md(h.cpu_model)}, "
+            f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, {md(h.backend)}; "
+            f"runs {md(', '.join(g.run_ids), 400)}",
             "",
             ranking_table(g.rows),
         ]
@@ -220,10 +202,10 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         "",
         "## Host and settings",
         "",
-        f"- host: {_md(host.hostname)} ({_md(host.host_id)}), {_md(host.cpu_model)}, "
+        f"- host: {md(host.hostname)} ({md(host.host_id)}), {md(host.cpu_model)}, "
         f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
         f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
-        f"- backend: {_md(_ran_on(host, records[0].settings))}; llama-cpp-python "
+        f"- backend: {md(_ran_on(host, records[0].settings))}; llama-cpp-python "
         f"{host.llama_cpp_python_version}; edgeeval {host.edgeeval_version}; "
         f"Python {host.python_version}",
         f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
@@ -241,51 +223,6 @@ def _ran_on(host: rec.HostInfo, settings: rec.RunSettings) -> str:
     count = ", ".join("all" if n < 0 else str(n) for n in offloaded)
     device = host.gpu_devices or "the GPU"
     return f"{host.backend}, {count} layers offloaded to {device}"
-
-
-def _gb(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1e9:.3f}"
-
-
-def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
-    """Per variant: where the memory went (weights, KV cache, the rest of the runtime), time to
-    first token, and generation speed against the host's bandwidth roofline. The peaks cover
-    the whole child, including the accuracy phase's KV cache for `accuracy batch` sequences;
-    the speed-phase peak is the memory of load + speed tests alone (one sequence)."""
-    from edgeeval.report.speed import speed_rows
-
-    roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
-    # runs from before the batched accuracy phase have no speed-phase peak: their table
-    # keeps its old columns, so a stored run renders as it always did
-    batched = any(r.memory and r.memory.speed_peak_rss_bytes is not None for r in records)
-    lines = [
-        "| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
-        "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
-        "| efficiency |" + (" speed-phase peak GB (1 seq) | accuracy batch |" if batched else ""),
-        "|---|" + "---:|" * 6 + "---|" + "---:|" * (5 if batched else 3),
-    ]
-    for r in records:
-        if r.status != rec.STATUS_OK or r.memory is None:
-            continue
-        m = r.memory
-        other = max(0, m.peak_rss_bytes - (r.weights_bytes or 0) - (r.kv_cache_bytes or 0))
-        extra = " / ".join(_gb(v) for v in (m.peak_footprint_bytes, m.peak_gpu_bytes))
-        ttft = f"{r.ttft[0].avg_ms:.0f} ± {r.ttft[0].stddev_ms:.0f}" if r.ttft else "-"
-        tg = next((s for s in r.speed if s.n_gen and not s.n_prompt and not s.n_depth), None)
-        row = roof.get((r.variant.name, tg.test)) if tg else None
-        ceiling = f"{row['roofline_ts']:.1f}" if row and row["roofline_ts"] else "-"
-        eff = (
-            f"{100 * row['roofline_efficiency']:.0f} %"
-            if row and row["roofline_efficiency"]
-            else "-"
-        )
-        lines.append(
-            f"| {_md(r.variant.name)} | {_gb(r.weights_bytes)} | {_gb(r.kv_cache_bytes)} "
-            f"| {_gb(m.peak_rss_bytes)} | {_gb(other)} | {_gb(m.peak_uss_bytes)} "
-            f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
-            f"| {eff} |" + (f" {_gb(m.speed_peak_rss_bytes)} | {m.eval_batch} |" if batched else "")
-        )
-    return "\n".join(lines)
 
 
 def to_markdown(
@@ -342,10 +279,10 @@ def to_markdown(
     unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
     if failed or unscored:
         parts += ["", "## Failed or skipped", ""]
-        parts += [f"- **{_md(r.name)}** ({_md(r.status)}): {_md(r.error, 2000)}" for r in failed]
+        parts += [f"- **{md(r.name)}** ({md(r.status)}): {md(r.error, 2000)}" for r in failed]
         parts += [
-            f"- **{_md(name)}**, task {_md(t.task)} ({_md(t.status)}, not counted): "
-            f"{_md(t.reason, 2000)}"
+            f"- **{md(name)}**, task {md(t.task)} ({md(t.status)}, not counted): "
+            f"{md(t.reason, 2000)}"
             for name, t in unscored
         ]
     parts += _hosts_markdown(host_groups) + _host_markdown(records)
@@ -356,56 +293,6 @@ def stored_records(root: Path) -> list[rec.ModelRecord]:
     """Every record in the store under `root` ([] when there is none yet; a damaged store is
     rebuilt from the runs' JSONL first)."""
     return database.all_records(root)
-
-
-def variant_rows(
-    rows: Sequence[RankRow],
-    records: Sequence[rec.ModelRecord],
-    fidelity: Sequence[rec.FidelityResult],
-) -> list[dict[str, Any]]:
-    """Size, bits per weight, speed, capability and fidelity of each variant side by side."""
-
-    by_name = {r.variant.name: r for r in records}
-    results = {f.variant: f for f in fidelity}
-    out = []
-    for row in rows:
-        record, fid = by_name.get(row.name), results.get(row.name)
-        out.append(
-            {
-                "variant": row.name,
-                "quant": row.quant,
-                "file_gb": row.file_gb,
-                "bits_per_weight": bits_per_weight(record) if record else None,
-                "tg_ts": row.tg_ts,
-                "tg_stddev_ts": row.tg_stddev_ts,
-                "capability": row.capability,
-                "capability_se": row.capability_se,
-                "kld_mean": fid.kld_mean if fid else None,
-                "kld_se": fid.kld_se if fid else None,
-                "ln_ppl_ratio": fid.ln_ppl_ratio if fid else None,
-                "same_top_pct": fid.same_top_pct if fid else None,
-                "reference": fid.reference if fid else "",
-            }
-        )
-    return out
-
-
-def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | quant | file GB | bits/weight | tg t/s | capability | mean KLD "
-        "| ln PPL ratio | same top p % | reference |",
-        "|---|---|" + "---:|" * 7 + "---|",
-    ]
-    for v in table:
-        kld = "-" if v["kld_mean"] is None else f"{v['kld_mean']:.5f} ± {v['kld_se'] or 0:.5f}"
-        lines.append(
-            f"| {_md(v['variant'])} | {_md(v['quant'])} | {_fmt(v['file_gb'], 3)} "
-            f"| {_fmt(v['bits_per_weight'])} | {_pm(v['tg_ts'], v['tg_stddev_ts'])} "
-            f"| {_pm(v['capability'], v['capability_se'])} | {kld} "
-            f"| {_fmt(v['ln_ppl_ratio'], 4)} | {_fmt(v['same_top_pct'])} "
-            f"| {_md(v['reference'])} |"
-        )
-    return "\n".join(lines)
 
 
 def write_report(

@@ -8,6 +8,9 @@ roofline: `roofline_ts` = host bandwidth / (weights + KV bytes read per token) a
 every layer in host memory: with layers offloaded to a GPU, the device's memory bandwidth bounds
 generation (and on Apple silicon the GPU reads unified memory faster than the CPU's copy loop
 that measured the host), so the host's figure would be a wrong ceiling.
+
+The report's memory section (`memory_speed_markdown`: weights, KV cache, the rest of the peak,
+time to first token and the roofline per variant) is built from the same rows.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.metrics import mean_stddev, tg_ceiling
+from edgeeval.report.cells import gb, md
 from edgeeval.store.files import write_atomic
-from edgeeval.text import safe_text
 
 FIELDS = [
     "model_filename",
@@ -121,11 +125,6 @@ def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
     return row
 
 
-def _md(value: Any) -> str:
-    """A string from a record, safe inside a Markdown table cell."""
-    return safe_text(value, 120, markdown=True)
-
-
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | quant | backend | threads | n_batch | ngl | fa | test | t/s "
@@ -136,7 +135,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         roof = f"{r['roofline_ts']:.1f}" if r["roofline_ts"] else "-"
         eff = f"{100 * r['roofline_efficiency']:.0f} %" if r["roofline_efficiency"] else "-"
         lines.append(
-            f"| {_md(r['model_filename'])} | {_md(r['model_type'])} | {_md(r['backends'])} "
+            f"| {md(r['model_filename'])} | {md(r['model_type'])} | {md(r['backends'])} "
             f"| {r['n_threads']} | {r['n_batch']} | {r['n_gpu_layers']} "
             f"| {int(r['flash_attn'])} | {r['test']} "
             f"| {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {roof} | {eff} |"
@@ -163,3 +162,42 @@ def write_speed_tables(directory: Path, records: list[rec.ModelRecord]) -> dict[
     write_atomic(paths["json"], json.dumps(rows, indent=2))
     write_atomic(paths["jsonl"], "".join(json.dumps(r) + "\n" for r in rows))
     return paths
+
+
+def memory_speed_markdown(records: Sequence[rec.ModelRecord]) -> str:
+    """Per variant: where the memory went (weights, KV cache, the rest of the runtime), time to
+    first token, and generation speed against the host's bandwidth roofline. The peaks cover
+    the whole child, including the accuracy phase's KV cache for `accuracy batch` sequences;
+    the speed-phase peak is the memory of load + speed tests alone (one sequence)."""
+    roof = {(r["model_filename"], r["test"]): r for r in speed_rows(list(records))}
+    # runs from before the batched accuracy phase have no speed-phase peak: their table
+    # keeps its old columns, so a stored run renders as it always did
+    batched = any(r.memory and r.memory.speed_peak_rss_bytes is not None for r in records)
+    lines = [
+        "| variant | weights GB | KV GB @ n_ctx | peak RSS GB | runtime other GB "
+        "| peak USS GB | footprint / GPU GB | mmap | TTFT ms | tg roofline t/s "
+        "| efficiency |" + (" speed-phase peak GB (1 seq) | accuracy batch |" if batched else ""),
+        "|---|" + "---:|" * 6 + "---|" + "---:|" * (5 if batched else 3),
+    ]
+    for r in records:
+        if r.status != rec.STATUS_OK or r.memory is None:
+            continue
+        m = r.memory
+        other = max(0, m.peak_rss_bytes - (r.weights_bytes or 0) - (r.kv_cache_bytes or 0))
+        extra = " / ".join(gb(v) for v in (m.peak_footprint_bytes, m.peak_gpu_bytes))
+        ttft = f"{r.ttft[0].avg_ms:.0f} ± {r.ttft[0].stddev_ms:.0f}" if r.ttft else "-"
+        tg = next((s for s in r.speed if s.n_gen and not s.n_prompt and not s.n_depth), None)
+        row = roof.get((r.variant.name, tg.test)) if tg else None
+        ceiling = f"{row['roofline_ts']:.1f}" if row and row["roofline_ts"] else "-"
+        eff = (
+            f"{100 * row['roofline_efficiency']:.0f} %"
+            if row and row["roofline_efficiency"]
+            else "-"
+        )
+        lines.append(
+            f"| {md(r.variant.name)} | {gb(r.weights_bytes)} | {gb(r.kv_cache_bytes)} "
+            f"| {gb(m.peak_rss_bytes)} | {gb(other)} | {gb(m.peak_uss_bytes)} "
+            f"| {extra} | {'on' if m.use_mmap else 'off'} | {ttft} | {ceiling} "
+            f"| {eff} |" + (f" {gb(m.speed_peak_rss_bytes)} | {m.eval_batch} |" if batched else "")
+        )
+    return "\n".join(lines)
