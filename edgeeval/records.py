@@ -284,15 +284,25 @@ class MemoryResult:
     # above. `speed_peak_rss_bytes`: the peak before that phase (load + speed tests, batch 1).
     eval_batch: int = 1
     speed_peak_rss_bytes: int | None = None
+    speed_peak_gpu_bytes: int | None = None  # NVML's figure up to the accuracy phase
 
     @property
     def model_peak_bytes(self) -> int:
-        """The peak that ranks a variant (cap/GB, budgets, comparisons): with a batched
-        accuracy phase, the peak of load + speed tests (one sequence), so that the evaluation's
-        own batch size does not change the ranking; otherwise the whole run's peak."""
-        if self.eval_batch > 1 and self.speed_peak_rss_bytes:
-            return self.speed_peak_rss_bytes
-        return self.peak_rss_bytes
+        """The peak that ranks a variant (cap/GB, budgets, comparisons).
+
+        Host memory: with a batched accuracy phase, the peak of load + speed tests (one
+        sequence), so that the evaluation's own batch size does not change the ranking;
+        otherwise the whole run's peak RSS. Plus, on CUDA builds where NVML answered, the
+        process's device memory over the same span: layers offloaded to the GPU hold their
+        weights and KV cache there, outside the resident set. (macOS's footprint is kept but
+        not added: with mmap'd weights it leaves out the weights and overlaps RSS elsewhere.)
+        """
+        batched = self.eval_batch > 1 and bool(self.speed_peak_rss_bytes)
+        host = self.speed_peak_rss_bytes if batched else self.peak_rss_bytes
+        device = self.peak_gpu_bytes
+        if batched and self.speed_peak_gpu_bytes is not None:
+            device = self.speed_peak_gpu_bytes
+        return (host or 0) + (device or 0)
 
 
 @dataclass(frozen=True)

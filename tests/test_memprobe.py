@@ -78,3 +78,31 @@ def test_the_sampler_records_gpu_and_footprint_peaks(monkeypatch):
     assert outcome.peak_gpu_bytes == 2_500_000_000
     assert outcome.peak_footprint_bytes == 1_234_000_000
     assert nvml.asked and all(pid == nvml.asked[0] for pid in nvml.asked)
+
+
+class GrowingNvml:
+    """Device memory that grows once the child says its accuracy phase began (a file flag)."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def process_bytes(self, pid):
+        return 3_000_000_000 if self.flag.exists() else 1_000_000_000
+
+
+def test_the_device_peak_before_the_accuracy_phase_is_kept_apart(tmp_path):
+    """The batched accuracy phase adds B sequences' KV cache on the GPU; the device peak up to
+    the "accuracy" event is what the ranking adds to the host peak."""
+    flag = tmp_path / "accuracy"
+    child = (
+        "import time\n"
+        "from edgeeval.engine.process import emit\n"
+        "time.sleep(0.5)\n"
+        "emit('accuracy')\n"
+        f"open({str(flag)!r}, 'w').close()\n"
+        "time.sleep(0.5)\n"
+    )
+    outcome = process.run_child([PY, "-c", child], timeout_s=60, nvml=GrowingNvml(flag))
+    assert outcome.returncode == 0
+    assert outcome.gpu_before_accuracy_bytes == 1_000_000_000
+    assert outcome.peak_gpu_bytes == 3_000_000_000

@@ -261,3 +261,34 @@ def test_a_batched_accuracy_phase_does_not_change_the_memory_a_variant_ranks_by(
     assert rows["small"].rank == 1  # 40 / 0.25 = 160 per GB against 60 / 0.69 = 87
     alone = record("alone", acc=0.55, peak_gb=0.64)
     assert summarize_record(alone).peak_rss_gb == pytest.approx(0.64)
+
+
+def test_on_cuda_the_device_memory_counts_with_the_host_peak():
+    """Offloaded layers keep their weights and KV cache in device memory, outside RSS: NVML's
+    figure is added, over the same span as the host peak (up to the accuracy phase when it is
+    batched). Without NVML (None) the host peak alone ranks, as on CPU and Metal."""
+    import dataclasses
+
+    def on_gpu(r, *, gpu_gb: float, speed_gpu_gb: float | None = None, batch: int = 1):
+        memory = dataclasses.replace(
+            r.memory,
+            peak_gpu_bytes=int(gpu_gb * 1e9),
+            speed_peak_gpu_bytes=None if speed_gpu_gb is None else int(speed_gpu_gb * 1e9),
+            eval_batch=batch,
+            speed_peak_rss_bytes=int(0.2e9) if batch > 1 else None,
+        )
+        return dataclasses.replace(r, memory=memory)
+
+    plain = on_gpu(record("plain", acc=0.55, peak_gb=0.3), gpu_gb=0.9)
+    assert summarize_record(plain).peak_rss_gb == pytest.approx(1.2)
+    batched = on_gpu(record("b", acc=0.55, peak_gb=0.3), gpu_gb=1.5, speed_gpu_gb=0.9, batch=8)
+    assert summarize_record(batched).peak_rss_gb == pytest.approx(0.2 + 0.9)
+    unread = on_gpu(record("u", acc=0.55, peak_gb=0.3), gpu_gb=1.5, batch=8)  # no speed-phase read
+    assert summarize_record(unread).peak_rss_gb == pytest.approx(0.2 + 1.5)
+    mac = dataclasses.replace(
+        record("mac", acc=0.55, peak_gb=0.3),
+        memory=dataclasses.replace(
+            record("m", acc=0.5, peak_gb=0.3).memory, peak_footprint_bytes=int(2e9)
+        ),
+    )
+    assert summarize_record(mac).peak_rss_gb == pytest.approx(0.3)

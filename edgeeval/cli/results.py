@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=positive_gb,
         default=None,
         metavar="GB",
-        help="rank only variants whose peak resident memory fits in GB "
+        help="rank only variants whose peak memory fits in GB "
         "(10^9 bytes); the others are listed as over budget",
     )
     p.add_argument(

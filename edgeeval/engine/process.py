@@ -65,6 +65,7 @@ class ChildOutcome:
     os_maxrss_bytes: int = 0
     rss_after_load_bytes: int = 0
     rss_before_accuracy_bytes: int | None = None  # peak until the child's "accuracy" event
+    gpu_before_accuracy_bytes: int | None = None  # the same for the device memory (NVML)
     n_samples: int = 0
     duration_s: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -231,6 +232,7 @@ def _drain(
             outcome.rss_after_load_bytes = sampler.peak_rss
         if event.get("event") == "accuracy" and sampler is not None:
             outcome.rss_before_accuracy_bytes = sampler.peak_rss
+            outcome.gpu_before_accuracy_bytes = sampler.peak_gpu
         outcome.events.append(event)
         on_event(event)
 

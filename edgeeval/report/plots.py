@@ -62,7 +62,7 @@ def _label(ax: Axes, x: float, y: float, text: str) -> None:
 
 
 def _point(r: RankRow, y: float | None) -> tuple[float, float]:
-    """(peak resident GB, y) of a row the caller kept because it has both."""
+    """(peak GB, y) of a row the caller kept because it has both."""
     assert r.peak_rss_gb is not None and y is not None  # measured rows have a peak memory
     return r.peak_rss_gb, y
 
@@ -102,7 +102,7 @@ def capability_vs_memory(rows: Sequence[RankRow], *, budget_gb: float | None = N
         ax.axvline(budget_gb, color="C3", linestyle=":", label=f"budget {budget_gb:g} GB")
     ax.set(
         title=title,
-        xlabel="peak resident memory (GB, 10^9 bytes)",
+        xlabel="peak memory (GB, 10^9 bytes)",
         ylabel="capability (0-100, ± 1 SE)",
     )
     ax.legend(fontsize=8)
@@ -131,7 +131,7 @@ def speed_vs_memory(rows: Sequence[RankRow]) -> Plot:
         )
     for r in points:
         _label(ax, *_point(r, r.tg_ts), r.name)
-    ax.set(title=title, xlabel="peak resident memory (GB)", ylabel="tg tokens/s (± 1 sd)")
+    ax.set(title=title, xlabel="peak memory (GB)", ylabel="tg tokens/s (± 1 sd)")
     ax.legend(fontsize=8)
     return Plot(key=key, title=title, png=_png(fig), has_data=True)
 

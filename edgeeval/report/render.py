@@ -238,7 +238,7 @@ def to_markdown(
         parts += [f"> **Warning:** {w}" for w in meta["warnings"]] + [""]
     if budget:
         parts += [
-            f"Memory budget: {budget:g} GB peak resident; variants above it are listed "
+            f"Memory budget: {budget:g} GB peak memory; variants above it are listed "
             "as over budget and not ranked.",
             "",
         ]

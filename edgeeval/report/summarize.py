@@ -1,7 +1,7 @@
 """From stored ModelRecords to a ranking: capability, capability per GB, noise-aware dominance.
 
 capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance))   (0..100, with SE)
-capability per GB = capability / peak resident GB   (GB = 10^9 bytes)
+capability per GB = capability / peak GB (resident set + CUDA device memory; GB = 10^9 bytes)
 Example: a model with capability 30.0 that peaked at 0.60 GB resident scores 50.0 per GB.
 
 Two capabilities are *tied* when they differ by less than 1.96 combined standard errors,
@@ -27,7 +27,8 @@ TIE_Z = 1.96
 
 FORMULA = (
     "capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance)); "
-    "capability per GB = capability / peak resident memory in GB (1 GB = 10^9 bytes); "
+    "capability per GB = capability / peak memory in GB (the resident set, plus the "
+    "process's device memory on CUDA; 1 GB = 10^9 bytes); "
     "per file GB uses the GGUF file size instead."
 )
 

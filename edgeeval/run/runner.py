@@ -173,6 +173,7 @@ def _memory(outcome: ChildOutcome, settings: rec.RunSettings, eval_batch: int) -
         peak_gpu_bytes=outcome.peak_gpu_bytes,
         eval_batch=eval_batch,
         speed_peak_rss_bytes=outcome.rss_before_accuracy_bytes,
+        speed_peak_gpu_bytes=outcome.gpu_before_accuracy_bytes,
     )
 
 
