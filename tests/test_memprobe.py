@@ -1,5 +1,6 @@
 """The macOS and CUDA memory paths, with the platform readings mocked."""
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -106,3 +107,16 @@ def test_the_device_peak_before_the_accuracy_phase_is_kept_apart(tmp_path):
     assert outcome.returncode == 0
     assert outcome.gpu_before_accuracy_bytes == 1_000_000_000
     assert outcome.peak_gpu_bytes == 3_000_000_000
+
+
+def test_rss_and_high_water_mark_come_from_one_status_read():
+    import psutil
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc/PID/status is Linux's")
+    rss, hwm = process.read_rss_hwm(os.getpid())
+    assert rss is not None and hwm is not None and hwm >= rss
+    assert abs(rss - psutil.Process().memory_info().rss) < 0.05 * rss  # same counter, moments apart
+    assert process.read_vm_hwm(os.getpid()) >= hwm
+    assert process.read_rss_hwm(2**22 + 12345) == (None, None)  # no such process
