@@ -115,9 +115,11 @@ def test_huge_values_are_refused_before_they_are_built(source, message):
 
 
 def test_what_the_checks_miss_hits_the_sandbox_memory_limit():
-    # 1,000 references to one string are a small list; printing it needs 900 MB
+    # 1,000 references to one string are a small list; printing it needs 900 MB. Reaching the
+    # 512 MB limit takes 1.5 s of CPU here, close to the default 2 s CPU limit on a slow
+    # host (a CI run hit the timer first), so this test gives the CPU timer room.
     with pytest.raises(ChatTemplateError, match="MemoryError") as info:
-        render("{{ ['x' * 900000] * 1000 }}")
+        render("{{ ['x' * 900000] * 1000 }}", cpu_s=30.0)
     assert info.value.reason == "too_large"
 
 
