@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import sys
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -204,3 +205,98 @@ def test_every_node_and_shard_accuracy_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--cluster", "local", "--every-node", "--shard-accuracy"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+# --- the every-node loop with Ray faked: a variant that reached a restarting actor ---
+
+
+class _Unavailable(Exception):
+    """Stands for ray.exceptions.ActorUnavailableError."""
+
+
+class _Died(Exception):
+    """Stands for ray.exceptions.RayActorError (the worker died while measuring)."""
+
+
+class _FakeRay:
+    """ray.wait/ray.get over refs that are the results themselves (an exception is raised)."""
+
+    exceptions = SimpleNamespace(ActorUnavailableError=_Unavailable, RayError=Exception)
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if isinstance(ref, BaseException):
+            raise ref
+        return ref
+
+
+class _FakeActor:
+    """Answers each variant from a script: a list of outcomes, one per call."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+        self.measure = SimpleNamespace(remote=self._measure)
+
+    head = None
+
+    def _measure(self, variant, settings, *, piece, **kwargs):
+        self.calls.append(variant.name)
+        outcome = self.script[variant.name].pop(0)
+        if isinstance(outcome, _Began):  # the node said "started", then the worker died
+            self.head.started.add(piece)
+            return outcome.error
+        return outcome
+
+
+@dataclasses.dataclass
+class _Began:
+    error: BaseException
+
+
+def _run_every_node(monkeypatch, script):
+    from edgeeval.cluster import driver
+
+    actor, saved, said = _FakeActor(script), [], []
+    monkeypatch.setattr(driver, "_devices", lambda head, nodes: {"h1": (actor, b.HOST)})
+    monkeypatch.setattr(driver, "RESEND_WAIT_S", 0)
+    monkeypatch.setattr(driver.store, "save_record", lambda record, *a, **k: saved.append(record))
+    head = driver._Head(
+        _FakeRay(), "r1", rec.RunSettings(), driver.ClusterOptions("fake"), None, said.append, None
+    )
+    actor.head = head
+    variants = [SimpleNamespace(name=name) for name in script]
+    monkeypatch.setattr(
+        driver, "unfetched_info", lambda v: b.record(v.name, peak_gb=1, acc=0).variant
+    )
+    driver._every_node(head, variants, [], set(), False)
+    return actor.calls, saved, said
+
+
+def test_a_variant_that_reached_a_restarting_actor_is_sent_again(monkeypatch):
+    # "a" lost its worker while measuring (Ray says ActorUnavailableError for it too): a crash
+    # record, not sent again. "b" arrived while the actor restarted, twice, then ran (None:
+    # already measured, so nothing is stored for it). "c" died the older way (RayActorError).
+    script = {
+        "a": [_Began(_Unavailable("the actor is restarting"))],
+        "b": [_Unavailable(), _Unavailable(), None],
+        "c": [_Died("worker died")],
+    }
+    calls, saved, said = _run_every_node(monkeypatch, script)
+    assert calls == ["a", "b", "b", "b", "c"]
+    assert [(r.variant.name, r.status) for r in saved] == [
+        ("a", rec.STATUS_CRASH),
+        ("c", rec.STATUS_CRASH),
+    ]
+    assert sum("sent again" in line for line in said) == 2
+
+
+def test_sending_again_stops_after_the_limit_and_records_the_loss(monkeypatch):
+    from edgeeval.cluster import driver
+
+    script = {"b": [_Unavailable() for _ in range(driver.RESEND_LIMIT + 1)]}
+    calls, saved, said = _run_every_node(monkeypatch, script)
+    assert calls == ["b"] * (driver.RESEND_LIMIT + 1)
+    assert [r.status for r in saved] == [rec.STATUS_CRASH]
+    assert "lost on box" in said[-1]

@@ -6,7 +6,8 @@ Ray does the scheduling; this module only says what runs where and keeps the boo
   once), pinned to its node with NodeAffinitySchedulingStrategy(soft=False) and holding one
   CPU there; it measures one variant at a time (an actor runs its calls in turn), each in a
   child process as on one machine. A worker that dies loses the variant it was measuring (a
-  crash record, with the reason); the actor restarts on its node and the next variant goes on.
+  crash record, with the reason); the actor restarts on its node and the next variant goes on
+  (sent again if it reached the actor while it was still restarting).
   A node that is gone fails its remaining variants at once, each recorded with the reason.
 - shard-accuracy: each variant's accuracy items are cut into shards (edgeeval.cluster.pieces)
   run as Ray tasks of one CPU anywhere; Ray retries a shard whose worker or node died on
@@ -42,6 +43,9 @@ Progress = Callable[[str], None]
 OnEvent = Callable[[dict[str, Any]], None]
 EVERY_NODE, SHARD_ACCURACY = "every-node", "shard-accuracy"
 WAIT_S = 0.5  # how often the head looks at the progress queue while pieces run
+#: A variant sent while its host's actor is restarting fails at once with Ray's
+#: ActorUnavailableError; it is sent again, after RESEND_WAIT_S, at most RESEND_LIMIT times.
+RESEND_LIMIT, RESEND_WAIT_S = 5, 2.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class _Head:
     on_event: OnEvent | None
     events: Any = None
     inflight: dict[Any, Any] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)  # pieces a node said it began
 
     def wait(self) -> list[Any]:
         """The in-flight pieces that finished (maybe none), after passing on progress."""
@@ -93,6 +98,8 @@ class _Head:
         except Exception:  # noqa: BLE001 (progress is best effort)
             return
         for event in batch:
+            if event.get("event") == "started":
+                self.started.add(str(event.get("piece")))
             if self.on_event is not None:
                 self.on_event(event)
             text = event.get("message") or event.get("event", "")
@@ -226,7 +233,7 @@ def _every_node(
             return
         variant = queues[host_id].pop(0)
         actor, host = devices[host_id]
-        piece = f"{variant.name} on {host.hostname}"
+        piece = _piece(variant, host)
         ref = actor.measure.remote(
             variant,
             head.settings,
@@ -241,11 +248,45 @@ def _every_node(
 
     for host_id in devices:
         submit(host_id)
+    resent: dict[tuple[str, str], int] = {}
     while head.inflight:
         for ref in head.wait():
             host_id, variant = head.inflight.pop(ref)
-            _store_device_result(head, ref, variant, devices[host_id][1])
+            key, host = (host_id, variant.name), devices[host_id][1]
+            never_began = _piece(variant, host) not in head.started
+            if never_began and _unavailable(head, ref) and resent.get(key, 0) < RESEND_LIMIT:
+                resent[key] = resent.get(key, 0) + 1
+                head.progress(
+                    f"{variant.name} on {host.hostname}: its actor is restarting after a lost "
+                    f"worker; sent again ({resent[key]}/{RESEND_LIMIT})"
+                )
+                time.sleep(RESEND_WAIT_S)
+                queues[host_id].insert(0, variant)
+            else:
+                _store_device_result(head, ref, variant, host)
             submit(host_id)
+
+
+def _piece(variant: Variant, host: rec.HostInfo) -> str:
+    return f"{variant.name} on {host.hostname}"
+
+
+def _unavailable(head: _Head, ref: Any) -> bool:
+    """Whether the piece failed with ActorUnavailableError: its actor was restarting after a
+    worker died. Ray raises it both for the piece that was running when the worker died and
+    for a piece that reached the actor while it restarted; the caller tells the two apart by
+    the node's "started" event, and sends only a piece that never began again (the actor
+    comes back on its node)."""
+    unavailable = getattr(head.ray.exceptions, "ActorUnavailableError", None)
+    if unavailable is None:  # a Ray without it reports every loss as RayActorError
+        return False
+    try:
+        head.ray.get(ref)
+    except unavailable:
+        return True
+    except Exception:  # noqa: BLE001 (any other failure is stored by _store_device_result)
+        return False
+    return False
 
 
 def _store_device_result(head: _Head, ref: Any, variant: Variant, host: rec.HostInfo) -> None:
