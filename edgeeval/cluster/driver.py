@@ -253,8 +253,10 @@ def _every_node(
         for ref in head.wait():
             host_id, variant = head.inflight.pop(ref)
             key, host = (host_id, variant.name), devices[host_id][1]
-            never_began = _piece(variant, host) not in head.started
-            if never_began and _unavailable(head, ref) and resent.get(key, 0) < RESEND_LIMIT:
+            may_resend = (
+                _piece(variant, host) not in head.started and resent.get(key, 0) < RESEND_LIMIT
+            )
+            if not _store_device_result(head, ref, variant, host, may_resend=may_resend):
                 resent[key] = resent.get(key, 0) + 1
                 head.progress(
                     f"{variant.name} on {host.hostname}: its actor is restarting after a lost "
@@ -262,8 +264,6 @@ def _every_node(
                 )
                 time.sleep(RESEND_WAIT_S)
                 queues[host_id].insert(0, variant)
-            else:
-                _store_device_result(head, ref, variant, host)
             submit(host_id)
 
 
@@ -271,41 +271,41 @@ def _piece(variant: Variant, host: rec.HostInfo) -> str:
     return f"{variant.name} on {host.hostname}"
 
 
-def _unavailable(head: _Head, ref: Any) -> bool:
-    """Whether the piece failed with ActorUnavailableError: its actor was restarting after a
+def _unavailable(head: _Head, exc: BaseException) -> bool:
+    """Whether a piece failed with ActorUnavailableError: its actor was restarting after a
     worker died. Ray raises it both for the piece that was running when the worker died and
     for a piece that reached the actor while it restarted; the caller tells the two apart by
     the node's "started" event, and sends only a piece that never began again (the actor
     comes back on its node)."""
     unavailable = getattr(head.ray.exceptions, "ActorUnavailableError", None)
-    if unavailable is None:  # a Ray without it reports every loss as RayActorError
-        return False
-    try:
-        head.ray.get(ref)
-    except unavailable:
-        return True
-    except Exception:  # noqa: BLE001 (any other failure is stored by _store_device_result)
-        return False
-    return False
+    # a Ray without it reports every loss as RayActorError
+    return unavailable is not None and isinstance(exc, unavailable)
 
 
-def _store_device_result(head: _Head, ref: Any, variant: Variant, host: rec.HostInfo) -> None:
+def _store_device_result(
+    head: _Head, ref: Any, variant: Variant, host: rec.HostInfo, *, may_resend: bool = False
+) -> bool:
+    """Store a finished piece's record, or a crash record for a lost one. Returns False, and
+    stores nothing, when `may_resend` and the piece only met a restarting actor."""
     try:
         out = head.ray.get(ref)
     except head.ray.exceptions.RayError as exc:
+        if may_resend and _unavailable(head, exc):
+            return False
         reason = f"lost on {host.hostname} (its worker or node died): {_reason(exc)}"
         head.progress(f"{variant.name} on {host.hostname}: {reason}")
         info = unfetched_info(variant)
         store.save_record(
             failed_record(head.run_id, info, host, head.settings, rec.STATUS_CRASH, reason)
         )
-        return
+        return True
     if out is None:
         head.progress(f"{variant.name} on {host.hostname}: already measured (resume), skipping")
-        return
+        return True
     record, samples, generations = out
     head.progress(f"{variant.name} on {host.hostname}: {record.status} {record.error}".rstrip())
     store.save_record(record, samples, generations=generations)
+    return True
 
 
 # --- accuracy sharded over every worker ----------------------------------------------------------

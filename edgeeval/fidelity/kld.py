@@ -99,16 +99,17 @@ def _above(logp: np.ndarray, floor: float) -> np.ndarray:
     return logp.astype(np.float32) > floor  # a floor between float16 values
 
 
-def _top_of_kept(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, logp: np.ndarray):
+def _top_of_kept(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, logp: np.ndarray
+) -> np.ndarray:
     """Per row of `logp`, the first column holding its largest value, found among the entries
     above the floor (rows, cols, values, in row-major order). A row's most likely token is
     always among them (its log-probability is at least -ln(vocabulary size)); if a floor was set
     so high that a row has none, the whole array is searched instead."""
     n = len(logp)
-    starts = np.searchsorted(rows, np.arange(n))
     if np.any(np.bincount(rows, minlength=n) == 0):
         return logp.argmax(axis=1)
-    top = np.maximum.reduceat(values, starts)
+    top = np.maximum.reduceat(values, np.searchsorted(rows, np.arange(n)))
     hits = np.flatnonzero(values == top[rows])
     return cols[hits[np.searchsorted(rows[hits], np.arange(n))]]
 
