@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgeeval.engine.backend import GenerationResult, LlamaBackend, LoadOptions  # noqa: E402
 from edgeeval.engine.batch import BatchEngine, GenRequest  # noqa: E402
-from edgeeval.score.codeexec import HUMANEVAL_STOPS  # noqa: E402
+from edgeeval.sandbox.codeexec import HUMANEVAL_STOPS  # noqa: E402
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 DEFAULT_SERVER = ROOT / ".bench-tools" / "build" / "bin" / "llama-server"
@@ -182,9 +182,9 @@ def run_server(args: argparse.Namespace, model: Path, items: list) -> tuple[floa
 
 def pass_at_1(items: list, texts: list[str | None]) -> tuple[float, float]:
     """pass@1 and its binomial SE over the problems, outputs run in the OS sandbox."""
-    from edgeeval.engine.sandbox import choose
+    from edgeeval.sandbox.jail import choose
     from edgeeval.metrics import binomial_se
-    from edgeeval.score.codeexec import PASSED, CodeCheck, run_check
+    from edgeeval.sandbox.codeexec import PASSED, CodeCheck, run_check
 
     sandbox = choose(unsafe=False)
     passed = [

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from edgeeval import records as rec  # noqa: E402
 from edgeeval import settings  # noqa: E402
-from edgeeval.engine.sandbox import (  # noqa: E402
+from edgeeval.sandbox.jail import (  # noqa: E402
     UNSAFE,
     bwrap_command,
     choose,

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgeeval.catalog.models import load_catalog  # noqa: E402
 from edgeeval.engine import host as hostinfo  # noqa: E402
-from edgeeval.fetch.quantize import ensure_file  # noqa: E402
+from edgeeval.quant.build import ensure_file  # noqa: E402
 from edgeeval.fidelity import orchestrate as fidelity  # noqa: E402
 
 # llama-perplexity's summary lines (tools/perplexity/perplexity.cpp), value then optional error.

@@ -3,7 +3,7 @@ result the child writes for its parent, as frozen dataclasses.
 
 Three children exchange these: the bench worker (edgeeval.run.worker: `WorkerSpec` in,
 `WorkerResult` out), a fidelity pass (edgeeval.fidelity.child: `FidelitySpec` in,
-`FidelityPassResult` out for the reference pass) and the quantizer (edgeeval.fetch.quantize:
+`FidelityPassResult` out for the reference pass) and the quantizer (edgeeval.quant.build:
 `QuantizeSpec` in, `QuantizeResult` out). Both sides are the same code version, so they are
 read strictly: a missing or misspelled key is a ValueError naming it, never a silent None.
 """

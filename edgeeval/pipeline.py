@@ -21,7 +21,7 @@ from edgeeval.engine.backend import library_info
 from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.hostlock import acquire
 from edgeeval.engine.process import sweep_stale_tempdirs
-from edgeeval.engine.sandbox import choose as choose_sandbox
+from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.errors import (
     EdgeevalError,
     InvalidModelFileError,
@@ -30,8 +30,8 @@ from edgeeval.errors import (
     RunNotFoundError,
     suggest,
 )
-from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.fetch.quantize import ensure_file
+from edgeeval.gguf.check import check_gguf, kv_cache_bytes
+from edgeeval.quant.build import ensure_file
 from edgeeval.fetch.sources import fetch
 from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow

@@ -21,6 +21,7 @@ LEAVES = {
     "metrics",
     "text",
     "yamlio",
+    "safeio",
     "__init__",
     "__main__",
 }
@@ -32,19 +33,50 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "text": set(),
     "yamlio": {"errors", "text"},
+    "safeio": {"errors"},
     "metrics": {"records", "settings", "errors"},
     "engine": set(),
     "store": set(),
     "catalog": set(),
+    # reading GGUF headers and KV layouts: a leaf folder, so children need no fetch/
+    "gguf": set(),
+    # everything that runs untrusted code or templates
+    "sandbox": set(),
     "report": {"store"},
-    "fetch": {"catalog", "engine"},
+    "fetch": {"catalog", "gguf"},
+    # building derived variants: recipes and llama.cpp's quantizer in a child
+    "quant": {"catalog", "engine", "fetch", "gguf"},
     "tasks": {"fetch"},
-    "score": {"tasks", "engine"},
-    "run": {"engine", "catalog", "fetch", "tasks", "score"},
-    "fidelity": {"engine", "catalog", "fetch", "store"},
-    "pipeline": {"engine", "catalog", "fetch", "tasks", "run", "store", "report", "fidelity"},
+    "score": {"tasks", "engine", "sandbox"},
+    "run": {"engine", "catalog", "fetch", "gguf", "tasks", "score"},
+    "fidelity": {"engine", "catalog", "fetch", "gguf", "quant", "store"},
+    "pipeline": {
+        "engine",
+        "catalog",
+        "fetch",
+        "gguf",
+        "quant",
+        "sandbox",
+        "tasks",
+        "run",
+        "store",
+        "report",
+        "fidelity",
+    },
     # the same sweep over a Ray cluster: wires the stages like pipeline (Ray imported lazily)
-    "cluster": {"engine", "catalog", "fetch", "tasks", "score", "run", "store", "report"},
+    "cluster": {
+        "engine",
+        "catalog",
+        "fetch",
+        "gguf",
+        "quant",
+        "sandbox",
+        "tasks",
+        "score",
+        "run",
+        "store",
+        "report",
+    },
     "cli": {
         "engine",
         "catalog",
@@ -57,6 +89,9 @@ ALLOWED: dict[str, set[str]] = {
         "pipeline",
         "score",
         "cluster",
+        "quant",
+        "sandbox",
+        "gguf",
     },
     # The Python API (edgeeval.bench / load_run): wiring, like pipeline, for notebooks.
     "api": {"engine", "catalog", "fetch", "store", "report", "pipeline"},
@@ -73,6 +108,10 @@ NEVER = [
     ("catalog", "fetch", "the catalog is data"),
     ("tasks", "engine", "task files never load a model"),
     ("fetch", "run", "fetching never measures"),
+    ("fetch", "engine", "fetching never runs llama.cpp: building a variant is quant/'s work"),
+    ("gguf", "fetch", "reading a header downloads nothing"),
+    ("gguf", "engine", "reading a header never loads a model"),
+    ("sandbox", "engine", "the sandbox knows nothing of models"),
 ]
 
 
@@ -150,7 +189,7 @@ def violations(root: Path = PKG) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         unit = unit_of(path) if root == PKG else unit_of(PKG / path.relative_to(root))
         allowed = ALLOWED.get(unit, set()) | LEAVES | {unit}
-        if unit in ("errors", "settings", "text", "yamlio"):
+        if unit in ("errors", "settings", "text", "yamlio", "safeio"):
             allowed = ALLOWED[unit] | {unit, "__init__"}
         for dep in imported_units(path) - allowed:
             bad.append(f"{path.relative_to(root)} imports {dep}")

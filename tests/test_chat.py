@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from edgeeval.errors import ChatTemplateError
-from edgeeval.score.chat import ChatTemplate, RenderLimits, render_chat, render_chats
+from edgeeval.sandbox.template import ChatTemplate, RenderLimits, render_chat, render_chats
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "

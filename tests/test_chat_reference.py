@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
-from edgeeval.score.chat import ChatTemplate, Message, render_chats
+from edgeeval.sandbox.template import ChatTemplate, Message, render_chats
 from edgeeval.score.generate import chat_messages
 from edgeeval.score.instruct import request
 from tests.conftest import _fetch_real

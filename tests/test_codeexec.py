@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from edgeeval.engine.sandbox import BWRAP, UNSAFE, Sandbox
-from edgeeval.score import exec_boot
-from edgeeval.score.codeexec import (
+from edgeeval.sandbox.jail import BWRAP, UNSAFE, Sandbox
+from edgeeval.sandbox import exec_boot
+from edgeeval.sandbox.codeexec import (
     FAILED,
     HARNESS_ERROR,
     PASSED,
@@ -162,7 +162,7 @@ def test_an_object_that_equals_everything_is_not_plain_data_and_fails():
 
 
 def test_a_sandbox_that_cannot_start_is_a_harness_error(monkeypatch):
-    monkeypatch.setattr("edgeeval.score.codeexec.interpreter", lambda: "/nonexistent/python")
+    monkeypatch.setattr("edgeeval.sandbox.codeexec.interpreter", lambda: "/nonexistent/python")
     result = attempt("pass\n")
     assert result.status == HARNESS_ERROR and "/nonexistent/python" in result.detail
     monkeypatch.undo()

@@ -10,9 +10,9 @@ from edgeeval import records as rec
 from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
-from edgeeval.engine.sandbox import UNSAFE, Sandbox
+from edgeeval.sandbox.jail import UNSAFE, Sandbox
 from edgeeval.score import score_by_kind
-from edgeeval.score.codeexec import ExecLimits
+from edgeeval.sandbox.codeexec import ExecLimits
 from edgeeval.score.generate import (
     CODE_EXEC_OFF,
     rescore,
@@ -237,7 +237,7 @@ def test_code_tasks_run_in_the_chosen_sandbox_and_the_run_refuses_without_one(mo
 
 @pytest.mark.real
 def test_real_greedy_generation_with_the_models_own_chat_template(smollm_path):
-    from edgeeval.score.chat import ChatTemplate, render_chat
+    from edgeeval.sandbox.template import ChatTemplate, render_chat
 
     backend = LlamaBackend(str(smollm_path), LoadOptions(n_ctx=256, n_threads=2))
     try:

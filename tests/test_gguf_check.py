@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgeeval.errors import InvalidModelFileError
-from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
+from edgeeval.gguf.check import check_gguf, kv_cache_bytes
 
 
 def write_tiny_gguf(path):

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from edgeeval import metrics
-from edgeeval.fetch.kvcache import kv_bytes, kv_layout, swa_layers
+from edgeeval.gguf.kvcache import kv_bytes, kv_layout, swa_layers
 from tests.builders import record
 
 

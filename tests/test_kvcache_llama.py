@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeeval.fetch.gguf_check import check_gguf
-from edgeeval.fetch.kvcache import kv_layout
+from edgeeval.gguf.check import check_gguf
+from edgeeval.gguf.kvcache import kv_layout
 from edgeeval.metrics import kv_cache_at, kv_contexts
 from tests.conftest import _fetch_real
 from tests.kvprobe import kv_allocations

@@ -9,11 +9,11 @@ import dataclasses
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.engine.sandbox import UNSAFE, Sandbox
+from edgeeval.sandbox.jail import UNSAFE, Sandbox
 from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.summarize import rank_rows
 from edgeeval.score import instruct, score_by_kind
-from edgeeval.score.codeexec import ExecLimits
+from edgeeval.sandbox.codeexec import ExecLimits
 from edgeeval.score.extract import score_output, strip_thinking
 from edgeeval.score.protocol import Plan, cut_in_thinking, plans
 from edgeeval.score.tasks import task_plans
@@ -107,7 +107,7 @@ def test_auto_protocol_follows_the_kind_and_falls_back_without_a_template():
     template_plans = plans(None, requested="instruct", model_kind="instruct")
     assert [(p.protocol, bool(p.note)) for p in template_plans] == [("completion", True)]
     assert plans(None, model_kind="instruct")[0].protocol == "completion"
-    from edgeeval.score.chat import ChatTemplate
+    from edgeeval.sandbox.template import ChatTemplate
 
     chatml = ChatTemplate(CHATML)
     assert plans(chatml, model_kind="instruct")[0] == Plan("instruct")

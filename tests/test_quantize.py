@@ -11,7 +11,7 @@ import pytest
 
 from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import ConfigError, EdgeevalError
-from edgeeval.fetch import quantize as q
+from edgeeval.quant import build as q
 
 REPO = Path(__file__).resolve().parent.parent
 

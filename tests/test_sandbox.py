@@ -3,7 +3,7 @@
 
 import pytest
 
-from edgeeval.engine import sandbox as sb
+from edgeeval.sandbox import jail as sb
 from edgeeval.errors import EdgeevalError, SandboxUnavailableError
 
 ARGV = ["/opt/py/bin/python3.11", "-I", "-S", "-c", "pass"]

@@ -80,7 +80,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _catalog_row(v) -> dict:
-    from edgeeval.fetch.quantize import derived_dir, read_build_info
+    from edgeeval.quant.build import derived_dir, read_build_info
     from edgeeval.fetch.sources import is_cached
 
     size_bytes, mark = v.size_bytes, "yes" if is_cached(v) else "-"

@@ -22,8 +22,8 @@ from edgeeval.cluster.pieces import ShardResult, ShardTask, shard_key, shard_pos
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
 from edgeeval.errors import EdgeevalError, FetchError, InvalidModelFileError
-from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.fetch.quantize import ensure_file
+from edgeeval.gguf.check import check_gguf, kv_cache_bytes
+from edgeeval.quant.build import ensure_file
 from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 
 Measured = tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]
@@ -227,7 +227,7 @@ def shard_task(
     batch: Any = None,
 ) -> ShardTask:
     """One task's items of this shard, scored the way a single-machine run scores them."""
-    from edgeeval.engine.sandbox import choose as choose_sandbox
+    from edgeeval.sandbox.jail import choose as choose_sandbox
     from edgeeval.score.choice import score_task
     from edgeeval.score.generate import (
         CODE_EXEC_OFF,

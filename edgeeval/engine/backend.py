@@ -207,7 +207,7 @@ class LlamaBackend:
         Not through llama_cpp.Llama: its constructor compiles every chat template in the
         GGUF's metadata with Jinja, so a template with a syntax error or deep nesting would
         stop the model from loading. edgeeval renders templates itself, in a sandbox
-        (edgeeval.score.chat), and a refused template only changes the prompt format.
+        (edgeeval.sandbox.template), and a refused template only changes the prompt format.
         """
         import llama_cpp
 

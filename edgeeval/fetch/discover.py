@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeeval.errors import EdgeevalError
 from edgeeval.fetch import local_stores
-from edgeeval.fetch.model_facts import read_facts
+from edgeeval.gguf.facts import read_facts
 
 #: Architectures that are not text-generation models edgeeval can measure.
 _NOT_MODELS = {"clip": "a multimodal projector, not a language model"}

@@ -23,13 +23,12 @@ from pathlib import Path
 
 from edgeeval import settings
 from edgeeval.errors import FetchError
+from edgeeval.gguf.facts import SPLIT_PART
 from edgeeval.text import safe_text
 
 OLLAMA_MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
 OLLAMA_REGISTRY = "registry.ollama.ai"
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
-#: A split GGUF's part: `<stem>-00002-of-00005.gguf`.
-SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _MAX_MANIFEST_BYTES = 1 << 20
 
 

@@ -25,7 +25,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Source, Variant, is_spec
 from edgeeval.errors import FetchError
 from edgeeval.fetch import local_stores
-from edgeeval.fetch.model_facts import read_facts, variant_name
+from edgeeval.gguf.facts import SPLIT_PART, read_facts, variant_name
 from edgeeval.text import safe_text
 
 Progress = Callable[[str], None]
@@ -161,7 +161,7 @@ def _commit_of(path: Path) -> str | None:
 
 def _other_parts(filename: str) -> list[str]:
     """Parts 2..N of a split file named by its first part."""
-    match = local_stores.SPLIT_PART.search(filename)
+    match = SPLIT_PART.search(filename)
     if not match or int(match[1]) != 1:
         return []
     total, stem = int(match[2]), filename[: match.start()]
@@ -182,7 +182,7 @@ def _local_path(text: str) -> Path:
             "lists the GGUF files under a folder"
         )
     if local_stores.is_later_split_part(path):
-        first = local_stores.SPLIT_PART.sub(lambda m: f"-00001-of-{m[2]}.gguf", path.name, count=1)
+        first = SPLIT_PART.sub(lambda m: f"-00001-of-{m[2]}.gguf", path.name, count=1)
         raise FetchError(f"{safe_text(path)} is a later part of a split model; name {first}")
     return path.resolve()
 

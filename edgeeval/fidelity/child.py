@@ -23,7 +23,7 @@ import numpy as np
 from edgeeval import contracts as ct
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.process import emit
-from edgeeval.fetch.gguf_check import check_gguf
+from edgeeval.gguf.check import check_gguf
 from edgeeval.fidelity.kld import TokenStats, log_softmax, make_chunks, scored, token_stats
 
 _ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)

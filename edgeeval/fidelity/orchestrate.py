@@ -43,8 +43,8 @@ from edgeeval.engine.backend import library_info
 from edgeeval.engine.process import run_child
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space
-from edgeeval.fetch.gguf_check import check_gguf
-from edgeeval.fetch.quantize import ensure_file, read_build_info
+from edgeeval.gguf.check import check_gguf
+from edgeeval.quant.build import ensure_file, read_build_info
 from edgeeval.fidelity import MAX_CHUNKS, N_CTX
 from edgeeval.fidelity.child import META
 from edgeeval.fidelity.kld import TokenStats, scored, summarize

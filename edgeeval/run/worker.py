@@ -19,8 +19,8 @@ from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend
 from edgeeval.engine.batch import BatchEngine, resolve_eval_batch
 from edgeeval.engine.process import die_with_parent, emit
-from edgeeval.fetch.gguf_check import check_gguf, kv_cache_bytes
-from edgeeval.fetch.kvcache import kv_for_run
+from edgeeval.gguf.check import check_gguf, kv_cache_bytes
+from edgeeval.gguf.kvcache import kv_for_run
 from edgeeval.run.speed import (
     SweepPoint,
     expand_sweep,

@@ -49,7 +49,7 @@ def score_by_kind(
         )
         return describe_score(score, task, items), [], generated
     if task.kind == "code":
-        from edgeeval.engine.sandbox import choose as choose_sandbox
+        from edgeeval.sandbox.jail import choose as choose_sandbox
 
         sandbox = choose_sandbox(unsafe=settings.unsafe_code_exec)
         score, generated = score_code_task(

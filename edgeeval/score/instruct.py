@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeeval.score.chat import ChatTemplate, Message, render_chats
+from edgeeval.sandbox.template import ChatTemplate, Message, render_chats
 from edgeeval.score.extract import strip_thinking
 from edgeeval.score.protocol import THINKING_ON, Plan
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeeval.score.chat import ChatTemplate, Variables
+from edgeeval.sandbox.template import ChatTemplate, Variables
 from edgeeval.score.extract import CHANNEL, MESSAGE, THINK_CLOSE, THINK_OPEN
 
 PROTOCOLS = ("auto", "instruct", "completion")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeeval.engine.sandbox import UNSAFE, Sandbox, choose
-from edgeeval.score.codeexec import FAILED, PASSED, CodeCheck, ExecLimits, run_check
+from edgeeval.sandbox.jail import UNSAFE, Sandbox, choose
+from edgeeval.sandbox.codeexec import FAILED, PASSED, CodeCheck, ExecLimits, run_check
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ExecLimits(wall_s=15, cpu_s=5)
@@ -362,8 +362,8 @@ def test_a_forged_pass_is_recorded_as_a_failure(sandbox, guard, name):
 
 WORKER = """
 import sys
-from edgeeval.engine.sandbox import choose
-from edgeeval.score.codeexec import CodeCheck, ExecLimits, run_check
+from edgeeval.sandbox.jail import choose
+from edgeeval.sandbox.codeexec import CodeCheck, ExecLimits, run_check
 check = CodeCheck("", sys.stdin.read(), "def check(c):\\n    c()\\n", "f")
 run_check(check, sandbox=choose(unsafe=False), limits=ExecLimits(wall_s=600, cpu_s=600),
           inner_guard=False)

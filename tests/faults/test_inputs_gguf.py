@@ -17,7 +17,7 @@ from edgeeval import pipeline
 from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import InvalidModelFileError
-from edgeeval.fetch.gguf_check import ArrayLength, GgufSummary, check_gguf, kv_cache_bytes
+from edgeeval.gguf.check import ArrayLength, GgufSummary, check_gguf, kv_cache_bytes
 from edgeeval.run import runner
 from edgeeval.store import runs as store
 from tests.builders import HOST

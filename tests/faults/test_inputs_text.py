@@ -12,7 +12,7 @@ import pytest
 from edgeeval import records as rec
 from edgeeval.cli.main import main
 from edgeeval.errors import ConfigError, InvalidModelFileError
-from edgeeval.fetch.gguf_check import check_gguf
+from edgeeval.gguf.check import check_gguf
 from edgeeval.report.html import render_html
 from edgeeval.report.render import NOTES, ranking_table, to_markdown
 from edgeeval.report.summarize import rank_rows

@@ -1,7 +1,7 @@
 """Running model-written code (HumanEval) and judging it from outside the code's reach.
 
 Only called when the user passed `--allow-code-exec` (or `--unsafe-code-exec`). Each problem
-runs as two processes, each in its own operating-system sandbox (edgeeval.engine.sandbox:
+runs as two processes, each in its own operating-system sandbox (edgeeval.sandbox.jail:
 bubblewrap on Linux, sandbox-exec on macOS; none with --unsafe-code-exec):
 
 - the candidate: the prompt + the model's completion, loaded as a module; it then answers
@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from edgeeval.engine.sandbox import Sandbox, environment, interpreter
+from edgeeval.sandbox.jail import Sandbox, environment, interpreter
 
 PASSED, FAILED, TIMEOUT, HARNESS_ERROR = "passed", "failed", "timeout", "harness_error"
 OUTCOMES = (PASSED, FAILED, TIMEOUT, HARNESS_ERROR)

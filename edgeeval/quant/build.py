@@ -1,10 +1,10 @@
 """Build derived variants: a source GGUF re-typed by a recipe through llama.cpp's quantizer.
 
 What a recipe is, and which type each tensor gets (overrides, fallbacks), is
-edgeeval.catalog.recipes; this module reads the tensors, runs llama.cpp, checks the result
+edgeeval.quant.recipes; this module reads the tensors, runs llama.cpp, checks the result
 against the plan and caches it.
 
-The quantizer runs in a child process (`python -m edgeeval.fetch.quantize SPEC OUT`), so a native
+The quantizer runs in a child process (`python -m edgeeval.quant.build SPEC OUT`), so a native
 abort is a reported failure. The result goes to `<models>/derived/<variant>.gguf` with a JSON
 sidecar; a build with the same source sha256 and recipe hash is a cache hit.
 """
@@ -29,7 +29,7 @@ from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant
-from edgeeval.catalog.recipes import (
+from edgeeval.quant.recipes import (
     FLOAT_TYPES,
     Fallback,
     Plan,
@@ -42,15 +42,15 @@ from edgeeval.catalog.recipes import (
     load_recipes,
     plan_build,
 )
-from edgeeval.catalog.recipes import (
+from edgeeval.quant.recipes import (
     _recipe_type as _recipe_type,
 )  # re-exported: tests use them here
-from edgeeval.catalog.recipes import fit_type as fit_type
-from edgeeval.catalog.recipes import parse_recipe as parse_recipe
+from edgeeval.quant.recipes import fit_type as fit_type
+from edgeeval.quant.recipes import parse_recipe as parse_recipe
 from edgeeval.engine import host as hostinfo
 from edgeeval.errors import ConfigError, EdgeevalError, FetchError
 from edgeeval.fetch.files import ensure_free_space, sha256_file
-from edgeeval.fetch.gguf_check import check_gguf
+from edgeeval.gguf.check import check_gguf
 from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 
 Progress = Callable[[str], None]
@@ -304,7 +304,7 @@ def _run_quantizer(src: Path, dst: Path, recipe: Recipe, plan: Plan, nthread: in
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         ct.write_contract(spec_path, spec)
         done = subprocess.run(
-            [sys.executable, "-m", "edgeeval.fetch.quantize", str(spec_path), str(out_path)],
+            [sys.executable, "-m", "edgeeval.quant.build", str(spec_path), str(out_path)],
             capture_output=True,
             text=True,
         )

@@ -1,4 +1,4 @@
-"""Inside the chat-template sandbox process that edgeeval.score.chat starts (see its docstring).
+"""Inside the chat-template sandbox process that edgeeval.sandbox.template starts (see its docstring).
 
 This is the first wall: Jinja's ImmutableSandboxedEnvironment configured as transformers does,
 with size checks on every operator, filter, method call and `~` that can build a big value,
@@ -27,7 +27,7 @@ from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_eval_context
 
-from edgeeval.score.chat import ChatTemplate, Message, RenderLimits
+from edgeeval.sandbox.template import ChatTemplate, Message, RenderLimits
 
 _WIDE_FORMAT = re.compile(r"%[^a-zA-Z%]*?(\*|\d{7,})|\{[^{}]*?\d{7,}[^{}]*\}")
 

@@ -12,7 +12,7 @@ For the types a recipe names, edgeeval picks the fallback before llama.cpp runs 
 table, e.g. Q6_K -> Q8_0; NVFP4, which llama.cpp has no fallback for, -> Q5_0; F16 when nothing
 fits); llama.cpp falls back for its mixture itself and its log is parsed. Both are reported.
 
-No I/O here: edgeeval.fetch.quantize reads the tensors, runs llama.cpp and caches the result.
+No I/O here: edgeeval.quant.build reads the tensors, runs llama.cpp and caches the result.
 """
 
 from __future__ import annotations

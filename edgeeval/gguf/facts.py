@@ -1,5 +1,5 @@
 """What a GGUF file says about itself: architecture, name, quantization, parameters, chat
-template. Read with the bounded header walk of `gguf_check`, so a hostile file is refused before
+template. Read with the bounded header walk of `gguf.check`, so a hostile file is refused before
 llama.cpp sees it. Used to make a catalog variant from a bare file (a model spec) and to list
 the GGUFs found on this machine.
 """
@@ -11,9 +11,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeeval.fetch.gguf_check import GgufSummary, check_gguf
-from edgeeval.fetch.local_stores import SPLIT_PART
-
+from edgeeval.gguf.check import GgufSummary, check_gguf
+#: A split GGUF's part: `<stem>-00002-of-00005.gguf`.
+SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _SLUG = re.compile(r"[^a-z0-9._-]+")
 
 

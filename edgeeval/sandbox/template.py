@@ -22,7 +22,7 @@ kernel's limits on a separate process can. All conversations of a task go to one
 interpreter start (about 0.1 s) is paid once per task, not per prompt.
 
 This module is the parent side; what runs inside the child (the first wall and the kernel
-limits) is edgeeval.score.chat_sandbox.
+limits) is edgeeval.sandbox.template_child.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def _run_sandbox(request: dict[str, Any], limits: RenderLimits, n: int) -> list[
     package_parent = str(Path(__file__).resolve().parents[2])
     code = (
         f"import sys; sys.path.insert(0, {package_parent!r}); "
-        "from edgeeval.score.chat_sandbox import serve; raise SystemExit(serve())"
+        "from edgeeval.sandbox.template_child import serve; raise SystemExit(serve())"
     )
     timeout = limits.wall_s + limits.cpu_s * n
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}

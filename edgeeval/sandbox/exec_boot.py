@@ -11,7 +11,7 @@ edgeeval. One source, two roles, chosen by the JSON header line on stdin:
   process and decodes the reply as plain data, then calls check(proxy). It alone reports
   "passed" or "failed", on a pipe only it holds.
 
-edgeeval.score.codeexec starts the two roles as separate processes (separate OS sandboxes
+edgeeval.sandbox.codeexec starts the two roles as separate processes (separate OS sandboxes
 where one exists) and explains why this keeps a verdict from being forged.
 """
 

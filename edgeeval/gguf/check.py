@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import BinaryIO, TypeGuard
 
 from edgeeval.errors import InvalidModelFileError
-from edgeeval.fetch.files import open_regular
-from edgeeval.fetch.kvcache import kv_bytes
+from edgeeval.safeio import open_regular
+from edgeeval.gguf.kvcache import kv_bytes
 from edgeeval.text import safe_text
 
 MAX_TENSORS = 100_000
