@@ -19,6 +19,7 @@ LEAVES = {
     "records",
     "contracts",
     "metrics",
+    "stats",
     "text",
     "yamlio",
     "safeio",
@@ -35,6 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     "yamlio": {"errors", "text"},
     "safeio": {"errors"},
     "metrics": {"records", "settings", "errors"},
+    # paired comparisons and power: pure formulas over per-item scores (capability's formula)
+    "stats": {"records", "errors", "metrics"},
     "engine": set(),
     "store": set(),
     "catalog": set(),
