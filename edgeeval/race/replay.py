@@ -1,0 +1,289 @@
+"""The race replayed over stored per-item verdicts: a simulation whose verdicts are real.
+
+Each replay draws a fresh seeded item order, runs the race's rules (edgeeval.race.rules) on the
+verdicts the variants really gave, and compares the race's answer with the full run's:
+- order: the variants sorted by the ranking measure (capability per GB, or capability), each
+  estimated on the items it answered; "strict" compares the whole sequence, "separable" only
+  the pairs the full run itself tells apart (paired test, two-sided 5 %);
+- Pareto front (capability vs peak memory): a variant is on it when no variant with no more
+  memory has a higher capability; a variant the race beat is off it;
+- item evaluations used: sum over variants of the items each answered / (variants x items);
+- false settle: any decision of the race that contradicts the full run's own point estimate.
+`null_replays` runs the same race on simulated variants with identical per-item success
+probabilities, where every decision is a false one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from edgeeval.race.rules import (
+    BEATEN,
+    CAPABILITY,
+    PER_GB,
+    RaceConfig,
+    RaceState,
+    TaskCounts,
+    paired_test,
+    race,
+    round_sizes,
+)
+from edgeeval.race.verdicts import TaskVerdicts, VerdictTable
+
+#: The level at which the full run "tells a pair apart" for the separable-order agreement.
+SEPARABLE_P = 0.05
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a ranking says: the order (best first) and the Pareto front."""
+
+    order: tuple[str, ...]
+    front: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """Replays of one race against the full run."""
+
+    n_replays: int
+    config: RaceConfig
+    full: Answer
+    strict_order: float  # share of replays with the full run's exact order
+    separable_order: float  # ... with every pair the full run separates in the same order
+    front: float  # ... with the full run's Pareto front
+    answer: float  # ... order (strict) and front both
+    separable_answer: float  # ... separable order and front both
+    items_used: float  # mean share of the full run's item evaluations
+    items_used_max: float
+    false_settle: float  # share of replays with a decision against the full run
+    stopped_after: dict[str, float]  # mean items answered per variant
+    beaten: dict[str, float]  # share of replays in which the variant was beaten
+
+
+def _capability(right: Sequence[int], n: Sequence[int], chance: Sequence[float]) -> float:
+    gains = [max(0.0, (r / k - c) / (1.0 - c)) for r, k, c in zip(right, n, chance, strict=True)]
+    return 100.0 * sum(gains) / len(gains)
+
+
+def answer_of(
+    scores: dict[str, float],
+    cap: dict[str, float],
+    mem: dict[str, float],
+    off_front: Sequence[str] = (),
+) -> Answer:
+    """The order by `scores` (best first, name on a draw) and the Pareto front of `cap` vs
+    `mem`; variants in `off_front` are off it whatever their estimates."""
+    order = tuple(sorted(scores, key=lambda v: (-scores[v], v)))
+    front = frozenset(
+        v
+        for v in scores
+        if v not in off_front
+        and not any(u != v and mem[u] <= mem[v] and cap[u] > cap[v] for u in scores)
+    )
+    return Answer(order, front)
+
+
+class _Arrays:
+    """A verdict table as arrays: per task the (variants x items) verdicts and the pairwise
+    both-right products, for cumulative counts along any item order."""
+
+    def __init__(self, table: VerdictTable) -> None:
+        self.names = list(table.variants)
+        self.index = {v: i for i, v in enumerate(self.names)}
+        self.pairs = list(combinations(range(len(self.names)), 2))
+        self.pair_index = {p: k for k, p in enumerate(self.pairs)}
+        self.chance = [t.chance for t in table.tasks]
+        self.right = [self._matrix(t) for t in table.tasks]
+        self.both = [
+            np.array([x[i] & x[j] for i, j in self.pairs], dtype=np.int32).reshape(
+                len(self.pairs), x.shape[1]
+            )
+            for x in self.right
+        ]
+
+    def _matrix(self, task: TaskVerdicts) -> np.ndarray:
+        return np.array([task.right[v] for v in self.names], dtype=np.int32).reshape(
+            len(self.names), len(task.item_ids)
+        )
+
+
+def _replay_one(
+    arr: _Arrays, mem: dict[str, float], config: RaceConfig, rng: np.random.Generator
+) -> tuple[RaceState, list[list[int]], list[np.ndarray]]:
+    sizes, right_at, both_at = [], [], []
+    for x, xx in zip(arr.right, arr.both, strict=True):
+        n = x.shape[1]
+        perm = rng.permutation(n)
+        cut = np.array(round_sizes(n, config)) - 1
+        sizes.append([int(c) + 1 for c in cut])
+        right_at.append(np.cumsum(x[:, perm], axis=1)[:, cut])
+        both_at.append(np.cumsum(xx[:, perm], axis=1)[:, cut])
+
+    def evidence_at(r: int):  # noqa: ANN202
+        def evidence(a: str, b: str) -> list[tuple[float, TaskCounts]]:
+            i, j = arr.index[a], arr.index[b]
+            k = arr.pair_index[(min(i, j), max(i, j))]
+            return [
+                (c, TaskCounts(s[r], int(ra[i, r]), int(ra[j, r]), int(bb[k, r])))
+                for c, s, ra, bb in zip(arr.chance, sizes, right_at, both_at, strict=True)
+            ]
+
+        return evidence
+
+    def items_at(r: int) -> int:
+        return sum(s[r] for s in sizes)
+
+    state = race(arr.names, mem, config, evidence_at, items_at)
+    return state, sizes, right_at
+
+
+def _estimates(
+    arr: _Arrays,
+    state: RaceState,
+    sizes: list[list[int]],
+    right_at: list[np.ndarray],
+    mem: dict[str, float],
+    rank_by: str,
+):
+    cap, score = {}, {}
+    for v, i in arr.index.items():
+        r = state.stops[v].look
+        cap[v] = _capability([int(ra[i, r]) for ra in right_at], [s[r] for s in sizes], arr.chance)
+        score[v] = cap[v] / mem[v] if rank_by == PER_GB else cap[v]
+    return cap, score
+
+
+def full_answer(table: VerdictTable, rank_by: str) -> tuple[Answer, dict[str, float]]:
+    """The full run's answer and each variant's capability on every item."""
+    cap = {
+        v: _capability(
+            [sum(t.right[v]) for t in table.tasks],
+            [len(t.item_ids) for t in table.tasks],
+            [t.chance for t in table.tasks],
+        )
+        for v in table.variants
+    }
+    mem = table.memory_gb
+    score = {v: cap[v] / mem[v] if rank_by == PER_GB else cap[v] for v in cap}
+    return answer_of(score, cap, mem), cap
+
+
+def _separable(table: VerdictTable, rank_by: str) -> list[tuple[str, str]]:
+    """(ahead, behind) for each pair the full run separates on the ranking measure."""
+    out = []
+    mem = table.memory_gb
+    for a, b in combinations(table.variants, 2):
+        scale = (1 / mem[a], 1 / mem[b]) if rank_by == PER_GB else (1.0, 1.0)
+        t = paired_test(table.counts(a, b), scale_a=scale[0], scale_b=scale[1])
+        if t.p < SEPARABLE_P:
+            out.append((a, b) if t.diff > 0 else (b, a))
+    return out
+
+
+def _false_settles(state: RaceState, table: VerdictTable) -> int:
+    mem, wrong = table.memory_gb, 0
+    for d in state.decisions.values():
+        scale = (1 / mem[d.winner], 1 / mem[d.loser]) if d.kind == PER_GB else (1.0, 1.0)
+        full = paired_test(table.counts(d.winner, d.loser), scale_a=scale[0], scale_b=scale[1])
+        wrong += full.diff <= 0
+    return wrong
+
+
+def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) -> ReplaySummary:
+    """`n_replays` races over `table`, seeds 0..n-1 (seed s draws replay s's item order)."""
+    arr, mem = _Arrays(table), table.memory_gb
+    full, _ = full_answer(table, config.rank_by)
+    separable = _separable(table, config.rank_by)
+    total = len(table.variants) * table.n_items
+    tallies = dict(strict=0, separable=0, front=0, answer=0, sep_answer=0, false=0)
+    used: list[float] = []
+    items = {v: 0.0 for v in table.variants}
+    beaten = {v: 0 for v in table.variants}
+    for seed in range(n_replays):
+        state, sizes, right_at = _replay_one(arr, mem, config, np.random.default_rng(seed))
+        cap, score = _estimates(arr, state, sizes, right_at, mem, config.rank_by)
+        off = [v for v, s in state.stops.items() if s.reason == BEATEN]
+        got = answer_of(score, cap, mem, off)
+        pos = {v: k for k, v in enumerate(got.order)}
+        sep_ok = all(pos[a] < pos[b] for a, b in separable)
+        tallies["strict"] += got.order == full.order
+        tallies["separable"] += sep_ok
+        tallies["front"] += got.front == full.front
+        tallies["answer"] += got.order == full.order and got.front == full.front
+        tallies["sep_answer"] += sep_ok and got.front == full.front
+        tallies["false"] += _false_settles(state, table) > 0
+        used.append(sum(s.n_items for s in state.stops.values()) / total)
+        for v, s in state.stops.items():
+            items[v] += s.n_items
+            beaten[v] += s.reason == BEATEN
+    n = max(n_replays, 1)
+    return ReplaySummary(
+        n_replays=n_replays,
+        config=config,
+        full=full,
+        strict_order=tallies["strict"] / n,
+        separable_order=tallies["separable"] / n,
+        front=tallies["front"] / n,
+        answer=tallies["answer"] / n,
+        separable_answer=tallies["sep_answer"] / n,
+        items_used=float(np.mean(used)) if used else 0.0,
+        items_used_max=max(used, default=0.0),
+        false_settle=tallies["false"] / n,
+        stopped_after={v: items[v] / n for v in items},
+        beaten={v: beaten[v] / n for v in beaten},
+    )
+
+
+def simulated_table(
+    n_variants: int,
+    task_sizes: Sequence[int],
+    chances: Sequence[float],
+    rng: np.random.Generator,
+    *,
+    p_items: Sequence[np.ndarray] | None = None,
+) -> VerdictTable:
+    """Variants that all answer each item right with the same probability p_i (drawn
+    uniformly unless `p_items` gives them), independently: the null of the race. Memory 1, 2,
+    ... GB."""
+    names = [f"v{k}" for k in range(n_variants)]
+    tasks = []
+    for t, (n, c) in enumerate(zip(task_sizes, chances, strict=True)):
+        p = p_items[t] if p_items is not None else rng.uniform(0, 1, n)
+        draws = rng.uniform(0, 1, (n_variants, n)) < p
+        tasks.append(
+            TaskVerdicts(
+                f"t{t}",
+                1,
+                c,
+                tuple(f"i{i}" for i in range(n)),
+                {v: tuple(bool(x) for x in draws[k]) for k, v in enumerate(names)},
+            )
+        )
+    return VerdictTable(tuple(names), {v: float(k + 1) for k, v in enumerate(names)}, tuple(tasks))
+
+
+def null_replays(
+    n_replays: int,
+    config: RaceConfig,
+    *,
+    n_variants: int = 3,
+    task_sizes: Sequence[int] = (200, 200, 200),
+    chances: Sequence[float] = (0.25, 0.5, 0.0),
+    seed: int = 0,
+) -> float:
+    """Share of `n_replays` null races (fresh simulated verdicts each, identical per-item
+    success probabilities) that declare any two variants different in capability, across
+    all rounds. (Per GB they do differ: the simulated variants use 1, 2, 3... GB.)"""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for k in range(n_replays):
+        table = simulated_table(n_variants, task_sizes, chances, rng)
+        arr = _Arrays(table)
+        state, _, _ = _replay_one(arr, table.memory_gb, config, np.random.default_rng(k))
+        hits += any(d.kind == CAPABILITY for d in state.decisions.values())
+    return hits / max(n_replays, 1)

@@ -1,0 +1,416 @@
+"""The race's decisions, with no I/O and no model: the shared item order, the round sizes,
+the paired test and one look at the evidence after a round.
+
+The rule (README "Racing"):
+- Every task's items are put in one seeded order that all variants share; round r (0-based)
+  covers the first ceil(N * f * 2^r) items of each task (f = `first_fraction`, 1/16 by
+  default), the last round all of them: R = 1 + ceil(log2(1 / f)) rounds (5 by default).
+- After each round every open question about a pair of running variants is tested on the items
+  both answered: is one more capable than the other (and, ranking by capability per GB, is one
+  ahead per GB)? A variant more capable beyond noise than one using no more peak memory beats
+  it (it is then also ahead per GB and off the Pareto front): the loser stops.
+- A variant whose every comparison with the running variants is decided has its place settled
+  and stops too; the rest go on until the last round.
+- Error control: Bonferroni over the R looks (each look spends alpha / R, alpha = 1 -
+  confidence), and Holm's step-down over the questions tested at one look. By the union bound
+  the chance of any wrong decision in the whole race is at most alpha, whatever the dependence
+  between looks and pairs. R is fixed before the race, which is what the split needs.
+- The test: the capability difference (metrics.capability's formula, clamp included) of the two
+  variants on their shared items, divided by its paired SE under the null hypothesis: the
+  second moment of the per-item differences of normalized gains (as McNemar's test uses the
+  discordant count), not their sample variance, so that a few items whose differences happen to
+  be equal never give an SE of 0. Against the centred paired SE of
+  edgeeval.stats.capability_difference it is larger by the squared mean difference, and smaller
+  by at most the factor sqrt((n - 1) / n) (when the mean difference is 0). Two-sided normal
+  p-values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from statistics import NormalDist
+
+from edgeeval.errors import EdgeevalError
+
+CAPABILITY = "capability"
+PER_GB = "capability_per_gb"
+RANK_BY = (PER_GB, CAPABILITY)
+
+BEATEN = "beaten"
+SETTLED = "settled"
+EXHAUSTED = "items ran out"
+
+
+class RaceInputError(EdgeevalError, ValueError):
+    """A race that cannot run as asked: `option` names the option or task at fault."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, option: str = "") -> None:
+        super().__init__(message)
+        self.option = option
+
+
+@dataclass(frozen=True)
+class RaceConfig:
+    """How a race runs: its confidence, first round fraction, item-order seed and ranking."""
+
+    confidence: float = 0.95
+    first_fraction: float = 1 / 16
+    seed: int = 0
+    rank_by: str = PER_GB
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1.0:
+            raise RaceInputError(
+                f"--confidence {self.confidence}: must be at least 0.5 and below 1 "
+                "(e.g. 0.95 for 95 %)",
+                option="--confidence",
+            )
+        if not 0.0 < self.first_fraction <= 1.0:
+            raise RaceInputError(
+                f"--race-first {self.first_fraction}: the first round's share of each task's "
+                "items must be in (0, 1], e.g. 0.0625",
+                option="--race-first",
+            )
+        if self.rank_by not in RANK_BY:
+            raise RaceInputError(
+                f"--rank-by {self.rank_by}: a race ranks by one of {', '.join(RANK_BY)}",
+                option="--rank-by",
+            )
+
+    @property
+    def rounds(self) -> int:
+        """R: rounds (looks) fixed before the race. 1/16 -> 5 (1/16, 1/8, 1/4, 1/2, all)."""
+        return 1 + math.ceil(math.log2(1.0 / self.first_fraction) - 1e-12)
+
+    @property
+    def alpha_per_look(self) -> float:
+        """The error each look may spend: (1 - confidence) / R (Bonferroni over looks).
+
+        >>> round(RaceConfig().alpha_per_look, 4)
+        0.01
+        """
+        return (1.0 - self.confidence) / self.rounds
+
+
+def check_field(names: Sequence[str]) -> None:
+    """RaceInputError unless the race has at least two distinct variants to compare."""
+    if len(set(names)) < 2:
+        got = ", ".join(names) or "none"
+        raise RaceInputError(
+            f"--race needs at least two variants to compare (got {got}); name more models, "
+            "or leave out --race",
+            option="--race",
+        )
+
+
+def item_order(task: str, item_ids: Sequence[str], seed: int) -> list[str]:
+    """The task's items in the race's seeded order, the same for every variant and whatever
+    order the ids come in: sorted by sha256 of "seed:task:id"."""
+
+    def key(item: str) -> str:
+        return hashlib.sha256(f"{seed}:{task}:{item}".encode()).hexdigest()
+
+    return sorted(dict.fromkeys(item_ids), key=key)
+
+
+def round_sizes(n_items: int, config: RaceConfig) -> list[int]:
+    """How many of a task's items (a prefix of its order) have been answered after each round.
+
+    >>> round_sizes(40, RaceConfig())
+    [3, 5, 10, 20, 40]
+    >>> round_sizes(2, RaceConfig(first_fraction=0.5))
+    [1, 2]
+    """
+    sizes = [
+        min(n_items, max(1, math.ceil(n_items * config.first_fraction * 2**r - 1e-9)))
+        for r in range(config.rounds)
+    ]
+    sizes[-1] = n_items
+    return sizes
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """One task's shared items of a pair of variants (A, B): how many, how many each got
+    right, and how many both got right (a 2x2 table by its margins)."""
+
+    n: int
+    right_a: int
+    right_b: int
+    both: int
+
+    def __post_init__(self) -> None:
+        a_only, b_only = self.right_a - self.both, self.right_b - self.both
+        if min(self.both, a_only, b_only, self.n - self.right_a - b_only) < 0:
+            raise ValueError(f"inconsistent 2x2 counts {self}")
+
+
+def counts_of(a: Sequence[bool], b: Sequence[bool]) -> TaskCounts:
+    """The 2x2 counts of two aligned right/wrong sequences.
+
+    >>> counts_of([1, 1, 0, 0], [1, 0, 1, 0])
+    TaskCounts(n=4, right_a=2, right_b=2, both=1)
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired verdicts need the same items: {len(a)} vs {len(b)}")
+    both = sum(1 for x, y in zip(a, b, strict=True) if x and y)
+    return TaskCounts(len(a), sum(map(bool, a)), sum(map(bool, b)), both)
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """scale_a * capability(A) - scale_b * capability(B) on the shared items, its SE under
+    the null, z and the two-sided p-value; `n_items` shared items in all."""
+
+    diff: float
+    se: float
+    z: float
+    p: float
+    n_items: int
+
+
+def paired_test(
+    tasks: Sequence[tuple[float, TaskCounts]], *, scale_a: float = 1.0, scale_b: float = 1.0
+) -> PairTest:
+    """The race's paired test over (chance, counts) per task.
+
+    diff = 100/T * sum_t [s_a max(0, g(acc_a)) - s_b max(0, g(acc_b))], g(acc) = (acc - c) /
+    (1 - c): the capability (per GB with s = 1 / peak GB) as the ranking computes it.
+    SE^2 = (100/T)^2 * sum_t sum_i d_i^2 / n_t^2 with d_i = s_a g(x_i) - s_b g(y_i), the
+    per-item difference of normalized gains: its second moment, the variance of the mean
+    difference when A and B are exchangeable on every item (the null).
+
+    Worked example, one 2-choice task (c = 0.5), 8 items, A right on all, B on 4: gains are
+    1 (right) and -1 (wrong); d = 2 on 4 items, 0 on 4; diff = 100 * (1 - 0) = 100;
+    SE = 100 * sqrt(4 * 4) / 8 = 50; z = 2, p = 0.0455.
+
+    >>> t = paired_test([(0.5, TaskCounts(8, 8, 4, 4))])
+    >>> round(t.diff, 1), round(t.se, 1), round(t.z, 2), round(t.p, 4)
+    (100.0, 50.0, 2.0, 0.0455)
+    """
+    if not tasks:
+        raise ValueError("no shared tasks to compare")
+    diff, var, n_items = 0.0, 0.0, 0
+    for chance, c in tasks:
+        if c.n <= 0:
+            raise ValueError("a task with no shared items")
+        w = 1.0 / (1.0 - chance)
+        gain_a = max(0.0, (c.right_a / c.n - chance) * w)
+        gain_b = max(0.0, (c.right_b / c.n - chance) * w)
+        diff += scale_a * gain_a - scale_b * gain_b
+        e = chance * (scale_a - scale_b)  # the chance offset of d_i
+        a_only, b_only = c.right_a - c.both, c.right_b - c.both
+        neither = c.n - c.right_a - b_only
+        second = (
+            c.both * (scale_a - scale_b - e) ** 2
+            + a_only * (scale_a - e) ** 2
+            + b_only * (scale_b + e) ** 2
+            + neither * e**2
+        )
+        var += w * w * second / (c.n * c.n)
+        n_items += c.n
+    count = len(tasks)
+    diff, se = 100.0 * diff / count, 100.0 * math.sqrt(var) / count
+    if se == 0.0:
+        return PairTest(diff, 0.0, 0.0, 1.0, n_items)
+    z = diff / se
+    return PairTest(diff, se, z, min(1.0, 2.0 * (1.0 - NormalDist().cdf(abs(z)))), n_items)
+
+
+def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down: which of `pvalues` are rejected, family-wise error at most `alpha`.
+
+    >>> holm([0.001, 0.04, 0.012], 0.05)  # 0.001 <= .05/3, 0.012 <= .05/2, 0.04 <= .05
+    [True, True, True]
+    >>> holm([0.001, 0.04, 0.03], 0.05)  # 0.03 > .05/2: it and every larger p stay
+    [True, False, False]
+    """
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    rejected = [False] * len(pvalues)
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (len(pvalues) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A settled question about a pair: `winner` is ahead of `loser` on `kind` (capability,
+    or capability per GB), decided at `look` (0-based) on `n_items` shared items."""
+
+    kind: str
+    winner: str
+    loser: str
+    p: float
+    diff: float
+    look: int
+    n_items: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a variant's accuracy work ended: beaten (by `by`, with `p`), settled, or items
+    ran out; after `look` (0-based) and `n_items` items."""
+
+    variant: str
+    reason: str
+    look: int
+    n_items: int
+    by: str = ""
+    p: float | None = None
+
+    @property
+    def text(self) -> str:
+        """ "stopped after 40 items: beaten by X (p = 0.0004)" and the like."""
+        if self.reason == BEATEN:
+            return f"stopped after {self.n_items} items: beaten by {self.by} (p = {self.p:.2g})"
+        if self.reason == SETTLED:
+            return f"stopped after {self.n_items} items: its place is settled"
+        return f"answered all {self.n_items} items"
+
+
+#: The evidence for one pair at one look: (chance, counts) per shared task. It raises
+#: RaceInputError (naming the task) when the two variants' items are not the same.
+Evidence = Callable[[str, str], Sequence[tuple[float, TaskCounts]]]
+
+
+@dataclass(frozen=True)
+class RaceState:
+    """Where a race stands: variants still running, decisions made, stops, pairs that could
+    not be compared (with the reason), and the looks done."""
+
+    config: RaceConfig
+    memory_gb: dict[str, float]
+    running: tuple[str, ...]
+    decisions: dict[tuple[str, str, str], Decision] = field(default_factory=dict)
+    stops: dict[str, Stop] = field(default_factory=dict)
+    not_compared: dict[tuple[str, str], str] = field(default_factory=dict)
+    looks: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return not self.running
+
+
+def start(names: Sequence[str], memory_gb: dict[str, float], config: RaceConfig) -> RaceState:
+    """A race over `names` with their peak memory (GB, measured in the first round)."""
+    check_field(names)
+    missing = [n for n in names if not (memory_gb.get(n) or 0) > 0]
+    if missing:
+        raise RaceInputError(
+            f"no peak memory for {', '.join(missing)}: a race needs every variant measured",
+            option="--race",
+        )
+    return RaceState(config=config, memory_gb=dict(memory_gb), running=tuple(dict.fromkeys(names)))
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def _decided(state: RaceState, a: str, b: str, kind: str) -> Decision | None:
+    x, y = _pair(a, b)
+    return state.decisions.get((x, y, kind))
+
+
+def _rank_implied(state: RaceState, a: str, b: str) -> bool:
+    """True when the capability decision settles the per-GB order: the more capable one uses
+    no more memory (then it is ahead per GB as well)."""
+    d = _decided(state, a, b, CAPABILITY)
+    return d is not None and state.memory_gb[d.winner] <= state.memory_gb[d.loser]
+
+
+def pair_settled(state: RaceState, a: str, b: str) -> bool:
+    """Both questions about a pair are decided: who is more capable, and the ranking order."""
+    if _decided(state, a, b, CAPABILITY) is None:
+        return False
+    if state.config.rank_by == CAPABILITY:
+        return True
+    return _rank_implied(state, a, b) or _decided(state, a, b, PER_GB) is not None
+
+
+def _open_questions(state: RaceState) -> list[tuple[str, str, str]]:
+    out = []
+    for a, b in combinations(sorted(state.running), 2):
+        if _decided(state, a, b, CAPABILITY) is None:
+            out.append((a, b, CAPABILITY))
+        if state.config.rank_by == PER_GB and not _rank_implied(state, a, b):
+            if _decided(state, a, b, PER_GB) is None:
+                out.append((a, b, PER_GB))
+    return out
+
+
+def look(state: RaceState, evidence: Evidence, *, items_done: int, last: bool = False) -> RaceState:
+    """The state after one more round: test every open question among the running variants at
+    alpha / R (Holm over the questions), then stop the beaten and the settled ones (and, after
+    the `last` round, everyone). `items_done` is how many items each running variant has
+    answered so far (all tasks)."""
+    questions, tests, notes = [], [], dict(state.not_compared)
+    for a, b, kind in _open_questions(state):
+        try:
+            shared = evidence(a, b)
+        except RaceInputError as exc:
+            notes[(a, b)] = str(exc)  # never decided on unpaired evidence: the pair stays open
+            continue
+        scale = (1.0 / state.memory_gb[a], 1.0 / state.memory_gb[b]) if kind == PER_GB else (1, 1)
+        questions.append((a, b, kind))
+        tests.append(paired_test(shared, scale_a=scale[0], scale_b=scale[1]))
+    decisions = dict(state.decisions)
+    rejected = holm([t.p for t in tests], state.config.alpha_per_look)
+    for (a, b, kind), test, yes in zip(questions, tests, rejected, strict=True):
+        if yes:
+            winner, loser = (a, b) if test.diff > 0 else (b, a)
+            decisions[(a, b, kind)] = Decision(
+                kind, winner, loser, test.p, abs(test.diff), state.looks, test.n_items
+            )
+    after = dataclasses.replace(state, decisions=decisions, not_compared=notes)
+    return _stop(after, items_done=items_done, last=last)
+
+
+def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
+    """Stop the beaten variants, then the settled ones (everyone after the last round)."""
+    stops, mem = dict(state.stops), state.memory_gb
+    for v in state.running:
+        beaters = [
+            d
+            for (x, y, kind), d in state.decisions.items()
+            if kind == CAPABILITY and d.loser == v and mem[d.winner] <= mem[v]
+        ]
+        if beaters:
+            best = min(beaters, key=lambda d: (d.p, d.winner))
+            stops[v] = Stop(v, BEATEN, state.looks, items_done, by=best.winner, p=best.p)
+    left = [v for v in state.running if v not in stops]
+    for v in left:
+        if all(pair_settled(state, v, u) for u in left if u != v):
+            stops[v] = Stop(v, SETTLED, state.looks, items_done)
+    for v in state.running:
+        if last and v not in stops:
+            stops[v] = Stop(v, EXHAUSTED, state.looks, items_done)
+    running = tuple(v for v in state.running if v not in stops)
+    return dataclasses.replace(state, stops=stops, running=running, looks=state.looks + 1)
+
+
+def race(
+    names: Sequence[str],
+    memory_gb: dict[str, float],
+    config: RaceConfig,
+    evidence_at: Callable[[int], Evidence],
+    items_at: Callable[[int], int],
+) -> RaceState:
+    """A whole race where every verdict is already known (tests, replays): round r's
+    evidence is `evidence_at(r)`, and `items_at(r)` items have been answered after it."""
+    state = start(names, memory_gb, config)
+    for r in range(config.rounds):
+        last = r == config.rounds - 1
+        state = look(state, evidence_at(r), items_done=items_at(r), last=last)
+        if state.finished:
+            break
+    return state

@@ -1,0 +1,220 @@
+"""Racing (issue 21): the stopping rule against hand-computed looks, its error control under the
+null, the verdict tables it reads from a stored run, and its refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from edgeeval import records as rec
+from edgeeval.race import rules
+from edgeeval.race.replay import null_replays, replay
+from edgeeval.race.rules import (
+    BEATEN,
+    CAPABILITY,
+    EXHAUSTED,
+    PER_GB,
+    SETTLED,
+    RaceConfig,
+    RaceInputError,
+    paired_test,
+)
+from edgeeval.race.verdicts import TaskVerdicts, VerdictTable, attribute, build_table
+from edgeeval.stats import TaskItems, capability_difference
+from tests.builders import record
+
+
+def table(rights: dict[str, list[int]], memory: dict[str, float], chance: float = 0.0):
+    """One task with the given per-item verdicts per variant."""
+    n = len(next(iter(rights.values())))
+    task = TaskVerdicts(
+        "t",
+        1,
+        chance,
+        tuple(f"i{k}" for k in range(n)),
+        {v: tuple(bool(x) for x in r) for v, r in rights.items()},
+    )
+    return VerdictTable(tuple(rights), memory, (task,))
+
+
+def run_race(tab: VerdictTable, config: RaceConfig) -> rules.RaceState:
+    """The race over `tab` in its stored order (every item identical here, so the order
+    does not matter): round r answers the first round_sizes(n)[r] items."""
+    sizes = rules.round_sizes(len(tab.tasks[0].item_ids), config)
+
+    def evidence_at(r):
+        return lambda a, b: tab.counts(a, b, {"t": range(sizes[r])})
+
+    return rules.race(tab.variants, tab.memory_gb, config, evidence_at, lambda r: sizes[r])
+
+
+def test_two_variants_stop_at_the_look_the_maths_gives():
+    """A right on all 64 items, B on none, chance 0: after n items d_i = 1 on every item,
+    diff = 100, SE = 100 * sqrt(n) / n, z = sqrt(n). Rounds answer 4, 8, 16, 32, 64 items;
+    each look may spend 0.05 / 5 = 0.01 on its one question (Holm over one: p <= 0.01).
+    Look 0: z = 2, p = 0.0455: open. Look 1: z = sqrt(8) = 2.83, p = 0.00468 <= 0.01: B is
+    beaten after 8 items, and A, alone, is settled."""
+    tab = table({"a": [1] * 64, "b": [0] * 64}, {"a": 1.0, "b": 2.0})
+    config = RaceConfig(rank_by=CAPABILITY)
+    assert rules.round_sizes(64, config) == [4, 8, 16, 32, 64]
+    state = run_race(tab, config)
+    b, a = state.stops["b"], state.stops["a"]
+    assert (b.reason, b.look, b.n_items, b.by) == (BEATEN, 1, 8, "a")
+    assert b.p == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(math.sqrt(8) / math.sqrt(2)))))
+    assert round(b.p, 5) == 0.00468
+    assert (a.reason, a.look, a.n_items) == (SETTLED, 1, 8)
+    assert b.text == "stopped after 8 items: beaten by a (p = 0.0047)"
+
+
+def test_three_variants_holm_moves_the_stop_one_round_later():
+    """Add C (3 GB), right everywhere like A. Three questions per look: Holm's first step is
+    0.01 / 3 = 0.00333. Look 1 (8 items): p = 0.00468 > 0.00333, nothing is decided. Look 2
+    (16 items): z = 4, p = 6.3e-5 for A-B and C-B: B is beaten by A (C uses more memory than
+    B, so only A beats it). A and C never separate: both answer all 64 items."""
+    tab = table({"a": [1] * 64, "b": [0] * 64, "c": [1] * 64}, {"a": 1.0, "b": 2.0, "c": 3.0})
+    state = run_race(tab, RaceConfig(rank_by=CAPABILITY))
+    assert (state.stops["b"].reason, state.stops["b"].n_items, state.stops["b"].by) == (
+        BEATEN,
+        16,
+        "a",
+    )
+    assert [(state.stops[v].reason, state.stops[v].n_items) for v in "ac"] == [
+        (EXHAUSTED, 64),
+        (EXHAUSTED, 64),
+    ]
+    assert state.stops["b"].p == pytest.approx(6.334e-5, rel=1e-3)
+    used = sum(s.n_items for s in state.stops.values()) / (3 * 64)
+    assert used == pytest.approx(0.75)
+
+
+def test_per_gb_ranking_also_asks_the_order_per_gb():
+    """Ranked per GB, A (1 GB) and C (3 GB), equally capable, differ per GB: d_i = 1 - 1/3 on
+    every item, z = sqrt(n) again; that order is decided at look 2 with the rest (six
+    questions, Holm 0.01/6 .. 0.01: 6.3e-5 passes all), but who is more capable never is."""
+    tab = table({"a": [1] * 64, "b": [0] * 64, "c": [1] * 64}, {"a": 1.0, "b": 2.0, "c": 3.0})
+    state = run_race(tab, RaceConfig())
+    per_gb = state.decisions[("a", "c", PER_GB)]
+    assert (per_gb.winner, per_gb.look, per_gb.n_items) == ("a", 2, 16)
+    assert ("a", "c", CAPABILITY) not in state.decisions
+    assert not rules.pair_settled(state, "a", "c")
+    assert state.stops["a"].reason == EXHAUSTED
+
+
+def test_paired_test_agrees_with_the_stats_module():
+    """Same difference as stats.capability_difference (clamp included); the SE is the second
+    moment: at least the centred paired SE times sqrt((n - 1) / n)."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n, c = int(rng.integers(5, 40)), float(rng.choice([0.0, 0.25, 0.5]))
+        a = (rng.uniform(size=n) < rng.uniform()).astype(int)
+        b = (rng.uniform(size=n) < rng.uniform()).astype(int)
+        sa, sb = float(rng.uniform(0.5, 2)), float(rng.uniform(0.5, 2))
+        mine = paired_test([(c, rules.counts_of(a, b))], scale_a=sa, scale_b=sb)
+        theirs = capability_difference(
+            [TaskItems("t", tuple(a), tuple(b), c)], scale_a=sa, scale_b=sb
+        )
+        assert mine.diff == pytest.approx(theirs.diff)
+        assert mine.se >= theirs.se * math.sqrt((n - 1) / n) - 1e-9
+
+
+def test_null_races_declare_a_difference_in_at_most_5_percent():
+    """1000 seeded null races (three variants with identical per-item success probabilities,
+    fresh verdicts each): any capability decision in any of the five rounds is a false one."""
+    rate = null_replays(1000, RaceConfig(rank_by=CAPABILITY), n_variants=3, seed=21)
+    assert rate <= 0.05
+
+
+def test_the_null_check_can_fail_when_looks_are_not_corrected():
+    """The same check with the error not split over looks and pairs (alpha 0.5 per look)
+    declares differences far more often: the check above has teeth."""
+    loose = RaceConfig(rank_by=CAPABILITY, confidence=0.5)
+    assert null_replays(200, loose, n_variants=3, seed=21) > 0.05
+
+
+def test_replay_of_clear_variants_agrees_with_the_full_run_and_saves_items():
+    """Three variants far apart (90 %, 50 %, 10 % right on 400 items; memory 1, 2, 3 GB):
+    every replay has the full run's order and front, with well under half the items."""
+    rng = np.random.default_rng(0)
+    rights = {
+        v: list((rng.uniform(size=400) < p).astype(int))
+        for v, p in (("a", 0.9), ("b", 0.5), ("c", 0.1))
+    }
+    tab = table(rights, {"a": 1.0, "b": 2.0, "c": 3.0})
+    summary = replay(tab, RaceConfig(), n_replays=50)
+    assert summary.full.order == ("a", "b", "c") and summary.full.front == {"a"}
+    assert summary.answer == 1.0 and summary.false_settle == 0.0
+    assert summary.items_used < 0.3
+
+
+def test_bad_input_names_the_option_or_task():
+    with pytest.raises(RaceInputError, match="--confidence 1.5"):
+        RaceConfig(confidence=1.5)
+    with pytest.raises(RaceInputError, match="--race needs at least two variants"):
+        rules.start(["only"], {"only": 1.0}, RaceConfig())
+    with pytest.raises(RaceInputError, match="--rank-by"):
+        RaceConfig(rank_by="speed")
+
+
+def test_unpaired_evidence_never_decides():
+    """A pair whose items differ is left open, with the reason kept; nobody is beaten."""
+    tab = table({"a": [1] * 64, "b": [0] * 64}, {"a": 1.0, "b": 2.0})
+
+    def evidence(a, b):
+        raise RaceInputError("task t: a and b answered different items", option="t")
+
+    state = rules.start(tab.variants, tab.memory_gb, RaceConfig())
+    for r in range(5):
+        state = rules.look(state, evidence, items_done=64, last=r == 4)
+    assert not state.decisions
+    assert state.not_compared[("a", "b")] == "task t: a and b answered different items"
+    assert {s.reason for s in state.stops.values()} == {EXHAUSTED}
+
+
+def _stored(name, task, answers, version=1, thinking=""):
+    score = rec.TaskScore(
+        task=task,
+        version=version,
+        category="x",
+        chance=0.5,
+        n=len(answers),
+        acc=0.5,
+        acc_se=0.1,
+        acc_norm=0.5,
+        acc_norm_se=0.1,
+        elapsed_s=0.0,
+        protocol="loglikelihood",
+        thinking=thinking,
+    )
+    base = record(name, peak_gb=1.0, acc=0.5)
+    samples = [
+        rec.SampleResult(task, item, 0, (0.0, -1.0) if right else (-1.0, 0.0), (1, 1))
+        for item, right in answers.items()
+    ]
+    return dataclasses.replace(base, tasks=(score,)), samples
+
+
+def test_a_changed_task_version_is_refused_naming_the_task():
+    ra, sa = _stored("a", "facts", {"x": 1, "y": 0})
+    rb, sb = _stored("b", "facts", {"x": 1, "y": 1}, version=2)
+    with pytest.raises(RaceInputError, match="task facts: version 2 for b but 1 for a"):
+        build_table([ra, rb], {"a": sa, "b": sb})
+
+
+def test_different_items_are_refused_naming_the_task():
+    ra, sa = _stored("a", "facts", {"x": 1, "y": 0})
+    rb, sb = _stored("b", "facts", {"x": 1, "z": 1})
+    with pytest.raises(RaceInputError, match="task facts: b and a answered different items"):
+        build_table([ra, rb], {"a": sa, "b": sb})
+
+
+def test_stored_lines_without_a_variant_are_attributed_by_order_only_when_exact():
+    ra, sa = _stored("a", "facts", {"x": 1, "y": 0})
+    rb, sb = _stored("b", "facts", {"x": 0, "y": 1})
+    got = attribute([ra, rb], sa + sb, file="samples.jsonl")
+    tab = build_table([ra, rb], got)
+    assert tab.tasks[0].right == {"a": (True, False), "b": (False, True)}
+    with pytest.raises(RaceInputError, match="cannot be attributed"):
+        attribute([ra, rb], sa + sb[:1], file="samples.jsonl")
