@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from edgeeval import records as rec
 from edgeeval.metrics import pick
-from edgeeval.race.rules import RaceInputError, TaskCounts, counts_of
+from edgeeval.race.rules import RaceInputError, counts_of
 
 #: Generated samples that are judged (timeouts count as wrong); harness errors are not.
 JUDGED = ("ok", "passed", "failed", "timeout")
