@@ -308,3 +308,18 @@ class ClusterUnavailableError(ClusterError, ImportError):
             "without --cluster on this machine alone"
         )
         self.reason = reason
+
+
+class UnattributedItemsError(EdgeevalError):
+    """A run's per-item lines (`path`: samples.jsonl or generations.jsonl) name no variant and
+    their order cannot prove whose each line is (`reason`): paired statistics are refused."""
+
+    def __init__(self, run_id: str, path: str | Path, reason: str) -> None:
+        super().__init__(
+            f"run '{run_id}', {safe_text(Path(path).name, 100)}: cannot tell which variant "
+            f"answered each item ({safe_text(reason, 300)}); the run is compared with "
+            "unpaired standard errors. A run measured now writes the variant on every line."
+        )
+        self.run_id = run_id
+        self.path = str(path)
+        self.reason = reason

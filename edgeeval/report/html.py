@@ -281,9 +281,11 @@ def render_html(
     host_groups: Sequence[HostGroup] = (),
     variants: Sequence[dict[str, Any]] = (),
     extra: str = "",
+    first: str = "",
 ) -> str:
     """The whole page as a string; `notes` are the "how to read this" paragraphs; `extra` is
-    further sections' HTML (the memory-per-context table), placed after the variants."""
+    further sections' HTML (comparisons, the memory-per-context table), placed after the
+    variants; `first` (the answer) comes before the ranking."""
     run_id = escape(str(meta.get("run_id", "?")))
     budget = meta.get("budget_gb")
     sub = f"{len(rows)} variant{'' if len(rows) == 1 else 's'}" + (
@@ -295,6 +297,7 @@ def render_html(
         f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
         "column header to sort.</p>",
         "".join(f"<p><strong>Warning:</strong> {escape(w)}</p>" for w in meta.get("warnings", ())),
+        first,
         "<h2>Ranking by capability per GB</h2>",
         ranking_html("ranking", rows),
         "<h2>Plots</h2>",

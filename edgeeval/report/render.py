@@ -18,10 +18,18 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.errors import DamagedRunError
+from edgeeval.report.answer import (
+    answer_section,
+    comparison_section,
+    power_section,
+    sections_html,
+    sections_markdown,
+)
 from edgeeval.report.cells import md, num, pm
 from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_markdown
 from edgeeval.report.kvmem import kv_html, kv_markdown, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
+from edgeeval.report.paired import Pairing, load_pairing, paired_ses, pairing, pairing_json
 from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.speed import memory_speed_markdown, write_speed_tables
 from edgeeval.report.summarize import (
@@ -231,9 +239,12 @@ def to_markdown(
     meta: dict[str, Any],
     tasks: Sequence[str],
     host_groups: Sequence[HostGroup] = (),
+    answer: Sequence[str] = (),
+    evidence: Sequence[str] = (),
 ) -> str:
+    """report.md; `answer` (Markdown lines) goes first, `evidence` after the task table."""
     budget = meta.get("budget_gb")
-    parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", ""]
+    parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", "", *answer]
     if meta.get("warnings"):
         parts += [f"> **Warning:** {w}" for w in meta["warnings"]] + [""]
     if budget:
@@ -263,6 +274,7 @@ def to_markdown(
         "",
         _task_table(rows, tasks),
         "",
+        *evidence,
         *protocol_markdown(records),
         "## Memory, latency and the bandwidth roofline",
         "",
@@ -303,6 +315,7 @@ def write_report(
     *,
     stored: Sequence[rec.ModelRecord] | None = None,
     fidelity: Sequence[rec.FidelityResult] = (),
+    pairs: Pairing | None = None,
 ) -> dict[str, Path]:
     """Write report.md/.csv/.json/.html and plot-*.png into `directory`; return their paths
     (keys md, csv, json, html and png-<plot>). `stored` are the other runs' records for the
@@ -325,7 +338,12 @@ def write_report(
     kv = kv_plot(records)
     plots = [*plots, kv] if kv else plots
     table = variant_rows(rows, records, fidelity) if fidelity else []
-    markdown = to_markdown(rows, records, meta, tasks, groups)
+    pairs = pairs or Pairing("none")
+    first = [answer_section(rows, pairs, meta.get("budget_gb"))]
+    later = [comparison_section(pairs), power_section(pairs)]
+    markdown = to_markdown(
+        rows, records, meta, tasks, groups, sections_markdown(first), sections_markdown(later)
+    )
     if table:
         markdown += (
             "\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
@@ -336,7 +354,7 @@ def write_report(
     texts = {
         "md": markdown,
         "csv": to_csv(rows, tasks),
-        "json": to_json(rows, meta, groups),
+        "json": to_json(rows, {**meta, "comparisons": pairing_json(pairs)}, groups),
         "html": render_html(
             rows,
             records,
@@ -346,7 +364,8 @@ def write_report(
             notes=NOTES,
             host_groups=groups,
             variants=table,
-            extra=kv_html(records),
+            extra=sections_html(later) + kv_html(records),
+            first=sections_html(first),
         ),
     }
     paths = {}
@@ -393,7 +412,9 @@ def render_run(
             f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
         )
     ranked, kept = records_at_ctx(records, rank_at_ctx) if rank_at_ctx else (records, [])
-    rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb)
+    directory = store.run_dir(run_id, root)
+    pairs = pairing(ranked, load_pairing(run_id, directory.parent, ranked))
+    rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb, paired=paired_ses(pairs))
     meta = {
         "run_id": run_id,
         "host": manifest.get("host"),
@@ -406,8 +427,7 @@ def render_run(
             else {}
         ),
     }
-    directory = store.run_dir(run_id, root)
-    paths = write_report(directory, rows, records, meta, fidelity=fidelity)
+    paths = write_report(directory, rows, records, meta, fidelity=fidelity, pairs=pairs)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
     paths.update(write_lm_eval(directory, split_thinking(records)))  # lm-eval's results.json

@@ -4,11 +4,13 @@ capability = 100 * mean over tasks of max(0, (acc - chance) / (1 - chance))   (0
 capability per GB = capability / peak GB (resident set + CUDA device memory; GB = 10^9 bytes)
 Example: a model with capability 30.0 that peaked at 0.60 GB resident scores 50.0 per GB.
 
-Two capabilities are *tied* when they differ by less than 1.96 combined standard errors,
-1.96 * sqrt(se_a^2 + se_b^2): the test items cannot tell them apart. A variant is *dominated*
-when another one (on the same host) uses no more peak memory and is more capable beyond that
-noise, or is tied with it and uses strictly less memory. Variants over a memory budget are
-listed but not ranked; failed variants are listed, never ranked as zero.
+Two capabilities are *tied* when they differ by less than 1.96 standard errors of their
+difference: the paired SE over the items both answered (edgeeval.stats, report.paired) when
+the run stored them, else 1.96 * sqrt(se_a^2 + se_b^2): the test items cannot tell them
+apart. A variant is *dominated* when another one (on the same host) uses no more peak
+memory and is more capable beyond that noise, or is tied with it and uses strictly less
+memory. Variants over a memory budget are listed but not ranked; failed variants are listed,
+never ranked as zero.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ FORMULA = (
 )
 
 TIE_RULE = (
-    "Two variants are tied when their capabilities differ by less than 1.96 combined "
-    "standard errors, 1.96 * sqrt(se_a^2 + se_b^2); neither is better. A variant is "
+    "Two variants are tied when their capabilities differ by less than 1.96 standard "
+    "errors of the difference: the paired SE over the items both answered where the run "
+    "stored them (see the comparisons), else the unpaired 1.96 * sqrt(se_a^2 + se_b^2); "
+    "neither is better. A variant is "
     "dominated when another on the same host uses no more peak memory and is more "
     "capable beyond that noise, or is tied with it and uses strictly less memory. Ranks "
     "are shared (=2) when capability per GB differs by less than 1.96 combined SEs of "
-    "capability per GB (SE / peak GB; peak memory is taken as exact)."
+    "capability per GB (SE / peak GB, or the paired SE of the per-GB difference; peak memory "
+    "is taken as exact)."
 )
 
 WORKED_EXAMPLE = (
@@ -85,6 +90,8 @@ class RankRow:
     rank_tied: bool = False  # the rank is shared with another row (shown as "=2")
     pareto: bool = False  # on the Pareto front of peak memory vs capability
     over_budget: bool = False  # peak memory above the budget: listed, not ranked
+    # other row -> (paired SE of the capability difference, of the cap/GB difference)
+    paired_se: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def measured(self) -> bool:
@@ -185,13 +192,25 @@ def noise(se_a: float | None, se_b: float | None) -> float:
     return TIE_Z * math.hypot(se_a or 0.0, se_b or 0.0)
 
 
+def diff_se(a: RankRow, b: RankRow, *, per_gb: bool = False) -> float:
+    """SE of a's capability (per GB) minus b's: paired when `a.paired_se` has b, else the
+    unpaired sqrt(se_a^2 + se_b^2)."""
+    paired = a.paired_se.get(b.name)
+    if paired is not None:
+        return paired[1 if per_gb else 0]
+    if per_gb:
+        return math.hypot(a.capability_per_gb_se or 0.0, b.capability_per_gb_se or 0.0)
+    return math.hypot(a.capability_se or 0.0, b.capability_se or 0.0)
+
+
 def tied(a: RankRow, b: RankRow) -> bool:
     """True when the capabilities of two measured rows differ by less than the noise.
 
-    Example: 40.0 +- 4.0 and 33.0 +- 3.0 differ by 7.0 < 1.96 * sqrt(4^2 + 3^2) = 9.8: tied.
+    Example: 40.0 +- 4.0 and 33.0 +- 3.0 differ by 7.0 < 1.96 * sqrt(4^2 + 3^2) = 9.8: tied;
+    with a paired SE of the difference of 2.0 they are not (7.0 > 1.96 * 2.0 = 3.9).
     """
     gap = abs(a.capability - b.capability)  # type: ignore[operator]
-    return gap == 0 or gap < noise(a.capability_se, b.capability_se)  # equal: tied, even at SE 0
+    return gap == 0 or gap < TIE_Z * diff_se(a, b)  # equal: tied, even at SE 0
 
 
 def dominates(other: RankRow, row: RankRow) -> bool:
@@ -226,7 +245,7 @@ def _mark(row: RankRow, rows: Sequence[RankRow], budget_gb: float | None) -> Ran
 
 def _per_gb_tied(a: RankRow, b: RankRow) -> bool:
     gap = abs(a.capability_per_gb - b.capability_per_gb)  # type: ignore[operator]
-    return gap == 0 or gap < noise(a.capability_per_gb_se, b.capability_per_gb_se)
+    return gap == 0 or gap < TIE_Z * diff_se(a, b, per_gb=True)
 
 
 def _with_ranks(ranked: list[RankRow]) -> list[RankRow]:
@@ -246,13 +265,19 @@ def _with_ranks(ranked: list[RankRow]) -> list[RankRow]:
 
 
 def rank_rows(
-    records: Sequence[rec.ModelRecord], *, budget_gb: float | None = None
+    records: Sequence[rec.ModelRecord],
+    *,
+    budget_gb: float | None = None,
+    paired: dict[str, dict[str, tuple[float, float]]] | None = None,
 ) -> list[RankRow]:
     """Rows ranked by capability per GB (best first), then variants over `budget_gb` (peak
-    resident GB; unranked), then failed variants (unranked, never scored as zero)."""
+    resident GB; unranked), then failed variants (unranked, never scored as zero). `paired`
+    (report.paired.paired_ses) gives the paired SEs that ties and dominance use."""
     if budget_gb is not None and budget_gb <= 0:
         raise ValueError(f"budget_gb must be positive, got {budget_gb}")
     rows = [summarize_record(r) for r in records]
+    if paired:
+        rows = [replace(r, paired_se=paired.get(r.name, {})) for r in rows]
     measured = [r for r in rows if r.measured]
     marked = [_mark(r, measured, budget_gb) for r in measured]
     ranked = sorted(

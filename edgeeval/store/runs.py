@@ -35,6 +35,7 @@ from edgeeval.store.files import (  # noqa: F401  (re-exported: the store's file
     storage_errors,
     write_atomic,
 )
+from edgeeval.store.items import item_line
 
 DB_NAME = database.DB_NAME
 MANIFEST = "run.json"
@@ -83,10 +84,11 @@ def save_record(
     generations: Iterable[rec.GenSampleResult] = (),
 ) -> None:
     """Append one finished model's record to the run's JSONL and to the SQLite store, and its
-    per-item results (log-likelihoods to samples.jsonl, generations to generations.jsonl)."""
+    per-item results (log-likelihoods to samples.jsonl, generations to generations.jsonl),
+    each line naming the record's variant, file sha256, settings key and host (store.items)."""
     directory = make_dir(run_dir(record.run_id, root))
     for name, items in (("samples.jsonl", samples), ("generations.jsonl", generations)):
-        lines = [rec.to_json(s) for s in items]
+        lines = [item_line(s, record) for s in items]  # each line names its record
         if lines:
             append_line(directory / name, "\n".join(lines))
     line = rec.to_json(record)

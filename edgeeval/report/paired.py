@@ -1,0 +1,292 @@
+"""Pairs of ranking rows compared on the items both answered (edgeeval.stats), from a stored run.
+
+For two rows measured on one host, each task both scored is compared item by item: the same
+items (by id) in both rows' per-item lines (store.items). When every such task shares items,
+the pair is *paired*: the capability difference and the capability-per-GB difference get the
+paired SE of stats.capability_difference, and McNemar's exact test runs per task. Otherwise
+(no per-item lines, an older run whose lines cannot be attributed, a task scored by one row
+only, a task whose version or items differ) the pair is *unpaired*: the ranking's own
+sqrt(se_a^2 + se_b^2), and `reason` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from statistics import NormalDist
+
+from edgeeval import records as rec
+from edgeeval.errors import UnattributedItemsError
+from edgeeval.report.protocols import split_thinking
+from edgeeval.report.summarize import RankRow, scored_tasks, summarize_record
+from edgeeval.stats import (
+    TARGET_POINTS,
+    CapabilityDiff,
+    TaskItems,
+    capability_difference,
+    discordant,
+    items_needed,
+    mcnemar_exact,
+    min_detectable,
+)
+from edgeeval.store import items as store_items
+from edgeeval.store.items import BY_ORDER, NONE, RunItems
+
+PAIRED, UNPAIRED = "paired", "unpaired"
+NOTES = {
+    BY_ORDER: "Per-item lines stored without the variant's name (a run from before they "
+    "carried it) are attributed by their order, which is unambiguous here: each variant's "
+    "block holds exactly its tasks' item counts, in record order.",
+    NONE: "This run stored no per-item lines: every comparison uses unpaired SEs.",
+}
+
+
+@dataclass(frozen=True)
+class TaskPair:
+    """One task of a pair: the paired difference (A - B, in points) and McNemar's p."""
+
+    task: str
+    n: int
+    diff: float
+    se: float
+    se_unpaired: float
+    sd: float
+    only_a: int
+    only_b: int
+    p_mcnemar: float
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Row `a` against row `b` (same host): capability difference a - b, the SE the ranking
+    uses (`method`: paired or unpaired) and both SEs, with power figures."""
+
+    a: str
+    b: str
+    method: str
+    diff: float
+    se: float
+    se_unpaired: float
+    per_gb_se: float
+    n_items: int
+    reason: str = ""  # why unpaired
+    tasks: tuple[TaskPair, ...] = ()
+
+    @property
+    def settled(self) -> bool:
+        """The difference is beyond noise (|diff| >= 1.96 SE; 0 at SE 0 is settled equal)."""
+        return abs(self.diff) >= 1.96 * self.se if self.se else True
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided normal p of the capability difference (1.0 when both are exactly equal)."""
+        if not self.se:
+            return 0.0 if self.diff else 1.0
+        return 2 * (1 - NormalDist().cdf(abs(self.diff) / self.se))
+
+    @property
+    def min_detectable(self) -> float:
+        return min_detectable(self.se)
+
+    @property
+    def items_to_settle(self) -> int | None:
+        """Further items (beyond n) that would detect the observed difference with 80 % power;
+        None when no item count can (no difference seen) or it is settled."""
+        if self.settled or not self.diff or not self.n_items:
+            return None
+        need = items_needed(self.se, self.n_items, abs(self.diff))
+        return None if need is None else max(need - self.n_items, 0)
+
+    @property
+    def items_for_target(self) -> int | None:
+        """Items a TARGET_POINTS capability difference would need (same mix of tasks)."""
+        return items_needed(self.se, self.n_items, TARGET_POINTS) if self.n_items else None
+
+
+@dataclass
+class Pairing:
+    """Every same-host pair of a run's rows, and how its per-item lines were attributed."""
+
+    how: str  # store.items ATTRIBUTED / BY_ORDER / NONE, or "refused"
+    note: str = ""
+    pairs: list[Pair] = field(default_factory=list)
+
+    def between(self, a: str, b: str) -> Pair | None:
+        for p in self.pairs:
+            if {p.a, p.b} == {a, b}:
+                return p
+        return None
+
+    @property
+    def any_paired(self) -> bool:
+        return any(p.method == PAIRED for p in self.pairs)
+
+
+Items = dict[str, dict[str, float]]  # task -> item id -> score
+
+
+def _row_items(record: rec.ModelRecord, items: RunItems) -> dict[str, Items]:
+    """Per-item scores of the record's ranking rows (split like split_thinking), by row."""
+    scores = items.of(record)
+    out: dict[str, Items] = {}
+    for row in split_thinking([record]):
+        tasks: Items = {}
+        for t in scored_tasks(row):
+            found = scores.get((t.task, t.thinking)) or scores.get((t.task, ""))
+            if found:
+                tasks[t.task] = found
+        out[row.variant.name] = tasks
+    return out
+
+
+def _task_meta(record: rec.ModelRecord) -> dict[str, dict[str, rec.TaskScore]]:
+    return {r.variant.name: {t.task: t for t in scored_tasks(r)} for r in split_thinking([record])}
+
+
+def _why_unpaired(
+    ta: dict[str, rec.TaskScore], tb: dict[str, rec.TaskScore], ia: Items, ib: Items
+) -> str:
+    if set(ta) != set(tb):
+        return "the two scored different tasks: " + ", ".join(sorted(set(ta) ^ set(tb)))
+    for name in sorted(ta):
+        if ta[name].version != tb[name].version:
+            return f"task {name}: version {ta[name].version} vs {tb[name].version} (changed task)"
+        if name not in ia or name not in ib:
+            return f"task {name}: no per-item lines stored"
+        if not set(ia[name]) & set(ib[name]):
+            return f"task {name}: no item in common (a changed task?)"
+    return ""
+
+
+def _task_pair(name: str, cap: CapabilityDiff, xa: list[float], xb: list[float]) -> TaskPair:
+    paired = dict(cap.tasks)[name]
+    only_a, only_b = discordant(xa, xb)
+    scale = 100.0  # points of accuracy
+    return TaskPair(
+        task=name,
+        n=paired.n,
+        diff=scale * (paired.mean_a - paired.mean_b),
+        se=scale * paired.se,
+        se_unpaired=scale * paired.se_unpaired,
+        sd=scale * paired.sd,
+        only_a=only_a,
+        only_b=only_b,
+        p_mcnemar=mcnemar_exact(only_a, only_b),
+    )
+
+
+def pair_rows(
+    ra: RankRow,
+    rb: RankRow,
+    ta: dict[str, rec.TaskScore],
+    tb: dict[str, rec.TaskScore],
+    ia: Items,
+    ib: Items,
+    note: str = "",
+) -> Pair:
+    """Compare two measured rows: paired where every task shares items, else unpaired."""
+    diff = (ra.capability or 0.0) - (rb.capability or 0.0)
+    unpaired = math.hypot(ra.capability_se or 0.0, rb.capability_se or 0.0)
+    per_gb = math.hypot(ra.capability_per_gb_se or 0.0, rb.capability_per_gb_se or 0.0)
+    n_items = sum(t.n for t in ta.values())
+    why = note or _why_unpaired(ta, tb, ia, ib)
+    if why:
+        return Pair(ra.name, rb.name, UNPAIRED, diff, unpaired, unpaired, per_gb, n_items, why)
+    shared = {name: sorted(set(ia[name]) & set(ib[name])) for name in sorted(ta)}
+    columns = {
+        name: ([ia[name][i] for i in ids], [ib[name][i] for i in ids])
+        for name, ids in shared.items()
+    }
+    items = [
+        TaskItems(name, tuple(xa), tuple(xb), ta[name].chance) for name, (xa, xb) in columns.items()
+    ]
+    cap = capability_difference(items)
+    gb = capability_difference(
+        items, scale_a=1 / (ra.peak_rss_gb or 1.0), scale_b=1 / (rb.peak_rss_gb or 1.0)
+    )
+    return Pair(
+        ra.name,
+        rb.name,
+        PAIRED,
+        cap.diff,
+        cap.se,
+        cap.se_unpaired,
+        gb.se,
+        cap.n_items,
+        tasks=tuple(_task_pair(name, cap, *columns[name]) for name in columns),
+    )
+
+
+def load_pairing(run_id: str, root: Path, records: Sequence[rec.ModelRecord]) -> RunItems | str:
+    """The run's attributed per-item scores, or the refusal's message (UnattributedItemsError)."""
+    try:
+        manifest_concurrent = any(r.settings.allow_concurrent for r in records)
+        in_order = store_items.records_in_file_order(run_id, root)
+        return store_items.load_items(run_id, root, in_order, concurrent=manifest_concurrent)
+    except UnattributedItemsError as exc:
+        return str(exc)
+
+
+def pairing(records: Sequence[rec.ModelRecord], items: RunItems | str) -> Pairing:
+    """Every same-host pair of the records' measured rows (split by thinking mode)."""
+    refused = items if isinstance(items, str) else ""
+    loaded = items if isinstance(items, RunItems) else RunItems("", NONE)
+    rows: list[tuple[RankRow, dict[str, rec.TaskScore], Items]] = []
+    for record in records:
+        metas, per_item = _task_meta(record), _row_items(record, loaded)
+        for split in split_thinking([record]):
+            row = summarize_record(split)
+            if row.measured:
+                name = split.variant.name
+                rows.append((row, metas[name], per_item.get(name, {})))
+    note = refused or NOTES.get(loaded.how, "")
+    out = Pairing("refused" if refused else loaded.how, note)
+    for i, (ra, ta, ia) in enumerate(rows):
+        for rb, tb, ib in rows[i + 1 :]:
+            if ra.host_id == rb.host_id:
+                why = "" if not refused else "per-item lines refused (see the note)"
+                if loaded.how == NONE and not refused:
+                    why = "the run stored no per-item lines"
+                out.pairs.append(pair_rows(ra, rb, ta, tb, ia, ib, why))
+    return out
+
+
+def paired_ses(pairing_: Pairing) -> dict[str, dict[str, tuple[float, float]]]:
+    """{row: {other row: (SE of the capability difference, SE of the cap/GB difference)}} for
+    paired pairs only: what summarize.rank_rows uses instead of the unpaired noise."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for p in pairing_.pairs:
+        if p.method == PAIRED:
+            out.setdefault(p.a, {})[p.b] = (p.se, p.per_gb_se)
+            out.setdefault(p.b, {})[p.a] = (p.se, p.per_gb_se)
+    return out
+
+
+def oriented(p: Pair, first: str) -> Pair:
+    """`p` with `first` as its row a (the difference's sign follows)."""
+    if p.a == first:
+        return p
+    flipped = tuple(replace(t, diff=-t.diff, only_a=t.only_b, only_b=t.only_a) for t in p.tasks)
+    return replace(p, a=p.b, b=p.a, diff=-p.diff, tasks=flipped)
+
+
+def pairing_json(pairing_: Pairing) -> dict:
+    """The comparisons as report.json holds them: how per-item lines were attributed, the
+    note, and every pair with both SEs, the one used, p and the power figures."""
+    return {
+        "per_item_lines": pairing_.how,
+        "note": pairing_.note,
+        "pairs": [
+            {
+                **asdict(p),
+                "settled": p.settled,
+                "p_value": p.p_value,
+                "min_detectable": p.min_detectable,
+                "items_to_settle": p.items_to_settle,
+                "items_for_target": p.items_for_target,
+            }
+            for p in pairing_.pairs
+        ],
+    }

@@ -1,0 +1,243 @@
+"""Per-item attribution (store.items), pairs compared on shared items (report.paired), the
+ranking's ties on paired SEs, and the answer-first report (report.answer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+
+import pytest
+
+from edgeeval import records as rec
+from edgeeval.errors import UnattributedItemsError
+from edgeeval.metrics import binomial_se
+from edgeeval.report.answer import answer_section, comparison_section, power_section
+from edgeeval.report.paired import PAIRED, UNPAIRED, load_pairing, paired_ses, pairing
+from edgeeval.report.render import render_run
+from edgeeval.report.summarize import rank_rows
+from edgeeval.store import items as store_items
+from edgeeval.store import runs as store
+from tests.builders import record
+
+N = 200
+RIGHT = (-1.0, -2.0, -3.0, -4.0)  # gold 0 has the highest log-likelihood
+WRONG = (-4.0, -1.0, -2.0, -3.0)
+
+
+def mc_items(right: set[int], task: str = "t") -> list[rec.SampleResult]:
+    return [
+        rec.SampleResult(task, f"{task}-{i:04d}", 0, RIGHT if i in right else WRONG, (1,) * 4)
+        for i in range(N)
+    ]
+
+
+def variant(name: str, right: set[int], peak_gb: float, **kw) -> rec.ModelRecord:
+    acc = len(right) / N
+    return record(name, peak_gb=peak_gb, acc=acc, n=N, acc_se=binomial_se(acc, N), **kw)
+
+
+# A right on items 0..119 (acc .60), B on 0..107 (acc .54): 12 discordant items, all A's.
+A_RIGHT, B_RIGHT = set(range(120)), set(range(108))
+
+
+def save_pair(root, *, legacy: bool = False) -> tuple[rec.ModelRecord, rec.ModelRecord]:
+    a, b = variant("a", A_RIGHT, 0.5), variant("b", B_RIGHT, 0.4)
+    store.write_manifest("r1", {"run_id": "r1"}, root)
+    for r, right in ((a, A_RIGHT), (b, B_RIGHT)):
+        if legacy:  # as stored before the lines named their variant
+            directory = root / "r1"
+            store.append_line(
+                directory / "samples.jsonl", "\n".join(map(rec.to_json, mc_items(right)))
+            )
+            store.save_record(r, root=root)
+        else:
+            store.save_record(r, mc_items(right), root)
+    return a, b
+
+
+def test_every_per_item_line_names_its_record(tmp_path):
+    a, _ = save_pair(tmp_path)
+    first = json.loads((tmp_path / "r1" / "samples.jsonl").read_text().splitlines()[0])
+    assert {k: first[k] for k in store_items.ATTRIBUTION} == {
+        "variant": "a",
+        "sha256": a.variant.sha256,
+        "settings_key": a.settings.key(),
+        "host_id": "h1",
+        "thinking": "",
+    }
+    assert store_items.line_key(first) == a.key
+    # the added fields do not disturb the old reader
+    assert store.load_samples("r1", tmp_path)[0] == mc_items(A_RIGHT)[0]
+
+
+def test_generated_lines_carry_their_thinking_mode(tmp_path):
+    r = variant("a", A_RIGHT, 0.5)
+    gen = rec.GenSampleResult("g", "g-1", "generate", "ok", "p", "o", correct=True, thinking="off")
+    store.save_record(r, generations=[gen], root=tmp_path)
+    line = json.loads((tmp_path / "r1" / "generations.jsonl").read_text())
+    assert (line["variant"], line["thinking"]) == ("a", "off")
+
+
+def test_attributed_lines_need_no_order(tmp_path):
+    a, b = save_pair(tmp_path)
+    path = tmp_path / "r1" / "samples.jsonl"
+    lines = path.read_text().splitlines()
+    random.Random(1).shuffle(lines)  # what resume, the cluster and concurrent pieces can do
+    path.write_text("\n".join(lines) + "\n")
+    items = store_items.load_items("r1", tmp_path, [a, b], concurrent=False)
+    assert items.how == store_items.ATTRIBUTED
+    assert sum(items.of(a)[("t", "")].values()) == 120
+    assert sum(items.of(b)[("t", "")].values()) == 108
+
+
+def test_a_legacy_run_in_unambiguous_order_is_attributed_by_order(tmp_path):
+    a, b = save_pair(tmp_path, legacy=True)
+    in_order = store_items.records_in_file_order("r1", tmp_path)
+    items = store_items.load_items("r1", tmp_path, in_order, concurrent=False)
+    assert items.how == store_items.BY_ORDER
+    assert sum(items.of(a)[("t", "")].values()) == 120
+    assert sum(items.of(b)[("t", "")].values()) == 108
+
+
+def test_a_legacy_run_with_an_orphan_block_is_refused_naming_run_and_file(tmp_path):
+    a, b = save_pair(tmp_path, legacy=True)
+    # a kill between a variant's samples and its record leaves a block no record owns
+    store.append_line(tmp_path / "r1" / "samples.jsonl", rec.to_json(mc_items(set())[0]))
+    in_order = store_items.records_in_file_order("r1", tmp_path)
+    with pytest.raises(UnattributedItemsError, match=r"run 'r1', samples.jsonl: .*1 line\(s\)"):
+        store_items.load_items("r1", tmp_path, in_order, concurrent=False)
+
+
+def test_a_legacy_run_with_a_torn_line_or_concurrent_writers_is_refused(tmp_path):
+    a, b = save_pair(tmp_path, legacy=True)
+    with pytest.raises(UnattributedItemsError, match="allow-concurrent"):
+        store_items.load_items("r1", tmp_path, [a, b], concurrent=True)
+    with open(tmp_path / "r1" / "samples.jsonl", "a") as fh:
+        fh.write('{"task": "t", "item_')
+    with pytest.raises(UnattributedItemsError, match="unreadable"):
+        store_items.load_items("r1", tmp_path, [a, b], concurrent=False)
+
+
+def test_a_legacy_block_that_does_not_match_the_counts_is_refused(tmp_path):
+    a, b = save_pair(tmp_path, legacy=True)
+    more = [a, dataclasses.replace(b, tasks=(dataclasses.replace(b.tasks[0], n=250),))]
+    with pytest.raises(
+        UnattributedItemsError, match="lines 201..450 do not hold the item counts of 'b'"
+    ):
+        store_items.load_items("r1", tmp_path, more, concurrent=False)
+    fewer = [a, dataclasses.replace(b, tasks=(dataclasses.replace(b.tasks[0], n=150),))]
+    with pytest.raises(
+        UnattributedItemsError, match="50 line\\(s\\) after the last record's block"
+    ):
+        store_items.load_items("r1", tmp_path, fewer, concurrent=False)
+
+
+def test_paired_se_by_hand_and_the_tie_it_breaks(tmp_path):
+    a, b = save_pair(tmp_path)
+    pairs = pairing([a, b], load_pairing("r1", tmp_path, [a, b]))
+    (pair,) = pairs.pairs
+    assert pair.method == PAIRED
+    # gains (x - .25) / .75: capability A = 100 * (.6 - .25) / .75 = 46.667, B = 38.667
+    assert pair.diff == pytest.approx(8.0)
+    # unpaired: 100 * sqrt(.6*.4/199 + .54*.46/199) / .75 = 100 * sqrt(.4884/199) / .75 = 6.61
+    assert pair.se_unpaired == pytest.approx(
+        100 * math.hypot(binomial_se(0.6, N), binomial_se(0.54, N)) / 0.75
+    )
+    # paired: d = 4/3 on 12 items, 0 on 188: mean .08; s^2 = (12 (4/3 - .08)^2 + 188 .08^2) / 199
+    s2 = (12 * (4 / 3 - 0.08) ** 2 + 188 * 0.08**2) / 199
+    assert pair.se == pytest.approx(100 * math.sqrt(s2 / N))
+    assert pair.se <= pair.se_unpaired / 2
+    (task,) = pair.tasks
+    assert (task.only_a, task.only_b) == (12, 0)
+    assert task.p_mcnemar == pytest.approx(2 / 2**12)
+    # unpaired: 8.0 < 1.96 * 6.6, a tie, and b is smaller: a is dominated by b
+    plain = {r.name: r for r in rank_rows([a, b])}
+    assert plain["a"].dominated_by == "b" and plain["a"].tied_with == ("b",)
+    # paired: 8.0 > 1.96 * 2.2: a is more capable beyond noise; neither dominates
+    ranked = {r.name: r for r in rank_rows([a, b], paired=paired_ses(pairs))}
+    assert ranked["a"].dominated_by == "" and ranked["a"].tied_with == ()
+    assert ranked["b"].dominated_by == ""
+
+
+def test_a_changed_task_version_is_compared_unpaired_naming_the_task(tmp_path):
+    a, b = save_pair(tmp_path)
+    b2 = dataclasses.replace(b, tasks=(dataclasses.replace(b.tasks[0], version=2),))
+    (pair,) = pairing(
+        [a, b2],
+        load_pairing("r1", tmp_path, [a, b]).__class__(
+            "r1", store_items.ATTRIBUTED, load_pairing("r1", tmp_path, [a, b]).scores
+        ),
+    ).pairs
+    assert pair.method == UNPAIRED
+    assert pair.reason == "task t: version 1 vs 2 (changed task)"
+
+
+def test_a_refused_run_compares_unpaired_and_says_why(tmp_path):
+    a, b = save_pair(tmp_path, legacy=True)
+    store.append_line(tmp_path / "r1" / "samples.jsonl", rec.to_json(mc_items(set())[0]))
+    pairs = pairing([a, b], load_pairing("r1", tmp_path, [a, b]))
+    assert pairs.how == "refused" and not pairs.any_paired
+    assert "samples.jsonl" in pairs.note and "unpaired" in pairs.note
+
+
+def test_the_answer_names_the_variant_and_how_sure(tmp_path):
+    a, b = save_pair(tmp_path)
+    pairs = pairing([a, b], load_pairing("r1", tmp_path, [a, b]))
+    rows = rank_rows([a, b], paired=paired_ses(pairs))
+    within = answer_section(rows, pairs, 0.45).sentences
+    assert within[0].startswith("Within 0.45 GB, run **b**")
+    assert "the only measured variant that fits" in within[0]
+    classes = answer_section(rows, pairs, None).sentences
+    assert classes[0].startswith("Within 0.5 GB, run **a**")
+    assert "it leads b by 8.0 ± 2.2 points (paired SE" in classes[0]
+    assert classes[0].endswith(": settled.")
+    assert classes[1].startswith("Settled pairs: 1 of 1. a vs b: 8.0 ± 2.2 (paired)")
+
+
+def test_an_unsettled_pair_says_how_many_items_would_settle_it():
+    # unpaired records only (no per-item lines): 8.0 +- 6.6 is not settled
+    a, b = variant("a", A_RIGHT, 0.5), variant("b", B_RIGHT, 0.4)
+    pairs = pairing([a, b], store_items.RunItems("r1", store_items.NONE))
+    (pair,) = pairs.pairs
+    assert pair.method == UNPAIRED and not pair.settled
+    # 80 % power for 8.0 at SE 6.6054 on 200 items: 200 * (2.80159 * 6.6054 / 8)^2 = 1070.2
+    assert pair.items_to_settle == 1071 - 200
+    text = answer_section(rank_rows([a, b]), pairs, None).sentences
+    assert "Unsettled pairs: a vs b: 8.0 ± 6.6 (unpaired), about 871 more items" in text[-2]
+    assert "no per-item lines" in text[-1]
+
+
+def test_comparison_and_power_sections_print_both_ses(tmp_path):
+    a, b = save_pair(tmp_path)
+    pairs = pairing([a, b], load_pairing("r1", tmp_path, [a, b]))
+    (head, body), (task_head, task_body) = comparison_section(pairs).tables
+    row = dict(zip(head, body[0], strict=True))
+    assert (row["paired SE"], row["unpaired SE"], row["SE used"]) == ("2.24", "6.61", "paired")
+    assert dict(zip(task_head, task_body[0], strict=True))["McNemar p"] == "< 0.001"
+    ((_, power),) = power_section(pairs).tables
+    assert [r[0] for r in power] == ["t", "capability"]
+
+
+def test_a_rendered_report_opens_with_the_answer(tmp_path):
+    save_pair(tmp_path)
+    _, rows, paths = render_run("r1", root=tmp_path)
+    text = paths["md"].read_text()
+    assert text.index("## The answer") < text.index("| rank |")
+    assert "## Comparisons: paired vs unpaired standard errors" in text
+    assert "| a | b | 8.00 | 2.24 | 6.61 | paired |" in text
+    html = paths["html"].read_text()
+    assert html.index("The answer") < html.index("Ranking by capability per GB")
+    data = json.loads(paths["json"].read_text())
+    assert data["comparisons"]["pairs"][0]["method"] == "paired"
+
+
+def test_a_stored_run_from_before_renders_unpaired_with_a_note(tmp_path):
+    save_pair(tmp_path, legacy=True)
+    store.append_line(tmp_path / "r1" / "samples.jsonl", rec.to_json(mc_items(set())[0]))
+    _, rows, paths = render_run("r1", root=tmp_path)
+    text = paths["md"].read_text()
+    assert "cannot tell which variant answered each item" in text
+    assert "| a | b | 8.00 | - | 6.61 | unpaired |" in text
+    assert {r.name: r.dominated_by for r in rows}["a"] == "b"  # the unpaired tie, as before
