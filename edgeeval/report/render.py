@@ -8,9 +8,6 @@ speed-vs-threads plot.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +23,7 @@ from edgeeval.report.answer import (
     sections_markdown,
 )
 from edgeeval.report.cells import md, num, pm
+from edgeeval.report.exports import to_csv, to_json
 from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_markdown
 from edgeeval.report.kvmem import kv_html, kv_markdown, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
@@ -67,88 +65,6 @@ NOTES = (
     WORKED_EXAMPLE,
     TIMED,
 )
-
-COLUMNS = [
-    "rank",
-    "rank_tied",
-    "name",
-    "family",
-    "quant",
-    "kind",
-    "status",
-    "verdict",
-    "file_gb",
-    "peak_rss_gb",
-    "peak_uss_gb",
-    "load_s",
-    "pp_ts",
-    "pp_stddev_ts",
-    "tg_ts",
-    "tg_stddev_ts",
-    "capability",
-    "capability_se",
-    "capability_per_gb",
-    "capability_per_gb_se",
-    "capability_per_file_gb",
-    "pareto",
-    "dominated_by",
-    "tied_with",
-    "over_budget",
-    "host_id",
-    "error",
-]
-
-
-def row_dict(row: RankRow) -> dict[str, Any]:
-    """A row as JSON-ready data: every field plus its `verdict` (the status column)."""
-    return {**dataclasses.asdict(row), "verdict": verdict(row)}
-
-
-def to_json(
-    rows: Sequence[RankRow], meta: dict[str, Any], host_groups: Sequence[HostGroup] = ()
-) -> str:
-    hosts = [
-        {
-            "host": rec.to_dict(g.host),
-            "run_ids": list(g.run_ids),
-            "rows": [row_dict(r) for r in g.rows],
-        }
-        for g in host_groups
-    ]
-    return json.dumps(
-        {
-            **meta,
-            "formula": FORMULA,
-            "tie_rule": TIE_RULE,
-            "worked_example": WORKED_EXAMPLE,
-            "gb_bytes": 10**9,
-            "rows": [row_dict(r) for r in rows],
-            "hosts": hosts,
-        },
-        indent=2,
-        sort_keys=True,
-    )
-
-
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    return ";".join(value) if isinstance(value, list | tuple) else value
-
-
-def to_csv(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(COLUMNS + [f"acc_{t}" for t in tasks] + [f"acc_se_{t}" for t in tasks])
-    for row in rows:
-        data = row_dict(row)
-        writer.writerow(
-            [_csv_value(data[c]) for c in COLUMNS]
-            + [row.task_acc.get(t, "") for t in tasks]
-            + [row.task_acc_se.get(t, "") for t in tasks]
-        )
-    return buf.getvalue()
-
 
 def ranking_table(rows: Sequence[RankRow]) -> str:
     """The compact Markdown table printed in the terminal and at the top of report.md."""
