@@ -45,8 +45,8 @@ ALLOWED: dict[str, set[str]] = {
     "gguf": set(),
     # everything that runs untrusted code or templates
     "sandbox": set(),
-    # racing's decisions and replays: pure statistics over per-item verdicts (issue 21)
-    "race": set(),
+    # racing: pure decisions and replays over per-item verdicts, and the race's log (issue 21)
+    "race": {"store"},
     "report": {"store"},
     "fetch": {"catalog", "gguf"},
     # building derived variants: recipes and llama.cpp's quantizer in a child

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.race import rules
+from edgeeval.race import drive, rules
 from edgeeval.race.replay import null_replays, replay
 from edgeeval.race.rules import (
     BEATEN,
@@ -24,6 +24,8 @@ from edgeeval.race.rules import (
 )
 from edgeeval.race.verdicts import TaskVerdicts, VerdictTable, attribute, build_table
 from edgeeval.stats import TaskItems, capability_difference
+from edgeeval.store import racelog
+from edgeeval.store import runs as store
 from tests.builders import record
 
 
@@ -218,3 +220,94 @@ def test_stored_lines_without_a_variant_are_attributed_by_order_only_when_exact(
     assert tab.tasks[0].right == {"a": (True, False), "b": (False, True)}
     with pytest.raises(RaceInputError, match="cannot be attributed"):
         attribute([ra, rb], sa + sb[:1], file="samples.jsonl")
+
+
+# --- the race as the bench runs it: rounds measured, logged, resumed ----------------------
+
+
+def fake_measure(tab: VerdictTable, calls: list, fail_at: int | None = None):
+    """A stand-in for the worker: the stored verdicts of the items asked for."""
+
+    def measure(v, only_ids, r):
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        calls.append((v, r, sum(len(x) for x in only_ids.values())))
+        verdicts = {
+            t.task: {i: t.right[v][t.item_ids.index(i)] for i in only_ids[t.task]}
+            for t in tab.tasks
+        }
+        return drive.RoundResult(verdicts, memory_gb=tab.memory_gb[v] if r == 0 else None)
+
+    return measure
+
+
+def clear_table() -> VerdictTable:
+    rng = np.random.default_rng(5)
+    rights = {
+        v: list((rng.uniform(size=160) < p).astype(int))
+        for v, p in (("a", 0.9), ("b", 0.5), ("c", 0.85))
+    }
+    return table(rights, {"a": 1.0, "b": 2.0, "c": 3.0})
+
+
+def test_a_bench_race_logs_each_round_and_stop(tmp_path):
+    tab, calls = clear_table(), []
+    items = {"t": list(tab.tasks[0].item_ids)}
+    run_id = store.new_run_id()
+    state = drive.run_race(
+        run_id,
+        tab.variants,
+        items,
+        {"t": 0.0},
+        RaceConfig(),
+        fake_measure(tab, calls),
+        root=tmp_path,
+    )
+    stops = racelog.race_stops(run_id, tmp_path)
+    assert set(stops) == {"a", "b", "c"}
+    assert stops["b"].reason == BEATEN and stops["b"].text.startswith("stopped after ")
+    assert stops["b"].text == state.stops["b"].text
+    # every variant answered exactly the rounds it was running for, never an item twice
+    answered = {v: [n for w, _, n in calls if w == v] for v in tab.variants}
+    assert answered["b"][-1] == stops["b"].n_items
+    lines = racelog.read_race(run_id, tmp_path)
+    assert lines[0].kind == racelog.START and lines[0].variants == ("a", "b", "c")
+
+
+def test_an_interrupted_race_resumes_to_the_same_result(tmp_path):
+    tab = clear_table()
+    items = {"t": list(tab.tasks[0].item_ids)}
+    whole = drive.run_race(
+        store.new_run_id(),
+        tab.variants,
+        items,
+        {"t": 0.0},
+        RaceConfig(),
+        fake_measure(tab, []),
+        root=tmp_path,
+    )
+    run_id, first = store.new_run_id(), []
+    with pytest.raises(KeyboardInterrupt):
+        drive.run_race(
+            run_id,
+            tab.variants,
+            items,
+            {"t": 0.0},
+            RaceConfig(),
+            fake_measure(tab, first, fail_at=4),
+            root=tmp_path,
+        )
+    second: list = []
+    resumed = drive.run_race(
+        run_id,
+        tab.variants,
+        items,
+        {"t": 0.0},
+        RaceConfig(),
+        fake_measure(tab, second),
+        root=tmp_path,
+    )
+    assert resumed.stops == whole.stops and resumed.decisions == whole.decisions
+    assert not set(first) & set(second)  # no round of a variant measured twice
+    stops = [x for x in racelog.read_race(run_id, tmp_path) if x.kind == racelog.STOP]
+    assert sorted(x.variant for x in stops) == ["a", "b", "c"]  # each stop logged once
