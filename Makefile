@@ -87,3 +87,12 @@ parity-bench: install sysdeps
 batch-bench: install sysdeps
 	benchmarks/tools/build_llama_tools.sh
 	$(PY) benchmarks/batch_eval_bench.py $(BATCH_ARGS)
+
+## Racing (issue 21): the seven-variant full run on the offline suite with HumanEval's code
+## executed (resumed when interrupted: run it again), 1000 replays of the race over its stored
+## verdicts, the null check, one real race alternated with a full run (results to
+## reports/racing/; RACING_ARGS e.g. --phases replay --run RUN_ID)
+.PHONY: racing-bench
+racing-bench: install sysdeps
+	$(PY) -m edgeeval fetch
+	$(PY) benchmarks/racing_bench.py $(RACING_ARGS)
