@@ -241,3 +241,44 @@ def test_a_stored_run_from_before_renders_unpaired_with_a_note(tmp_path):
     assert "cannot tell which variant answered each item" in text
     assert "| a | b | 8.00 | - | 6.61 | unpaired |" in text
     assert {r.name: r.dominated_by for r in rows}["a"] == "b"  # the unpaired tie, as before
+
+
+def test_power_rows_by_hand(tmp_path):
+    a, b = save_pair(tmp_path)
+    pairs = pairing([a, b], load_pairing("r1", tmp_path, [a, b]))
+    ((head, rows),) = power_section(pairs).tables
+    # task t, accuracy points: d = 1 on 12 of 200 items: mean .06,
+    # s^2 = (12 * .94^2 + 188 * .06^2) / 199 = 11.28 / 199; SE = 100 * sqrt(s^2 / 200) = 1.6835
+    se = 100 * math.sqrt(11.28 / 199 / 200)
+    z = 1.959964 + 0.841621
+    assert rows[0] == ("t", "200", f"{z * se:.1f}", f"{math.ceil(200 * (z * se / 2) ** 2):,}")
+    assert rows[0][2:] == ("4.7", "1,113")
+    # capability: the paired SE 2.2447 (gain units, test_paired_se_by_hand...): 2.8016 * 2.2447
+    cap_se = 100 * math.sqrt((12 * (4 / 3 - 0.08) ** 2 + 188 * 0.08**2) / 199 / N)
+    assert rows[1] == ("capability", "200", f"{z * cap_se:.1f}", "1,978")
+
+
+def test_thinking_rows_get_their_own_items(tmp_path):
+    def gen(i: int, thinking: str, right: bool) -> rec.GenSampleResult:
+        return rec.GenSampleResult(
+            "g", f"g-{i}", "generate", "ok", "p", "o", correct=right, thinking=thinking
+        )
+
+    def task(thinking: str, acc: float) -> rec.TaskScore:
+        se = binomial_se(acc, 4)
+        return rec.TaskScore(
+            "g", 1, "x", 0.0, 4, acc, se, acc, se, 1.0, protocol="instruct", thinking=thinking
+        )
+
+    q = dataclasses.replace(
+        variant("q", A_RIGHT, 0.5),
+        tasks=(variant("q", A_RIGHT, 0.5).tasks[0], task("on", 1.0), task("off", 0.25)),
+    )
+    gens = [gen(i, "on", True) for i in range(4)] + [gen(i, "off", i == 0) for i in range(4)]
+    store.save_record(q, mc_items(A_RIGHT), tmp_path, generations=gens)
+    pairs = pairing([q], load_pairing("r1", tmp_path, [q]))
+    (pair,) = pairs.pairs
+    assert (pair.a, pair.b, pair.method) == ("q", "q (thinking off)", PAIRED)
+    by_task = {t.task: t for t in pair.tasks}
+    assert by_task["t"].diff == 0.0  # multiple choice scores in both rows, the same items
+    assert (by_task["g"].only_a, by_task["g"].only_b) == (3, 0)  # on: 4 right, off: 1

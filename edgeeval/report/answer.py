@@ -157,7 +157,8 @@ def comparison_section(pairing: Pairing) -> Section:
         "ranking's ties and dominance use it) and the unpaired sqrt(se_A^2 + se_B^2). "
         f"'detectable': the smallest difference found with 80 % power at 5 % two-sided; "
         f"'items for {TARGET_POINTS:g} points': the items (same task mix) that a "
-        f"{TARGET_POINTS:g}-point difference would need."
+        f"{TARGET_POINTS:g}-point difference would need. Per task, A - B is in points of "
+        "accuracy, with McNemar's exact test on the items only one of the two got right."
     )
     head = (
         "A",
@@ -171,7 +172,7 @@ def comparison_section(pairing: Pairing) -> Section:
         f"items for {TARGET_POINTS:g} points",
         "why unpaired",
     )
-    body = []
+    body: list[tuple[str, ...]] = []
     for pair in pairing.pairs:
         paired = pair.method == PAIRED
         body.append(
@@ -243,7 +244,7 @@ def power_section(pairing: Pairing) -> Section:
     for p in pairing.pairs:
         for t in p.tasks:
             by_task.setdefault(t.task, []).append((t.n, t.se))
-    body = []
+    body: list[tuple[str, ...]] = []
     for task, seen in sorted(by_task.items()):
         n, se = max(seen, key=lambda x: x[1])
         body.append(

@@ -23,13 +23,13 @@ from edgeeval.report.protocols import split_thinking
 from edgeeval.report.summarize import RankRow, scored_tasks, summarize_record
 from edgeeval.stats import (
     TARGET_POINTS,
-    CapabilityDiff,
     TaskItems,
     capability_difference,
     discordant,
     items_needed,
     mcnemar_exact,
     min_detectable,
+    paired_difference,
 )
 from edgeeval.store import items as store_items
 from edgeeval.store.items import BY_ORDER, NONE, RunItems
@@ -45,7 +45,8 @@ NOTES = {
 
 @dataclass(frozen=True)
 class TaskPair:
-    """One task of a pair: the paired difference (A - B, in points) and McNemar's p."""
+    """One task of a pair: the paired difference A - B in points of accuracy (its SEs and SD
+    too), the discordant items and McNemar's exact p."""
 
     task: str
     n: int
@@ -160,17 +161,17 @@ def _why_unpaired(
     return ""
 
 
-def _task_pair(name: str, cap: CapabilityDiff, xa: list[float], xb: list[float]) -> TaskPair:
-    paired = dict(cap.tasks)[name]
+def _task_pair(name: str, xa: list[float], xb: list[float]) -> TaskPair:
+    """One task's paired difference in points of accuracy (not of normalized gain)."""
+    paired = paired_difference(xa, xb)
     only_a, only_b = discordant(xa, xb)
-    scale = 100.0  # points of accuracy
     return TaskPair(
         task=name,
         n=paired.n,
-        diff=scale * (paired.mean_a - paired.mean_b),
-        se=scale * paired.se,
-        se_unpaired=scale * paired.se_unpaired,
-        sd=scale * paired.sd,
+        diff=100.0 * paired.diff,
+        se=100.0 * paired.se,
+        se_unpaired=100.0 * paired.se_unpaired,
+        sd=100.0 * paired.sd,
         only_a=only_a,
         only_b=only_b,
         p_mcnemar=mcnemar_exact(only_a, only_b),
@@ -215,7 +216,7 @@ def pair_rows(
         cap.se_unpaired,
         gb.se,
         cap.n_items,
-        tasks=tuple(_task_pair(name, cap, *columns[name]) for name in columns),
+        tasks=tuple(_task_pair(name, *columns[name]) for name in columns),
     )
 
 

@@ -84,8 +84,11 @@ def _score(data: dict[str, Any], generated: bool) -> float | None:
     """1.0 / 0.0 for a judged item, None for one that does not count (a harness error)."""
     if generated:
         return float(bool(data.get("correct"))) if data.get("status") in JUDGED else None
-    item = rec.from_dict(rec.SampleResult, data)
-    return float(pick(item.logliks, item.choice_chars, normalize=False) == item.gold)
+    try:
+        logliks, chars = [float(x) for x in data["logliks"]], [int(c) for c in data["choice_chars"]]
+        return float(pick(logliks, chars, normalize=False) == int(data["gold"]))
+    except (KeyError, TypeError, ValueError):
+        return None  # not a scored multiple-choice line: it does not count
 
 
 def _raw_lines(path: Path) -> tuple[list[dict[str, Any]], str]:
