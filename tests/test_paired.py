@@ -215,7 +215,7 @@ def test_comparison_and_power_sections_print_both_ses(tmp_path):
     (head, body), (task_head, task_body) = comparison_section(pairs).tables
     row = dict(zip(head, body[0], strict=True))
     assert (row["paired SE"], row["unpaired SE"], row["SE used"]) == ("2.24", "6.61", "paired")
-    assert dict(zip(task_head, task_body[0], strict=True))["McNemar p"] == "< 0.001"
+    assert dict(zip(task_head, task_body[0], strict=True))["McNemar p"] == "≤ 0.001"
     ((_, power),) = power_section(pairs).tables
     assert [r[0] for r in power] == ["t", "capability"]
 

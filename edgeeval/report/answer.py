@@ -42,7 +42,18 @@ def _pm(value: float, se: float) -> str:
 
 
 def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3g}"
+    """A p-value as shown (Markdown escapes '<', so small ones read "≤ 0.001").
+
+    >>> _p(0.0412), _p(0.00001)
+    ('0.0412', '≤ 0.001')
+    """
+    return "≤ 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def _shown(p: float) -> str:
+    """ "= 0.0412" or "≤ 0.001", after a "p"."""
+    text = _p(p)
+    return text if text.startswith("≤") else "= " + text
 
 
 def _count(n: int | None) -> str:
@@ -67,7 +78,7 @@ def _sure(best: RankRow, runner: RankRow, pair: Pair | None) -> str:
     p = oriented(pair, best.name)
     lead = (
         f"it leads {runner.name} by {_pm(p.diff, p.se)} points "
-        f"({p.method} SE{'' if p.method == PAIRED else ': ' + p.reason}, p = {_p(p.p_value)})"
+        f"({p.method} SE{'' if p.method == PAIRED else ': ' + p.reason}, p {_shown(p.p_value)})"
     )
     if p.settled:
         return lead + ": settled"
@@ -140,7 +151,7 @@ def _pair_line(pair: Pair) -> str:
     if p.settled and not p.se:
         return text + (", the same answer on every shared item" if not p.diff else "")
     if p.settled:
-        return text + f", p = {_p(p.p_value)}"
+        return text + f", p {_shown(p.p_value)}"
     more = p.items_to_settle
     return text + (f", about {more:,} more items would settle it" if more else "")
 
