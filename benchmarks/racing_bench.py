@@ -40,8 +40,9 @@ from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.race.replay import null_replays, replay
 from edgeeval.race.rules import CAPABILITY, RaceConfig
-from edgeeval.race.verdicts import VerdictTable, attribute, build_table
+from edgeeval.race.verdicts import VerdictTable, build_table
 from edgeeval.stats import TaskItems, capability_difference
+from edgeeval.store import items
 from edgeeval.store import runs as store
 
 VARIANTS = [
@@ -136,18 +137,16 @@ def phase_full(args: argparse.Namespace, state: dict[str, Any]) -> str:
 
 
 def stored_table(run_id: str) -> VerdictTable:
-    """The run's per-item verdicts, read through the store (records in file order, so lines
-    without a variant can be attributed where the order is unambiguous)."""
-    path = store.run_dir(run_id) / "records.jsonl"
-    in_order = list(store.read_jsonl(path, rec.ModelRecord))
-    per_item: dict[str, list[Any]] = {}
-    for file, lines in (
-        ("samples.jsonl", list(store.load_samples(run_id))),
-        ("generations.jsonl", list(store.load_generations(run_id))),
-    ):
-        for name, got in attribute(in_order, lines, file=file).items():
-            per_item.setdefault(name, []).extend(got)
-    return build_table(store.load_records(run_id), per_item)
+    """The run's per-item verdicts, read through the store: each stored line attributed to its
+    record (store.items; an older run only where its order is unambiguous)."""
+    root = settings.reports_dir()
+    manifest = store.read_manifest(run_id, root)
+    in_order = items.records_in_file_order(run_id, root)
+    got = items.load_items(
+        run_id, root, in_order, concurrent=bool(manifest.get("allow_concurrent"))
+    )
+    records = list(store.load_records(run_id, root))
+    return build_table(records, {r.variant.name: got.of(r) for r in records})
 
 
 def paired_vs_unpaired(table: VerdictTable, a: str, b: str) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from edgeeval.race.rules import (
     RaceInputError,
     paired_test,
 )
-from edgeeval.race.verdicts import TaskVerdicts, VerdictTable, attribute, build_table
+from edgeeval.race.verdicts import TaskVerdicts, VerdictTable, build_table
 from edgeeval.stats import TaskItems, capability_difference
 from edgeeval.store import racelog
 from edgeeval.store import runs as store
@@ -175,7 +175,8 @@ def test_unpaired_evidence_never_decides():
     assert {s.reason for s in state.stops.values()} == {EXHAUSTED}
 
 
-def _stored(name, task, answers, version=1, thinking=""):
+def _stored(name, task, answers, version=1, harness_errors=0):
+    """A record with one 2-choice task and its per-item scores (as store.items gives them)."""
     score = rec.TaskScore(
         task=task,
         version=version,
@@ -188,38 +189,32 @@ def _stored(name, task, answers, version=1, thinking=""):
         acc_norm_se=0.1,
         elapsed_s=0.0,
         protocol="loglikelihood",
-        thinking=thinking,
+        n_harness_error=harness_errors,
     )
     base = record(name, peak_gb=1.0, acc=0.5)
-    samples = [
-        rec.SampleResult(task, item, 0, (0.0, -1.0) if right else (-1.0, 0.0), (1, 1))
-        for item, right in answers.items()
-    ]
-    return dataclasses.replace(base, tasks=(score,)), samples
+    return dataclasses.replace(base, tasks=(score,)), {(task, ""): answers}
 
 
 def test_a_changed_task_version_is_refused_naming_the_task():
-    ra, sa = _stored("a", "facts", {"x": 1, "y": 0})
-    rb, sb = _stored("b", "facts", {"x": 1, "y": 1}, version=2)
+    ra, sa = _stored("a", "facts", {"x": 1.0, "y": 0.0})
+    rb, sb = _stored("b", "facts", {"x": 1.0, "y": 1.0}, version=2)
     with pytest.raises(RaceInputError, match="task facts: version 2 for b but 1 for a"):
         build_table([ra, rb], {"a": sa, "b": sb})
 
 
 def test_different_items_are_refused_naming_the_task():
-    ra, sa = _stored("a", "facts", {"x": 1, "y": 0})
-    rb, sb = _stored("b", "facts", {"x": 1, "z": 1})
-    with pytest.raises(RaceInputError, match="task facts: b and a answered different items"):
+    ra, sa = _stored("a", "facts", {"x": 1.0, "y": 0.0})
+    rb, sb = _stored("b", "facts", {"x": 1.0, "z": 1.0})
+    with pytest.raises(RaceInputError, match="task facts: a has no answer to 1 items"):
         build_table([ra, rb], {"a": sa, "b": sb})
 
 
-def test_stored_lines_without_a_variant_are_attributed_by_order_only_when_exact():
-    ra, sa = _stored("a", "facts", {"x": 1, "y": 0})
-    rb, sb = _stored("b", "facts", {"x": 0, "y": 1})
-    got = attribute([ra, rb], sa + sb, file="samples.jsonl")
-    tab = build_table([ra, rb], got)
+def test_an_item_a_harness_could_not_judge_is_left_out_for_all():
+    ra, sa = _stored("a", "facts", {"x": 1.0, "y": 0.0, "w": 1.0})
+    rb, sb = _stored("b", "facts", {"x": 0.0, "y": 1.0}, harness_errors=1)
+    tab = build_table([ra, rb], {"a": sa, "b": sb})
+    assert tab.tasks[0].item_ids == ("x", "y") and tab.dropped_items == 1
     assert tab.tasks[0].right == {"a": (True, False), "b": (False, True)}
-    with pytest.raises(RaceInputError, match="cannot be attributed"):
-        attribute([ra, rb], sa + sb[:1], file="samples.jsonl")
 
 
 # --- the race as the bench runs it: rounds measured, logged, resumed ----------------------
