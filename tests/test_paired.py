@@ -282,3 +282,37 @@ def test_thinking_rows_get_their_own_items(tmp_path):
     by_task = {t.task: t for t in pair.tasks}
     assert by_task["t"].diff == 0.0  # multiple choice scores in both rows, the same items
     assert (by_task["g"].only_a, by_task["g"].only_b) == (3, 0)  # on: 4 right, off: 1
+
+
+def test_lines_that_name_a_cluster_get_clustered_ses(tmp_path):
+    # A = 1 1 0 0 1 1, B = 0 0 0 0 0 1 (chance 0: gains are the scores); d = 1 1 0 0 1 0
+    # clusters {1,2} {3,4} {5,6}: SE^2 = 0.3 / 6 + 0.5 / 36 (tests/test_stats.py, by hand)
+    def six(name: str, right: list[int]) -> tuple[rec.ModelRecord, list[rec.SampleResult]]:
+        acc = sum(right) / 6
+        r = record(name, peak_gb=0.5, acc=acc, n=6, chance=0.0, acc_se=binomial_se(acc, 6))
+        lines = [
+            rec.SampleResult("t", f"t-{i}", 0, RIGHT if x else WRONG, (1,) * 4)
+            for i, x in enumerate(right)
+        ]
+        return r, lines
+
+    (a, la), (b, lb) = six("a", [1, 1, 0, 0, 1, 1]), six("b", [0, 0, 0, 0, 0, 1])
+    store.save_record(a, la, tmp_path)
+    store.save_record(b, lb, tmp_path)
+    path = tmp_path / "r1" / "samples.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for d in lines:  # what a task that knows its passages would write
+        d["cluster"] = f"p{int(d['item_id'][2:]) // 2}"
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    (pair,) = pairing([a, b], load_pairing("r1", tmp_path, [a, b])).pairs
+    assert pair.se == pytest.approx(100 * math.sqrt(0.05 + 0.5 / 36))
+    (task,) = pair.tasks
+    assert task.n_clusters == 3
+    assert task.se == pytest.approx(100 * math.sqrt(0.05 + 0.5 / 36))
+    # without the cluster ids: the plain paired SE, sqrt(0.05)
+    path.write_text(
+        "".join(json.dumps({k: v for k, v in d.items() if k != "cluster"}) + "\n" for d in lines)
+    )
+    (plain,) = pairing([a, b], load_pairing("r1", tmp_path, [a, b])).pairs
+    assert plain.se == pytest.approx(100 * math.sqrt(0.05))
+    assert plain.tasks[0].n_clusters is None

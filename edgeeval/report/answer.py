@@ -169,7 +169,8 @@ def comparison_section(pairing: Pairing) -> Section:
         f"'detectable': the smallest difference found with 80 % power at 5 % two-sided; "
         f"'items for {TARGET_POINTS:g} points': the items (same task mix) that a "
         f"{TARGET_POINTS:g}-point difference would need. Per task, A - B is in points of "
-        "accuracy, with McNemar's exact test on the items only one of the two got right."
+        "accuracy, with McNemar's exact test on the items only one of the two got right; "
+        "'clusters': the paired SE is clustered over that many (subjects, passages)."
     )
     head = (
         "A",
@@ -211,6 +212,7 @@ def comparison_section(pairing: Pairing) -> Section:
             "A - B",
             "paired SE",
             "unpaired SE",
+            "clusters",
             "only A right",
             "only B right",
             "McNemar p",
@@ -227,6 +229,7 @@ def comparison_section(pairing: Pairing) -> Section:
                         f"{t.diff:.1f}",
                         f"{t.se:.2f}",
                         f"{t.se_unpaired:.2f}",
+                        "-" if t.n_clusters is None else str(t.n_clusters),
                         str(t.only_a),
                         str(t.only_b),
                         _p(t.p_mcnemar),

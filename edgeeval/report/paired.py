@@ -57,6 +57,7 @@ class TaskPair:
     only_a: int
     only_b: int
     p_mcnemar: float
+    n_clusters: int | None = None  # the SE is clustered over this many clusters
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,10 @@ def _why_unpaired(
     return ""
 
 
-def _task_pair(name: str, xa: list[float], xb: list[float]) -> TaskPair:
+def _task_pair(task: TaskItems) -> TaskPair:
     """One task's paired difference in points of accuracy (not of normalized gain)."""
-    paired = paired_difference(xa, xb)
+    name, xa, xb = task.task, task.a, task.b
+    paired = paired_difference(xa, xb, task.clusters)
     only_a, only_b = discordant(xa, xb)
     return TaskPair(
         task=name,
@@ -175,7 +177,16 @@ def _task_pair(name: str, xa: list[float], xb: list[float]) -> TaskPair:
         only_a=only_a,
         only_b=only_b,
         p_mcnemar=mcnemar_exact(only_a, only_b),
+        n_clusters=paired.n_clusters,
     )
+
+
+def _clusters(
+    task: str, ids: list[str], clusters: dict[tuple[str, str], str] | None
+) -> tuple[str, ...] | None:
+    """The shared items' cluster ids, or None unless every one of them has one."""
+    found = [clusters.get((task, i)) for i in ids] if clusters else []
+    return tuple(c for c in found if c) if found and all(found) else None
 
 
 def pair_rows(
@@ -186,8 +197,10 @@ def pair_rows(
     ia: Items,
     ib: Items,
     note: str = "",
+    clusters: dict[tuple[str, str], str] | None = None,
 ) -> Pair:
-    """Compare two measured rows: paired where every task shares items, else unpaired."""
+    """Compare two measured rows: paired where every task shares items, else unpaired. A task
+    whose shared items all have a cluster id in `clusters` gets clustered SEs."""
     diff = (ra.capability or 0.0) - (rb.capability or 0.0)
     unpaired = math.hypot(ra.capability_se or 0.0, rb.capability_se or 0.0)
     per_gb = math.hypot(ra.capability_per_gb_se or 0.0, rb.capability_per_gb_se or 0.0)
@@ -201,7 +214,10 @@ def pair_rows(
         for name, ids in shared.items()
     }
     items = [
-        TaskItems(name, tuple(xa), tuple(xb), ta[name].chance) for name, (xa, xb) in columns.items()
+        TaskItems(
+            name, tuple(xa), tuple(xb), ta[name].chance, _clusters(name, shared[name], clusters)
+        )
+        for name, (xa, xb) in columns.items()
     ]
     cap = capability_difference(items)
     gb = capability_difference(
@@ -216,7 +232,7 @@ def pair_rows(
         cap.se_unpaired,
         gb.se,
         cap.n_items,
-        tasks=tuple(_task_pair(name, *columns[name]) for name in columns),
+        tasks=tuple(_task_pair(t) for t in items),
     )
 
 
@@ -250,7 +266,7 @@ def pairing(records: Sequence[rec.ModelRecord], items: RunItems | str) -> Pairin
                 why = "" if not refused else "per-item lines refused (see the note)"
                 if loaded.how == NONE and not refused:
                     why = "the run stored no per-item lines"
-                out.pairs.append(pair_rows(ra, rb, ta, tb, ia, ib, why))
+                out.pairs.append(pair_rows(ra, rb, ta, tb, ia, ib, why, loaded.clusters))
     return out
 
 

@@ -66,6 +66,7 @@ NOTES = (
     TIMED,
 )
 
+
 def ranking_table(rows: Sequence[RankRow]) -> str:
     """The compact Markdown table printed in the terminal and at the top of report.md."""
     lines = [

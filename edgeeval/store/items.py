@@ -13,6 +13,9 @@ line must be read, no line may be unreadable, and the run must not have been mea
 more than one process at once (the manifest's allow_concurrent). Anything else is refused
 with UnattributedItemsError, naming the run and the file.
 
+A line may also name its item's `cluster` (an MMLU subject, a passage id): the comparisons then
+use clustered SEs for that task (stats.clustered_se). No task writes one yet.
+
 Per-item scores are the ranking's: multiple choice right when the highest log-likelihood
 (not per character) is the gold choice (metrics.pick); generated and code answers right when
 `correct`, over the judged ones (ok, passed, failed, timeout), as score.generate counts them.
@@ -75,6 +78,8 @@ class RunItems:
     run_id: str
     how: str
     scores: dict[str, TaskItemScores] = field(default_factory=dict)
+    # (task, item id) -> the item's cluster (MMLU subject, passage id), where a line names one
+    clusters: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def of(self, record: rec.ModelRecord) -> TaskItemScores:
         return self.scores.get(record.key, {})
@@ -192,12 +197,18 @@ def load_items(
     files = {name: lines for name, (lines, _) in read.items()}
     if not any(files.values()):
         return RunItems(run_id, NONE)
+    clusters = {
+        (str(d["task"]), str(d["item_id"])): str(d["cluster"])
+        for lines in files.values()
+        for d in lines
+        if d.get("cluster")
+    }
     if all(line_key(d) is not None for lines in files.values() for d in lines):
         scores: dict[str, TaskItemScores] = {}
         for name, lines in files.items():
             for d in lines:
                 _add(scores.setdefault(line_key(d) or "", {}), [d], name == GENERATIONS)
-        return RunItems(run_id, ATTRIBUTED, scores)
+        return RunItems(run_id, ATTRIBUTED, scores, clusters)
     skipped = getattr(records_in_order, "skipped", 0)
     if skipped:
         raise UnattributedItemsError(
@@ -219,7 +230,7 @@ def load_items(
         path = directory / name
         for key, tasks in _by_order(run_id, records_in_order, lines, path, choice_tasks).items():
             merged.setdefault(key, {}).update(tasks)
-    return RunItems(run_id, BY_ORDER, merged)
+    return RunItems(run_id, BY_ORDER, merged, clusters)
 
 
 def records_in_file_order(run_id: str, root: Path) -> Lines[rec.ModelRecord]:
