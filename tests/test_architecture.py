@@ -6,6 +6,7 @@ This states the design, not today's imports: a new import that breaks a layer fa
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,80 @@ def test_importing_edgeeval_is_light_and_its_api_loads_on_first_use():
     import edgeeval
 
     assert set(edgeeval.__all__) >= {"bench", "load_run", "__version__"}
+
+
+# --- the README's module map names every folder and module, and nothing else -------------
+
+README = PKG.parent / "README.md"
+_MAP_ROW = re.compile(r"^\| `([^`]+)` \|(.*)\|[^|]*\|\s*$")
+
+
+def map_rows(readme: str) -> dict[str, str]:
+    """{first-column name: the rest of the row} of the "### Module map" table in the README."""
+    start = readme.index("### Module map")
+    end = readme.index("\n#", start + 1)
+    rows: dict[str, str] = {}
+    for line in readme[start:end].splitlines():
+        found = _MAP_ROW.match(line)
+        if found:
+            name = found.group(1)
+            assert name not in rows, f"README module map: '{name}' has two rows"
+            rows[name] = found.group(2)
+    return rows
+
+
+def package_units(pkg: Path = PKG) -> dict[str, set[str]]:
+    """{'report/': {'render.py', ...}, 'api.py': set()}: every folder with its modules, and
+    every top-level module, as the map names them."""
+    units: dict[str, set[str]] = {}
+    for entry in sorted(pkg.iterdir()):
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            units[f"{entry.name}/"] = {p.name for p in entry.glob("*.py")} - {"__init__.py"}
+        elif entry.suffix == ".py":
+            units[entry.name] = set()
+    return units
+
+
+def map_problems(readme: str, pkg: Path = PKG) -> list[str]:
+    """What the README module map and the package disagree on; [] when they agree."""
+    rows, units = map_rows(readme), package_units(pkg)
+    problems = [
+        f"{name} exists but the README module map has no row for it"
+        for name in units
+        if name not in rows
+    ]
+    problems += [
+        f"the README module map names {name}, which does not exist"
+        for name in rows
+        if name not in units
+    ]
+    for folder, modules in units.items():
+        if folder.endswith("/") and folder in rows:
+            named = set(re.findall(r"`([\w]+\.py)`", rows[folder]))
+            problems += [f"the README row of {folder} does not name {m}" for m in modules - named]
+            problems += [
+                f"the README row of {folder} names {m}, not in it" for m in named - modules
+            ]
+    return sorted(problems)
+
+
+def test_the_readme_module_map_names_every_folder_and_module():
+    assert map_problems(README.read_text()) == []
+
+
+def test_the_module_map_check_catches_an_unlisted_and_a_stale_name(tmp_path):
+    """The check can fail: a module the map does not name, a row for a folder that is gone."""
+    pkg = tmp_path / "edgeeval"
+    (pkg / "report").mkdir(parents=True)
+    for name in ("__init__.py", "api.py", "report/__init__.py", "report/render.py"):
+        (pkg / name).write_text("")
+    readme = (
+        "### Module map\n\n| folder or module | what | add |\n|---|---|---|\n"
+        "| `__init__.py` | x | - |\n| `report/` | `render.py`, `plots.py` | - |\n"
+        "| `cluster/` | gone | - |\n\n## Next\n"
+    )
+    assert map_problems(readme, pkg) == [
+        "api.py exists but the README module map has no row for it",
+        "the README module map names cluster/, which does not exist",
+        "the README row of report/ names plots.py, not in it",
+    ]

@@ -15,9 +15,7 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +27,11 @@ from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant
+from edgeeval.engine import host as hostinfo
+from edgeeval.errors import ConfigError, EdgeevalError, FetchError
+from edgeeval.fetch.files import ensure_free_space, sha256_file
+from edgeeval.fetch.sources import LocalFile, fetch, verify_file
+from edgeeval.gguf.check import check_gguf
 from edgeeval.quant.recipes import (
     FLOAT_TYPES,
     Fallback,
@@ -47,13 +50,10 @@ from edgeeval.quant.recipes import (
 )  # re-exported: tests use them here
 from edgeeval.quant.recipes import fit_type as fit_type
 from edgeeval.quant.recipes import parse_recipe as parse_recipe
-from edgeeval.engine import host as hostinfo
-from edgeeval.errors import ConfigError, EdgeevalError, FetchError
-from edgeeval.fetch.files import ensure_free_space, sha256_file
-from edgeeval.gguf.check import check_gguf
-from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 
 Progress = Callable[[str], None]
+#: How often the launcher looks at the quantizer child (it measures no memory here).
+QUANTIZE_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -300,23 +300,27 @@ def _run_quantizer(src: Path, dst: Path, recipe: Recipe, plan: Plan, nthread: in
         pure=recipe.pure,
         nthread=nthread,
     )
-    with tempfile.TemporaryDirectory(prefix="edgeeval-quantize-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+    from edgeeval.engine.process import owned_tempdir, run_child
+
+    # through the one launcher: the child dies with this process (PDEATHSIG), and its scratch
+    # directory is owned, so a killed build leaves nothing a later bench does not sweep
+    with owned_tempdir() as tmp:
+        spec_path, out_path = tmp / "spec.json", tmp / "out.json"
         ct.write_contract(spec_path, spec)
-        done = subprocess.run(
+        done = run_child(
             [sys.executable, "-m", "edgeeval.quant.build", str(spec_path), str(out_path)],
-            capture_output=True,
-            text=True,
+            timeout_s=math.inf,  # a build ends when llama.cpp does; Ctrl-C still stops it
+            interval_s=QUANTIZE_POLL_S,
         )
         result = ct.read_contract(ct.QuantizeResult, out_path) if out_path.exists() else None
-    if done.returncode < 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+    if done.signal is not None:
+        tail = "\n".join(done.stderr_tail.strip().splitlines()[-5:])
         raise FetchError(
             f"{dst.name}: llama.cpp's quantizer died from "
-            f"{signal.Signals(-done.returncode).name}:\n{tail}"
+            f"{signal.Signals(done.signal).name}:\n{tail}"
         )
     if result is None or result.error:
-        reason = result.error if result else done.stderr.strip()[-500:]
+        reason = result.error if result else done.stderr_tail.strip()[-500:]
         raise FetchError(
             f"{dst.name}: llama.cpp could not quantize {src.name} with recipe "
             f"'{recipe.name}': {reason}. Check the recipe in models.yaml."
@@ -328,7 +332,9 @@ def _child(spec_path: str, out_path: str) -> int:
     """Child entry point: run the quantizer as the QuantizeSpec says; write a QuantizeResult
     with llama.cpp's log or its error."""
     from edgeeval.engine.backend import quantize_model
+    from edgeeval.engine.process import die_with_parent
 
+    die_with_parent()
     spec = ct.read_contract(ct.QuantizeSpec, spec_path)
     try:
         log = quantize_model(
