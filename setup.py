@@ -1,7 +1,8 @@
 """Ships the built-in catalog and task files inside the wheel.
 
-models.yaml and benchmarks/ stay at the top of the repository (that is where contributors edit
-them). Building a wheel (`pip install .`, `pip wheel .`) copies them into `edgeeval/_data/` of
+models.yaml and benchmarks/tasks/ (task files, their data, bench profiles) stay in the repository
+(that is where contributors edit them); the benchmark scripts beside them in benchmarks/ are not
+shipped. Building a wheel (`pip install .`, `pip wheel .`) copies them into `edgeeval/_data/` of
 the build, where `edgeeval.settings.package_root()` finds them in an installed package. An
 editable install (`pip install -e .`) copies nothing: the package then runs from the checkout
 and finds the files at the top of it. Everything else is declared in pyproject.toml.
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 #: Package data taken from the repository top level: (source, patterns).
 DATA = [
     (".", ["models.yaml"]),
-    ("benchmarks", ["*.yaml", "data/*.jsonl", "profiles/*.yaml"]),
+    ("benchmarks/tasks", ["*.yaml", "data/*.jsonl", "profiles/*.yaml"]),
 ]
 
 

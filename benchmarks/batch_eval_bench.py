@@ -40,25 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from edgeeval.catalog.models import load_catalog
+from edgeeval.engine.backend import GenerationResult, LlamaBackend, LoadOptions
+from edgeeval.engine.batch import BatchEngine, GenRequest
+from edgeeval.fetch.specs import resolve_one
+from edgeeval.quant.build import ensure_file
+from edgeeval.sandbox.codeexec import HUMANEVAL_STOPS
 
-from edgeeval.engine.backend import GenerationResult, LlamaBackend, LoadOptions  # noqa: E402
-from edgeeval.engine.batch import BatchEngine, GenRequest  # noqa: E402
-from edgeeval.sandbox.codeexec import HUMANEVAL_STOPS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 DEFAULT_SERVER = ROOT / ".bench-tools" / "build" / "bin" / "llama-server"
-
-
-def resolve_model(name: str) -> Path:
-    """A GGUF path, or an edgeeval variant name fetched (or found) in the model cache."""
-    if Path(name).exists():
-        return Path(name)
-    from edgeeval.catalog.models import load_catalog
-    from edgeeval.fetch.sources import fetch
-
-    return fetch(load_catalog(ROOT / "models.yaml").get(name)).path
 
 
 def humaneval_items(n: int) -> list[Any]:
@@ -66,7 +58,7 @@ def humaneval_items(n: int) -> list[Any]:
     164 with n = 164), the same selection `edgeeval bench --limit n` scores."""
     from edgeeval.tasks.suite import get_task
 
-    return get_task("humaneval-full", ROOT).items(limit=n, seed=0)
+    return get_task("humaneval-full").items(limit=n, seed=0)
 
 
 # --- the three sides; each returns (wall seconds, generated tokens, texts) ---
@@ -182,9 +174,9 @@ def run_server(args: argparse.Namespace, model: Path, items: list) -> tuple[floa
 
 def pass_at_1(items: list, texts: list[str | None]) -> tuple[float, float]:
     """pass@1 and its binomial SE over the problems, outputs run in the OS sandbox."""
-    from edgeeval.sandbox.jail import choose
     from edgeeval.metrics import binomial_se
     from edgeeval.sandbox.codeexec import PASSED, CodeCheck, run_check
+    from edgeeval.sandbox.jail import choose
 
     sandbox = choose(unsafe=False)
     passed = [
@@ -243,7 +235,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = resolve_model(args.model)
+    catalog = load_catalog()  # a catalog name or a model spec (a path, hf:...), as `bench` takes
+    model = ensure_file(resolve_one(catalog, args.model), catalog).path
     items = humaneval_items(args.problems)
     options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch,
                           n_ubatch=args.n_batch, n_gpu_layers=args.n_gpu_layers)  # fmt: skip

@@ -1,6 +1,6 @@
-"""Build benchmarks/data/pydoc_cloze.jsonl from the standard library's documentation topics.
+"""Build benchmarks/tasks/data/pydoc_cloze.jsonl from the standard library's documentation topics.
 
-    python benchmarks/build_pydoc_cloze.py > benchmarks/data/pydoc_cloze.jsonl
+    python benchmarks/build_pydoc_cloze.py > benchmarks/tasks/data/pydoc_cloze.jsonl
 
 `pydoc_data.topics.topics` ships with every Python, but its text changes between Python
 versions, so the items are built once and committed: a task's items must be the same on every

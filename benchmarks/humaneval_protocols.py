@@ -30,20 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from edgeeval import records as rec  # noqa: E402
-from edgeeval import settings  # noqa: E402
-from edgeeval.sandbox.jail import (  # noqa: E402
+from edgeeval import records as rec
+from edgeeval import settings
+from edgeeval.sandbox.jail import (
     UNSAFE,
     bwrap_command,
     choose,
     interpreter,
     interpreter_dirs,
 )
-from edgeeval.store import runs as store  # noqa: E402
-from edgeeval.store.files import write_atomic  # noqa: E402
+from edgeeval.store import runs as store
+from edgeeval.store.files import write_atomic
+
+REPO = Path(__file__).resolve().parent.parent
 
 MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 # Qwen2.5-Coder technical report (arXiv 2409.12186), Qwen2.5-Coder-0.5B-Instruct, HumanEval, BF16

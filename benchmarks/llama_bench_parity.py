@@ -277,17 +277,15 @@ def wheel_build(python: str) -> dict[str, Any]:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def resolve_model(python: str, name_or_path: str) -> str:
-    if Path(name_or_path).is_file():
-        return str(Path(name_or_path).resolve())
-    proc = subprocess.run(
-        [python, "-m", "edgeeval", "fetch", name_or_path], capture_output=True, text=True, cwd=ROOT
-    )
-    for line in proc.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2 and parts[0] == name_or_path and Path(parts[1]).is_file():
-            return parts[1]
-    raise SystemExit(f"could not resolve model {name_or_path!r}:\n{proc.stdout}{proc.stderr}")
+def resolve_model(name: str) -> str:
+    """The GGUF of a catalog name or a model spec (a path, hf:...), as `edgeeval bench` finds
+    it: edgeeval's own resolver, fetching or building the file when it is not there yet."""
+    from edgeeval.catalog.models import load_catalog
+    from edgeeval.fetch.specs import resolve_one
+    from edgeeval.quant.build import ensure_file
+
+    catalog = load_catalog()
+    return str(ensure_file(resolve_one(catalog, name), catalog).path.resolve())
 
 
 def stats(samples: list[float]) -> tuple[float, float]:
@@ -435,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threads = args.threads or default_threads()
     cfg = {
-        "model": resolve_model(args.python, args.model),
+        "model": resolve_model(args.model),
         "threads": threads,
         "n_batch": args.n_batch,
         "n_ubatch": args.n_ubatch,
@@ -546,5 +544,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())

@@ -29,33 +29,25 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from edgeeval.catalog.models import load_catalog
+from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.engine.batch import BatchEngine, shared_prefix
+from edgeeval.fetch.specs import resolve_one
+from edgeeval.quant.build import ensure_file
+from edgeeval.score.choice import continuation_tokens
+from edgeeval.tasks.suite import load_suite
 
-from edgeeval.engine.backend import LlamaBackend, LoadOptions  # noqa: E402
-from edgeeval.engine.batch import BatchEngine, shared_prefix  # noqa: E402
-from edgeeval.score.choice import continuation_tokens  # noqa: E402
-from edgeeval.tasks.suite import load_suite  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 
 Question = tuple[list[int], list[list[int]]]
 
 
-def resolve_model(name: str) -> Path:
-    """A GGUF path, or an edgeeval variant name fetched (or found) in the model cache."""
-    if Path(name).exists():
-        return Path(name)
-    from edgeeval.catalog.models import load_catalog
-    from edgeeval.fetch.sources import fetch
-
-    return fetch(load_catalog(ROOT / "models.yaml").get(name)).path
-
-
 def questions_of(backend: LlamaBackend, suite: str) -> dict[str, list[Question]]:
     """Per multiple-choice task of `suite`: (context tokens, choice tokens) of every item."""
     out = {}
-    for task in load_suite(suite, ROOT):
+    for task in load_suite(suite):
         if task.kind != "multiple_choice":
             continue
         qs = []
@@ -97,7 +89,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "batch")
     args = ap.parse_args(argv)
 
-    model = resolve_model(args.model)
+    catalog = load_catalog()  # a catalog name or a model spec (a path, hf:...), as `bench` takes
+    model = ensure_file(resolve_one(catalog, args.model), catalog).path
     options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers)
     backend = LlamaBackend(str(model), options)
     engine = BatchEngine(backend, args.batch, unified=args.unified_kv)

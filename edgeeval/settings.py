@@ -13,8 +13,8 @@
 - EDGEEVAL_CONFIG_DIR: folder of the user-level catalog models.yaml (default: the platform's
   config dir: $XDG_CONFIG_HOME/edgeeval or ~/.config/edgeeval; ~/Library/Application
   Support/edgeeval on macOS; %APPDATA%\\edgeeval on Windows).
-- EDGEEVAL_ROOT: where models.yaml and benchmarks/ are (default: the checkout, else the copy
-  shipped inside the installed package).
+- EDGEEVAL_ROOT: where models.yaml and benchmarks/tasks/ are (default: the checkout, else the
+  copy shipped inside the installed package).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from pathlib import Path
 GB = 10**9
 #: Megabyte, 10^6 bytes (sizes of small files in tables).
 MB = 10**6
+
+#: The task files, their data and the bench profiles, below the package root.
+TASKS_SUBDIR = Path("benchmarks", "tasks")
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -116,13 +119,13 @@ def user_catalog_path() -> Path:
 
 
 def package_root() -> Path:
-    """The folder holding models.yaml and benchmarks/: EDGEEVAL_ROOT, else the checkout this
-    package runs from, else the data shipped inside the installed package (edgeeval/_data)."""
+    """The folder holding models.yaml and benchmarks/tasks/: EDGEEVAL_ROOT, else the checkout
+    this package runs from, else the data shipped inside the installed package (edgeeval/_data)."""
     raw = os.environ.get("EDGEEVAL_ROOT")
     if raw:
         return Path(raw)
     here = Path(__file__).resolve().parent
     checkout = here.parent
-    if (checkout / "models.yaml").is_file() and (checkout / "benchmarks").is_dir():
+    if (checkout / "models.yaml").is_file() and (checkout / TASKS_SUBDIR).is_dir():
         return checkout
     return here / "_data"

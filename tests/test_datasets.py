@@ -22,7 +22,7 @@ from edgeeval.errors import (
     RepoNotFoundError,
 )
 from edgeeval.tasks import datasets, formats
-from edgeeval.tasks.suite import GenItem, McItem, Task, load_tasks
+from edgeeval.tasks.suite import GenItem, McItem, Task, load_tasks, tasks_dir
 from tests.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,10 +166,10 @@ def publish(hub: FakeHub, task: Task, rows: list[dict[str, Any]] | bytes, **kwar
 def copy_task(
     tmp_path: Path, name: str, extra: str = "", *, replace: tuple[str, str] = ("", "")
 ) -> Task:
-    """A shipped task file with `extra` keys appended, loaded from a scratch benchmarks/."""
-    folder = tmp_path / "benchmarks"
-    folder.mkdir(exist_ok=True)
-    text = (ROOT / "benchmarks" / f"{name}.yaml").read_text().replace(*replace)
+    """A shipped task file with `extra` keys appended, loaded from a scratch task folder."""
+    folder = tasks_dir(tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (tasks_dir(ROOT) / f"{name}.yaml").read_text().replace(*replace)
     (folder / f"{name}.yaml").write_text(text + extra)
     return load_tasks(tmp_path)[name]
 

@@ -18,6 +18,7 @@ from edgeeval.catalog.models import load_catalog
 from edgeeval.errors import PreflightError
 from edgeeval.run import runner
 from edgeeval.store import runs as store
+from edgeeval.tasks.suite import tasks_dir
 
 pytestmark = pytest.mark.real
 REPO = Path(__file__).resolve().parent.parent
@@ -43,12 +44,13 @@ def one_task_suite(tmp_path, monkeypatch):
     """A package root whose only suite, `one`, is the arith task (the bench children inherit
     EDGEEVAL_ROOT): a real scored task, without the minutes the offline suite's generative
     task takes."""
-    benchmarks = tmp_path / "root" / "benchmarks"
+    root = tmp_path / "root"
+    benchmarks = tasks_dir(root)
     benchmarks.mkdir(parents=True)
-    shutil.copy(REPO / "benchmarks" / "arith.yaml", benchmarks)
+    shutil.copy(tasks_dir(REPO) / "arith.yaml", benchmarks)
     (benchmarks / "suites.yaml").write_text("one: [arith]\n")
-    shutil.copy(REPO / "models.yaml", benchmarks.parent)  # the built-in catalog, under --catalog
-    monkeypatch.setenv("EDGEEVAL_ROOT", str(benchmarks.parent))
+    shutil.copy(REPO / "models.yaml", root)  # the built-in catalog, under --catalog
+    monkeypatch.setenv("EDGEEVAL_ROOT", str(root))
     return ["--suite", "one"]
 
 

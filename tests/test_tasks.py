@@ -13,7 +13,15 @@ from edgeeval.errors import ConfigError, UnknownNameError
 from edgeeval.tasks import generators
 from edgeeval.tasks import suite as tasks
 from edgeeval.tasks.generators import safe_eval
-from edgeeval.tasks.suite import CodeItem, GenItem, McItem, get_task, load_suite, load_tasks
+from edgeeval.tasks.suite import (
+    CodeItem,
+    GenItem,
+    McItem,
+    get_task,
+    load_suite,
+    load_tasks,
+    tasks_dir,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = load_tasks(ROOT)
@@ -165,7 +173,7 @@ def test_code_complete_gold_is_the_only_working_code(seed: int) -> None:
 
 def test_pydoc_cloze_gold_ends_a_sentence_of_the_docs() -> None:
     topics = pytest.importorskip("pydoc_data.topics").topics
-    path = ROOT / "benchmarks" / "data" / "pydoc_cloze.jsonl"
+    path = tasks_dir(ROOT) / "data" / "pydoc_cloze.jsonl"
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(records) >= 100
     found = 0
@@ -322,8 +330,8 @@ files: [ARC-Easy/test.parquet]
 
 
 def write_task(tmp_path: Path, text: str, name: str = "tiny.yaml") -> Path:
-    folder = tmp_path / "benchmarks"
-    folder.mkdir(exist_ok=True)
+    folder = tasks_dir(tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
@@ -460,7 +468,7 @@ def test_duplicate_task_names_rejected(tmp_path: Path) -> None:
 )
 def test_invalid_data_file_names_file_line_and_key(tmp_path: Path, record: dict, key: str) -> None:
     write_task(tmp_path, GOOD.replace("generator:arith", "file:data/x.jsonl"))
-    data = tmp_path / "benchmarks" / "data" / "x.jsonl"
+    data = tasks_dir(tmp_path) / "data" / "x.jsonl"
     data.parent.mkdir()
     data.write_text(json.dumps(record) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
@@ -486,7 +494,7 @@ def test_suite_with_unknown_task_is_rejected(tmp_path: Path) -> None:
 
 
 def test_repo_benchmarks_copy_loads(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks")
+    shutil.copytree(tasks_dir(ROOT), tasks_dir(tmp_path))
     assert sorted(load_tasks(tmp_path)) == sorted(ALL)
 
 

@@ -1,4 +1,4 @@
-"""Named measurement profiles (benchmarks/profiles/speed.yaml): saved sets of bench settings.
+"""Named measurement profiles (benchmarks/tasks/profiles/speed.yaml): saved sets of bench settings.
 
 A profile maps RunSettings field names to values, lists for the sweep fields, e.g.
     threads-sweep: {sweep_threads: [1, 2, 4], depths: [0, 512], repetitions: 5}
@@ -21,7 +21,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(RunSettings)}
 
 
 def default_path() -> Path:
-    return settings.package_root() / "benchmarks" / "profiles" / "speed.yaml"
+    return settings.package_root() / settings.TASKS_SUBDIR / "profiles" / "speed.yaml"
 
 
 def load_profile(name: str, path: Path | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Where task items come from when no generator makes them: data files, the Hub, PyPI.
 
-`file:<path>` tasks read a JSONL file under benchmarks/ (`load_file_items`).
+`file:<path>` tasks read a JSONL file under benchmarks/tasks/ (`load_file_items`).
 
 A task whose `source` is `hub:<repo>` names the files it reads (`files`, Parquet or JSONL, at a
 pinned `revision`) and a `format`: the adapter that turns one row of that dataset into an item.
@@ -75,7 +75,7 @@ def load_file_items(source: str, path: Path) -> tuple[RawItem, ...]:
     {id, question, choices, answer}, each checked; errors name the data file, line and key."""
     relative = Path(source.removeprefix("file:"))
     if relative.is_absolute() or ".." in relative.parts:
-        raise ConfigError("must be a path inside benchmarks/", path=path, key="source")
+        raise ConfigError("must be a path inside benchmarks/tasks/", path=path, key="source")
     data_path = path.parent / relative
     if not data_path.is_file():
         raise ConfigError(f"data file {data_path} not found", path=path, key="source")

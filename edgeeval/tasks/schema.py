@@ -1,4 +1,4 @@
-"""The schema of a task file (`benchmarks/<name>.yaml`): which keys, of which types, where.
+"""The schema of a task file (`benchmarks/tasks/<name>.yaml`): which keys, of which types, where.
 
 `check_task_file` rejects unknown, missing, mistyped and misplaced keys (a key the task's kind
 and source do not use) with a ConfigError naming the file and the key, and a "did you mean"
@@ -106,7 +106,7 @@ def _check_values(data: dict[str, Any], path: Path) -> None:
     source_kind, _, target = data["source"].partition(":")
     if source_kind not in SOURCE_KINDS or not target:
         raise ConfigError(
-            "must be 'generator:<name>', 'file:<path under benchmarks/>', "
+            "must be 'generator:<name>', 'file:<path under benchmarks/tasks/>', "
             "'hub:<owner>/<dataset>' or 'pypi:<package>'",
             path=path,
             key="source",

