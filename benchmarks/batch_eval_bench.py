@@ -45,7 +45,7 @@ from edgeeval.engine.backend import GenerationResult, LlamaBackend, LoadOptions
 from edgeeval.engine.batch import BatchEngine, GenRequest
 from edgeeval.fetch.specs import resolve_one
 from edgeeval.quant.build import ensure_file
-from edgeeval.sandbox.codeexec import HUMANEVAL_STOPS
+from edgeeval.tasks.suite import HUMANEVAL_STOPS
 
 ROOT = Path(__file__).resolve().parents[1]
 

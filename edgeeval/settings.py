@@ -27,6 +27,9 @@ from pathlib import Path
 GB = 10**9
 #: Megabyte, 10^6 bytes (sizes of small files in tables).
 MB = 10**6
+#: How edgeeval writes a moment into its files: local time with its UTC offset, ISO 8601
+#: (time.strftime(ISO_TIME) -> "2026-12-06T10:49:06+0000").
+ISO_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
 #: The task files, their data and the bench profiles, below the package root.
 TASKS_SUBDIR = Path("benchmarks", "tasks")

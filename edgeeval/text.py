@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
+
+#: How a stage reports progress to whoever drives it: one line of text to show (the CLI prints
+#: it; library code never does). Declared once, here, for every stage.
+Progress = Callable[[str], None]
 
 #: Default cap on the length of one shown value (characters, before escaping).
 MAX_LEN = 200

@@ -50,7 +50,7 @@ def cached_bandwidth(host_key: str, *, n_threads: int, cache_dir: Path | None = 
             {
                 "mem_bandwidth_bytes_per_s": value,
                 "n_threads": n_threads,
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "measured_at": time.strftime(settings.ISO_TIME),
             }
         )
     )

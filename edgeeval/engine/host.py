@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from edgeeval import __version__
+from edgeeval import __version__, settings
 from edgeeval.engine.bandwidth import cached_bandwidth
 from edgeeval.records import HostInfo
 
@@ -66,7 +66,7 @@ def gpu_devices_text(devices: list) -> str:
     for dev in devices:
         if isinstance(dev, dict) and dev.get("type") in ("GPU", "iGPU", "accelerator"):
             total = dev.get("memory_total_bytes") or 0
-            memory = f" ({total / 1e9:.1f} GB)" if total else ""
+            memory = f" ({total / settings.GB:.1f} GB)" if total else ""
             shown.append(f"{dev.get('name', '?')}: {dev.get('description', '')}{memory}")
     return "; ".join(shown)
 

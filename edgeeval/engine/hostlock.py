@@ -96,7 +96,7 @@ def acquire(
                 "Ctrl-C to give up"
             )
             fcntl.flock(fd, fcntl.LOCK_EX)
-        stamp = {"pid": os.getpid(), "run_id": run_id, "since": time.strftime("%FT%T%z")}
+        stamp = {"pid": os.getpid(), "run_id": run_id, "since": time.strftime(settings.ISO_TIME)}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(stamp).encode(), 0)
     except BaseException:

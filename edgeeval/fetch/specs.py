@@ -17,7 +17,6 @@ the variant is pinned to the commit it came from, so later fetches make no reque
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,8 @@ from edgeeval.catalog.models import Catalog, Source, Variant, is_spec
 from edgeeval.errors import FetchError
 from edgeeval.fetch import local_stores
 from edgeeval.gguf.facts import SPLIT_PART, read_facts, variant_name
-from edgeeval.text import safe_text
+from edgeeval.text import Progress, safe_text
 
-Progress = Callable[[str], None]
 #: A quant tag inside a file name: Q4_K_M, IQ3_XXS, Q8_0, BF16, F16, MXFP4_MOE, UD-Q4_K_XL, ...
 _TAG = re.compile(
     r"(?<![a-z0-9])((?:ud-)?(?:i?q\d+(?:_[a-z0-9]+)*|bf16|f16|f32|mxfp4(?:_moe)?|nvfp4|tq\d_\d))"

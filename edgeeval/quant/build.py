@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,8 @@ from edgeeval.quant.recipes import (
 )  # re-exported: tests use them here
 from edgeeval.quant.recipes import fit_type as fit_type
 from edgeeval.quant.recipes import parse_recipe as parse_recipe
+from edgeeval.text import Progress
 
-Progress = Callable[[str], None]
 #: How often the launcher looks at the quantizer child (it measures no memory here).
 QUANTIZE_POLL_S = 0.2
 
@@ -242,7 +241,7 @@ def _build(
         fallbacks=plan.fallbacks + tuple(llama_fallbacks(log)),
         llama_cpp_python_version=_llama_version(),
         build_s=time.monotonic() - start,
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        built_at=time.strftime(settings.ISO_TIME),
     )
     sidecar_path(target).write_text(json.dumps(asdict(info), indent=1, sort_keys=True))
     progress(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeeval.settings import GB
 from edgeeval.text import safe_text
 
 
@@ -41,4 +42,4 @@ def gb(n_bytes: Any) -> str:
     >>> gb(1_250_000_000)
     '1.250'
     """
-    return "-" if n_bytes is None else f"{n_bytes / 1e9:.3f}"
+    return "-" if n_bytes is None else f"{n_bytes / GB:.3f}"

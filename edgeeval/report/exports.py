@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.report.summarize import FORMULA, TIE_RULE, WORKED_EXAMPLE, HostGroup, RankRow, verdict
+from edgeeval.settings import GB
 
 COLUMNS = [
     "rank",
@@ -66,7 +67,7 @@ def to_json(
             "formula": FORMULA,
             "tie_rule": TIE_RULE,
             "worked_example": WORKED_EXAMPLE,
-            "gb_bytes": 10**9,
+            "gb_bytes": GB,
             "rows": [row_dict(r) for r in rows],
             "hosts": hosts,
         },

@@ -17,6 +17,7 @@ from edgeeval import records as rec
 from edgeeval.report.plots import Plot
 from edgeeval.report.protocols import COLUMNS, PROTOCOL_NOTE, protocol_rows
 from edgeeval.report.summarize import HostGroup, RankRow, rank_label, verdict
+from edgeeval.settings import GB
 from edgeeval.text import safe_text
 
 _CSS = """
@@ -200,7 +201,7 @@ def hosts_html(groups: Sequence[HostGroup]) -> str:
         h = g.host
         parts.append(
             f"<h3>{escape(h.hostname)} ({escape(h.host_id)}): {escape(h.cpu_model)}, "
-            f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, "
+            f"{h.cores_physical} cores, {h.ram_bytes / GB:.1f} GB RAM, "
             f"{escape(h.backend)}; runs {escape(', '.join(g.run_ids))}</h3>"
         )
         parts.append(ranking_html(f"host-{index}", g.rows))
@@ -213,7 +214,7 @@ def _details(records: Sequence[rec.ModelRecord]) -> str:
     host, settings = records[0].host, records[0].settings
     items = [
         f"host: {host.hostname} ({host.host_id}), {host.cpu_model}, {host.cores_physical} "
-        f"physical / {host.cores_logical} logical cores, {host.ram_bytes / 1e9:.1f} GB RAM,"
+        f"physical / {host.cores_logical} logical cores, {host.ram_bytes / GB:.1f} GB RAM,"
         f" {host.os} {host.os_version} {host.machine}",
         f"backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version}; "
         f"edgeeval {host.edgeeval_version}; Python {host.python_version}",

@@ -42,6 +42,7 @@ from edgeeval.report.summarize import (
     thread_scaling,
     verdict,
 )
+from edgeeval.settings import GB
 from edgeeval.store import database
 from edgeeval.store import runs as store
 from edgeeval.store.fidelity import load_fidelity
@@ -111,7 +112,7 @@ def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
         parts += [
             "",
             f"### {md(h.hostname)} ({md(h.host_id)}): {md(h.cpu_model)}, "
-            f"{h.cores_physical} cores, {h.ram_bytes / 1e9:.1f} GB RAM, {md(h.backend)}; "
+            f"{h.cores_physical} cores, {h.ram_bytes / GB:.1f} GB RAM, {md(h.backend)}; "
             f"runs {md(', '.join(g.run_ids), 400)}",
             "",
             ranking_table(g.rows),
@@ -129,7 +130,7 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         "",
         f"- host: {md(host.hostname)} ({md(host.host_id)}), {md(host.cpu_model)}, "
         f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
-        f"{host.ram_bytes / 1e9:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
+        f"{host.ram_bytes / GB:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
         f"- backend: {md(_ran_on(host, records[0].settings))}; llama-cpp-python "
         f"{host.llama_cpp_python_version}; edgeeval {host.edgeeval_version}; "
         f"Python {host.python_version}",

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from edgeeval.errors import UnknownNameError, suggest
+from edgeeval.tasks.schema import EXTRACTORS  # the names a task file may give
 
-EXTRACTORS = ("number", "letter", "exact")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 _NUMBER = re.compile(r"(?<![\w.])-?\$?-?\d(?:[\d,]*\d)?(?:\.\d+)?")

