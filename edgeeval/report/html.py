@@ -11,7 +11,7 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeeval import records as rec
 from edgeeval.report.plots import Plot
@@ -19,6 +19,9 @@ from edgeeval.report.protocols import COLUMNS, PROTOCOL_NOTE, protocol_rows
 from edgeeval.report.summarize import HostGroup, RankRow, rank_label, verdict
 from edgeeval.settings import GB
 from edgeeval.text import safe_text
+
+if TYPE_CHECKING:  # render imports this module when it writes a report
+    from edgeeval.report.render import ReportMeta
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;
@@ -274,7 +277,7 @@ def variants_html(table: Sequence[dict[str, Any]]) -> str:
 def render_html(
     rows: Sequence[RankRow],
     records: Sequence[rec.ModelRecord],
-    meta: dict[str, Any],
+    meta: ReportMeta,
     plots: Sequence[Plot],
     *,
     tasks: Sequence[str],
@@ -287,17 +290,17 @@ def render_html(
     """The whole page as a string; `notes` are the "how to read this" paragraphs; `extra` is
     further sections' HTML (comparisons, the memory-per-context table), placed after the
     variants; `first` (the answer) comes before the ranking."""
-    run_id = escape(str(meta.get("run_id", "?")))
-    budget = meta.get("budget_gb")
+    run_id = escape(meta.run_id)
+    budget = meta.budget_gb
     sub = f"{len(rows)} variant{'' if len(rows) == 1 else 's'}" + (
         f"; memory budget {budget:g} GB" if budget else ""
     )
-    if meta.get("rank_note"):
-        sub += ". " + str(meta["rank_note"]).rstrip(".")
+    if meta.rank_note:
+        sub += ". " + meta.rank_note.rstrip(".")
     body = [
         f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
         "column header to sort.</p>",
-        "".join(f"<p><strong>Warning:</strong> {escape(w)}</p>" for w in meta.get("warnings", ())),
+        "".join(f"<p><strong>Warning:</strong> {escape(w)}</p>" for w in meta.warnings),
         first,
         "<h2>Ranking by capability per GB</h2>",
         ranking_html("ranking", rows),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,35 @@ def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class ReportMeta:
+    """What a report says about its run besides the rows: the run, its host and settings as
+    run.json stores them, the budget it ranks within, warnings about damaged files, and the
+    context length it ranks at (with the sentence that says so)."""
+
+    run_id: str
+    host: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    budget_gb: float | None = None
+    warnings: tuple[str, ...] = ()
+    rank_at_ctx: int | None = None
+    rank_note: str = ""
+
+    def json_fields(self) -> dict[str, Any]:
+        """The top-level keys of report.json (warnings and the rank keys only when set)."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "host": self.host,
+            "settings": self.settings,
+            "budget_gb": self.budget_gb,
+        }
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
+        if self.rank_at_ctx:
+            data.update(rank_at_ctx=self.rank_at_ctx, rank_note=self.rank_note)
+        return data
+
+
 def _ran_on(host: rec.HostInfo, settings: rec.RunSettings) -> str:
     """Which backend and device ran the layers: "CUDA, 99 layers on CUDA0: NVIDIA H200 (...)"
     or "CPU" when nothing was offloaded."""
@@ -154,34 +184,18 @@ def _ran_on(host: rec.HostInfo, settings: rec.RunSettings) -> str:
 def to_markdown(
     rows: Sequence[RankRow],
     records: Sequence[rec.ModelRecord],
-    meta: dict[str, Any],
+    meta: ReportMeta,
     tasks: Sequence[str],
     host_groups: Sequence[HostGroup] = (),
     answer: Sequence[str] = (),
     evidence: Sequence[str] = (),
 ) -> str:
     """report.md; `answer` (Markdown lines) goes first, `evidence` after the task table."""
-    budget = meta.get("budget_gb")
-    parts = [f"# edgeeval report — run {meta.get('run_id', '?')}", "", *answer]
-    if meta.get("warnings"):
-        parts += [f"> **Warning:** {w}" for w in meta["warnings"]] + [""]
-    if budget:
-        parts += [
-            f"Memory budget: {budget:g} GB peak memory; variants above it are listed "
-            "as over budget and not ranked.",
-            "",
-        ]
-    unlocked = [r.variant.name for r in records if r.settings.allow_concurrent]
-    if unlocked:  # measured while another bench may have shared the machine
-        parts += [
-            "**Measured with --allow-concurrent** (without the host's bench lock): another "
-            "bench may have shared this machine, so these speeds may be low: "
-            f"{', '.join(unlocked)}.",
-            "",
-        ]
-    if meta.get("rank_note"):
-        parts += [str(meta["rank_note"]), ""]
-    parts += [
+    parts = [
+        f"# edgeeval report — run {meta.run_id}",
+        "",
+        *answer,
+        *_preamble_markdown(meta, records),
         ranking_table(rows),
         "",
         "## How to read this",
@@ -194,6 +208,39 @@ def to_markdown(
         "",
         *evidence,
         *protocol_markdown(records),
+        *_memory_markdown(records),
+        *_failed_markdown(rows, records),
+        *_hosts_markdown(host_groups),
+        *_host_markdown(records),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _preamble_markdown(meta: ReportMeta, records: Sequence[rec.ModelRecord]) -> list[str]:
+    """What to know before the ranking: warnings, the budget, unlocked runs, the rank note."""
+    parts = [f"> **Warning:** {w}" for w in meta.warnings] + ([""] if meta.warnings else [])
+    if meta.budget_gb:
+        parts += [
+            f"Memory budget: {meta.budget_gb:g} GB peak memory; variants above it are listed "
+            "as over budget and not ranked.",
+            "",
+        ]
+    unlocked = [r.variant.name for r in records if r.settings.allow_concurrent]
+    if unlocked:  # measured while another bench may have shared the machine
+        parts += [
+            "**Measured with --allow-concurrent** (without the host's bench lock): another "
+            "bench may have shared this machine, so these speeds may be low: "
+            f"{', '.join(unlocked)}.",
+            "",
+        ]
+    if meta.rank_note:
+        parts += [meta.rank_note, ""]
+    return parts
+
+
+def _memory_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
+    """The memory and roofline section, with memory per context length when there is one."""
+    parts = [
         "## Memory, latency and the bandwidth roofline",
         "",
         "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
@@ -203,20 +250,23 @@ def to_markdown(
         "",
         memory_speed_markdown(records),
     ]
-    if kv_markdown(records):
-        parts += ["", kv_markdown(records)]
+    kv = kv_markdown(records)
+    return parts + (["", kv] if kv else [])
+
+
+def _failed_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord]) -> list[str]:
+    """Variants that failed and tasks that were not scored, each with its reason."""
     failed = [r for r in rows if not r.measured]
     unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
-    if failed or unscored:
-        parts += ["", "## Failed or skipped", ""]
-        parts += [f"- **{md(r.name)}** ({md(r.status)}): {md(r.error, 2000)}" for r in failed]
-        parts += [
-            f"- **{md(name)}**, task {md(t.task)} ({md(t.status)}, not counted): "
-            f"{md(t.reason, 2000)}"
-            for name, t in unscored
-        ]
-    parts += _hosts_markdown(host_groups) + _host_markdown(records)
-    return "\n".join(parts) + "\n"
+    if not failed and not unscored:
+        return []
+    parts = ["", "## Failed or skipped", ""]
+    parts += [f"- **{md(r.name)}** ({md(r.status)}): {md(r.error, 2000)}" for r in failed]
+    parts += [
+        f"- **{md(name)}**, task {md(t.task)} ({md(t.status)}, not counted): {md(t.reason, 2000)}"
+        for name, t in unscored
+    ]
+    return parts
 
 
 def stored_records(root: Path) -> list[rec.ModelRecord]:
@@ -229,7 +279,7 @@ def write_report(
     directory: Path,
     rows: Sequence[RankRow],
     records: Sequence[rec.ModelRecord],
-    meta: dict[str, Any],
+    meta: ReportMeta,
     *,
     stored: Sequence[rec.ModelRecord] | None = None,
     fidelity: Sequence[rec.FidelityResult] = (),
@@ -247,32 +297,21 @@ def write_report(
     groups = group_by_host(records, stored)
     tasks = sorted({t for r in rows for t in r.task_acc})
     plots = all_plots(
-        rows,
-        records,
-        thread_scaling(records, stored),
-        budget_gb=meta.get("budget_gb"),
-        fidelity=fidelity,
+        rows, records, thread_scaling(records, stored), budget_gb=meta.budget_gb, fidelity=fidelity
     )
     kv = kv_plot(records)
     plots = [*plots, kv] if kv else plots
     table = variant_rows(rows, records, fidelity) if fidelity else []
     pairs = pairs or Pairing("none")
-    first = [answer_section(rows, pairs, meta.get("budget_gb"))]
+    first = [answer_section(rows, pairs, meta.budget_gb)]
     later = [comparison_section(pairs), power_section(pairs)]
     markdown = to_markdown(
         rows, records, meta, tasks, groups, sections_markdown(first), sections_markdown(later)
     )
-    if table:
-        markdown += (
-            "\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
-            + variants_markdown(table)
-            + "\n\n"
-            + fidelity_markdown(fidelity)
-        )
     texts = {
-        "md": markdown,
+        "md": markdown + _variants_markdown(table, fidelity),
         "csv": to_csv(rows, tasks),
-        "json": to_json(rows, {**meta, "comparisons": pairing_json(pairs)}, groups),
+        "json": to_json(rows, {**meta.json_fields(), "comparisons": pairing_json(pairs)}, groups),
         "html": render_html(
             rows,
             records,
@@ -286,12 +325,24 @@ def write_report(
             first=sections_html(first),
         ),
     }
-    paths = {}
-    for kind, text in texts.items():
-        paths[kind] = store.write_atomic(directory / f"report.{kind}", text)
+    paths = {kind: store.write_atomic(directory / f"report.{kind}", t) for kind, t in texts.items()}
     for plot in plots:
         paths[f"png-{plot.key}"] = store.write_atomic(directory / f"plot-{plot.key}.png", plot.png)
     return paths
+
+
+def _variants_markdown(
+    table: Sequence[dict[str, Any]], fidelity: Sequence[rec.FidelityResult]
+) -> str:
+    """The variants-and-fidelity section of report.md ("" without fidelity results)."""
+    if not table:
+        return ""
+    return (
+        "\n## Variants: size, bits per weight, speed, accuracy and fidelity\n\n"
+        + variants_markdown(table)
+        + "\n\n"
+        + fidelity_markdown(fidelity)
+    )
 
 
 def _lines(n: int) -> str:
@@ -333,18 +384,15 @@ def render_run(
     directory = store.run_dir(run_id, root)
     pairs = pairing(ranked, load_pairing(run_id, directory.parent, ranked))
     rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb, paired=paired_ses(pairs))
-    meta = {
-        "run_id": run_id,
-        "host": manifest.get("host"),
-        "settings": manifest.get("settings"),
-        "budget_gb": budget_gb,
-        **({"warnings": warnings} if warnings else {}),
-        **(
-            {"rank_at_ctx": rank_at_ctx, "rank_note": rank_note(rank_at_ctx, kept)}
-            if rank_at_ctx
-            else {}
-        ),
-    }
+    meta = ReportMeta(
+        run_id=run_id,
+        host=manifest.get("host"),
+        settings=manifest.get("settings"),
+        budget_gb=budget_gb,
+        warnings=tuple(warnings),
+        rank_at_ctx=rank_at_ctx,
+        rank_note=rank_note(rank_at_ctx, kept) if rank_at_ctx else "",
+    )
     paths = write_report(directory, rows, records, meta, fidelity=fidelity, pairs=pairs)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})

@@ -145,7 +145,7 @@ class Task:
 
     def items(
         self, *, limit: int | None = None, seed: int = 0, sample: int | None = None
-    ) -> list[Any]:
+    ) -> list[Item]:
         """This task's items for `seed`, as lm-evaluation-harness picks them.
 
         `limit` takes the FIRST `limit` items of the source, in its order (dataset rows, file
@@ -177,7 +177,7 @@ class Task:
             )
         return replace(self, few_shot=self.few_shot[:k])
 
-    def _first(self, count: int, seed: int) -> list[Any]:
+    def _first(self, count: int, seed: int) -> list[Item]:
         """The first `count` items in the source's own order."""
         if self.dataset is not None:
             records = load_records(self.dataset, name=self.name, origin=self.path)
@@ -186,7 +186,7 @@ class Task:
             return self._chosen(count, seed)  # a generator's items are already a prefix
         return self._from_raws(list(self.records[:count]), seed)
 
-    def _chosen(self, count: int, seed: int) -> list[Any]:
+    def _chosen(self, count: int, seed: int) -> list[Item]:
         """`count` items chosen the task's own way (see `items`)."""
         if self.dataset is not None:
             records = load_records(self.dataset, name=self.name, origin=self.path)
@@ -202,7 +202,7 @@ class Task:
             raws = raws[:count]
         return self._from_raws(raws, seed)
 
-    def _from_raws(self, raws: list[RawItem], seed: int) -> list[Any]:
+    def _from_raws(self, raws: list[RawItem], seed: int) -> list[Item]:
         if self.kind == "generate":
             return [
                 self._gen_item(raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer)

@@ -14,7 +14,7 @@ from edgeeval.cli.main import main
 from edgeeval.errors import ConfigError, InvalidModelFileError
 from edgeeval.gguf.check import check_gguf
 from edgeeval.report.html import render_html
-from edgeeval.report.render import NOTES, ranking_table, to_markdown
+from edgeeval.report.render import NOTES, ReportMeta, ranking_table, to_markdown
 from edgeeval.report.summarize import rank_rows
 from edgeeval.text import safe_text
 from tests.builders import record
@@ -79,12 +79,12 @@ def test_a_hostile_name_and_error_stay_inside_their_report_cells():
     bad = dataclasses.replace(bad, variant=dataclasses.replace(bad.variant, name=HOSTILE))
     records = [good, bad]
     rows = rank_rows(records)
-    markdown = to_markdown(rows, records, {"run_id": "r1"}, ["t"])
+    markdown = to_markdown(rows, records, ReportMeta("r1"), ["t"])
     assert _no_raw_controls(markdown) and "\\x1b[2J" in markdown
     table = ranking_table(rows).splitlines()
     unescaped = [len(re.findall(r"(?<!\\)\|", line.replace("\\\\", ""))) for line in table]
     assert len(set(unescaped)) == 1  # every row has as many cell borders as the header
-    html = render_html(rows, records, {"run_id": "r1"}, [], tasks=["t"], notes=NOTES)
+    html = render_html(rows, records, ReportMeta("r1"), [], tasks=["t"], notes=NOTES)
     assert _no_raw_controls(html) and "\\x1b[2J" in html
 
 
