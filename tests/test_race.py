@@ -306,3 +306,19 @@ def test_an_interrupted_race_resumes_to_the_same_result(tmp_path):
     assert not set(first) & set(second)  # no round of a variant measured twice
     stops = [x for x in racelog.read_race(run_id, tmp_path) if x.kind == racelog.STOP]
     assert sorted(x.variant for x in stops) == ["a", "b", "c"]  # each stop logged once
+
+
+def test_the_race_rules_replays_and_tables_load_no_stage():
+    """The decision logic is pure: rules, replay and verdicts reach only the leaves (and each
+    other), never the engine, the runner or the store."""
+    from tests.test_architecture import LEAVES, PKG, reaches, unit_of
+
+    for name in ("rules.py", "replay.py", "verdicts.py"):
+        reached = reaches(PKG / "race" / name)
+        units = {unit_of(p) for p in reached}
+        assert units <= LEAVES | {"race", "stats"}, (name, units)
+        assert {p.name for p in reached if unit_of(p) == "race"} <= {
+            "__init__.py",
+            "rules.py",
+            "verdicts.py",
+        }
