@@ -322,3 +322,29 @@ def test_the_race_rules_replays_and_tables_load_no_stage():
             "rules.py",
             "verdicts.py",
         }
+
+
+def test_the_report_marks_a_variant_the_race_stopped(tmp_path):
+    """report.md's status column says why a variant stopped early, from the run's race log;
+    a variant that answered every item is not marked."""
+    from edgeeval.report.render import render_run
+
+    root = tmp_path / "reports"
+    store.write_manifest("r1", {"run_id": "r1"}, root)
+    for name, gb, acc in (("a", 1.0, 0.9), ("b", 2.0, 0.3)):
+        store.save_record(record(name, peak_gb=gb, acc=acc), root=root)
+    stop = rules.Stop("b", BEATEN, 1, 20, by="a", p=0.00042)
+    racelog.append_race_line(
+        "r1",
+        racelog.RaceLine(
+            racelog.STOP, variant="b", reason=BEATEN, by="a", p=stop.p, n_items=20, text=stop.text
+        ),
+        root,
+    )
+    racelog.append_race_line(
+        "r1", racelog.RaceLine(racelog.STOP, variant="a", reason=EXHAUSTED, text="x"), root
+    )
+    _, rows, paths = render_run("r1", root=root)
+    marked = {r.name: r.race_stop for r in rows}
+    assert marked == {"a": "", "b": "stopped after 20 items: beaten by a (p = 0.00042)"}
+    assert "beaten by a (p = 0.00042)" in paths["md"].read_text()

@@ -47,7 +47,10 @@ COLUMNS = [
 
 def row_dict(row: RankRow) -> dict[str, Any]:
     """A row as JSON-ready data: every field plus its `verdict` (the status column)."""
-    return {**dataclasses.asdict(row), "verdict": verdict(row)}
+    data = dataclasses.asdict(row)
+    if not data["race_stop"]:  # only a raced run's rows carry it: other reports stay as they were
+        del data["race_stop"]
+    return {**data, "verdict": verdict(row)}
 
 
 def to_json(

@@ -42,11 +42,13 @@ from edgeeval.report.summarize import (
     rank_rows,
     thread_scaling,
     verdict,
+    with_race_stops,
 )
 from edgeeval.settings import GB
 from edgeeval.store import database
 from edgeeval.store import runs as store
 from edgeeval.store.fidelity import load_fidelity
+from edgeeval.store.racelog import stop_notes
 
 TIMED = (
     "Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
@@ -384,6 +386,7 @@ def render_run(
     directory = store.run_dir(run_id, root)
     pairs = pairing(ranked, load_pairing(run_id, directory.parent, ranked))
     rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb, paired=paired_ses(pairs))
+    rows = with_race_stops(rows, stop_notes(run_id, directory.parent))
     meta = ReportMeta(
         run_id=run_id,
         host=manifest.get("host"),

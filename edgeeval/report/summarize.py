@@ -92,6 +92,9 @@ class RankRow:
     over_budget: bool = False  # peak memory above the budget: listed, not ranked
     # other row -> (paired SE of the capability difference, of the cap/GB difference)
     paired_se: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # a race ended its accuracy work early (store.racelog): "stopped after 40 items: beaten by
+    # X (p = 0.0004)"; its capability, from fewer items, has the wider interval
+    race_stop: str = ""
 
     @property
     def measured(self) -> bool:
@@ -301,7 +304,14 @@ def verdict(row: RankRow) -> str:
     )
     if row.tied_with:
         text += "; tied with " + ", ".join(row.tied_with)
+    if row.race_stop:
+        text += "; " + row.race_stop
     return text
+
+
+def with_race_stops(rows: Sequence[RankRow], stops: dict[str, str]) -> list[RankRow]:
+    """`rows` with the race's stop (variant -> its words) marked on the variants it names."""
+    return [replace(r, race_stop=stops[r.name]) if r.name in stops else r for r in rows]
 
 
 def rank_label(row: RankRow) -> str:

@@ -23,6 +23,7 @@ from edgeeval.store.runs import make_dir, run_dir
 
 RACE_FILE = "race.jsonl"
 START, ROUND, STOP, NOTE = "start", "round", "stop", "note"
+EXHAUSTED = "items ran out"  # race.rules.EXHAUSTED: the reason of a variant that answered all
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,11 @@ def read_race(run_id: str, root: Path | None = None) -> list[RaceLine]:
 def race_stops(run_id: str, root: Path | None = None) -> dict[str, RaceLine]:
     """Variant -> its stop event (the last one written), for the report."""
     return {line.variant: line for line in read_race(run_id, root) if line.kind == STOP}
+
+
+def stop_notes(run_id: str, root: Path | None = None) -> dict[str, str]:
+    """Variant -> the words of its early stop (beaten, settled or failed), for the report's
+    status column; variants that answered every item are not named."""
+    return {
+        v: line.text for v, line in race_stops(run_id, root).items() if line.reason != EXHAUSTED
+    }
