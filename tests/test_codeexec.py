@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from edgeeval.sandbox.jail import BWRAP, UNSAFE, Sandbox
 from edgeeval.sandbox import exec_boot
 from edgeeval.sandbox.codeexec import (
     FAILED,
@@ -18,6 +17,7 @@ from edgeeval.sandbox.codeexec import (
     ExecLimits,
     run_check,
 )
+from edgeeval.sandbox.jail import BWRAP, UNSAFE, Sandbox
 
 QUICK = ExecLimits(wall_s=5, cpu_s=2)
 GUARD_ONLY = Sandbox(UNSAFE)

@@ -1,10 +1,12 @@
 """Choosing the OS sandbox and building its command line, with the platform's facts given
 (no Mac is needed for the macOS part, no bwrap for the Linux part)."""
 
+import struct
+
 import pytest
 
-from edgeeval.sandbox import jail as sb
 from edgeeval.errors import EdgeevalError, SandboxUnavailableError
+from edgeeval.sandbox import jail as sb
 
 ARGV = ["/opt/py/bin/python3.11", "-I", "-S", "-c", "pass"]
 
@@ -107,8 +109,10 @@ def test_the_bwrap_command_isolates_everything_but_the_workdir():
     assert "--ro-bind /usr /usr" in text and "--symlink usr/bin /bin" in text
     assert "--ro-bind /lib64 /lib64" in text and "--ro-bind /opt/py /opt/py" in text
     assert "/usr/lib/x" not in text  # already inside the /usr bind
-    assert "--bind /tmp/w /tmp/w --remount-ro /" in text and "--chdir /tmp/w" in text
-    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"] == ["/tmp/w"]
+    assert "--proc /proc --dev /dev --remount-ro /dev" in text  # no writable /dev/shm
+    assert f"--size {sb.WORKDIR_BYTES} --tmpfs /tmp/w --remount-ro /" in text
+    assert "--chdir /tmp/w" in text and "--seccomp" not in cmd
+    assert "--bind" not in cmd  # nothing of the host is writable
     env = {cmd[i + 1]: cmd[i + 2] for i, a in enumerate(cmd) if a == "--setenv"}
     assert env == {
         "PATH": "/usr/bin:/bin",
@@ -117,3 +121,70 @@ def test_the_bwrap_command_isolates_everything_but_the_workdir():
         "TMPDIR": "/tmp/w",
     }
     assert cmd[-len(ARGV) :] == ARGV
+
+
+def test_the_bwrap_command_loads_the_seccomp_filter_and_sizes_the_workdir():
+    cmd = sb.bwrap_command(
+        "/usr/bin/bwrap", ARGV, workdir="/tmp/w", readable=[], host_entry=HOST.get,
+        seccomp_fd=7, workdir_bytes=4096,
+    )  # fmt: skip
+    text = " ".join(cmd)
+    assert "--size 4096 --tmpfs /tmp/w" in text and "--seccomp 7 --chdir /tmp/w" in text
+
+
+def _instructions(program: bytes) -> list[tuple[int, int, int, int]]:
+    return [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+
+
+def _run_filter(program: bytes, nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
+    """What the classic-BPF `program` returns for one syscall (a tiny interpreter of the
+    five instructions seccomp_filter uses), so the filter's logic is checked without a kernel."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *(list(args) + [0] * (6 - len(args))))
+    code, pc, acc = _instructions(program), 0, 0
+    while True:
+        op, jt, jf, k = code[pc]
+        if op == 0x20:
+            acc = struct.unpack_from("=I", data, k)[0]
+            pc += 1
+        elif op == 0x06:
+            return k
+        else:
+            taken = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[op]
+            pc += 1 + (jt if taken else jf)
+
+
+X86_64 = 0xC000003E
+ALLOW, EPERM, EAGAIN, ENOSYS, KILL = 0x7FFF0000, 0x50001, 0x5000B, 0x50026, 0x80000000
+
+
+def test_the_seccomp_filter_refuses_setuid_bits_and_new_processes_on_x86_64():
+    strict = sb.seccomp_filter(processes=False, machine="x86_64")
+    assert strict is not None and len(strict) % 8 == 0
+    chmod, fchmodat, openat, mkdir, clone, clone3, fork = 90, 268, 257, 83, 56, 435, 57
+    assert _run_filter(strict, chmod, X86_64, (0, 0o4755)) == EPERM
+    assert _run_filter(strict, chmod, X86_64, (0, 0o2755)) == EPERM
+    assert _run_filter(strict, chmod, X86_64, (0, 0o1777)) == ALLOW  # sticky is harmless
+    assert _run_filter(strict, fchmodat, X86_64, (0, 0, 0o4700)) == EPERM
+    assert _run_filter(strict, openat, X86_64, (0, 0, 0o101, 0o4755)) == EPERM
+    assert _run_filter(strict, openat, X86_64, (0, 0, 0o101, 0o644)) == ALLOW
+    assert _run_filter(strict, mkdir, X86_64, (0, 0o2775)) == EPERM
+    assert _run_filter(strict, fork, X86_64) == EAGAIN
+    assert _run_filter(strict, clone, X86_64, (0x11,)) == EAGAIN  # SIGCHLD: a process
+    assert _run_filter(strict, clone, X86_64, (0x3D0F00,)) == ALLOW  # pthread_create's flags
+    assert _run_filter(strict, clone3, X86_64) == ENOSYS
+    assert _run_filter(strict, 437, X86_64) == ENOSYS  # openat2: its mode is behind a pointer
+    assert _run_filter(strict, 0, X86_64) == ALLOW  # read
+    assert _run_filter(strict, 0x40000000 | 90, X86_64) == KILL  # x32
+    assert _run_filter(strict, 15, 0x40000003) == KILL  # i386
+    lenient = sb.seccomp_filter(processes=True, machine="x86_64")
+    assert _run_filter(lenient, fork, X86_64) == ALLOW
+    assert _run_filter(lenient, clone, X86_64, (0x11,)) == ALLOW
+    assert _run_filter(lenient, chmod, X86_64, (0, 0o4755)) == EPERM
+
+
+def test_the_seccomp_filter_knows_aarch64_and_nothing_else():
+    program = sb.seccomp_filter(processes=False, machine="aarch64")
+    assert _run_filter(program, 52, 0xC00000B7, (3, 0o6755)) == EPERM  # fchmod
+    assert _run_filter(program, 220, 0xC00000B7, (0x11,)) == EAGAIN  # clone
+    assert _run_filter(program, 52, X86_64, (3, 0o6755)) == KILL
+    assert sb.seccomp_filter(processes=False, machine="riscv64") is None

@@ -18,6 +18,17 @@ signals, sockets, ctypes, writes outside their temporary directory, reads outsid
 standard library, and dir_fd-relative file calls. The hook's lists are constants in its code,
 and `import __main__` reaches a fresh module, so emptying them from inside no longer works;
 it is still best effort (CPython's own modules can be patched), the OS sandbox is the wall.
+Under bwrap the wall also holds what the hook cannot: its seccomp filter refuses every new
+process (the hook can be side-stepped by loading _posixsubprocess under another name, and
+RLIMIT_NPROC does not bind for root) and setuid/setgid bits, and each program writes only
+into a size-limited tmpfs of its own (see edgeeval.sandbox.jail).
+
+Temporary directories. Each check makes one private directory, edgeeval-<pid>-check-<random>
+(mode 0700, so no other user can reach into it), holding `candidate/` and `checker/`, the
+working directories of the two programs (under bwrap, only the path: each program gets a
+tmpfs there). The pid in the name is this process's: if it is killed during a check, the
+start-up sweep (edgeeval.engine.process.sweep_stale_tempdirs) removes the directory once
+that pid is gone.
 
 Why a pass cannot be forged. The verdict is the checker's, and nothing the model wrote runs
 in the checker: it only receives decoded plain data, so an assertion there holds only if the
@@ -53,7 +64,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from edgeeval.sandbox.jail import Sandbox, environment, interpreter
+from edgeeval.sandbox.jail import (
+    BWRAP,
+    WORKDIR_BYTES,
+    Sandbox,
+    environment,
+    interpreter,
+    seccomp_fd,
+    seccomp_filter,
+)
 
 PASSED, FAILED, TIMEOUT, HARNESS_ERROR = "passed", "failed", "timeout", "harness_error"
 OUTCOMES = (PASSED, FAILED, TIMEOUT, HARNESS_ERROR)
@@ -71,6 +90,11 @@ class ExecLimits:
     memory_bytes: int = 512 * 2**20
     file_bytes: int = 10 * 2**20
     open_files: int = 64
+    # new processes: 0 is enforced by the seccomp filter under bwrap (for every uid) and by
+    # RLIMIT_NPROC; more (only for tests of the pid namespace) by RLIMIT_NPROC alone, which
+    # does not bind when the bench runs as root.
+    processes: int = 0
+    workdir_bytes: int = WORKDIR_BYTES  # the writable tmpfs of each program under bwrap
 
 
 @dataclass(frozen=True)
@@ -133,8 +157,12 @@ def run_check(
     start = time.monotonic()
     nonce = secrets.token_hex(16)
     with ExitStack() as stack:
-        tmp = [stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeeval-exec-"))]
-        tmp.append(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeeval-check-")))
+        private = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=f"edgeeval-{os.getpid()}-check-")
+        )  # mkdtemp: mode 0700
+        tmp = [os.path.join(private, "candidate"), os.path.join(private, "checker")]
+        for path in tmp:
+            os.mkdir(path, 0o700)
         children = [_Child("candidate"), _Child("checker")]
         try:
             for child in children:
@@ -180,7 +208,7 @@ def _run_pair(
     try:
         for child, header, pass_fds, workdir in zip(children, headers, fds, tmp, strict=True):
             assert child.stderr is not None, "run_check opens each child's stderr file first"
-            child.proc = proc = _start(sandbox, workdir, pass_fds, child.stderr)
+            child.proc = proc = _start(sandbox, workdir, pass_fds, child.stderr, limits)
             _send_header(proc, {**common, **header})
     except OSError:
         os.close(report_r)
@@ -200,20 +228,35 @@ def _run_pair(
 
 
 def _start(
-    sandbox: Sandbox, workdir: str, pass_fds: tuple[int, ...], stderr: IO[bytes]
+    sandbox: Sandbox,
+    workdir: str,
+    pass_fds: tuple[int, ...],
+    stderr: IO[bytes],
+    limits: ExecLimits,
 ) -> subprocess.Popen[bytes]:
     """One sandboxed `python -I -S` running exec_boot; returns the Popen."""
-    argv = sandbox.command([interpreter(), "-I", "-S", "-c", _BOOT], workdir=workdir)
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        cwd=workdir,
-        env=environment(workdir),
-        pass_fds=pass_fds,
-        start_new_session=True,
+    program = seccomp_filter(processes=limits.processes > 0) if sandbox.kind == BWRAP else None
+    filter_fd = seccomp_fd(program) if program is not None else None
+    argv = sandbox.command(
+        [interpreter(), "-I", "-S", "-c", _BOOT],
+        workdir=workdir,
+        seccomp_fd=filter_fd,
+        workdir_bytes=limits.workdir_bytes,
     )
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=workdir,
+            env=environment(workdir),
+            pass_fds=pass_fds if filter_fd is None else (*pass_fds, filter_fd),
+            start_new_session=True,
+        )
+    finally:
+        if filter_fd is not None:
+            os.close(filter_fd)
 
 
 def _send_header(proc: subprocess.Popen[bytes], header: dict) -> None:
@@ -235,7 +278,7 @@ def _rlimits(limits: ExecLimits) -> list[tuple[str, int, int]]:
         ("RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes),
         ("RLIMIT_NOFILE", limits.open_files, limits.open_files),
         ("RLIMIT_CORE", 0, 0),
-        ("RLIMIT_NPROC", 0, 0),
+        ("RLIMIT_NPROC", limits.processes, limits.processes),
     ]
 
 

@@ -122,7 +122,8 @@ def install_guard(tmp: str, limits: list, hook: bool = True) -> None:
     """Set the rlimits and (unless `hook` is False: tests of the OS sandbox alone) add the
     audit hook, which cannot be removed. The hook keeps its data in constants and default
     arguments, not in globals or closure cells, and refuses the events that would reach or
-    rewrite it (gc, tracing, function __code__/__defaults__)."""
+    rewrite it (gc, tracing, function __code__/__defaults__). It refuses chmod and mkdir with
+    setuid/setgid bits too (the OS sandbox's seccomp filter refuses them in every call)."""
     for name, soft, hard in limits:
         resource.setrlimit(getattr(resource, name), (soft, hard))
     if not hook:
@@ -162,6 +163,8 @@ def _make_hook(tmp: str, readable: tuple):  # noqa: ANN202 - returns the hook fu
             "_posixsubprocess", "winreg.",
         )):  # fmt: skip
             raise refuse(f"sandbox: {event} is not allowed")
+        if event in {"os.chmod", "os.mkdir"} and type(args[1]) is int and args[1] & 0o6000:
+            raise refuse("sandbox: setuid and setgid bits are not allowed")
         if event == "object.__setattr__" and args[1] in {
             "__code__", "__defaults__", "__kwdefaults__",
         }:  # fmt: skip

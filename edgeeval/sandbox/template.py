@@ -97,7 +97,8 @@ def render_chats(
     """Prompt texts for many conversations, rendered in one sandbox process. `variables` are
     extra names the template sees (`{"enable_thinking": False}`).
 
-    Raises ChatTemplateError (with `reason`) for the first conversation that fails.
+    Raises ChatTemplateError (with `reason`) for the first conversation that fails, also for
+    a text that is not valid Unicode (a lone surrogate: reason "invalid").
     """
     if not conversations:
         return []
@@ -117,8 +118,24 @@ def render_chats(
     for answer in answers:
         if "error" in answer:
             raise ChatTemplateError(answer["error"]["message"], reason=answer["error"]["reason"])
-        out.append(answer["text"])
+        out.append(_encodable(answer["text"]))
     return out
+
+
+def _encodable(text: str) -> str:
+    """`text` if it can be encoded as UTF-8 (what every tokenizer takes); a lone surrogate
+    (`"\\ud800"` in the template) raises ChatTemplateError("invalid") instead, so the
+    caller falls back to completion prompts rather than failing in the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise ChatTemplateError(
+            f"the template rendered text that is not valid Unicode ({exc.reason}: "
+            f"{bad!r} at character {exc.start})",
+            reason="invalid",
+        ) from None
+    return text
 
 
 def _run_sandbox(request: dict[str, Any], limits: RenderLimits, n: int) -> list[dict[str, Any]]:

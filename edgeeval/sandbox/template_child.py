@@ -1,4 +1,5 @@
-"""Inside the chat-template sandbox process that edgeeval.sandbox.template starts (see its docstring).
+"""Inside the chat-template sandbox process that edgeeval.sandbox.template starts (see its
+docstring).
 
 This is the first wall: Jinja's ImmutableSandboxedEnvironment configured as transformers does,
 with size checks on every operator, filter, method call and `~` that can build a big value,

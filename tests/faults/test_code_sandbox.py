@@ -19,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from edgeeval.sandbox.jail import UNSAFE, Sandbox, choose
 from edgeeval.sandbox.codeexec import FAILED, PASSED, CodeCheck, ExecLimits, run_check
+from edgeeval.sandbox.jail import UNSAFE, Sandbox, choose
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ExecLimits(wall_s=15, cpu_s=5)
+# new processes allowed (RLIMIT_NPROC alone, no seccomp fork rule): for the tests of what
+# the pid namespace does with processes the program leaves behind
+FORKING = ExecLimits(wall_s=15, cpu_s=5, processes=64)
 TRIVIAL_CHECK = "def check(candidate):\n    assert candidate() == 1\n"
 NO_OS_SANDBOX = Sandbox(UNSAFE)
 
@@ -48,11 +51,17 @@ def canary(tmp_path: Path) -> Path:
     return path
 
 
-def attack(code: str, sandbox: Sandbox, guard: bool = False, test: str = TRIVIAL_CHECK):
+def attack(
+    code: str,
+    sandbox: Sandbox,
+    guard: bool = False,
+    test: str = TRIVIAL_CHECK,
+    limits: ExecLimits = QUICK,
+):
     """Run `code` as the candidate module's top level; returns the ExecResult."""
     source = code + "\n\ndef f(*args):\n    return 1\n"
     check = CodeCheck("", source, test, "f")
-    return run_check(check, sandbox=sandbox, limits=QUICK, inner_guard=guard)
+    return run_check(check, sandbox=sandbox, limits=limits, inner_guard=guard)
 
 
 def processes_with(marker: str) -> list[int]:
@@ -236,14 +245,14 @@ os.waitpid(pid, 0)
 def test_a_setsid_daemon_does_not_outlive_the_sandbox(sandbox):
     marker = f"86399.{secrets.randbelow(10**9)}"
     try:  # control: without an OS sandbox (and the hook off), the daemon survives
-        attack(DAEMON.format(marker=marker), NO_OS_SANDBOX, guard=False)
+        attack(DAEMON.format(marker=marker), NO_OS_SANDBOX, guard=False, limits=FORKING)
         assert processes_with(marker), "the control daemon did not start"
     finally:
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not processes_with(marker))
-    result = attack(DAEMON.format(marker=marker), sandbox, guard=False)
-    assert result.status == PASSED  # the fork and the daemon happened
+    result = attack(DAEMON.format(marker=marker), sandbox, guard=False, limits=FORKING)
+    assert result.status == PASSED, result  # the fork and the daemon happened
     assert wait_until(lambda: not processes_with(marker))  # the pid namespace is torn down
 
 
@@ -365,8 +374,8 @@ import sys
 from edgeeval.sandbox.jail import choose
 from edgeeval.sandbox.codeexec import CodeCheck, ExecLimits, run_check
 check = CodeCheck("", sys.stdin.read(), "def check(c):\\n    c()\\n", "f")
-run_check(check, sandbox=choose(unsafe=False), limits=ExecLimits(wall_s=600, cpu_s=600),
-          inner_guard=False)
+run_check(check, sandbox=choose(unsafe=False),
+          limits=ExecLimits(wall_s=600, cpu_s=600, processes=64), inner_guard=False)
 """
 STAY = """
 import os
