@@ -316,3 +316,13 @@ def test_lines_that_name_a_cluster_get_clustered_ses(tmp_path):
     (plain,) = pairing([a, b], load_pairing("r1", tmp_path, [a, b])).pairs
     assert plain.se == pytest.approx(100 * math.sqrt(0.05))
     assert plain.tasks[0].n_clusters is None
+
+
+def test_comparison_rows_put_the_more_capable_variant_first(tmp_path):
+    a, b = save_pair(tmp_path)
+    pairs = pairing([b, a], load_pairing("r1", tmp_path, [a, b]))  # b's row comes first
+    assert (pairs.pairs[0].a, pairs.pairs[0].diff) == ("b", pytest.approx(-8.0))
+    (_, body), (_, tasks) = comparison_section(pairs).tables
+    assert body[0][:3] == ("a", "b", "8.00")
+    assert tasks[0][:5] == ("a", "b", "t", "200", "6.0")
+    assert tasks[0][-3:] == ("12", "0", "≤ 0.001")  # only A (a) right: 12

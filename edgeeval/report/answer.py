@@ -145,8 +145,13 @@ def answer_section(rows: Sequence[RankRow], pairing: Pairing, budget_gb: float |
     return section
 
 
+def _ahead_first(pair: Pair) -> Pair:
+    """The pair with the more capable row as A (A - B >= 0)."""
+    return oriented(pair, pair.a if pair.diff >= 0 else pair.b)
+
+
 def _pair_line(pair: Pair) -> str:
-    p = oriented(pair, pair.a if pair.diff >= 0 else pair.b)
+    p = _ahead_first(pair)
     text = f"{p.a} vs {p.b}: {_pm(p.diff, p.se)} ({p.method})"
     if p.settled and not p.se:
         return text + (", the same answer on every shared item" if not p.diff else "")
@@ -185,7 +190,8 @@ def comparison_section(pairing: Pairing) -> Section:
         "why unpaired",
     )
     body: list[tuple[str, ...]] = []
-    for pair in pairing.pairs:
+    ahead = [_ahead_first(p) for p in pairing.pairs]
+    for pair in ahead:
         paired = pair.method == PAIRED
         body.append(
             (
@@ -202,7 +208,7 @@ def comparison_section(pairing: Pairing) -> Section:
             )
         )
     section.tables.append((head, body))
-    tasks = [(p, t) for p in pairing.pairs for t in p.tasks]
+    tasks = [(p, t) for p in ahead for t in p.tasks]
     if tasks:
         head = (
             "A",
