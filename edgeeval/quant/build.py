@@ -219,9 +219,41 @@ def _build(
         target,
         rec.resolve_threads(nthread, hostinfo.physical_cores()),
     )
-    counts, params = histogram(built)
+    built_from = _Built(tensors, built, plan.fallbacks + tuple(llama_fallbacks(log)), requantized)
+    info = _build_info(variant, recipe, base, source, target, built_from, start)
+    sidecar_path(target).write_text(json.dumps(asdict(info), indent=1, sort_keys=True))
+    progress(
+        f"{variant.name}: {info.size_bytes / settings.GB:.3f} GB, {info.bits_per_weight:.2f} "
+        f"bits per weight, {len(info.fallbacks)} fallback(s)"
+    )
+    return info
+
+
+@dataclass(frozen=True)
+class _Built:
+    """What one quantizer run read and made: the source's tensors, the built file's, the
+    fallbacks (planned and llama.cpp's own), and whether a quantized source was requantized."""
+
+    source: list[Tensor]
+    built: list[Tensor]
+    fallbacks: tuple[Fallback, ...]
+    requantized: bool
+
+
+def _build_info(
+    variant: Variant,
+    recipe: Recipe,
+    base: Variant,
+    source: LocalFile,
+    target: Path,
+    made: _Built,
+    start: float,
+) -> BuildInfo:
+    """The BuildInfo of a finished build (its sidecar); `start` is when quantizing began."""
+    counts, params = histogram(made.built)
     size = target.stat().st_size
-    info = BuildInfo(
+    n_params = sum(t.n_params for t in made.source)
+    return BuildInfo(
         variant=variant.name,
         recipe=recipe.name,
         recipe_hash=recipe.digest(),
@@ -229,8 +261,8 @@ def _build(
         base=base.name,
         base_quant=base.quant,
         source_sha256=source.sha256,
-        source_types=histogram(tensors)[0],
-        requantized=requantized,
+        source_types=histogram(made.source)[0],
+        requantized=made.requantized,
         path=str(target),
         sha256=sha256_file(target),
         size_bytes=size,
@@ -238,17 +270,11 @@ def _build(
         bits_per_weight=size * 8 / n_params,
         type_counts=counts,
         type_params=params,
-        fallbacks=plan.fallbacks + tuple(llama_fallbacks(log)),
+        fallbacks=made.fallbacks,
         llama_cpp_python_version=_llama_version(),
         build_s=time.monotonic() - start,
         built_at=time.strftime(settings.ISO_TIME),
     )
-    sidecar_path(target).write_text(json.dumps(asdict(info), indent=1, sort_keys=True))
-    progress(
-        f"{variant.name}: {size / settings.GB:.3f} GB, {info.bits_per_weight:.2f} bits per "
-        f"weight, {len(info.fallbacks)} fallback(s)"
-    )
-    return info
 
 
 def _quantize_checked(
