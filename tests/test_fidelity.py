@@ -25,83 +25,157 @@ from tests.test_quantize import tiny_catalog, write_tiny_llama
 TEXT = "the cat is in the hat and the dog is on a log; " * 30  # ~1400 byte-level tokens
 
 
-def _logp(*rows: tuple[float, ...]) -> np.ndarray:
-    return np.log(np.array(rows, dtype=np.float64)).astype(np.float32)
+def _logits(*rows: tuple[float, ...]) -> np.ndarray:
+    return np.array(rows, dtype=np.float32)
+
+
+def _stats(ref_logits: np.ndarray, logits: np.ndarray, targets) -> kld.TokenStats:
+    return kld.token_stats(kld.reference_rows(ref_logits), logits, np.asarray(targets))
 
 
 # --- the math on hand-made arrays ---
 
 
-def test_log_softmax_matches_the_worked_example():
-    out = kld.log_softmax(np.array([[0.0, math.log(3.0)]], np.float32))
-    assert out == pytest.approx(np.array([[math.log(0.25), math.log(0.75)]]), abs=1e-6)
+def test_reference_rows_of_the_docstring_example():
+    ref = kld.reference_rows(_logits((0.0, -1.0, -20.0)))
+    assert ref.dtype == kld.ref_dtype(3) and ref.dtype.itemsize == 8 + 2 * 4  # padded to even
+    assert ref["scale"][0] == np.float32(16.0) / np.float32(65535.0)
+    assert ref["level"][0].tolist() == [65535, 61439, 0, 0]
+    lse = math.log(1 + math.exp(-1) + math.exp(-20))
+    assert ref["min_logp"][0] == pytest.approx(-16 - lse, abs=1e-6)
+    decoded = kld.decode(ref)[0, :3]
+    assert decoded == pytest.approx([-lse, -1 - lse, -16 - lse], abs=2e-4)  # a level: 2.4e-4
 
 
 def test_kld_of_the_docstring_example_and_of_identical_rows():
-    ref, q = _logp((0.5, 0.5), (0.5, 0.5)), _logp((0.25, 0.75), (0.5, 0.5))
-    stats = kld.token_stats(ref, q, np.array([0, 1]))
+    ref = _logits((0.0, 0.0), (0.0, 0.0))  # equal logits: scale 0, every level 0
+    q = np.log(np.array([[0.25, 0.75], [0.5, 0.5]])).astype(np.float32)
+    stats = _stats(ref, q, [0, 1])
     assert stats.kld == pytest.approx([0.5 * math.log(2) + 0.5 * math.log(2 / 3), 0.0], abs=1e-6)
     assert stats.kld[0] == pytest.approx(0.1438, abs=1e-4)
     assert stats.kld[1] == 0.0
     assert stats.nll == pytest.approx([-math.log(0.25), -math.log(0.5)], abs=1e-6)
+    assert stats.nll_ref == pytest.approx([math.log(2), math.log(2)], abs=1e-6)
     assert stats.p_diff == pytest.approx([-0.25, 0.0], abs=1e-6)
+    assert stats.same_top.tolist() == [False, True]  # row 0: first of a tie against token 1
 
 
-def test_same_top_and_the_floor_of_tiny_reference_probabilities():
-    ref = _logp((0.7, 0.3 - 1e-9, 1e-9))
-    q = _logp((0.2, 0.8 - 1e-3, 1e-3))
-    stats = kld.token_stats(ref, q, np.array([0]))
-    expected = 0.7 * math.log(0.7 / 0.2) + (0.3 - 1e-9) * math.log((0.3 - 1e-9) / (0.8 - 1e-3))
-    assert stats.kld[0] == pytest.approx(expected, rel=1e-5)  # the 1e-9 term is below e^-16
-    assert not stats.same_top[0]
-    assert kld.token_stats(ref, ref, np.array([0])).same_top[0]
-
-
-def _dense_stats(ref16: np.ndarray, q: np.ndarray, targets: np.ndarray) -> dict:
-    """token_stats written the plain way: every entry converted, the variant rounded to the
-    reference's float16 grid, argmax over whole rows."""
-    lr = ref16.astype(np.float64)
-    lq = q.astype(np.float16).astype(np.float64)
-    rows = np.arange(len(targets))
-    terms = np.where(lr > kld.LOGP_FLOOR, np.exp(lr) * (lr - lq), 0.0)
+def _by_definition(ref_row: np.ndarray, q_row: np.ndarray, target: int) -> dict:
+    """llama-perplexity's statistics of one row, element by element in float32 (the
+    definition as tools/perplexity/perplexity.cpp states it, written without numpy's
+    vector tricks): the stored levels, then the comparison with the variant's logits."""
+    f32 = np.float32
+    top, low_logit = f32(max(ref_row)), f32(max(min(ref_row), f32(max(ref_row)) - f32(16)))
+    lse = f32(math.log(sum(float(np.exp(f32(x - top))) for x in ref_row)))
+    scale = f32((top - low_logit) / f32(65535))
+    min_logp = f32(f32(low_logit - top) - lse)
+    levels = [
+        round(float(f32(f32(1) / scale) * f32(x - low_logit))) if x > low_logit else 0
+        for x in ref_row
+    ]  # round() goes half to even, as llama-perplexity's nearest_int
+    decoded = [f32(f32(scale * f32(level)) + min_logp) for level in levels]
+    q_top = int(np.argmax(q_row))  # the first largest logit
+    q_lse = f32(math.log(sum(float(np.exp(f32(x - q_row[q_top]))) for x in q_row)))
+    norm = f32(q_row[q_top] + q_lse)
+    terms = [
+        float(f32(np.exp(lp) * f32(f32(lp - y) + norm)))
+        for lp, y in zip(decoded, q_row, strict=True)
+        if lp > f32(-16)
+    ]
+    ref_top = next(i for i, lp in enumerate(decoded) if lp == max(decoded))
     return {
-        "kld": terms.sum(axis=1),
-        "nll": -lq[rows, targets],
-        "nll_ref": -lr[rows, targets],
-        "same_top": lr.argmax(axis=1) == lq.argmax(axis=1),
+        "levels": levels,
+        "kld": math.fsum(terms),
+        "nll": float(f32(norm - q_row[target])),
+        "nll_ref": float(-decoded[target]),
+        "same_top": ref_top == q_top,
     }
 
 
-def test_sparse_token_stats_on_a_float16_reference_equal_the_dense_formula():
+def test_token_stats_follow_llama_perplexity_row_by_row():
     rng = np.random.default_rng(7)
-    logits = rng.standard_normal((40, 3000)).astype(np.float32) * 6
-    ref16 = kld.log_softmax(logits).astype(np.float16)
-    q = kld.log_softmax(logits + rng.standard_normal(logits.shape).astype(np.float32) * 0.5)
-    # Row 0: the variant's two best values differ by less than a float16 step, the larger one
-    # second; on the reference's grid they tie and the first one is the variant's pick.
-    q[0, :] = -30.0
-    q[0, 5], q[0, 9] = -0.5, -0.5 + 1e-5
-    ref16[0, :] = np.float16(-30.0)
-    ref16[0, 5], ref16[0, 9] = np.float16(-0.6), np.float16(-0.9)
-    targets = rng.integers(0, 3000, size=40)
-    got, want = kld.token_stats(ref16, q, targets), _dense_stats(ref16, q, targets)
-    assert (ref16 > kld.LOGP_FLOOR).mean() < 0.9  # the floor leaves entries out
-    assert got.kld == pytest.approx(want["kld"], rel=1e-9, abs=1e-12)
-    assert got.nll == pytest.approx(want["nll"]) and got.nll_ref == pytest.approx(want["nll_ref"])
-    assert (got.same_top == want["same_top"]).all()
-    assert got.same_top[0] and not got.same_top[1:].all()
-    same = kld.token_stats(ref16, ref16.astype(np.float32), targets)
-    assert (same.kld == 0).all() and same.same_top.all()
+    ref = rng.standard_normal((12, 60)).astype(np.float32) * 6
+    q = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.7
+    ref[3, 10], ref[3, 20] = 30.0, 30.0 + 5e-5  # a tie on the 16-bit levels: token 10 wins
+    q[3, 10], q[3, 20] = 31.0, 31.0 + 1e-6  # the variant's larger logit wins: token 20
+    ref[4] = ref[4] * 0.1  # a span under 16 nats: scale (max - min) / 65535
+    targets = rng.integers(0, 60, size=12)
+    rows, got = kld.reference_rows(ref), _stats(ref, q, targets)
+    for i in range(12):
+        want = _by_definition(ref[i], q[i], int(targets[i]))
+        assert rows["level"][i].tolist() == want["levels"], i
+        assert got.kld[i] == pytest.approx(want["kld"], rel=1e-12, abs=1e-15), i
+        assert (got.nll[i], got.nll_ref[i]) == (want["nll"], want["nll_ref"]), i
+        assert got.same_top[i] == want["same_top"], i
+    assert not got.same_top[3] and got.same_top.sum() >= 6
 
 
-def test_float16_floor_test_through_bit_patterns_equals_the_comparison():
-    values = np.array(
-        [0.0, -0.0, 6e-8, -6e-8, -1e-3, -15.99, -16.0, -16.01, -60000.0, -np.inf, np.inf],
-        np.float16,
+def test_same_top_p_on_near_ties_is_llama_perplexitys():
+    """The top tokens are decided where llama-perplexity decides them: the variant's on its
+    own float32 logits, the reference's on its stored 16-bit levels (first of a tie)."""
+    ref = _logits(
+        (-1, -1, -1, 4.0, -1, -1, 6.0, -30),  # the reference's top is token 6
+        (1.98, 1.98, -1, -1, 2.0, -1, 2.0003, -30),  # 6 is one level above 4
+        (-1, -1, 3.0, -1, -1, 3.00005, -1, -30),  # 2 and 5 share the top level: 2
     )
-    expected = values.astype(np.float32) > -16.0
-    assert (kld._above(values, -16.0) == expected).all()
-    assert (kld._above(values, -15.995) == (values.astype(np.float32) > -15.995)).all()
+    q = _logits(
+        (-1, -1, -1, 5.0, -1, -1, 5.0001, -30),  # 6 by 1e-4 (one float16 step is 5e-4)
+        (-1, -1, -1, -1, 1.0, -1, 3.0, -30),  # 6
+        tuple(ref[2]),  # the reference's own logits: 5, the larger one
+    )
+    levels = kld.reference_rows(ref)["level"]
+    assert levels[1, 6] == levels[1, 4] + 1 and levels[2, 2] == levels[2, 5] == 65535
+    stats = _stats(ref, q, [0, 0, 0])
+    assert stats.same_top.tolist() == [True, True, False]
+    assert 0 < stats.kld[2] < 1e-4  # the model against itself: the levels' rounding only
+
+
+def test_kld_counts_the_decoded_reference_above_the_floor_only():
+    """Entries count when their decoded log-probability is above -16 (float32), whatever a
+    float16 would make of them: -15.998 counts, -16.004 does not, level 0 never does."""
+    ln2 = math.log(2.0)
+    ref = _logits((0, 0, -15.998 + ln2, -16.004 + ln2, -30, -30))
+    q = _logits((0, 0, -40, -40, -30, -30))
+    decoded = kld.decode(kld.reference_rows(ref))[0].astype(np.float64)
+    assert decoded[2] > -16 >= decoded[3] and np.float16(decoded[2]) == -16
+    lq = q[0].astype(np.float64) - math.log(np.exp(q[0].astype(np.float64)).sum())
+    terms = np.exp(decoded[:6]) * (decoded[:6] - lq)
+    stats = _stats(ref, q, [0])
+    assert stats.kld[0] == pytest.approx(terms[:3].sum(), abs=1e-8)  # float32 terms
+    assert terms[2] > 0.5 * terms[:3].sum()  # the -15.998 entry is most of this KLD
+
+
+def test_first_level_above_the_floor_equals_a_search_of_every_level():
+    rng = np.random.default_rng(3)
+    scale = (rng.uniform(0.5, 16.0, 40) / 65535).astype(np.float32)
+    low = rng.uniform(-40.0, -15.0, 40).astype(np.float32)
+    scale[0], low[0] = 0.0, -3.0  # scale 0 above the floor: every level counts
+    scale[1], low[1] = 0.0, -17.0  # scale 0 below it: none does
+    every = np.arange(65536, dtype=np.float32)
+    got = kld._first_level_above(scale, low, -16.0)
+    for row in range(40):
+        above = np.flatnonzero(scale[row] * every + low[row] > np.float32(-16))
+        assert got[row] == (above[0] if len(above) else 65536), row
+    assert got[0] == 0 and got[1] == 65536
+
+
+def test_sparse_token_stats_equal_the_dense_formula_on_a_large_vocabulary():
+    rng = np.random.default_rng(11)
+    ref = rng.standard_normal((40, 3000)).astype(np.float32) * 6
+    q = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.5
+    targets = rng.integers(0, 3000, size=40)
+    rows = kld.reference_rows(ref)
+    decoded = kld.decode(rows)[:, :3000]
+    norm = q.max(axis=1) + kld._log_sum_exp(q, q.max(axis=1))  # float32, as the sparse sum
+    terms = np.where(decoded > np.float32(-16), np.exp(decoded) * (decoded - q + norm[:, None]), 0)
+    got = kld.token_stats(rows, q, targets)
+    assert (decoded > -16).mean() < 0.9  # the floor leaves entries out
+    assert got.kld == pytest.approx(terms.sum(axis=1, dtype=np.float64), rel=1e-12)
+    assert (got.same_top == (decoded.argmax(axis=1) == q.argmax(axis=1))).all()
+    assert not got.same_top.all() and got.same_top.any()
+    # A floor no entry passes: the reference's top comes from its whole decoded rows.
+    none = kld.token_stats(rows, q, targets, floor=1.0)
+    assert (none.kld == 0).all() and (none.same_top == got.same_top).all()
 
 
 def test_mean_se_and_percentiles_follow_llama_perplexity():
@@ -196,15 +270,19 @@ def _run(
 
 
 @pytest.mark.llama
-def test_a_variant_against_itself_has_zero_kld_and_full_top_agreement(tmp_path, tiny_model):
+def test_a_variant_against_itself_differs_only_by_the_stored_grid(tmp_path, tiny_model):
+    """As in llama-perplexity, the reference is stored on a 16-bit grid (2.4e-4 nats a level)
+    and the variant is not rounded to it: a copy's KLD and delta-p are that rounding only."""
     path = tiny_catalog(tmp_path, tiny_model, {"f32": {"ftype": "F32"}}, {"t-copy": "f32"})
     same, copy = _run(path, ["tiny-f32", "t-copy"])
     for result in (same, copy):
         assert result.status == rec.STATUS_OK, result.error
         assert result.n_tokens == 4 * 31 and result.n_chunks == 4
-        assert result.kld_mean == 0.0 and result.kld_max == 0.0
-        assert result.same_top_pct == 100.0 and result.rms_dp_pct == 0.0
-        assert result.ln_ppl_ratio == 0.0 and result.ppl == result.ppl_ref
+        assert abs(result.kld_mean) < 1e-5 and result.kld_max < 1e-4
+        assert result.same_top_pct == 100.0 and result.rms_dp_pct < 0.01
+        assert abs(result.ln_ppl_ratio) < 1e-4
+        assert result.ppl == pytest.approx(result.ppl_ref, rel=1e-4)
+    assert (same.kld_mean, same.same_top_pct) == (copy.kld_mean, copy.same_top_pct)
 
 
 @pytest.mark.llama

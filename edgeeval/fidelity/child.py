@@ -2,10 +2,11 @@
 (SPEC.json is an edgeeval.contracts.FidelitySpec).
 
 The reference pass tokenizes the corpus, cuts it into n_ctx chunks and streams the reference
-log-probabilities of every scored position to disk as float16, chunk by chunk. The variant
-pass reads them back one chunk at a time and keeps only per-token statistics, so memory stays
-bounded for 150k-token vocabularies. Turning a chunk's logits into log-probabilities and
-statistics runs in blocks of rows on n_threads threads, between decodes. Each pass runs in its
+log-probabilities of every scored position to disk as llama-perplexity stores them (16-bit
+levels with a scale and offset per row: edgeeval.fidelity.kld.reference_rows), chunk by chunk.
+The variant pass reads them back one chunk at a time and keeps only per-token statistics, so
+memory stays bounded for 150k-token vocabularies. Turning a chunk's logits into reference rows
+or statistics runs in blocks of rows on n_threads threads, between decodes. Each pass runs in its
 own process (started by edgeeval.fidelity.orchestrate) so a native crash becomes a recorded
 failure and the two models are never in memory together.
 """
@@ -23,11 +24,19 @@ import numpy as np
 from edgeeval import contracts as ct
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.process import emit
+from edgeeval.fidelity.kld import (
+    TokenStats,
+    make_chunks,
+    ref_dtype,
+    reference_rows,
+    scored,
+    token_stats,
+)
 from edgeeval.gguf.check import check_gguf
-from edgeeval.fidelity.kld import TokenStats, log_softmax, make_chunks, scored, token_stats
 
 _ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
 META = "meta.json"  # the reference pass's FidelityPassResult, in the work folder
+REF_ROWS = "ref_rows.bin"  # the reference rows (kld.ref_dtype), chunk after chunk
 T = TypeVar("T")
 
 
@@ -60,14 +69,9 @@ def _by_blocks(pool: ThreadPoolExecutor, work: Callable[..., T], *arrays: np.nda
     return list(pool.map(lambda rows: work(*(a[rows] for a in arrays)), blocks))
 
 
-def _logp16(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities as the reference stores them."""
-    return log_softmax(logits).astype(np.float16)
-
-
-def _compare(ref_logp: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> TokenStats:
-    """The variant's logits against the reference's stored log-probabilities."""
-    return token_stats(np.asarray(ref_logp), log_softmax(logits), targets)
+def _compare(ref: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> TokenStats:
+    """The variant's logits against the reference's stored rows."""
+    return token_stats(np.asarray(ref), logits, targets)
 
 
 def reference_pass(spec: ct.FidelitySpec) -> None:
@@ -84,11 +88,11 @@ def reference_pass(spec: ct.FidelitySpec) -> None:
     np.save(work / "tokens.npy", chunks)
     first, _ = scored(n_ctx)
     with (
-        open(work / "ref_logp.f16", "wb") as fh,
+        open(work / REF_ROWS, "wb") as fh,
         ThreadPoolExecutor(max(1, spec.n_threads)) as pool,
     ):
         for index, chunk in enumerate(chunks, 1):
-            for block in _by_blocks(pool, _logp16, _chunk_logits(backend, chunk, first)):
+            for block in _by_blocks(pool, reference_rows, _chunk_logits(backend, chunk, first)):
                 fh.write(block.tobytes())
             emit("chunk", index=index, total=len(chunks))
     meta = ct.FidelityPassResult(
@@ -111,10 +115,7 @@ def variant_pass(spec: ct.FidelitySpec) -> None:
     chunks = np.load(work / "tokens.npy")
     first, count = scored(n_ctx)
     ref = np.memmap(
-        work / "ref_logp.f16",
-        dtype=np.float16,
-        mode="r",
-        shape=(len(chunks), count, meta.n_vocab),
+        work / REF_ROWS, dtype=ref_dtype(meta.n_vocab), mode="r", shape=(len(chunks), count)
     )
     parts: list[TokenStats] = []
     with ThreadPoolExecutor(max(1, spec.n_threads)) as pool:

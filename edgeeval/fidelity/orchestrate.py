@@ -6,10 +6,13 @@ compare with the ones practitioners publish:
   cut into chunks of n_ctx (512). Each chunk is decoded from an empty KV cache with its first
   token replaced by BOS (when the model adds BOS), and only its second half is scored: the
   logits at positions n_ctx/2 .. n_ctx-2 predict the tokens after them (255 per 512 chunk).
-- The reference pass streams its log-probabilities to disk a chunk at a time (float16, 255 x
-  n_vocab values: 78 MB per chunk for a 152k vocabulary) and each variant pass reads them back a
-  chunk at a time, so memory stays bounded. The variant's log-probabilities are rounded to the
-  same float16 grid, so a model compared with itself gives exactly 0.
+- The reference pass streams its log-probabilities to disk a chunk at a time, as
+  llama-perplexity stores them (16-bit levels over the top 16 nats of each row with a float32
+  scale and offset, 255 rows of n_vocab levels: 78 MB per chunk for a 152k vocabulary), and
+  each variant pass reads them back a chunk at a time, so memory stays bounded. The variant's
+  own float32 logits are compared with them, so a model compared with itself gives a KLD within
+  about 1e-4 of 0 and a same-top-p just under 100 % where its top tokens nearly tie, as
+  llama-perplexity does.
 - Per scored token: KLD(ref || variant), -ln p of the actual token under both, p difference of
   the actual token, and whether the most likely tokens agree. Then mean KLD with its standard
   error, KLD percentiles, PPL of both, mean ln(PPL(Q)/PPL(ref)), Same-top-p, RMS of delta-p.
@@ -43,11 +46,11 @@ from edgeeval.engine.backend import library_info
 from edgeeval.engine.process import run_child
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space
-from edgeeval.gguf.check import check_gguf
-from edgeeval.quant.build import ensure_file, read_build_info
 from edgeeval.fidelity import MAX_CHUNKS, N_CTX
 from edgeeval.fidelity.child import META
-from edgeeval.fidelity.kld import TokenStats, scored, summarize
+from edgeeval.fidelity.kld import TokenStats, ref_dtype, scored, summarize
+from edgeeval.gguf.check import check_gguf
+from edgeeval.quant.build import ensure_file, read_build_info
 from edgeeval.store.fidelity import save_fidelity
 
 Progress = Callable[[str], None]
@@ -196,12 +199,12 @@ def _provenance(
 
 
 def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
-    """Disk the reference log-probabilities take (chunks estimated at ~3 characters a token)."""
+    """Disk the reference rows take (chunks estimated at ~3 characters a token)."""
     n_vocab = check_gguf(path).metadata.get("tokenizer.ggml.tokens", 0)
     n_vocab = n_vocab if isinstance(n_vocab, int) else len(n_vocab)  # type: ignore[arg-type]
     chunks = n_chars // (3 * n_ctx)
     chunks = min(chunks, max_chunks) if max_chunks > 0 else chunks
-    return chunks * scored(n_ctx)[1] * n_vocab * 2
+    return chunks * scored(n_ctx)[1] * ref_dtype(n_vocab).itemsize
 
 
 def _measure_one(
