@@ -23,7 +23,8 @@ wraps a command line in it. Knows nothing about what runs inside.
   allowed, every fork, vfork and clone that is not a thread (EAGAIN; clone3 answers ENOSYS so
   the C library falls back to clone). That is a process limit of 0 that holds for every uid:
   RLIMIT_NPROC, which the code check also sets, does not bind when the bench runs as root
-  (uid 0 outside the user namespace is exempt). Why not a pids cgroup or a second uid: the
+  (uid 0 outside the user namespace is exempt). On other architectures there is no filter:
+  RLIMIT_NPROC and the inner guard remain. Why not a pids cgroup or a second uid: the
   cgroup tree is read-only in most containers, and bwrap started as an unprivileged uid
   cannot bind an interpreter that lives under a 0700 home (/root/.pyenv), which is common.
   Verified as root in a Debian 12 container with bubblewrap 0.8.0 (kernel 6.x): the full
