@@ -46,7 +46,7 @@ DEFAULT_TOOLS = ROOT / ".bench-tools" / "build" / "bin"
 # measure() (LoadOptions from the settings, LlamaBackend, run_speed_test per test), minus the
 # accuracy tasks. Prints one JSON object on stdout.
 EDGEEVAL_CHILD = r"""
-import json, sys
+import dataclasses, json, sys
 from edgeeval import records as rec
 from edgeeval.engine.backend import LlamaBackend, LoadOptions, library_info
 from edgeeval.run.speed import SpeedTest, run_speed_test
@@ -60,7 +60,7 @@ tests = [SpeedTest(n_prompt=cfg["pp"], n_gen=0), SpeedTest(n_prompt=0, n_gen=cfg
 speed = [rec.to_dict(run_speed_test(backend, t, repetitions=cfg["reps"], seed=cfg["seed"]))
          for t in tests]
 backend.close()
-print(json.dumps({"speed": speed, "library": library_info()}))
+print(json.dumps({"speed": speed, "library": dataclasses.asdict(library_info())}))
 """
 
 

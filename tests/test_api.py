@@ -20,6 +20,7 @@ import pytest
 import edgeeval
 from edgeeval import records as rec
 from edgeeval.engine import backend
+from edgeeval.engine.host import LibraryInfo
 from edgeeval.errors import EdgeevalError
 from edgeeval.store import runs as store
 from tests.builders import record
@@ -27,7 +28,7 @@ from tests.conftest import REPO
 
 
 def test_run_settings_take_cli_names_and_refuse_unknown_ones(monkeypatch):
-    monkeypatch.setattr(backend, "library_info", lambda: {"gpu_offload": True})
+    monkeypatch.setattr(backend, "library_info", lambda: LibraryInfo(gpu_offload=True))
     settings = edgeeval.run_settings(reps=2, pp=32, limit=5, depths=[0, 512])
     assert (settings.repetitions, settings.pp_tokens, settings.task_limit) == (2, 32, 5)
     assert settings.depths == (0, 512) and settings.n_gpu_layers == 99

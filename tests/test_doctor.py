@@ -3,6 +3,7 @@ platform facts (llama.cpp's build info, ggml's devices, the OS and drivers) are 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -12,18 +13,19 @@ from edgeeval.cli import bench as cli_bench
 from edgeeval.cli.main import build_parser, main
 from edgeeval.engine import backend, doctor
 from edgeeval.engine.doctor import Platform, diagnose, probe_platform
+from edgeeval.engine.host import LibraryInfo
 
-CPU_ONLY = {
-    "llama_cpp_python_version": "0.3.36",
-    "system_info": "CPU : SSE3 = 1 | AVX2 = 1 |",
-    "gpu_offload": False,
-    "devices": [{"name": "CPU", "description": "EPYC", "type": "CPU", "backend": "CPU"}],
-}
-METAL = {
-    "llama_cpp_python_version": "0.3.36",
-    "system_info": "Metal : EMBED_LIBRARY = 1 | CPU : NEON = 1 |",
-    "gpu_offload": True,
-    "devices": [
+CPU_ONLY = LibraryInfo(
+    llama_cpp_python_version="0.3.36",
+    system_info="CPU : SSE3 = 1 | AVX2 = 1 |",
+    gpu_offload=False,
+    devices=({"name": "CPU", "description": "EPYC", "type": "CPU", "backend": "CPU"},),
+)
+METAL = LibraryInfo(
+    llama_cpp_python_version="0.3.36",
+    system_info="Metal : EMBED_LIBRARY = 1 | CPU : NEON = 1 |",
+    gpu_offload=True,
+    devices=(
         {
             "name": "Metal",
             "description": "Apple M3 Pro",
@@ -31,14 +33,14 @@ METAL = {
             "backend": "Metal",
             "memory_free_bytes": 12 * 10**9,
             "memory_total_bytes": 18 * 10**9,
-        }
-    ],
-}
-CUDA = {
-    **METAL,
-    "system_info": "CUDA : ARCHS = 900 | CPU : AVX2 = 1 |",
-    "devices": [{**METAL["devices"][0], "name": "CUDA0", "backend": "CUDA"}],
-}
+        },
+    ),
+)
+CUDA = dataclasses.replace(
+    METAL,
+    system_info="CUDA : ARCHS = 900 | CPU : AVX2 = 1 |",
+    devices=({**METAL.devices[0], "name": "CUDA0", "backend": "CUDA"},),
+)
 MAC = Platform("darwin", "arm64", nvidia=False, vulkan=False)
 NVIDIA_LINUX = Platform("linux", "x86_64", nvidia=True, vulkan=False)
 PLAIN_LINUX = Platform("linux", "x86_64", nvidia=False, vulkan=False)
@@ -115,7 +117,8 @@ def test_this_machines_real_build_is_described(capsys):
     """Runs the real probe on this machine's llama-cpp-python (whatever it was built for)."""
     pytest.importorskip("llama_cpp")
     info = backend.library_info()
-    assert info["devices"] and any(d["type"] == "CPU" for d in info["devices"])
+    assert isinstance(info, LibraryInfo) and info.llama_cpp_python_version == "0.3.36"
+    assert info.devices and any(d["type"] == "CPU" for d in info.devices)
     assert main(["doctor"]) == 0
     assert "llama-cpp-python 0.3.36" in capsys.readouterr().out
 

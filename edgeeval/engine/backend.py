@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeeval.engine.host import LibraryInfo
 from edgeeval.records import clamp_ubatch
 
 
@@ -85,17 +86,17 @@ def find_stop(text: str, stops: Sequence[str], since: int = 0) -> int:
     return min(hits, default=-1)
 
 
-def library_info() -> dict[str, Any]:
+def library_info() -> LibraryInfo:
     """Version and build facts of the llama.cpp inside llama-cpp-python."""
     import llama_cpp
 
     system_info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
-    return {
-        "llama_cpp_python_version": getattr(llama_cpp, "__version__", "unknown"),
-        "system_info": system_info,
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "devices": device_info(),
-    }
+    return LibraryInfo(
+        llama_cpp_python_version=str(getattr(llama_cpp, "__version__", "unknown")),
+        system_info=system_info,
+        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        devices=tuple(device_info()),
+    )
 
 
 #: ggml_backend_dev_type values (ggml-backend.h).

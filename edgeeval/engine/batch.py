@@ -77,10 +77,8 @@ def resolve_eval_batch(requested: int, n_gpu_layers: int) -> int:
     if n_gpu_layers <= 0:
         return default_eval_batch("CPU")
     from edgeeval.engine.backend import library_info
-    from edgeeval.engine.host import backend_name
 
-    info = library_info()
-    return default_eval_batch(backend_name(info["system_info"], info["gpu_offload"]))
+    return default_eval_batch(library_info().backend)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeeval.engine.host import backend_name
+from edgeeval.engine.host import LibraryInfo, backend_name
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 #: Layers offloaded by default when the build can offload (llama-bench's default, "all").
@@ -28,14 +28,16 @@ CMAKE_ARGS = {
 }
 
 
-def default_n_gpu_layers(library: dict[str, Any]) -> int:
+def default_n_gpu_layers(library: LibraryInfo) -> int:
     """Layers to offload when the user did not say: all (ALL_LAYERS) when llama.cpp reports GPU
     offload support, else 0. `library` is engine.backend.library_info().
 
-    >>> default_n_gpu_layers({"gpu_offload": True}), default_n_gpu_layers({"gpu_offload": False})
-    (99, 0)
+    >>> default_n_gpu_layers(LibraryInfo(gpu_offload=True))
+    99
+    >>> default_n_gpu_layers(LibraryInfo(gpu_offload=False))
+    0
     """
-    return ALL_LAYERS if library.get("gpu_offload") else 0
+    return ALL_LAYERS if library.gpu_offload else 0
 
 
 def install_command(backend: str) -> str:
@@ -110,11 +112,11 @@ class Diagnosis:
     fix: str | None = None  # the command that gets a GPU build, when one would help
 
 
-def diagnose(library: dict[str, Any], plat: Platform) -> Diagnosis:
+def diagnose(library: LibraryInfo, plat: Platform) -> Diagnosis:
     """The Diagnosis from `library` (engine.backend.library_info()) and `plat`."""
-    system_info = str(library.get("system_info", ""))
-    offload = bool(library.get("gpu_offload"))
-    devices = list(library.get("devices") or [])
+    system_info = library.system_info
+    offload = library.gpu_offload
+    devices = list(library.devices)
     gpu_backends = {d.get("backend") for d in devices if d.get("type") in ("GPU", "iGPU")}
     build = backend_name(system_info + " " + " ".join(map(str, gpu_backends)), offload)
     suggestion = suggested_backend(plat)
@@ -122,7 +124,7 @@ def diagnose(library: dict[str, Any], plat: Platform) -> Diagnosis:
     if suggestion and not offload:
         fix = install_command(suggestion)
     return Diagnosis(
-        llama_cpp_python_version=str(library.get("llama_cpp_python_version", "unknown")),
+        llama_cpp_python_version=library.llama_cpp_python_version,
         build=build,
         system_info=system_info,
         gpu_offload=offload,

@@ -7,13 +7,33 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from edgeeval import __version__, settings
 from edgeeval.engine.bandwidth import cached_bandwidth
 from edgeeval.records import HostInfo
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    """What the installed llama-cpp-python was built with (engine.backend.library_info): its
+    version, llama.cpp's system info line, whether it can offload layers to a GPU, and ggml's
+    devices (name, description, type, backend, memory_free_bytes, memory_total_bytes)."""
+
+    llama_cpp_python_version: str = "unknown"
+    system_info: str = ""
+    gpu_offload: bool = False
+    devices: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def backend(self) -> str:
+        """CPU, Metal, CUDA, Vulkan, ... (see backend_name)."""
+        return backend_name(self.system_info, self.gpu_offload)
 
 
 def cpu_model() -> str:
@@ -55,7 +75,7 @@ def backend_name(system_info: str, gpu_offload: bool) -> str:
     return "GPU" if gpu_offload else "CPU"
 
 
-def gpu_devices_text(devices: list) -> str:
+def gpu_devices_text(devices: Sequence[dict[str, Any]]) -> str:
     """ggml's GPU devices in one line: "CUDA0: NVIDIA H200 (141.0 GB)"; "" when none.
 
     >>> gpu_devices_text([{"type": "GPU", "name": "Metal", "description": "Apple M3",
@@ -86,7 +106,7 @@ def power_source() -> str:
     return "ac" if battery.power_plugged else "battery"
 
 
-def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
+def collect(library: LibraryInfo, *, bandwidth: bool = True) -> HostInfo:
     """Fingerprint this machine; `library` is backend.library_info(). With `bandwidth`, the
     memory bandwidth is measured (once per host, then cached)."""
     cpu = cpu_model()
@@ -99,7 +119,7 @@ def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
             str(ram),
             system,
             platform.machine(),
-            library.get("llama_cpp_python_version", ""),
+            library.llama_cpp_python_version,
         ]
     )
     host_id = hashlib.sha256(ident.encode()).hexdigest()[:12]
@@ -115,12 +135,12 @@ def collect(library: dict, *, bandwidth: bool = True) -> HostInfo:
         ram_bytes=ram,
         python_version=platform.python_version(),
         edgeeval_version=__version__,
-        llama_cpp_python_version=str(library.get("llama_cpp_python_version", "unknown")),
-        llama_cpp_system_info=str(library.get("system_info", "")),
-        backend=backend_name(str(library.get("system_info", "")), bool(library.get("gpu_offload"))),
-        gpu_offload=bool(library.get("gpu_offload")),
+        llama_cpp_python_version=library.llama_cpp_python_version,
+        llama_cpp_system_info=library.system_info,
+        backend=library.backend,
+        gpu_offload=library.gpu_offload,
         power_source=power_source(),
-        gpu_devices=gpu_devices_text(library.get("devices") or []),
+        gpu_devices=gpu_devices_text(library.devices),
         mem_bandwidth_bytes_per_s=cached_bandwidth(host_id, n_threads=physical_cores())
         if bandwidth
         else None,

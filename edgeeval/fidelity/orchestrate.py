@@ -194,7 +194,7 @@ def _provenance(
         "n_ctx": n_ctx,
         "reference_sha256": reference_sha256,
         "host_id": hostinfo.collect(library, bandwidth=False).host_id,
-        "llama_cpp_python_version": str(library["llama_cpp_python_version"]),
+        "llama_cpp_python_version": library.llama_cpp_python_version,
     }
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from edgeeval import pipeline
 from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
+from edgeeval.engine.host import LibraryInfo
 from edgeeval.errors import InvalidModelFileError
 from edgeeval.gguf.check import ArrayLength, GgufSummary, check_gguf, kv_cache_bytes
 from edgeeval.run import runner
@@ -148,7 +149,7 @@ def test_a_run_records_hostile_models_and_keeps_measuring_the_rest(tmp_path, mon
         return runner.failed_record(run_id, info, host, settings, rec.STATUS_ERROR, "child"), [], []
 
     monkeypatch.setattr(pipeline, "measure_variant", fake_measure)
-    monkeypatch.setattr(pipeline, "library_info", lambda: {})
+    monkeypatch.setattr(pipeline, "library_info", LibraryInfo)
     monkeypatch.setattr(pipeline.hostinfo, "collect", lambda library, **_: HOST)
     catalog = load_catalog(catalog_path)
     outcome = pipeline.bench(
