@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from edgeeval.settings import GB
 from edgeeval.text import safe_text
 
 
@@ -145,8 +146,8 @@ class DiskSpaceError(EdgeevalError, OSError):
 
     def __init__(self, path: str | Path, *, needed_bytes: int, free_bytes: int) -> None:
         super().__init__(
-            f"not enough free disk space in {path}: need {needed_bytes / 1e9:.2f} GB, "
-            f"{free_bytes / 1e9:.2f} GB free. Free some space or set EDGEEVAL_HOME to a "
+            f"not enough free disk space in {path}: need {needed_bytes / GB:.2f} GB, "
+            f"{free_bytes / GB:.2f} GB free. Free some space or set EDGEEVAL_HOME to a "
             "larger disk."
         )
         self.path = str(path)

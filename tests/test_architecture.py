@@ -31,7 +31,7 @@ LEAVES = {
 ALLOWED: dict[str, set[str]] = {
     "records": {"errors", "settings"},
     "contracts": {"records", "errors", "settings"},
-    "errors": {"text"},
+    "errors": {"text", "settings"},  # settings.GB in the disk-space message
     "settings": set(),
     "text": set(),
     "yamlio": {"errors", "text"},

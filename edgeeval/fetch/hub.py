@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from huggingface_hub import errors as hf_errors
 from edgeeval import errors, settings
 from edgeeval.catalog.models import Variant
 from edgeeval.fetch.files import ensure_free_space
+from edgeeval.text import Progress
 
-Progress = Callable[[str], None]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 

