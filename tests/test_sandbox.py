@@ -130,6 +130,19 @@ def test_the_bwrap_command_loads_the_seccomp_filter_and_sizes_the_workdir():
     )  # fmt: skip
     text = " ".join(cmd)
     assert "--size 4096 --tmpfs /tmp/w" in text and "--seccomp 7 --chdir /tmp/w" in text
+    old = sb.bwrap_command(  # a bwrap without --size: the host directory is bound
+        "/usr/bin/bwrap", ARGV, workdir="/tmp/w", readable=[], host_entry=HOST.get,
+        workdir_bytes=None,
+    )  # fmt: skip
+    assert "--bind /tmp/w /tmp/w --remount-ro /" in " ".join(old) and "--size" not in old
+
+
+def test_the_tmpfs_size_is_used_only_where_bwrap_has_it(monkeypatch):
+    monkeypatch.setattr(sb, "interpreter_dirs", lambda: ["/opt/py"])
+    box = sb.Sandbox(sb.BWRAP, "/usr/bin/bwrap")
+    for has_size, expected in ((True, "--tmpfs"), (False, "--bind")):
+        monkeypatch.setattr(sb, "bwrap_sizes_tmpfs", lambda tool, has=has_size: has)
+        assert expected in box.command(ARGV, workdir="/tmp/w")
 
 
 def _instructions(program: bytes) -> list[tuple[int, int, int, int]]:

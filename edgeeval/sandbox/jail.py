@@ -10,7 +10,9 @@ wraps a command line in it. Knows nothing about what runs inside.
   or directories they are on the host), /etc/ld.so.cache and the interpreter's prefix; every
   mount nosuid. One writable place: the program's working directory (also HOME and TMPDIR),
   a size-limited tmpfs of its own at the path of its host directory, so nothing it writes
-  ever lands on the host or is seen by anyone else, and it is gone when the program ends.
+  ever lands on the host or is seen by anyone else, and it is gone when the program ends
+  (bwrap before 0.7 has no --size: there the host directory is bound, which the caller keeps
+  inside a private 0700 directory, and the seccomp filter still refuses setuid bits).
   /dev is a private tmpfs remounted read-only (/dev/null and friends still work, /dev/shm
   cannot be filled); a /proc of its own pid namespace; a cleared environment (PATH,
   LC_ALL, HOME, TMPDIR only); `--new-session` (no terminal to inject into);
@@ -82,12 +84,14 @@ class Sandbox:
     ) -> list[str]:
         """`argv` (whose first item is the interpreter) wrapped so that it runs sandboxed with
         `workdir` as its only writable directory (under bwrap: a tmpfs of `workdir_bytes` at
-        that path; the host directory is not shared). `seccomp_fd` (bwrap only) is a readable
-        fd holding a `seccomp_filter` program; the caller passes it to the child."""
+        that path, the host directory not shared; a bwrap older than 0.7 cannot size a tmpfs
+        and binds the host directory instead). `seccomp_fd` (bwrap only) is a readable fd
+        holding a `seccomp_filter` program; the caller passes it to the child."""
         if self.kind == BWRAP:
             return bwrap_command(
                 self.tool, argv, workdir=workdir, readable=interpreter_dirs(),
-                seccomp_fd=seccomp_fd, workdir_bytes=workdir_bytes,
+                seccomp_fd=seccomp_fd,
+                workdir_bytes=workdir_bytes if bwrap_sizes_tmpfs(self.tool) else None,
             )  # fmt: skip
         if self.kind == SANDBOX_EXEC:
             profile = seatbelt_profile(
@@ -133,9 +137,10 @@ def bwrap_command(
     readable: Sequence[str],
     host_entry: Callable[[str], str | None] = _host_entry,
     seccomp_fd: int | None = None,
-    workdir_bytes: int = WORKDIR_BYTES,
+    workdir_bytes: int | None = WORKDIR_BYTES,
 ) -> list[str]:
-    """The bwrap command line described in the module docstring."""
+    """The bwrap command line described in the module docstring; `workdir_bytes=None` binds
+    the host `workdir` instead of a tmpfs (for a bwrap without --size)."""
     cmd = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
     cmd += ["--unshare-uts", "--unshare-cgroup-try", "--uid", SANDBOX_UID, "--gid", SANDBOX_UID]
     cmd += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
@@ -155,7 +160,10 @@ def bwrap_command(
             bound.append(path)
     cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
-    cmd += ["--size", str(workdir_bytes), "--tmpfs", workdir, "--remount-ro", "/"]
+    if workdir_bytes is None:
+        cmd += ["--bind", workdir, workdir, "--remount-ro", "/"]
+    else:
+        cmd += ["--size", str(workdir_bytes), "--tmpfs", workdir, "--remount-ro", "/"]
     if seccomp_fd is not None:
         cmd += ["--seccomp", str(seccomp_fd)]
     cmd += ["--chdir", workdir]
@@ -294,6 +302,17 @@ def seatbelt_profile(*, workdir: str, interpreter: str, readable: Sequence[str],
 
 
 @functools.lru_cache(maxsize=4)
+def bwrap_sizes_tmpfs(bwrap: str) -> bool:
+    """Whether this bwrap has --size (0.7.0 and later; Ubuntu 22.04 ships 0.6.1). Without it,
+    the program's directory is its host directory, inside the caller's private 0700 one."""
+    try:
+        proc = subprocess.run([bwrap, "--help"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--size" in proc.stdout + proc.stderr
+
+
+@functools.lru_cache(maxsize=4)
 def probe_bwrap(bwrap: str) -> str:
     """'' when bwrap can run the interpreter with the full namespace set here; otherwise
     what went wrong (bwrap's own message)."""
@@ -301,10 +320,7 @@ def probe_bwrap(bwrap: str) -> str:
     with tempfile.TemporaryDirectory(prefix=f"edgeeval-{os.getpid()}-probe-") as tmp:
         argv = [interpreter(), "-I", "-S", "-c", "pass"]
         fds = [seccomp_fd(program)] if program is not None else []
-        cmd = bwrap_command(
-            bwrap, argv, workdir=tmp, readable=interpreter_dirs(),
-            seccomp_fd=fds[0] if fds else None,
-        )  # fmt: skip
+        cmd = Sandbox(BWRAP, bwrap).command(argv, workdir=tmp, seccomp_fd=fds[0] if fds else None)
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, timeout=60, env=environment(tmp), pass_fds=fds

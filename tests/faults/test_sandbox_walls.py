@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from edgeeval.engine.process import sweep_stale_tempdirs
+from edgeeval.sandbox import jail
 from edgeeval.sandbox.codeexec import FAILED, CodeCheck, ExecLimits, run_check
 from edgeeval.sandbox.jail import Sandbox, choose
 from tests.faults.test_code_sandbox import (
@@ -111,9 +112,12 @@ def _reachable(root: Path, directory: Path) -> bool:
         directory = directory.parent
 
 
+@pytest.mark.parametrize("workdir", ["tmpfs", "host-bind"])
 def test_planted_setuid_files_never_appear_where_other_users_can_reach_them(
-    sandbox, guard, tmp_path, monkeypatch
+    sandbox, guard, workdir, tmp_path, monkeypatch
 ):
+    if workdir == "host-bind":  # what a bwrap without --size (before 0.7) gets
+        monkeypatch.setattr(jail, "bwrap_sizes_tmpfs", lambda tool: False)
     tmp_path.chmod(0o1777)  # a temp dir like /tmp: anyone may pass
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     # control: the planting itself works where nothing stops it (no OS sandbox, no hook)
