@@ -30,6 +30,7 @@ from edgeeval.race.rules import (
     start,
 )
 from edgeeval.store import racelog
+from edgeeval.text import Progress
 
 Verdicts = dict[str, dict[str, bool | None]]  # row key (task, or task@thinking) -> id -> verdict
 FAILED = "failed"
@@ -46,7 +47,6 @@ class RoundResult:
 
 
 Measure = Callable[[str, dict[str, list[str]], int], RoundResult]
-Progress = Callable[[str], None]
 
 
 def task_of(row_key: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from edgeeval import records as rec
 from edgeeval.race.rules import RaceInputError, counts_of
+from edgeeval.settings import GB
 
 #: (task, thinking) -> item id -> 1.0 right / 0.0 wrong, judged items only (store.items)
 ItemScores = dict[tuple[str, str], dict[str, float]]
@@ -67,7 +68,7 @@ def build_table(records: Iterable[rec.ModelRecord], items: dict[str, ItemScores]
     names = [r.variant.name for r in ok]
     if len(set(names)) != len(names):
         raise RaceInputError("two records of one variant: replay one host's run", option="--run")
-    memory = {r.variant.name: r.memory.model_peak_bytes / 1e9 for r in ok}  # type: ignore[union-attr]
+    memory = {r.variant.name: r.memory.model_peak_bytes / GB for r in ok}  # type: ignore[union-attr]
     scores = {r.variant.name: {task_key(t): t for t in r.tasks if t.status == "ok"} for r in ok}
     if not names:
         return VerdictTable((), {}, ())
