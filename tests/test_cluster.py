@@ -19,6 +19,7 @@ from edgeeval.cluster import pieces
 from edgeeval.errors import ClusterUnavailableError
 from edgeeval.metrics import score_samples
 from edgeeval.report import fleet
+from edgeeval.run.accuracy import shard_positions
 from edgeeval.score.generate import task_score
 from edgeeval.store import runs as store
 from tests import builders as b
@@ -26,13 +27,13 @@ from tests import builders as b
 
 @given(st.integers(0, 60), st.integers(1, 9))
 def test_shards_cover_every_item_exactly_once(n_items, n_shards):
-    seen = [i for k in range(n_shards) for i in pieces.shard_positions(n_items, k, n_shards)]
+    seen = [i for k in range(n_shards) for i in shard_positions(n_items, k, n_shards)]
     assert sorted(seen) == list(range(n_items))
 
 
 def test_a_shard_outside_the_range_is_refused():
     with pytest.raises(ValueError, match="not in 0..1"):
-        pieces.shard_positions(5, 2, 2)
+        shard_positions(5, 2, 2)
 
 
 def _mc_sample(i: int) -> rec.SampleResult:
@@ -58,7 +59,7 @@ def _shards(n_items: int, n_shards: int, *, sha: str = "f" * 64) -> list[pieces.
     """Shards as workers return them: each scored its own items with the real scorers."""
     out = []
     for k in range(n_shards):
-        pos = pieces.shard_positions(n_items, k, n_shards)
+        pos = shard_positions(n_items, k, n_shards)
         mc = [_mc_sample(i) for i in pos]
         gen = [_gen_sample(i) for i in pos]
         mc_score = score_samples(mc, **MC_META, elapsed_s=1.0) if pos else None

@@ -11,7 +11,7 @@ from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.sandbox.jail import UNSAFE, Sandbox
-from edgeeval.score import score_by_kind
+from edgeeval.score.tasks import score_by_kind
 from edgeeval.sandbox.codeexec import ExecLimits
 from edgeeval.score.generate import (
     CODE_EXEC_OFF,

@@ -12,7 +12,8 @@ from edgeeval import records as rec
 from edgeeval.sandbox.jail import UNSAFE, Sandbox
 from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.summarize import rank_rows
-from edgeeval.score import instruct, score_by_kind
+from edgeeval.score import instruct
+from edgeeval.score.tasks import score_by_kind
 from edgeeval.sandbox.codeexec import ExecLimits
 from edgeeval.score.extract import score_output, strip_thinking
 from edgeeval.score.protocol import Plan, cut_in_thinking, plans

@@ -13,11 +13,11 @@ from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.fetch.sources import fetch
-from edgeeval.run import worker
+from edgeeval.run import accuracy, worker
 from edgeeval.run.runner import measure_variant
 from edgeeval.score.generate import score_generate_task
 from edgeeval.store import runs as store
-from edgeeval.tasks.suite import load_suite
+from edgeeval.tasks.suite import load_suite, tasks_dir
 from tests.builders import HOST
 from tests.fake_backend import FakeBackend
 from tests.test_quantize import write_tiny_llama
@@ -36,13 +36,14 @@ LONE_SURROGATE = '{{ "\\ud800" }}{% for m in messages %}{{ m["content"] }}{% end
 
 
 def _root(tmp_path: Path, *tasks: str) -> Path:
-    """A package root whose benchmarks/ has suite `t` with `tasks` (copied from the repo)."""
-    bench = tmp_path / "root" / "benchmarks"
+    """A package root whose task folder has suite `t` with `tasks` (copied from the repo)."""
+    root = tmp_path / "root"
+    bench = tasks_dir(root)
     bench.mkdir(parents=True)
     for task in tasks:
-        shutil.copy(REPO / "benchmarks" / f"{task}.yaml", bench)
+        shutil.copy(tasks_dir(REPO) / f"{task}.yaml", bench)
     (bench / "suites.yaml").write_text(f"t: [{', '.join(tasks)}]\n")
-    return bench.parent
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_a_failing_task_phase_keeps_the_speed_already_measured(
     def boom(*args: object, **kwargs: object) -> None:
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
-    monkeypatch.setattr(worker, "score_by_kind", boom)
+    monkeypatch.setattr(accuracy, "score_items", boom)
     result = worker.measure(_spec(tiny_gguf, _root(tmp_path, "arith")))
     assert result.failed_phase == ct.PHASE_TASKS
     assert result.error.startswith("tasks: UnicodeEncodeError")
@@ -145,8 +146,13 @@ def test_a_broken_chat_template_does_not_stop_the_model_loading(tmp_path, name):
 
 @pytest.mark.llama
 def test_a_task_that_raises_in_the_child_still_gives_a_record_with_its_speed(tmp_path):
-    path = write_tiny_llama(
-        tmp_path / "surrogate.gguf", n_embd=64, n_ff=128, chat_template=LONE_SURROGATE
+    """A few-shot question with a lone surrogate cannot be tokenized: word-math raises in the
+    child (a refused chat template would fall back to completion prompts instead)."""
+    path = write_tiny_llama(tmp_path / "tiny.gguf", n_embd=64, n_ff=128)
+    root = _root(tmp_path, "arith", "word-math")
+    task_file = tasks_dir(root) / "word-math.yaml"
+    task_file.write_text(
+        task_file.read_text().replace('question: "Sara has', 'question: "\\ud800 Sara has')
     )
     catalog = tmp_path / "models.yaml"
     catalog.write_text(
@@ -161,7 +167,7 @@ def test_a_task_that_raises_in_the_child_still_gives_a_record_with_its_speed(tmp
         run_id="r1",
         host=HOST,
         settings=settings,
-        root=_root(tmp_path, "arith", "word-math"),
+        root=root,
         progress=lambda message: None,
     )
     assert record.status == rec.STATUS_ERROR

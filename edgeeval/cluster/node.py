@@ -1,5 +1,6 @@
 """What runs on a node of the cluster: the node's host fingerprint, one variant measured on
-the node's own hardware, and one shard of a variant's accuracy tasks.
+the node's own hardware, and one shard of a variant's accuracy tasks (scored as on one
+machine: run.accuracy.score_tasks).
 
 Plain Python: edgeeval.cluster.driver wraps these in Ray tasks and actors. Model files are
 fetched and sha256-verified on the node itself (into the node's cache), or read from a folder
@@ -18,7 +19,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval import settings as env
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
-from edgeeval.cluster.pieces import ShardResult, ShardTask, shard_key, shard_positions
+from edgeeval.cluster.pieces import ShardResult, ShardTask, shard_key
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
 from edgeeval.errors import EdgeevalError, FetchError, InvalidModelFileError
@@ -166,42 +167,52 @@ def run_shard(
     catalog: Catalog | None,
     events: Any = None,
 ) -> ShardResult:
-    """Score shard `shard` of `n_shards` of every task of the suite with the variant, in this
-    process, on `run_settings.n_threads or 1` threads (a worker is one CPU)."""
+    """Score shard `shard` of `n_shards` of the run's tasks with the variant, in this process,
+    on `run_settings.n_threads or 1` threads (a worker is one CPU): the tasks the run selected
+    (run.accuracy.select_run_tasks), scored by the single-machine path (score_tasks) over
+    every n-th item."""
     from edgeeval.engine.backend import LlamaBackend
-    from edgeeval.engine.batch import BatchEngine, resolve_eval_batch
-    from edgeeval.run.speed import expand_sweep
-    from edgeeval.run.worker import engine_for, load_options
-    from edgeeval.tasks.suite import load_suite
+    from edgeeval.engine.batch import resolve_eval_batch
+    from edgeeval.run.accuracy import score_tasks, select_run_tasks
+    from edgeeval.run.speed import expand_sweep, load_options
 
     piece = f"{variant.name} shard {shard + 1}/{n_shards}"
     report(events, piece, "started", pid=os.getpid())
     start = time.perf_counter()
     file = local_model(variant, shared_models=shared_models, catalog=catalog)
     host = node_host(bandwidth=False)
-    tasks = load_suite(run_settings.suite) if run_settings.suite else []
+    tasks = select_run_tasks(run_settings)
     threads = run_settings.n_threads or 1
     primary = expand_sweep(run_settings, cores_physical=threads)[0]
     point = dataclasses.replace(primary, n_threads=threads)
     check_gguf(file.path)  # refuse a malformed file before native code parses it
     backend = LlamaBackend(str(file.path), load_options(run_settings, point))
-    n_seq = resolve_eval_batch(run_settings.eval_batch, point.n_gpu_layers)
-    engine: BatchEngine | None = None
     try:
-        parts = []
-        for task in tasks:
-            report(events, piece, "progress", message=f"task {task.name}")
-            if n_seq > 1:  # batched as the single-machine accuracy phase is
-                engine = engine_for(task, engine, backend, n_seq)
-                engine.set_threads(threads)
-            backend.set_threads(threads)
-            parts.append(
-                shard_task(backend, task, run_settings, shard, n_shards, variant.kind, engine)
-            )
+        got = score_tasks(
+            backend,
+            tasks,
+            run_settings,
+            model_kind=variant.kind,
+            reasoning=variant.reasoning,
+            eval_batch=resolve_eval_batch(run_settings.eval_batch, point.n_gpu_layers),
+            n_threads=threads,
+            shard=(shard, n_shards),
+            on_task=lambda name, i, n: report(events, piece, "progress", message=f"task {name}"),
+        )
     finally:
-        if engine is not None:
-            engine.close()
         backend.close()
+    parts = tuple(
+        ShardTask(
+            r.task,
+            r.kind,
+            r.score,
+            r.positions,
+            samples=r.samples,
+            generations=r.gen_samples,
+            thinking=r.thinking,
+        )
+        for r in got.results
+    )
     return ShardResult(
         key=shard_key(variant.name, file.sha256, run_settings, shard, n_shards),
         variant=variant.name,
@@ -213,46 +224,8 @@ def run_shard(
         host_id=host.host_id,
         hostname=host.hostname,
         elapsed_s=time.perf_counter() - start,
-        tasks=tuple(parts),
+        tasks=parts,
     )
-
-
-def shard_task(
-    backend: Any,
-    task: Any,
-    run_settings: rec.RunSettings,
-    shard: int,
-    n: int,
-    model_kind: str,
-    batch: Any = None,
-) -> ShardTask:
-    """One task's items of this shard, scored the way a single-machine run scores them."""
-    from edgeeval.sandbox.jail import choose as choose_sandbox
-    from edgeeval.score.choice import score_task
-    from edgeeval.score.generate import (
-        CODE_EXEC_OFF,
-        score_code_task,
-        score_generate_task,
-        skipped_score,
-    )
-
-    kind = getattr(task, "kind", "multiple_choice")
-    if kind == "code" and not run_settings.allow_code_exec:
-        return ShardTask(task.name, kind, skipped_score(task, CODE_EXEC_OFF, metric="pass@1"))
-    items = task.items(limit=run_settings.task_limit, seed=run_settings.seed)
-    positions = shard_positions(len(items), shard, n)
-    if not positions:
-        return ShardTask(task.name, kind, None)
-    picked = [items[i] for i in positions]
-    if kind == "generate":
-        score, gens = score_generate_task(backend, task, picked, model_kind=model_kind, batch=batch)
-        return ShardTask(task.name, kind, score, tuple(positions), generations=tuple(gens))
-    if kind == "code":
-        sandbox = choose_sandbox(unsafe=run_settings.unsafe_code_exec)
-        score, gens = score_code_task(backend, task, picked, sandbox=sandbox, batch=batch)
-        return ShardTask(task.name, kind, score, tuple(positions), generations=tuple(gens))
-    score, samples = score_task(backend, task, picked, batch)
-    return ShardTask(task.name, kind, score, tuple(positions), samples=tuple(samples))
 
 
 def probe_host() -> rec.HostInfo:

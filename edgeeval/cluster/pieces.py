@@ -4,10 +4,11 @@ No Ray here: these are plain records and functions, so they are tested without a
 
 - A *device piece* is one variant measured on one host (speed, memory, accuracy), keyed like a
   single-machine record (`records.record_key`: variant, file sha256, settings, host).
-- A *shard* is every `n_shards`-th item (offset `shard`) of every task of the suite, scored on
-  any worker. `merge_shards` puts the shards of one variant back into the task scores a
-  single-machine run gives: the samples are ordered as the task lists its items and scored by
-  the same functions (`metrics.score_samples`, `score.generate.task_score`).
+- A *shard* is every `n_shards`-th item (offset `shard`) of every task the run selected,
+  scored on any worker by the single-machine path (`run.accuracy.score_tasks`, `shard=`).
+  `merge_shards` puts the shards of one variant back into the task scores a single-machine run
+  gives: the samples are ordered as the task lists its items and scored from those items by
+  `run.accuracy.task_score_from_items`, as a task scored in chunks is.
 - Finished shards are appended to the run's `cluster-shards.jsonl`, so `--resume` redoes only
   the shards that are missing.
 """
@@ -21,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
-from edgeeval.metrics import score_samples
-from edgeeval.score.generate import task_score
+from edgeeval.run.accuracy import plan_key, task_score_from_items
 from edgeeval.store import runs as store
 
 SHARDS_FILE = "cluster-shards.jsonl"
@@ -31,8 +31,9 @@ MULTIPLE_CHOICE = "multiple_choice"
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One task's share of a shard. `score` is None when the shard drew no item of the task;
-    `indices` are the items' positions in the task's full item list."""
+    """One task's share of a shard, under one thinking mode ("" for models that do not think;
+    a reasoning template with a switch gives two). `score` is None when the shard drew no item
+    of the task; `indices` are the items' positions in the task's selected item list."""
 
     task: str
     kind: str
@@ -40,6 +41,11 @@ class ShardTask:
     indices: tuple[int, ...] = ()
     samples: tuple[rec.SampleResult, ...] = ()
     generations: tuple[rec.GenSampleResult, ...] = ()
+    thinking: str = ""
+
+    @property
+    def key(self) -> str:
+        return plan_key(self.task, self.thinking)
 
 
 @dataclass(frozen=True)
@@ -68,70 +74,20 @@ def shard_key(name: str, sha256: str, settings: rec.RunSettings, shard: int, n: 
     return f"{name}:{sha256}:{settings.key()}:shard{shard}/{n}"
 
 
-def shard_positions(n_items: int, shard: int, n_shards: int) -> list[int]:
-    """The item positions shard `shard` of `n_shards` scores (every n-th, so long and short
-    items spread evenly).
-
-    >>> shard_positions(7, 1, 3)
-    [1, 4]
-    """
-    if not 0 <= shard < n_shards:
-        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
-    return list(range(shard, n_items, n_shards))
-
-
-@dataclass(frozen=True)
-class _TaskMeta:
-    name: str
-    version: int
-    category: str
-    chance: float
-
-
-def _meta(score: rec.TaskScore) -> _TaskMeta:
-    return _TaskMeta(score.task, score.version, score.category, score.chance)
-
-
-def _note(parts: Sequence[ShardTask]) -> str:
-    """The prompt note of a generate task (a refused template), as its shards recorded it."""
-    for part in parts:
-        if part.score is not None and part.score.status == rec.STATUS_OK:
-            return part.score.reason
-    first = next(p.score for p in parts if p.score is not None)
-    _, _, note = first.reason.partition("; ")  # after "no sample could be judged (...)"
-    return note
-
-
 def merge_task(parts: Sequence[ShardTask]) -> rec.TaskScore:
-    """The task score of the whole item list from its shards' parts (of one task)."""
+    """The task score of the whole item list from its shards' parts (of one task and thinking
+    mode), computed from the items as a single machine's chunks are."""
     scored = [p for p in parts if p.score is not None]
     if not scored:
         raise ValueError(f"task {parts[0].task}: no shard scored any item")
     first = scored[0].score
     assert first is not None
-    if first.status == rec.STATUS_SKIPPED:
-        return first
-    elapsed = sum(p.score.elapsed_s for p in scored if p.score is not None)
-    if parts[0].kind == MULTIPLE_CHOICE:
-        samples = _ordered(parts, "samples")
-        return score_samples(
-            samples,
-            task=first.task,
-            version=first.version,
-            category=first.category,
-            chance=first.chance,
-            elapsed_s=elapsed,
-        )
-    gens = _ordered(parts, "generations")
-    merged = task_score(
-        _meta(first),
-        gens,
-        metric=first.metric,
-        elapsed_s=elapsed,
-        prompt_format=first.prompt_format,
-        reason=_note(scored),
+    return task_score_from_items(
+        first,
+        _ordered(parts, "samples"),
+        _ordered(parts, "generations"),
+        elapsed_s=sum(p.score.elapsed_s for p in scored if p.score is not None),
     )
-    return dataclasses.replace(merged, code_exec_sandbox=first.code_exec_sandbox)
 
 
 def _pairs(part: ShardTask, items: Sequence[Any]) -> list[tuple[int, Any]]:
@@ -168,8 +124,8 @@ def merge_shards(
             + ", ".join(sorted(h[:12] for h in hashes))
             + "); give every node the same file (--shared-models or a pinned sha256)"
         )
-    names = [t.task for t in shards[0].tasks]
-    by_task = {name: [t for s in shards for t in s.tasks if t.task == name] for name in names}
+    names = [t.key for t in shards[0].tasks]  # a task per thinking mode, in the run's order
+    by_task = {name: [t for s in shards for t in s.tasks if t.key == name] for name in names}
     scores = [merge_task(by_task[name]) for name in names]
     samples = [s for name in names for s in _ordered(by_task[name], "samples")]
     gens = [g for name in names for g in _ordered(by_task[name], "generations")]

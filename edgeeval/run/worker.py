@@ -17,10 +17,11 @@ from pathlib import Path
 from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend
-from edgeeval.engine.batch import BatchEngine, resolve_eval_batch
+from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.process import die_with_parent, emit
 from edgeeval.gguf.check import check_gguf, kv_cache_bytes
 from edgeeval.gguf.kvcache import kv_for_run
+from edgeeval.run.accuracy import Chunk, score_tasks, select_run_tasks
 from edgeeval.run.speed import (
     SweepPoint,
     expand_sweep,
@@ -29,9 +30,7 @@ from edgeeval.run.speed import (
     run_ttft,
     speed_tests_for,
 )
-from edgeeval.score import score_by_kind
-from edgeeval.score.tasks import task_plans
-from edgeeval.tasks.suite import Task, select_tasks
+from edgeeval.tasks.suite import Task
 
 
 def ttft_prompt(backend: Backend, n_tokens: int) -> str:
@@ -126,10 +125,7 @@ def _check(spec: ct.WorkerSpec, got: _Measured) -> list[Task]:
         weights_bytes=summary.data_bytes,
         kv_cache_bytes=kv_cache_bytes(summary, spec.settings.n_ctx),
     )
-    s = spec.settings
-    if not (s.suite or s.tasks):
-        return []
-    return select_tasks(s.suite, s.tasks, num_fewshot=s.num_fewshot, root=Path(spec.root))
+    return select_run_tasks(spec.settings, root=Path(spec.root))
 
 
 def _load(path: str, settings: rec.RunSettings, point: SweepPoint, got: _Measured) -> None:
@@ -175,7 +171,9 @@ def _speed(path: str, settings: rec.RunSettings, points: list[SweepPoint], got: 
 
 def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Measured) -> None:
     """Score every task on the primary configuration (reloaded if the sweep moved away), with
-    `eval_batch` sequences per decode (a second llama.cpp context, engine/batch.py)."""
+    `eval_batch` sequences per decode (a second llama.cpp context, engine/batch.py), through
+    the one accuracy path (run.accuracy.score_tasks). Each chunk's items and each finished
+    task score are kept as they come, so a failing task leaves the ones before it."""
     settings = spec.settings
     assert got.backend is not None
     if tasks and load_options(settings, primary).load_key != got.backend.options.load_key:
@@ -183,44 +181,23 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
     n_seq = resolve_eval_batch(settings.eval_batch, primary.n_gpu_layers)
     emit("accuracy", eval_batch=n_seq)  # the parent's speed-phase memory peak ends here
     got.add(eval_batch=n_seq)
-    engine: BatchEngine | None = None
-    try:
-        for index, task in enumerate(tasks, 1):
-            emit("task", task=task.name, index=index, total=len(tasks))
-            if n_seq > 1:
-                engine = engine_for(task, engine, got.backend, n_seq)
-            got.backend.set_threads(primary.n_threads)
-            if engine is not None:
-                engine.set_threads(primary.n_threads)
-            kind, reasoning = spec.model_kind, spec.model_reasoning
-            for plan in task_plans(
-                got.backend, task, settings, model_kind=kind, reasoning=reasoning
-            ):
-                score, samples, generated = score_by_kind(
-                    got.backend, task, settings, model_kind=kind, plan=plan, batch=engine
-                )
-                got.extend("tasks", [score])
-                got.extend("samples", samples)
-                got.extend("gen_samples", generated)
-    finally:
-        if engine is not None:
-            engine.close()
 
+    def on_items(task: str, chunk: Chunk, samples: list, generated: list) -> None:
+        got.extend("samples", samples)
+        got.extend("gen_samples", generated)
 
-def engine_for(
-    task: Task, engine: BatchEngine | None, backend: LlamaBackend, n_seq: int
-) -> BatchEngine:
-    """The batch engine for `task`, opened (and the previous one closed) when the KV layout
-    changes, so at most one is open: multiple choice on one KV buffer for all sequences (each
-    decode is then one micro-batch whatever its sequences' lengths; measured 2.08x against
-    1.88x for one buffer per sequence on the offline MC tasks), generation on one buffer per
-    sequence (its attention reads only its own cells; HumanEval 62.8 s against 74.1 s)."""
-    unified = task.kind == "multiple_choice"
-    if engine is not None and engine.unified == unified:
-        return engine
-    if engine is not None:
-        engine.close()
-    return BatchEngine(backend, n_seq, unified=unified)
+    score_tasks(
+        got.backend,
+        tasks,
+        settings,
+        model_kind=spec.model_kind,
+        reasoning=spec.model_reasoning,
+        eval_batch=n_seq,
+        n_threads=primary.n_threads,
+        on_items=on_items,
+        on_score=lambda score: got.extend("tasks", [score]),
+        on_task=lambda name, index, total: emit("task", task=name, index=index, total=total),
+    )
 
 
 def main(argv: list[str]) -> int:
