@@ -341,7 +341,30 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
         raise ConfigError(
             "use lowercase letters, digits, '.', '_' and '-'", path=path, entry=entry, key="name"
         )
-    family = raw["family"].lower()
+    family = _family(raw["family"], path, entry)
+    if raw["kind"] not in ("base", "instruct"):
+        raise ConfigError("must be 'base' or 'instruct'", path=path, entry=entry, key="kind")
+    sha, size, params = _file_facts(raw, path, entry)
+    return Variant(
+        name=name,
+        family=family,
+        model=raw["model"],
+        quant=raw["quant"],
+        source=_parse_source(raw["source"], path, entry),
+        license=raw["license"],
+        kind=raw["kind"],
+        size_bytes=size,
+        sha256=sha,
+        chat_template=raw.get("chat_template"),
+        params=params,
+        reasoning=raw.get("reasoning", False),
+        notes=raw.get("notes") or "",
+    )
+
+
+def _family(value: str, path: Path, entry: str) -> str:
+    """The variant's family, lowercased; a ConfigError when it is not a short family word."""
+    family = value.lower()
     if not _FAMILY.match(family):
         raise ConfigError(
             f"{_shown(family)} is not a family name: use a short lowercase word such as "
@@ -350,8 +373,11 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
             entry=entry,
             key="family",
         )
-    if raw["kind"] not in ("base", "instruct"):
-        raise ConfigError("must be 'base' or 'instruct'", path=path, entry=entry, key="kind")
+    return family
+
+
+def _file_facts(raw: dict, path: Path, entry: str) -> tuple[str | None, int | None, int | None]:
+    """(sha256, size_bytes, params) as the entry gives them, each checked when given."""
     sha = raw.get("sha256")
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
         hint = " (YAML read it as a number: put it in quotes)" if isinstance(sha, int) else ""
@@ -369,21 +395,7 @@ def _parse_variant(raw: Any, path: Path, index: int) -> Variant:
     params = raw.get("params")
     if params is not None and params <= 0:
         raise ConfigError("must be a positive integer", path=path, entry=entry, key="params")
-    return Variant(
-        name=name,
-        family=family,
-        model=raw["model"],
-        quant=raw["quant"],
-        source=_parse_source(raw["source"], path, entry),
-        license=raw["license"],
-        kind=raw["kind"],
-        size_bytes=size,
-        sha256=sha,
-        chat_template=raw.get("chat_template"),
-        params=params,
-        reasoning=raw.get("reasoning", False),
-        notes=raw.get("notes") or "",
-    )
+    return sha, size, params
 
 
 def _parse_source(raw: Any, path: Path, entry: str) -> Source:
