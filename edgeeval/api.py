@@ -16,13 +16,18 @@ fields of `edgeeval.records.RunSettings`, plus the CLI's short names (`reps`, `p
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeeval import records as rec
 from edgeeval.errors import EdgeevalError
+from edgeeval.text import Progress
+
+if TYPE_CHECKING:  # imported when used: `import edgeeval` stays light
+    from edgeeval.pipeline import BenchOutcome
+    from edgeeval.report.summarize import RankRow
 
 #: CLI option names accepted as aliases of RunSettings fields.
 ALIASES = {
@@ -66,9 +71,9 @@ def bench(
     run_id: str | None = None,
     budget_gb: float | None = None,
     force: bool = False,
-    progress: Callable[[str], None] = _quiet,
+    progress: Progress = _quiet,
     **options: Any,
-) -> Any:
+) -> BenchOutcome:
     """Measure `models` (default: the default set) and write the report, as `edgeeval bench`
     does; `catalog` adds a models.yaml to the built-in one. Returns the pipeline's BenchOutcome
     (run_id, records, rows, paths of the report files)."""
@@ -95,7 +100,7 @@ class Run:
 
     run_id: str
     records: list[rec.ModelRecord]
-    rows: list[Any] = field(default_factory=list)
+    rows: list[RankRow] = field(default_factory=list)
 
     def dataframe(self) -> Any:
         """The ranking as a pandas DataFrame, one row per variant (task accuracies as
