@@ -362,3 +362,13 @@ def test_the_module_map_check_catches_an_unlisted_and_a_stale_name(tmp_path):
         "the README module map names cluster/, which does not exist",
         "the README row of report/ names plots.py, not in it",
     ]
+
+
+def test_a_folders_init_imports_nothing():
+    """As the README says: a folder's __init__.py is a docstring, at most with constants
+    (fidelity's defaults), so importing one stage never drags in another."""
+    for init in sorted(PKG.glob("*/__init__.py")):
+        for node in ast.parse(init.read_text()).body[1:]:
+            is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+            constant = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            assert is_future or constant, f"{init.relative_to(PKG)}:{node.lineno}"

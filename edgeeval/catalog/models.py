@@ -28,6 +28,12 @@ SPEC_PREFIXES = ("hf:", "ollama:", "lmstudio:")
 SOURCE_KINDS = ("hub", "pypi", "local", "derived")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: A Hub repo id as the Hub accepts it: [owner/]name, each of letters, digits, '_', '.', '-',
+#: starting and ending with a letter, digit or '_'; no '--' or '..'; at most 96 characters.
+_REPO_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_REPO_ID = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
+_MAX_REPO_ID = 96
+_MAX_HUB_PATH = 1000
 
 _VARIANT_KEYS = {
     "name": True,
@@ -104,6 +110,10 @@ class Catalog:
     sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Raw quantization recipes from the `recipes:` section; validated by the quantize stage.
     recipes: dict[str, Any] = field(default_factory=dict)
+    #: Entries kept in `variants` that cannot be fetched as written (a Hub name that would
+    #: leave the repo or the cache): variant name -> the ConfigError message naming file,
+    #: entry and key. Fetching such a variant fails with that message; the others are unharmed.
+    problems: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> Variant:
         """The variant called `name`; raises UnknownNameError with suggestions."""
@@ -167,7 +177,13 @@ class Catalog:
         """This catalog plus `extra` (variants made from specs), so `get` finds them too."""
         merged = dict(self.variants)
         merged.update((v.name, v) for v in extra)
-        return Catalog(path=self.path, variants=merged, sets=self.sets, recipes=self.recipes)
+        return Catalog(
+            path=self.path,
+            variants=merged,
+            sets=self.sets,
+            recipes=self.recipes,
+            problems=self.problems,
+        )
 
 
 def is_spec(name: str) -> bool:
@@ -223,16 +239,82 @@ def read_catalog_file(path: Path, *, partial: bool) -> Catalog:
     if not isinstance(raw_variants, list) or not (raw_variants or partial):
         raise ConfigError("must be a non-empty list", path=path, key="variants")
     variants: dict[str, Variant] = {}
+    problems: dict[str, str] = {}
     for index, raw in enumerate(raw_variants):
         variant = _parse_variant(raw, path, index)
         if variant.name in variants:
             raise ConfigError("duplicate name", path=path, entry=variant.name, key="name")
         variants[variant.name] = variant
+        found = hub_source_problem(variant.source)
+        if found is not None:
+            key, why = found
+            problems[variant.name] = str(
+                ConfigError(why, path=path, entry=variant.name, key=f"source.hub.{key}")
+            )
     sets = _parse_sets(data.get("sets") or {}, path)
     recipes = data.get("recipes") or {}
     if not isinstance(recipes, dict):
         raise ConfigError("must be a mapping of recipe name to recipe", path=path, key="recipes")
-    return Catalog(path=str(path), variants=variants, sets=sets, recipes=recipes)
+    return Catalog(path=str(path), variants=variants, sets=sets, recipes=recipes, problems=problems)
+
+
+def hub_repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not a Hub repository id ([owner/]name), or None."""
+    if (
+        len(repo_id) > _MAX_REPO_ID
+        or not _REPO_ID.match(repo_id)
+        or "--" in repo_id
+        or ".." in repo_id
+        or repo_id.endswith(".git")
+    ):
+        return (
+            f"{_shown(repo_id)} is not a Hub repository id: use OWNER/NAME (letters, digits, "
+            f"'_', '.', '-'; no '..' or '--'; at most {_MAX_REPO_ID} characters)"
+        )
+    return None
+
+
+def hub_path_problem(
+    value: str,
+    what: str = "a file name in a Hub repository",
+    example: str = "'model-Q4_K_M.gguf' or 'sub/model.gguf'",
+) -> str | None:
+    """Why `value` is not a relative path inside a Hub repository (or a revision name), or
+    None: no leading '/', no '\\', no empty, '.' or '..' part, no control character."""
+    parts = value.split("/")
+    if (
+        not value
+        or len(value) > _MAX_HUB_PATH
+        or value.startswith("/")
+        or "\\" in value
+        or any(part in ("", ".", "..") for part in parts)
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        return (
+            f"{_shown(value)} is not {what}: give a relative name such as {example} "
+            "(no leading '/', no '..')"
+        )
+    return None
+
+
+def hub_source_problem(source: Source) -> tuple[str, str] | None:
+    """(key, why) for the first Hub name of `source` that would leave its repository or the
+    local cache (repo_id, filename, revision), or None (also for sources that are not hub)."""
+    if source.kind != "hub":
+        return None
+    if source.repo_id:
+        why = hub_repo_id_problem(source.repo_id)
+        if why:
+            return "repo_id", why
+    if source.filename:
+        why = hub_path_problem(source.filename)
+        if why:
+            return "filename", why
+    if source.revision is not None:
+        why = hub_path_problem(source.revision, "a revision", "'main' or a commit hash")
+        if why:
+            return "revision", why
+    return None
 
 
 def check_references(catalog: Catalog, known: dict[str, Variant], path: Path) -> None:

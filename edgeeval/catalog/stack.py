@@ -11,6 +11,7 @@ specs (`./model.gguf`, `hf:owner/repo:Q4_K_M`, `ollama:llama3.2`, ...).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgeeval import settings
@@ -21,13 +22,15 @@ from edgeeval.catalog.models import (
     read_catalog_file,
 )
 from edgeeval.errors import ConfigError
+from edgeeval.safeio import kind_of
 
 
 def catalog_paths(extra: str | Path | None = None, *, user: bool = True) -> list[Path]:
     """The catalog files read, built-in first: the user-level one only when it exists."""
     paths = [default_path()]
     user_path = settings.user_catalog_path()
-    if user and user_path.is_file():
+    if user and os.path.lexists(user_path):
+        _check_user_catalog(user_path)
         paths.append(user_path)
     if extra:
         paths.append(Path(extra))
@@ -41,6 +44,7 @@ def load_catalogs(extra: str | Path | None = None, *, user: bool = True) -> Cata
     layers = [read_catalog_file(p, partial=i > 0) for i, p in enumerate(paths)]
     variants: dict = {}
     recipes: dict = {}
+    problems: dict[str, str] = {}
     sets: dict[str, tuple[str, ...]] = {}
     owner: dict[str, Path] = {}
     for path, layer in zip(paths, layers, strict=True):
@@ -53,12 +57,26 @@ def load_catalogs(extra: str | Path | None = None, *, user: bool = True) -> Cata
             owner[f"r:{name}"] = path
             recipes[name] = recipe
         sets.update(layer.sets)
+        problems.update(layer.problems)
     for path, layer in zip(paths, layers, strict=True):
         check_references(layer, variants, path)
     if "default" not in sets:
         raise ConfigError("a 'default' set is required", path=paths[0], key="sets")
     label = " + ".join(str(p) for p in paths)
-    return Catalog(path=label, variants=variants, sets=sets, recipes=recipes)
+    return Catalog(path=label, variants=variants, sets=sets, recipes=recipes, problems=problems)
+
+
+def _check_user_catalog(path: Path) -> None:
+    """ConfigError naming the user-level catalog when something is there that is not a regular
+    file (a directory, a FIFO, a device, a dangling link): its sets would silently not apply."""
+    what = kind_of(path)
+    if what:
+        raise ConfigError(
+            f"the user catalog is {what}, not a YAML file, so its variants and sets cannot "
+            "apply; make it a models.yaml file, or move it away to use the built-in catalog "
+            "(EDGEEVAL_CONFIG_DIR sets its folder)",
+            path=path,
+        )
 
 
 def _refuse_duplicate(what: str, name: str, first: Path | None, second: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from edgeeval import settings
@@ -56,15 +57,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     from edgeeval.catalog.stack import load_catalogs
 
     if args.names:
-        _, variants = load_selection(args, args.names)
+        catalog, variants = load_selection(args, args.names)
         sets = {}
     else:
         catalog = load_catalogs(args.catalog)
         variants, sets = list(catalog.variants.values()), catalog.sets
-    rows = [_catalog_row(v) for v in variants]
+    problems = {v.name: catalog.problems[v.name] for v in variants if v.name in catalog.problems}
+    rows = [_catalog_row(v, problems.get(v.name)) for v in variants]
     if args.json:
         print(json.dumps({"variants": rows, "sets": {k: list(m) for k, m in sets.items()}}))
-        return 0
+        return _report_problems(problems)
     print(f"{'name':44} {'family':9} {'quant':7} {'kind':8} {'size GB':>8}  {'source':7} local")
     for row in rows:
         size = f"{row['size_bytes'] / settings.GB:.3f}" if row["size_bytes"] else "?"
@@ -76,14 +78,25 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
     if sets:
         print("\nsets: " + "; ".join(f"{safe_text(k, 40)} ({len(m)})" for k, m in sets.items()))
-    return 0
+    return _report_problems(problems)
 
 
-def _catalog_row(v) -> dict:
-    from edgeeval.quant.build import derived_dir, read_build_info
+def _report_problems(problems: dict[str, str]) -> int:
+    """One error line per catalog entry that cannot be fetched as written (to stderr); the
+    exit code: 2 when there is any, else 0."""
+    for message in problems.values():
+        print(f"edgeeval: error: {safe_text(message, 2000)}", file=sys.stderr)
+    return 2 if problems else 0
+
+
+def _catalog_row(v, problem: str | None = None) -> dict:
     from edgeeval.fetch.sources import is_cached
+    from edgeeval.quant.build import derived_dir, read_build_info
 
-    size_bytes, mark = v.size_bytes, "yes" if is_cached(v) else "-"
+    if problem:  # a Hub name that leaves the repo: nothing to look up
+        size_bytes, mark = v.size_bytes, "invalid"
+    else:
+        size_bytes, mark = v.size_bytes, "yes" if is_cached(v) else "-"
     if v.source.kind == "derived":  # built, not downloaded: its size is known once built
         info = read_build_info(derived_dir() / v.filename)
         size_bytes, mark = (info.size_bytes, "built") if info else (None, "-")

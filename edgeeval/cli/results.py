@@ -118,22 +118,34 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    """`edgeeval repair RUN | --all`: print, per run, what was restored and skipped."""
+    """`edgeeval repair RUN | --all`: print, per run, what was restored, written back, set
+    aside and skipped; exit 1 when a run could not be repaired (the others still are)."""
     from edgeeval.store.repair import repair
     from edgeeval.store.runs import resolve_run
+    from edgeeval.text import safe_text
 
     outcome = repair(None if args.all else [resolve_run(args.run)])
     if outcome.database:
         print(outcome.database)
     for run in outcome.runs:
+        if run.problem:
+            print(f"{run.run_id}: not repaired: {safe_text(run.problem, 600)}")
+            continue
         skipped = sum(run.skipped.values())
         where = ", ".join(f"{n} in {name}" for name, n in run.skipped.items())
         print(
             f"{run.run_id}: {run.records} record(s) and {run.fidelity} fidelity result(s) "
             f"restored; {skipped} unreadable line(s) skipped" + (f" ({where})" if where else "")
         )
+        for note in run.set_aside:
+            print(f"  {safe_text(note, 300)}")
+        if run.records_back or run.fidelity_back:
+            print(
+                f"  {run.records_back} record(s) and {run.fidelity_back} fidelity result(s) "
+                "written back to the run's JSONL from edgeeval.sqlite"
+            )
         if run.manifest:
             print(f"  {run.manifest}")
     if not outcome.runs:
         print("no stored runs to repair")
-    return 0
+    return 1 if any(run.problem for run in outcome.runs) else 0

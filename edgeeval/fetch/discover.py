@@ -38,7 +38,12 @@ class Discovered:
 
 
 def describe(found: local_stores.StoredModel) -> Discovered:
-    """The Discovered row of one stored file (its header read with bounds)."""
+    """The Discovered row of one stored file (its header read with bounds); an entry found
+    broken in its store (`found.problem`) is listed as not runnable, with the reason."""
+    if found.problem:
+        return Discovered(
+            found.store, found.spec, str(found.path), 0, None, None, None, False, found.problem
+        )
     try:
         facts = read_facts(found.path)
     except (EdgeevalError, OSError) as exc:

@@ -22,8 +22,14 @@ import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
 from edgeeval import errors, settings
-from edgeeval.catalog.models import Variant
+from edgeeval.catalog.models import (
+    Variant,
+    hub_path_problem,
+    hub_repo_id_problem,
+    hub_source_problem,
+)
 from edgeeval.fetch.files import ensure_free_space
+from edgeeval.safeio import STORAGE_ERRNOS
 from edgeeval.text import Progress
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -85,7 +91,12 @@ def download(
     label: str,
 ) -> Path:
     """The file `at` in the Hugging Face cache, fetched when it is not there (see
-    fetch_hub_variant for the errors). `size_bytes`/`sha256`: what the caller expects."""
+    fetch_hub_variant for the errors). `size_bytes`/`sha256`: what the caller expects. A repo
+    id, file name or revision that would leave the repository or the cache is a HubError
+    before any request; a full or read-only disk is a HubError naming the folder."""
+    problem = _names_problem(at)
+    if problem:
+        raise _hub_error(f"cannot fetch from {at.repo_id!r}: {problem}", at)
     if settings.offline():
         raise _offline_error(
             f"{at.label} is not in the Hugging Face cache ({settings.hf_hub_cache()}) and "
@@ -124,7 +135,10 @@ def _record_ref(at: _Where, commit: str) -> None:
 
 
 def cached_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
-    """The file's path in the Hugging Face cache when it is there (no network), else None."""
+    """The file's path in the Hugging Face cache when it is there (no network), else None
+    (also for names that are not a repo id, a file in it or a revision)."""
+    if _names_problem(where(repo_id, filename, revision)):
+        return None
     found = huggingface_hub.try_to_load_from_cache(
         repo_id, filename, cache_dir=settings.hf_hub_cache(), revision=revision or "main"
     )
@@ -134,7 +148,7 @@ def cached_file(repo_id: str, filename: str, revision: str | None) -> Path | Non
 def cached_variant_file(variant: Variant) -> Path | None:
     """A hub variant's file in the Hugging Face cache, if there (no network)."""
     source = variant.source
-    if not source.repo_id or not source.filename:
+    if not source.repo_id or not source.filename or hub_source_problem(source):
         return None
     return cached_file(source.repo_id, source.filename, source.revision)
 
@@ -155,8 +169,13 @@ def remove_cached(path: Path) -> None:
 
 def list_files(repo_id: str, revision: str | None) -> list[RemoteFile]:
     """Every file of the repo at `revision`: from the Hub's tree API, or offline from the
-    snapshot in the local cache. Raises the same errors as a download."""
+    snapshot in the local cache. Raises the same errors as a download. Names that are not a
+    relative path inside the repository (`/etc/x.gguf`, `../x.gguf`) are left out: a listing
+    cannot make edgeeval read or write outside the cache."""
     at = where(repo_id, "", revision)
+    problem = hub_repo_id_problem(repo_id) or _revision_problem(at.revision)
+    if problem:
+        raise _hub_error(f"cannot list {repo_id!r}: {problem}", at)
     if settings.offline():
         return _list_cached(at)
     api = huggingface_hub.HfApi(endpoint=at.endpoint, token=settings.hf_token())
@@ -166,6 +185,8 @@ def list_files(repo_id: str, revision: str | None) -> list[RemoteFile]:
             RemoteFile(e.path, e.size, e.lfs.sha256 if e.lfs else None)
             for e in entries
             if isinstance(e, huggingface_hub.hf_api.RepoFile)
+            and isinstance(e.path, str)
+            and not hub_path_problem(e.path)
         ]
     except Exception as exc:
         mapped = _translate(exc, at)
@@ -199,7 +220,27 @@ def _variant_where(variant: Variant) -> _Where:
         raise errors.FetchError(
             f"{variant.name}: source.hub needs repo_id and filename in models.yaml"
         )
+    problem = hub_source_problem(source)
+    if problem:
+        key, why = problem
+        raise errors.FetchError(
+            f"{variant.name}: source.hub.{key} in models.yaml: {why}; fix the entry "
+            "(`edgeeval models` names the file)"
+        )
     return where(source.repo_id, source.filename, source.revision)
+
+
+def _revision_problem(revision: str) -> str | None:
+    return hub_path_problem(revision, "a revision", "'main' or a commit hash")
+
+
+def _names_problem(at: _Where) -> str | None:
+    """Why `at` does not name a file inside a Hub repository at a revision, or None."""
+    return (
+        hub_repo_id_problem(at.repo_id)
+        or (hub_path_problem(at.filename) if at.filename else None)
+        or _revision_problem(at.revision)
+    )
 
 
 def _metadata(at: _Where, token: str | None) -> huggingface_hub.HfFileMetadata:
@@ -286,6 +327,14 @@ def _translate(exc: Exception, where: _Where) -> errors.FetchError | None:
     if isinstance(exc, (hf_errors.HFValidationError, hf_errors.FileMetadataError)):
         return _hub_error(
             f"cannot download {where.label} from {where.endpoint}: {_first_line(exc)}", where
+        )
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        folder = exc.filename or settings.hf_hub_cache()
+        return _hub_error(
+            f"cannot write {folder}: {STORAGE_ERRNOS[exc.errno]} while downloading "
+            f"{where.label}; free some space or make it writable, or set HF_HUB_CACHE to a "
+            "folder on another disk, then run the fetch again",
+            where,
         )
     if isinstance(exc, OSError) and exc.errno is None:
         # huggingface_hub raises a plain OSError when fewer bytes arrived than announced.

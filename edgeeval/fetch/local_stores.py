@@ -24,6 +24,7 @@ from pathlib import Path
 from edgeeval import settings
 from edgeeval.errors import FetchError
 from edgeeval.gguf.facts import SPLIT_PART
+from edgeeval.safeio import read_regular
 from edgeeval.text import safe_text
 
 OLLAMA_MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
@@ -40,6 +41,7 @@ class StoredModel:
     spec: str
     path: Path
     sha256: str | None = None  # known without hashing (Ollama's blob digest)
+    problem: str = ""  # why this entry cannot be used (then `path` is what was found broken)
 
 
 def is_later_split_part(path: Path) -> bool:
@@ -93,10 +95,23 @@ def ollama_model(name: str) -> StoredModel:
 
 def _model_digest(manifest: Path) -> str:
     """The hex sha256 of the manifest's model layer."""
+
+    def refuse(path: str | Path, reason: str) -> FetchError:
+        return FetchError(f"Ollama manifest {safe_text(path)}: {reason}; `ollama pull` it again")
+
     try:
-        if manifest.stat().st_size > _MAX_MANIFEST_BYTES:
-            raise ValueError("manifest too large")
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        raw = read_regular(manifest, limit=_MAX_MANIFEST_BYTES, error=refuse)
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise FetchError(
+            f"Ollama manifest {safe_text(manifest)} is nested too deeply to be a manifest; "
+            "`ollama pull` it again, or remove it"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise FetchError(
+            f"Ollama manifest {safe_text(manifest)} is not readable JSON with layers ({exc})"
+        ) from exc
+    try:
         layers = data["layers"]
         digests = [
             layer["digest"]
@@ -117,7 +132,8 @@ def _model_digest(manifest: Path) -> str:
 
 
 def ollama_models() -> list[StoredModel]:
-    """Every model in the Ollama store with a readable manifest and blob."""
+    """Every model in the Ollama store; one whose manifest or blob is unusable comes with its
+    `problem` set (path: the manifest), so a listing can say why and go on."""
     manifests = settings.ollama_models_dir() / "manifests"
     if not manifests.is_dir():
         return []
@@ -131,10 +147,11 @@ def ollama_models() -> list[StoredModel]:
             path = path[1:]
         elif host != OLLAMA_REGISTRY:
             path = [host, *path]
+        name = f"{'/'.join(path)}:{tag}"
         try:
-            found.append(ollama_model(f"{'/'.join(path)}:{tag}"))
-        except FetchError:
-            continue
+            found.append(ollama_model(name))
+        except FetchError as exc:
+            found.append(StoredModel("ollama", f"ollama:{name}", manifest, problem=str(exc)))
     return found
 
 

