@@ -235,17 +235,33 @@ class DamagedRunError(EdgeevalError):
         self.reason = reason
 
 
+class StoreFileError(EdgeevalError, ValueError):
+    """A file of the store (`path`: a run's records.jsonl, ...) is not a regular file or is
+    larger than edgeeval reads; `reason` says which, and the message the next step."""
+
+    def __init__(self, path: str | Path, reason: str, *, hint: str = "") -> None:
+        tail = f"; {hint}" if hint else ""
+        super().__init__(f"{safe_text(path, 300)}: {safe_text(reason, 300)}{tail}")
+        self.path = str(path)
+        self.reason = reason
+
+
 class StorageError(EdgeevalError, OSError):
     """Writing under the reports directory failed: disk full, read-only, no permission.
 
-    `path` is the file being written, `reason` the system's words ("no space left on device").
+    `path` is the file being written, `reason` the system's words ("no space left on device"),
+    `hint` the next step when it is not the usual one (free space, or EDGEEVAL_REPORTS).
     """
 
-    def __init__(self, path: str | Path, reason: str, *, errno_code: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, reason: str, *, errno_code: int | None = None, hint: str = ""
+    ) -> None:
+        step = hint or (
+            "free space or make it writable, or set EDGEEVAL_REPORTS=<dir> to store reports "
+            "elsewhere"
+        )
         super().__init__(
-            f"cannot write {path}: {reason}; free space or make it writable, or set "
-            "EDGEEVAL_REPORTS=<dir> to store reports elsewhere (measurements already saved "
-            "are kept)"
+            f"cannot write {path}: {reason}; {step} (measurements already saved are kept)"
         )
         self.path = str(path)
         self.reason = reason

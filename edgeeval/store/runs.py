@@ -24,8 +24,10 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.errors import DamagedRunError, RunNotFoundError
+from edgeeval.safeio import read_regular
 from edgeeval.store import database
 from edgeeval.store.files import (  # noqa: F401  (re-exported: the store's file primitives)
+    MAX_MANIFEST_BYTES,
     Lines,
     append_line,
     check_run_id,
@@ -59,19 +61,27 @@ def write_manifest(run_id: str, manifest: dict[str, Any], root: Path | None = No
 
 def read_manifest(run_id: str, root: Path | None = None) -> dict[str, Any]:
     """The run's manifest. RunNotFoundError when it is missing; DamagedRunError (naming the
-    file and `edgeeval repair`) when it is torn, not UTF-8 or not a JSON object."""
+    file and `edgeeval repair`) when it is torn, not UTF-8, not a JSON object, not a regular
+    file (a directory, a FIFO, a device) or over MAX_MANIFEST_BYTES."""
     path = run_dir(run_id, root) / MANIFEST
     if not path.exists():
         raise RunNotFoundError(
             f"no run '{run_id}' in {path.parent.parent} (missing {path.name}); "
             "run `edgeeval runs` to list stored runs"
         )
+
+    def refuse(where: str | Path, reason: str) -> DamagedRunError:
+        return DamagedRunError(where, run_id, reason)
+
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        raw = read_regular(path, limit=MAX_MANIFEST_BYTES, error=refuse)
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise DamagedRunError(path, run_id, f"not UTF-8 at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise DamagedRunError(path, run_id, f"not JSON: {exc.msg} at line {exc.lineno}") from exc
+    except RecursionError:
+        raise DamagedRunError(path, run_id, "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise DamagedRunError(path, run_id, f"a JSON {type(data).__name__}, not an object")
     return data
