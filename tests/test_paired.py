@@ -326,3 +326,24 @@ def test_comparison_rows_put_the_more_capable_variant_first(tmp_path):
     assert body[0][:3] == ("a", "b", "8.00")
     assert tasks[0][:5] == ("a", "b", "t", "200", "6.0")
     assert tasks[0][-3:] == ("12", "0", "≤ 0.001")  # only A (a) right: 12
+
+
+def test_power_says_so_when_no_item_differed(tmp_path):
+    a, b = save_pair(tmp_path)
+    same = variant("c", A_RIGHT, 0.45)
+    store.save_record(same, mc_items(A_RIGHT), tmp_path)
+    pairs = pairing([a, same], load_pairing("r1", tmp_path, [a, b, same]))
+    (pair,) = pairs.pairs
+    assert (pair.se, pair.diff) == (0.0, 0.0)
+    ((_, rows),) = power_section(pairs).tables
+    assert rows[0][2:] == ("no item differed", "-")
+    (_, body), _ = comparison_section(pairs).tables
+    assert body[0][7] == "no item differed"
+    assert not pair.settled and pair.items_to_settle is None
+    rows = rank_rows([a, same], paired=paired_ses(pairs))
+    text = answer_section(rows, pairs, None).sentences
+    assert text[0].startswith("Within 0.5 GB, run **c**")  # equally capable, and smaller
+    assert "it ties with a at 0.0 ± 0.0 points" in text[0]
+    assert "not settled, the same answer on every shared item" in text[0]
+    assert text[1] == "Settled pairs: 0 of 1. none."
+    assert "a vs c: 0.0 ± 0.0 (paired), the same answer on every shared item" in text[2]

@@ -24,6 +24,8 @@ from edgeeval.report.summarize import RankRow
 from edgeeval.stats import TARGET_POINTS, items_needed, min_detectable
 from edgeeval.text import safe_text
 
+NO_SPREAD = "no item differed"
+SAME = "the same answer on every shared item: more or other items are needed to tell them apart"
 CLASSES_GB = (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
 
@@ -38,7 +40,7 @@ class Section:
 
 
 def _pm(value: float, se: float) -> str:
-    return f"{value:.1f} ± {se:.1f}"
+    return f"{value + 0.0:.1f} ± {se:.1f}"  # + 0.0: never "-0.0"
 
 
 def _p(p: float) -> str:
@@ -54,6 +56,16 @@ def _shown(p: float) -> str:
     """ "= 0.0412" or "≤ 0.001", after a "p"."""
     text = _p(p)
     return text if text.startswith("≤") else "= " + text
+
+
+def _detectable(se: float, digits: int = 1) -> str:
+    """The minimum detectable difference, or NO_SPREAD when no item differed: a paired SE of 0
+    says nothing about the difference these items could detect.
+
+    >>> _detectable(1.0), _detectable(0.0)
+    ('2.8', 'no item differed')
+    """
+    return f"{min_detectable(se):.{digits}f}" if se > 0 else NO_SPREAD
 
 
 def _count(n: int | None) -> str:
@@ -76,12 +88,15 @@ def _sure(best: RankRow, runner: RankRow, pair: Pair | None) -> str:
     if pair is None:
         return f"{runner.name} was measured on another host: not compared"
     p = oriented(pair, best.name)
+    verb = "leads" if p.diff > 0 else "trails" if p.diff < 0 else "ties with"
     lead = (
-        f"it leads {runner.name} by {_pm(p.diff, p.se)} points "
+        f"it {verb} {runner.name} {'at' if not p.diff else 'by'} {_pm(abs(p.diff), p.se)} points "
         f"({p.method} SE{'' if p.method == PAIRED else ': ' + p.reason}, p {_shown(p.p_value)})"
     )
     if p.settled:
         return lead + ": settled"
+    if not p.se and not p.diff:
+        return lead + f": not settled, {SAME}"
     more = p.items_to_settle
     smaller = (runner.peak_rss_gb or 0) < (best.peak_rss_gb or 0)
     tail = f"; {runner.name} is as good within noise and smaller" if smaller else ""
@@ -153,8 +168,8 @@ def _ahead_first(pair: Pair) -> Pair:
 def _pair_line(pair: Pair) -> str:
     p = _ahead_first(pair)
     text = f"{p.a} vs {p.b}: {_pm(p.diff, p.se)} ({p.method})"
-    if p.settled and not p.se:
-        return text + (", the same answer on every shared item" if not p.diff else "")
+    if not p.se and not p.diff:
+        return text + f", {SAME}"
     if p.settled:
         return text + f", p {_shown(p.p_value)}"
     more = p.items_to_settle
@@ -202,7 +217,7 @@ def comparison_section(pairing: Pairing) -> Section:
                 f"{pair.se_unpaired:.2f}",
                 pair.method,
                 _p(pair.p_value),
-                f"{pair.min_detectable:.2f}",
+                _detectable(pair.se, 2),
                 _count(pair.items_for_target),
                 pair.reason,
             )
@@ -267,15 +282,13 @@ def power_section(pairing: Pairing) -> Section:
     body: list[tuple[str, ...]] = []
     for task, seen in sorted(by_task.items()):
         n, se = max(seen, key=lambda x: x[1])
-        body.append(
-            (task, str(n), f"{min_detectable(se):.1f}", _count(items_needed(se, n, TARGET_POINTS)))
-        )
+        body.append((task, str(n), _detectable(se), _count(items_needed(se, n, TARGET_POINTS))))
     worst = max(pairing.pairs, key=lambda p: p.se)
     body.append(
         (
             "capability",
             str(worst.n_items),
-            f"{worst.min_detectable:.1f}",
+            _detectable(worst.se),
             _count(worst.items_for_target),
         )
     )

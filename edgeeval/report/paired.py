@@ -78,8 +78,10 @@ class Pair:
 
     @property
     def settled(self) -> bool:
-        """The difference is beyond noise (|diff| >= 1.96 SE; 0 at SE 0 is settled equal)."""
-        return abs(self.diff) >= 1.96 * self.se if self.se else True
+        """The difference is beyond noise: |diff| >= 1.96 SE. At SE 0 a nonzero difference
+        (every item differed the same way) is settled; no difference at all is not (these
+        items cannot tell the two apart, which says nothing of others)."""
+        return abs(self.diff) >= 1.96 * self.se if self.se else bool(self.diff)
 
     @property
     def p_value(self) -> float:
