@@ -192,7 +192,7 @@ def comparison_section(pairing: Pairing) -> Section:
         "accuracy, with McNemar's exact test on the items only one of the two got right; "
         "'clusters': the paired SE is clustered over that many (subjects, passages)."
     )
-    head = (
+    head: tuple[str, ...] = (
         "A",
         "B",
         "A - B",
