@@ -193,7 +193,7 @@ def test_the_answer_names_the_variant_and_how_sure(tmp_path):
     assert classes[0].startswith("Within 0.5 GB, run **a**")
     assert "it leads b by 8.0 ± 2.2 points (paired SE" in classes[0]
     assert classes[0].endswith(": settled.")
-    assert classes[1].startswith("Settled pairs: 1 of 1. a vs b: 8.0 ± 2.2 (paired)")
+    assert classes[1].startswith("Settled pairs (1 of 1): a vs b: 8.0 ± 2.2 (paired)")
 
 
 def test_an_unsettled_pair_says_how_many_items_would_settle_it():
@@ -205,7 +205,8 @@ def test_an_unsettled_pair_says_how_many_items_would_settle_it():
     # 80 % power for 8.0 at SE 6.6054 on 200 items: 200 * (2.80159 * 6.6054 / 8)^2 = 1070.2
     assert pair.items_to_settle == 1071 - 200
     text = answer_section(rank_rows([a, b]), pairs, None).sentences
-    assert "Unsettled pairs: a vs b: 8.0 ± 6.6 (unpaired), about 871 more items" in text[-2]
+    unsettled = "Unsettled pairs (1 of 1): a vs b: 8.0 ± 6.6 (unpaired), about 871 more items"
+    assert unsettled in text[-2]
     assert "no per-item lines" in text[-1]
 
 
@@ -345,5 +346,5 @@ def test_power_says_so_when_no_item_differed(tmp_path):
     assert text[0].startswith("Within 0.5 GB, run **c**")  # equally capable, and smaller
     assert "it ties with a at 0.0 ± 0.0 points" in text[0]
     assert "not settled, the same answer on every shared item" in text[0]
-    assert text[1] == "Settled pairs: 0 of 1. none."
+    assert text[1] == "Settled pairs (0 of 1): none."
     assert "a vs c: 0.0 ± 0.0 (paired), the same answer on every shared item" in text[2]

@@ -147,14 +147,11 @@ def answer_section(rows: Sequence[RankRow], pairing: Pairing, budget_gb: float |
     settled = [p for p in pairing.pairs if p.settled]
     unsettled = [p for p in pairing.pairs if not p.settled]
     if pairing.pairs:
-        section.sentences.append(
-            f"Settled pairs: {len(settled)} of {len(pairing.pairs)}. "
-            + ("; ".join(_pair_line(p) for p in settled) or "none")
-            + "."
-        )
-        section.sentences.append(
-            "Unsettled pairs: " + ("; ".join(_pair_line(p) for p in unsettled) or "none") + "."
-        )
+        for label, group in (("Settled", settled), ("Unsettled", unsettled)):
+            listed = "; ".join(_pair_line(p) for p in group) or "none"
+            section.sentences.append(
+                f"{label} pairs ({len(group)} of {len(pairing.pairs)}): {listed}."
+            )
     if pairing.note:
         section.sentences.append(pairing.note)
     return section
