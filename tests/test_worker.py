@@ -11,7 +11,7 @@ import pytest
 from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval.catalog.models import load_catalog
-from edgeeval.engine.backend import LlamaBackend, LoadOptions
+from edgeeval.engine.backend import LlamaBackend, LoadOptions, ModelFacts
 from edgeeval.fetch.sources import fetch
 from edgeeval.run import accuracy, worker
 from edgeeval.run.runner import measure_variant
@@ -61,8 +61,8 @@ class LoadedFake(FakeBackend):
         self.options = options
         LoadedFake.loads.append(options)
 
-    def model_facts(self) -> dict[str, int]:
-        return {"n_ctx_train": 512, "n_params": 1234, "model_size_bytes": 0}
+    def model_facts(self) -> ModelFacts:
+        return ModelFacts(n_ctx_train=512, n_params=1234, model_size_bytes=0)
 
     def close(self) -> None:
         self.calls.append(("close",))

@@ -41,6 +41,16 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What llama.cpp reports about a loaded model: its trained context length, its parameter
+    count and the bytes of its tensors."""
+
+    n_ctx_train: int
+    n_params: int
+    model_size_bytes: int
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     """How a model is loaded. n_ubatch above n_batch is lowered to it (what llama.cpp uses)."""
 
@@ -245,13 +255,13 @@ class LlamaBackend:
             self._lib.llama_model_free(self.model)
             self.model = None
 
-    def model_facts(self) -> dict[str, Any]:
+    def model_facts(self) -> ModelFacts:
         model = self.model
-        return {
-            "n_ctx_train": int(self._lib.llama_model_n_ctx_train(model)),
-            "n_params": int(self._lib.llama_model_n_params(model)),
-            "model_size_bytes": int(self._lib.llama_model_size(model)),
-        }
+        return ModelFacts(
+            n_ctx_train=int(self._lib.llama_model_n_ctx_train(model)),
+            n_params=int(self._lib.llama_model_n_params(model)),
+            model_size_bytes=int(self._lib.llama_model_size(model)),
+        )
 
     def set_threads(self, n_threads: int) -> None:
         """Change the thread count without reloading (llama-bench does the same per test)."""

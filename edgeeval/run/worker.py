@@ -142,11 +142,11 @@ def _load(path: str, settings: rec.RunSettings, point: SweepPoint, got: _Measure
     if first:
         load_s = time.perf_counter() - start
         facts = got.backend.model_facts()
-        got.add(load_s=load_s, n_ctx_train=facts["n_ctx_train"], n_params=facts["n_params"])
+        got.add(load_s=load_s, n_ctx_train=facts.n_ctx_train, n_params=facts.n_params)
         kv = kv_for_run(  # the KV cache at standard context lengths, as llama.cpp sizes it
             got.metadata,
             n_ctx=settings.n_ctx,
-            n_ctx_train=facts["n_ctx_train"],
+            n_ctx_train=facts.n_ctx_train,
             n_batch=options.n_batch,
             n_ubatch=options.n_ubatch,
             flash_attn=options.flash_attn,
