@@ -33,9 +33,9 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval.errors import UnattributedItemsError
 from edgeeval.metrics import pick
-from edgeeval.safeio import open_regular
+from edgeeval.safeio import read_regular
 from edgeeval.store import database
-from edgeeval.store.files import Lines, read_jsonl
+from edgeeval.store.files import MAX_JSONL_BYTES, Lines, read_jsonl, store_file_error
 
 ATTRIBUTION = ("variant", "sha256", "settings_key", "host_id", "thinking")
 SAMPLES, GENERATIONS = "samples.jsonl", "generations.jsonl"
@@ -98,11 +98,11 @@ def _score(data: dict[str, Any], generated: bool) -> float | None:
 
 def _raw_lines(path: Path) -> tuple[list[dict[str, Any]], str]:
     """The file's lines as dicts (none when it is missing), and the first unreadable one ("" if
-    none): torn by a kill, not UTF-8, not a JSON object, or without a task and item id."""
+    none): torn by a kill, not UTF-8, not a JSON object, or without a task and item id. A
+    path that is not a regular file, or one over MAX_JSONL_BYTES, is a StoreFileError."""
     if not path.exists():
         return [], ""
-    with open_regular(path) as fh:
-        blob = fh.read()
+    blob = read_regular(path, limit=MAX_JSONL_BYTES, error=store_file_error)
     out, problem = [], ""
     for number, raw in enumerate(blob.split(b"\n"), 1):
         if not raw.strip():

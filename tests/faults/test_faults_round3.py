@@ -128,6 +128,24 @@ def test_repair_all_sets_a_hostile_records_file_aside_and_repairs_every_run(kind
     assert len(list(path.parent.glob("records.jsonl.corrupt-*"))) == 1
 
 
+@pytest.mark.parametrize("name", ["samples.jsonl", "generations.jsonl"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_hostile_per_item_file_stops_the_report_with_one_line_and_repair_clears_it(
+    name, kind, capsys
+):
+    save_run("r1", ["a"])
+    path = store.run_dir("r1") / name
+    path.write_text("")
+    _hostile(path, kind)
+
+    assert main(["report", "r1"]) == 1
+    err = capsys.readouterr().err
+    assert f"{name}: it is" in err and "edgeeval repair r1" in err and "GGUF" not in err
+    assert main(["repair", "r1"]) == 0
+    assert f"{name} was" in capsys.readouterr().out
+    assert main(["report", "r1"]) == 0
+
+
 def test_a_damaged_database_is_rebuilt_around_a_hostile_records_file(capsys):
     save_run("r1", ["a"])
     save_run("r2", ["c"])
