@@ -117,6 +117,7 @@ class Run:
             data = dataclasses.asdict(row)
             accs = data.pop("task_acc")
             data.pop("task_acc_se")
+            data.pop("paired_se", None)  # a mapping per row: in the report's comparisons
             data["tied_with"] = ", ".join(data["tied_with"])
             data.update({f"acc:{task}": acc for task, acc in sorted(accs.items())})
             flat.append(data)
@@ -124,11 +125,15 @@ class Run:
 
 
 def load_run(run: str = "latest", *, budget_gb: float | None = None) -> Run:
-    """The stored run `run` (an id, a run directory or "latest"), ranked within `budget_gb`;
-    reads the store only (loads no model, writes nothing)."""
+    """The stored run `run` (an id, a run directory or "latest"), ranked within `budget_gb`
+    with the report's paired SEs where the items are shared; reads the store only (loads no
+    model, writes nothing)."""
+    from edgeeval.report.paired import load_pairing, paired_ses, pairing
     from edgeeval.report.summarize import rank_rows
     from edgeeval.store import runs as store
 
     run_id = store.resolve_run(run)
     records = list(store.load_records(run_id))
-    return Run(run_id=run_id, records=records, rows=rank_rows(records, budget_gb=budget_gb))
+    pairs = pairing(records, load_pairing(run_id, store.run_dir(run_id).parent, records))
+    rows = rank_rows(records, budget_gb=budget_gb, paired=paired_ses(pairs))
+    return Run(run_id=run_id, records=records, rows=rows)

@@ -348,3 +348,14 @@ def test_power_says_so_when_no_item_differed(tmp_path):
     assert "not settled, the same answer on every shared item" in text[0]
     assert text[1] == "Settled pairs (0 of 1): none."
     assert "a vs c: 0.0 ± 0.0 (paired), the same answer on every shared item" in text[2]
+
+
+def test_the_python_api_ranks_with_the_same_paired_ses(tmp_path, monkeypatch):
+    from edgeeval.api import load_run
+
+    save_pair(tmp_path)
+    monkeypatch.setenv("EDGEEVAL_REPORTS", str(tmp_path))
+    rows = {r.name: r for r in load_run("r1").rows}
+    assert rows["a"].dominated_by == "" and rows["a"].paired_se["b"][0] == pytest.approx(
+        2.2447, abs=1e-4
+    )
