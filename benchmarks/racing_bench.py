@@ -177,7 +177,9 @@ def summary_dict(s: Any) -> dict[str, Any]:
         "full_front": sorted(s.full.front),
         "same_order_strict": s.strict_order,
         "same_order_separable": s.separable_order,
-        "same_front": s.front,
+        "full_report_front": sorted(s.full_report_front),
+        "same_front_report_rule": s.report_front,
+        "same_front_point_estimates": s.front,
         "same_answer_strict": s.answer,
         "same_answer_separable": s.separable_answer,
         "items_used": s.items_used,
@@ -208,7 +210,8 @@ def phase_replay(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
         out["replays"].append(row)
         print(
             f"[replay] confidence {level}: same order {s.strict_order:.1%} (separable pairs "
-            f"{s.separable_order:.1%}), same front {s.front:.1%}, items used "
+            f"{s.separable_order:.1%}), same front {s.report_front:.1%} (report's rule; "
+            f"point estimates {s.front:.1%}), items used "
             f"{s.items_used:.1%} (max {s.items_used_max:.1%}), false settle {s.false_settle:.1%}"
         )
     start = time.monotonic()

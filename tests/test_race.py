@@ -11,7 +11,7 @@ import pytest
 
 from edgeeval import records as rec
 from edgeeval.race import drive, rules
-from edgeeval.race.replay import null_replays, replay
+from edgeeval.race.replay import null_replays, replay, report_se
 from edgeeval.race.rules import (
     BEATEN,
     CAPABILITY,
@@ -120,6 +120,8 @@ def test_paired_test_agrees_with_the_stats_module():
         )
         assert mine.diff == pytest.approx(theirs.diff)
         assert mine.se >= theirs.se * math.sqrt((n - 1) / n) - 1e-9
+        plain = capability_difference([TaskItems("t", tuple(a), tuple(b), c)])
+        assert report_se([(c, rules.counts_of(a, b))]) == pytest.approx(plain.se)
 
 
 def test_null_races_declare_a_difference_in_at_most_5_percent():
@@ -147,6 +149,7 @@ def test_replay_of_clear_variants_agrees_with_the_full_run_and_saves_items():
     tab = table(rights, {"a": 1.0, "b": 2.0, "c": 3.0})
     summary = replay(tab, RaceConfig(), n_replays=50)
     assert summary.full.order == ("a", "b", "c") and summary.full.front == {"a"}
+    assert summary.full_report_front == {"a"} and summary.report_front == 1.0
     assert summary.answer == 1.0 and summary.false_settle == 0.0
     assert summary.items_used < 0.3
 

@@ -5,8 +5,11 @@ verdicts the variants really gave, and compares the race's answer with the full 
 - order: the variants sorted by the ranking measure (capability per GB, or capability), each
   estimated on the items it answered; "strict" compares the whole sequence, "separable" only
   the pairs the full run itself tells apart (paired test, two-sided 5 %);
-- Pareto front (capability vs peak memory): a variant is on it when no variant with no more
-  memory has a higher capability; a variant the race beat is off it;
+- Pareto front (capability vs peak memory), two ways: the report's (a variant is off it when
+  one with no more memory is more capable beyond noise, or tied within noise and strictly
+  smaller; noise = 1.96 paired SEs on the items both answered), and of point estimates (off it
+  when one with no more memory has a higher capability; a variant the race beat is off it);
+  "answer" is the strict order and the report's front together;
 - item evaluations used: sum over variants of the items each answered / (variants x items);
 - false settle: any decision of the race that contradicts the full run's own point estimate.
 `null_replays` runs the same race on simulated variants with identical per-item success
@@ -15,7 +18,8 @@ probabilities, where every decision is a false one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -55,9 +59,11 @@ class ReplaySummary:
     full: Answer
     strict_order: float  # share of replays with the full run's exact order
     separable_order: float  # ... with every pair the full run separates in the same order
-    front: float  # ... with the full run's Pareto front
-    answer: float  # ... order (strict) and front both
-    separable_answer: float  # ... separable order and front both
+    front: float  # ... with the full run's Pareto front of point estimates
+    report_front: float  # ... with the full run's Pareto front by the report's tie rule
+    full_report_front: frozenset[str]
+    answer: float  # ... order (strict) and the report's front both
+    separable_answer: float  # ... separable order and the report's front both
     items_used: float  # mean share of the full run's item evaluations
     items_used_max: float
     false_settle: float  # share of replays with a decision against the full run
@@ -68,6 +74,51 @@ class ReplaySummary:
 def _capability(right: Sequence[int], n: Sequence[int], chance: Sequence[float]) -> float:
     gains = [max(0.0, (r / k - c) / (1.0 - c)) for r, k, c in zip(right, n, chance, strict=True)]
     return 100.0 * sum(gains) / len(gains)
+
+
+#: The report's tie rule: a capability gap below TIE_Z paired SEs is a tie (report.summarize).
+TIE_Z = 1.96
+
+
+def report_se(tasks: Sequence[tuple[float, TaskCounts]]) -> float:
+    """The paired SE of a capability difference as the report computes it (stats.
+    capability_difference: per task the centred sample SD of the per-item differences of
+    normalized gains over sqrt(n), combined as 100 * sqrt(sum se_t^2) / T), from 2x2 counts.
+
+    Example: 10 items of a 4-choice task, A alone right on 3, B alone on 1: d = +4/3 (3x),
+    -4/3 (1x), 0 (6x); sum d = 8/3, sum d^2 = 64/9; s^2 = (64/9 - (8/3)^2 / 10) / 9 = 0.711;
+    SE = 100 * sqrt(0.711 / 10) = 26.67.
+
+    >>> round(report_se([(0.25, TaskCounts(10, 5, 3, 2))]), 2)
+    26.67
+    """
+    var = 0.0
+    for chance, c in tasks:
+        if c.n < 2:
+            continue
+        w = 1.0 / (1.0 - chance)
+        a_only, b_only = c.right_a - c.both, c.right_b - c.both
+        total, squares = w * (a_only - b_only), w * w * (a_only + b_only)
+        var += max(0.0, squares - total * total / c.n) / (c.n - 1) / c.n
+    return 100.0 * math.sqrt(var) / len(tasks)
+
+
+def report_front(
+    cap: dict[str, float], mem: dict[str, float], se: Callable[[str, str], float]
+) -> frozenset[str]:
+    """The report's Pareto front: the variants no other dominates, where u dominates v when
+    it uses no more memory and is more capable beyond noise, or is tied within noise (gap
+    below TIE_Z paired SEs, or no gap) and uses strictly less memory."""
+
+    def dominates(u: str, v: str) -> bool:
+        if u == v or mem[u] > mem[v]:
+            return False
+        gap = abs(cap[u] - cap[v])
+        if gap == 0 or gap < TIE_Z * se(u, v):
+            return mem[u] < mem[v]
+        return cap[u] > cap[v]
+
+    return frozenset(v for v in cap if not any(dominates(u, v) for u in cap))
 
 
 def answer_of(
@@ -114,7 +165,7 @@ class _Arrays:
 
 def _replay_one(
     arr: _Arrays, mem: dict[str, float], config: RaceConfig, rng: np.random.Generator
-) -> tuple[RaceState, list[list[int]], list[np.ndarray]]:
+) -> tuple[RaceState, list[list[int]], list[np.ndarray], Callable]:
     sizes, right_at, both_at = [], [], []
     for x, xx in zip(arr.right, arr.both, strict=True):
         n = x.shape[1]
@@ -139,7 +190,7 @@ def _replay_one(
         return sum(s[r] for s in sizes)
 
     state = race(arr.names, mem, config, evidence_at, items_at)
-    return state, sizes, right_at
+    return state, sizes, right_at, evidence_at
 
 
 def _estimates(
@@ -197,25 +248,35 @@ def _false_settles(state: RaceState, table: VerdictTable) -> int:
 def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) -> ReplaySummary:
     """`n_replays` races over `table`, seeds 0..n-1 (seed s draws replay s's item order)."""
     arr, mem = _Arrays(table), table.memory_gb
-    full, _ = full_answer(table, config.rank_by)
+    full, full_cap = full_answer(table, config.rank_by)
+    full_report_front = report_front(full_cap, mem, lambda u, v: report_se(table.counts(u, v)))
     separable = _separable(table, config.rank_by)
     total = len(table.variants) * table.n_items
     tallies = dict(strict=0, separable=0, front=0, answer=0, sep_answer=0, false=0)
+    tallies["report_front"] = 0
     used: list[float] = []
     items = {v: 0.0 for v in table.variants}
     beaten = {v: 0 for v in table.variants}
     for seed in range(n_replays):
-        state, sizes, right_at = _replay_one(arr, mem, config, np.random.default_rng(seed))
+        state, sizes, right_at, evidence_at = _replay_one(
+            arr, mem, config, np.random.default_rng(seed)
+        )
         cap, score = _estimates(arr, state, sizes, right_at, mem, config.rank_by)
         off = [v for v, s in state.stops.items() if s.reason == BEATEN]
         got = answer_of(score, cap, mem, off)
+
+        def race_se(u: str, v: str, st: RaceState = state, ev: Callable = evidence_at) -> float:
+            return report_se(ev(min(st.stops[u].look, st.stops[v].look))(u, v))
+
+        got_report_front = report_front(cap, mem, race_se)
+        tallies["report_front"] += got_report_front == full_report_front
         pos = {v: k for k, v in enumerate(got.order)}
         sep_ok = all(pos[a] < pos[b] for a, b in separable)
         tallies["strict"] += got.order == full.order
         tallies["separable"] += sep_ok
         tallies["front"] += got.front == full.front
-        tallies["answer"] += got.order == full.order and got.front == full.front
-        tallies["sep_answer"] += sep_ok and got.front == full.front
+        tallies["answer"] += got.order == full.order and got_report_front == full_report_front
+        tallies["sep_answer"] += sep_ok and got_report_front == full_report_front
         tallies["false"] += _false_settles(state, table) > 0
         used.append(sum(s.n_items for s in state.stops.values()) / total)
         for v, s in state.stops.items():
@@ -229,6 +290,8 @@ def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) ->
         strict_order=tallies["strict"] / n,
         separable_order=tallies["separable"] / n,
         front=tallies["front"] / n,
+        report_front=tallies["report_front"] / n,
+        full_report_front=full_report_front,
         answer=tallies["answer"] / n,
         separable_answer=tallies["sep_answer"] / n,
         items_used=float(np.mean(used)) if used else 0.0,
@@ -284,6 +347,6 @@ def null_replays(
     for k in range(n_replays):
         table = simulated_table(n_variants, task_sizes, chances, rng)
         arr = _Arrays(table)
-        state, _, _ = _replay_one(arr, table.memory_gb, config, np.random.default_rng(k))
+        state = _replay_one(arr, table.memory_gb, config, np.random.default_rng(k))[0]
         hits += any(d.kind == CAPABILITY for d in state.decisions.values())
     return hits / max(n_replays, 1)
