@@ -399,5 +399,5 @@ def render_run(
     paths = write_report(directory, rows, records, meta, fidelity=fidelity, pairs=pairs)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
-    paths.update(write_lm_eval(directory, split_thinking(records)))  # lm-eval's results.json
+    paths.update(write_lm_eval(directory, records))  # lm-eval's results_<date>.json, samples
     return run_id, rows, paths
