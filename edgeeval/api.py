@@ -132,8 +132,8 @@ def load_run(run: str = "latest", *, budget_gb: float | None = None) -> Run:
     from edgeeval.report.summarize import rank_rows
     from edgeeval.store import runs as store
 
-    run_id = store.resolve_run(run)
-    records = list(store.load_records(run_id))
+    run_id, root = store.locate_run(run)  # a run directory is read where it is
+    records = list(store.load_records(run_id, root))
     pairs = pairing(records, load_pairing(run_id, store.run_dir(run_id).parent, records))
     rows = rank_rows(records, budget_gb=budget_gb, paired=paired_ses(pairs))
     return Run(run_id=run_id, records=records, rows=rows)

@@ -53,6 +53,30 @@ def test_load_run_returns_records_and_the_ranking():
     assert run.rows[-1].rank is None  # the failed variant is listed, never ranked
 
 
+def test_a_run_directory_outside_the_reports_dir_is_read_where_it_is(tmp_path, monkeypatch, capsys):
+    """load_run(DIR) and `edgeeval report DIR` for a copied run, from another working
+    directory, with EDGEEVAL_REPORTS pointing at an empty folder (issue 22)."""
+    import shutil
+
+    from edgeeval.cli.main import main
+
+    _stored_run()
+    elsewhere = tmp_path / "elsewhere" / "r1"
+    shutil.copytree(store.run_dir("r1"), elsewhere)
+    monkeypatch.setenv("EDGEEVAL_REPORTS", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    run = edgeeval.load_run(str(elsewhere))
+    assert run.run_id == "r1"
+    assert {r.variant.name for r in run.records} == {"big", "small", "broken"}
+    assert not (elsewhere / "report.md").exists()
+    assert main(["report", str(elsewhere)]) == 0
+    assert f"report: {elsewhere / 'report.md'}" in capsys.readouterr().out
+    assert (elsewhere / "report.md").exists()
+    assert not (tmp_path / "empty").exists()  # nothing written to the reports dir
+    with pytest.raises(EdgeevalError, match="r1"):  # an id is still looked up there
+        edgeeval.load_run("r1")
+
+
 def test_dataframe_has_one_row_per_variant_with_task_columns(monkeypatch):
     _stored_run()
     seen = {}

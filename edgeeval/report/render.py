@@ -361,7 +361,7 @@ def render_run(
     """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
     given, by peak memory estimated at `rank_at_ctx` tokens of context when given; loads no
     model. Returns (run id, rows, paths)."""
-    run_id = store.resolve_run(run, root)
+    run_id, root = store.locate_run(run, root)  # a run directory is read where it is
     damaged = None
     try:
         manifest = store.read_manifest(run_id, root)

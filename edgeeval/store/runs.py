@@ -166,6 +166,18 @@ def resolve_run(run: str, root: Path | None = None) -> str:
     return check_run_id(Path(run).name if Path(run).is_dir() else run)
 
 
+def locate_run(run: str, root: Path | None = None) -> tuple[str, Path]:
+    """(run id, reports dir) of `run`. A run directory (one holding run.json or records.jsonl)
+    is read where it is, inside the reports dir or not; an id or "latest" is looked up under
+    `root` (default: the reports dir)."""
+    path = Path(run)
+    if run != "latest" and path.is_dir():
+        if (path / MANIFEST).exists() or (path / database.RECORDS_FILE).exists():
+            where = path.resolve()
+            return check_run_id(where.name), where.parent
+    return resolve_run(run, root), root or settings.reports_dir()
+
+
 def manifest_from_records(
     run_id: str, records: list[rec.ModelRecord], reason: str
 ) -> dict[str, Any]:
