@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeeval import settings
-from edgeeval.catalog.models import load_catalog
+from edgeeval.catalog.models import Catalog, Source, Variant, load_catalog
 from edgeeval.cli.main import main
 from edgeeval.errors import EdgeevalError, FetchError, InvalidModelFileError
 from edgeeval.fetch import sources, specs
@@ -83,11 +83,15 @@ def test_the_embedded_model_is_reachable_by_every_kind_of_spec(
     variant = _resolve(spec)
     local = sources.fetch(variant)
 
-    assert (variant.family, variant.quant, variant.params) == ("llama", "Q4_1", 134515008)
+    assert (variant.quant, variant.params) == ("Q4_1", 134515008)
     assert variant.kind == "instruct" and variant.chat_template  # ChatML is in the file
-    assert variant.spec == spec and variant.license == "apache-2.0"
-    # A name of its own, never the catalog's entry for the same model.
-    assert variant.name != "smollm2-135m-instruct-q4_1" and variant.name.endswith("q4_1")
+    assert variant.spec == spec
+    if kind in ("path", "lmstudio"):  # a local file with the catalog entry's sha256 IS it
+        assert variant.name == "smollm2-135m-instruct-q4_1" and variant.family == "smollm"
+        assert variant.source.kind == "local" and variant.source.path == str(local.path)
+    else:  # Hub and Ollama specs: a name of their own, from the header
+        assert variant.name != "smollm2-135m-instruct-q4_1" and variant.name.endswith("q4_1")
+        assert variant.family == "llama" and variant.license == "apache-2.0"
     assert local.sha256 == SMOL_SHA and local.size_bytes == smollm_path.stat().st_size
 
 
@@ -153,7 +157,66 @@ def test_any_architecture_is_accepted_with_facts_from_the_file(tmp_path: Path) -
     variant = _resolve(str(model))
 
     assert (variant.family, variant.quant, variant.kind) == ("phi3", "Q4_K_M", "base")
-    assert variant.name == "phi-4-mini-q4_k_m" and variant.model == "Phi 4 Mini"
+    # named from the file (plus the quant its name lacks); the header's name kept as `model`
+    assert variant.name == "phi-q4_k_m" and variant.model == "Phi 4 Mini"
+
+
+def _catalog_with(model: Path, name: str = "tiny-entry") -> Catalog:
+    entry = Variant(
+        name=name,
+        family="tiny",
+        model="Tiny Entry",
+        quant="F32",
+        source=Source(kind="hub", repo_id="org/tiny", filename="tiny.gguf"),
+        license="mit",
+        kind="base",
+        size_bytes=model.stat().st_size,
+        sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
+    )
+    return load_catalog(REPO / "models.yaml").with_variants([entry])
+
+
+def test_a_file_with_a_catalog_entrys_sha256_takes_its_name(tmp_path: Path) -> None:
+    header = {"general.name": ("add_string", "run-7-ep2-mix")}
+    model = write_gguf(_dir(tmp_path / "downloads") / "my-copy.gguf", header)
+    catalog = _catalog_with(model)
+
+    merged, [variant] = specs.select(catalog, [str(model)])
+
+    assert (variant.name, variant.family, variant.model) == ("tiny-entry", "tiny", "Tiny Entry")
+    assert variant.source == Source(kind="local", path=str(model.resolve()))
+    assert variant.spec == str(model) and merged.get("tiny-entry") == variant
+    assert sources.fetch(variant).path == model.resolve()  # read where it lies, not downloaded
+
+
+def test_a_file_of_the_same_size_but_other_bytes_is_named_from_its_file_name(
+    tmp_path: Path,
+) -> None:
+    header = {"general.name": ("add_string", "run-7-ep2-mix")}
+    model = write_gguf(tmp_path / "My Model.gguf", header)
+    catalog = _catalog_with(model)
+    blob = bytearray(model.read_bytes())
+    blob[-1] ^= 0xFF  # same size, another sha256
+    model.write_bytes(bytes(blob))
+
+    _, [variant] = specs.select(catalog, [str(model)])
+
+    assert variant.name == "my-model-f32" and variant.model == "run-7-ep2-mix"
+    assert variant.sha256 == hashlib.sha256(bytes(blob)).hexdigest()  # hashed: kept
+
+
+def test_a_file_no_entry_has_the_size_of_is_never_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = write_gguf(tmp_path / "other-Q8_0.gguf", {"general.file_type": ("add_uint32", 7)})
+
+    def refuse(path: object) -> str:
+        raise AssertionError(f"{path} was hashed")
+
+    monkeypatch.setattr(specs, "sha256_file", refuse)
+    _, [variant] = specs.select(load_catalog(REPO / "models.yaml"), [str(model)])
+
+    assert variant.name == "other-q8_0" and variant.sha256 is None
 
 
 def test_a_later_split_part_points_at_the_first(tmp_path: Path) -> None:

@@ -7,16 +7,26 @@
 - `ollama:name[:tag]`: from Ollama's store (see `local_stores`);
 - `lmstudio:publisher/repo[/file.gguf]`: from LM Studio's models folder.
 
-A variant made from a spec takes its name, family (`general.architecture`), quant
+A variant made from a spec takes its family (`general.architecture`), quant
 (`general.file_type`), parameter count and chat template from the file itself; any
 architecture is accepted (llama.cpp decides at load time whether it runs it). Hub files are
 downloaded into the Hugging Face cache when the spec is resolved (the header is needed), and
 the variant is pinned to the commit it came from, so later fetches make no request.
+
+Names: a local file (a path or an LM Studio spec) whose sha256 is a catalog entry's IS that
+entry, read from where it lies, and takes the entry's name; only a file whose size is some
+entry's `size_bytes` is hashed, so other files cost no read. Any other local file is named
+from its file name (`slug(stem)`, plus the quant when the name lacks it), which is what its
+owner recognises, not from the header's `general.name` (often a training-run name); the
+header's name stays in the variant's `model` field. Hub and Ollama specs are named from the
+header as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +34,8 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Source, Variant, is_spec
 from edgeeval.errors import FetchError
 from edgeeval.fetch import local_stores
-from edgeeval.gguf.facts import SPLIT_PART, read_facts, variant_name
+from edgeeval.fetch.files import sha256_file
+from edgeeval.gguf.facts import SPLIT_PART, ModelFacts, read_facts, variant_name
 from edgeeval.text import Progress, safe_text
 
 #: A quant tag inside a file name: Q4_K_M, IQ3_XXS, Q8_0, BF16, F16, MXFP4_MOE, UD-Q4_K_XL, ...
@@ -185,12 +196,33 @@ def _local_path(text: str) -> Path:
     return path.resolve()
 
 
-class Resolver:
-    """Turns specs into variants, each spec once; names never clash with `taken` names."""
+def catalog_match(path: Path, known: Iterable[Variant]) -> tuple[Variant | None, str | None]:
+    """The entry of `known` whose file `path` is (same size_bytes, then same sha256), and the
+    file's sha256 when it was hashed (None when no entry has its size: it is never read)."""
+    size = path.stat().st_size
+    same_size = [v for v in known if v.sha256 and v.size_bytes == size]
+    if not same_size:
+        return None, None
+    sha = sha256_file(path)
+    return next((v for v in same_size if (v.sha256 or "").lower() == sha), None), sha
 
-    def __init__(self, taken: set[str], progress: Progress) -> None:
+
+def file_variant_name(facts: ModelFacts) -> str:
+    """A local file's variant name: its file name's stem as a catalog name, with the quant
+    when the stem lacks it ("model.gguf" -> "model-q4_k_m")."""
+    stem = SPLIT_PART.sub("", facts.path.name)
+    stem = stem[: -len(".gguf")] if stem.lower().endswith(".gguf") else Path(stem).stem
+    return variant_name(dataclasses.replace(facts, name=stem))
+
+
+class Resolver:
+    """Turns specs into variants, each spec once; names never clash with `taken` names.
+    `known`: the catalog's variants, which a local file with the same sha256 is named after."""
+
+    def __init__(self, taken: set[str], progress: Progress, known: Iterable[Variant] = ()) -> None:
         self.taken = set(taken)
         self.progress = progress
+        self.known = list(known)
         self.made: dict[str, Variant] = {}
 
     def __call__(self, text: str) -> Variant:
@@ -223,7 +255,15 @@ class Resolver:
         self, text: str, source: Source, path: Path, sha: str | None, source_kind: str
     ) -> Variant:
         facts = read_facts(path)
-        name = self._free_name(variant_name(facts), source_kind)
+        local = source_kind in ("path", "lmstudio")
+        if local and facts.n_parts == 1:
+            entry, hashed = catalog_match(path, self.known)
+            if entry is not None:  # the catalog's own file, read where it lies
+                note = f"the catalog's {entry.name} (same sha256), from the model spec {text}"
+                return dataclasses.replace(entry, source=source, notes=note, spec=text)
+            sha = sha or hashed
+        base = file_variant_name(facts) if local else variant_name(facts)
+        name = self._free_name(base, source_kind)
         return Variant(
             name=name,
             family=facts.architecture.lower(),
@@ -258,7 +298,7 @@ def select(
 ) -> tuple[Catalog, list[Variant]]:
     """The variants `names` select (catalog names, sets, or model specs, also inside sets),
     and `catalog` extended with the variants made from specs (so `get` finds them)."""
-    resolver = Resolver(set(catalog.variants), progress)
+    resolver = Resolver(set(catalog.variants), progress, catalog.variants.values())
     variants = catalog.select(names, set_name=set_name, resolve=resolver)
     return catalog.with_variants(list(resolver.made.values())), variants
 
@@ -267,4 +307,4 @@ def resolve_one(catalog: Catalog, name: str, *, progress: Progress = lambda _: N
     """One catalog variant or model spec (e.g. a --ref option)."""
     if not is_spec(name) or name in catalog.variants:
         return catalog.get(name)
-    return Resolver(set(catalog.variants), progress)(name)
+    return Resolver(set(catalog.variants), progress, catalog.variants.values())(name)
