@@ -37,6 +37,48 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / (n - 1))
 
 
+#: The normal quantile of a two-sided 95 % interval.
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `successes`/`n` (95 % by default).
+
+    Unlike p ± z·SE it stays inside [0, 1] and does not collapse to a point at 0 or n
+    successes, which is why Brown, Cai & DasGupta (2001) and Agresti & Coull (1998) recommend
+    it for small n and proportions near 0 or 1.
+
+    >>> [round(x, 4) for x in wilson_interval(2, 2)], [round(x, 4) for x in wilson_interval(0, 2)]
+    ([0.3424, 1.0], [0.0, 0.6576])
+    >>> [round(x, 4) for x in wilson_interval(50, 100)]
+    [0.4038, 0.5962]
+    """
+    if n <= 0:
+        raise ValueError(f"a proportion needs n >= 1 items, not {n}")
+    p, z2 = successes / n, z * z
+    denominator = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion_se(acc: float, se: float, n: int) -> float:
+    """The standard error a report shows for accuracy `acc` over `n` items whose stored SE is
+    `se` (the binomial SE, lm-eval's): `se` itself, except at 0 % or 100 % (or n < 2), where
+    the binomial SE is 0 and would present two questions as certainty. There it is the SE
+    that the 95 % Wilson interval implies, its width / (2 × 1.96).
+
+    >>> proportion_se(0.5, 0.05, 101), round(proportion_se(1.0, 0.0, 2), 4)
+    (0.05, 0.1678)
+    >>> round(proportion_se(0.0, 0.0, 100), 4)
+    0.0094
+    """
+    if n < 1 or (n >= 2 and 0.0 < acc < 1.0):
+        return se
+    low, high = wilson_interval(acc * n, n)
+    return max(se, (high - low) / (2 * Z95))
+
+
 def pick(logliks: Sequence[float], choice_chars: Sequence[int], *, normalize: bool) -> int:
     """Index of the chosen answer: highest log-likelihood, or per character when `normalize`
     (lm-evaluation-harness's acc_norm divides by the continuation's length in bytes/chars)."""

@@ -8,7 +8,9 @@ from edgeeval.metrics import (
     mean_stddev,
     normalized_gain,
     pick,
+    proportion_se,
     score_samples,
+    wilson_interval,
 )
 from edgeeval.records import SampleResult
 
@@ -72,3 +74,33 @@ def test_score_samples_counts_hits():
     score = score_samples(samples, task="t", version=1, category="x", chance=1 / 3)
     assert score.n == 4 and score.acc == pytest.approx(0.75)
     assert score.acc_se == pytest.approx(math.sqrt(0.75 * 0.25 / 3))
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [  # Wilson 95 % intervals as published (Newcombe 1998, table I; Brown, Cai & DasGupta)
+        (0, 10, 0.0, 0.2775),
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+        (81, 263, 0.2553, 0.3662),
+        (2, 2, 0.3424, 1.0),
+    ],
+)
+def test_wilson_interval_matches_published_values(k, n, low, high):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((low, high), abs=1e-4)
+
+
+def test_wilson_interval_needs_an_item():
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
+
+
+def test_proportion_se_is_the_stored_se_except_where_it_collapses():
+    assert proportion_se(0.5, 0.05, 101) == 0.05  # lm-eval's binomial SE, untouched
+    assert proportion_se(0.3, 0.0461, 100) == 0.0461
+    # 2 of 2: the Wilson interval (0.342, 1) spans 0.658, i.e. SE 0.658 / 3.92
+    assert proportion_se(1.0, 0.0, 2) == pytest.approx((1 - 0.34238) / (2 * 1.959964), abs=1e-4)
+    assert proportion_se(0.0, 0.0, 2) == pytest.approx(proportion_se(1.0, 0.0, 2))  # symmetric
+    assert proportion_se(1.0, 0.0, 1) > proportion_se(1.0, 0.0, 2) > proportion_se(1.0, 0.0, 500)
+    assert proportion_se(1.0, 0.0, 500) > 0.0

@@ -37,3 +37,16 @@ def test_failed_variant_is_listed_but_never_ranked_as_zero():
 def test_below_chance_accuracy_clamps_to_zero_capability():
     rows = rank_rows([record("guesser", peak_gb=0.5, acc=0.2)])
     assert rows[0].capability == 0.0
+
+
+def test_a_task_at_100_or_0_percent_is_not_shown_as_certain():
+    """2 of 2 right: the binomial SE is 0, the report shows the Wilson interval's SE (issue 22);
+    an accuracy between 0 and 1 keeps its stored SE."""
+    perfect, missed, middle = (
+        rank_rows([record(name, peak_gb=1.0, acc=acc, n=2, acc_se=se, chance=0.0)])[0]
+        for name, acc, se in (("a", 1.0, 0.0), ("b", 0.0, 0.0), ("c", 0.5, 0.5))
+    )
+    assert perfect.task_acc_se["t"] == pytest.approx(0.1678, abs=1e-4)
+    assert missed.task_acc_se["t"] == pytest.approx(0.1678, abs=1e-4)
+    assert perfect.capability_se == pytest.approx(16.78, abs=0.01)
+    assert middle.task_acc_se["t"] == 0.5 and middle.capability_se == pytest.approx(50.0)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from edgeeval import records as rec
-from edgeeval.metrics import capability
+from edgeeval.metrics import capability, proportion_se
 from edgeeval.settings import GB
 
 #: Two-sided 95 % normal quantile: differences below TIE_Z combined SEs are ties.
@@ -123,7 +123,10 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
     cap = se = per_gb = per_gb_se = per_file = peak = None
     if ok:
         peak = record.memory.model_peak_bytes / GB  # type: ignore[union-attr]
-        cap, se = capability([(t.acc, t.acc_se, t.chance) for t in tasks])
+        # a task at 0 % or 100 % counts with the SE its Wilson interval implies, not 0
+        cap, se = capability(
+            [(t.acc, proportion_se(t.acc, t.acc_se, t.n), t.chance) for t in tasks]
+        )
         per_gb, per_gb_se = (cap / peak, se / peak) if peak else (None, None)
         per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
     pp, tg = main_speed(record, "pp"), main_speed(record, "tg")
@@ -149,7 +152,7 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         capability_per_gb=per_gb,
         capability_per_file_gb=per_file,
         task_acc={t.task: t.acc for t in tasks},
-        task_acc_se={t.task: t.acc_se for t in tasks},
+        task_acc_se={t.task: proportion_se(t.acc, t.acc_se, t.n) for t in tasks},
         host_id=record.host.host_id,
         capability_per_gb_se=per_gb_se,
     )
