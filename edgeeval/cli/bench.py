@@ -36,6 +36,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure variants and write a ranked report")
     p.add_argument("specs", nargs="*", metavar="MODEL", help=SPEC_HELP)
     p.add_argument("--models", nargs="*", help="the same, as an option (added to MODEL)")
+    _run_options(p)
+    _speed_options(p)
+    _task_options(p)
+    _limit_options(p)
+    _code_options(p)
+    cluster.add_bench_options(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """Resuming a run, sharing the host, the memory pre-flight, the budget, a profile."""
+    p = parser.add_argument_group("run", "resuming, the host lock, the memory check, ranking")
     p.add_argument(
         "--resume",
         metavar="RUN",
@@ -59,7 +71,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="GB",
         help="rank only variants whose peak memory fits in GB (10^9 bytes)",
     )
-    p.add_argument("--profile", help="named settings from benchmarks/profiles/speed.yaml")
+    p.add_argument("--profile", help="named settings from benchmarks/tasks/profiles/speed.yaml")
+
+
+def _speed_options(parser: argparse.ArgumentParser) -> None:
+    """How each model is loaded and timed: llama-bench's options (lists sweep)."""
+    p = parser.add_argument_group("loading and speed tests", "how each model is loaded and timed")
     p.add_argument("--n-ctx", type=positive_int, help="context size (default 2048)")
     p.add_argument(
         "--threads",
@@ -82,7 +99,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pp", type=positive_int, help="prompt tokens per pp test (default 128)")
     p.add_argument("--tg", type=positive_int, help="generated tokens per tg test (default 32)")
     p.add_argument("--reps", type=positive_int, help="timed repetitions per test (default 5)")
-    p.add_argument("--suite", help="task suite in benchmarks/suites.yaml (default offline)")
+
+
+def _task_options(parser: argparse.ArgumentParser) -> None:
+    """Which items each model answers, and how: lm-eval's options, plus the batch."""
+    p = parser.add_argument_group("accuracy tasks", "which items each model answers, and how")
+    p.add_argument("--suite", help="task suite in benchmarks/tasks/suites.yaml (default offline)")
     p.add_argument(
         "--tasks",
         type=name_list,
@@ -122,17 +144,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int)
     p.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        help="seconds per model (default 900; may differ when resuming)",
-    )
-    p.add_argument(
         "--eval-batch",
         type=int,
         metavar="B",
         help="questions decoded together in the accuracy phase (default: measured per "
         "backend, 8 on CPU; 1 = one at a time); speed tests always use one sequence",
     )
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """When a model is stopped: without progress, or in all."""
+    p = parser.add_argument_group("limits", "when a model is stopped; what it finished is kept")
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        help="seconds per model (default 900; may differ when resuming)",
+    )
+
+
+def _code_options(parser: argparse.ArgumentParser) -> None:
+    """Whether model-written code runs, and inside which walls."""
+    p = parser.add_argument_group("generated code", "whether model-written code runs, and where")
     p.add_argument(
         "--allow-code-exec",
         action="store_true",
@@ -146,8 +178,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="like --allow-code-exec but without an OS sandbox (only rlimits and an audit "
         "hook, not a security boundary); the task score records it",
     )
-    cluster.add_bench_options(p)
-    p.set_defaults(func=cmd_bench)
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
