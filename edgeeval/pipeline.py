@@ -18,32 +18,22 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
-from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.hostlock import acquire
 from edgeeval.engine.process import sweep_stale_tempdirs
-from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.errors import (
-    EdgeevalError,
-    InvalidModelFileError,
-    PreflightError,
     ResumeConflictError,
     RunNotFoundError,
     suggest,
 )
-from edgeeval.gguf.check import check_gguf, kv_cache_bytes
+from edgeeval.fetch.sources import LocalFile, fetch
 from edgeeval.quant.build import ensure_file
-from edgeeval.fetch.sources import fetch
 from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
-from edgeeval.run.runner import (
-    failed_record,
-    measure_variant,
-    preflight,
-    unfetched_info,
-    variant_info,
-)
+from edgeeval.run.accuracy import select_run_tasks
+from edgeeval.run.runner import bench_one
+from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.store import runs as store
-from edgeeval.tasks.suite import prefetch, select_tasks
+from edgeeval.tasks.suite import prefetch
 
 Progress = Callable[[str], None]
 
@@ -58,12 +48,14 @@ class BenchOutcome:
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A stored run's manifest, as --resume reads it: its models and settings."""
+    """A stored run's manifest, as --resume reads it: its models and settings, the manifest
+    typed and as stored (keys the type does not know are kept when it is written again)."""
 
     run_id: str
     variants: tuple[str, ...]
     settings: rec.RunSettings
     manifest: dict[str, Any]
+    typed: rec.RunManifest
 
 
 def bench(
@@ -95,11 +87,7 @@ def bench(
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)
     previous = _check_resume(run_id, variants, run_settings) if run_id else None
-    tasks = (  # config errors first, before anything is written
-        select_tasks(run_settings.suite, run_settings.tasks, num_fewshot=run_settings.num_fewshot)
-        if run_settings.suite or run_settings.tasks
-        else []
-    )
+    tasks = select_run_tasks(run_settings)  # config errors first, before anything is written
     host = hostinfo.collect(library_info())
     run_id = previous.run_id if previous else store.new_run_id()
     measured = dataclasses.replace(run_settings, allow_concurrent=allow_concurrent)
@@ -147,14 +135,16 @@ def stored_run(run: str) -> StoredRun:
         )
     manifest = store.read_manifest(run_id, reports)
     try:
-        stored = rec.from_dict(rec.RunSettings, manifest["settings"])
-        names = tuple(str(n) for n in manifest["variants"])
+        typed = rec.from_dict(rec.RunManifest, manifest)
+        stored, names = typed.settings, tuple(str(n) for n in manifest["variants"])
+        if stored is None:
+            raise KeyError("settings")
     except (KeyError, TypeError, ValueError):
         raise RunNotFoundError(
             f"run '{run_id}': its manifest {store.run_dir(run_id, reports) / 'run.json'} has no "
             "settings or models, so it cannot be resumed; start a new run without --resume"
         ) from None
-    return StoredRun(run_id=run_id, variants=names, settings=stored, manifest=manifest)
+    return StoredRun(run_id=run_id, variants=names, settings=stored, manifest=manifest, typed=typed)
 
 
 #: Settings that may change between the invocations of one run: they bound time or mark the
@@ -198,21 +188,25 @@ def _write_manifest(
 ) -> None:
     """Write (or, resuming, update) run.json: models and settings, before anything runs."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    manifest: dict[str, Any]
     if previous is None:
-        manifest = {
-            "run_id": run_id,
-            "created_at": now,
-            "host": rec.to_dict(host),
-            "settings": rec.to_dict(dataclasses.replace(run_settings, allow_concurrent=False)),
-            "variants": [v.name for v in variants],
-        }
+        manifest = rec.RunManifest(
+            run_id=run_id,
+            host=host,
+            settings=dataclasses.replace(run_settings, allow_concurrent=False),
+            variants=tuple(v.name for v in variants),
+            created_at=now,
+            allow_concurrent=allow_concurrent,
+        )
     else:
-        manifest = dict(previous.manifest)
-        manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
-    # sticky: once any invocation measured without the host lock, the run says so
-    manifest["allow_concurrent"] = bool(manifest.get("allow_concurrent")) or allow_concurrent
-    store.write_manifest(run_id, manifest, settings.reports_dir())
+        old = previous.typed
+        manifest = dataclasses.replace(
+            old,
+            resumed_at=(*old.resumed_at, now),
+            # sticky: once any invocation measured without the host lock, the run says so
+            allow_concurrent=old.allow_concurrent or allow_concurrent,
+        )
+    keep = previous.manifest if previous else None
+    store.save_run_manifest(manifest, settings.reports_dir(), keep=keep)
 
 
 def _done_keys(run_id: str) -> set[str]:
@@ -232,50 +226,27 @@ def _bench_one(
     progress: Progress,
     catalog: Catalog | None = None,
 ) -> None:
-    try:
-        file = (
-            fetch(variant, progress=progress)
-            if variant.source.kind != "derived"
-            else ensure_file(variant, catalog or load_catalog(), progress=progress)
-        )
-        info = variant_info(variant, file)
-        key = rec.record_key(info.name, info.sha256, run_settings, host)
-        if key in done:
-            progress(f"{variant.name}: already measured in this run (resume), skipping")
-            return
-        eval_batch = resolve_eval_batch(run_settings.eval_batch, run_settings.n_gpu_layers)
-        kv = _kv_estimate(file.path, run_settings.n_ctx)
-        preflight(variant, file, kv, force=force, eval_batch=eval_batch)
-    except (EdgeevalError, OSError) as exc:
-        status = rec.STATUS_SKIPPED
-        progress(
-            f"{variant.name}: {'refused' if isinstance(exc, PreflightError) else 'failed'}: {exc}"
-        )
-        store.save_record(
-            failed_record(run_id, unfetched_info(variant), host, run_settings, status, str(exc))
-        )
-        return
-    record, samples, generations = measure_variant(
+    """Fetch (or build), pre-flight and measure one variant (run.runner.bench_one, as a
+    cluster host does) and store what came of it."""
+
+    def get_file() -> LocalFile:
+        if variant.source.kind == "derived":
+            return ensure_file(variant, catalog or load_catalog(), progress=progress)
+        return fetch(variant, progress=progress)
+
+    got = bench_one(
         variant,
-        file,
+        run_settings,
+        get_file,
         run_id=run_id,
         host=host,
-        settings=run_settings,
+        done=done,
+        force=force,
         root=settings.package_root(),
         progress=progress,
     )
-    if record.status != rec.STATUS_OK:
-        progress(f"{variant.name}: {record.status}: {record.error}")
-    store.save_record(record, samples, generations=generations)
-
-
-def _kv_estimate(path: Path, n_ctx: int) -> int | None:
-    """KV cache bytes from the header, for pre-flight. A malformed file gives None here: the
-    child runs the same check first thing and its failure is recorded with the reason."""
-    try:
-        return kv_cache_bytes(check_gguf(path), n_ctx)
-    except InvalidModelFileError:
-        return None
+    if got.record is not None:
+        store.save_record(got.record, got.samples, generations=got.generations)
 
 
 def render(run: str, *, budget_gb: float | None = None) -> BenchOutcome:

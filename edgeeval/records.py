@@ -503,3 +503,39 @@ class GenSampleResult:
     stop_reason: str = ""  # "eog", "stop", "max_tokens" or "n_ctx"
     reason: str = ""  # why a sample failed, timed out or errored
     thinking: str = ""  # the reasoning template's mode: "on", "off" or "" (see TaskScore)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """The cluster a run used: its address, the mode and the Ray nodes it found."""
+
+    address: str
+    mode: str
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """A run's run.json: what was asked (models, settings) and where, written before anything
+    runs, by whoever drives the run (pipeline.bench, cluster.driver). Read back with
+    `from_dict`, so older manifests (missing keys) still load. `resumed_at` lists each later
+    invocation; `allow_concurrent` is sticky (once any invocation measured without the host
+    lock); `cluster` is None for a single-machine run."""
+
+    run_id: str
+    host: HostInfo | None = None
+    settings: RunSettings | None = None
+    variants: tuple[str, ...] = ()
+    created_at: str = ""
+    resumed_at: tuple[str, ...] = ()
+    allow_concurrent: bool = False
+    cluster: ClusterInfo | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """As run.json holds it: `created_at`, `resumed_at` and `cluster` only when they have
+        a value (a single-machine run wrote no cluster, a first invocation no resumed_at)."""
+        data = to_dict(self)
+        for name in ("created_at", "resumed_at", "cluster"):
+            if not data[name]:
+                data.pop(name)
+        return data

@@ -69,7 +69,8 @@ ALLOWED: dict[str, set[str]] = {
         "report",
         "fidelity",
     },
-    # the same sweep over a Ray cluster: wires the stages like pipeline (Ray imported lazily)
+    # the same sweep over a Ray cluster: wires the stages like pipeline (Ray imported lazily);
+    # no score/: a node scores through run.accuracy, the single machine's one path
     "cluster": {
         "engine",
         "catalog",
@@ -78,7 +79,6 @@ ALLOWED: dict[str, set[str]] = {
         "quant",
         "sandbox",
         "tasks",
-        "score",
         "run",
         "store",
         "report",

@@ -2,6 +2,8 @@
 a 100 MB object store, no dashboard, 127.0.0.1 only), running SmolLM2 with a small --limit.
 
 - every-node and sharded accuracy give the same accuracy per task as a single-machine run;
+- sharded accuracy scores the tasks, items, few-shot count and protocol the run asked for
+  (`--tasks arith,facts --limit 4 --num-fewshot 1 --protocol instruct`), as one machine does;
 - a worker process killed mid-run is survived: a shard is retried elsewhere (same scores), a
   device measurement is recorded as lost with the reason and the next variant goes on;
 - --resume completes an interrupted cluster run, redoing only the missing pieces.
@@ -154,6 +156,46 @@ def test_sharded_accuracy_survives_a_killed_worker(ray_cluster, catalog_path, si
     assert _accuracy(record) == _accuracy(single_machine)
     assert killed and started.count(started[0]) == 2  # the killed shard ran again
     assert len(load_shards(outcome.run_id)) == 2
+
+
+#: `bench --tasks arith,facts --limit 4 --num-fewshot 1 --protocol instruct`
+ASKED = dataclasses.replace(
+    SETTINGS, tasks=("arith", "facts"), task_limit=4, num_fewshot=1, protocol="instruct"
+)
+
+
+def _scored(record: rec.ModelRecord, samples: list[rec.SampleResult]) -> dict[str, tuple]:
+    """Per task: accuracy, protocol fields and the ids of the items scored, in order."""
+    return {
+        t.task: (
+            (t.status, t.n, t.acc, t.acc_norm),
+            (t.protocol, t.prompt_format, t.thinking, t.n_shot, t.n_source),
+            [s.item_id for s in samples if s.task == t.task],
+        )
+        for t in record.tasks
+    }
+
+
+def test_sharded_accuracy_scores_what_the_run_asked_as_one_machine_does(
+    ray_cluster, catalog_path, tmp_path_factory
+):
+    tmp = tmp_path_factory.mktemp("asked")
+    variants = _variants(catalog_path, "smol-a")
+    with _env(EDGEEVAL_HOME=str(tmp / "home"), EDGEEVAL_REPORTS=str(tmp / "reports")):
+        single = pipeline.bench(variants, ASKED, progress=lambda m: None)
+        (alone,) = single.records
+        alone_samples = list(store.load_samples(single.run_id))
+    assert alone.status == rec.STATUS_OK, alone.error
+    outcome = cluster_bench(variants, ASKED, ClusterOptions(ray_cluster, SHARD_ACCURACY))
+    (record,) = outcome.records
+    assert record.status == rec.STATUS_OK, record.error
+    cluster = _scored(record, list(store.load_samples(outcome.run_id)))
+    assert list(cluster) == ["arith", "facts"]  # the asked tasks only
+    assert cluster == _scored(alone, alone_samples)
+    assert all(len(ids) == 4 and n_shot == 1 for _, (*_, n_shot, _), ids in cluster.values())
+    manifest = store.load_run_manifest(outcome.run_id)  # run.json: typed, as one machine's
+    assert manifest.settings == ASKED and manifest.variants == ("smol-a",)
+    assert manifest.cluster is not None and manifest.cluster.mode == SHARD_ACCURACY
 
 
 def test_every_node_records_a_lost_measurement_and_goes_on(ray_cluster, catalog_path):

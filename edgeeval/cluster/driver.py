@@ -35,9 +35,10 @@ from edgeeval.cluster.node import DeviceWorker, node_host, probe_host, run_shard
 from edgeeval.errors import EdgeevalError, RunNotFoundError
 from edgeeval.report.fleet import write_fleet
 from edgeeval.report.render import render_run
+from edgeeval.run.accuracy import select_run_tasks
 from edgeeval.run.runner import failed_record, unfetched_info
+from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.store import runs as store
-from edgeeval.tasks.suite import load_suite
 
 Progress = Callable[[str], None]
 OnEvent = Callable[[dict[str, Any]], None]
@@ -135,8 +136,9 @@ def cluster_bench(
     require_ray()  # before anything is measured or written
     if run_id is not None:
         store.check_run_id(run_id)
-    if run_settings.suite:  # a bad suite name fails here, before any node is asked
-        load_suite(run_settings.suite)
+    if run_settings.allow_code_exec:  # refuse before any node is asked when no sandbox works
+        choose_sandbox(unsafe=run_settings.unsafe_code_exec)
+    select_run_tasks(run_settings)  # bad task or suite names fail here, before any node is asked
     head_host = node_host()
     resuming = run_id is not None and (store.run_dir(run_id) / store.MANIFEST).exists()
     run_id = run_id or store.new_run_id()
@@ -148,20 +150,7 @@ def cluster_bench(
         head = _Head(ray, run_id, run_settings, options, catalog, progress, on_event)
         head.events = Queue(actor_options={"num_cpus": 0})
         nodes = worker_nodes(ray)
-        store.write_manifest(
-            run_id,
-            {
-                "run_id": run_id,
-                "host": rec.to_dict(head_host),
-                "settings": rec.to_dict(run_settings),
-                "variants": [v.name for v in variants],
-                "cluster": {
-                    "address": options.address,
-                    "mode": options.mode,
-                    "nodes": [n.node_id for n in nodes],
-                },
-            },
-        )
+        _write_manifest(run_id, head_host, run_settings, variants, options, nodes, resuming)
         if options.mode == EVERY_NODE:
             _every_node(head, variants, nodes, pieces.ok_keys(finished), force)
         else:
@@ -173,6 +162,32 @@ def cluster_bench(
     records = list(store.load_records(run_id))
     fleet_path, fleet = write_fleet(run_id)
     return ClusterOutcome(run_id, records, {**paths, "fleet": fleet_path}, fleet)
+
+
+def _write_manifest(
+    run_id: str,
+    host: rec.HostInfo,
+    run_settings: rec.RunSettings,
+    variants: list[Variant],
+    options: ClusterOptions,
+    nodes: list[Any],
+    resuming: bool,
+) -> None:
+    """Write run.json (typed, as a single-machine run writes it, with the cluster); resuming,
+    the first invocation's keys are kept and this one is added to `resumed_at`."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    keep = store.read_manifest(run_id) if resuming else {}
+    earlier = rec.from_dict(rec.RunManifest, keep) if resuming else None
+    manifest = rec.RunManifest(
+        run_id=run_id,
+        host=host,
+        settings=run_settings,
+        variants=tuple(v.name for v in variants),
+        created_at=earlier.created_at if earlier else now,
+        resumed_at=(*earlier.resumed_at, now) if earlier else (),
+        cluster=rec.ClusterInfo(options.address, options.mode, tuple(n.node_id for n in nodes)),
+    )
+    store.save_run_manifest(manifest, keep=keep)
 
 
 def _finished(run_id: str) -> list[rec.ModelRecord]:

@@ -1,6 +1,6 @@
 """What runs on a node of the cluster: the node's host fingerprint, one variant measured on
-the node's own hardware, and one shard of a variant's accuracy tasks (scored as on one
-machine: run.accuracy.score_tasks).
+the node's own hardware (as on one machine: run.runner.bench_one), and one shard of a
+variant's accuracy tasks (scored as on one machine: run.accuracy.score_tasks).
 
 Plain Python: edgeeval.cluster.driver wraps these in Ray tasks and actors. Model files are
 fetched and sha256-verified on the node itself (into the node's cache), or read from a folder
@@ -22,10 +22,10 @@ from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.cluster.pieces import ShardResult, ShardTask, shard_key
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
-from edgeeval.errors import EdgeevalError, FetchError, InvalidModelFileError
-from edgeeval.gguf.check import check_gguf, kv_cache_bytes
-from edgeeval.quant.build import ensure_file
+from edgeeval.errors import FetchError
 from edgeeval.fetch.sources import LocalFile, fetch, verify_file
+from edgeeval.gguf.check import check_gguf
+from edgeeval.quant.build import ensure_file
 
 Measured = tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]
 
@@ -81,13 +81,6 @@ def local_model(
     return fetch(variant, progress=progress)
 
 
-def _kv_estimate(path: Path, n_ctx: int) -> int | None:
-    try:
-        return kv_cache_bytes(check_gguf(path), n_ctx)
-    except InvalidModelFileError:
-        return None
-
-
 class DeviceWorker:
     """Measures variants on one host, in a child process each (edgeeval.run.runner), one at a
     time: the driver makes one Ray actor of this class per host, and Ray runs an actor's calls
@@ -113,48 +106,32 @@ class DeviceWorker:
         piece: str,
     ) -> Measured | None:
         """The variant's record, samples and generations measured here; None when `done`
-        already holds its key (resume). A failure before loading is a skipped record."""
-        from edgeeval.run.runner import (
-            failed_record,
-            measure_variant,
-            preflight,
-            unfetched_info,
-            variant_info,
-        )
+        already holds its key (resume). A failure before loading is a skipped record. The
+        same steps as on one machine (run.runner.bench_one: pre-flight with eval_batch)."""
+        from edgeeval.run.runner import bench_one
 
         report(self.events, piece, "started", pid=os.getpid(), host=self.host.hostname)
 
         def progress(message: str) -> None:
             report(self.events, piece, "progress", message=message)
 
-        try:
-            file = local_model(
-                variant, shared_models=shared_models, catalog=catalog, progress=progress
-            )
-            info = variant_info(variant, file)
-            if rec.record_key(info.name, info.sha256, run_settings, self.host) in done:
-                return None
-            preflight(variant, file, _kv_estimate(file.path, run_settings.n_ctx), force=force)
-        except (EdgeevalError, OSError) as exc:
-            failed = failed_record(
-                run_id,
-                unfetched_info(variant),
-                self.host,
-                run_settings,
-                rec.STATUS_SKIPPED,
-                f"on {self.host.hostname}: {exc}",
-            )
-            return failed, [], []
-        record, samples, generations = measure_variant(
+        got = bench_one(
             variant,
-            file,
+            run_settings,
+            lambda: local_model(
+                variant, shared_models=shared_models, catalog=catalog, progress=progress
+            ),
             run_id=run_id,
             host=self.host,
-            settings=run_settings,
+            done=done,
+            force=force,
             root=env.package_root(),  # threads 0 become this host's physical cores there
             progress=progress,
+            where=f"on {self.host.hostname}: ",
         )
-        return record, samples, generations
+        if got.record is None:
+            return None
+        return got.record, got.samples, got.generations
 
 
 def run_shard(

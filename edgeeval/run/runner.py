@@ -10,19 +10,21 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-
 from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval.catalog.models import Variant
+from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.memprobe import NvmlReader
 from edgeeval.engine.process import SAMPLE_INTERVAL_S, ChildOutcome, owned_tempdir, run_child
-from edgeeval.errors import PreflightError
+from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
 from edgeeval.fetch.sources import LocalFile
+from edgeeval.gguf.check import check_gguf, kv_cache_bytes
 
 Progress = Callable[[str], None]
 #: Memory demanded beyond weights + KV cache when checking a model fits (compute buffers, runtime).
@@ -45,6 +47,67 @@ def preflight(
             f"only {available / 1e9:.2f} GB is available; close programs, lower --n-ctx, or pass "
             "--force to try anyway"
         )
+
+
+def kv_estimate(path: Path, n_ctx: int) -> int | None:
+    """KV cache bytes from the header, for pre-flight. A malformed file gives None here: the
+    child runs the same check first thing and its failure is recorded with the reason."""
+    try:
+        return kv_cache_bytes(check_gguf(path), n_ctx)
+    except InvalidModelFileError:
+        return None
+
+
+@dataclass(frozen=True)
+class BenchOne:
+    """One variant's measurement: its record (None when `done` already held its key: resume),
+    its per-item samples and generations."""
+
+    record: rec.ModelRecord | None
+    samples: list[rec.SampleResult] = field(default_factory=list)
+    generations: list[rec.GenSampleResult] = field(default_factory=list)
+
+
+def bench_one(
+    variant: Variant,
+    settings: rec.RunSettings,
+    get_file: Callable[[], LocalFile],
+    *,
+    run_id: str,
+    host: rec.HostInfo,
+    done: Collection[str],
+    force: bool,
+    root: Path,
+    progress: Progress,
+    where: str = "",
+) -> BenchOne:
+    """Measure one variant as every driver does (a single machine, or one host of a cluster):
+    get its file (`get_file`: fetch, build or the shared folder), skip it when `done` holds its
+    key, refuse it when it does not fit in memory (pre-flight, with the accuracy phase's
+    `eval_batch`), else measure it in a child. A failure before the child starts is a skipped
+    record with the reason (prefixed by `where`, such as "on host-1: ")."""
+    try:
+        file = get_file()
+        info = variant_info(variant, file)
+        if rec.record_key(info.name, info.sha256, settings, host) in done:
+            progress(f"{variant.name}: already measured in this run (resume), skipping")
+            return BenchOne(None)
+        eval_batch = resolve_eval_batch(settings.eval_batch, settings.n_gpu_layers)
+        kv = kv_estimate(file.path, settings.n_ctx)
+        preflight(variant, file, kv, force=force, eval_batch=eval_batch)
+    except (EdgeevalError, OSError) as exc:
+        refused = "refused" if isinstance(exc, PreflightError) else "failed"
+        progress(f"{variant.name}: {refused}: {exc}")
+        failed = failed_record(
+            run_id, unfetched_info(variant), host, settings, rec.STATUS_SKIPPED, f"{where}{exc}"
+        )
+        return BenchOne(failed)
+    record, samples, generations = measure_variant(
+        variant, file, run_id=run_id, host=host, settings=settings, root=root, progress=progress
+    )
+    if record.status != rec.STATUS_OK:
+        progress(f"{variant.name}: {record.status}: {record.error}")
+    return BenchOne(record, samples, generations)
 
 
 def variant_info(variant: Variant, file: LocalFile) -> rec.VariantInfo:

@@ -59,6 +59,21 @@ def write_manifest(run_id: str, manifest: dict[str, Any], root: Path | None = No
     return write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
 
+def save_run_manifest(
+    manifest: rec.RunManifest, root: Path | None = None, *, keep: dict[str, Any] | None = None
+) -> Path:
+    """Write a run's run.json from its typed manifest, whoever drives the run (one machine or
+    a cluster); `keep` (the manifest read before, on resume) keeps the keys the type does not
+    know (an import's source, a recovery note)."""
+    return write_manifest(manifest.run_id, {**(keep or {}), **manifest.to_json_dict()}, root)
+
+
+def load_run_manifest(run_id: str, root: Path | None = None) -> rec.RunManifest:
+    """The run's run.json, typed; old manifests load (missing keys take their defaults).
+    ValueError or TypeError when a key holds the wrong kind of value."""
+    return rec.from_dict(rec.RunManifest, read_manifest(run_id, root))
+
+
 def read_manifest(run_id: str, root: Path | None = None) -> dict[str, Any]:
     """The run's manifest. RunNotFoundError when it is missing; DamagedRunError (naming the
     file and `edgeeval repair`) when it is torn, not UTF-8, not a JSON object, not a regular

@@ -148,7 +148,7 @@ def test_a_run_records_hostile_models_and_keeps_measuring_the_rest(tmp_path, mon
         info = runner.variant_info(variant, file)
         return runner.failed_record(run_id, info, host, settings, rec.STATUS_ERROR, "child"), [], []
 
-    monkeypatch.setattr(pipeline, "measure_variant", fake_measure)
+    monkeypatch.setattr("edgeeval.run.runner.measure_variant", fake_measure)
     monkeypatch.setattr(pipeline, "library_info", LibraryInfo)
     monkeypatch.setattr(pipeline.hostinfo, "collect", lambda library, **_: HOST)
     catalog = load_catalog(catalog_path)

@@ -62,7 +62,7 @@ class FakeMeasure:
 @pytest.fixture()
 def measure(monkeypatch) -> FakeMeasure:
     fake = FakeMeasure()
-    monkeypatch.setattr(pipeline, "measure_variant", fake)
+    monkeypatch.setattr(runner, "measure_variant", fake)
     return fake
 
 
