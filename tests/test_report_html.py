@@ -17,6 +17,7 @@ import select
 import shutil
 import subprocess
 import time
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,17 @@ from edgeeval import settings
 from edgeeval.cli.main import main
 from edgeeval.report.plots import fidelity_points, kld_vs_bits
 from edgeeval.report.render import render_run
+from edgeeval.report.summarize import rank_rows
+from edgeeval.report.terminal import terminal_table
 from edgeeval.store import runs as store
 from tests.builders import host, record, speed
+from tests.test_golden import render_golden_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOT_IDS = ["plot-capability-memory", "plot-speed-memory", "plot-kld-bpw", "plot-speed-threads"]
+# the plots drawn for build_run's run: no fidelity results, so no KLD plot (not an empty one)
+PLOT_IDS = ["plot-capability-memory", "plot-speed-memory", "plot-speed-threads"]
+# the catalog's longest variant name: the ranked column must still show beside it at 800 px
+LONG = "deepseek-r1-distill-qwen-1.5b-fp4-ffn-q8-attn-local"
 # Debian's package installs /usr/bin/chromium; Ubuntu's snap is chromium-browser on the PATH.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
@@ -53,7 +60,7 @@ def build_run(run_id: str = "run1") -> Path:
     swept = rec.RunSettings(sweep_threads=(1, 2))
     table = [
         ("qwen-q8", "qwen", 0.75, 0.80, (60, 110), (14, 25)),
-        ("qwen-q4", "qwen", 0.45, 0.76, (80, 150), (22, 38)),
+        (LONG, "qwen", 0.45, 0.76, (80, 150), (22, 38)),
         ("gemma-q4", "gemma", 0.35, 0.55, (95, 170), (26, 45)),
         ("gemma-q8 <b>", "gemma", 0.60, 0.52, (70, 120), (16, 28)),
     ]
@@ -120,7 +127,9 @@ def test_report_writes_html_and_every_plot_as_png():
         assert data, plot_id
         assert base64.b64decode(data.group(1)) == paths[f"png-{plot_id[5:]}"].read_bytes()
     assert 'id="ranking"' in html and 'id="tasks"' in html and 'id="host-1"' in html
-    assert "no fidelity data in this run" in html
+    # a plot without data is one sentence, not an empty image, and leaves no file behind
+    assert "Not drawn, for lack of data: KLD vs bits per weight (no fidelity data" in html
+    assert "png-kld-bpw" not in paths and not (paths["html"].parent / "plot-kld-bpw.png").exists()
     assert "gemma-q8 &lt;b&gt;" in html and "gemma-q8 <b>" not in html  # names are escaped
     assert "over budget" in html and "dominated by" in html and "crash" in html
     assert paths["md"].exists() and paths["csv"].exists() and paths["json"].exists()
@@ -140,7 +149,9 @@ def test_report_command_ranks_within_a_budget(capsys):
     build_run()
     assert main(["report", "run1", "--budget-gb", "0.7"]) == 0
     out = capsys.readouterr().out
-    assert "| - | qwen-q8 |" in out and "over budget" in out and "report.html" in out
+    assert re.search(r"^\| +- \| qwen-q8 +\| ", out, re.M), out
+    assert "over budget" in out and "report.html" in out
+    assert max(len(line) for line in out.splitlines()) <= 100, out
     assert "10^9" not in out  # the terminal shows the compact table, not the notes
     with pytest.raises(SystemExit):
         main(["report", "run1", "--budget-gb", "0"])
@@ -208,6 +219,84 @@ def test_fidelity_results_of_the_run_appear_in_the_report():
 def test_make_report_target_rerenders_the_latest_run():
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     assert re.search(r"^report:.*\n\t\$\(PY\) -m edgeeval report latest$", makefile, re.M)
+
+
+def _h2_titles(html: str) -> list[str]:
+    return [unescape(re.sub(r"<[^>]+>", "", t)) for t in re.findall(r"<h2[^>]*>(.*?)</h2>", html)]
+
+
+def _md_titles(markdown: str) -> list[str]:
+    return [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+
+
+def test_every_section_of_report_md_is_in_the_html(tmp_path):
+    """Both the hand-built run and the real golden run (a failed variant, a skipped task,
+    fidelity, the memory and roofline table): report.md's sections are report.html's, in
+    words and numbers, and every one is linked from the top of the page."""
+    build_run()
+    _, _, paths = render_run("run1", budget_gb=0.7)
+    golden = render_golden_run(tmp_path / "reports")
+    golden_html = next((tmp_path / "reports").glob("*/report.html")).read_text()
+    pages = [
+        (paths["md"].read_text(), paths["html"].read_text()),
+        (golden["report.md"].decode(), golden_html),
+    ]
+    for markdown, html in pages:
+        titles = _h2_titles(html)
+        assert set(_md_titles(markdown)) <= set(titles), set(_md_titles(markdown)) - set(titles)
+        toc = re.search(r'<nav class="toc".*?</nav>', html, re.S)
+        assert toc and re.findall(r'href="#([^"]+)"', toc.group()) == re.findall(
+            r'<h2 id="([^"]+)"', html
+        )
+        assert 'href="#how-to-read-this"' in toc.group() and '<h2 id="how-to-read-this">' in html
+        assert html.index('id="legend"') < html.index('id="ranking"')
+    markdown, html = pages[1]
+    for shown in (
+        "TTFT ms",
+        "1731 ± 2214",
+        "98.3",
+        "task humaneval (skipped, not counted)",
+        "KLD 99.9%",
+        "--allow-code-exec",
+        "backend: CPU",
+    ):
+        assert shown in markdown and shown in unescape(re.sub(r"<[^>]+>", "", html)), shown
+
+
+def test_the_ranked_metric_sits_beside_the_variant_in_report_md():
+    build_run()
+    _, rows, paths = render_run("run1", budget_gb=0.7)
+    table = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| rank | variant | cap/GB | capability |")
+    first = next(r for r in rows if r.name == LONG)  # rank =1, tied with gemma-q4
+    cap = f"{first.capability_per_gb:.1f} ± {first.capability_per_gb_se:.1f}"
+    assert f"| =1 | {first.name} | {cap} |" in paths["md"].read_text()
+
+
+def test_the_terminal_table_fits_100_columns():
+    """Long names and statuses are cut (the name in its middle, the status at its end) so
+    that every line fits; a short table is not cut at all; pipes stay escaped."""
+    piped = record("p", peak_gb=0.2, acc=0.7)
+    piped = dataclasses.replace(
+        piped, variant=dataclasses.replace(piped.variant, name=LONG + "|x" * 20)
+    )
+    records = [piped] + [record(f"{LONG}-{i}", peak_gb=0.2 + i / 10, acc=0.7) for i in range(3)]
+    rows = rank_rows(records)
+    assert any(len(r.tied_with) >= 2 for r in rows)  # long statuses: "...; tied with a, b"
+    text = terminal_table(rows)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100, text
+    assert [c.strip() for c in lines[0].split("|")[1:4]] == ["#", "variant", "cap/GB"]
+    assert any("…" in line for line in lines[2:])  # something had to be cut
+    assert f"{LONG[:10]}" in text and "-2 " in text  # a name keeps its start and its end
+    body = lines[2 : 2 + len(rows)]
+    unescaped = {
+        len(re.findall(r"(?<!\\)\|", line.replace("\\\\", ""))) for line in [lines[0], *body]
+    }
+    assert unescaped == {8}, text
+    short = terminal_table(rank_rows([record("a", peak_gb=0.2, acc=0.7)]))
+    assert "…" not in short and "| a       |" in short
+    assert all(len(line) < 80 for line in short.splitlines()[:3])  # not padded out to 100
 
 
 # ---- in the browser ---------------------------------------------------------------------
@@ -328,6 +417,47 @@ PAGE_PROBE = """(() => {
 })()"""
 
 
+# Where the ranking's columns lie at the page's current width: a column is "shown" when every
+# one of its cells (header included) lies inside both the table's scroll box and the window,
+# at the scroll position the page opens with; a column past the right edge is cut off.
+WIDTH_PROBE = """(() => {
+  const table = document.getElementById("ranking");
+  const box = table.closest(".scroll").getBoundingClientRect();
+  const right = Math.min(box.right, window.innerWidth);
+  const heads = Array.from(table.tHead.rows[0].cells, c => c.textContent);
+  const shown = name => {
+    const i = heads.indexOf(name);
+    return i >= 0 && Array.from(table.rows, r => r.cells[i].getBoundingClientRect())
+      .every(b => b.width > 0 && b.left >= box.left - 0.5 && b.right <= right + 0.5);
+  };
+  const link = document.querySelector('nav.toc a[href="#how-to-read-this"]');
+  return JSON.stringify({
+    width: window.innerWidth, heads: heads,
+    shown: Object.fromEntries(heads.map(h => [h, shown(h)])),
+    link_top: link ? link.getBoundingClientRect().top : null,
+    height: window.innerHeight,
+    target: !!document.getElementById("how-to-read-this"),
+    legend_before_table: !!(document.getElementById("legend").compareDocumentPosition(table)
+                            & Node.DOCUMENT_POSITION_FOLLOWING)});
+})()"""
+
+
+def at_width(tools: DevTools, session: str, width: int, shot: Path) -> dict[str, Any]:
+    """Lay the page out `width` CSS pixels wide (an 900-pixel-high window), screenshot it
+    whole into `shot`, and return WIDTH_PROBE's answer."""
+    tools.call(
+        "Emulation.setDeviceMetricsOverride",
+        session,
+        width=width,
+        height=900,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    result = tools.call("Runtime.evaluate", session, expression=WIDTH_PROBE, returnByValue=True)
+    screenshot(tools, session, shot)
+    return json.loads(result["result"]["value"])
+
+
 def chromium_args(user_data: Path) -> list[str]:
     return [
         CHROMIUM,
@@ -392,6 +522,9 @@ def test_html_report_in_headless_chromium(tmp_path):
             ]["value"]
         )
         screenshot(tools, session, directory / "report.png")
+        widths = {
+            w: at_width(tools, session, w, directory / f"report-{w}.png") for w in (800, 1400)
+        }
         # the error detector can fail: an exception thrown in the page must be seen
         tools.call(
             "Runtime.evaluate",
@@ -413,3 +546,14 @@ def test_html_report_in_headless_chromium(tmp_path):
     assert probe["ranks"][3:] == ["-", "-"]  # over budget and crashed: last when sorted
     png = (directory / "report.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 50_000
+    # the ranked metric is in view beside the longest catalog name, at laptop width and wide
+    for width, seen in widths.items():
+        assert seen["width"] == width, seen
+        assert seen["shown"]["rank"] and seen["shown"]["variant"], seen
+        assert seen["shown"]["cap/GB"], f"cap/GB is cut off at {width} px: {seen}"
+        assert seen["target"] and seen["legend_before_table"], seen
+        assert seen["link_top"] is not None and 0 <= seen["link_top"] < seen["height"], seen
+        assert (directory / f"report-{width}.png").read_bytes().startswith(PNG_MAGIC)
+    # and the probe sees a column that is cut off: at 800 px the table scrolls sideways
+    narrow = widths[800]["shown"]
+    assert not narrow[widths[800]["heads"][-1]], widths[800]

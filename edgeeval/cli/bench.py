@@ -342,7 +342,7 @@ def gpu_layers_default() -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeeval.pipeline import bench
-    from edgeeval.report.render import ranking_table
+    from edgeeval.report.terminal import terminal_table
 
     catalog, variants = load_selection(args, [*args.specs, *(args.models or [])])
     if args.cluster:
@@ -372,7 +372,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise
         print(f"edgeeval: interrupted; {_resume_hint(args, started[0])}", file=sys.stderr)
         return 130
-    print(ranking_table(outcome.rows))
+    print(terminal_table(outcome.rows))
     print(
         f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
         f"{outcome.paths['md']}"

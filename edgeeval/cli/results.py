@@ -68,12 +68,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """`edgeeval report [RUN] [--budget-gb G] [--rank-at-ctx N]`: re-render and print the
     compact table."""
-    from edgeeval.report.render import ranking_table, render_run
+    from edgeeval.report.render import render_run
+    from edgeeval.report.terminal import terminal_table
 
     _, rows, paths = render_run(args.run, budget_gb=args.budget_gb, rank_at_ctx=args.rank_at_ctx)
     if args.rank_at_ctx:
         print(f"peak memory estimated at n_ctx {args.rank_at_ctx} (see the report)")
-    print(ranking_table(rows))
+    print(terminal_table(rows))
     print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
     return 0
 

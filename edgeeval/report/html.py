@@ -8,14 +8,22 @@ and missing values ("-") stay at the bottom either way.
 from __future__ import annotations
 
 import base64
-import json
+import re
 from collections.abc import Callable, Sequence
-from html import escape
+from html import escape, unescape
 from typing import TYPE_CHECKING, Any
 
 from edgeeval import records as rec
+from edgeeval.report.fidelity import fidelity_markdown
+from edgeeval.report.mdhtml import markdown_html
 from edgeeval.report.plots import Plot
 from edgeeval.report.protocols import COLUMNS, PROTOCOL_NOTE, protocol_rows
+from edgeeval.report.sections import (
+    failed_markdown,
+    host_markdown,
+    memory_markdown,
+    preamble_markdown,
+)
 from edgeeval.report.summarize import HostGroup, RankRow, rank_label, verdict
 from edgeeval.settings import GB
 from edgeeval.text import safe_text
@@ -35,6 +43,9 @@ th{background:#f4f5f7;cursor:pointer;user-select:none}
 th:hover{background:#e8eaee}td.t,th.t{text-align:left}td.wrap{white-space:normal;min-width:16em}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 tr.dominated td,tr.unranked td{color:#777}tr.front td.name{font-weight:600}
+th.key,td.key{background:#eef4ff}td.key{font-weight:600}.legend{color:#444;font-size:13px}
+.legend b.grey{color:#777;font-weight:400}nav.toc{font-size:13px;margin:0 0 8px}
+nav.toc a{margin-right:10px;white-space:nowrap}
 .plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}
 figure{margin:0;border:1px solid #e5e5e5;border-radius:6px;padding:8px}
 figure img{width:100%;height:auto}figcaption{color:#555;font-size:13px}
@@ -88,27 +99,41 @@ def _rank(row: RankRow) -> Cell:
     return rank_label(row), "" if row.rank is None else row.rank
 
 
+# The ranked metric (RANKED) comes right after the variant, so a laptop-width window shows it
+# without scrolling sideways (tests/test_report_html measures that at 800 px).
+RANKED = "cap/GB"
 RANK_COLUMNS: list[Column] = [
     ("rank", _rank),
     ("variant", lambda r: (r.name, None)),
+    (RANKED, lambda r: _pm(r.capability_per_gb, r.capability_per_gb_se)),
+    ("capability", lambda r: _pm(r.capability, r.capability_se)),
+    ("peak GB", lambda r: _num(r.peak_rss_gb, 3)),
+    ("tg t/s", lambda r: _pm(r.tg_ts, r.tg_stddev_ts)),
+    ("pp t/s", lambda r: _pm(r.pp_ts, r.pp_stddev_ts)),
+    ("status", lambda r: (verdict(r), None)),
+    ("file GB", lambda r: _num(r.file_gb, 3)),
+    ("cap/file GB", lambda r: _num(r.capability_per_file_gb, 1)),
+    ("load s", lambda r: _num(r.load_s)),
     ("family", lambda r: (r.family, None)),
     ("quant", lambda r: (r.quant, None)),
-    ("file GB", lambda r: _num(r.file_gb, 3)),
-    ("peak GB", lambda r: _num(r.peak_rss_gb, 3)),
-    ("load s", lambda r: _num(r.load_s)),
-    ("pp t/s", lambda r: _pm(r.pp_ts, r.pp_stddev_ts)),
-    ("tg t/s", lambda r: _pm(r.tg_ts, r.tg_stddev_ts)),
-    ("capability", lambda r: _pm(r.capability, r.capability_se)),
-    ("cap/GB", lambda r: _pm(r.capability_per_gb, r.capability_per_gb_se)),
-    ("cap/file GB", lambda r: _num(r.capability_per_file_gb, 1)),
-    ("status", lambda r: (verdict(r), None)),
 ]
+LEGEND = (
+    f"Ranked by <b>{RANKED}</b> (capability per GB of peak memory; higher is better). "
+    "<b>Bold name</b>: on the Pareto front, no other variant is both smaller and more "
+    'capable. <b class="grey">Grey row</b>: dominated (another variant is as capable, beyond '
+    "noise, with no more memory), over the memory budget, or failed; the status column says "
+    "which. Rank <b>=2</b>: a shared rank (tied within noise); <b>-</b>: not ranked. "
+    "<b>±</b>: standard error (capability, cap/GB) or sample standard deviation (speed). "
+    '<a href="#how-to-read-this">How to read this</a> gives the formulas.'
+)
 
 
 def _td(cell: Cell, *, kind: str = "") -> str:
-    """A cell; text cells (no sort key) are left-aligned, `kind` adds "name" or "wrap"."""
+    """A cell; text cells (no sort key) are left-aligned, `kind` adds "name", "wrap" or
+    "key" (the ranked metric)."""
     text, sort = cell
-    cls = f' class="{" ".join(filter(None, ["t", kind]))}"' if sort is None else ""
+    classes = " ".join(filter(None, ["t" if sort is None else "", kind]))
+    cls = f' class="{classes}"' if classes else ""
     data = "" if sort is None else f' data-sort="{escape(str(sort))}"'
     return f"<td{cls}{data}>{escape(safe_text(text, 500))}</td>"
 
@@ -120,10 +145,17 @@ def _row_class(row: RankRow) -> str:
 
 
 def sortable_table(
-    table_id: str, headers: Sequence[tuple[str, bool]], body: Sequence[tuple[str, Sequence[str]]]
+    table_id: str,
+    headers: Sequence[tuple[str, bool]],
+    body: Sequence[tuple[str, Sequence[str]]],
+    key: str = "",
 ) -> str:
-    """A <table class="sortable">; headers are (label, is_text), body rows (class, <td>s)."""
-    head = "".join(f"<th{' class=t' if is_text else ''}>{escape(h)}</th>" for h, is_text in headers)
+    """A <table class="sortable">; headers are (label, is_text), body rows (class, <td>s);
+    the header named `key` is marked as the ranked metric."""
+    head = "".join(
+        f"<th{' class=t' if is_text else ' class=key' if h == key else ''}>{escape(h)}</th>"
+        for h, is_text in headers
+    )
     rows = "".join(f'<tr class="{cls}">{"".join(cells)}</tr>' for cls, cells in body)
     return (
         f'<div class="scroll"><table class="sortable" id="{escape(table_id)}"><thead>'
@@ -134,11 +166,11 @@ def sortable_table(
 def ranking_html(table_id: str, rows: Sequence[RankRow]) -> str:
     """The ranking as a sortable table, one row per variant."""
     headers = [(h, h in ("variant", "family", "quant", "status")) for h, _ in RANK_COLUMNS]
-    kinds = {"variant": "name", "status": "wrap"}
+    kinds = {"variant": "name", "status": "wrap", RANKED: "key"}
     body = [
         (_row_class(r), [_td(fn(r), kind=kinds.get(h, "")) for h, fn in RANK_COLUMNS]) for r in rows
     ]
-    return sortable_table(table_id, headers, body)
+    return sortable_table(table_id, headers, body, key=RANKED)
 
 
 def tasks_html(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
@@ -181,9 +213,10 @@ def protocols_html(records: Sequence[rec.ModelRecord]) -> str:
 
 
 def plots_html(plots: Sequence[Plot]) -> str:
-    """Each plot as an <img> with a base64 PNG data URI (the same bytes as the .png file)."""
+    """Each plot with data as an <img> with a base64 PNG data URI (the same bytes as the .png
+    file); the plots without data in one sentence that says why."""
     figures = []
-    for p in plots:
+    for p in (p for p in plots if p.has_data):
         data = base64.b64encode(p.png).decode("ascii")
         caption = escape(p.title + (f": {p.note}" if p.note else ""))
         figures.append(
@@ -191,7 +224,17 @@ def plots_html(plots: Sequence[Plot]) -> str:
             f'src="data:image/png;base64,{data}"><figcaption>{caption} '
             f"(plot-{escape(p.key)}.png)</figcaption></figure>"
         )
-    return '<div class="plots">' + "".join(figures) + "</div>"
+    missing = "; ".join(f"{escape(p.title)} ({escape(p.note)})" for p in plots if not p.has_data)
+    return (
+        '<div class="plots">'
+        + "".join(figures)
+        + "</div>"
+        + (
+            f'<p id="plots-not-drawn">Not drawn, for lack of data: {missing}.</p>'
+            if missing
+            else ""
+        )
+    )
 
 
 def hosts_html(groups: Sequence[HostGroup]) -> str:
@@ -209,37 +252,6 @@ def hosts_html(groups: Sequence[HostGroup]) -> str:
         )
         parts.append(ranking_html(f"host-{index}", g.rows))
     return "".join(parts)
-
-
-def _details(records: Sequence[rec.ModelRecord]) -> str:
-    if not records:
-        return ""
-    host, settings = records[0].host, records[0].settings
-    items = [
-        f"host: {host.hostname} ({host.host_id}), {host.cpu_model}, {host.cores_physical} "
-        f"physical / {host.cores_logical} logical cores, {host.ram_bytes / GB:.1f} GB RAM,"
-        f" {host.os} {host.os_version} {host.machine}",
-        f"backend: {host.backend}; llama-cpp-python {host.llama_cpp_python_version}; "
-        f"edgeeval {host.edgeeval_version}; Python {host.python_version}",
-    ]
-    lis = "".join(f"<li>{escape(i)}</li>" for i in items)
-    return (
-        f"<h2>Host and settings</h2><ul>{lis}<li>llama.cpp system info: <code>"
-        f"{escape(host.llama_cpp_system_info)}</code></li><li>settings: <code>"
-        f"{escape(json.dumps(settings.shown()))}</code></li></ul>"
-    )
-
-
-def _failed(rows: Sequence[RankRow]) -> str:
-    failed = [r for r in rows if not r.measured]
-    if not failed:
-        return ""
-    items = "".join(
-        f"<li><b>{escape(safe_text(r.name))}</b> ({escape(r.status)}): "
-        f"{escape(safe_text(r.error, 2000))}</li>"
-        for r in failed
-    )
-    return f'<h2>Failed or skipped</h2><ul id="failed">{items}</ul>'
 
 
 _VARIANT_COLUMNS = [
@@ -274,6 +286,29 @@ def variants_html(table: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def _with_ids(body: str) -> tuple[str, list[tuple[str, str]]]:
+    """`body` with an id on every <h2> (its title, slugged as GitHub slugs Markdown headings,
+    so "#how-to-read-this" works in report.md and here), and the (id, title) list."""
+    found: list[tuple[str, str]] = []
+
+    def add_id(m: re.Match[str]) -> str:
+        title = re.sub(r"<[^>]+>", "", m.group(1))
+        base = re.sub(r"[^\w\- ]", "", unescape(title).lower()).strip().replace(" ", "-")
+        slug, n = base, 1
+        while slug in {s for s, _ in found}:  # the same title twice: -2, -3, ...
+            n += 1
+            slug = f"{base}-{n}"
+        found.append((slug, title))
+        return f'<h2 id="{escape(slug)}">{m.group(1)}</h2>'
+
+    return re.sub(r"<h2>(.*?)</h2>", add_id, body), found
+
+
+def _toc(found: Sequence[tuple[str, str]]) -> str:
+    links = " ".join(f'<a href="#{escape(slug)}">{title}</a>' for slug, title in found)
+    return f'<nav class="toc" aria-label="sections">Sections: {links}</nav>'
+
+
 def render_html(
     rows: Sequence[RankRow],
     records: Sequence[rec.ModelRecord],
@@ -286,41 +321,44 @@ def render_html(
     variants: Sequence[dict[str, Any]] = (),
     extra: str = "",
     first: str = "",
+    fidelity: Sequence[rec.FidelityResult] = (),
 ) -> str:
-    """The whole page as a string; `notes` are the "how to read this" paragraphs; `extra` is
-    further sections' HTML (comparisons, the memory-per-context table), placed after the
-    variants; `first` (the answer) comes before the ranking."""
+    """The whole page as a string: every section of report.md, with a list of links to them
+    at the top. `notes` are the "how to read this" paragraphs; `extra` is further sections'
+    HTML (comparisons, the memory-per-context table), placed after the task table; `first`
+    (the answer) comes before the ranking; `fidelity` gives the quant fidelity section."""
     run_id = escape(meta.run_id)
     budget = meta.budget_gb
     sub = f"{len(rows)} variant{'' if len(rows) == 1 else 's'}" + (
         f"; memory budget {budget:g} GB" if budget else ""
     )
-    if meta.rank_note:
-        sub += ". " + meta.rank_note.rstrip(".")
     body = [
-        f"<h1>edgeeval report — run {run_id}</h1><p class=sub>{escape(sub)}. Click a "
-        "column header to sort.</p>",
-        "".join(f"<p><strong>Warning:</strong> {escape(w)}</p>" for w in meta.warnings),
         first,
-        "<h2>Ranking by capability per GB</h2>",
+        markdown_html("\n".join(preamble_markdown(meta, records))),
+        f"<h2>Ranking by {RANKED}</h2>",
+        f'<p class="legend" id="legend">{LEGEND}</p>',
         ranking_html("ranking", rows),
         "<h2>Plots</h2>",
         plots_html(plots),
         "<h2>Accuracy per task (%, ± standard error)</h2>",
         tasks_html(rows, tasks),
-        protocols_html(records),
-        variants_html(variants),
         extra,
+        protocols_html(records),
+        markdown_html("\n".join(memory_markdown(records, kv=False))),
+        variants_html(variants),
+        markdown_html(fidelity_markdown(fidelity)),
         hosts_html(host_groups) if host_groups else "",
-        _failed(rows),
+        markdown_html("\n".join(failed_markdown(rows, records))),
         '<h2>How to read this</h2><div class="notes">'
         + "".join(f"<p>{escape(n)}</p>" for n in notes)
         + "</div>",
-        _details(records),
+        markdown_html("\n".join(host_markdown(records))),
     ]
+    text, found = _with_ids("".join(body))
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
         f'content="width=device-width,initial-scale=1"><title>edgeeval {run_id}</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(body)}<script>{_JS}</script>"
-        "</body></html>\n"
+        f"<style>{_CSS}</style></head><body><h1>edgeeval report — run {run_id}</h1>"
+        f"<p class=sub>{escape(sub)}. Click a column header to sort.</p>{_toc(found)}"
+        f"{text}<script>{_JS}</script></body></html>\n"
     )

@@ -1,8 +1,9 @@
 """The report's plots as PNG bytes, drawn with matplotlib's Agg renderer (no display needed).
 
 Figures are built with `matplotlib.figure.Figure` directly, not pyplot, so no global state or
-GUI backend is involved. A plot without data is still drawn, with a note saying why, so the
-report always has the same set of images.
+GUI backend is involved. A plot without data is not drawn: it comes back with `has_data`
+False and a note saying why, which the HTML page gives in one sentence instead of an empty
+image.
 """
 
 from __future__ import annotations
@@ -43,13 +44,46 @@ def _figure() -> tuple[Figure, Axes]:
 
 
 def _empty(key: str, title: str, message: str) -> Plot:
-    fig, ax = _figure()
-    ax.set_title(title)
-    ax.text(
-        0.5, 0.5, message, ha="center", va="center", wrap=True, color="0.35", transform=ax.transAxes
-    )
-    ax.set_axis_off()
-    return Plot(key=key, title=title, png=_png(fig), has_data=False, note=message)
+    """A plot left out for lack of data: no image, the reason in `note`."""
+    return Plot(key=key, title=title, png=b"", has_data=False, note=message)
+
+
+def per_gb_guides(low: float, high: float, most: int = 6) -> list[float]:
+    """Round capability-per-GB values (1, 2, 5 x 10^k) from `low` to `high`, for the guide
+    rays; at most `most`, every other one dropped (from the top) while there are more.
+
+    >>> per_gb_guides(40, 600)
+    [50.0, 100.0, 200.0, 500.0]
+    >>> per_gb_guides(1, 1000)
+    [1.0, 5.0, 20.0, 100.0, 500.0]
+    >>> per_gb_guides(3, 4)
+    []
+    """
+    values = [m * 10.0**k for k in range(-3, 7) for m in (1, 2, 5) if low <= m * 10.0**k <= high]
+    while len(values) > most:
+        values = values[::2]
+    return values
+
+
+def _per_gb_rays(ax: Axes, x_max: float, y_max: float, per_gb: Sequence[float]) -> None:
+    """Dotted rays from the origin where capability / peak GB is constant, labelled where
+    they leave the plot, spanning the variants' own capability per GB (`per_gb`): a variant
+    on a steeper ray scores more per GB."""
+    visible = (0.1 * y_max / x_max, y_max / (0.04 * x_max))  # leaves the plot at 4 %+ of it
+    spread = (min(per_gb) / 3, max(per_gb) * 3) if per_gb else visible
+    for k in per_gb_guides(max(visible[0], spread[0]), min(visible[1], spread[1])):
+        x_end = min(x_max, y_max / k)
+        ax.plot([0, x_end], [0, k * x_end], ":", color="0.7", lw=0.8, zorder=0)
+        ax.annotate(
+            f"{k:g}/GB",
+            (x_end, k * x_end),
+            xytext=(-2, -2),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=6.5,
+            color="0.45",
+        )
 
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
@@ -68,8 +102,9 @@ def _point(r: RankRow, y: float | None) -> tuple[float, float]:
 
 
 def capability_vs_memory(rows: Sequence[RankRow], *, budget_gb: float | None = None) -> Plot:
-    """Capability (± 1 SE) against peak GB; the Pareto front as a dashed line, dominated
-    variants hollow, variants over the budget as crosses."""
+    """Capability (± 1 SE) against peak GB from the origin; the Pareto front as a dashed line,
+    dominated variants hollow, variants over the budget as crosses, and dotted rays of equal
+    capability per GB (the ranked metric: the steeper the ray a variant sits on, the better)."""
     key, title = "capability-memory", "Capability vs peak memory"
     points = [r for r in rows if r.measured]
     if not points:
@@ -100,12 +135,21 @@ def capability_vs_memory(rows: Sequence[RankRow], *, budget_gb: float | None = N
     )
     if budget_gb is not None:
         ax.axvline(budget_gb, color="C3", linestyle=":", label=f"budget {budget_gb:g} GB")
+    # from the origin, so that the rays of equal capability per GB (the ranking) read as rays
+    x_max = 1.15 * max([r.peak_rss_gb or 0.0 for r in points] + [budget_gb or 0.0]) or 1.0
+    y_max = min(105.0, 1.15 * max((r.capability or 0) + (r.capability_se or 0) for r in points))
+    ax.set(xlim=(0, x_max), ylim=(0, y_max or 10.0))
+    per_gb = [r.capability_per_gb for r in points if r.capability_per_gb]
+    _per_gb_rays(ax, x_max, y_max or 10.0, per_gb)
+    ax.plot([], [], ":", color="0.6", label="equal capability per GB")
+    if any(r.dominated_by for r in points):
+        ax.plot([], [], "o", mfc="none", color="0.4", label="dominated")
     ax.set(
         title=title,
         xlabel="peak memory (GB, 10^9 bytes)",
         ylabel="capability (0-100, ± 1 SE)",
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return Plot(key=key, title=title, png=_png(fig), has_data=True)
 
 
@@ -212,7 +256,8 @@ def all_plots(
     budget_gb: float | None = None,
     fidelity: Sequence[rec.FidelityResult] = (),
 ) -> list[Plot]:
-    """Every plot of a report, in the order the HTML page shows them."""
+    """Every plot of a report, in the order the HTML page shows them; those without data
+    (`has_data` False) carry only the reason, and are not drawn."""
     return [
         capability_vs_memory(rows, budget_gb=budget_gb),
         speed_vs_memory(rows),

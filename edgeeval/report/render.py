@@ -8,7 +8,6 @@ speed-vs-threads plot.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,17 @@ from edgeeval.report.answer import (
 from edgeeval.report.cells import md, num, pm
 from edgeeval.report.exports import to_csv, to_json
 from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_markdown
-from edgeeval.report.kvmem import kv_html, kv_markdown, kv_plot, rank_note, records_at_ctx
+from edgeeval.report.kvmem import kv_html, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
 from edgeeval.report.paired import Pairing, load_pairing, paired_ses, pairing, pairing_json
 from edgeeval.report.protocols import protocol_markdown, split_thinking
-from edgeeval.report.speed import memory_speed_markdown, write_speed_tables
+from edgeeval.report.sections import (
+    failed_markdown,
+    host_markdown,
+    memory_markdown,
+    preamble_markdown,
+)
+from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
     TIE_RULE,
@@ -71,19 +76,28 @@ NOTES = (
 )
 
 
+LEGEND_MD = (
+    "Ranked by cap/GB, capability per GB of peak memory (higher is better). Rank =2: a "
+    "shared rank (tied within noise); -: not ranked (failed, or over the budget). ± is a "
+    "standard error (capability, cap/GB) or a sample stddev (speed). See "
+    "[How to read this](#how-to-read-this)."
+)
+
+
 def ranking_table(rows: Sequence[RankRow]) -> str:
-    """The compact Markdown table printed in the terminal and at the top of report.md."""
+    """The ranking as a Markdown table, the ranked metric (cap/GB) beside the variant: at the
+    top of report.md and in its by-host sections."""
     lines = [
-        "| rank | variant | quant | file GB | peak GB | load s | pp t/s | tg t/s "
-        "| capability | cap/GB | status |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rank | variant | cap/GB | capability | peak GB | tg t/s | pp t/s | file GB | load s "
+        "| quant | status |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {rank_label(r)} | {md(r.name)} | {md(r.quant)} | {num(r.file_gb, 3)} "
-            f"| {num(r.peak_rss_gb, 3)} | {num(r.load_s)} | {pm(r.pp_ts, r.pp_stddev_ts)} "
-            f"| {pm(r.tg_ts, r.tg_stddev_ts)} | {pm(r.capability, r.capability_se)} "
-            f"| {num(r.capability_per_gb, 1)} | {md(verdict(r), 300)} |"
+            f"| {rank_label(r)} | {md(r.name)} | {pm(r.capability_per_gb, r.capability_per_gb_se)}"
+            f" | {pm(r.capability, r.capability_se)} | {num(r.peak_rss_gb, 3)} "
+            f"| {pm(r.tg_ts, r.tg_stddev_ts)} | {pm(r.pp_ts, r.pp_stddev_ts)} "
+            f"| {num(r.file_gb, 3)} | {num(r.load_s)} | {md(r.quant)} | {md(verdict(r), 300)} |"
         )
     return "\n".join(lines)
 
@@ -123,25 +137,6 @@ def _hosts_markdown(groups: Sequence[HostGroup]) -> list[str]:
     return parts
 
 
-def _host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
-    if not records:
-        return []
-    host = records[0].host
-    return [
-        "",
-        "## Host and settings",
-        "",
-        f"- host: {md(host.hostname)} ({md(host.host_id)}), {md(host.cpu_model)}, "
-        f"{host.cores_physical} physical / {host.cores_logical} logical cores, "
-        f"{host.ram_bytes / GB:.1f} GB RAM, {host.os} {host.os_version} {host.machine}",
-        f"- backend: {md(_ran_on(host, records[0].settings))}; llama-cpp-python "
-        f"{host.llama_cpp_python_version}; edgeeval {host.edgeeval_version}; "
-        f"Python {host.python_version}",
-        f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
-        f"- settings: `{json.dumps(records[0].settings.shown())}`",
-    ]
-
-
 @dataclass(frozen=True)
 class ReportMeta:
     """What a report says about its run besides the rows: the run, its host and settings as
@@ -171,18 +166,6 @@ class ReportMeta:
         return data
 
 
-def _ran_on(host: rec.HostInfo, settings: rec.RunSettings) -> str:
-    """Which backend and device ran the layers: "CUDA, 99 layers on CUDA0: NVIDIA H200 (...)"
-    or "CPU" when nothing was offloaded."""
-    layers = settings.sweep_n_gpu_layers or (settings.n_gpu_layers,)
-    offloaded = [n for n in layers if n != 0]
-    if not offloaded or not host.gpu_offload:
-        return f"{host.backend} build, all layers on the CPU" if host.gpu_offload else "CPU"
-    count = ", ".join("all" if n < 0 else str(n) for n in offloaded)
-    device = host.gpu_devices or "the GPU"
-    return f"{host.backend}, {count} layers offloaded to {device}"
-
-
 def to_markdown(
     rows: Sequence[RankRow],
     records: Sequence[rec.ModelRecord],
@@ -197,8 +180,10 @@ def to_markdown(
         f"# edgeeval report — run {meta.run_id}",
         "",
         *answer,
-        *_preamble_markdown(meta, records),
+        *preamble_markdown(meta, records),
         ranking_table(rows),
+        "",
+        LEGEND_MD,
         "",
         "## How to read this",
         "",
@@ -210,65 +195,12 @@ def to_markdown(
         "",
         *evidence,
         *protocol_markdown(records),
-        *_memory_markdown(records),
-        *_failed_markdown(rows, records),
+        *memory_markdown(records),
+        *failed_markdown(rows, records),
         *_hosts_markdown(host_groups),
-        *_host_markdown(records),
+        *host_markdown(records),
     ]
     return "\n".join(parts) + "\n"
-
-
-def _preamble_markdown(meta: ReportMeta, records: Sequence[rec.ModelRecord]) -> list[str]:
-    """What to know before the ranking: warnings, the budget, unlocked runs, the rank note."""
-    parts = [f"> **Warning:** {w}" for w in meta.warnings] + ([""] if meta.warnings else [])
-    if meta.budget_gb:
-        parts += [
-            f"Memory budget: {meta.budget_gb:g} GB peak memory; variants above it are listed "
-            "as over budget and not ranked.",
-            "",
-        ]
-    unlocked = [r.variant.name for r in records if r.settings.allow_concurrent]
-    if unlocked:  # measured while another bench may have shared the machine
-        parts += [
-            "**Measured with --allow-concurrent** (without the host's bench lock): another "
-            "bench may have shared this machine, so these speeds may be low: "
-            f"{', '.join(unlocked)}.",
-            "",
-        ]
-    if meta.rank_note:
-        parts += [meta.rank_note, ""]
-    return parts
-
-
-def _memory_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
-    """The memory and roofline section, with memory per context length when there is one."""
-    parts = [
-        "## Memory, latency and the bandwidth roofline",
-        "",
-        "Weights are the GGUF's tensor bytes; the KV cache is computed from the model's "
-        "shape at n_ctx (F16); 'runtime other' is the rest of the peak resident set "
-        "(compute buffers, the Python process). The roofline is host bandwidth / bytes "
-        "read per generated token (weights + KV), for tests with no layer offloaded to a GPU.",
-        "",
-        memory_speed_markdown(records),
-    ]
-    kv = kv_markdown(records)
-    return parts + (["", kv] if kv else [])
-
-
-def _failed_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord]) -> list[str]:
-    """Variants that failed and tasks that were not scored, each with its reason."""
-    failed = [r for r in rows if not r.measured]
-    unscored = [(r.variant.name, t) for r in records for t in r.tasks if t.status != "ok"]
-    if not failed and not unscored:
-        return []
-    parts = ["", "## Failed or skipped", ""]
-    parts += [f"- **{md(r.name)}** ({md(r.status)}): {md(r.error, 2000)}" for r in failed]
-    parts += [
-        f"- **{md(name)}**, task {md(t.task)} ({md(t.status)}, not counted): {md(t.reason, 2000)}"
-        for name, t in unscored
-    ]
-    return parts
 
 
 def stored_records(root: Path) -> list[rec.ModelRecord]:
@@ -287,9 +219,10 @@ def write_report(
     fidelity: Sequence[rec.FidelityResult] = (),
     pairs: Pairing | None = None,
 ) -> dict[str, Path]:
-    """Write report.md/.csv/.json/.html and plot-*.png into `directory`; return their paths
-    (keys md, csv, json, html and png-<plot>). `stored` are the other runs' records for the
-    by-host section and the threads plot; by default the store beside `directory`."""
+    """Write report.md/.csv/.json/.html and plot-*.png (the plots with data) into
+    `directory`; return their paths (keys md, csv, json, html and png-<plot>). `stored` are
+    the other runs' records for the by-host section and the threads plot; by default the
+    store beside `directory`."""
     # Imported here: matplotlib takes about half a second to import, and the CLI imports
     # this module for every command (to register `report --budget-gb`).
     from edgeeval.report.html import render_html
@@ -325,11 +258,16 @@ def write_report(
             variants=table,
             extra=sections_html(later) + kv_html(records),
             first=sections_html(first),
+            fidelity=fidelity,
         ),
     }
     paths = {kind: store.write_atomic(directory / f"report.{kind}", t) for kind, t in texts.items()}
-    for plot in plots:
-        paths[f"png-{plot.key}"] = store.write_atomic(directory / f"plot-{plot.key}.png", plot.png)
+    for plot in plots:  # a plot without data has no file (nor a stale one from a re-render)
+        png = directory / f"plot-{plot.key}.png"
+        if plot.has_data:
+            paths[f"png-{plot.key}"] = store.write_atomic(png, plot.png)
+        else:
+            png.unlink(missing_ok=True)
     return paths
 
 
