@@ -124,10 +124,18 @@ def test_paired_test_agrees_with_the_stats_module():
         assert report_se([(c, rules.counts_of(a, b))]) == pytest.approx(plain.se)
 
 
-def test_null_races_declare_a_difference_in_at_most_5_percent():
-    """1000 seeded null races (three variants with identical per-item success probabilities,
-    fresh verdicts each): any capability decision in any of the five rounds is a false one."""
-    rate = null_replays(1000, RaceConfig(rank_by=CAPABILITY), n_variants=3, seed=21)
+@pytest.mark.parametrize(
+    ("n_variants", "sizes"),
+    [(3, (200, 200, 200)), (2, (40,) * 6)],  # the second: the offline suite's shape
+)
+def test_null_races_declare_a_difference_in_at_most_5_percent(n_variants, sizes):
+    """1000 seeded null races (variants with identical per-item success probabilities, fresh
+    verdicts each): any capability decision in any of the five rounds is a false one."""
+    chances = (0.25, 0.5, 0.0, 0.25, 0.25, 0.0)[: len(sizes)]
+    config = RaceConfig(rank_by=CAPABILITY)
+    rate = null_replays(
+        1000, config, n_variants=n_variants, task_sizes=sizes, chances=chances, seed=21
+    )
     assert rate <= 0.05
 
 
