@@ -48,6 +48,12 @@ class HostInfo:
     power_source: str = "unknown"  # "ac", "battery" or "unknown" (laptops)
     mem_bandwidth_bytes_per_s: float | None = None  # measured once per host, cached
     gpu_devices: str = ""  # ggml's GPU devices, "CUDA0: NVIDIA H200 (141.0 GB)"; "" = none
+    # What llama-bench writes for the build and the machine ("" in records made before these
+    # fields; the speed exports then fall back, see store/llamabench.py):
+    build_commit: str = ""  # ggml_commit() of the bundled llama.cpp, "0c1e570-dirty"
+    cpu_info: str = ""  # ggml's CPU (and accelerator) device descriptions, ", "-joined
+    gpu_info: str = ""  # ggml's GPU device descriptions, ", "-joined; "" = none
+    backends: str = ""  # ggml's backend registries but CPU, ","-joined; "CPU" when none
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,13 @@ class SpeedResult:
     n_ubatch: int = 0
     n_gpu_layers: int = 0
     flash_attn: bool = False
+    # llama-bench's per-test facts ("" in records made before them; type_k/type_v were always
+    # llama.cpp's default f16 then): when the test started (UTC, "2026-12-06T11:02:03Z"), the
+    # model as llama_model_desc names it ("qwen2 0.5B Q4_K - Medium") and the KV cache types.
+    test_time: str = ""
+    model_type: str = ""
+    type_k: str = "f16"
+    type_v: str = "f16"
 
     @property
     def avg_ms(self) -> float:

@@ -6,7 +6,7 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
-from edgeeval.engine.backend import GenerationResult, find_stop
+from edgeeval.engine.backend import BenchFacts, GenerationResult, find_stop
 from edgeeval.engine.batch import GenRequest
 
 
@@ -92,6 +92,9 @@ class FakeBackend:
 
     def special_token_texts(self) -> dict[str, str]:
         return {"bos_token": "<s>", "eos_token": "</s>"}
+
+    def describe(self) -> BenchFacts:
+        return BenchFacts(model_type="fake 1M F16", type_k="f16", type_v="f16")
 
 
 @dataclasses.dataclass

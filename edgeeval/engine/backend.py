@@ -38,6 +38,18 @@ class Backend(Protocol):
     def detokenize(self, tokens: list[int]) -> str: ...
     def chat_template(self) -> str | None: ...
     def special_token_texts(self) -> dict[str, str]: ...
+    def describe(self) -> BenchFacts: ...
+
+
+@dataclass(frozen=True)
+class BenchFacts:
+    """What llama-bench writes about a loaded model and its context: the model as
+    llama_model_desc names it ("qwen2 0.5B Q4_K - Medium") and the KV cache's K and V types
+    as ggml_type_name gives them ("f16")."""
+
+    model_type: str
+    type_k: str
+    type_v: str
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,45 @@ def library_info() -> LibraryInfo:
         system_info=system_info,
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
         devices=tuple(device_info()),
+        build_commit=ggml_commit(),
+        backends=backend_registries(),
     )
+
+
+def _ggml_fn(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A ggml function of the bundled library (libllama links libggml, so its symbols resolve
+    through libllama's handle); AttributeError when this build lacks it."""
+    import llama_cpp
+
+    return ctypes.CFUNCTYPE(restype, *argtypes)((name, llama_cpp.llama_cpp._lib))
+
+
+def ggml_commit() -> str:
+    """The llama.cpp (ggml) commit the bundled library was built from, as ggml_commit()
+    reports it ("0c1e570-dirty"); "unknown", as llama.cpp writes it, when the build lacks it."""
+    try:
+        raw = _ggml_fn("ggml_commit", ctypes.c_char_p)()
+    except (AttributeError, OSError):
+        return "unknown"
+    return (raw or b"unknown").decode("utf-8", "replace")
+
+
+def backend_registries() -> tuple[str, ...]:
+    """ggml's backend registries in registration order ("CPU", "CUDA", "BLAS", ...): what
+    llama-bench's `backends` field lists (all but CPU); () when the API is missing."""
+    ptr, size = ctypes.c_void_p, ctypes.c_size_t
+    try:
+        count = _ggml_fn("ggml_backend_reg_count", size)()
+        get = _ggml_fn("ggml_backend_reg_get", ptr, size)
+        name = _ggml_fn("ggml_backend_reg_name", ctypes.c_char_p, ptr)
+    except (AttributeError, OSError):
+        return ()
+    return tuple((name(get(i)) or b"").decode("utf-8", "replace") for i in range(count))
+
+
+def ggml_type_name(type_id: int) -> str:
+    """ggml's name of a tensor type id: 1 -> "f16", 8 -> "q8_0"."""
+    return (_ggml_fn("ggml_type_name", ctypes.c_char_p, ctypes.c_int)(type_id) or b"?").decode()
 
 
 #: ggml_backend_dev_type values (ggml-backend.h).
@@ -191,6 +241,39 @@ def _model_params(llama_cpp: Any, options: LoadOptions) -> Any:
     return params
 
 
+def llama_bench_load_facts(options: LoadOptions) -> dict[str, Any]:
+    """How `options` loads a model, in llama-bench's field names and spellings, read from the
+    model and context params edgeeval passes to llama.cpp (the values the speed exports write
+    for knobs edgeeval leaves at llama.cpp's defaults; tests check the two agree)."""
+    import llama_cpp
+
+    model, ctx = _model_params(llama_cpp, options), context_params(llama_cpp, options)
+
+    def named(prefix: str, value: int) -> str:
+        names = {
+            int(v): k[len(prefix) :].lower()
+            for k, v in vars(llama_cpp).items()
+            if k.startswith(prefix) and isinstance(v, int)
+        }
+        return names.get(int(value), str(value))
+
+    load_mode = named("LLAMA_LOAD_MODE_", model.load_mode)
+    return {
+        "split_mode": named("LLAMA_SPLIT_MODE_", model.split_mode),
+        "main_gpu": int(model.main_gpu),
+        "load_mode": {"mmap_mlock": "mmap+mlock", "direct_io": "dio"}.get(load_mode, load_mode),
+        "lazy_mode": named("LLAMA_LAZY_MODE_", model.lazy_mode),
+        "no_host": bool(model.no_host),
+        "repack": bool(model.use_extra_bufts),
+        "no_kv_offload": not ctx.offload_kqv,
+        "embeddings": bool(ctx.embeddings),
+        "no_op_offload": int(not ctx.op_offload),
+        "flash_attn": int(ctx.flash_attn_type),
+        "type_k": ggml_type_name(int(ctx.type_k)),
+        "type_v": ggml_type_name(int(ctx.type_v)),
+    }
+
+
 def context_params(llama_cpp: Any, options: LoadOptions) -> Any:
     """llama_context_params for `options`, with the values llama_cpp.Llama (0.3.x) gives
     the fields it sets, so numbers stay comparable with runs made through it."""
@@ -261,6 +344,18 @@ class LlamaBackend:
             n_ctx_train=int(self._lib.llama_model_n_ctx_train(model)),
             n_params=int(self._lib.llama_model_n_params(model)),
             model_size_bytes=int(self._lib.llama_model_size(model)),
+        )
+
+    def describe(self) -> BenchFacts:
+        """llama-bench's facts of this load: llama_model_desc, and the K and V cache types of
+        the context (made from the same `context_params` as this one)."""
+        buf = ctypes.create_string_buffer(128)
+        self._lib.llama_model_desc(self.model, buf, len(buf))
+        params = context_params(self._lib, self.options)
+        return BenchFacts(
+            model_type=buf.value.decode("utf-8", "replace"),
+            type_k=ggml_type_name(int(params.type_k)),
+            type_v=ggml_type_name(int(params.type_v)),
         )
 
     def set_threads(self, n_threads: int) -> None:

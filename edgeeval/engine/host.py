@@ -29,6 +29,8 @@ class LibraryInfo:
     system_info: str = ""
     gpu_offload: bool = False
     devices: tuple[dict[str, Any], ...] = ()
+    build_commit: str = "unknown"  # ggml_commit()
+    backends: tuple[str, ...] = ()  # ggml's backend registries ("CPU", "CUDA", ...)
 
     @property
     def backend(self) -> str:
@@ -91,6 +93,21 @@ def gpu_devices_text(devices: Sequence[dict[str, Any]]) -> str:
     return "; ".join(shown)
 
 
+def device_descriptions(devices: Sequence[dict[str, Any]], types: tuple[str, ...]) -> str:
+    """The descriptions of ggml's devices of `types`, ", "-joined: llama-bench's cpu_info
+    (CPU and accelerator devices) and gpu_info (GPU and iGPU devices).
+
+    >>> device_descriptions([{"type": "GPU", "description": "NVIDIA H200"},
+    ...                      {"type": "CPU", "description": "AMD EPYC"}], ("GPU", "iGPU"))
+    'NVIDIA H200'
+    """
+    return ", ".join(
+        str(d.get("description", ""))
+        for d in devices
+        if isinstance(d, dict) and d.get("type") in types
+    )
+
+
 def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
@@ -141,6 +158,10 @@ def collect(library: LibraryInfo, *, bandwidth: bool = True) -> HostInfo:
         gpu_offload=library.gpu_offload,
         power_source=power_source(),
         gpu_devices=gpu_devices_text(library.devices),
+        build_commit=library.build_commit,
+        cpu_info=device_descriptions(library.devices, ("CPU", "accelerator")) or cpu,
+        gpu_info=device_descriptions(library.devices, ("GPU", "iGPU")),
+        backends=",".join(b for b in library.backends if b != "CPU") or "CPU",
         mem_bandwidth_bytes_per_s=cached_bandwidth(host_id, n_threads=physical_cores())
         if bandwidth
         else None,

@@ -1,13 +1,20 @@
 """Speed results in llama-bench's own output shapes: Markdown, CSV, JSON and JSONL.
 
-Field names follow llama-bench (`model_filename`, `n_threads`, `n_prompt`, `n_gen`, `n_depth`,
-`avg_ns`, `stddev_ns`, `avg_ts`, `stddev_ts`, `samples_ns`, `samples_ts`, ...) so its users can
-read them without a glossary. edgeeval adds `peak_rss_bytes` and, for generation tests, the
-roofline: `roofline_ts` = host bandwidth / (weights + KV bytes read per token) and
-`roofline_efficiency` = avg_ts / roofline_ts. The roofline is given only for tests that keep
-every layer in host memory: with layers offloaded to a GPU, the device's memory bandwidth bounds
-generation (and on Apple silicon the GPU reads unified memory faster than the CPU's copy loop
-that measured the host), so the host's figure would be a wrong ceiling.
+Every row holds llama-bench's full field set first (store/llamabench.py: the fields of the
+llama-bench that the bundled llama.cpp builds, in its order and with its JSON types, real
+values such as build_commit from ggml_commit() and model_type from llama_model_desc), then
+`samples_ns` and `samples_ts` as llama-bench's JSON has them, so llama.cpp's
+scripts/compare-llama-bench.py reads speed.json, speed.jsonl and speed.csv (with
+`-t llama-bench`), and the store's edgeeval.sqlite (table llama_bench), as they are.
+
+edgeeval adds, after those: `test` (the test's name), `use_mmap` (the field older llama-bench
+versions key on), `peak_rss_bytes` and, for generation tests, the roofline: `roofline_ts` =
+host bandwidth / (weights + KV bytes read per token) and `roofline_efficiency` = avg_ts /
+roofline_ts; then `llama_cpp_python_version`, `host_id` and `run_id`. The roofline is given
+only for tests that keep every layer in host memory: with layers offloaded to a GPU, the
+device's memory bandwidth bounds generation (and on Apple silicon the GPU reads unified memory
+faster than the CPU's copy loop that measured the host), so the host's figure would be a wrong
+ceiling.
 
 The report's memory section (`memory_speed_markdown`: weights, KV cache, the rest of the peak,
 time to first token and the roofline per variant) is built from the same rows.
@@ -23,39 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from edgeeval import records as rec
-from edgeeval.metrics import mean_stddev, tg_ceiling
+from edgeeval.metrics import tg_ceiling
 from edgeeval.report.cells import gb, md
+from edgeeval.store import llamabench
 from edgeeval.store.files import write_atomic
 
-FIELDS = [
-    "model_filename",
-    "model_type",
-    "model_size",
-    "model_n_params",
-    "backends",
-    "cpu_info",
-    "n_threads",
-    "n_batch",
-    "n_ubatch",
-    "n_gpu_layers",
-    "flash_attn",
-    "use_mmap",
-    "n_prompt",
-    "n_gen",
-    "n_depth",
+EXTRA_FIELDS = [
     "test",
-    "avg_ns",
-    "stddev_ns",
-    "avg_ts",
-    "stddev_ts",
-    "samples_ns",
-    "samples_ts",
+    "use_mmap",
     "peak_rss_bytes",
     "roofline_ts",
     "roofline_efficiency",
     "llama_cpp_python_version",
     "host_id",
+    "run_id",
 ]
+FIELDS = [*llamabench.FIELDS, "samples_ns", "samples_ts", *EXTRA_FIELDS]
 
 
 def kv_bytes_at(record: rec.ModelRecord, depth: int) -> int:
@@ -66,7 +56,7 @@ def kv_bytes_at(record: rec.ModelRecord, depth: int) -> int:
 
 
 def speed_rows(records: list[rec.ModelRecord]) -> list[dict[str, Any]]:
-    """One llama-bench style row per speed test of every successful record."""
+    """One llama-bench row (plus edgeeval's fields) per speed test of every record."""
     rows = []
     for record in records:
         for s in record.speed:
@@ -84,35 +74,18 @@ def _speed_peak(record: rec.ModelRecord) -> int | None:
 
 def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
     host = record.host
-    avg_ns, std_ns = mean_stddev([float(x) for x in s.samples_ns])
     row: dict[str, Any] = {
-        "model_filename": record.variant.name,
-        "model_type": record.variant.quant,
-        "model_size": record.variant.size_bytes,
-        "model_n_params": record.variant.params,
-        "backends": host.backend,
-        "cpu_info": host.cpu_model,
-        "n_threads": s.n_threads,
-        "n_batch": s.n_batch,
-        "n_ubatch": s.n_ubatch,
-        "n_gpu_layers": s.n_gpu_layers,
-        "flash_attn": s.flash_attn,
-        "use_mmap": record.settings.use_mmap,
-        "n_prompt": s.n_prompt,
-        "n_gen": s.n_gen,
-        "n_depth": s.n_depth,
-        "test": s.test,
-        "avg_ns": round(avg_ns),
-        "stddev_ns": round(std_ns),
-        "avg_ts": s.avg_ts,
-        "stddev_ts": s.stddev_ts,
+        **llamabench.row(record, s),
         "samples_ns": list(s.samples_ns),
         "samples_ts": list(s.samples_ts),
+        "test": s.test,
+        "use_mmap": record.settings.use_mmap,
         "peak_rss_bytes": _speed_peak(record),
         "roofline_ts": None,
         "roofline_efficiency": None,
         "llama_cpp_python_version": host.llama_cpp_python_version,
         "host_id": host.host_id,
+        "run_id": record.run_id,
     }
     weights = record.weights_bytes
     on_host = s.n_gpu_layers == 0 or not host.gpu_offload
@@ -125,22 +98,56 @@ def _row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
     return row
 
 
+def size_text(n_bytes: int) -> str:
+    """llama-bench's size column: MiB below 1 GiB, else GiB.
+
+    >>> size_text(96576768), size_text(5 * 1024**3)
+    ('92.10 MiB', '5.00 GiB')
+    """
+    if n_bytes < 1024**3:
+        return f"{n_bytes / 1024**2:.2f} MiB"
+    return f"{n_bytes / 1024**3:.2f} GiB"
+
+
+def params_text(n_params: int) -> str:
+    """llama-bench's params column: M below a billion, else B.
+
+    >>> params_text(134515008), params_text(1_543_714_304)
+    ('134.52 M', '1.54 B')
+    """
+    if n_params < 1_000_000_000:
+        return f"{n_params / 1e6:.2f} M"
+    return f"{n_params / 1e9:.2f} B"
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """llama-bench's Markdown columns (model, size, params, backend, ngl, threads, test,
+    t/s), with the variant first and n_batch, fa and the roofline added."""
     lines = [
-        "| model | quant | backend | threads | n_batch | ngl | fa | test | t/s "
-        "| roofline t/s | efficiency |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| variant | model | size | params | backend | ngl | threads | n_batch | fa | test "
+        "| t/s | roofline t/s | efficiency |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         roof = f"{r['roofline_ts']:.1f}" if r["roofline_ts"] else "-"
         eff = f"{100 * r['roofline_efficiency']:.0f} %" if r["roofline_efficiency"] else "-"
         lines.append(
-            f"| {md(r['model_filename'])} | {md(r['model_type'])} | {md(r['backends'])} "
-            f"| {r['n_threads']} | {r['n_batch']} | {r['n_gpu_layers']} "
-            f"| {int(r['flash_attn'])} | {r['test']} "
+            f"| {md(r['model_filename'])} | {md(r['model_type'])} "
+            f"| {size_text(r['model_size'])} | {params_text(r['model_n_params'])} "
+            f"| {md(r['backends'])} | {r['n_gpu_layers']} | {r['n_threads']} | {r['n_batch']} "
+            f"| {r['flash_attn']} | {r['test']} "
             f"| {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {roof} | {eff} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _csv_value(value: Any) -> Any:
+    """As llama-bench's CSV writes it: booleans 0/1; lists (the samples) as JSON."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, list):
+        return json.dumps(value)
+    return value
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -148,7 +155,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=FIELDS)
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
+        writer.writerow({k: _csv_value(v) for k, v in r.items()})
     return buf.getvalue()
 
 

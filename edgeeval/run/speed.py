@@ -3,7 +3,8 @@
 What is timed: only the decode calls of each test (plus llama_synchronize), never loading,
 tokenization or sampling. Tokens are synthetic (uniform random ids, fixed seed). Before the
 repetitions one untimed warmup runs; before each repetition the KV cache is cleared and, for a
-depth d > 0, refilled with d tokens outside the timed region.
+depth d > 0, refilled with d tokens outside the timed region. Each result also carries what
+llama-bench writes of a test: its start time (UTC), llama_model_desc and the KV cache types.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from edgeeval.engine.backend import Backend, LoadOptions
 from edgeeval.metrics import mean_stddev
@@ -47,11 +49,19 @@ def run_speed_test(
     repetitions: int,
     seed: int = 0,
     clock: Clock = time.perf_counter_ns,
-    **config: int | bool,
+    **config: int | bool | str,
 ) -> SpeedResult:
     """Run one test: warmup, then `repetitions` timed runs; tokens/s per run and their stats."""
     if repetitions < 1:
         raise ValueError("repetitions must be at least 1")
+    facts = backend.describe()
+    config = {
+        "test_time": utc_stamp(),  # before the warmup, where llama-bench takes it
+        "model_type": facts.model_type,
+        "type_k": facts.type_k,
+        "type_v": facts.type_v,
+        **config,
+    }
     rng = random.Random(seed)
     _warmup(backend, test, rng)
     samples_ns: list[int] = []
@@ -66,6 +76,17 @@ def run_speed_test(
             backend.bench_gen(test.n_gen, rng)
         samples_ns.append(max(clock() - start, 1))
     return _result(test, samples_ns, config)
+
+
+def utc_stamp(now: datetime | None = None) -> str:
+    """llama-bench's test_time: RFC 3339 UTC to the second.
+
+    >>> utc_stamp(datetime(2026, 12, 6, 11, 2, 3, 500, tzinfo=timezone.utc))
+    '2026-12-06T11:02:03Z'
+    """
+    return (
+        (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
 
 
 def _warmup(backend: Backend, test: SpeedTest, rng: random.Random) -> None:

@@ -1,5 +1,7 @@
 """The SQLite store, <reports>/edgeeval.sqlite: every run's records (table `records`) and
-fidelity results (table `fidelity`), for queries across runs.
+fidelity results (table `fidelity`), for queries across runs, and every speed test of those
+records as llama-bench's `-o sql` writes it (table `llama_bench`, see store/llamabench.py:
+llama.cpp's scripts/compare-llama-bench.py reads this file as it is).
 
 The runs' JSONL files are the truth and this file an index of them, so a damaged database
 (garbage bytes, a truncated file) is never fatal: `transact` sets it aside as
@@ -20,7 +22,7 @@ from typing import TypeVar
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.errors import StorageError, StoreFileError
-from edgeeval.store import files
+from edgeeval.store import files, llamabench
 
 T = TypeVar("T")
 DB_NAME = "edgeeval.sqlite"
@@ -48,6 +50,11 @@ CREATE TABLE IF NOT EXISTS fidelity (
     PRIMARY KEY (run_id, variant, reference, corpus_sha256, n_ctx, n_chunks)
 );
 """
+# llama-bench's columns, then which record each row came from (the script reads only its own).
+_LLAMA_BENCH = "CREATE TABLE llama_bench ({}, run_id TEXT, record_key TEXT, host_id TEXT)".format(
+    ", ".join(f"{name} {kind}" for name, kind in llamabench.SQL_TYPES.items())
+)
+_LLAMA_BENCH_COLUMNS = [*llamabench.FIELDS, "run_id", "record_key", "host_id"]
 # SQLite result codes (the low byte of an extended code)
 _DAMAGED = {11: "database disk image is malformed", 26: "file is not a database"}
 _STORAGE = {
@@ -100,10 +107,58 @@ def connect(root: Path | None = None) -> sqlite3.Connection:
     db = sqlite3.connect(directory / DB_NAME, timeout=30)
     try:
         db.executescript(_SCHEMA)
+        _ensure_llama_bench(db)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _ensure_llama_bench(db: sqlite3.Connection) -> None:
+    """Make the llama_bench table if it is missing, filled from the records already stored (a
+    database made before the table existed), in one write transaction so that two processes
+    opening the same old file never fill it twice."""
+    if _has_llama_bench(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_llama_bench(db):
+            db.execute(_LLAMA_BENCH)
+            for (text,) in db.execute("SELECT json FROM records").fetchall():
+                try:
+                    record = files.parse_line(str(text).encode("utf-8"), rec.ModelRecord)
+                except ValueError:
+                    continue
+                _insert_llama_bench(db, [record])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _has_llama_bench(db: sqlite3.Connection) -> bool:
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'llama_bench'"
+    ).fetchone()
+    return found is not None
+
+
+def _insert_llama_bench(db: sqlite3.Connection, records: Iterable[rec.ModelRecord]) -> None:
+    """One llama_bench row per speed test of each record."""
+    rows = [
+        (
+            *(llamabench.sql_value(v) for v in llamabench.row(r, s).values()),
+            r.run_id,
+            r.key,
+            r.host.host_id,
+        )
+        for r in records
+        for s in r.speed
+    ]
+    marks = ", ".join("?" * len(_LLAMA_BENCH_COLUMNS))
+    db.executemany(
+        f"INSERT INTO llama_bench ({', '.join(_LLAMA_BENCH_COLUMNS)}) VALUES ({marks})", rows
+    )
 
 
 def _once(directory: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -258,6 +313,10 @@ def rebuild_run(
             sorted({(run_id, r.variant.name, r.key) for r in records}),
         )
         db.executemany(
+            "DELETE FROM llama_bench WHERE run_id = ? AND record_key = ?",
+            sorted({(run_id, r.key) for r in records}),
+        )
+        db.executemany(
             "DELETE FROM fidelity WHERE run_id = ? AND variant = ? AND reference = ? "
             "AND corpus_sha256 = ? AND n_ctx = ? AND n_chunks = ?",
             sorted({(run_id, *fidelity_key(r)) for r in results}),
@@ -284,14 +343,18 @@ def check(directory: Path) -> str | None:
 
 
 def insert_records(db: sqlite3.Connection, records: Iterable[rec.ModelRecord]) -> int:
-    """Insert records, ignoring ones already there; return how many were new."""
-    rows = [
-        (r.run_id, r.variant.name, r.key, r.host.host_id, r.status, r.started_at, rec.to_json(r))
-        for r in records
-    ]
-    before = db.total_changes
-    db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    return db.total_changes - before
+    """Insert records, ignoring ones already there, and the speed tests of the new ones into
+    llama_bench; return how many records were new."""
+    new = []
+    for r in records:
+        row = (r.run_id, r.variant.name, r.key, r.host.host_id, r.status, r.started_at)
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (*row, rec.to_json(r))
+        )
+        if cursor.rowcount > 0:
+            new.append(r)
+    _insert_llama_bench(db, new)
+    return len(new)
 
 
 def insert_fidelity(db: sqlite3.Connection, results: Iterable[rec.FidelityResult]) -> int:
