@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,21 @@ def test_the_store_fills_llama_bench_for_a_database_made_before_it(tmp_path):
     assert database.transact(root, lambda db: database.insert_records(db, records)) == 0
     database.rebuild_run(root, records[0].run_id, records, [])
     assert database.transact(root, count) == got
+
+
+def test_a_read_only_store_from_before_the_table_still_opens(tmp_path):
+    """Opening an old database read-only creates nothing and raises nothing."""
+    path = tmp_path / database.DB_NAME
+    with sqlite3.connect(path) as old:
+        old.executescript(database._SCHEMA)
+    old.close()
+    with closing(sqlite3.connect(path.as_uri() + "?mode=ro", uri=True)) as db:
+        database._ensure_llama_bench(db)
+        assert not database._has_llama_bench(db)
+        assert db.execute("SELECT COUNT(*) FROM records").fetchone() == (0,)
+    with closing(sqlite3.connect(path)) as db:
+        database._ensure_llama_bench(db)
+        assert database._has_llama_bench(db)
 
 
 def test_speed_tests_carry_llama_benchs_per_test_facts():

@@ -117,11 +117,12 @@ def connect(root: Path | None = None) -> sqlite3.Connection:
 def _ensure_llama_bench(db: sqlite3.Connection) -> None:
     """Make the llama_bench table if it is missing, filled from the records already stored (a
     database made before the table existed), in one write transaction so that two processes
-    opening the same old file never fill it twice."""
+    opening the same old file never fill it twice. A read-only store stays as it is (its
+    records still read; the table appears once it is opened writable)."""
     if _has_llama_bench(db):
         return
-    db.execute("BEGIN IMMEDIATE")
     try:
+        db.execute("BEGIN IMMEDIATE")
         if not _has_llama_bench(db):
             db.execute(_LLAMA_BENCH)
             for (text,) in db.execute("SELECT json FROM records").fetchall():
@@ -131,8 +132,11 @@ def _ensure_llama_bench(db: sqlite3.Connection) -> None:
                     continue
                 _insert_llama_bench(db, [record])
         db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
+    except BaseException as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError) and _code(exc) == 8:  # read-only
+            return
         raise
 
 
