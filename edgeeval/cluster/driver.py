@@ -38,9 +38,10 @@ from edgeeval.report.render import render_run
 from edgeeval.run.accuracy import select_run_tasks
 from edgeeval.run.runner import failed_record, unfetched_info
 from edgeeval.sandbox.jail import choose as choose_sandbox
+from edgeeval.settings import ISO_TIME
 from edgeeval.store import runs as store
+from edgeeval.text import Progress
 
-Progress = Callable[[str], None]
 OnEvent = Callable[[dict[str, Any]], None]
 EVERY_NODE, SHARD_ACCURACY = "every-node", "shard-accuracy"
 WAIT_S = 0.5  # how often the head looks at the progress queue while pieces run
@@ -175,7 +176,7 @@ def _write_manifest(
 ) -> None:
     """Write run.json (typed, as a single-machine run writes it, with the cluster); resuming,
     the first invocation's keys are kept and this one is added to `resumed_at`."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    now = time.strftime(ISO_TIME)
     keep = store.read_manifest(run_id) if resuming else {}
     earlier = rec.from_dict(rec.RunManifest, keep) if resuming else None
     manifest = rec.RunManifest(
@@ -371,7 +372,7 @@ def _sharded(
             and r.n_shards == n
             and (not variant.sha256 or r.sha256 == variant.sha256)
         }
-        state = _Sharded(variant, have, time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        state = _Sharded(variant, have, time.monotonic(), time.strftime(ISO_TIME))
         states[variant.name] = state
         if have:
             head.progress(f"{variant.name}: {len(have)}/{n} shards already scored (resume)")
