@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import json
 import sys
 from types import SimpleNamespace
 
@@ -90,6 +91,37 @@ def test_merged_shards_score_like_one_machine(n_items, n_shards):
     assert samples == whole_mc and gens == whole_gen  # in the task's item order
 
 
+def test_thinking_rows_are_merged_each_from_its_own_items():
+    """A reasoning template scored twice (thinking on and off): each shard has a part per
+    mode, and each merged row is scored from its own mode's items only."""
+
+    def part(k: int, thinking: str) -> pieces.ShardTask:
+        pos = shard_positions(6, k, 2)
+        right = thinking == "on"  # thinking on answers everything right
+        gens = tuple(
+            dataclasses.replace(_gen_sample(i), correct=right, thinking=thinking) for i in pos
+        )
+        score = task_score(_Gen(), gens, metric="acc", prompt_format="chat")
+        return pieces.ShardTask(
+            "gen",
+            "generate",
+            dataclasses.replace(score, thinking=thinking),
+            tuple(pos),
+            generations=gens,
+            thinking=thinking,
+        )
+
+    shards = [
+        pieces.ShardResult(
+            f"k{k}", "m", "f" * 64, 10, "s", k, 2, "h", "box", 1.0, (part(k, "on"), part(k, "off"))
+        )
+        for k in range(2)
+    ]
+    scores, _, gens = pieces.merge_shards(shards)
+    assert [(s.thinking, s.n, s.acc) for s in scores] == [("on", 5, 1.0), ("off", 5, 0.0)]
+    assert [g.thinking for g in gens] == ["on"] * 6 + ["off"] * 6
+
+
 def test_shards_of_different_files_or_missing_shards_are_refused():
     mixed = _shards(6, 2)
     mixed[1] = dataclasses.replace(mixed[1], sha256="e" * 64)
@@ -166,6 +198,44 @@ def test_fleet_of_a_stored_run_is_written(capsys):
     assert main(["fleet", run_id]) == 0
     out = capsys.readouterr().out
     assert "box (h1)" in out and "mac (h2)" in out and (store.run_dir(run_id) / "fleet.md").exists()
+
+
+def test_run_json_is_one_typed_manifest_and_old_ones_still_load():
+    """run.json as one machine wrote it before RunManifest, and as a cluster wrote it (no
+    created_at, its own cluster block), both load typed; writing one back keeps the keys."""
+    settings = rec.RunSettings(tasks=("arith",), task_limit=4)
+    old_single = {
+        "run_id": "s1",
+        "created_at": "2026-01-01T00:00:00+0000",
+        "host": rec.to_dict(b.HOST),
+        "settings": rec.to_dict(settings),
+        "variants": ["a", "b"],
+        "allow_concurrent": False,
+        "imported_from": "elsewhere.jsonl",  # a key the type does not know
+    }
+    store.write_manifest("s1", old_single)
+    typed = store.load_run_manifest("s1")
+    assert (typed.settings, typed.host, typed.variants) == (settings, b.HOST, ("a", "b"))
+    assert typed.cluster is None and typed.resumed_at == ()
+    store.save_run_manifest(typed, keep=old_single)
+    assert store.read_manifest("s1") == json.loads(json.dumps(old_single))  # key for key
+    old_cluster = {
+        "run_id": "c1",
+        "host": rec.to_dict(b.HOST),
+        "settings": rec.to_dict(settings),
+        "variants": ["a"],
+        "cluster": {"address": "local", "mode": "shard-accuracy", "nodes": ["n1", "n2"]},
+    }
+    store.write_manifest("c1", old_cluster)
+    cluster = store.load_run_manifest("c1").cluster
+    assert cluster == rec.ClusterInfo("local", "shard-accuracy", ("n1", "n2"))
+    resumed = dataclasses.replace(store.load_run_manifest("c1"), resumed_at=("later",))
+    store.save_run_manifest(resumed)
+    again = {**old_cluster, "allow_concurrent": False, "resumed_at": ["later"]}
+    assert store.read_manifest("c1") == json.loads(json.dumps(again))
+    store.write_manifest("bad", {"run_id": "bad", "settings": {"n_ctx": "x" * 3, "tasks": 5}})
+    with pytest.raises((TypeError, ValueError)):
+        store.load_run_manifest("bad")
 
 
 @pytest.fixture()
