@@ -215,10 +215,21 @@ class SpeedResult:
     model_type: str = ""
     type_k: str = "f16"
     type_v: str = "f16"
+    # Energy over all timed repetitions (engine/energy.py): joules (None when not measured),
+    # the method ("rapl", "nvml", "powermetrics", joined with "+"; or "not available here
+    # (why)"; "" in records made before energy was read) and the domains, ", "-joined.
+    energy_j: float | None = None
+    energy_method: str = ""
+    energy_domains: str = ""
 
     @property
     def avg_ms(self) -> float:
         return sum(self.samples_ns) / len(self.samples_ns) / 1e6
+
+    @property
+    def tokens_timed(self) -> int:
+        """Tokens processed in all timed repetitions together (what energy_j was spent on)."""
+        return (self.n_prompt + self.n_gen) * len(self.samples_ns)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from edgeeval.engine.backend import Backend, LoadOptions
+from edgeeval.engine.energy import NOT_AVAILABLE, Energy, EnergyMeter, Unavailable, default_meter
 from edgeeval.metrics import mean_stddev
 from edgeeval.records import LatencyResult, RunSettings, SpeedResult, resolve_threads
 
@@ -49,9 +50,13 @@ def run_speed_test(
     repetitions: int,
     seed: int = 0,
     clock: Clock = time.perf_counter_ns,
+    energy: EnergyMeter | None = None,
     **config: int | bool | str,
 ) -> SpeedResult:
-    """Run one test: warmup, then `repetitions` timed runs; tokens/s per run and their stats."""
+    """Run one test: warmup, then `repetitions` timed runs; tokens/s per run and their stats.
+
+    `energy` (default: what this machine exposes, engine/energy.py) is read around each timed
+    region only, so the depth refill and the warmup are not counted."""
     if repetitions < 1:
         raise ValueError("repetitions must be at least 1")
     facts = backend.describe()
@@ -64,18 +69,35 @@ def run_speed_test(
     }
     rng = random.Random(seed)
     _warmup(backend, test, rng)
+    meter = energy if energy is not None else default_meter()
+    spent: list[Energy | None] = []
     samples_ns: list[int] = []
     for _ in range(repetitions):
         backend.clear()
         if test.n_depth:
             backend.bench_prompt(test.n_depth, rng)
+        mark = meter.start()
         start = clock()
         if test.n_prompt:
             backend.bench_prompt(test.n_prompt, rng, first=not test.n_depth)
         if test.n_gen:
             backend.bench_gen(test.n_gen, rng)
         samples_ns.append(max(clock() - start, 1))
-    return _result(test, samples_ns, config)
+        spent.append(meter.stop(mark))
+    return _result(test, samples_ns, {**config, **_energy_fields(meter, spent)})
+
+
+def _energy_fields(meter: EnergyMeter, spent: list[Energy | None]) -> dict[str, object]:
+    """SpeedResult's energy fields: joules over every repetition, or why there are none."""
+    if isinstance(meter, Unavailable):
+        return {"energy_method": meter.reason}
+    if not spent or any(e is None for e in spent):
+        return {"energy_method": f"{NOT_AVAILABLE} ({meter.method} gave no reading)"}
+    return {
+        "energy_j": sum(e.joules for e in spent if e),
+        "energy_method": meter.method,
+        "energy_domains": ", ".join(meter.domains),
+    }
 
 
 def utc_stamp(now: datetime | None = None) -> str:
