@@ -7,8 +7,9 @@ The rule (README "Racing"):
   default), the last round all of them: R = 1 + ceil(log2(1 / f)) rounds (5 by default).
 - After each round every open question about a pair of running variants is tested on the items
   both answered: is one more capable than the other (and, ranking by capability per GB, is one
-  ahead per GB)? A variant more capable beyond noise than one using no more peak memory beats
-  it (it is then also ahead per GB and off the Pareto front): the loser stops.
+  ahead per GB)? A variant that uses no more peak memory than another and is more capable
+  beyond noise beats it (it is then also ahead per GB, and the other is off the Pareto
+  front): the loser stops.
 - A variant whose every comparison with the running variants is decided has its place settled
   and stops too; the rest go on until the last round.
 - Error control: Bonferroni over the R looks (each look spends alpha / R, alpha = 1 -
