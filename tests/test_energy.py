@@ -3,6 +3,7 @@ their place around the timed region of a speed test (run/speed.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import types
@@ -13,6 +14,7 @@ import pytest
 from edgeeval import records as rec
 from edgeeval.engine import energy
 from edgeeval.run.speed import SpeedTest, run_speed_test
+from tests import builders
 
 
 def zone(root: Path, name: str, label: str, uj: int, max_uj: int = 262_143_328_850) -> Path:
@@ -228,3 +230,42 @@ def test_this_machine_is_described_either_way():
         assert meter.reason.startswith("not available here (")
     else:
         assert meter.domains
+
+
+# --- the report's Energy section ----------------------------------------------------------
+
+
+def _with_energy(s: rec.SpeedResult, joules: float | None, method: str) -> rec.SpeedResult:
+    return dataclasses.replace(s, energy_j=joules, energy_method=method, energy_domains="package-0")
+
+
+def test_report_gives_joules_per_token_and_tokens_per_joule():
+    from edgeeval.report.energy import energy_markdown, energy_rows
+
+    pp = _with_energy(builders.speed("pp128", [100.0, 100.0]), 2.56, "rapl")  # 256 tokens
+    tg = _with_energy(builders.speed("tg32", [10.0, 10.0]), 6.4, "rapl")  # 64 tokens
+    record = builders.record("m-q4", peak_gb=1, acc=0.5, speeds=[pp, tg])
+    (row,) = energy_rows([record])
+    assert row["j_per_prompt_token"] == pytest.approx(0.01)
+    assert row["j_per_gen_token"] == pytest.approx(0.1)
+    assert row["gen_tokens_per_j"] == pytest.approx(10.0)
+    text = "\n".join(energy_markdown([record]))
+    assert "| m-q4 | 0.01 | 0.1 | 100.0 | 10.0 | rapl | package-0 |" in text
+
+
+def test_report_says_not_available_never_zero():
+    from edgeeval.report.energy import energy_markdown
+
+    why = "not available here (RAPL: /sys/class/powercap does not exist)"
+    tg = _with_energy(builders.speed("tg32", [10.0]), None, why)
+    text = "\n".join(energy_markdown([builders.record("m", peak_gb=1, acc=0.5, speeds=[tg])]))
+    assert why in text and "0.0" not in text and "| m |" not in text
+
+
+def test_report_of_a_run_from_before_energy_has_no_section():
+    from edgeeval.report.energy import energy_markdown
+    from edgeeval.report.sections import memory_markdown
+
+    old = builders.record("m", peak_gb=1, acc=0.5)
+    assert energy_markdown([old]) == []
+    assert "## Energy" not in "\n".join(memory_markdown([old]))

@@ -19,7 +19,6 @@ from edgeeval.cli.options import (
     positive_int,
     positive_seconds,
 )
-from edgeeval.cli.output import add_stdout_options, print_stdout
 from edgeeval.score.protocol import PROTOCOLS
 from edgeeval.text import safe_text
 
@@ -42,7 +41,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _task_options(p)
     _limit_options(p)
     _code_options(p)
-    _output_options(p)
     cluster.add_bench_options(p)
     p.set_defaults(func=cmd_bench)
 
@@ -92,34 +90,7 @@ def _speed_options(parser: argparse.ArgumentParser) -> None:
         help="layers offloaded to the GPU (99 = all), or a list to sweep (default: all when "
         "llama.cpp was built with GPU offload, else 0; see `edgeeval doctor`)",
     )
-    p.add_argument(
-        "--flash-attn",
-        "-fa",
-        type=_flash_list,
-        help="on, off or auto (llama.cpp decides; 1/0 = on/off), or a list to sweep: off,on",
-    )
-    for flag, short, part in (("--cache-type-k", "-ctk", "K"), ("--cache-type-v", "-ctv", "V")):
-        p.add_argument(
-            flag,
-            short,
-            type=_cache_type_list,
-            help=f"KV cache type for {part} (f16, q8_0, q4_0, ...; default f16), or a list "
-            "to sweep: f16,q8_0" + ("; a quantized V needs --flash-attn on or auto" * (part == "V")),
-        )
-    p.add_argument(
-        "--swa-full",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="sliding-window layers get a full-size KV cache (default, as llama-cpp-python); "
-        "--no-swa-full: only their window (as llama-server and Ollama)",
-    )
-    p.add_argument(
-        "--as",
-        dest="runtime",
-        choices=_runtime_names(),
-        help="load as this runtime does by default (n_ctx, flash attention, KV types, "
-        "windowing, batch sizes; README 'Runtime profiles'); options given override it",
-    )
+    p.add_argument("--flash-attn", type=list_of(0, 1), help="0, 1 or 0,1 to sweep")
     p.add_argument("--depth", type=list_of(0), help="KV cache depth(s) for the speed tests")
     p.add_argument("--pp-tg", action="store_true", help="also run the combined pp N + tg M test")
     p.add_argument("--no-ttft", action="store_true", help="skip the time-to-first-token test")
@@ -153,7 +124,6 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-fewshot",
-        "--num_fewshot",
         type=non_negative_int,
         metavar="K",
         help="few-shot examples per prompt (default: each task's own; 0 = none)",
@@ -186,18 +156,9 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
     """When a model is stopped: without progress, or in all."""
     p = parser.add_argument_group("limits", "when a model is stopped; what it finished is kept")
     p.add_argument(
-        "--stall-timeout",
-        type=positive_seconds,
-        metavar="S",
-        help="stop a model after S seconds without progress (no speed test, task or chunk "
-        "of items finished; default 300); what it finished is kept (may differ when resuming)",
-    )
-    p.add_argument(
         "--timeout",
         type=positive_seconds,
-        metavar="S",
-        help="also stop a model after S seconds in all (default: no total limit); what it "
-        "finished is kept and --resume finishes it (may differ when resuming)",
+        help="seconds per model (default 900; may differ when resuming)",
     )
 
 
@@ -217,14 +178,6 @@ def _code_options(parser: argparse.ArgumentParser) -> None:
         help="like --allow-code-exec but without an OS sandbox (only rlimits and an audit "
         "hook, not a security boundary); the task score records it",
     )
-
-
-def _output_options(parser: argparse.ArgumentParser) -> None:
-    """What stdout carries when the run is done: the ranking table, JSON, or a speed table."""
-    p = parser.add_argument_group(
-        "output", "stdout when the run is done (progress goes to stderr; --output DIR: where)"
-    )
-    add_stdout_options(p, "the run id, the report paths and the ranking rows")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -252,7 +205,6 @@ _SCALAR_OPTIONS = {
     "max_think_tokens": "max_think_tokens",
     "seed": "seed",
     "timeout": "timeout_s",
-    "stall_timeout": "stall_timeout_s",
     "eval_batch": "eval_batch",
 }
 _SWEEP_OPTIONS = {
@@ -260,38 +212,7 @@ _SWEEP_OPTIONS = {
     "n_gpu_layers": ("n_gpu_layers", "sweep_n_gpu_layers"),
     "n_batch": ("n_batch", "sweep_n_batch"),
     "flash_attn": ("flash_attn", "sweep_flash_attn"),
-    "cache_type_k": ("cache_type_k", "sweep_cache_type_k"),
-    "cache_type_v": ("cache_type_v", "sweep_cache_type_v"),
 }
-
-
-def _runtime_names() -> list[str]:
-    from edgeeval.catalog.runtimes import PROFILES
-
-    return list(PROFILES)
-
-
-def _flash_list(text: str) -> tuple[bool | str, ...]:
-    """--flash-attn: on/off/auto or 1/0, comma-separated to sweep."""
-    words = {"on": True, "1": True, "off": False, "0": False, "auto": "auto"}
-    values = [v.strip().lower() for v in text.split(",")]
-    bad = [v for v in values if v not in words]
-    if bad:
-        raise argparse.ArgumentTypeError(f"{bad[0]!r}: allowed: on, off, auto (or 1, 0)")
-    return tuple(words[v] for v in values)
-
-
-def _cache_type_list(text: str) -> tuple[str, ...]:
-    """--cache-type-k/-v: KV cache types llama.cpp knows, comma-separated to sweep."""
-    from edgeeval.records import KV_CACHE_TYPES
-
-    values = [v.strip().lower() for v in text.split(",")]
-    bad = [v for v in values if v not in KV_CACHE_TYPES]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"{bad[0]!r} is not a KV cache type; allowed: {', '.join(KV_CACHE_TYPES)}"
-        )
-    return tuple(values)
 
 
 class Given(NamedTuple):
@@ -309,13 +230,7 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     absent: those are defaults."""
     from edgeeval.catalog.profiles import load_profile
 
-    given = []
-    if args.runtime:  # the runtime's defaults first: --profile and options override them
-        from edgeeval.catalog.runtimes import runtime_profile
-
-        given.append(Given("--as", args.runtime, runtime_profile(args.runtime).settings()))
-    if args.profile:
-        given.append(Given("--profile", args.profile, load_profile(args.profile)))
+    given = [Given("--profile", args.profile, load_profile(args.profile))] if args.profile else []
     for option, field in _SCALAR_OPTIONS.items():
         value = getattr(args, option)
         if value is not None:
@@ -323,16 +238,12 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     for option, (field, sweep_field) in _SWEEP_OPTIONS.items():
         values = getattr(args, option)
         if values is not None:
-            cast: Any = {"flash_attn": lambda v: v, "cache_type_k": str, "cache_type_v": str}
-            cast = cast.get(option, int)
+            cast = bool if option == "flash_attn" else int
             fields: dict[str, Any] = {field: cast(values[0])}
             fields[sweep_field] = tuple(cast(x) for x in values) if len(values) > 1 else ()
             given.append(Given(_flag(option), _csv(values), fields))
     if args.depth is not None:
         given.append(Given("--depth", _csv(args.depth), {"depths": args.depth}))
-    if args.swa_full is not None:
-        flag = "--swa-full" if args.swa_full else "--no-swa-full"
-        given.append(Given(flag, "", {"swa_full": args.swa_full}))
     for option, (field, value) in _FLAG_OPTIONS.items():
         if getattr(args, option):
             given.append(Given(_flag(option), "", {field: value}))
@@ -396,11 +307,9 @@ def _conflict(item: Given, field: str, value: Any, stored: Any) -> tuple[str, st
 def resume_plan(args: argparse.Namespace, catalog: Any) -> tuple[str, list[Any], Any]:
     """The run id, variants and RunSettings to resume `args.resume` with: the run's own, from
     its manifest. An option given again must agree with the run (ResumeConflictError naming it);
-    only the limits (--timeout, --stall-timeout) may differ; they are this invocation's own.
-    An unknown run is a RunNotFoundError listing the closest ids."""
+    only --timeout may differ. An unknown run is a RunNotFoundError listing the closest ids."""
     from edgeeval.errors import ResumeConflictError
     from edgeeval.pipeline import PER_INVOCATION, stored_run
-    from edgeeval.records import RunSettings
 
     run = stored_run(args.resume)
     decided: set[str] = set()
@@ -418,9 +327,8 @@ def resume_plan(args: argparse.Namespace, catalog: Any) -> tuple[str, list[Any],
             raise ResumeConflictError(
                 "--models", " ".join(args.models), ", ".join(run.variants), run_id=run.run_id
             )
-    # the limits are the invocation's own: a resumed run gets the defaults unless given again
-    stall = args.stall_timeout or RunSettings.stall_timeout_s
-    resumed = dataclasses.replace(run.settings, timeout_s=args.timeout, stall_timeout_s=stall)
+    timeout = args.timeout if args.timeout is not None else run.settings.timeout_s
+    resumed = dataclasses.replace(run.settings, timeout_s=timeout)
     return run.run_id, catalog.select(list(run.variants)), resumed
 
 
@@ -464,12 +372,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise
         print(f"edgeeval: interrupted; {_resume_hint(args, started[0])}", file=sys.stderr)
         return 130
-    elapsed = time.monotonic() - start
-    if not print_stdout(args, outcome.run_id, outcome.rows, outcome.records, outcome.paths):
-        print(terminal_table(outcome.rows))
-        print(f"\nrun {outcome.run_id} finished in {elapsed:.0f} s; report: {outcome.paths['md']}")
-    else:
-        progress(f"run {outcome.run_id} finished in {elapsed:.0f} s; report: {outcome.paths['md']}")
+    print(terminal_table(outcome.rows))
+    print(
+        f"\nrun {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
+        f"{outcome.paths['md']}"
+    )
     return 0 if any(r.rank for r in outcome.rows) else 3
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from edgeeval import records as rec
 from edgeeval.report.cells import md
+from edgeeval.report.energy import energy_markdown
 from edgeeval.report.kvmem import kv_markdown
 from edgeeval.report.speed import memory_speed_markdown
 from edgeeval.report.summarize import RankRow
@@ -87,7 +88,8 @@ def memory_markdown(records: Sequence[rec.ModelRecord], *, kv: bool = True) -> l
         memory_speed_markdown(records),
     ]
     per_ctx = kv_markdown(records) if kv else ""
-    return parts + (["", per_ctx] if per_ctx else [])
+    energy = energy_markdown(records)  # [] for runs stored before energy was read
+    return parts + (["", per_ctx] if per_ctx else []) + (["", *energy] if energy else [])
 
 
 def failed_markdown(rows: Sequence[RankRow], records: Sequence[rec.ModelRecord]) -> list[str]:
