@@ -156,9 +156,18 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
     """When a model is stopped: without progress, or in all."""
     p = parser.add_argument_group("limits", "when a model is stopped; what it finished is kept")
     p.add_argument(
+        "--stall-timeout",
+        type=positive_seconds,
+        metavar="S",
+        help="stop a model after S seconds without progress (no speed test, task or chunk "
+        "of items finished; default 300); what it finished is kept (may differ when resuming)",
+    )
+    p.add_argument(
         "--timeout",
         type=positive_seconds,
-        help="seconds per model (default 900; may differ when resuming)",
+        metavar="S",
+        help="also stop a model after S seconds in all (default: no total limit); what it "
+        "finished is kept and --resume finishes it (may differ when resuming)",
     )
 
 
@@ -205,6 +214,7 @@ _SCALAR_OPTIONS = {
     "max_think_tokens": "max_think_tokens",
     "seed": "seed",
     "timeout": "timeout_s",
+    "stall_timeout": "stall_timeout_s",
     "eval_batch": "eval_batch",
 }
 _SWEEP_OPTIONS = {
@@ -307,9 +317,11 @@ def _conflict(item: Given, field: str, value: Any, stored: Any) -> tuple[str, st
 def resume_plan(args: argparse.Namespace, catalog: Any) -> tuple[str, list[Any], Any]:
     """The run id, variants and RunSettings to resume `args.resume` with: the run's own, from
     its manifest. An option given again must agree with the run (ResumeConflictError naming it);
-    only --timeout may differ. An unknown run is a RunNotFoundError listing the closest ids."""
+    only the limits (--timeout, --stall-timeout) may differ; they are this invocation's own.
+    An unknown run is a RunNotFoundError listing the closest ids."""
     from edgeeval.errors import ResumeConflictError
     from edgeeval.pipeline import PER_INVOCATION, stored_run
+    from edgeeval.records import RunSettings
 
     run = stored_run(args.resume)
     decided: set[str] = set()
@@ -327,8 +339,9 @@ def resume_plan(args: argparse.Namespace, catalog: Any) -> tuple[str, list[Any],
             raise ResumeConflictError(
                 "--models", " ".join(args.models), ", ".join(run.variants), run_id=run.run_id
             )
-    timeout = args.timeout if args.timeout is not None else run.settings.timeout_s
-    resumed = dataclasses.replace(run.settings, timeout_s=timeout)
+    # the limits are the invocation's own: a resumed run gets the defaults unless given again
+    stall = args.stall_timeout or RunSettings.stall_timeout_s
+    resumed = dataclasses.replace(run.settings, timeout_s=args.timeout, stall_timeout_s=stall)
     return run.run_id, catalog.select(list(run.variants)), resumed
 
 
