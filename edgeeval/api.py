@@ -36,6 +36,7 @@ ALIASES = {
     "tg": "tg_tokens",
     "limit": "task_limit",
     "timeout": "timeout_s",
+    "stall_timeout": "stall_timeout_s",
     "threads": "n_threads",
 }
 

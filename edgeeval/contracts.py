@@ -2,7 +2,8 @@
 result the child writes for its parent, as frozen dataclasses.
 
 Three children exchange these: the bench worker (edgeeval.run.worker: `WorkerSpec` in,
-`WorkerResult` out), a fidelity pass (edgeeval.fidelity.child: `FidelitySpec` in,
+`WorkerResult` out, and as it goes one `JournalLine` per finished measurement in the journal
+file the spec names), a fidelity pass (edgeeval.fidelity.child: `FidelitySpec` in,
 `FidelityPassResult` out for the reference pass) and the quantizer (edgeeval.quant.build:
 `QuantizeSpec` in, `QuantizeResult` out). Both sides are the same code version, so they are
 read strictly: a missing or misspelled key is a ValueError naming it, never a silent None.
@@ -10,11 +11,12 @@ read strictly: a missing or misspelled key is a ValueError naming it, never a si
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from edgeeval.records import (
     GenSampleResult,
@@ -49,6 +51,12 @@ class WorkerSpec:
     cores_physical: int
     model_kind: str = ""
     model_reasoning: bool = False
+    journal: str = ""  # append a JournalLine here per finished measurement ("" = none)
+    # --resume: what an earlier attempt measured and keeps (Journal.prior). With
+    # `prior.speed_done` the speed phase is not run again; its finished tasks are not scored
+    # again; the items in its samples/gen_samples are skipped (the worker's skip_ids) and
+    # scored together with the new ones into the task's score.
+    prior: Prior | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,135 @@ class WorkerResult:
     eval_batch: int = 1  # sequences per decode in the accuracy phase
     error: str = ""
     failed_phase: str = ""
+
+
+# The kinds of journal line, in the order a worker writes them: the header's facts, the load,
+# each speed test, the time to first token, the end of the speed phase, the start of the
+# accuracy phase, each chunk of scored items, each finished task (one per plan), an error.
+J_CHECK, J_LOAD, J_SPEED, J_TTFT, J_SPEED_DONE = "check", "load", "speed", "ttft", "speed_done"
+J_ACCURACY, J_ITEMS, J_TASK, J_ERROR = "accuracy", "items", "task", "error"
+JOURNAL_KINDS = (J_CHECK, J_LOAD, J_SPEED, J_TTFT, J_SPEED_DONE, J_ACCURACY, J_ITEMS, J_TASK)
+JOURNAL_KINDS += (J_ERROR,)
+
+
+@dataclass(frozen=True)
+class JournalLine:
+    """One finished measurement, as the worker appends it to its journal the moment it has
+    it: `adds` holds what it adds to the WorkerResult (tuples are appended to, scalars that are
+    set replace). Items lines name their `task` and its `planned` items."""
+
+    kind: str
+    adds: WorkerResult = field(default_factory=WorkerResult)
+    task: str = ""  # items, task: the plan's key (run.accuracy.plan_key)
+    planned: int = 0  # items: the items the task plans (the chunk's own are in adds)
+    chunk: TaskScore | None = None  # items: the chunk's own score (a task's plan-level fields)
+
+    def __post_init__(self) -> None:
+        if self.kind not in JOURNAL_KINDS:
+            raise ValueError(f"journal line kind must be one of {JOURNAL_KINDS}: {self.kind!r}")
+
+
+def merge_result(result: WorkerResult, adds: WorkerResult) -> WorkerResult:
+    """`result` with `adds` folded in: tuples appended, scalars that `adds` sets replace."""
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(WorkerResult):
+        new = getattr(adds, f.name)
+        if isinstance(new, tuple):
+            if new:
+                changes[f.name] = getattr(result, f.name) + new
+        elif new != f.default:
+            changes[f.name] = new
+    return dataclasses.replace(result, **changes) if changes else result  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What an earlier, unfinished attempt at a variant measured and --resume keeps."""
+
+    result: WorkerResult
+    speed_done: bool  # load, speed tests and TTFT all finished
+    # the last chunk score of each task begun but not finished, by plan key (that task's
+    # plan-level fields, to score its items with)
+    open_chunks: tuple[TaskScore, ...] = ()
+
+
+@dataclass(frozen=True)
+class Journal:
+    """A journal read back: every line folded into one WorkerResult, and where it stopped."""
+
+    lines: tuple[JournalLine, ...]
+    result: WorkerResult
+    speed_done: bool
+    # plan key -> (items scored, items planned, last chunk score with the task's time so far)
+    # of the tasks begun and not finished
+    open_tasks: dict[str, tuple[int, int, TaskScore | None]]
+    skipped: int = 0  # unreadable lines (the last one, torn by a kill mid-write)
+
+    def kept_lines(self, speed: bool = True) -> tuple[JournalLine, ...]:
+        """The lines a resumed attempt keeps: finished tasks, the items of unfinished ones and
+        the header's facts, never an error; and, with `speed` and a finished speed phase, the
+        load, speed and TTFT lines (a speed phase is measured whole, never in parts)."""
+        dropped = {J_ERROR}
+        if not (speed and self.speed_done):
+            dropped |= {J_LOAD, J_SPEED, J_TTFT, J_SPEED_DONE}
+        return tuple(line for line in self.lines if line.kind not in dropped)
+
+    def prior(self, speed: bool = True) -> Prior:
+        """The Prior of the kept lines, for WorkerSpec.prior."""
+        kept = fold_journal(self.kept_lines(speed))
+        chunks = tuple(c for _, _, c in kept.open_tasks.values() if c is not None)
+        return Prior(kept.result, kept.speed_done, chunks)
+
+
+def fold_journal(lines: list[JournalLine] | tuple[JournalLine, ...], skipped: int = 0) -> Journal:
+    """The Journal of `lines`, in the order written."""
+    result = WorkerResult()
+    speed_done = False
+    open_tasks: dict[str, tuple[int, int, TaskScore | None]] = {}
+    for line in lines:
+        result = merge_result(result, line.adds)
+        if line.kind == J_SPEED_DONE:
+            speed_done = True
+        elif line.kind == J_ITEMS:
+            done, _, like = open_tasks.get(line.task, (0, 0, None))
+            n = len(line.adds.samples) + len(line.adds.gen_samples)
+            chunk = line.chunk
+            if chunk is not None and like is not None:  # the task's time so far
+                chunk = dataclasses.replace(chunk, elapsed_s=like.elapsed_s + chunk.elapsed_s)
+            open_tasks[line.task] = (done + n, line.planned, chunk)
+        elif line.kind == J_TASK:
+            open_tasks.pop(line.task, None)
+    return Journal(tuple(lines), result, speed_done, open_tasks, skipped)
+
+
+def write_journal_line(fh: IO[str], line: JournalLine) -> None:
+    """Append `line` to an open journal and flush it to the kernel (so a SIGKILL of the
+    writer loses nothing written) and to the disk (so a power cut loses little)."""
+    fh.write(to_json(line) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def read_journal(path: str | Path) -> Journal:
+    """The journal at `path` (empty when there is none). A line that does not parse (the
+    last one, torn by a kill mid-write) is skipped and counted; so is any after it."""
+    lines: list[JournalLine] = []
+    skipped = 0
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    for text in raw.split(b"\n"):
+        if not text.strip():
+            continue
+        if skipped:  # nothing after a torn line is trusted: it would skip a measurement
+            skipped += 1
+            continue
+        try:
+            lines.append(from_dict(JournalLine, json.loads(text.decode("utf-8")), strict=True))
+        except (ValueError, UnicodeDecodeError, TypeError, KeyError):
+            skipped += 1
+    return fold_journal(lines, skipped)
 
 
 @dataclass(frozen=True)

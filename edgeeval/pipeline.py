@@ -16,6 +16,7 @@ from typing import Any
 from edgeeval import records as rec
 from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
+from edgeeval.contracts import Journal, Prior
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
 from edgeeval.engine.hostlock import acquire
@@ -30,8 +31,9 @@ from edgeeval.quant.build import ensure_file
 from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
 from edgeeval.run.accuracy import select_run_tasks
-from edgeeval.run.runner import bench_one
+from edgeeval.run.runner import Attempt, bench_one
 from edgeeval.sandbox.jail import choose as choose_sandbox
+from edgeeval.store import journal as journals
 from edgeeval.store import runs as store
 from edgeeval.tasks.suite import prefetch
 
@@ -149,7 +151,7 @@ def stored_run(run: str) -> StoredRun:
 
 #: Settings that may change between the invocations of one run: they bound time or mark the
 #: invocation, and never make two measurements differ.
-PER_INVOCATION = ("timeout_s", "allow_concurrent")
+PER_INVOCATION = ("timeout_s", "stall_timeout_s", "allow_concurrent")
 
 
 def settings_conflicts(
@@ -234,6 +236,7 @@ def _bench_one(
             return ensure_file(variant, catalog or load_catalog(), progress=progress)
         return fetch(variant, progress=progress)
 
+    attempts = _Attempts(run_id)
     got = bench_one(
         variant,
         run_settings,
@@ -244,9 +247,46 @@ def _bench_one(
         force=force,
         root=settings.package_root(),
         progress=progress,
+        attempt=attempts,
     )
     if got.record is not None:
         store.save_record(got.record, got.samples, generations=got.generations)
+        if got.record.status == rec.STATUS_OK and attempts.journal is not None:
+            journals.finish(attempts.journal)  # the record holds all of it now
+
+
+class _Attempts:
+    """The journal of a variant in the run's directory and what an earlier attempt left in it
+    (runner.Attempt): its speed phase is kept only when the earlier record, with the memory
+    measured alongside, was stored (a killed bench stores none)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.journal: Path | None = None
+
+    def __call__(self, key: str, name: str) -> Attempt:
+        self.journal = journals.journal_path(self.run_id, key, name)
+        path = store.run_dir(self.run_id, settings.reports_dir()) / "records.jsonl"
+        found = [r for r in store.read_jsonl(path, rec.ModelRecord) if r.key == key]
+        earlier = found[-1] if found else None
+        kept = journals.resume_from(
+            self.journal, speed=earlier is not None and earlier.memory is not None
+        )
+        if kept is None:
+            return Attempt(journal=self.journal)
+        prior, journal = kept
+        return Attempt(self.journal, prior, earlier, _prior_words(prior, journal))
+
+
+def _prior_words(prior: Prior, journal: Journal) -> str:
+    """What a resumed attempt keeps, in words."""
+    parts = ["speed kept" if prior.speed_done else "speed measured again"]
+    finished = [t for t in prior.result.tasks if t.status != rec.STATUS_SKIPPED]
+    if finished:
+        parts.append(f"{len(finished)} finished task(s) kept")
+    for task, (done, planned, _) in journal.open_tasks.items():
+        parts.append(f"{task}: {done}/{planned} items kept, {planned - done} to go")
+    return "; ".join(parts)
 
 
 def render(run: str, *, budget_gb: float | None = None) -> BenchOutcome:

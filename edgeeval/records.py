@@ -22,8 +22,9 @@ T = TypeVar("T")
 STATUS_OK = "ok"
 STATUS_ERROR = "error"  # the child raised or exited non-zero
 STATUS_CRASH = "crash"  # the child died from a signal (segfault, OOM kill)
-STATUS_TIMEOUT = "timeout"  # the child ran past the per-model timeout and was killed
+STATUS_TIMEOUT = "timeout"  # a limit fired (no progress for --stall-timeout s, or --timeout)
 STATUS_SKIPPED = "skipped"  # refused before loading (pre-flight, fetch failure)
+STATUS_PARTIAL = "partial"  # a TaskScore over the items scored before the model was stopped
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ class RunSettings:
     suite: str = "offline"
     task_limit: int | None = None
     seed: int = 0
-    timeout_s: float = 900.0
+    # Limits (per invocation, not in key()): the model's worker is stopped after
+    # stall_timeout_s seconds without progress, or timeout_s seconds in all (None: no limit).
+    timeout_s: float | None = None
+    stall_timeout_s: float = 300.0
     allow_code_exec: bool = False  # run generated code (code tasks); off = those are skipped
     unsafe_code_exec: bool = False  # ... without an OS sandbox (the in-process guard only)
     # Protocols (edgeeval.score.protocol) and lm-eval style task selection:
@@ -122,8 +126,11 @@ class RunSettings:
         ):
             if value < least:
                 _refuse(name, f"must be at least {least}, got {value}")
-        if not self.timeout_s > 0:
-            _refuse("timeout_s", f"must be more than 0 seconds, got {self.timeout_s}")
+        limits = (("timeout_s", self.timeout_s), ("stall_timeout_s", self.stall_timeout_s))
+        for name, limit in limits:
+            if limit is not None and not limit > 0:
+                _refuse(name, f"must be more than 0 seconds, got {limit}")
+        _check_context_knobs(self)
         longest = max(self.depths, default=0) + (
             self.pp_tokens + self.tg_tokens if self.pp_tg else max(self.pp_tokens, self.tg_tokens)
         )
@@ -145,12 +152,13 @@ class RunSettings:
         return data
 
     def key(self) -> str:
-        """Short stable hash of the settings that affect measurements (not the timeout)."""
+        """Short stable hash of the settings that affect measurements (not the limits)."""
         data = dataclasses.asdict(self)
         data.pop("timeout_s")
         for name, default in _KEY_DEFAULTS.items():
             if data[name] == default:  # absent from older runs: their keys stay valid
                 data.pop(name)
+        data.pop("stall_timeout_s", None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -188,6 +196,7 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "task_sample": None,
     "allow_concurrent": False,
     "eval_batch": 0,
+    "stall_timeout_s": 300.0,  # never in the key; here so shown() leaves the default out
 }
 
 

@@ -24,13 +24,13 @@ def test_a_crashing_child_reports_its_signal_and_stderr():
 
 def test_progress_events_reach_the_parent_in_order():
     code = (
-        "import json\nfor i in range(3): print(json.dumps({'event': 'step', 'i': i}))\n"
+        "import json\nfor i in range(3): print(json.dumps({'event': 'step', 'index': i}))\n"
         "print('native noise that is not json')"
     )
     seen = []
     outcome = run_child([PY, "-c", code], timeout_s=60, on_event=seen.append)
     assert outcome.returncode == 0
-    assert [e["i"] for e in seen] == [0, 1, 2]
+    assert [(e.kind, e.index) for e in seen] == [("step", 0), ("step", 1), ("step", 2)]
 
 
 def test_sampled_peak_rss_agrees_with_the_kernels_maxrss():

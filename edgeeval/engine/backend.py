@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -617,6 +617,37 @@ class LlamaBackend:
 
 
 # --- quantization (llama_model_quantize) ---
+
+
+def count_decodes() -> Callable[[], int]:
+    """Count every llama_decode from now on in this process (LlamaBackend and the batch engine
+    look the function up on the llama_cpp module at each call); returns a reader of the count.
+    The bench worker's progress beat uses it (run/worker.DecodeBeat): a decode that finished
+    is progress, one that never returns is a stall."""
+    import llama_cpp
+
+    real = llama_cpp.llama_decode
+    count = [0]
+
+    def counted(*args: Any) -> Any:
+        result = real(*args)
+        count[0] += 1
+        return result
+
+    llama_cpp.llama_decode = counted
+    return lambda: count[0]
+
+
+def kv_type_id(name: str) -> int:
+    """The ggml type id of a KV cache type name as ggml_type_name spells it ("q8_0" -> 8), found
+    by asking ggml for each id's name (llama_cpp's GGML_TYPE_* constants lack some, e.g. bf16);
+    ValueError names the type when this llama.cpp has none of that name."""
+    import llama_cpp
+
+    for type_id in range(int(llama_cpp.GGML_TYPE_COUNT)):
+        if ggml_type_name(type_id) == name:
+            return type_id
+    raise ValueError(f"this llama.cpp has no ggml type {name!r} for the KV cache")
 
 
 def ggml_type_ids() -> dict[str, int]:

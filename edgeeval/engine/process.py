@@ -1,10 +1,12 @@
 """Run a child process and sample its memory from outside: the one launcher every stage uses.
 
-`run_child` starts a command, reads its JSON progress lines, samples its RSS (and USS, from
-/proc smaps_rollup on Linux; the macOS footprint; NVML device memory) every `interval_s`, kills
-it at the timeout, and reaps it with wait4 so the kernel's own peak RSS is kept as a
-cross-check. It knows nothing about models or stages: the bench runner, the fidelity passes and
-the quantizer all start their children through it.
+`run_child` starts a command, reads its progress lines (one `Event` as JSON per line), samples
+its RSS (and USS, from /proc smaps_rollup on Linux; the macOS footprint; NVML device memory)
+every `interval_s`, kills it when a limit fires, and reaps it with wait4 so the kernel's own
+peak RSS is kept as a cross-check. Two limits: `stall_s`, no progress event for that many
+seconds (the child is stuck, whatever its size), and `timeout_s`, the whole run's wall time
+(optional); the outcome names the one that fired. It knows nothing about models or stages: the
+bench runner, the fidelity passes and the quantizer all start their children through it.
 
 Children die with their parent: on Linux every child of run_child gets PR_SET_PDEATHSIG=SIGKILL
 before it execs (and kills itself if the parent is already gone), so a SIGKILLed bench leaves no
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +49,81 @@ SAMPLE_INTERVAL_S = 0.02
 USS_EVERY = 100
 
 
-def emit(event: str, **fields: Any) -> None:
-    """The child's side of the protocol: one JSON progress line on stdout for run_child."""
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
+#: The limits a ChildOutcome names in `limit`.
+LIMIT_STALL, LIMIT_TIMEOUT = "stall", "timeout"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One progress line from a child to run_child's `on_event`: `kind` says what happened,
+    the other fields what it is about (unset fields keep their defaults and are not sent).
+
+    The bench worker sends loading, loaded (`seconds`: the load time), speed (`test`,
+    `threads`), accuracy (`eval_batch`, `planned`: items of all tasks), task (`task`, `index`
+    of `total`), items (`task`, `done` of `planned` items, `seconds` since the task started)
+    (`fresh` of them scored by this attempt), working (`done`: decodes so far, sent while
+    llama.cpp makes progress between those) and done; fidelity passes send chunk (`index` of
+    `total`). Any event resets the stall limit."""
+
+    kind: str
+    task: str = ""
+    test: str = ""
+    index: int = 0
+    total: int = 0
+    done: int = 0
+    planned: int = 0
+    fresh: int = 0
+    seconds: float | None = None
+    threads: int = 0
+    eval_batch: int = 0
+    detail: str = ""
+
+    def to_line(self) -> str:
+        data = {"event": self.kind}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "kind" and value != f.default:
+                data[f.name] = value
+        return json.dumps(data)
+
+    @classmethod
+    def from_line(cls, line: str) -> Event | None:
+        """The event on `line`; None for anything else (native code writes to stdout too).
+        Keys this version does not know are dropped."""
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            return None
+        known = {f.name for f in fields(cls)} - {"kind"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            return cls(kind=data["event"], **kwargs)
+        except TypeError:
+            return None
+
+
+_EMIT_LOCK = threading.Lock()
+
+
+def emit(event: Event | str, **fields: Any) -> None:
+    """The child's side of the protocol: one Event (or `Event(event, **fields)`) as a JSON
+    line on stdout for run_child (whole lines, from any thread). An unknown field is a
+    TypeError here, in the child."""
+    sent = event if isinstance(event, Event) else Event(event, **fields)
+    with _EMIT_LOCK:
+        sys.stdout.write(sent.to_line() + "\n")
+        sys.stdout.flush()
 
 
 @dataclass
 class ChildOutcome:
     returncode: int | None = None
     signal: int | None = None
-    timed_out: bool = False
+    timed_out: bool = False  # a limit fired and the child was killed; `limit` says which
+    limit: str = ""  # LIMIT_STALL or LIMIT_TIMEOUT
+    limit_s: float = 0.0  # the limit that fired, in seconds
     peak_rss_bytes: int = 0
     peak_uss_bytes: int = 0
     peak_footprint_bytes: int | None = None
@@ -68,8 +134,12 @@ class ChildOutcome:
     gpu_before_accuracy_bytes: int | None = None  # the same for the device memory (NVML)
     n_samples: int = 0
     duration_s: float = 0.0
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     stderr_tail: str = ""
+
+    @property
+    def last_event(self) -> Event | None:
+        return self.events[-1] if self.events else None
 
 
 def maxrss_bytes(ru_maxrss: int, platform: str = sys.platform) -> int:
@@ -155,16 +225,45 @@ class _Sampler:
             self.peak_gpu = _peak(self.peak_gpu, self.nvml.process_bytes(self.pid))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """When run_child kills its child: after `stall_s` seconds without a progress event, or
+    `timeout_s` after the start (None: either limit off)."""
+
+    stall_s: float | None = None
+    timeout_s: float | None = None
+
+
+class _Clock:
+    """The two deadlines of one child: the stall deadline moves with every event."""
+
+    def __init__(self, limits: Limits, start: float) -> None:
+        self.limits = limits
+        self.start = self.last_event = start
+
+    def fired(self, now: float) -> tuple[str, float] | None:
+        """(limit, seconds) of the limit that has passed at `now`, else None."""
+        stall, total = self.limits.stall_s, self.limits.timeout_s
+        if total is not None and now - self.start > total:
+            return LIMIT_TIMEOUT, total
+        if stall is not None and now - self.last_event > stall:
+            return LIMIT_STALL, stall
+        return None
+
+
 def run_child(
     cmd: list[str],
     *,
-    timeout_s: float,
+    timeout_s: float | None = None,
+    stall_s: float | None = None,
     interval_s: float = SAMPLE_INTERVAL_S,
-    on_event: Callable[[dict[str, Any]], None] = lambda e: None,
+    on_event: Callable[[Event], None] = lambda e: None,
     env: dict[str, str] | None = None,
     nvml: NvmlReader | None = None,
 ) -> ChildOutcome:
-    """Run `cmd`, sampling its memory every `interval_s` until it exits or `timeout_s` passes."""
+    """Run `cmd`, sampling its memory every `interval_s` until it exits or is killed: when
+    `stall_s` seconds pass without a progress event, or `timeout_s` after the start (each None:
+    off). The outcome's `limit` names the one that fired."""
     with tempfile.TemporaryFile(mode="w+") as err:
         start = time.monotonic()
         proc = subprocess.Popen(
@@ -180,9 +279,8 @@ def run_child(
         outcome = ChildOutcome()
         try:
             sampler = _Sampler(proc.pid, nvml=nvml)
-            status, usage = _watch(
-                proc, sampler, lines, outcome, on_event, start + timeout_s, interval_s
-            )
+            clock = _Clock(Limits(stall_s=stall_s, timeout_s=timeout_s), start)
+            status, usage = _watch(proc, sampler, lines, outcome, on_event, clock, interval_s)
         except BaseException:  # Ctrl-C or a bug here: the child must not outlive this call
             _kill_and_reap(proc.pid)
             raise
@@ -212,17 +310,20 @@ def _watch(
     lines: queue.Queue,
     outcome: ChildOutcome,
     on_event: Callable,
-    deadline: float,
+    clock: _Clock,
     interval_s: float,
 ) -> tuple[int, Any]:
     while True:
         sampler.sample()
-        _drain(lines, outcome, on_event, sampler)
+        if _drain(lines, outcome, on_event, sampler):
+            clock.last_event = time.monotonic()
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             return status, usage
-        if time.monotonic() > deadline:
+        fired = clock.fired(time.monotonic())
+        if fired is not None:
             outcome.timed_out = True
+            outcome.limit, outcome.limit_s = fired
             os.kill(proc.pid, signal.SIGKILL)
             _, status, usage = os.wait4(proc.pid, 0)
             return status, usage
@@ -231,21 +332,23 @@ def _watch(
 
 def _drain(
     lines: queue.Queue, outcome: ChildOutcome, on_event: Callable, sampler: _Sampler | None = None
-) -> None:
+) -> int:
+    """Hand every queued event to `on_event`; returns how many there were."""
+    n = 0
     while True:
         try:
             line = lines.get_nowait()
         except queue.Empty:
-            return
+            return n
         if not line:
             continue
-        try:
-            event = json.loads(line)
-        except ValueError:
+        event = Event.from_line(line)
+        if event is None:
             continue  # stray output from native code
-        if event.get("event") == "loaded" and sampler is not None:
+        n += 1
+        if event.kind == "loaded" and sampler is not None:
             outcome.rss_after_load_bytes = sampler.peak_rss
-        if event.get("event") == "accuracy" and sampler is not None:
+        if event.kind == "accuracy" and sampler is not None:
             outcome.rss_before_accuracy_bytes = sampler.peak_rss
             outcome.gpu_before_accuracy_bytes = sampler.peak_gpu
         outcome.events.append(event)

@@ -42,7 +42,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
-from edgeeval.engine.process import run_child
+from edgeeval.engine.process import Event, run_child
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space
 from edgeeval.fidelity import MAX_CHUNKS, N_CTX
@@ -272,9 +272,9 @@ def _run_pass(
     return outcome.duration_s, ""
 
 
-def _chunk_progress(name: str, event: dict[str, Any], progress: Progress) -> None:
-    index, total = event.get("index", 0), event.get("total", 0)
-    if event.get("event") == "chunk" and (index in (1, total) or index % 10 == 0):
+def _chunk_progress(name: str, event: Event, progress: Progress) -> None:
+    index, total = event.index, event.total
+    if event.kind == "chunk" and (index in (1, total) or index % 10 == 0):
         progress(f"{name}: chunk {index}/{total}")
 
 

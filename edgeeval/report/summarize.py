@@ -121,8 +121,10 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
     tasks = scored_tasks(record)
     ok = record.status == rec.STATUS_OK and bool(tasks) and record.memory is not None
     cap = se = per_gb = per_gb_se = per_file = peak = None
+    if record.memory is not None and record.load_s is not None:
+        # shown for a model stopped after its load too (what was measured), never ranked on
+        peak = record.memory.model_peak_bytes / GB
     if ok:
-        peak = record.memory.model_peak_bytes / GB  # type: ignore[union-attr]
         # a task at 0 % or 100 % counts with the SE its Wilson interval implies, not 0
         cap, se = capability(
             [(t.acc, proportion_se(t.acc, t.acc_se, t.n), t.chance) for t in tasks]

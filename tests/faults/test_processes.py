@@ -15,12 +15,12 @@ import psutil
 import pytest
 
 from edgeeval.engine import hostlock
-from edgeeval.engine.process import owned_tempdir, run_child, sweep_stale_tempdirs
+from edgeeval.engine.process import Event, owned_tempdir, run_child, sweep_stale_tempdirs
 from edgeeval.errors import HostBusyError
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[2]
-GRANDCHILD = "import json, os, time; print(json.dumps({'event': 'pid', 'pid': os.getpid()}), flush=True); time.sleep(600)"  # noqa: E501
+GRANDCHILD = "import json, os, time; print(json.dumps({'event': 'pid', 'detail': str(os.getpid())}), flush=True); time.sleep(600)"  # noqa: E501
 
 
 def _gone(pid: int, within_s: float = 20.0) -> bool:
@@ -53,7 +53,7 @@ def test_a_child_of_run_child_dies_when_its_parent_is_sigkilled():
         "import sys\n"
         "from edgeeval.engine.process import run_child\n"
         f"run_child([sys.executable, '-c', {GRANDCHILD!r}], timeout_s=600,\n"
-        "          on_event=lambda e: print(e['pid'], flush=True))\n"
+        "          on_event=lambda e: print(e.detail, flush=True))\n"
     )
     try:
         grandchild = int(intermediate.stdout.readline())
@@ -93,8 +93,8 @@ def test_the_watchdog_kills_a_child_whose_parent_died():
 def test_ctrl_c_in_the_parent_kills_the_child_it_was_watching():
     seen: list[int] = []
 
-    def interrupt(event: dict) -> None:
-        seen.append(event["pid"])
+    def interrupt(event: Event) -> None:
+        seen.append(int(event.detail))
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -202,3 +202,54 @@ def test_a_sigkilled_bench_leaves_no_worker_and_its_scratch_dir_is_swept(tmp_pat
         assert sweep_stale_tempdirs(scratch) == [left]
     finally:
         _kill(bench)
+
+
+# --- limits: a stall, not work -------------------------------------------------------------
+
+STEPS = (
+    "import json, sys, time\n"
+    "for i in range({n}):\n"
+    "    print(json.dumps({{'event': 'items', 'done': i}}), flush=True)\n"
+    "    time.sleep({every})\n"
+    "time.sleep({then})\n"
+)
+
+
+def test_a_child_that_stops_answering_is_stopped_by_the_stall_limit():
+    seen: list[tuple[float, Event]] = []
+    code = STEPS.format(n=3, every=0.2, then=600)  # three events, then nothing
+    outcome = run_child(
+        [PY, "-c", code], stall_s=1.5, on_event=lambda e: seen.append((time.monotonic(), e))
+    )
+    stopped = time.monotonic()
+    assert outcome.timed_out and outcome.limit == "stall" and outcome.limit_s == 1.5
+    assert outcome.signal == signal.SIGKILL
+    assert [e.done for _, e in seen] == [0, 1, 2] and outcome.last_event.done == 2
+    # within the stated limit of the last event (plus the 20 ms sampler's ticks), not before
+    assert 1.5 <= stopped - seen[-1][0] < 1.5 + 2.0
+
+
+def test_a_child_that_keeps_making_progress_outlives_the_stall_limit():
+    code = STEPS.format(n=12, every=0.25, then=0)  # 3 s of work, an event every 0.25 s
+    outcome = run_child([PY, "-c", code], stall_s=1.0)
+    assert not outcome.timed_out and outcome.limit == "" and outcome.returncode == 0
+    assert len(outcome.events) == 12 and outcome.duration_s > 2.5
+
+
+def test_the_total_limit_fires_even_while_events_come_and_names_itself():
+    code = STEPS.format(n=1000, every=0.1, then=0)
+    outcome = run_child([PY, "-c", code], stall_s=5.0, timeout_s=1.0)
+    assert outcome.timed_out and outcome.limit == "timeout" and outcome.limit_s == 1.0
+    assert outcome.events  # it was making progress: only the total limit could stop it
+
+
+def test_events_are_typed_and_stray_lines_are_not_events():
+    line = Event("items", task="arith", done=16, planned=40, fresh=16, seconds=2.5).to_line()
+    assert Event.from_line(line) == Event(
+        "items", "arith", done=16, planned=40, fresh=16, seconds=2.5
+    )
+    assert Event.from_line("llama.cpp: some native noise") is None
+    assert Event.from_line('{"no": "event"}') is None
+    assert Event.from_line('{"event": "x", "index": 3, "later": 1}') == Event("x", index=3)
+    with pytest.raises(TypeError):
+        Event("items", items=3)  # type: ignore[call-arg]  # a child's typo fails in the child

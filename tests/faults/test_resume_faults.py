@@ -221,3 +221,70 @@ def test_the_concurrency_mark_keeps_old_keys_and_changes_the_key_when_set():
     plain = rec.RunSettings()
     assert plain.key() == "eb3870389e6d58ce"  # as computed before the field existed (a3bfe0c)
     assert rec.RunSettings(allow_concurrent=True).key() != plain.key()
+
+
+# --- the worker's journal and what --resume keeps of it ---------------------------------------
+
+
+def _journal_lines() -> list:
+    from edgeeval import contracts as ct
+
+    speed = rec.SpeedResult("pp16", 16, 0, 0, (1,), (1.0,), 1.0, 0.0)
+    chunk = rec.TaskScore("arith", 1, "math", 0.25, 2, 0.5, 0.35, 0.5, 0.35, 1.5)
+    rows = [rec.SampleResult("arith", f"a-{i}", 0, (-1.0, -2.0), (1, 1)) for i in range(4)]
+    return [
+        ct.JournalLine(ct.J_CHECK, ct.WorkerResult(weights_bytes=10)),
+        ct.JournalLine(ct.J_LOAD, ct.WorkerResult(load_s=0.2)),
+        ct.JournalLine(ct.J_SPEED, ct.WorkerResult(speed=(speed,))),
+        ct.JournalLine(ct.J_SPEED_DONE),
+        ct.JournalLine(ct.J_ITEMS, ct.WorkerResult(samples=tuple(rows[:2])), "arith", 40, chunk),
+        ct.JournalLine(ct.J_ITEMS, ct.WorkerResult(samples=tuple(rows[2:])), "arith", 40, chunk),
+        ct.JournalLine(ct.J_ERROR, ct.WorkerResult(error="tasks: boom", failed_phase="tasks")),
+    ]
+
+
+def test_a_journal_torn_by_a_kill_keeps_every_whole_line_and_resume_drops_the_error(tmp_path):
+    from edgeeval.store import journal as journals
+
+    path = journals.journal_path("run-1", "smol:abc:key:host", "smol/../x", tmp_path)
+    assert path.parent == tmp_path / "run-1" / "journal" and path.name.startswith("smol_.._x-")
+    text = "".join(rec.to_json(line) + "\n" for line in _journal_lines())
+    path.write_text(text + '{"kind": "items", "adds": {"sam')  # the kill came mid-write
+    prior, journal = journals.resume_from(path)
+    assert journal.skipped == 1 and len(journal.lines) == 7
+    assert journal.open_tasks["arith"][:2] == (4, 40)
+    assert journal.open_tasks["arith"][2].elapsed_s == 3.0  # the task's time over both chunks
+    assert prior.speed_done and prior.result.load_s == 0.2 and not prior.result.error
+    assert [s.item_id for s in prior.result.samples] == ["a-0", "a-1", "a-2", "a-3"]
+    again = journals.resume_from(path)[1]  # rewritten: the error and the torn line are gone
+    assert again.skipped == 0 and [line.kind for line in again.lines][-1] == "items"
+
+
+def test_without_its_memory_a_speed_phase_is_measured_again(tmp_path):
+    from edgeeval.store import journal as journals
+
+    path = journals.journal_path("run-1", "k", "smol", tmp_path)
+    path.write_text("".join(rec.to_json(line) + "\n" for line in _journal_lines()))
+    prior, _ = journals.resume_from(path, speed=False)
+    assert not prior.speed_done and prior.result.speed == () and prior.result.load_s is None
+    assert len(prior.result.samples) == 4  # the scored items are kept all the same
+    assert journals.resume_from(tmp_path / "none.jsonl") is None
+
+
+def test_the_estimate_comes_at_a_tasks_first_chunk_and_warns_of_the_total_limit():
+    from edgeeval.engine.process import Event
+    from edgeeval.run.runner import _Watch
+
+    said: list[str] = []
+    watch = _Watch("smol", rec.RunSettings(timeout_s=60.0), said.append)
+    first = Event("items", task="humaneval", done=16, planned=164, fresh=16, seconds=128.0)
+    watch.event(first)
+    watch.event(dataclasses.replace(first, done=32, fresh=32, seconds=256.0))
+    watch.event(Event("working", done=99))  # decodes: the stall watch's, not printed
+    assert said[0] == "smol: humaneval: 16/164 items"
+    assert said[1] == (
+        "smol: humaneval: estimate 1184 s more for 148 of 164 items (8.00 s per item over the "
+        "first 16)"
+    )
+    assert said[2].startswith("smol: warning: the --timeout of 60 s will stop humaneval after")
+    assert said[3] == "smol: humaneval: 32/164 items" and len(said) == 4  # one estimate a task
