@@ -130,7 +130,6 @@ class RunSettings:
         for name, limit in limits:
             if limit is not None and not limit > 0:
                 _refuse(name, f"must be more than 0 seconds, got {limit}")
-        _check_context_knobs(self)
         longest = max(self.depths, default=0) + (
             self.pp_tokens + self.tg_tokens if self.pp_tg else max(self.pp_tokens, self.tg_tokens)
         )

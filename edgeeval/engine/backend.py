@@ -638,18 +638,6 @@ def count_decodes() -> Callable[[], int]:
     return lambda: count[0]
 
 
-def kv_type_id(name: str) -> int:
-    """The ggml type id of a KV cache type name as ggml_type_name spells it ("q8_0" -> 8), found
-    by asking ggml for each id's name (llama_cpp's GGML_TYPE_* constants lack some, e.g. bf16);
-    ValueError names the type when this llama.cpp has none of that name."""
-    import llama_cpp
-
-    for type_id in range(int(llama_cpp.GGML_TYPE_COUNT)):
-        if ggml_type_name(type_id) == name:
-            return type_id
-    raise ValueError(f"this llama.cpp has no ggml type {name!r} for the KV cache")
-
-
 def ggml_type_ids() -> dict[str, int]:
     """Tensor type names this llama.cpp knows, from its GGML_TYPE_* enum: {"Q8_0": 8, ...}."""
     import llama_cpp
