@@ -39,6 +39,10 @@ class LocalFile:
     path: Path
     sha256: str
     size_bytes: int
+    #: set for a derived variant that emulates a format (FP8): what, and the bytes that
+    #: format's storage would take (edgeeval.quant.build's sidecar)
+    emulated: str = ""
+    storage_bytes: int | None = None
 
 
 def _quiet(_: str) -> None:

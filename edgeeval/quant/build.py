@@ -7,6 +7,12 @@ against the plan and caches it.
 The quantizer runs in a child process (`python -m edgeeval.quant.build SPEC OUT`), so a native
 abort is a reported failure. The result goes to `<models>/derived/<variant>.gguf` with a JSON
 sidecar; a build with the same source sha256 and recipe hash is a cache hit.
+
+FP8 (emulated, edgeeval.quant.fp8) runs first, in this process: the tensors the plan rounds to
+FP8 are written as F16 into `<target>.fp8.part`, every other tensor copied. A recipe with only
+FP8 types ends there; a mixed one then runs llama.cpp's quantizer on that file with each FP8
+tensor pinned to F16 (so it is copied, not requantized) and the other types as planned. The
+sidecar records `emulated` and `storage_bytes`, the size FP8 storage would have.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from edgeeval.errors import ConfigError, EdgeevalError, FetchError
 from edgeeval.fetch.files import ensure_free_space, sha256_file
 from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 from edgeeval.gguf.check import check_gguf
+from edgeeval.quant import fp8 as fp8mod
 from edgeeval.quant.recipes import (
     FLOAT_TYPES,
     Fallback,
@@ -79,6 +86,12 @@ class BuildInfo:
     llama_cpp_python_version: str
     build_s: float
     built_at: str
+    #: "" for a real build; for FP8 emulation, what was emulated ("FP8 E4M3 (block=128x128) in
+    #: 14 tensors, stored as F16"): speed and memory of the file are not FP8's
+    emulated: str = ""
+    #: bytes the file would take with its FP8 tensors stored as 8 bits per weight plus a
+    #: float32 per scale (the rest as built); None when nothing is emulated
+    storage_bytes: int | None = None
 
     @property
     def key(self) -> str:
@@ -142,7 +155,13 @@ def ensure_file(
     if variant.source.kind != "derived":
         return fetch(variant, progress=progress)
     info = build_variant(variant, catalog, progress=progress, nthread=nthread)
-    return LocalFile(Path(info.path), info.sha256, info.size_bytes)
+    return LocalFile(
+        Path(info.path),
+        info.sha256,
+        info.size_bytes,
+        emulated=info.emulated,
+        storage_bytes=info.storage_bytes,
+    )
 
 
 def build_variant(
@@ -203,7 +222,9 @@ def _build(
     tensors = read_tensors(source.path)
     plan = plan_build(recipe, tensors)
     n_params = sum(t.n_params for t in tensors)
-    ensure_free_space(target.parent, n_params * (4 if recipe.ftype == "F32" else 2))
+    _check_fp8_source(variant, recipe, base, plan, tensors)
+    copies = 2 if plan.fp8 and not recipe.fp8_only else 1  # the FP8 pass, then llama.cpp's
+    ensure_free_space(target.parent, copies * n_params * (4 if recipe.ftype == "F32" else 2))
     requantized = any(t.type not in FLOAT_TYPES for t in tensors if is_quantizable(t))
     progress(
         f"{variant.name}: building from {base.name} with recipe '{recipe.name}'"
@@ -219,12 +240,20 @@ def _build(
         target,
         rec.resolve_threads(nthread, hostinfo.physical_cores()),
     )
-    built_from = _Built(tensors, built, plan.fallbacks + tuple(llama_fallbacks(log)), requantized)
+    built_from = _Built(
+        tensors, built, plan.fallbacks + tuple(llama_fallbacks(log)), requantized, plan
+    )
     info = _build_info(variant, recipe, base, source, target, built_from, start)
     sidecar_path(target).write_text(json.dumps(asdict(info), indent=1, sort_keys=True))
     progress(
         f"{variant.name}: {info.size_bytes / settings.GB:.3f} GB, {info.bits_per_weight:.2f} "
         f"bits per weight, {len(info.fallbacks)} fallback(s)"
+        + (
+            f"; emulated: {info.emulated}; FP8 storage would take "
+            f"{(info.storage_bytes or 0) / settings.GB:.3f} GB"
+            if info.emulated
+            else ""
+        )
     )
     return info
 
@@ -238,6 +267,37 @@ class _Built:
     built: list[Tensor]
     fallbacks: tuple[Fallback, ...]
     requantized: bool
+    plan: Plan
+
+
+def _check_fp8_source(
+    variant: Variant, recipe: Recipe, base: Variant, plan: Plan, tensors: list[Tensor]
+) -> None:
+    """FP8 rounding needs the 16-bit values: refuse a quantized source, naming its type."""
+    types = {t.name: t.type for t in tensors}
+    bad = [(n, types[n]) for n in plan.fp8 if types[n] not in fp8mod.SOURCE_TYPES]
+    if bad:
+        name, type_name = bad[0]
+        raise EdgeevalError(
+            f"{variant.name}: recipe '{recipe.name}' rounds {len(bad)} tensor(s) to FP8 E4M3, "
+            f"which needs a 16-bit source (F16, BF16 or F32), but base '{base.name}' stores "
+            f"{name} as {type_name}. Derive it from a BF16/F16 GGUF (llama.cpp's "
+            "convert_hf_to_gguf.py --outtype bf16 writes one)."
+        )
+
+
+def _emulation(plan: Plan, built: list[Tensor], size: int) -> tuple[str, int | None]:
+    """(what was emulated, the storage size FP8 would have) of a built file."""
+    if not plan.fp8:
+        return "", None
+    shapes = {t.name: tuple(reversed(t.shape)) for t in built}
+    saved = sum(
+        2 * math.prod(shapes[n]) - fp8mod.storage_bytes(shapes[n], fp8mod.scaling_of(k))
+        for n, k in plan.fp8.items()
+    )
+    kinds = sorted({k.split(":", 1)[1] for k in plan.fp8.values()})
+    what = f"FP8 E4M3 ({', '.join(kinds)}) in {len(plan.fp8)} tensors, stored as F16"
+    return what, size - saved
 
 
 def _build_info(
@@ -253,6 +313,7 @@ def _build_info(
     counts, params = histogram(made.built)
     size = target.stat().st_size
     n_params = sum(t.n_params for t in made.source)
+    emulated, storage = _emulation(made.plan, made.built, size)
     return BuildInfo(
         variant=variant.name,
         recipe=recipe.name,
@@ -274,6 +335,8 @@ def _build_info(
         llama_cpp_python_version=_llama_version(),
         build_s=time.monotonic() - start,
         built_at=time.strftime(settings.ISO_TIME),
+        emulated=emulated,
+        storage_bytes=storage,
     )
 
 
@@ -289,8 +352,17 @@ def _quantize_checked(
     """Quantize into `<target>.part`, check it against the plan, then move it to `target`;
     (llama.cpp's log, the built tensors). The part file never survives a failure."""
     part = target.with_name(target.name + ".part")
+    rounded = target.with_name(target.name + ".fp8.part")
     try:
-        log = _run_quantizer(src, part, recipe, plan, nthread)
+        log = ""
+        if plan.fp8:  # FP8 first, in this process; llama.cpp then reads its output
+            try:
+                fp8mod.write_fp8_gguf(src, part if recipe.fp8_only else rounded, plan.fp8)
+            except ValueError as exc:
+                raise FetchError(f"{variant.name}: FP8 rounding failed: {exc}") from None
+            src = rounded
+        if not recipe.fp8_only:
+            log = _run_quantizer(src, part, recipe, plan, nthread)
         built = read_tensors(part)
         wrong = check_against_plan(plan, tensors, built)
         if wrong:
@@ -301,6 +373,7 @@ def _quantize_checked(
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
+        rounded.unlink(missing_ok=True)
     return log, built
 
 

@@ -7,6 +7,13 @@ and a `pure` flag (no mixture: every other quantizable tensor gets the file type
 Types are whatever this llama.cpp knows (Q8_0, Q4_K, MXFP4, NVFP4, ...); there is no FP8 weight
 type in this version, so Q8_0 is the 8-bit point.
 
+FP8 is emulated (edgeeval.quant.fp8): `fp8-e4m3[:block=128x128|channel|tensor]` is accepted as
+an `ftype` (every quantizable tensor but the token embedding and output, which stay as in the
+16-bit source unless output_type / token_embedding_type name FP8 too) or as an override,
+output or token-embedding type next to llama.cpp types. Those tensors are rounded to E4M3 and
+stored as F16; in a mixed recipe llama.cpp then quantizes the rest with the FP8 tensors pinned
+to F16 (see edgeeval.quant.build).
+
 A tensor whose row length is not a multiple of its type's block size cannot hold that type.
 For the types a recipe names, edgeeval picks the fallback before llama.cpp runs (llama.cpp's own
 table, e.g. Q6_K -> Q8_0; NVFP4, which llama.cpp has no fallback for, -> Q5_0; F16 when nothing
@@ -17,6 +24,7 @@ No I/O here: edgeeval.quant.build reads the tensors, runs llama.cpp and caches t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -28,6 +36,7 @@ from typing import Any
 
 from edgeeval.catalog.models import Catalog
 from edgeeval.errors import ConfigError, suggest
+from edgeeval.quant.fp8 import FP8_PREFIX, is_fp8, parse_fp8
 
 #: llama.cpp's default tensor type for each file type it can write (llama_ftype_get_default_type).
 FTYPE_DEFAULT_TYPE = {
@@ -124,6 +133,11 @@ class Recipe:
             "token_embedding_type": self.token_embedding_type,
         }
 
+    @property
+    def fp8_only(self) -> bool:
+        """True when the recipe's file type is FP8: no llama.cpp pass runs."""
+        return is_fp8(self.ftype)
+
     def digest(self) -> str:
         """16 hex digits of sha256 over `spec()`: half of a build's cache key."""
         blob = json.dumps(self.spec(), sort_keys=True).encode()
@@ -154,13 +168,15 @@ class Tensor:
 @dataclass(frozen=True)
 class Plan:
     """What llama.cpp is asked for, after edgeeval's fallbacks; `fixed` maps tensor -> type
-    for every tensor whose type the recipe decides (the rest follow llama.cpp's mixture)."""
+    for every tensor whose type the recipe decides (the rest follow llama.cpp's mixture);
+    `fp8` maps each tensor rounded to FP8 -> its fp8 type (stored, and fixed, as F16)."""
 
     overrides: tuple[tuple[str, str], ...]
     output_type: str | None
     token_embedding_type: str | None
     fixed: dict[str, str]
     fallbacks: tuple[Fallback, ...]
+    fp8: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 # --- recipes ---
@@ -249,16 +265,18 @@ def parse_recipe(name: str, raw: Any, *, path: str | Path) -> Recipe:
     if not isinstance(raw.get("pure", False), bool):
         raise fail("must be true or false", "pure")
     overrides = _parse_overrides(raw, fail)
-    if overrides and FTYPE_DEFAULT_TYPE[ftype] in FLOAT_TYPES:
+    types = {
+        k: _check_type(raw[k], fail, k) if raw.get(k) is not None else None
+        for k in ("output_type", "token_embedding_type")
+    }
+    if is_fp8(ftype):
+        _check_fp8_only(overrides, types, fail)
+    elif overrides and FTYPE_DEFAULT_TYPE[ftype] in FLOAT_TYPES:
         raise fail(
             f"llama.cpp applies overrides only when the file type is quantized, not "
             f"{ftype}; use ftype: Q8_0 with pure: true",
             "overrides",
         )
-    types = {
-        k: _check_type(raw[k], fail, k) if raw.get(k) is not None else None
-        for k in ("output_type", "token_embedding_type")
-    }
     return Recipe(
         name=name,
         ftype=ftype,
@@ -269,7 +287,33 @@ def parse_recipe(name: str, raw: Any, *, path: str | Path) -> Recipe:
     )
 
 
+def _check_fp8_only(
+    overrides: tuple[tuple[str, str], ...],
+    types: dict[str, str | None],
+    fail: Callable[[str, str], ConfigError],
+) -> None:
+    """With an FP8 file type no llama.cpp pass runs: every other type named must be FP8 too."""
+    named = [(f"overrides[{i}]", t) for i, (_, t) in enumerate(overrides)]
+    for key, type_name in named + [(k, t) for k, t in types.items() if t]:
+        if not is_fp8(type_name):
+            raise fail(
+                f"{type_name} with ftype {FP8_PREFIX}: an FP8 file type takes only FP8 "
+                f"overrides; to mix FP8 with llama.cpp types use ftype: Q8_0, pure: true and "
+                f"overrides that map tensors to {FP8_PREFIX} and to {type_name}",
+                key,
+            )
+
+
+def _check_fp8(value: Any, fail: Callable[[str, str], ConfigError], key: str) -> str:
+    try:
+        return parse_fp8(str(value))
+    except ValueError as exc:
+        raise fail(str(exc), key) from None
+
+
 def _check_ftype(value: Any, fail: Callable[[str, str], ConfigError]) -> str:
+    if is_fp8(str(value)):
+        return _check_fp8(value, fail, "ftype")
     name = str(value).upper()
     known = known_ftypes()
     if name not in known:
@@ -293,6 +337,8 @@ def _check_ftype(value: Any, fail: Callable[[str, str], ConfigError]) -> str:
 
 
 def _check_type(value: Any, fail: Callable[[str, str], ConfigError], key: str) -> str:
+    if is_fp8(str(value)):
+        return _check_fp8(value, fail, key)
     name = str(value).upper()
     if name not in known_types():
         near = suggest(name, list(known_types()))
@@ -371,14 +417,19 @@ def fit_type(wanted: str, row_length: int) -> str:
 
 def plan_build(recipe: Recipe, tensors: list[Tensor]) -> Plan:
     """Decide every tensor type the recipe fixes, with fallbacks for rows that do not fit."""
-    quantized_default = FTYPE_DEFAULT_TYPE[recipe.ftype] not in FLOAT_TYPES
+    quantized_default = recipe.fp8_only or FTYPE_DEFAULT_TYPE[recipe.ftype] not in FLOAT_TYPES
     pinned: list[tuple[str, str]] = []
     fixed: dict[str, str] = {}
+    fp8: dict[str, str] = {}
     fallbacks = []
     special = {"output": recipe.output_type, "token": recipe.token_embedding_type}
     for tensor in filter(is_quantizable, tensors):
         wanted = _recipe_type(recipe, tensor.name, quantized_default)
         if wanted is None:
+            continue
+        if is_fp8(wanted):  # any row length: edge blocks are partial; llama.cpp keeps it F16
+            fp8[tensor.name] = wanted
+            pinned.append((f"^{re.escape(tensor.name)}$", "F16"))
             continue
         got = fit_type(wanted, tensor.shape[0])
         fixed[tensor.name] = got
@@ -391,12 +442,14 @@ def plan_build(recipe: Recipe, tensors: list[Tensor]) -> Plan:
             special["token"] = got
         else:
             pinned.append((f"^{re.escape(tensor.name)}$", got))
+    fixed.update(dict.fromkeys(fp8, "F16"))
     return Plan(
-        overrides=tuple(pinned) + recipe.overrides,
-        output_type=special["output"],
-        token_embedding_type=special["token"],
+        overrides=tuple(pinned) + tuple(o for o in recipe.overrides if not is_fp8(o[1])),
+        output_type=None if is_fp8(special["output"]) else special["output"],
+        token_embedding_type=None if is_fp8(special["token"]) else special["token"],
         fixed=fixed,
         fallbacks=tuple(fallbacks),
+        fp8=fp8,
     )
 
 
@@ -410,6 +463,8 @@ def _recipe_type(recipe: Recipe, name: str, quantized_default: bool) -> str | No
         for pattern, type_name in recipe.overrides:
             if re.search(pattern, name):
                 return type_name
+    if recipe.fp8_only and name not in TOKEN_EMBD and name != "output.weight":
+        return recipe.ftype
     return None
 
 
