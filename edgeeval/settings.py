@@ -15,6 +15,8 @@
   Support/edgeeval on macOS; %APPDATA%\\edgeeval on Windows).
 - EDGEEVAL_ROOT: where models.yaml and benchmarks/tasks/ are (default: the checkout, else the
   copy shipped inside the installed package).
+- EDGEEVAL_INCLUDE_PATH: more task folders, separated by os.pathsep (`--include-path DIR`
+  sets it for a command and the workers it starts).
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ def config_dir() -> Path:
         return Path(os.environ["APPDATA"]) / "edgeeval"
     xdg = os.environ.get("XDG_CONFIG_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".config") / "edgeeval"
+
+
+def task_include_dirs() -> list[Path]:
+    """The user's task folders read beside benchmarks/tasks/ (EDGEEVAL_INCLUDE_PATH), in order."""
+    raw = os.environ.get("EDGEEVAL_INCLUDE_PATH", "")
+    return [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
 
 
 def user_catalog_path() -> Path:

@@ -94,9 +94,19 @@ def cmd_bench_cluster(
         progress=progress,
         catalog=catalog,
     )
-    print(outcome.fleet)
-    print(
+    done = (
         f"run {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
         f"{outcome.paths['md']}; fleet: {outcome.paths['fleet']}"
     )
+    if args.json or args.output_format:  # bench --json / -o FORMAT, as on one machine
+        from edgeeval.cli.output import print_stdout
+        from edgeeval.report.render import render_run
+
+        # the report's rows (the driver keeps only its paths): rendered again, the same files
+        _, rows, _ = render_run(str(outcome.paths["md"].parent), budget_gb=args.budget_gb)
+        print_stdout(args, outcome.run_id, rows, outcome.records, outcome.paths)
+        progress(done)
+    else:
+        print(outcome.fleet)
+        print(done)
     return 0 if any(r.status == "ok" for r in outcome.records) else 3

@@ -125,3 +125,37 @@ def name_list(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, without the hidden spellings: an option's lm-eval underscore alias
+    (`--num_fewshot` beside `--num-fewshot`) parses but is not shown in --help."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = hidden_aliases_removed(action.option_strings)
+        if shown == action.option_strings:
+            return super()._format_action_invocation(action)
+        return super()._format_action_invocation(_with_strings(action, shown))
+
+
+def hidden_aliases_removed(strings: list[str]) -> list[str]:
+    """The option strings --help shows: a `--long_name` is hidden when `--long-name` or another
+    spelling without underscores is there too.
+
+    >>> hidden_aliases_removed(["--num-fewshot", "--num_fewshot"])
+    ['--num-fewshot']
+    """
+    plain = [s for s in strings if "_" not in s]
+    return plain if plain else list(strings)
+
+
+def _with_strings(action: argparse.Action, strings: list[str]) -> argparse.Action:
+    import copy
+
+    shown = copy.copy(action)
+    shown.option_strings = strings
+    return shown
+
+
+#: The formats `-o` prints a speed table in (llama-bench's `-o`).
+SPEED_FORMATS = ("md", "csv", "json", "jsonl")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from edgeeval.cli.options import context_length, positive_gb
+from edgeeval.cli.output import add_stdout_options
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +32,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="rank (and apply --budget-gb) by the peak memory estimated at N tokens of "
         "context: measured peak - KV cache at the run's n_ctx + KV cache at N",
     )
+    add_stdout_options(p, "the run id, the report paths and the ranking rows")
     p.set_defaults(func=cmd_report)
-    sub.add_parser("runs", help="list stored runs").set_defaults(func=cmd_runs)
+    p = sub.add_parser("runs", help="list stored runs (oldest first)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print each run's id, directory, start, models and host as JSON (for scripts)",
+    )
+    p.set_defaults(func=cmd_runs)
     p = sub.add_parser(
         "compare",
         help="the same variants in two runs or on two machines, "
@@ -71,7 +79,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from edgeeval.report.render import render_run
     from edgeeval.report.terminal import terminal_table
 
-    _, rows, paths = render_run(args.run, budget_gb=args.budget_gb, rank_at_ctx=args.rank_at_ctx)
+    run_id, rows, paths = render_run(
+        args.run, budget_gb=args.budget_gb, rank_at_ctx=args.rank_at_ctx
+    )
+    if args.json or args.output_format:
+        from edgeeval.cli.output import print_stdout
+        from edgeeval.store.runs import load_records
+
+        records = load_records(run_id, paths["md"].parent.parent)
+        print_stdout(args, run_id, rows, list(records), paths)
+        return 0
     if args.rank_at_ctx:
         print(f"peak memory estimated at n_ctx {args.rank_at_ctx} (see the report)")
     print(terminal_table(rows))
@@ -80,12 +97,34 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """`edgeeval runs`: one stored run id per line."""
+    """`edgeeval runs [--json]`: one stored run id per line, or per run its id, directory,
+    start time, models and host (from run.json; a damaged one gives `problem` instead)."""
     from edgeeval.store.runs import list_runs
 
-    for run in list_runs():
-        print(run)
+    if not args.json:
+        for run in list_runs():
+            print(run)
+        return 0
+    print(json.dumps([_run_summary(run) for run in list_runs()], indent=2))
     return 0
+
+
+def _run_summary(run_id: str) -> dict:
+    from edgeeval.errors import EdgeevalError
+    from edgeeval.store.runs import read_manifest, run_dir
+
+    summary: dict = {"run_id": run_id, "run_dir": str(run_dir(run_id).resolve())}
+    try:
+        manifest = read_manifest(run_id)
+    except EdgeevalError as exc:  # torn or missing run.json: the run is still listed
+        return {**summary, "problem": str(exc)}
+    host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
+    summary.update(
+        created_at=manifest.get("created_at"),
+        variants=manifest.get("variants", []),
+        host={key: host.get(key) for key in ("hostname", "host_id", "backend")},
+    )
+    return summary
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -263,26 +263,46 @@ def tasks_dir(root: Path | None = None) -> Path:
     return (Path(root) if root is not None else settings.package_root()) / settings.TASKS_SUBDIR
 
 
-def load_tasks(root: Path | None = None) -> dict[str, Task]:
-    """Every task defined in `<root>/benchmarks/tasks/*.yaml` (except suites.yaml), by name.
-
-    Any invalid file raises ConfigError naming the file and the key. Nothing is downloaded.
-    """
+def task_folders(root: Path | None = None) -> list[Path]:
+    """The folders tasks are read from: `<root>/benchmarks/tasks`, then the user's task folders
+    (`--include-path DIR`, as lm-eval's; settings.task_include_dirs), each checked to exist."""
     folder = tasks_dir(root)
     if not folder.is_dir():
         raise ConfigError(
             "no task directory; run from the repo root or set EDGEEVAL_ROOT", path=folder
         )
-    tasks: dict[str, Task] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        if path.name == SUITES_FILE:
-            continue
-        task = parse_task(path)
-        if task.name in tasks:
+    included = settings.task_include_dirs()
+    for extra in included:
+        if not extra.is_dir():
             raise ConfigError(
-                f"task name already defined in {tasks[task.name].path}", path=path, key="name"
+                "--include-path: not a folder; give a folder of task .yaml files "
+                "(or fix EDGEEVAL_INCLUDE_PATH)",
+                path=extra,
             )
-        tasks[task.name] = task
+    return [folder, *included]
+
+
+def load_tasks(root: Path | None = None) -> dict[str, Task]:
+    """Every task defined in `<root>/benchmarks/tasks/*.yaml` and in the included task folders
+    (`--include-path`), except suites.yaml, by name.
+
+    Any invalid file raises ConfigError naming the file and the key; so does a name defined
+    twice (an included task cannot replace a built-in one). Nothing is downloaded.
+    """
+    tasks: dict[str, Task] = {}
+    for folder in task_folders(root):
+        for path in sorted(folder.glob("*.yaml")):
+            if path.name == SUITES_FILE:
+                continue
+            task = parse_task(path)
+            if task.name in tasks:
+                raise ConfigError(
+                    f"task name already defined in {tasks[task.name].path}; give this task "
+                    "another name",
+                    path=path,
+                    key="name",
+                )
+            tasks[task.name] = task
     return tasks
 
 
@@ -297,20 +317,36 @@ def get_task(name: str, root: Path | None = None) -> Task:
 
 
 def load_suites(root: Path | None = None) -> dict[str, tuple[str, ...]]:
-    """Suite name -> task names, from `benchmarks/tasks/suites.yaml`, each name checked."""
-    path = tasks_dir(root) / SUITES_FILE
-    data = read_yaml(path)
+    """Suite name -> task names, from `benchmarks/tasks/suites.yaml` and the suites.yaml of
+    each included task folder (when it has one), each name checked."""
     known = load_tasks(root)
     suites: dict[str, tuple[str, ...]] = {}
-    for suite, names in data.items():
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise ConfigError("must be a non-empty list of task names", path=path, key=str(suite))
-        for name in names:
-            if name not in known:
-                near = suggest(name, list(known))
-                hint = f"; did you mean '{near[0]}'?" if near else ""
-                raise ConfigError(f"unknown task '{name}'{hint}", path=path, key=str(suite))
-        suites[str(suite)] = tuple(names)
+    folders = task_folders(root)
+    for number, folder in enumerate(folders):
+        path = folder / SUITES_FILE
+        if number and not path.exists():  # an included folder need not define suites
+            continue
+        for suite, names in read_yaml(path).items():
+            if (
+                not isinstance(names, list)
+                or not names
+                or not all(isinstance(n, str) for n in names)
+            ):
+                raise ConfigError(
+                    "must be a non-empty list of task names", path=path, key=str(suite)
+                )
+            for name in names:
+                if name not in known:
+                    near = suggest(name, list(known))
+                    hint = f"; did you mean '{near[0]}'?" if near else ""
+                    raise ConfigError(f"unknown task '{name}'{hint}", path=path, key=str(suite))
+            if str(suite) in suites:
+                raise ConfigError(
+                    "suite already defined in an earlier suites.yaml; give it another name",
+                    path=path,
+                    key=str(suite),
+                )
+            suites[str(suite)] = tuple(names)
     return suites
 
 
@@ -343,7 +379,11 @@ def select_tasks(
         for name in names:
             if name not in known:
                 raise UnknownNameError(
-                    "task", name, suggest(name, list(known)), hint="`edgeeval tasks` lists them"
+                    "task",
+                    name,
+                    suggest(name, list(known)),
+                    hint="`edgeeval tasks` lists them; a task of your own needs "
+                    "--include-path DIR (its folder)",
                 )
         tasks = [known[name] for name in names]
     else:
