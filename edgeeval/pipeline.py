@@ -36,8 +36,7 @@ from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.store import journal as journals
 from edgeeval.store import runs as store
 from edgeeval.tasks.suite import prefetch
-
-Progress = Callable[[str], None]
+from edgeeval.text import Progress
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ def _write_manifest(
     allow_concurrent: bool,
 ) -> None:
     """Write (or, resuming, update) run.json: models and settings, before anything runs."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    now = time.strftime(settings.ISO_TIME)
     if previous is None:
         manifest = rec.RunManifest(
             run_id=run_id,
