@@ -375,6 +375,11 @@ class VariantInfo:
     size_bytes: int
     sha256: str
     params: int | None = None
+    # an emulated format (a derived FP8 variant: "FP8 E4M3 (block=128x128) in 14 tensors,
+    # stored as F16"): accuracy is the format's, speed and memory are not; storage_bytes is the
+    # size the format would take, which the ranking uses in place of memory
+    emulated: str = ""
+    storage_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -361,3 +361,38 @@ def test_fp8_kld_against_the_16_bit_source_is_small_but_real(tiny):
     # Q8_0 an 8-bit integer per 32 weights (a step of amax/127); on these Gaussian weights
     # that is finer, whatever FP8's scaling (README: the tiny model's figures)
     assert max(kld["t-fp8"], kld["t-fp8-ch"], kld["t-fp8-t"]) > kld["t-q8"], kld
+
+
+# --- the report: emulated, ranked by FP8's storage, no speed ---
+
+
+def test_the_report_marks_an_emulated_row_and_ranks_it_by_fp8_storage():
+    import dataclasses
+
+    from edgeeval.report.render import ranking_table
+    from edgeeval.report.summarize import rank_rows
+    from tests.builders import record
+
+    real = record("q8", peak_gb=0.9, acc=0.70, size_gb=0.6, pp_samples=(100.0, 110.0))
+    f16 = record("fp8", peak_gb=1.3, acc=0.71, size_gb=1.2, pp_samples=(90.0, 95.0))
+    what = "FP8 E4M3 (block=128x128) in 14 tensors, stored as F16"
+    fp8_rec = dataclasses.replace(
+        f16, variant=dataclasses.replace(f16.variant, emulated=what, storage_bytes=int(0.62e9))
+    )
+    rows = {r.name: r for r in rank_rows([real, fp8_rec])}
+    row = rows["fp8"]
+    # ranked by the 0.62 GB FP8 would take, not the 1.3 GB the F16 file peaked at
+    assert row.peak_rss_gb == row.file_gb == pytest.approx(0.62)
+    assert row.capability_per_gb == pytest.approx(row.capability / 0.62)
+    assert row.tg_ts is row.pp_ts is row.load_s is row.peak_uss_gb is None
+    assert rows["q8"].tg_ts is not None and rows["q8"].emulated == ""
+    table = ranking_table(list(rows.values()))
+    line = next(x for x in table.splitlines() if "| fp8 |" in x)
+    assert f"emulated ({what}; GB = its storage, no speed)" in line
+    assert "| 0.620 |" in line and "t/s" not in line
+    from edgeeval.report.exports import row_dict
+
+    assert row_dict(row)["emulated"] == what and "emulated" not in row_dict(rows["q8"])
+    # without the storage size (an older record) the row is what was measured
+    plain = rank_rows([f16])[0]
+    assert plain.peak_rss_gb == pytest.approx(1.3) and plain.emulated == ""

@@ -50,6 +50,8 @@ def row_dict(row: RankRow) -> dict[str, Any]:
     data = dataclasses.asdict(row)
     if not data["race_stop"]:  # only a raced run's rows carry it: other reports stay as they were
         del data["race_stop"]
+    if not data["emulated"]:  # likewise an emulated (FP8) variant's rows only
+        del data["emulated"]
     return {**data, "verdict": verdict(row)}
 
 

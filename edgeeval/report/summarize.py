@@ -95,6 +95,9 @@ class RankRow:
     # a race ended its accuracy work early (store.racelog): "stopped after 40 items: beaten by
     # X (p = 0.0004)"; its capability, from fewer items, has the wider interval
     race_stop: str = ""
+    # an emulated format (FP8 in an F16 file): peak_rss_gb and file_gb are the storage the
+    # format would take, speed and load time are left out (they are F16's)
+    emulated: str = ""
 
     @property
     def measured(self) -> bool:
@@ -132,6 +135,14 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         per_gb, per_gb_se = (cap / peak, se / peak) if peak else (None, None)
         per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
     pp, tg = main_speed(record, "pp"), main_speed(record, "tg")
+    emulated = record.variant.emulated if record.variant.storage_bytes else ""
+    file_gb = (emulated and record.variant.storage_bytes or record.variant.size_bytes) / GB
+    uss = record.memory.peak_uss_bytes / GB if record.memory and ok else None
+    if emulated:  # ranked by the format's storage; its speed and memory are F16's: left out
+        pp = tg = uss = None
+        peak = file_gb if peak is not None else None
+        if cap is not None and se is not None:
+            per_gb, per_gb_se, per_file = cap / file_gb, se / file_gb, cap / file_gb
     return RankRow(
         rank=None,
         name=record.variant.name,
@@ -141,10 +152,10 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         kind=record.variant.kind,
         status=_status(record, ok),
         error=record.error,
-        file_gb=record.variant.size_bytes / GB,
+        file_gb=file_gb,
         peak_rss_gb=peak,
-        peak_uss_gb=record.memory.peak_uss_bytes / GB if record.memory and ok else None,
-        load_s=record.load_s,
+        peak_uss_gb=uss,
+        load_s=None if emulated else record.load_s,
         pp_ts=pp.avg_ts if pp else None,
         pp_stddev_ts=pp.stddev_ts if pp else None,
         tg_ts=tg.avg_ts if tg else None,
@@ -157,6 +168,7 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         task_acc_se={t.task: proportion_se(t.acc, t.acc_se, t.n) for t in tasks},
         host_id=record.host.host_id,
         capability_per_gb_se=per_gb_se,
+        emulated=emulated,
     )
 
 
@@ -311,6 +323,8 @@ def verdict(row: RankRow) -> str:
         text += "; tied with " + ", ".join(row.tied_with)
     if row.race_stop:
         text += "; " + row.race_stop
+    if row.emulated:
+        text = f"emulated ({row.emulated}; GB = its storage, no speed); " + text
     return text
 
 

@@ -159,6 +159,8 @@ def variant_info(variant: Variant, file: LocalFile) -> rec.VariantInfo:
         size_bytes=file.size_bytes,
         sha256=file.sha256,
         params=variant.params,
+        emulated=file.emulated,
+        storage_bytes=file.storage_bytes,
     )
 
 
