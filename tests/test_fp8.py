@@ -393,6 +393,13 @@ def test_the_report_marks_an_emulated_row_and_ranks_it_by_fp8_storage():
     from edgeeval.report.exports import row_dict
 
     assert row_dict(row)["emulated"] == what and "emulated" not in row_dict(rows["q8"])
+    # the fidelity report's variants table: FP8's storage and bits, marked, no speed
+    from edgeeval.report.fidelity import variant_rows
+
+    params = dataclasses.replace(fp8_rec, n_params=10**9)
+    side = {v["variant"]: v for v in variant_rows(list(rows.values()), [real, params], [])}
+    assert side["fp8"]["quant"] == "Q4_K_M (emulated)" and side["fp8"]["tg_ts"] is None
+    assert side["fp8"]["bits_per_weight"] == pytest.approx(0.62e9 * 8 / 10**9)
     # without the storage size (an older record) the row is what was measured
     plain = rank_rows([f16])[0]
     assert plain.peak_rss_gb == pytest.approx(1.3) and plain.emulated == ""

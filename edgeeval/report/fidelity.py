@@ -9,6 +9,7 @@ from edgeeval import records as rec
 from edgeeval.metrics import bits_per_weight
 from edgeeval.report.cells import md, num, pm
 from edgeeval.report.summarize import RankRow
+from edgeeval.settings import GB
 
 
 def fidelity_markdown(results: Sequence[rec.FidelityResult]) -> str:
@@ -62,9 +63,10 @@ def variant_rows(
         out.append(
             {
                 "variant": row.name,
-                "quant": row.quant,
+                # an emulated (FP8) row: its storage's size and bits, marked as such
+                "quant": row.quant + (" (emulated)" if row.emulated else ""),
                 "file_gb": row.file_gb,
-                "bits_per_weight": bits_per_weight(record) if record else None,
+                "bits_per_weight": _bits(row, record) if record else None,
                 "tg_ts": row.tg_ts,
                 "tg_stddev_ts": row.tg_stddev_ts,
                 "capability": row.capability,
@@ -77,6 +79,14 @@ def variant_rows(
             }
         )
     return out
+
+
+def _bits(row: RankRow, record: rec.ModelRecord) -> float | None:
+    """Bits per weight of the file, or of the storage an emulated format would take."""
+    bits = bits_per_weight(record)
+    if bits is None or not row.emulated or not record.variant.size_bytes:
+        return bits
+    return bits * row.file_gb * GB / record.variant.size_bytes
 
 
 def variants_markdown(table: Sequence[dict[str, Any]]) -> str:
