@@ -151,6 +151,74 @@ def tg_ceiling(bandwidth_bytes_per_s: float, weights_bytes: int, kv_bytes: int =
     return bandwidth_bytes_per_s / (weights_bytes + kv_bytes)
 
 
+# --- predictions before a download (edgeeval plan; the report's "predicted vs measured") ----
+#: The share of the memory-bandwidth ceiling generation reaches when this machine has no
+#: measured runs yet: llmfit's factor (0.55 x the hardware's bandwidth), stated as a default.
+DEFAULT_TG_EFFICIENCY = 0.55
+
+
+def predicted_tg(
+    bandwidth_bytes_per_s: float,
+    efficiency: float,
+    weights_bytes: int,
+    kv_bytes: int = 0,
+    *,
+    per_token_s: float = 0.0,
+) -> float:
+    """Generation tokens/s expected: each token costs a fixed `per_token_s` (sampling, graph
+    and thread overhead: what keeps a tiny model far below its roofline) plus the bytes it reads
+    at `efficiency` x the bandwidth. With per_token_s 0 this is efficiency x the roofline.
+
+    >>> predicted_tg(50e9, 0.5, 500_000_000)
+    50.0
+    >>> predicted_tg(50e9, 0.5, 500_000_000, per_token_s=0.005)
+    40.0
+    """
+    return 1.0 / (per_token_s + (weights_bytes + kv_bytes) / (efficiency * bandwidth_bytes_per_s))
+
+
+def fit_token_time(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """(fixed seconds per token, bytes per second) of the least-squares line through
+    (bytes read per token, seconds per token) points; None when the points cannot give one
+    (fewer than two sizes, sizes within 20 % of each other, a slope or intercept below 0).
+
+    >>> t0, bps = fit_token_time([(1e8, 0.003), (3e8, 0.007), (5e8, 0.011)])
+    >>> round(t0, 6), round(bps / 1e9, 1)
+    (0.001, 50.0)
+    """
+    if len(points) < 2:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if max(xs) < 1.2 * min(xs):
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    t0 = my - slope * mx
+    if slope <= 0 or t0 < 0:
+        return None
+    return t0, 1.0 / slope
+
+
+def predicted_pp(flops_per_s: float, n_params: int) -> float:
+    """Prompt tokens/s expected from an effective compute rate (about 2 FLOPs per parameter and
+    token, the rate measured as pp t/s x 2 x parameters on earlier runs).
+
+    >>> predicted_pp(2e11, 500_000_000)
+    200.0
+    """
+    return flops_per_s / (2 * n_params)
+
+
+def prediction_error(predicted: float, measured: float) -> float:
+    """How far a prediction was off, as a share of the measured value (+ = too optimistic).
+
+    >>> round(prediction_error(110.0, 100.0), 3)
+    0.1
+    """
+    return (predicted - measured) / measured
+
+
 def bits_per_weight(record: ModelRecord) -> float | None:
     """File bits per parameter (the GGUF's size in bits / the model's parameter count)."""
     params = record.n_params or record.variant.params

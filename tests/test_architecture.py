@@ -98,7 +98,11 @@ ALLOWED: dict[str, set[str]] = {
         "quant",
         "sandbox",
         "gguf",
+        "plan",
     },
+    # `edgeeval plan`: headers (local or ranged Hub reads), this machine's bandwidth and the
+    # store's earlier runs (through report.speed's roofline rows) into predictions; loads no model
+    "plan": {"engine", "catalog", "fetch", "gguf", "store", "report"},
     # The Python API (edgeeval.bench / load_run): wiring, like pipeline, for notebooks.
     "api": {"engine", "catalog", "fetch", "store", "report", "pipeline"},
     "__main__": {"cli"},

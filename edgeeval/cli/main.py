@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgeeval import __version__, settings
-from edgeeval.cli import bench, cluster, completion, doctor, models, quant, results, tasks
+from edgeeval.cli import bench, cluster, completion, doctor, models, plan, quant, results, tasks
 from edgeeval.cli.options import HelpFormatter
 from edgeeval.errors import EdgeevalError
 from edgeeval.text import safe_text
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeeval {__version__}")
     _add_global_options(parser, after=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (models, bench, results, tasks, quant, doctor, cluster, completion):
+    for module in (models, bench, results, tasks, quant, doctor, cluster, completion, plan):
         module.add_parsers(sub)
     for subparser in sub.choices.values():
         subparser.formatter_class = HelpFormatter

@@ -135,25 +135,30 @@ def check_gguf(path: str | Path) -> GgufSummary:
     """Walk `path`'s GGUF structure with bounds; raise InvalidModelFileError naming the problem."""
     path = Path(path)
     with open_regular(path) as fh:
-        file_size = os.fstat(fh.fileno()).st_size
-        r = _Reader(fh, path, file_size)
-        if r.take(4) != b"GGUF":
-            raise r.fail("missing GGUF magic bytes (is this a GGUF model file?)")
-        version = r.uint("I")
-        if version not in (2, 3):
-            raise r.fail(f"unsupported GGUF version {version}")
-        n_tensors, n_kv = r.uint("Q"), r.uint("Q")
-        if n_tensors > MAX_TENSORS or n_kv > MAX_KVS:
-            raise r.fail(f"implausible counts: {n_tensors} tensors, {n_kv} metadata keys")
-        metadata: dict[str, object] = {}
-        for _ in range(n_kv):
-            key = r.string()
-            metadata[key] = r.value(r.uint("I"))
-        check_metadata(metadata, path)
-        tensors = [_tensor_info(r) for _ in range(n_tensors)]
-        align = metadata.get("general.alignment", 32)
-        assert _is_int(align)  # check_metadata refused any other alignment
-        data_start = -(-fh.tell() // align) * align
+        return read_gguf(fh, path, os.fstat(fh.fileno()).st_size)
+
+
+def read_gguf(fh: BinaryIO, path: Path, file_size: int) -> GgufSummary:
+    """check_gguf over an open binary stream (`read` and `tell`) of a file of `file_size` bytes:
+    a local file, or the start of a remote one read by byte ranges (fetch/header.py)."""
+    r = _Reader(fh, path, file_size)
+    if r.take(4) != b"GGUF":
+        raise r.fail("missing GGUF magic bytes (is this a GGUF model file?)")
+    version = r.uint("I")
+    if version not in (2, 3):
+        raise r.fail(f"unsupported GGUF version {version}")
+    n_tensors, n_kv = r.uint("Q"), r.uint("Q")
+    if n_tensors > MAX_TENSORS or n_kv > MAX_KVS:
+        raise r.fail(f"implausible counts: {n_tensors} tensors, {n_kv} metadata keys")
+    metadata: dict[str, object] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        metadata[key] = r.value(r.uint("I"))
+    check_metadata(metadata, path)
+    tensors = [_tensor_info(r) for _ in range(n_tensors)]
+    align = metadata.get("general.alignment", 32)
+    assert _is_int(align)  # check_metadata refused any other alignment
+    data_start = -(-fh.tell() // align) * align
     n_params, data_bytes = _check_extents(r, tensors, data_start, align)
     return GgufSummary(
         version=version,

@@ -28,6 +28,7 @@ from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_m
 from edgeeval.report.kvmem import kv_html, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
 from edgeeval.report.paired import Pairing, load_pairing, paired_ses, pairing, pairing_json
+from edgeeval.report.planned import planned_markdown
 from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.sections import (
     failed_markdown,
@@ -53,6 +54,7 @@ from edgeeval.settings import GB
 from edgeeval.store import database
 from edgeeval.store import runs as store
 from edgeeval.store.fidelity import load_fidelity
+from edgeeval.store.plans import read_predictions
 from edgeeval.store.racelog import stop_notes
 
 TIMED = (
@@ -240,9 +242,10 @@ def write_report(
     pairs = pairs or Pairing("none")
     first = [answer_section(rows, pairs, meta.budget_gb)]
     later = [comparison_section(pairs), power_section(pairs)]
-    markdown = to_markdown(
-        rows, records, meta, tasks, groups, sections_markdown(first), sections_markdown(later)
-    )
+    # how far `edgeeval plan` was off for the variants it predicted (none planned: no lines)
+    planned = planned_markdown(records, read_predictions(directory.parent))
+    evidence = [*sections_markdown(later), *planned]
+    markdown = to_markdown(rows, records, meta, tasks, groups, sections_markdown(first), evidence)
     texts = {
         "md": markdown + _variants_markdown(table, fidelity),
         "csv": to_csv(rows, tasks),
