@@ -57,6 +57,9 @@ class WorkerSpec:
     # again; the items in its samples/gen_samples are skipped (the worker's skip_ids) and
     # scored together with the new ones into the task's score.
     prior: Prior | None = None
+    # a race's round (edgeeval.race): score only these items (task name or plan key -> item
+    # ids; a task it does not name scores nothing); None = every item the settings select
+    only_ids: dict[str, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)

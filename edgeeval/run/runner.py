@@ -104,12 +104,14 @@ def bench_one(
     progress: Progress,
     where: str = "",
     attempt: Callable[[str, str], Attempt] | None = None,
+    only_ids: dict[str, tuple[str, ...]] | None = None,
 ) -> BenchOne:
     """Measure one variant as every driver does (a single machine, or one host of a cluster):
     get its file (`get_file`: fetch, build or the shared folder), skip it when `done` holds its
     key, refuse it when it does not fit in memory (pre-flight, with the accuracy phase's
     `eval_batch`), else measure it in a child (journalled and resumed as `attempt(key, name)`
-    says, when given). A failure before the child starts is a skipped
+    says, when given; only the items `only_ids` names, when given: a race's round). A
+    failure before the child starts is a skipped
     record with the reason (prefixed by `where`, such as "on host-1: ")."""
     try:
         file = get_file()
@@ -141,6 +143,7 @@ def bench_one(
         progress=progress,
         journal=how.journal,
         prior=how.prior,
+        only_ids=only_ids,
     )
     if how.prior is not None and how.prior.speed_done and how.earlier is not None:
         record = resumed_record(record, how.earlier)
@@ -213,6 +216,7 @@ def measure_variant(
     progress: Progress,
     journal: Path | None = None,
     prior: ct.Prior | None = None,
+    only_ids: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]:
     """Measure one variant in a child process; never raises for a failure of the model.
 
@@ -222,7 +226,8 @@ def measure_variant(
     or signal, where it stopped and what was kept) and those measurements, an unfinished task
     as a `partial` score over its scored items. With `prior` (--resume: what an earlier
     attempt kept, already in `journal`) the child measures only what is missing; the samples
-    returned are then only the new ones (the earlier ones are stored already)."""
+    returned are then only the new ones (the earlier ones are stored already). With
+    `only_ids` it scores only those items (WorkerSpec.only_ids)."""
     started = _now()
     with owned_tempdir() as tmp:  # named with our pid: swept at the next bench if we are killed
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
@@ -236,6 +241,7 @@ def measure_variant(
             model_reasoning=variant.reasoning,
             journal=str(journal_path),
             prior=prior,
+            only_ids=only_ids,
         )
         ct.write_contract(spec_path, spec)
         cmd = [sys.executable, "-m", "edgeeval.run.worker", str(spec_path), str(out_path)]

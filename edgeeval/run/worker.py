@@ -245,6 +245,7 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
         eval_batch=n_seq,
         n_threads=primary.n_threads,
         skip_ids=items.skip_ids,
+        only_ids=spec.only_ids,
         on_items=items.on_items,
         on_score=items.on_score,
         on_task=lambda name, index, total: emit("task", task=name, index=index, total=total),
