@@ -101,6 +101,8 @@ class RunSettings:
     # Sequences per decode in the accuracy phase (engine/batch.py); 0 = the measured default
     # for the backend. Speed tests always run one sequence, as llama-bench.
     eval_batch: int = 0
+    # --race (edgeeval.race): the race's confidence; None = every variant answers every item
+    race_confidence: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse nonsense once, where settings are built; store n_ubatch as llama.cpp uses it
@@ -130,6 +132,12 @@ class RunSettings:
         for name, limit in limits:
             if limit is not None and not limit > 0:
                 _refuse(name, f"must be more than 0 seconds, got {limit}")
+        if self.race_confidence is not None and not 0.5 <= self.race_confidence < 1:
+            _refuse(
+                "race_confidence",
+                f"--confidence {self.race_confidence}: must be at least 0.5 and below 1 "
+                "(e.g. 0.95 for 95 %)",
+            )
         longest = max(self.depths, default=0) + (
             self.pp_tokens + self.tg_tokens if self.pp_tg else max(self.pp_tokens, self.tg_tokens)
         )
@@ -196,6 +204,7 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "allow_concurrent": False,
     "eval_batch": 0,
     "stall_timeout_s": 300.0,  # never in the key; here so shown() leaves the default out
+    "race_confidence": None,
 }
 
 
