@@ -125,6 +125,19 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
         help="a seeded random sample of N items per task instead (see --seed)",
     )
     p.add_argument(
+        "--race",
+        action="store_true",
+        help="race the variants: every task's items in one seeded order all share, in rounds; "
+        "a variant stops answering once a variant with no more memory beats it, or once its "
+        "place is settled (README: Racing; off by default)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        metavar="P",
+        help="the race's confidence, over all its rounds and pairs (default 0.95; with --race)",
+    )
+    p.add_argument(
         "--num-fewshot",
         "--num_fewshot",
         type=non_negative_int,
@@ -271,7 +284,25 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     if args.unsafe_code_exec:  # code execution on, without an OS sandbox
         fields = {"allow_code_exec": True, "unsafe_code_exec": True}
         given.append(Given("--unsafe-code-exec", "", fields))
+    if args.race or args.confidence is not None:
+        given.append(_race_given(args))
     return given
+
+
+def _race_given(args: argparse.Namespace) -> Given:
+    """--race [--confidence P] as a setting; --confidence alone is refused, naming --race."""
+    from edgeeval.errors import ConfigError
+
+    if not args.race:
+        raise ConfigError(
+            f"--confidence {args.confidence} is the race's confidence: add --race, or leave "
+            "--confidence out",
+            path="the command line",
+            key="--confidence",
+        )
+    confidence = 0.95 if args.confidence is None else args.confidence
+    text = "" if args.confidence is None else str(args.confidence)
+    return Given("--race", text, {"race_confidence": confidence})
 
 
 def _flag(dest: str) -> str:
