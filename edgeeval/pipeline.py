@@ -28,6 +28,8 @@ from edgeeval.errors import (
 )
 from edgeeval.fetch.sources import LocalFile, fetch
 from edgeeval.quant.build import ensure_file
+from edgeeval.race.bench import race_bench
+from edgeeval.race.rules import check_field
 from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
 from edgeeval.run.accuracy import select_run_tasks
@@ -88,6 +90,8 @@ def bench(
     if run_settings.allow_code_exec:  # refuse before any download when no sandbox works
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)
     previous = _check_resume(run_id, variants, run_settings) if run_id else None
+    if run_settings.race_confidence is not None:  # a race over one variant, before anything
+        check_field([v.name for v in variants])
     tasks = select_run_tasks(run_settings)  # config errors first, before anything is written
     host = hostinfo.collect(library_info())
     run_id = previous.run_id if previous else store.new_run_id()
@@ -103,6 +107,18 @@ def bench(
             progress(f"removed {stale}, left behind by a killed bench")
         if tasks:  # datasets are fetched before any model
             prefetch(tasks)
+        if measured.race_confidence is not None:  # rounds over a shared item order (race/)
+            race_bench(
+                variants,
+                measured,
+                run_id=run_id,
+                host=host,
+                force=force,
+                root=settings.package_root(),
+                get_file=lambda v: _file_of(v, catalog, progress),
+                progress=progress,
+            )
+            return render(run_id, budget_gb=budget_gb)
         done = _done_keys(run_id)
         for index, variant in enumerate(variants, 1):
             progress(f"[{index}/{len(variants)}] {variant.name}")
@@ -231,9 +247,7 @@ def _bench_one(
     cluster host does) and store what came of it."""
 
     def get_file() -> LocalFile:
-        if variant.source.kind == "derived":
-            return ensure_file(variant, catalog or load_catalog(), progress=progress)
-        return fetch(variant, progress=progress)
+        return _file_of(variant, catalog, progress)
 
     attempts = _Attempts(run_id)
     got = bench_one(
@@ -252,6 +266,13 @@ def _bench_one(
         store.save_record(got.record, got.samples, generations=got.generations)
         if got.record.status == rec.STATUS_OK and attempts.journal is not None:
             journals.finish(attempts.journal)  # the record holds all of it now
+
+
+def _file_of(variant: Variant, catalog: Catalog | None, progress: Progress) -> LocalFile:
+    """The variant's file: fetched, or built from its base (derived variants)."""
+    if variant.source.kind == "derived":
+        return ensure_file(variant, catalog or load_catalog(), progress=progress)
+    return fetch(variant, progress=progress)
 
 
 class _Attempts:

@@ -46,8 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     "gguf": set(),
     # everything that runs untrusted code or templates
     "sandbox": set(),
-    # racing: pure decisions and replays over per-item verdicts, and the race's log (issue 21)
-    "race": {"store"},
+    # racing: pure decisions and replays over per-item verdicts, the race's log, and its
+    # rounds measured through the runner (race/bench.py, called by pipeline) (issue 21)
+    "race": {"store", "run"},
     "report": {"store"},
     "fetch": {"catalog", "gguf"},
     # building derived variants: recipes and llama.cpp's quantizer in a child
@@ -68,6 +69,7 @@ ALLOWED: dict[str, set[str]] = {
         "store",
         "report",
         "fidelity",
+        "race",
     },
     # the same sweep over a Ray cluster: wires the stages like pipeline (Ray imported lazily);
     # no score/: a node scores through run.accuracy, the single machine's one path

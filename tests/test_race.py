@@ -359,3 +359,74 @@ def test_the_report_marks_a_variant_the_race_stopped(tmp_path):
     marked = {r.name: r.race_stop for r in rows}
     assert marked == {"a": "", "b": "stopped after 20 items: beaten by a (p = 0.00042)"}
     assert "beaten by a (p = 0.00042)" in paths["md"].read_text()
+
+
+# --- `edgeeval bench --race`: the rounds through the bench's own measuring path ------------
+
+
+def test_bench_race_measures_rounds_stores_each_and_marks_the_report(tmp_path, monkeypatch):
+    """race.bench with the worker replaced by stored verdicts (no model): each round asks the
+    worker for the shared prefix of a real task's items, the items of earlier rounds are not
+    asked again, every round's record is stored, the beaten variant stops, the report says so."""
+    from edgeeval.race import bench as race_bench
+    from edgeeval.report.render import render_run
+    from edgeeval.run.runner import BenchOne
+    from edgeeval.settings import package_root
+    from tests.builders import HOST
+
+    monkeypatch.setenv("EDGEEVAL_REPORTS", str(tmp_path))
+    run_settings = rec.RunSettings(tasks=("arith",), task_limit=64, race_confidence=0.95)
+    items, _ = race_bench.race_items(run_settings, package_root())
+    ids = items["arith"]
+    right = {"a": set(ids), "b": set(), "c": set(ids[::2])}
+    memory = {"a": 1.0, "b": 2.0, "c": 3.0}
+    asked: dict[str, list[str]] = {v: [] for v in right}
+    run_id = store.new_run_id()
+
+    def fake_bench_one(variant, settings, get_file, *, attempt=None, only_ids=None, **_):
+        attempt(f"key-{variant.name}", variant.name)
+        new = [i for i in only_ids["arith"] if i not in asked[variant.name]]
+        asked[variant.name] += new
+        samples = [
+            rec.SampleResult(
+                "arith", i, 0, (0.0, -1.0) if i in right[variant.name] else (-1.0, 0.0), (1, 1)
+            )
+            for i in new
+        ]
+        n = len(asked[variant.name])
+        acc = sum(i in right[variant.name] for i in asked[variant.name]) / n
+        base = record(
+            variant.name,
+            peak_gb=memory[variant.name],
+            acc=acc,
+            n=n,
+            settings=settings,
+            run_id=run_id,
+        )
+        return BenchOne(base, samples, [])
+
+    monkeypatch.setattr(race_bench, "bench_one", fake_bench_one)
+    store.write_manifest(run_id, {"run_id": run_id})
+    variants = [type("V", (), {"name": v})() for v in ("a", "b", "c")]
+    state = race_bench.race_bench(
+        variants,
+        run_settings,
+        run_id=run_id,
+        host=HOST,
+        force=False,
+        root=package_root(),
+        get_file=lambda v: None,
+        progress=lambda _: None,
+    )
+    assert state.stops["b"].reason == BEATEN and state.stops["b"].by == "a"
+    assert len(set(asked["b"])) == len(asked["b"]) == state.stops["b"].n_items < len(ids)
+    assert set(asked["b"]) <= set(asked["a"]) and set(asked["b"]) <= set(asked["c"])  # shared
+    assert all(len(set(asked[v])) == len(asked[v]) for v in asked)  # no item asked twice
+    stored = list(store.read_jsonl(store.run_dir(run_id) / "records.jsonl", rec.ModelRecord))
+    assert len([r for r in stored if r.variant.name == "b"]) == state.stops["b"].look + 1
+    _, rows, paths = render_run(run_id)
+    assert {r.name: r.race_stop for r in rows} == {
+        v: (stop.text if stop.reason != EXHAUSTED else "") for v, stop in state.stops.items()
+    }
+    assert state.stops["c"].reason == BEATEN  # c: more memory than a and less capable
+    assert "beaten by a" in paths["md"].read_text()

@@ -293,6 +293,12 @@ def _race_given(args: argparse.Namespace) -> Given:
     """--race [--confidence P] as a setting; --confidence alone is refused, naming --race."""
     from edgeeval.errors import ConfigError
 
+    if args.race and getattr(args, "cluster", None):
+        raise ConfigError(
+            "--race runs on one machine: leave out --cluster, or --race",
+            path="the command line",
+            key="--race",
+        )
     if not args.race:
         raise ConfigError(
             f"--confidence {args.confidence} is the race's confidence: add --race, or leave "

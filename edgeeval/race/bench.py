@@ -1,0 +1,155 @@
+"""`edgeeval bench --race`: the race's rounds measured by the bench's own path.
+
+Each round of a variant is one worker (run.runner.bench_one) told to score `only_ids`, the
+items of the shared order answered so far; the items of earlier rounds are in the variant's
+journal (store.journal) and are kept, not scored again (the prior of a resumed attempt); the
+first round measures speed and memory, later rounds keep them. After every round the variant's
+record so far (its tasks scored over the items it answered) is stored with the round's new
+per-item lines, so the report always shows the race as it stands, and `--resume` continues it
+(the race's log, store.racelog, says which rounds are done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeeval import contracts as ct
+from edgeeval import records as rec
+from edgeeval.metrics import pick
+from edgeeval.race.drive import RoundResult, Verdicts, run_race
+from edgeeval.race.rules import RaceConfig, RaceState, check_field
+from edgeeval.run.accuracy import row_key, select_run_tasks, skipped
+from edgeeval.run.runner import Attempt, bench_one
+from edgeeval.store import journal as journals
+from edgeeval.store import runs as store
+
+Progress = Callable[[str], None]
+
+
+def race_config(settings: rec.RunSettings) -> RaceConfig:
+    """The race a run's settings ask for (RaceInputError naming --confidence when invalid)."""
+    return RaceConfig(confidence=settings.race_confidence or 0.95, seed=settings.seed)
+
+
+def race_items(settings: rec.RunSettings, root: Path) -> tuple[dict[str, list[str]], dict]:
+    """(task -> item ids, task -> chance) of the run's tasks that run (no model loaded)."""
+    items, chance = {}, {}
+    for task in select_run_tasks(settings, root):
+        if skipped(task, settings) is not None:
+            continue
+        got = task.items(limit=settings.task_limit, seed=settings.seed, sample=settings.task_sample)
+        items[task.name] = [item.id for item in got]
+        chance[task.name] = task.chance
+    return items, chance
+
+
+def verdicts_of(
+    samples: Sequence[rec.SampleResult], gens: Sequence[rec.GenSampleResult]
+) -> Verdicts:
+    """Per row key, each item's verdict (None: not judged), as the ranking scores them."""
+    out: Verdicts = {}
+    for s in samples:
+        right = pick(s.logliks, s.choice_chars, normalize=False) == s.gold
+        out.setdefault(row_key(s), {})[s.item_id] = right
+    for g in gens:
+        judged = g.status in ("ok", "passed", "failed", "timeout")
+        out.setdefault(row_key(g), {})[g.item_id] = bool(g.correct) if judged else None
+    return out
+
+
+class _Rounds:
+    """One variant's rounds: its journal, its first round's record (speed and memory)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.first: dict[str, rec.ModelRecord] = {}
+        self.journal: dict[str, Path] = {}
+
+    def attempt(self, name: str, round_: int) -> Callable[[str, str], Attempt]:
+        def make(key: str, _name: str) -> Attempt:
+            path = journals.journal_path(self.run_id, key, name)
+            self.journal[name] = path
+            earlier = self.first.get(name) or _stored(self.run_id, key)
+            kept = journals.resume_from(path, speed=earlier is not None)
+            if kept is None:
+                return Attempt(journal=path)
+            prior, _ = kept
+            # a finished task gets more items in the next round: it is reopened, its items so
+            # far kept (skipped by the worker) and scored together with the new ones
+            reopened = ct.Prior(
+                result=dataclasses.replace(prior.result, tasks=()),
+                speed_done=prior.speed_done,
+                open_chunks=tuple(prior.open_chunks) + tuple(prior.result.tasks),
+            )
+            return Attempt(path, reopened, earlier, f"race round {round_ + 1}")
+
+        return make
+
+
+def _stored(run_id: str, key: str) -> rec.ModelRecord | None:
+    path = store.run_dir(run_id) / "records.jsonl"
+    found = [r for r in store.read_jsonl(path, rec.ModelRecord) if r.key == key]
+    return found[0] if found else None
+
+
+def race_bench(
+    variants: Sequence[Any],
+    settings: rec.RunSettings,
+    *,
+    run_id: str,
+    host: rec.HostInfo,
+    force: bool,
+    root: Path,
+    get_file: Callable[[Any], Any],
+    progress: Progress,
+) -> RaceState:
+    """Race `variants` (catalog Variants) under `settings` (settings.race_confidence set)."""
+    check_field([v.name for v in variants])
+    config = race_config(settings)
+    items, chance = race_items(settings, root)
+    by_name = {v.name: v for v in variants}
+    rounds = _Rounds(run_id)
+
+    def measure(name: str, only_ids: dict[str, list[str]], round_: int) -> RoundResult:
+        variant = by_name[name]
+        got = bench_one(
+            variant,
+            settings,
+            lambda: get_file(variant),
+            run_id=run_id,
+            host=host,
+            done=(),
+            force=force,
+            root=root,
+            progress=progress,
+            attempt=rounds.attempt(name, round_),
+            only_ids={t: tuple(ids) for t, ids in only_ids.items()},
+        )
+        record = got.record
+        if record is None or record.status != rec.STATUS_OK or record.memory is None:
+            error = record.error if record is not None else "not measured"
+            if record is not None:
+                store.save_record(record, got.samples, generations=got.generations)
+            return RoundResult({}, error=error or (record.status if record else "not measured"))
+        if round_ == 0:
+            rounds.first[name] = record
+        store.save_record(record, got.samples, generations=got.generations)
+        memory = record.memory.model_peak_bytes / 1e9 if round_ == 0 else None
+        return RoundResult(verdicts_of(got.samples, got.generations), memory_gb=memory)
+
+    state = run_race(
+        run_id,
+        [v.name for v in variants],
+        items,
+        chance,
+        config,
+        measure,
+        root=store.run_dir(run_id).parent,
+        progress=progress,
+    )
+    for path in rounds.journal.values():
+        journals.finish(path)  # every round's record and items are stored
+    return state
