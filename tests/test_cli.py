@@ -130,6 +130,10 @@ def test_runs_json_and_output_dir(tmp_path, capsys):
     assert run["run_dir"] == str((elsewhere / run["run_id"]).resolve())
     assert run["created_at"] == "2026-01-01T00:00:00+0000"
     assert os.environ["EDGEEVAL_REPORTS"] == before
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main(["runs", "--output", str(a_file)]) == 2
+    assert f"{a_file}: --output: not a folder" in capsys.readouterr().err
 
 
 def test_report_prints_the_speed_table_or_json_on_stdout(capsys):

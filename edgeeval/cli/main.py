@@ -28,7 +28,7 @@ from pathlib import Path
 from edgeeval import __version__, settings
 from edgeeval.cli import bench, cluster, completion, doctor, models, plan, quant, results, tasks
 from edgeeval.cli.options import HelpFormatter
-from edgeeval.errors import EdgeevalError
+from edgeeval.errors import ConfigError, EdgeevalError
 from edgeeval.text import safe_text
 
 #: Exit codes other than an EdgeevalError's own `exit_code` (README, *Exit codes*).
@@ -117,7 +117,14 @@ def _global_environment(args: argparse.Namespace) -> Iterator[None]:
     variables the library reads (EDGEEVAL_REPORTS, EDGEEVAL_INCLUDE_PATH); restored after."""
     changes = {}
     if args.output:
-        changes["EDGEEVAL_REPORTS"] = str(Path(args.output).expanduser().resolve())
+        output = Path(args.output).expanduser().resolve()
+        if output.exists() and not output.is_dir():
+            raise ConfigError(
+                "--output: not a folder; give the folder run directories go in (it is made "
+                "when missing)",
+                path=output,
+            )
+        changes["EDGEEVAL_REPORTS"] = str(output)
     if args.include_path:
         folders = [str(Path(d).expanduser().resolve()) for d in args.include_path]
         earlier = [str(d) for d in settings.task_include_dirs()]
