@@ -108,12 +108,12 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
         value_cases.setdefault(" ".join(choices), []).append(f":{option}")
     lines.append("    esac")
     lines.append('    case "$cmd:$prev" in  # the value of an option')
-    for choices, keys in sorted(value_cases.items()):
+    for words, keys in sorted(value_cases.items()):
         pattern = "|".join(shlex.quote(k) for k in sorted(keys))
-        if choices:
+        if words:
             lines.append(
                 f"        {pattern})\n"
-                f'            COMPREPLY=($(compgen -W {shlex.quote(choices)} -- "$cur")); return ;;'
+                f'            COMPREPLY=($(compgen -W {shlex.quote(words)} -- "$cur")); return ;;'
             )
         else:
             lines.append(

@@ -24,6 +24,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from edgeeval import __version__, settings
 from edgeeval.cli import bench, cluster, completion, doctor, models, plan, quant, results, tasks
@@ -45,7 +46,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None
     """--catalog, --output and --include-path. After the subcommand (`after`) they land in
     their own dests (`after_catalog`...) with no default, so main() merges both places."""
     g = parser.add_argument_group("global options (before or after the subcommand)")
-    extra = {"default": argparse.SUPPRESS} if after else {}
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
     prefix = _AFTER if after else ""
     g.add_argument(
         "--catalog",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def positive_gb(text: str) -> float:
@@ -138,7 +138,7 @@ class HelpFormatter(argparse.HelpFormatter):
         return super()._format_action_invocation(_with_strings(action, shown))
 
 
-def hidden_aliases_removed(strings: list[str]) -> list[str]:
+def hidden_aliases_removed(strings: Sequence[str]) -> list[str]:
     """The option strings --help shows: a `--long_name` is hidden when `--long-name` or another
     spelling without underscores is there too.
 

@@ -118,7 +118,8 @@ def _run_summary(run_id: str) -> dict:
         manifest = read_manifest(run_id)
     except EdgeevalError as exc:  # torn or missing run.json: the run is still listed
         return {**summary, "problem": str(exc)}
-    host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
+    host = manifest.get("host")
+    host = host if isinstance(host, dict) else {}
     summary.update(
         created_at=manifest.get("created_at"),
         variants=manifest.get("variants", []),
