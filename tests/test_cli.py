@@ -104,15 +104,24 @@ def test_global_options_work_after_the_subcommand_too(tmp_path, capsys):
 
 
 def test_lm_eval_underscore_spellings_parse_but_are_not_shown(capsys):
-    args = parse_args(
-        ["bench", "--num_fewshot", "3", "--output_path", "out", "--include_path", "t"]
-    )
+    argv = [
+        "--num_fewshot",
+        "3",
+        "--output_path",
+        "out",
+        "--include_path",
+        "t",
+        "--batch_size",
+        "4",
+    ]
+    args = parse_args(["bench", *argv])
     assert (args.num_fewshot, args.output, args.include_path) == (3, "out", ["t"])
+    assert args.eval_batch == 4
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     shown = capsys.readouterr().out
     assert "--num-fewshot" in shown and "--output DIR" in shown and "--include-path" in shown
-    for hidden in ("--num_fewshot K", "--output_path DIR", "--include_path DIR"):
+    for hidden in ("--num_fewshot K", "--output_path DIR", "--include_path DIR", "--batch_size B"):
         assert hidden not in shown  # neither in the usage line nor in the option lists
 
 

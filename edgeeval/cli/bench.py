@@ -161,6 +161,7 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--eval-batch",
+        "--batch_size",
         type=int,
         metavar="B",
         help="questions decoded together in the accuracy phase (default: measured per "
