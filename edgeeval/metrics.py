@@ -158,46 +158,34 @@ DEFAULT_TG_EFFICIENCY = 0.55
 
 
 def predicted_tg(
-    bandwidth_bytes_per_s: float,
-    efficiency: float,
-    weights_bytes: int,
-    kv_bytes: int = 0,
-    *,
-    per_token_s: float = 0.0,
+    bandwidth_bytes_per_s: float, efficiency: float, weights_bytes: int, kv_bytes: int = 0
 ) -> float:
-    """Generation tokens/s expected: each token costs a fixed `per_token_s` (sampling, graph
-    and thread overhead: what keeps a tiny model far below its roofline) plus the bytes it reads
-    at `efficiency` x the bandwidth. With per_token_s 0 this is efficiency x the roofline.
+    """Generation tokens/s expected: the roofline times the share of it measured here.
 
     >>> predicted_tg(50e9, 0.5, 500_000_000)
     50.0
-    >>> predicted_tg(50e9, 0.5, 500_000_000, per_token_s=0.005)
-    40.0
     """
-    return 1.0 / (per_token_s + (weights_bytes + kv_bytes) / (efficiency * bandwidth_bytes_per_s))
+    return efficiency * tg_ceiling(bandwidth_bytes_per_s, weights_bytes, kv_bytes)
 
 
-def fit_token_time(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
-    """(fixed seconds per token, bytes per second) of the least-squares line through
-    (bytes read per token, seconds per token) points; None when the points cannot give one
-    (fewer than two sizes, sizes within 20 % of each other, a slope or intercept below 0).
+def fit_power_law(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """(c, b) of y = c * x**b, least squares on the logarithms; None when the points cannot
+    give one (fewer than two, x within 20 % of each other, or any value not above 0).
 
-    >>> t0, bps = fit_token_time([(1e8, 0.003), (3e8, 0.007), (5e8, 0.011)])
-    >>> round(t0, 6), round(bps / 1e9, 1)
-    (0.001, 50.0)
+    >>> c, b = fit_power_law([(1e8, 1.0), (4e8, 2.0), (9e8, 3.0)])
+    >>> round(c * 1e4, 6), round(b, 6)
+    (1.0, 0.5)
     """
-    if len(points) < 2:
+    if len(points) < 2 or any(x <= 0 or y <= 0 for x, y in points):
         return None
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    if max(xs) < 1.2 * min(xs):
+    xs, ys = [math.log(x) for x, _ in points], [math.log(y) for _, y in points]
+    if max(xs) - min(xs) < math.log(1.2):
         return None
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    t0 = my - slope * mx
-    if slope <= 0 or t0 < 0:
-        return None
-    return t0, 1.0 / slope
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return math.exp(my - slope * mx), slope
 
 
 def predicted_pp(flops_per_s: float, n_params: int) -> float:

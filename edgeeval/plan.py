@@ -9,13 +9,18 @@ fetch/header.py):
   context (as the tg tests run) and with the whole n_ctx of KV read per token;
 - pp t/s = this machine's effective compute rate / (2 x parameters) (metrics.predicted_pp).
 
-The calibration comes from this machine's earlier runs in the store (same hostname and CPU):
-the efficiency is the median of measured tg / roofline over its CPU tg tests, the compute rate
-the median of pp t/s x 2 x parameters, the runtime memory the median of (speed-phase peak -
-weights - KV). Without earlier runs: efficiency 0.55 (llmfit's factor, metrics.
-DEFAULT_TG_EFFICIENCY), no pp prediction, runtime memory 300 MB (run.runner's pre-flight
-margin). The bandwidth is the host's measured copy bandwidth (engine/bandwidth.py's cache, or
-the newest stored record's).
+The calibration comes from this machine's earlier runs in the store (same hostname and CPU).
+Generation: per variant, its fastest CPU tg test at depth 0 (contention only slows a test
+down) gives a measured efficiency (tg / roofline). Small models reach a smaller share of the
+roofline than large ones (fixed costs per token weigh more), so the efficiency is fitted as a
+power of the bytes read per token (metrics.fit_power_law, exponent 0 to 1) and capped at the
+highest measured efficiency, so a model larger than any measured one is bandwidth-bound at
+the best share seen. One variant, or points that give no such fit: the median efficiency for
+every size. Prompt: the compute rate pp t/s x 2 x parameters per quant type. Runtime memory:
+the median of (speed-phase peak - weights - KV). Without earlier runs: efficiency 0.55
+(llmfit's factor, metrics.DEFAULT_TG_EFFICIENCY), no pp prediction, runtime memory 300 MB
+(run.runner's pre-flight margin). The bandwidth is the host's measured copy bandwidth
+(engine/bandwidth.py's cache, or the newest stored record's).
 """
 
 from __future__ import annotations
@@ -57,7 +62,16 @@ class Calibration:
     pp_source: str
     overhead_bytes: int
     overhead_source: str
-    per_token_s: float = 0.0  # fixed cost per generated token (0: the plain roofline form)
+    # efficiency = c x bytes**b (b in 0..1), capped: None = `efficiency` for every size
+    fit: tuple[float, float] | None = None
+    efficiency_cap: float = 0.0
+
+    def efficiency_at(self, bytes_per_token: float) -> float:
+        """The share of the roofline a model reading `bytes_per_token` should reach here."""
+        if self.fit is None:
+            return self.efficiency
+        c, b = self.fit
+        return min(c * bytes_per_token**b, self.efficiency_cap)
 
 
 @dataclass(frozen=True)
@@ -84,13 +98,8 @@ def mine(records: Sequence[rec.ModelRecord], hostname: str, cpu: str) -> list[re
 
 
 def calibrate(records: Sequence[rec.ModelRecord], bandwidth: float | None) -> Calibration:
-    """The factors for this machine from its stored records (already filtered with `mine`).
-
-    Generation: per variant, its fastest CPU tg test at depth 0 (contention only slows a
-    test down) as (bytes read per token, seconds per token); a least-squares line through
-    those points gives a fixed cost per token and the bytes per second actually reached
-    (efficiency = that / the measured bandwidth). One point, or points that give no line:
-    no fixed cost, the median measured efficiency. No point: the stated default."""
+    """The factors for this machine from its stored records (already filtered with `mine`);
+    `bandwidth` overrides the stored one. The module docstring says how."""
     on_cpu = [r for r in records if not r.host.gpu_offload or r.settings.n_gpu_layers == 0]
     bw = bandwidth or next(
         (
@@ -105,30 +114,31 @@ def calibrate(records: Sequence[rec.ModelRecord], bandwidth: float | None) -> Ca
             "plan: this machine's memory bandwidth is unknown (no cached measurement, no "
             "stored run); run one `edgeeval bench` first"
         )
-    best: dict[str, tuple[float, float]] = {}
+    best: dict[str, tuple[float, float]] = {}  # variant -> (bytes per token, efficiency)
     for r in on_cpu:
+        bw_then = r.host.mem_bandwidth_bytes_per_s
         for row in speed_rows([r]):
-            if not row["roofline_ts"] or row["n_depth"] or not row["avg_ts"]:
+            if not row["roofline_efficiency"] or row["n_depth"] or not bw_then:
                 continue
-            point = (r.host.mem_bandwidth_bytes_per_s / row["roofline_ts"], 1 / row["avg_ts"])
-            if r.variant.name not in best or point[1] < best[r.variant.name][1]:
+            point = (bw_then / row["roofline_ts"], row["roofline_efficiency"])
+            if r.variant.name not in best or point[1] > best[r.variant.name][1]:
                 best[r.variant.name] = point
-    fit = metrics.fit_token_time(list(best.values()))
-    per_token = 0.0
-    if fit:
-        per_token, reached = fit
-        eff = reached / bw
+    fit = metrics.fit_power_law(list(best.values()))
+    if fit and 0 <= fit[1] <= 1:
+        cap = max(e for _, e in best.values())
+        eff = statistics.median(e for _, e in best.values())
         eff_source = (
-            f"measured: a line through the fastest tg test of {len(best)} variants on this "
-            f"machine: {per_token * 1e3:.1f} ms per token + the bytes read at "
-            f"{reached / 1e9:.1f} GB/s"
+            f"measured: efficiency = {fit[0]:.3g} x bytes^{fit[1]:.2f} (a fit over the fastest "
+            f"tg test of {len(best)} variants on this machine), at most {cap:.2f}"
         )
-    elif best:
-        eff = statistics.median(b / (t * bw) for b, t in best.values())
-        eff_source = f"measured: median tg / roofline of {len(best)} variants on this machine"
     else:
-        eff = metrics.DEFAULT_TG_EFFICIENCY
-        eff_source = f"default {eff} (llmfit's factor): no earlier tg test on this machine"
+        fit, cap = None, 0.0
+        if best:
+            eff = statistics.median(e for _, e in best.values())
+            eff_source = f"measured: median tg / roofline of {len(best)} variants on this machine"
+        else:
+            eff = metrics.DEFAULT_TG_EFFICIENCY
+            eff_source = f"default {eff} (llmfit's factor): no earlier tg test on this machine"
     rates: dict[str, tuple[str, float]] = {}  # variant -> (quant, its best compute rate)
     overheads = []
     for r in on_cpu:
@@ -159,7 +169,7 @@ def calibrate(records: Sequence[rec.ModelRecord], bandwidth: float | None) -> Ca
     else:
         overhead, over_source = DEFAULT_OVERHEAD_BYTES, "default 300 MB: no earlier run"
     return Calibration(
-        bw, eff, eff_source, flops, pp_source, overhead, over_source, per_token_s=per_token
+        bw, eff, eff_source, flops, pp_source, overhead, over_source, fit=fit, efficiency_cap=cap
     )
 
 
@@ -190,7 +200,7 @@ def predict(
     kv = kv_bytes(summary.metadata, n_ctx)
     rate = cal.flops_per_s.get(variant.quant.upper()) or cal.flops_per_s.get("")
     peak = weights + (kv or 0) + cal.overhead_bytes
-    bw, eff = cal.bandwidth_bytes_per_s, cal.efficiency
+    bw, eff = cal.bandwidth_bytes_per_s, cal.efficiency_at(weights)
     prediction = Prediction(
         made_at=time.strftime(settings.ISO_TIME),
         hostname=machine[0],
@@ -202,11 +212,10 @@ def predict(
         peak_bytes=peak,
         budget_bytes=budget_bytes,
         fits=peak <= budget_bytes and not refused,
-        tg_ts=metrics.predicted_tg(bw, eff, weights, per_token_s=cal.per_token_s),
-        tg_full_ctx_ts=metrics.predicted_tg(bw, eff, weights, kv or 0, per_token_s=cal.per_token_s),
+        tg_ts=metrics.predicted_tg(bw, eff, weights),
+        tg_full_ctx_ts=metrics.predicted_tg(bw, eff, weights, kv or 0),
         pp_ts=metrics.predicted_pp(rate, summary.n_params) if rate else None,
         efficiency=eff,
-        per_token_s=cal.per_token_s,
         efficiency_source=cal.efficiency_source,
         bandwidth_bytes_per_s=bw,
     )

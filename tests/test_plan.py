@@ -69,26 +69,36 @@ def measured(name: str, weights: int, tg: float, *, pp: float | None = None, n_p
 # --- the maths ------------------------------------------------------------------------------
 
 
-def test_a_line_through_three_sizes_gives_the_fixed_cost_and_the_bandwidth_reached():
-    # seconds per token = 2 ms + bytes / 20 GB/s
-    points = [(b, 0.002 + b / 20e9) for b in (1e8, 3e8, 6e8)]
-    t0, bps = metrics.fit_token_time(points)
-    assert t0 == pytest.approx(0.002) and bps == pytest.approx(20e9)
-    assert metrics.fit_token_time(points[:1]) is None
-    assert metrics.fit_token_time([(1e8, 0.01), (1.1e8, 0.011)]) is None  # sizes too close
-    assert metrics.fit_token_time([(1e8, 0.02), (5e8, 0.01)]) is None  # faster when larger
+def test_a_power_law_fit_and_when_there_is_none():
+    c, b = metrics.fit_power_law([(1e8, 0.5), (4e8, 1.0), (1.6e9, 2.0)])
+    assert b == pytest.approx(0.5) and c * (1e8) ** 0.5 == pytest.approx(0.5)
+    assert metrics.fit_power_law([(1e8, 1.0)]) is None
+    assert metrics.fit_power_law([(1e8, 1.0), (1.1e8, 1.2)]) is None  # sizes too close
+    assert metrics.fit_power_law([(1e8, 0.0), (5e8, 1.0)]) is None
 
 
-def test_calibration_from_earlier_runs_fits_the_line():
-    stored = [
-        measured("a", 100_000_000, 1 / (0.002 + 1e8 / 20e9)),
-        measured("b", 400_000_000, 1 / (0.002 + 4e8 / 20e9)),
-    ]
+def at_efficiency(name: str, weights: int, eff: float) -> object:
+    """A stored record whose tg32 reaches `eff` of this machine's roofline."""
+    ceiling = BW / (weights + 0)  # the tg32 roofline's KV is 0 here: kv_cache_bytes = 0
+    return measured(name, weights, eff * ceiling)
+
+
+def test_calibration_fits_efficiency_to_size_and_caps_it():
+    # efficiency = 0.5 at 100 MB, 1.0 at 400 MB: exponent 0.5
+    stored = [at_efficiency("a", 100_000_000, 0.5), at_efficiency("b", 400_000_000, 1.0)]
     cal = planmod.calibrate(stored, None)
     assert cal.bandwidth_bytes_per_s == BW
-    assert cal.per_token_s == pytest.approx(0.002, rel=0.05)
-    assert cal.efficiency == pytest.approx(2.0, rel=0.05)  # 20 GB/s reached / 10 GB/s probed
-    assert "line through the fastest tg test of 2 variants" in cal.efficiency_source
+    assert cal.fit is not None and cal.fit[1] == pytest.approx(0.5)
+    assert cal.efficiency_at(225_000_000) == pytest.approx(0.75)  # between the two
+    assert cal.efficiency_at(25_000_000) == pytest.approx(0.25)  # a smaller model: less
+    assert cal.efficiency_at(10**10) == pytest.approx(1.0)  # larger: the best seen, no more
+    assert "fit over the fastest tg test of 2 variants" in cal.efficiency_source
+
+
+def test_a_fit_that_makes_larger_models_faster_per_byte_is_not_used():
+    stored = [at_efficiency("a", 100_000_000, 2.0), at_efficiency("b", 400_000_000, 0.1)]
+    cal = planmod.calibrate(stored, None)
+    assert cal.fit is None and cal.efficiency_at(10**9) == pytest.approx(1.05)  # the median
 
 
 def test_calibration_keeps_each_variants_fastest_test():
@@ -245,7 +255,7 @@ def prediction(name: str, made_at: str, tg: float = 50.0) -> plans.Prediction:
     return plans.Prediction(
         made_at=made_at, hostname=MACHINE[0], cpu_model=MACHINE[1], variant=name, n_ctx=2048,
         weights_bytes=10**8, kv_bytes=10**7, peak_bytes=4 * 10**8, budget_bytes=10**9, fits=True,
-        tg_ts=tg, tg_full_ctx_ts=tg - 5, pp_ts=200.0, efficiency=1.0, per_token_s=0.0,
+        tg_ts=tg, tg_full_ctx_ts=tg - 5, pp_ts=200.0, efficiency=1.0,
         efficiency_source="x", bandwidth_bytes_per_s=BW,
     )  # fmt: skip
 

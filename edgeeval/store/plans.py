@@ -37,8 +37,7 @@ class Prediction:
     tg_ts: float  # at an empty context, as the tg tests run
     tg_full_ctx_ts: float  # with the whole n_ctx of KV read per token
     pp_ts: float | None  # None when no earlier run measured this machine's prompt speed
-    efficiency: float  # the share of the bandwidth roofline used for tg_ts
-    per_token_s: float  # the fixed cost per generated token in tg_ts (0: plain roofline)
+    efficiency: float  # the share of the bandwidth roofline used for tg_ts (for this size)
     efficiency_source: str  # "measured: median of N tg tests" or "default (llmfit's 0.55)"
     bandwidth_bytes_per_s: float
 
