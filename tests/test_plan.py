@@ -328,3 +328,16 @@ def test_the_cli_lists_a_local_model_and_keeps_the_prediction(tmp_path, capsys, 
         "--ctx 8192 is above its trained context length 4096 (allowed: 1 to 4096)"
         in capsys.readouterr().err
     )
+
+
+def test_an_hf_spec_is_planned_without_downloading_it(fake_hub, tmp_path):  # noqa: F811
+    from edgeeval import settings
+
+    path = write_gguf(tmp_path / "r.gguf", rows=16 * 1024)
+    fake_hub.add_file("o/r", "m-Q4_K_M.gguf", path.read_bytes())
+    fake_hub.add_file("o/r", "m-Q8_0.gguf", path.read_bytes())
+    v = planmod.hub_spec_variant("hf:o/r:Q4_K_M")
+    assert (v.source.repo_id, v.source.filename) == ("o/r", "m-Q4_K_M.gguf")
+    (row,), _ = run_plan([v])
+    assert row.prediction is not None and row.header_source.startswith("Hub header")
+    assert not any(settings.hf_hub_cache().rglob("*.gguf"))  # nothing downloaded
