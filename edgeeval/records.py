@@ -66,9 +66,15 @@ class RunSettings:
     n_batch: int = 512
     n_ubatch: int = 512
     n_gpu_layers: int = 0
-    flash_attn: bool = False
+    flash_attn: bool | str = False  # True (on), False (off) or "auto" (llama.cpp decides)
     use_mmap: bool = True
     use_mlock: bool = False
+    # The KV cache (llama-bench's -ctk/-ctv, ggml type names) and the sliding-window layers'
+    # cache: full-size (swa_full, llama-cpp-python's default) or windowed (llama-server's).
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    swa_full: bool = True
+    runtime: str = ""  # the --as runtime profile whose defaults these are ("" = edgeeval's)
     pp_tokens: int = 128
     tg_tokens: int = 32
     repetitions: int = 5
@@ -76,7 +82,9 @@ class RunSettings:
     sweep_threads: tuple[int, ...] = ()
     sweep_n_gpu_layers: tuple[int, ...] = ()
     sweep_n_batch: tuple[int, ...] = ()
-    sweep_flash_attn: tuple[bool, ...] = ()
+    sweep_flash_attn: tuple[bool | str, ...] = ()
+    sweep_cache_type_k: tuple[str, ...] = ()
+    sweep_cache_type_v: tuple[str, ...] = ()
     depths: tuple[int, ...] = (0,)
     pp_tg: bool = False  # also run the combined "pp N + tg M" test
     ttft: bool = True  # time to first token on a text prompt of pp_tokens tokens
@@ -138,6 +146,7 @@ class RunSettings:
                 f"--confidence {self.race_confidence}: must be at least 0.5 and below 1 "
                 "(e.g. 0.95 for 95 %)",
             )
+        _check_context_knobs(self)
         longest = max(self.depths, default=0) + (
             self.pp_tokens + self.tg_tokens if self.pp_tg else max(self.pp_tokens, self.tg_tokens)
         )
@@ -174,6 +183,38 @@ def _refuse(name: str, message: str) -> None:
     raise ConfigError(message, path="run settings", key=name)
 
 
+#: KV cache types llama.cpp accepts for -ctk/-ctv (common/arg.cpp kv_cache_types, the
+#: llama.cpp vendored in llama-cpp-python 0.3.36).
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+_UNQUANTIZED_KV = ("f32", "f16", "bf16")
+_KV_OPTION = {"cache_type_k": "--cache-type-k", "cache_type_v": "--cache-type-v"}
+
+
+def _check_context_knobs(settings: RunSettings) -> None:
+    """Refuse a KV cache type llama.cpp does not know, a flash-attention value that is not
+    on/off/auto, and a quantized V cache without flash attention (llama.cpp refuses to make
+    that context), for every combination a sweep would load, before anything is loaded."""
+    for name in ("cache_type_k", "cache_type_v"):
+        for value in (getattr(settings, name), *getattr(settings, "sweep_" + name)):
+            if value not in KV_CACHE_TYPES:
+                _refuse(
+                    name,
+                    f"{_KV_OPTION[name]} {value!r} is not a KV cache type llama.cpp knows; "
+                    f"allowed: {', '.join(KV_CACHE_TYPES)}",
+                )
+    flashes = (settings.flash_attn, *settings.sweep_flash_attn)
+    for value in flashes:
+        if not isinstance(value, bool) and value != "auto":
+            _refuse("flash_attn", f"--flash-attn {value!r}: allowed: on, off, auto (or 1, 0)")
+    for type_v in (settings.cache_type_v, *settings.sweep_cache_type_v):
+        if type_v not in _UNQUANTIZED_KV and False in flashes:
+            _refuse(
+                "cache_type_v",
+                f"--cache-type-v {type_v} needs flash attention (llama.cpp refuses a quantized "
+                "V cache without it); add --flash-attn on (or auto), or use --cache-type-v f16",
+            )
+
+
 def clamp_ubatch(n_ubatch: int, n_batch: int) -> int:
     """The micro-batch llama.cpp really uses: never more than the batch.
 
@@ -205,6 +246,12 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "eval_batch": 0,
     "stall_timeout_s": 300.0,  # never in the key; here so shown() leaves the default out
     "race_confidence": None,
+    "cache_type_k": "f16",
+    "cache_type_v": "f16",
+    "swa_full": True,
+    "runtime": "",
+    "sweep_cache_type_k": (),
+    "sweep_cache_type_v": (),
 }
 
 
@@ -224,7 +271,7 @@ class SpeedResult:
     n_batch: int = 0
     n_ubatch: int = 0
     n_gpu_layers: int = 0
-    flash_attn: bool = False
+    flash_attn: bool | str = False  # as configured: True, False or "auto"
     # llama-bench's per-test facts ("" in records made before them; type_k/type_v were always
     # llama.cpp's default f16 then): when the test started (UTC, "2026-12-06T11:02:03Z"), the
     # model as llama_model_desc names it ("qwen2 0.5B Q4_K - Medium") and the KV cache types.
@@ -370,7 +417,7 @@ class KvCacheLayout:
     n_swa: int = 0
     n_ubatch: int = 512
     swa_full: bool = True
-    cache_type: str = "f16"
+    cache_type: str = "f16"  # K and V type, or "K/V" when they differ ("q8_0/f16")
     points: tuple[KvPoint, ...] = ()
 
 

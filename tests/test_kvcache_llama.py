@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeeval.engine.backend import LoadOptions
 from edgeeval.gguf.check import check_gguf
 from edgeeval.gguf.kvcache import kv_layout
 from edgeeval.metrics import kv_cache_at, kv_contexts
@@ -43,6 +44,44 @@ def test_embedded_models_kv_equals_llama_cpp_allocation(name, swa_full):
         assert theirs > 0 and _close(ours, theirs), (name, n_ctx, ours, theirs)
     if name.startswith("gemma") and swa_full is False:  # the window shows: 1024 SWA cells
         assert allocated[32768]["cells"] == [(32768, 3), (1024, 15)]
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", EMBEDDED)
+@pytest.mark.parametrize(
+    ("type_k", "type_v", "flash_attn", "swa_full"),
+    [
+        ("q8_0", "q8_0", True, True),
+        ("q8_0", "q8_0", True, False),
+        ("q4_0", "q4_0", "auto", False),
+        ("q8_0", "f16", False, True),  # a quantized K alone needs no flash attention
+    ],
+    ids=["q8_0-full", "q8_0-windowed", "q4_0-auto-windowed", "k-q8_0-v-f16"],
+)
+def test_quantized_kv_equals_llama_cpp_allocation(name, type_k, type_v, flash_attn, swa_full):
+    """The cache types and windowing as a run passes them (LoadOptions -> context_params):
+    llama.cpp's KV buffers within 1 % of the layout's bytes (q8_0: 34 bytes per 32 values,
+    q4_0: 18 per 32), and the types really reach llama.cpp (f16 would be ~1.9x / 3.6x)."""
+    path = _fetch_real(name)
+    meta = check_gguf(path).metadata
+    options = LoadOptions(
+        n_ctx=512, flash_attn=flash_attn, type_k=type_k, type_v=type_v, swa_full=swa_full
+    )
+    layout = kv_layout(
+        meta,
+        flash_attn=flash_attn,
+        swa_full=swa_full,
+        cache_type_k=type_k,
+        cache_type_v=type_v,
+    )
+    assert layout.cache_type == (type_k if type_k == type_v else f"{type_k}/{type_v}")
+    f16 = kv_layout(meta, flash_attn=flash_attn, swa_full=swa_full)
+    contexts = [1000, 8192]
+    allocated = kv_allocations(path, contexts, options=options)
+    for n_ctx in contexts:
+        ours, theirs = kv_cache_at(layout, n_ctx), allocated[n_ctx]["bytes"]
+        assert theirs > 0 and _close(ours, theirs), (name, n_ctx, ours, theirs)
+        assert not _close(kv_cache_at(f16, n_ctx), theirs)  # the type made a difference
 
 
 def write_tiny_deepseek2(

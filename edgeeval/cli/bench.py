@@ -92,7 +92,34 @@ def _speed_options(parser: argparse.ArgumentParser) -> None:
         help="layers offloaded to the GPU (99 = all), or a list to sweep (default: all when "
         "llama.cpp was built with GPU offload, else 0; see `edgeeval doctor`)",
     )
-    p.add_argument("--flash-attn", type=list_of(0, 1), help="0, 1 or 0,1 to sweep")
+    p.add_argument(
+        "--flash-attn",
+        "-fa",
+        type=_flash_list,
+        help="on, off or auto (llama.cpp decides; 1/0 = on/off), or a list to sweep: off,on",
+    )
+    for flag, short, part in (("--cache-type-k", "-ctk", "K"), ("--cache-type-v", "-ctv", "V")):
+        p.add_argument(
+            flag,
+            short,
+            type=_cache_type_list,
+            help=f"KV cache type for {part} (f16, q8_0, q4_0, ...; default f16), or a list "
+            "to sweep: f16,q8_0" + ("; quantized, it needs --flash-attn on/auto" * (part == "V")),
+        )
+    p.add_argument(
+        "--swa-full",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sliding-window layers get a full-size KV cache (default, as llama-cpp-python); "
+        "--no-swa-full: only their window (as llama-server and Ollama)",
+    )
+    p.add_argument(
+        "--as",
+        dest="runtime",
+        choices=_runtime_names(),
+        help="load as this runtime does by default (n_ctx, flash attention, KV types, "
+        "windowing, batch sizes; README 'Runtime profiles'); options given override it",
+    )
     p.add_argument("--depth", type=list_of(0), help="KV cache depth(s) for the speed tests")
     p.add_argument("--pp-tg", action="store_true", help="also run the combined pp N + tg M test")
     p.add_argument("--no-ttft", action="store_true", help="skip the time-to-first-token test")
@@ -247,7 +274,38 @@ _SWEEP_OPTIONS = {
     "n_gpu_layers": ("n_gpu_layers", "sweep_n_gpu_layers"),
     "n_batch": ("n_batch", "sweep_n_batch"),
     "flash_attn": ("flash_attn", "sweep_flash_attn"),
+    "cache_type_k": ("cache_type_k", "sweep_cache_type_k"),
+    "cache_type_v": ("cache_type_v", "sweep_cache_type_v"),
 }
+
+
+def _runtime_names() -> list[str]:
+    from edgeeval.catalog.runtimes import PROFILES
+
+    return list(PROFILES)
+
+
+def _flash_list(text: str) -> tuple[bool | str, ...]:
+    """--flash-attn: on/off/auto or 1/0, comma-separated to sweep."""
+    words = {"on": True, "1": True, "off": False, "0": False, "auto": "auto"}
+    values = [v.strip().lower() for v in text.split(",")]
+    bad = [v for v in values if v not in words]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r}: allowed: on, off, auto (or 1, 0)")
+    return tuple(words[v] for v in values)
+
+
+def _cache_type_list(text: str) -> tuple[str, ...]:
+    """--cache-type-k/-v: KV cache types llama.cpp knows, comma-separated to sweep."""
+    from edgeeval.records import KV_CACHE_TYPES
+
+    values = [v.strip().lower() for v in text.split(",")]
+    bad = [v for v in values if v not in KV_CACHE_TYPES]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"{bad[0]!r} is not a KV cache type; allowed: {', '.join(KV_CACHE_TYPES)}"
+        )
+    return tuple(values)
 
 
 class Given(NamedTuple):
@@ -265,7 +323,13 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     absent: those are defaults."""
     from edgeeval.catalog.profiles import load_profile
 
-    given = [Given("--profile", args.profile, load_profile(args.profile))] if args.profile else []
+    given = []
+    if args.runtime:  # the runtime's defaults first: --profile and options override them
+        from edgeeval.catalog.runtimes import runtime_profile
+
+        given.append(Given("--as", args.runtime, runtime_profile(args.runtime).settings()))
+    if args.profile:
+        given.append(Given("--profile", args.profile, load_profile(args.profile)))
     for option, field in _SCALAR_OPTIONS.items():
         value = getattr(args, option)
         if value is not None:
@@ -273,12 +337,16 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     for option, (field, sweep_field) in _SWEEP_OPTIONS.items():
         values = getattr(args, option)
         if values is not None:
-            cast = bool if option == "flash_attn" else int
+            cast: Any = {"flash_attn": lambda v: v, "cache_type_k": str, "cache_type_v": str}
+            cast = cast.get(option, int)
             fields: dict[str, Any] = {field: cast(values[0])}
             fields[sweep_field] = tuple(cast(x) for x in values) if len(values) > 1 else ()
             given.append(Given(_flag(option), _csv(values), fields))
     if args.depth is not None:
         given.append(Given("--depth", _csv(args.depth), {"depths": args.depth}))
+    if args.swa_full is not None:
+        flag = "--swa-full" if args.swa_full else "--no-swa-full"
+        given.append(Given(flag, "", {"swa_full": args.swa_full}))
     for option, (field, value) in _FLAG_OPTIONS.items():
         if getattr(args, option):
             given.append(Given(_flag(option), "", {field: value}))

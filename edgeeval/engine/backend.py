@@ -64,16 +64,23 @@ class ModelFacts:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How a model is loaded. n_ubatch above n_batch is lowered to it (what llama.cpp uses)."""
+    """How a model is loaded. n_ubatch above n_batch is lowered to it (what llama.cpp uses).
+
+    flash_attn is True (on), False (off) or "auto" (llama.cpp decides per device); type_k and
+    type_v are the KV cache's ggml type names (llama-bench's -ctk/-ctv); swa_full False gives
+    sliding-window layers a cache of their window only (llama-server's default)."""
 
     n_ctx: int = 2048
     n_threads: int = 2
     n_batch: int = 512
     n_ubatch: int = 512
     n_gpu_layers: int = 0
-    flash_attn: bool = False
+    flash_attn: bool | str = False
     use_mmap: bool = True
     use_mlock: bool = False
+    type_k: str = "f16"
+    type_v: str = "f16"
+    swa_full: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_ubatch", clamp_ubatch(self.n_ubatch, self.n_batch))
@@ -282,11 +289,13 @@ def context_params(llama_cpp: Any, options: LoadOptions) -> Any:
     params.n_batch = min(options.n_ctx, options.n_batch)
     params.n_ubatch = clamp_ubatch(options.n_ubatch, params.n_batch)
     params.n_threads = params.n_threads_batch = options.n_threads
-    params.flash_attn_type = (
-        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        if options.flash_attn
-        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    )
+    params.flash_attn_type = {
+        True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    }[options.flash_attn]
+    params.type_k, params.type_v = kv_type_id(options.type_k), kv_type_id(options.type_v)
+    params.swa_full = options.swa_full
     params.yarn_attn_factor, params.yarn_beta_fast, params.yarn_beta_slow = 1.0, 32.0, 1.0
     params.no_perf = False
     return params
@@ -636,6 +645,18 @@ def count_decodes() -> Callable[[], int]:
 
     llama_cpp.llama_decode = counted
     return lambda: count[0]
+
+
+def kv_type_id(name: str) -> int:
+    """The ggml type id of a KV cache type name as ggml_type_name spells it ("q8_0" -> 8), found
+    by asking ggml for each id's name (llama_cpp's GGML_TYPE_* constants lack some, e.g. bf16);
+    ValueError names the type when this llama.cpp has none of that name."""
+    import llama_cpp
+
+    for type_id in range(int(llama_cpp.GGML_TYPE_COUNT)):
+        if ggml_type_name(type_id) == name:
+            return type_id
+    raise ValueError(f"this llama.cpp has no ggml type {name!r} for the KV cache")
 
 
 def ggml_type_ids() -> dict[str, int]:

@@ -208,15 +208,21 @@ def _check_extents(r: _Reader, tensors: list, data_start: int, align: int) -> tu
 
 
 def kv_cache_bytes(
-    summary: GgufSummary, n_ctx: int, *, n_ubatch: int = 512, swa_full: bool = True
+    summary: GgufSummary,
+    n_ctx: int,
+    *,
+    n_ubatch: int = 512,
+    swa_full: bool = True,
+    **cache: object,
 ) -> int | None:
-    """KV cache bytes (F16) llama.cpp allocates at `n_ctx` for this file, from its metadata:
-    per-layer GQA, sliding-window layers and MLA as fetch.kvcache models them, the context
-    padded as llama.cpp pads it. `swa_full` True is llama-cpp-python's default (the window
-    layers get a full-size cache). None when unknown (missing values, values check_gguf
-    would refuse, or an architecture whose memory is not a plain KV cache).
+    """KV cache bytes (F16 unless `cache` names the types: cache_type_k, cache_type_v,
+    flash_attn, as kvcache.kv_options gives them) llama.cpp allocates at `n_ctx` for this file,
+    from its metadata: per-layer GQA, sliding-window layers and MLA as fetch.kvcache models
+    them, the context padded as llama.cpp pads it. `swa_full` True is llama-cpp-python's
+    default (the window layers get a full-size cache). None when unknown (missing values,
+    values check_gguf would refuse, or an architecture whose memory is not a plain KV cache).
     """
-    return kv_bytes(summary.metadata, n_ctx, n_ubatch=n_ubatch, swa_full=swa_full)
+    return kv_bytes(summary.metadata, n_ctx, n_ubatch=n_ubatch, swa_full=swa_full, **cache)
 
 
 # --- metadata checks ------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from edgeeval.errors import PreflightError
 from edgeeval.metrics import kv_cache_at, kv_contexts, kv_points
-from edgeeval.records import KvCacheLayout
+from edgeeval.records import KvCacheLayout, RunSettings
 
 # arch -> (default pattern, default window or 0 = SWA only when the file names a window > 0)
 _SWA_ARCHS = {
@@ -84,11 +85,14 @@ def _row_bytes(n_values: int, cache_type: str) -> int | None:
     return n_values // block * size if n_values % block == 0 else None
 
 
-def _layer_bytes(widths: list[tuple[int, int]], cache_type: str) -> list[tuple[int, int]] | None:
-    """(K bytes, V bytes) per cell for each layer, or None when a row does not fit the type."""
+def _layer_bytes(
+    widths: list[tuple[int, int]], type_k: str, type_v: str
+) -> list[tuple[int, int]] | None:
+    """(K bytes, V bytes) per cell for each layer, or None when a row does not fit its type
+    (ggml block sizes: q8_0 holds 32 values in 34 bytes, q4_0 in 18, f16 2 bytes a value)."""
     out = []
     for k, v in widths:
-        k_bytes, v_bytes = _row_bytes(k, cache_type), _row_bytes(v, cache_type)
+        k_bytes, v_bytes = _row_bytes(k, type_k), _row_bytes(v, type_v)
         if k_bytes is None or v_bytes is None:
             return None
         out.append((k_bytes, v_bytes))
@@ -138,21 +142,27 @@ def kv_layout(
     *,
     n_ubatch: int = 512,
     swa_full: bool = True,
-    flash_attn: bool = False,
+    flash_attn: bool | str = False,
     cache_type: str = "f16",
+    cache_type_k: str | None = None,
+    cache_type_v: str | None = None,
 ) -> KvCacheLayout | None:
     """The KV layout of a model with GGUF metadata `meta` (bytes per cell of its full and its
     sliding-window layers, window, micro-batch), or None when it cannot be modelled.
 
     `swa_full` True is llama-cpp-python's default (llama_context_default_params): the window
     layers then get a full-size cache too; llama-server and llama-cli turn it off.
+    `cache_type` is both K and V's type; `cache_type_k`/`cache_type_v` override one of them.
+    `flash_attn` "auto" counts as on (llama.cpp turns it on where the device supports it; it
+    only changes the V padding of models whose V widths differ between layers).
     """
-    widths = kv_widths(meta, flash_attn=flash_attn)
+    widths = kv_widths(meta, flash_attn=bool(flash_attn))
     if widths is None:
         return None
     arch = str(meta["general.architecture"])
     is_swa, window = swa_layers(meta, arch, len(widths))
-    per_layer = _layer_bytes(widths, cache_type)
+    type_k, type_v = (cache_type_k or cache_type).lower(), (cache_type_v or cache_type).lower()
+    per_layer = _layer_bytes(widths, type_k, type_v)
     if per_layer is None:
         return None
     full = sum(k + v for (k, v), swa in zip(per_layer, is_swa, strict=True) if not swa)
@@ -163,7 +173,7 @@ def kv_layout(
         n_swa=window if swa else 0,
         n_ubatch=n_ubatch,
         swa_full=swa_full,
-        cache_type=cache_type.lower(),
+        cache_type=type_k if type_k == type_v else f"{type_k}/{type_v}",
     )
 
 
@@ -180,14 +190,47 @@ def kv_for_run(
     n_ctx_train: int | None,
     n_batch: int = 512,
     n_ubatch: int = 512,
-    flash_attn: bool = False,
+    flash_attn: bool | str = False,
+    cache_type_k: str = "f16",
+    cache_type_v: str = "f16",
+    swa_full: bool = True,
 ) -> KvCacheLayout | None:
-    """The layout of a run's model (llama-cpp-python's full-size SWA cache; the micro-batch
-    llama.cpp uses, min(n_batch, n_ubatch)) with its figures at the standard context lengths up
-    to `n_ctx_train` and at the run's `n_ctx` (0 = the trained context); None if not modelled."""
-    layout = kv_layout(meta, n_ubatch=min(n_batch, n_ubatch), flash_attn=flash_attn)
+    """The layout of a run's model (its KV cache types, a full-size SWA cache unless not
+    `swa_full`; the micro-batch llama.cpp uses, min(n_batch, n_ubatch)) with its figures at the
+    standard context lengths up to `n_ctx_train` and at the run's `n_ctx` (0 = the trained
+    context); None if not modelled."""
+    layout = kv_layout(
+        meta,
+        n_ubatch=min(n_batch, n_ubatch),
+        flash_attn=flash_attn,
+        swa_full=swa_full,
+        cache_type_k=cache_type_k,
+        cache_type_v=cache_type_v,
+    )
     run_ctx = n_ctx or n_ctx_train
     if layout is None or not run_ctx:
         return None
     points = kv_points(layout, kv_contexts(n_ctx_train, run_ctx))
     return dataclasses.replace(layout, points=points)
+
+
+def kv_options(settings: RunSettings) -> dict[str, object]:
+    """The run's context knobs that size its KV cache, as kv_layout/kv_bytes take them."""
+    return {
+        "flash_attn": settings.flash_attn,
+        "cache_type_k": settings.cache_type_k,
+        "cache_type_v": settings.cache_type_v,
+        "swa_full": settings.swa_full,
+    }
+
+
+def check_context(meta: dict[str, object], n_ctx: int, *, name: str = "the model") -> None:
+    """Refuse an `n_ctx` above the trained context length the GGUF header states (llama.cpp
+    would load it and warn; the positions past it were never trained), before any load."""
+    arch = meta.get("general.architecture")
+    trained = _positive(meta.get(f"{arch}.context_length")) if isinstance(arch, str) else None
+    if trained is not None and n_ctx > trained:
+        raise PreflightError(
+            f"--n-ctx {n_ctx} is above {name}'s trained context length {trained} "
+            f"({arch}.context_length in its GGUF header); allowed: 1 to {trained}"
+        )

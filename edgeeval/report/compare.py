@@ -101,7 +101,7 @@ def speed_diff(metric: str, a: rec.SpeedResult | None, b: rec.SpeedResult | None
     return diff(metric, mean_a, mean_b, spread_a=sd_a, spread_b=sd_b, threshold=threshold)
 
 
-_SWEPT = ("n_threads", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn")
+_SWEPT = ("n_threads", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn", "type_k", "type_v")
 
 
 def _test_id(s: rec.SpeedResult) -> tuple[object, ...]:

@@ -37,6 +37,26 @@ def host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         f"Python {host.python_version}",
         f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
         f"- settings: `{json.dumps(records[0].settings.shown())}`",
+        *context_line(records[0].settings),
+    ]
+
+
+def context_line(settings: rec.RunSettings) -> list[str]:
+    """The context the models ran in, and the --as runtime profile it came from; none for a
+    run at edgeeval's own defaults (its reports stay as they were)."""
+    s = settings
+    knobs = (s.cache_type_k, s.cache_type_v, s.swa_full, s.flash_attn, s.runtime)
+    swept = s.sweep_cache_type_k or s.sweep_cache_type_v
+    if knobs == ("f16", "f16", True, False, "") and not swept:
+        return []
+    flash = "auto" if s.flash_attn == "auto" else ("on" if s.flash_attn else "off")
+    source = f"as {s.runtime} loads by default (README: Runtime profiles)" if s.runtime else "given"
+    types_k = ",".join(s.sweep_cache_type_k or (s.cache_type_k,))
+    types_v = ",".join(s.sweep_cache_type_v or (s.cache_type_v,))
+    return [
+        f"- context: n_ctx {s.n_ctx}, KV cache K {types_k} / V {types_v}, flash attention "
+        f"{flash}, sliding-window cache {'full-size' if s.swa_full else 'windowed'}, batch "
+        f"{s.n_batch} / micro-batch {s.n_ubatch}; {source}"
     ]
 
 

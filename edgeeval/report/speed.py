@@ -123,19 +123,25 @@ def params_text(n_params: int) -> str:
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     """llama-bench's Markdown columns (model, size, params, backend, ngl, threads, test,
     t/s), with the variant first and n_batch, fa and the roofline added."""
+    # llama-bench adds the KV cache type columns when a test's types are not f16
+    kv = any((r["type_k"], r["type_v"]) != ("f16", "f16") for r in rows)
     lines = [
-        "| variant | model | size | params | backend | ngl | threads | n_batch | fa | test "
-        "| t/s | roofline t/s | efficiency |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | model | size | params | backend | ngl | threads | n_batch | fa | "
+        + ("type_k | type_v | " if kv else "")
+        + "test | t/s | roofline t/s | efficiency |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|"
+        + ("---|---|" if kv else "")
+        + "---:|---:|---:|---:|",
     ]
     for r in rows:
         roof = f"{r['roofline_ts']:.1f}" if r["roofline_ts"] else "-"
         eff = f"{100 * r['roofline_efficiency']:.0f} %" if r["roofline_efficiency"] else "-"
+        types = f"{r['type_k']} | {r['type_v']} | " if kv else ""
         lines.append(
             f"| {md(r['model_filename'])} | {md(r['model_type'])} "
             f"| {size_text(r['model_size'])} | {params_text(r['model_n_params'])} "
             f"| {md(r['backends'])} | {r['n_gpu_layers']} | {r['n_threads']} | {r['n_batch']} "
-            f"| {r['flash_attn']} | {r['test']} "
+            f"| {r['flash_attn']} | {types}{r['test']} "
             f"| {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {roof} | {eff} |"
         )
     return "\n".join(lines) + "\n"

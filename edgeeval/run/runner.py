@@ -35,6 +35,7 @@ from edgeeval.engine.process import (
 from edgeeval.errors import EdgeevalError, InvalidModelFileError, PreflightError
 from edgeeval.fetch.sources import LocalFile
 from edgeeval.gguf.check import check_gguf, kv_cache_bytes
+from edgeeval.gguf.kvcache import check_context, kv_options
 from edgeeval.run.accuracy import row_key, task_score_from_items
 
 Progress = Callable[[str], None]
@@ -60,13 +61,17 @@ def preflight(
         )
 
 
-def kv_estimate(path: Path, n_ctx: int) -> int | None:
-    """KV cache bytes from the header, for pre-flight. A malformed file gives None here: the
-    child runs the same check first thing and its failure is recorded with the reason."""
+def kv_estimate(path: Path, n_ctx: int, **cache: object) -> int | None:
+    """KV cache bytes from the header (with the run's cache types and windowing, `cache` as
+    kvcache.kv_options gives them), for pre-flight; PreflightError when n_ctx is above the
+    trained context. A malformed file gives None here: the child runs the same check first
+    thing and its failure is recorded with the reason."""
     try:
-        return kv_cache_bytes(check_gguf(path), n_ctx)
+        summary = check_gguf(path)
     except InvalidModelFileError:
         return None
+    check_context(summary.metadata, n_ctx, name=path.name)
+    return kv_cache_bytes(summary, n_ctx, **cache)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def bench_one(
             progress(f"{variant.name}: already measured in this run (resume), skipping")
             return BenchOne(None)
         eval_batch = resolve_eval_batch(settings.eval_batch, settings.n_gpu_layers)
-        kv = kv_estimate(file.path, settings.n_ctx)
+        kv = kv_estimate(file.path, settings.n_ctx, **kv_options(settings))
         preflight(variant, file, kv, force=force, eval_batch=eval_batch)
     except (EdgeevalError, OSError) as exc:
         refused = "refused" if isinstance(exc, PreflightError) else "failed"

@@ -27,7 +27,7 @@ from edgeeval.engine.backend import Backend, LlamaBackend, count_decodes
 from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.process import Event, die_with_parent, emit
 from edgeeval.gguf.check import check_gguf, kv_cache_bytes
-from edgeeval.gguf.kvcache import kv_for_run
+from edgeeval.gguf.kvcache import kv_for_run, kv_options
 from edgeeval.run.accuracy import (
     Chunk,
     plan_key,
@@ -163,13 +163,19 @@ def _check(spec: ct.WorkerSpec, got: _Measured) -> list[Task]:
     got.add(
         ct.J_CHECK,
         weights_bytes=summary.data_bytes,
-        kv_cache_bytes=kv_cache_bytes(summary, spec.settings.n_ctx),
+        kv_cache_bytes=kv_cache_bytes(summary, spec.settings.n_ctx, **kv_options(spec.settings)),
     )
     return select_run_tasks(spec.settings, root=Path(spec.root))
 
 
 def _load(
-    path: str, settings: rec.RunSettings, point: SweepPoint, got: _Measured, *, record: bool = True
+    path: str,
+    settings: rec.RunSettings,
+    point: SweepPoint,
+    got: _Measured,
+    *,
+    record: bool = True,
+    scoring: bool = False,
 ) -> None:
     """Load the model for `point` (closing the one loaded before); the first load's time and
     the model's own facts are recorded (unless not `record`: a resumed attempt keeps the
@@ -179,7 +185,7 @@ def _load(
     if got.backend is not None:
         got.backend.close()
         got.backend = None
-    options = load_options(settings, point)
+    options = load_options(settings, point, scoring=scoring)
     emit("loading", detail=" ".join(str(v) for v in options.load_key))
     start = time.perf_counter()
     got.backend = LlamaBackend(path, options)
@@ -193,6 +199,9 @@ def _load(
             n_batch=options.n_batch,
             n_ubatch=options.n_ubatch,
             flash_attn=options.flash_attn,
+            cache_type_k=options.type_k,
+            cache_type_v=options.type_v,
+            swa_full=options.swa_full,
         )
         got.add(
             ct.J_LOAD,
@@ -230,8 +239,9 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
     task score are kept as they come, so a failing task leaves the ones before it."""
     settings = spec.settings
     assert got.backend is not None
-    if tasks and load_options(settings, primary).load_key != got.backend.options.load_key:
-        _load(spec.model_path, settings, primary, got)
+    scoring = load_options(settings, primary, scoring=True)  # a full-size SWA cache
+    if tasks and scoring.load_key != got.backend.options.load_key:
+        _load(spec.model_path, settings, primary, got, scoring=True)
     n_seq = resolve_eval_batch(settings.eval_batch, primary.n_gpu_layers)
     emit("accuracy", eval_batch=n_seq)  # the parent's speed-phase memory peak ends here
     got.add(ct.J_ACCURACY, eval_batch=n_seq)

@@ -187,7 +187,7 @@ def row(record: rec.ModelRecord, s: rec.SpeedResult) -> dict[str, Any]:
         "type_k": s.type_k,
         "type_v": s.type_v,
         "n_gpu_layers": s.n_gpu_layers,
-        "flash_attn": int(s.flash_attn),
+        "flash_attn": -1 if s.flash_attn == "auto" else int(s.flash_attn),  # llama.cpp: auto -1
         "load_mode": load_mode(record.settings.use_mmap, record.settings.use_mlock),
         "n_prompt": s.n_prompt,
         "n_gen": s.n_gen,
