@@ -37,8 +37,9 @@ from edgeeval.fetch.sources import LocalFile
 from edgeeval.gguf.check import check_gguf, kv_cache_bytes
 from edgeeval.gguf.kvcache import check_context, kv_options
 from edgeeval.run.accuracy import row_key, task_score_from_items
+from edgeeval.settings import GB, ISO_TIME
+from edgeeval.text import Progress
 
-Progress = Callable[[str], None]
 #: Memory demanded beyond weights + KV cache when checking a model fits (compute buffers, runtime).
 PREFLIGHT_MARGIN_BYTES = 300 * 10**6
 
@@ -54,9 +55,9 @@ def preflight(
     available = psutil.virtual_memory().available
     if need > available and not force:
         raise PreflightError(
-            f"{variant.name}: needs about {need / 1e9:.2f} GB (weights {file.size_bytes / 1e9:.2f}"
-            f" + KV {(kv_bytes or 0) / 1e9:.2f} + margin {PREFLIGHT_MARGIN_BYTES / 1e9:.2f}) but "
-            f"only {available / 1e9:.2f} GB is available; close programs, lower --n-ctx, or pass "
+            f"{variant.name}: needs about {need / GB:.2f} GB (weights {file.size_bytes / GB:.2f}"
+            f" + KV {(kv_bytes or 0) / GB:.2f} + margin {PREFLIGHT_MARGIN_BYTES / GB:.2f}) but "
+            f"only {available / GB:.2f} GB is available; close programs, lower --n-ctx, or pass "
             "--force to try anyway"
         )
 
@@ -207,7 +208,7 @@ def failed_record(
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return time.strftime(ISO_TIME)
 
 
 def measure_variant(
