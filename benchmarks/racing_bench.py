@@ -5,7 +5,8 @@ Phases (all by default; each can be run alone, and every one can be run again):
 1. full: the full run of at least seven variants (the three embedded models plus
    Qwen2.5-Coder-0.5B requantized to Q8_0, NVFP4, MXFP4 and the mixed recipe) on the offline
    suite with HumanEval's code executed (`edgeeval bench ... --allow-code-exec`). The run id
-   is kept in reports/racing/state.json, so an interrupted full run is resumed
+   is kept in reports/racing/state-<hash of models and options>.json, so an interrupted
+   full run is resumed
    (`edgeeval bench --resume RUN`) by running this script again.
 2. replay: the stored per-item verdicts of the full run (read through edgeeval.store), 1000
    seeded replays of the race at the default confidence (and at the other levels in
@@ -28,6 +29,7 @@ shared one, under the CPU lock):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -63,13 +65,20 @@ def out_dir() -> Path:
     return path
 
 
-def load_state() -> dict[str, Any]:
-    path = out_dir() / "state.json"
+def state_path(args: argparse.Namespace) -> Path:
+    """The state of the full run these models and options make (one file per combination,
+    so a smaller trial run never stands in for the seven-variant one)."""
+    what = json.dumps([sorted(args.models), bench_args(args)]).encode()
+    return out_dir() / f"state-{hashlib.sha256(what).hexdigest()[:10]}.json"
+
+
+def load_state(args: argparse.Namespace) -> dict[str, Any]:
+    path = state_path(args)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def save_state(state: dict[str, Any]) -> None:
-    path = out_dir() / "state.json"
+    path = Path(state["path"])
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
     os.replace(tmp, path)
@@ -112,9 +121,21 @@ def complete(run_id: str, names: list[str]) -> bool:
     return set(names) <= ok
 
 
+def interrupted_run(state: dict[str, Any], models: list[str]) -> str | None:
+    """The full run an earlier, interrupted invocation started: the newest run since then
+    whose manifest names exactly these models."""
+    before = set(state.get("runs_before", []))
+    if not before and "runs_before" not in state:
+        return None
+    for run_id in reversed([r for r in store.list_runs() if r not in before]):
+        if set(store.read_manifest(run_id).get("variants", [])) == set(models):
+            return run_id
+    return None
+
+
 def phase_full(args: argparse.Namespace, state: dict[str, Any]) -> str:
     """Run the full run, or resume the one state.json names until it is complete."""
-    run_id = args.run or state.get("full_run")
+    run_id = args.run or state.get("full_run") or interrupted_run(state, args.models)
     if run_id and complete(run_id, args.models):
         print(f"[full] run {run_id} is complete")
         return run_id
@@ -122,6 +143,8 @@ def phase_full(args: argparse.Namespace, state: dict[str, Any]) -> str:
         cmd = edgeeval_cmd("bench", "--resume", run_id)
     else:
         cmd = edgeeval_cmd("bench", *args.models, *bench_args(args))
+        state["runs_before"] = store.list_runs()  # an interrupted start is found from these
+        save_state(state)
     got, wall, code = timed_bench(cmd, "full")
     run_id = run_id or got
     if run_id is None:
@@ -285,7 +308,8 @@ def main(argv: list[str]) -> int:
     )
     args = ap.parse_args(argv)
     phases = args.phases.split(",")
-    state = load_state() if not args.run else {"full_run": args.run}
+    state = load_state(args) if not args.run else {"full_run": args.run}
+    state["path"] = str(state_path(args) if not args.run else out_dir() / "state-given-run.json")
     result: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     run_id = phase_full(args, state) if "full" in phases else (args.run or state["full_run"])
     result["full_run"] = run_id
