@@ -23,10 +23,10 @@ from edgeeval.race.drive import RoundResult, Verdicts, run_race
 from edgeeval.race.rules import RaceConfig, RaceState, check_field
 from edgeeval.run.accuracy import row_key, select_run_tasks, skipped
 from edgeeval.run.runner import Attempt, bench_one
+from edgeeval.settings import GB
 from edgeeval.store import journal as journals
 from edgeeval.store import runs as store
-
-Progress = Callable[[str], None]
+from edgeeval.text import Progress
 
 
 def race_config(settings: rec.RunSettings) -> RaceConfig:
@@ -67,6 +67,9 @@ class _Rounds:
         self.run_id = run_id
         self.first: dict[str, rec.ModelRecord] = {}
         self.journal: dict[str, Path] = {}
+        # the items an attempt kept from the journal: their verdicts go into the round's log
+        # too (after an interruption a round's items may all be in the journal already)
+        self.kept: dict[str, ct.WorkerResult] = {}
 
     def attempt(self, name: str, round_: int) -> Callable[[str, str], Attempt]:
         def make(key: str, _name: str) -> Attempt:
@@ -77,6 +80,7 @@ class _Rounds:
             if kept is None:
                 return Attempt(journal=path)
             prior, _ = kept
+            self.kept[name] = prior.result
             # a finished task gets more items in the next round: it is reopened, its items so
             # far kept (skipped by the worker) and scored together with the new ones
             reopened = ct.Prior(
@@ -137,8 +141,12 @@ def race_bench(
         if round_ == 0:
             rounds.first[name] = record
         store.save_record(record, got.samples, generations=got.generations)
-        memory = record.memory.model_peak_bytes / 1e9 if round_ == 0 else None
-        return RoundResult(verdicts_of(got.samples, got.generations), memory_gb=memory)
+        memory = record.memory.model_peak_bytes / GB if round_ == 0 else None
+        kept = rounds.kept.pop(name, ct.WorkerResult())
+        samples = [*kept.samples, *got.samples]
+        return RoundResult(
+            verdicts_of(samples, [*kept.gen_samples, *got.generations]), memory_gb=memory
+        )
 
     state = run_race(
         run_id,
