@@ -100,6 +100,9 @@ class RunSettings:
     # Protocols (edgeeval.score.protocol) and lm-eval style task selection:
     protocol: str = "auto"  # "auto" (by the variant's kind), "instruct" or "completion"
     max_think_tokens: int | None = None  # thinking budget of reasoning models (None: per task)
+    # "force": close the thinking at its budget and let the model answer (score.protocol);
+    # "cut": the thinking budget is added to the answer budget (records before this field)
+    think_budget_mode: str = "force"
     tasks: tuple[str, ...] = ()  # task names (--tasks a,b); empty = the suite's
     num_fewshot: int | None = None  # few-shot examples per prompt (None: each task's own)
     task_sample: int | None = None  # a seeded sample of N items (--sample); task_limit = first N
@@ -140,6 +143,11 @@ class RunSettings:
         for name, limit in limits:
             if limit is not None and not limit > 0:
                 _refuse(name, f"must be more than 0 seconds, got {limit}")
+        if self.think_budget_mode not in ("force", "cut"):
+            _refuse(
+                "think_budget_mode",
+                f"--think-budget-mode {self.think_budget_mode!r}: allowed: force, cut",
+            )
         if self.race_confidence is not None and not 0.5 <= self.race_confidence < 1:
             _refuse(
                 "race_confidence",
@@ -239,6 +247,7 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "unsafe_code_exec": False,
     "protocol": "auto",
     "max_think_tokens": None,
+    "think_budget_mode": "force",
     "tasks": (),
     "num_fewshot": None,
     "task_sample": None,
@@ -335,6 +344,7 @@ class TaskScore:
     protocol: str = ""  # "instruct" (chat template), "completion" or "loglikelihood"
     thinking: str = ""  # "on" / "off" (a reasoning template's mode), "" for other models
     n_cut_in_thinking: int = 0  # answers that hit the token budget while still thinking
+    n_thinking_forced: int = 0  # answers whose thinking was closed at its budget (forcing)
     n_shot: int | None = None  # few-shot examples in each prompt
     n_source: int | None = None  # items the task's source holds (lm-eval's n-samples original)
 
@@ -596,6 +606,7 @@ class GenSampleResult:
     stop_reason: str = ""  # "eog", "stop", "max_tokens" or "n_ctx"
     reason: str = ""  # why a sample failed, timed out or errored
     thinking: str = ""  # the reasoning template's mode: "on", "off" or "" (see TaskScore)
+    thinking_forced: bool = False  # the end-of-thinking marker was put in at the budget
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from edgeeval.engine.backend import BenchFacts, GenerationResult, find_stop
 from edgeeval.engine.batch import GenRequest
+from edgeeval.engine.forcing import ThinkForce
 
 
 class FakeBackend:
@@ -53,11 +54,19 @@ class FakeBackend:
         return self.tokenize(text, add_bos=True)
 
     def generate(
-        self, prompt_tokens: list[int], *, max_tokens: int, stop: Sequence[str] = ()
+        self,
+        prompt_tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        force: ThinkForce | None = None,
     ) -> GenerationResult:
-        """The next scripted reply, cut at the first stop string or after max_tokens chars."""
+        """The next scripted reply, cut at the first stop string or after max_tokens chars.
+        With `force`, it is written character by character under engine.forcing's rule."""
         self.calls.append(("generate", len(prompt_tokens), max_tokens, tuple(stop)))
         text = self.replies.pop(0) if self.replies else ""
+        if force is not None:
+            return self._forced(text, len(prompt_tokens), max_tokens, stop, force)
         cut = find_stop(text[:max_tokens], stop)
         if cut != -1:
             return GenerationResult(text[:cut], len(prompt_tokens), cut, "stop")
@@ -65,6 +74,28 @@ class FakeBackend:
         return GenerationResult(
             text[:max_tokens], len(prompt_tokens), min(len(text), max_tokens), reason
         )
+
+    @staticmethod
+    def _forced(
+        script: str, n_prompt: int, max_tokens: int, stop: Sequence[str], force: ThinkForce
+    ) -> GenerationResult:
+        """One character per token, as the engines loop: when the marker is put in, the
+        scripted model skips to what its script says after its own end of thinking (its
+        answer), or goes on where it was when the script never closes its thinking."""
+        out, n, i, forced = "", 0, 0, False
+        while n < max_tokens and i < len(script):
+            out, i, n = out + script[i], i + 1, n + 1
+            cut = find_stop(out, stop)
+            if cut != -1:
+                return GenerationResult(out[:cut], n_prompt, n, "stop", forced)
+            if not forced and n < max_tokens and force.due(out.encode(), n):
+                forced, out = True, out + force.close
+                after = script.find(force.close, i)
+                script = script[:i] + (
+                    script[after + len(force.close) :] if after != -1 else script[i:]
+                )
+        reason = "max_tokens" if i < len(script) else "eog"
+        return GenerationResult(out, n_prompt, n, reason, forced)
 
     # --- the batched engine's methods (BatchEngine), so a FakeBackend can be the `batch` ---
     def generate_many(self, requests: Sequence[GenRequest]) -> list[GenerationResult | str]:
@@ -74,7 +105,7 @@ class FakeBackend:
         return [
             f"ValueError: a prompt of {len(r.tokens)} tokens does not fit"
             if len(r.tokens) >= self.too_long
-            else self.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop)
+            else self.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop, force=r.force)
             for r in requests
         ]
 

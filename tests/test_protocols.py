@@ -123,12 +123,13 @@ def test_auto_protocol_follows_the_kind_and_falls_back_without_a_template():
 
 def test_a_reasoning_model_thinking_past_its_budget_is_counted_as_cut_in_thinking():
     """A scripted model that thinks for 500 characters (tokens here): with a 100-token
-    thinking budget on top of the 64-token answer budget it is cut off inside <think>."""
+    thinking budget on top of the 64-token answer budget it is cut off inside <think> (cut
+    mode; tests/test_budget_forcing.py has force mode)."""
     long_thought = "Let me think. " * 40  # 560 characters, never closed
     short = "2 + 1 = 3.\n</think>\nThe answer is 3."
     backend = FakeBackend(replies=[long_thought, short], template=R1_STYLE)
     task = FakeTask(given=(gen_item(2, "3"), gen_item(2, "3")))
-    settings = rec.RunSettings(max_think_tokens=100)
+    settings = rec.RunSettings(max_think_tokens=100, think_budget_mode="cut")
     [plan] = task_plans(backend, task, settings, model_kind="instruct")  # <think> in template
     assert (plan.protocol, plan.thinking, plan.think_tokens) == ("instruct", "on", 100)
     score, _, samples = score_by_kind(backend, task, settings, plan=plan)

@@ -185,6 +185,13 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
         help="thinking budget of reasoning models, on top of each answer's budget "
         "(default: per task, e.g. 2048 for gsm8k)",
     )
+    p.add_argument(
+        "--think-budget-mode",
+        choices=("force", "cut"),
+        help="reasoning models at their thinking budget: force (default) closes the thinking "
+        "with the template's end-of-thinking marker (</think>) and lets the model answer; cut "
+        "lets the thinking run on into the answer budget",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--eval-batch",
@@ -264,6 +271,7 @@ _SCALAR_OPTIONS = {
     "num_fewshot": "num_fewshot",
     "protocol": "protocol",
     "max_think_tokens": "max_think_tokens",
+    "think_budget_mode": "think_budget_mode",
     "seed": "seed",
     "timeout": "timeout_s",
     "stall_timeout": "stall_timeout_s",

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeeval.engine.forcing import ThinkForce
 from edgeeval.engine.host import LibraryInfo
 from edgeeval.records import clamp_ubatch
 
@@ -33,7 +34,12 @@ class Backend(Protocol):
     def first_token(self, prompt: str) -> int: ...
     def prompt_tokens(self, text: str, *, special: bool) -> list[int]: ...
     def generate(
-        self, prompt_tokens: list[int], *, max_tokens: int, stop: Sequence[str] = ()
+        self,
+        prompt_tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        force: ThinkForce | None = None,
     ) -> GenerationResult: ...
     def detokenize(self, tokens: list[int]) -> str: ...
     def chat_template(self) -> str | None: ...
@@ -95,12 +101,15 @@ class LoadOptions:
 @dataclass(frozen=True)
 class GenerationResult:
     """A greedy continuation. `text` excludes the end-of-generation token and the stop string;
-    `stop_reason` is "eog", "stop", "max_tokens" or "n_ctx" (the context window was full)."""
+    `stop_reason` is "eog", "stop", "max_tokens" or "n_ctx" (the context window was full);
+    `thinking_forced`: the end-of-thinking marker was put in (engine.forcing); its text is in
+    `text`, its tokens are not in n_gen_tokens."""
 
     text: str
     n_prompt_tokens: int
     n_gen_tokens: int
     stop_reason: str
+    thinking_forced: bool = False
 
 
 def find_stop(text: str, stops: Sequence[str], since: int = 0) -> int:
@@ -553,7 +562,12 @@ class LlamaBackend:
         return tokens
 
     def generate(
-        self, prompt_tokens: list[int], *, max_tokens: int, stop: Sequence[str] = ()
+        self,
+        prompt_tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        force: ThinkForce | None = None,
     ) -> GenerationResult:
         """Greedy (argmax) continuation of `prompt_tokens`, decoded token by token.
 
@@ -561,6 +575,9 @@ class LlamaBackend:
         at the first stop string (cut off the text), after `max_tokens`, or when the context
         is full. The logits of the last prompt position pick the first token; each picked
         token is then decoded at the next position to give the logits for the one after.
+        With `force` (engine.forcing), a sequence still thinking when its thinking budget is
+        spent gets the end-of-thinking marker decoded after its last token, once (when the
+        context has room for the marker and one more token).
         """
         n_prompt = len(prompt_tokens)
         if not 0 < n_prompt < self.n_ctx:
@@ -570,7 +587,7 @@ class LlamaBackend:
         reason = "max_tokens" if budget == max_tokens else "n_ctx"
         self.clear()
         logits = self._decode_logits(prompt_tokens, 0, want_all=False)[-1]
-        out, n_gen, checked = bytearray(), 0, 0
+        out, n_gen, checked, shift, forced = bytearray(), 0, 0, 0, False
         while n_gen < budget:
             token = int(np.argmax(logits))
             if self._lib.llama_vocab_is_eog(vocab, token):
@@ -581,11 +598,23 @@ class LlamaBackend:
             text = out.decode("utf-8", "ignore")  # a split multi-byte char waits a token
             cut = find_stop(text, stop, checked)
             if cut != -1:
-                return GenerationResult(text[:cut], n_prompt, n_gen, "stop")
+                return GenerationResult(text[:cut], n_prompt, n_gen, "stop", forced)
             checked = len(text)
+            feed = [token]
+            if force and not forced and force.due(out, n_gen):
+                room = self.n_ctx - n_prompt - len(force.tokens)  # n_gen's cap with the marker
+                if n_gen < min(budget, room):
+                    feed = [token, *force.tokens]
+                    out += force.close.encode("utf-8")
+                    checked = len(out.decode("utf-8", "ignore"))
+                    if room < budget:
+                        budget, reason = room, "n_ctx"
             if n_gen < budget:
-                logits = self._decode_logits([token], n_prompt + n_gen - 1, want_all=False)[-1]
-        return GenerationResult(out.decode("utf-8", "replace"), n_prompt, n_gen, reason)
+                pos = n_prompt + n_gen - 1 + shift
+                logits = self._decode_logits(feed, pos, want_all=False)[-1]
+                if len(feed) > 1:
+                    forced, shift = True, len(feed) - 1
+        return GenerationResult(out.decode("utf-8", "replace"), n_prompt, n_gen, reason, forced)
 
     def detokenize(self, tokens: list[int]) -> str:
         """Text of `tokens` (control tokens render as nothing)."""

@@ -10,7 +10,9 @@ next token of each sequence that is generating plus as much of the waiting promp
 n_batch; when a sequence ends (end-of-generation token, stop string, token budget, full
 context) its KV cells are removed (llama_memory_seq_rm) and its slot takes the next request
 at once. Each sequence keeps its own state (text so far, stop-string scan position, budget);
-the pick is greedy (argmax) as in LlamaBackend.generate, which this mirrors step for step.
+the pick is greedy (argmax) as in LlamaBackend.generate, which this mirrors step for step,
+budget forcing included (engine.forcing: a reasoning sequence still thinking when its thinking
+budget is spent gets the end-of-thinking marker's tokens queued after its last pick, once).
 
 Batch shape changes llama.cpp's CPU numerics slightly (matrix kernels differ between one row
 and many), so batched and one-at-a-time runs can part ways where two tokens are nearly tied.
@@ -27,15 +29,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeeval.engine.backend import GenerationResult, LlamaBackend, context_params, find_stop
+from edgeeval.engine.forcing import ThinkForce
 
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One greedy generation: prompt tokens, a token budget and stop strings."""
+    """One greedy generation: prompt tokens, a token budget, stop strings, and budget forcing
+    for a reasoning model (engine.forcing; None: none)."""
 
     tokens: list[int]
     max_tokens: int
     stop: tuple[str, ...] = ()
+    force: ThinkForce | None = None
 
 
 class BatchGenerator(Protocol):
@@ -95,6 +100,8 @@ class _Slot:
     out: bytearray = field(default_factory=bytearray)
     n_gen: int = 0
     checked: int = 0
+    force: ThinkForce | None = None
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,7 +284,14 @@ class BatchEngine:
             return None
         keep = self._keep  # every prompt that fits starts with the shared prefix
         return _Slot(
-            index, n_prompt, budget, reason, request.stop, list(request.tokens[keep:]), keep
+            index,
+            n_prompt,
+            budget,
+            reason,
+            request.stop,
+            list(request.tokens[keep:]),
+            keep,
+            force=request.force,
         )
 
     def _schedule(self, slots: dict[int, _Slot]) -> list[_Entry]:
@@ -311,17 +325,27 @@ class BatchEngine:
         text = slot.out.decode("utf-8", "ignore")  # a split multi-byte char waits a token
         cut = find_stop(text, slot.stop, slot.checked)
         if cut != -1:
-            return GenerationResult(text[:cut], slot.n_prompt, slot.n_gen, "stop")
+            return GenerationResult(text[:cut], slot.n_prompt, slot.n_gen, "stop", slot.forced)
         slot.checked = len(text)
+        slot.pending = [token]
+        force = slot.force
+        if force and not slot.forced and force.due(slot.out, slot.n_gen):
+            room = self.n_ctx_seq - slot.n_prompt - len(force.tokens)  # n_gen's cap with it
+            if slot.n_gen < min(slot.budget, room):  # as LlamaBackend.generate
+                slot.forced = True
+                slot.pending = [token, *force.tokens]
+                slot.out += force.close.encode("utf-8")
+                slot.checked = len(slot.out.decode("utf-8", "ignore"))
+                if room < slot.budget:
+                    slot.budget, slot.reason = room, "n_ctx"
         if slot.n_gen >= slot.budget:
             return self._result(slot, slot.reason)
-        slot.pending = [token]
         return None
 
     @staticmethod
     def _result(slot: _Slot, reason: str) -> GenerationResult:
         return GenerationResult(
-            slot.out.decode("utf-8", "replace"), slot.n_prompt, slot.n_gen, reason
+            slot.out.decode("utf-8", "replace"), slot.n_prompt, slot.n_gen, reason, slot.forced
         )
 
     def _release(self, seq: int, slots: dict[int, _Slot], free: list[int]) -> None:

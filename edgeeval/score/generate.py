@@ -15,7 +15,8 @@ docstring, the model writes the body up to a HumanEval stop sequence, prompt + b
 instruct, EvalPlus's chat protocol (edgeeval.score.instruct: the code comes out of a markdown
 block of the reply). Programs run against the tests in edgeeval.sandbox.codeexec's sandboxes,
 only when the user allowed it; the task score records which OS sandbox was used
-(`code_exec_sandbox`), the protocol, the thinking mode and answers cut off while thinking.
+(`code_exec_sandbox`), the protocol, the thinking mode, answers whose thinking was closed at
+the thinking budget (budget forcing, edgeeval.score.protocol) and answers cut off while thinking.
 
 Every answer is greedy (pass@1 with one sample per problem). With a `batch` engine
 (edgeeval.engine.batch.BatchEngine, `--eval-batch`), the items of a task are generated
@@ -35,6 +36,7 @@ from typing import Protocol
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
 from edgeeval.engine.batch import BatchGenerator, GenRequest
+from edgeeval.engine.forcing import ThinkForce
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
 from edgeeval.sandbox.codeexec import (
@@ -48,9 +50,9 @@ from edgeeval.sandbox.codeexec import (
 )
 from edgeeval.sandbox.jail import Sandbox
 from edgeeval.sandbox.template import ChatTemplate, Message, render_chats
-from edgeeval.score.extract import score_output
+from edgeeval.score.extract import THINK_OPEN, score_output
 from edgeeval.score.instruct import CodePrompt, candidate_program, extract_code, render_prompts
-from edgeeval.score.protocol import COMPLETION, INSTRUCT, Plan, count_cut
+from edgeeval.score.protocol import COMPLETION, INSTRUCT, Plan, count_cut, count_forced
 from edgeeval.tasks.suite import HUMANEVAL_STOPS, CodeItem, GenItem, Task
 
 COMPLETION_STOPS = ("\nQuestion:",)  # a base model goes on to invent the next question
@@ -127,11 +129,13 @@ def score_generate_task(
     template = model_template(backend) if plan.protocol == INSTRUCT else None
     prompts, prompt_format, note = build_prompts(items, template, plan)
     extra_stops = COMPLETION_STOPS if prompt_format == "completion" else ()
+    marker = marker_tokens(backend, plan)
     requests = [
         GenRequest(
             backend.prompt_tokens(prompt, special=prompt_format == "chat"),
             plan.budget(item.max_tokens),
             tuple(dict.fromkeys((*item.stop, *extra_stops))),
+            think_force(plan, marker, prompt),
         )
         for item, prompt in zip(items, prompts, strict=True)
     ]
@@ -153,22 +157,42 @@ def score_generate_task(
     ), samples
 
 
+def marker_tokens(backend: Backend, plan: Plan) -> tuple[int, ...]:
+    """The tokens of the plan's end-of-thinking marker, no BOS; () without budget forcing.
+    (llama.cpp matches added tokens such as Qwen3's and R1's `</think>` without parsing
+    control tokens: they are user-defined, so the marker is the model's own token.)"""
+    return tuple(backend.tokenize(plan.think_close, add_bos=False)) if plan.forcing else ()
+
+
+def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce | None:
+    """Budget forcing for one prompt under `plan`, or None (no forcing, or no marker tokens)."""
+    if not plan.forcing or not marker:
+        return None
+    return ThinkForce(
+        plan.think_tokens,
+        marker,
+        close=plan.think_close,
+        open_in_prompt=prompt.rstrip().endswith(THINK_OPEN),
+    )
+
+
 def generate_all(
     backend: Backend, requests: Sequence[GenRequest], batch: BatchGenerator | None
 ) -> list[GenerationResult | str]:
     """One result per request, in order: through `batch` when given, else one at a time."""
     if batch is not None:
         return batch.generate_many(requests)
-    return [_generate(backend, r.tokens, r.max_tokens, r.stop) for r in requests]
+    return [_generate(backend, r) for r in requests]
 
 
-def _generate(
-    backend: Backend, tokens: list[int], max_tokens: int, stop: Sequence[str]
-) -> GenerationResult | str:
+def _generate(backend: Backend, request: GenRequest) -> GenerationResult | str:
     """The generation, or the reason it could not run (prompt over the context, decode
     failure): a harness problem, recorded on the sample."""
+    r = request
     try:
-        return backend.generate(tokens, max_tokens=max_tokens, stop=stop)
+        if r.force is None:  # backends written before budget forcing take no `force`
+            return backend.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop)
+        return backend.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop, force=r.force)
     except (ValueError, RuntimeError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -205,6 +229,7 @@ def _generate_sample(
         thinking_chars=scored.thinking_chars,
         n_gen_tokens=result.n_gen_tokens,
         stop_reason=result.stop_reason,
+        thinking_forced=result.thinking_forced,
     )
 
 
@@ -246,15 +271,20 @@ def score_code_task(
     start = time.perf_counter()
     plan = plan or Plan(COMPLETION)
     prompts, plan, note = _code_prompts(backend, items, plan)
+    marker = marker_tokens(backend, plan)
     requests = [
         GenRequest(  # completion: the HumanEval prompt as it is; instruct: the chat prompt
             backend.tokenize(item.prompt, add_bos=True),
             plan.budget(item.max_tokens),
             HUMANEVAL_STOPS,
+            think_force(plan, marker, item.prompt),
         )
         if prompt is None
         else GenRequest(
-            backend.prompt_tokens(prompt.text, special=True), prompt.max_tokens, prompt.stops
+            backend.prompt_tokens(prompt.text, special=True),
+            prompt.max_tokens,
+            prompt.stops,
+            think_force(plan, marker, prompt.text),
         )
         for item, prompt in zip(items, prompts, strict=True)
     ]
@@ -286,9 +316,10 @@ def _code_prompts(
         return [None] * len(items), dataclasses.replace(plan, protocol=COMPLETION), plan.note
     max_tokens = max((i.max_tokens for i in items), default=0)
     try:
-        return render_prompts(template, [i.prompt for i in items], plan, max_tokens), plan, ""
+        rendered = render_prompts(template, [i.prompt for i in items], plan, max_tokens)
+        return rendered, plan, plan.note
     except ChatTemplateError as exc:
-        note = f"{exc}; used completion prompts instead"
+        note = "; ".join(n for n in (plan.note, f"{exc}; used completion prompts instead") if n)
         return [None] * len(items), dataclasses.replace(plan, protocol=COMPLETION), note
 
 
@@ -331,6 +362,7 @@ def _code_sample(
         reason=outcome.detail,
         n_gen_tokens=result.n_gen_tokens,
         stop_reason=result.stop_reason,
+        thinking_forced=result.thinking_forced,
     )
 
 
@@ -359,7 +391,8 @@ def task_score(
 ) -> rec.TaskScore:
     """Accuracy (or pass@1) over the samples the harness could judge (timeouts included, as
     wrong), with its binomial SE; harness errors are counted beside it, and so are answers cut
-    off while thinking (they are judged, usually wrong). acc_norm repeats acc (no lengths to
+    off while thinking (they are judged, usually wrong) and those whose thinking was closed at
+    the budget. acc_norm repeats acc (no lengths to
     normalize by)."""
     judged = [s for s in samples if s.status in _JUDGED]
     n_timeout = sum(s.status == TIMEOUT for s in samples)
@@ -395,6 +428,7 @@ def task_score(
         protocol=plan.protocol if plan else "",
         thinking=plan.thinking if plan else "",
         n_cut_in_thinking=count_cut(judged),
+        n_thinking_forced=count_forced(judged),
     )
 
 

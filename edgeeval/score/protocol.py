@@ -14,14 +14,23 @@ back to completion, and the task score says why.
 Reasoning models (the catalog's `reasoning: true`, or a template that writes `<think>` or
 gpt-oss's analysis channel) get a thinking budget on top of each answer budget. A template
 with Qwen3's `enable_thinking` switch is measured twice, thinking on and thinking off, and the
-report shows the two as separate rows. An answer still inside its thinking when the budget ran
-out is counted (`n_cut_in_thinking`); it is scored as it stands (usually wrong).
+report shows the two as separate rows.
+
+Budget forcing (`--think-budget-mode force`, the default): when a sequence has spent its
+thinking budget and is still thinking, the template's end-of-thinking marker (`</think>`) is
+put in after its last token and the model answers with the answer budget (edgeeval.engine.
+forcing); the sample records `thinking_forced` and the task score counts them
+(`n_thinking_forced`). A template whose marker is not known (gpt-oss's harmony channels, a
+catalog `reasoning: true` model whose template writes no `<think>`) falls back to cut mode,
+with a note on the task score. In cut mode (`--think-budget-mode cut`) the thinking budget is
+simply added to the answer budget. Either way, an answer still inside its thinking when the
+budget ran out is counted (`n_cut_in_thinking`); it is scored as it stands (usually wrong).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeeval.sandbox.template import ChatTemplate, Variables
 from edgeeval.score.extract import CHANNEL, MESSAGE, THINK_CLOSE, THINK_OPEN
@@ -29,6 +38,8 @@ from edgeeval.score.extract import CHANNEL, MESSAGE, THINK_CLOSE, THINK_OPEN
 PROTOCOLS = ("auto", "instruct", "completion")
 INSTRUCT, COMPLETION, LOGLIKELIHOOD = "instruct", "completion", "loglikelihood"
 THINKING_ON, THINKING_OFF = "on", "off"
+FORCE, CUT = "force", "cut"
+THINK_BUDGET_MODES = (FORCE, CUT)
 SWITCH = "enable_thinking"  # Qwen3's template variable
 _CUT = ("max_tokens", "n_ctx")  # stop reasons of an answer that ran out of room
 
@@ -36,13 +47,20 @@ _CUT = ("max_tokens", "n_ctx")  # stop reasons of an answer that ran out of room
 @dataclass(frozen=True)
 class Plan:
     """How one task is scored on one model: the protocol, the thinking mode ("on", "off" or ""
-    for models that do not think), the extra tokens allowed for thinking, and a note when the
-    protocol differs from the one asked for."""
+    for models that do not think), the extra tokens allowed for thinking, a note when the
+    protocol differs from the one asked for, and the end-of-thinking marker put in when the
+    thinking budget is spent (`think_close`; "" for no budget forcing)."""
 
     protocol: str = COMPLETION
     thinking: str = ""
     think_tokens: int = 0
     note: str = ""
+    think_close: str = ""
+
+    @property
+    def forcing(self) -> bool:
+        """True when a thinking sequence is closed at the thinking budget (budget forcing)."""
+        return bool(self.think_close) and self.thinking == THINKING_ON and self.think_tokens > 0
 
     def budget(self, max_tokens: int) -> int:
         """The token budget of one answer: `max_tokens`, plus the thinking budget when on."""
@@ -62,6 +80,17 @@ def thinks(template_source: str | None, reasoning: bool) -> bool:
     return reasoning or THINK_OPEN in source or (CHANNEL in source and "analysis" in source)
 
 
+def end_of_thinking(template_source: str | None) -> str:
+    """The end-of-thinking marker a template uses: `</think>` for templates that write
+    `<think>` or `</think>`, "" when unknown (gpt-oss's channels, templates without either).
+
+    >>> end_of_thinking("{{ '<think>\\n' }}"), end_of_thinking("<|channel|>analysis")
+    ('</think>', '')
+    """
+    source = template_source or ""
+    return THINK_CLOSE if THINK_OPEN in source or THINK_CLOSE in source else ""
+
+
 def thinking_modes(template_source: str | None, reasoning: bool) -> tuple[str, ...]:
     """("on", "off") for a template with Qwen3's switch, ("on",) for other reasoning models,
     ("",) for models that do not think."""
@@ -77,11 +106,46 @@ def plans(
     model_kind: str = "",
     reasoning: bool = False,
     think_tokens: int = 0,
+    think_budget_mode: str = FORCE,
 ) -> list[Plan]:
     """The plans a generate or code task runs under on this model (two for a template with a
-    thinking switch under the instruct protocol, else one)."""
+    thinking switch under the instruct protocol, else one). With `think_budget_mode` "force",
+    thinking plans close the thinking at the budget when the template's marker is known; when
+    it is not, they run in cut mode and their note says so."""
     if requested not in PROTOCOLS:
         raise ValueError(f"unknown protocol {requested!r}; known: {', '.join(PROTOCOLS)}")
+    if think_budget_mode not in THINK_BUDGET_MODES:
+        raise ValueError(
+            f"unknown --think-budget-mode {think_budget_mode!r}; known: "
+            f"{', '.join(THINK_BUDGET_MODES)}"
+        )
+    return [
+        _with_forcing(p, template, think_budget_mode)
+        for p in _plans(template, requested, model_kind, reasoning, think_tokens)
+    ]
+
+
+def _with_forcing(plan: Plan, template: ChatTemplate | None, mode: str) -> Plan:
+    """`plan` with its end-of-thinking marker under force mode (a thinking plan only)."""
+    if mode != FORCE or plan.thinking != THINKING_ON or plan.think_tokens <= 0:
+        return plan
+    marker = end_of_thinking(template.source if template else None)
+    if marker:
+        return replace(plan, think_close=marker)
+    unknown = (
+        "--think-budget-mode force: this template's end-of-thinking marker is not known; "
+        "thinking was not closed at the budget (cut mode)"
+    )
+    return replace(plan, note="; ".join(n for n in (plan.note, unknown) if n))
+
+
+def _plans(
+    template: ChatTemplate | None,
+    requested: str,
+    model_kind: str,
+    reasoning: bool,
+    think_tokens: int,
+) -> list[Plan]:
     note = ""
     if requested == "auto":
         protocol = INSTRUCT if template is not None and model_kind != "base" else COMPLETION
@@ -107,6 +171,11 @@ def cut_in_thinking(prompt: str, output: str, stop_reason: str) -> bool:
         return f"final{MESSAGE}" not in output and "assistantfinal" not in output
     text = (THINK_OPEN if prompt.rstrip().endswith(THINK_OPEN) else "") + output
     return text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE)
+
+
+def count_forced(samples: Sequence[object]) -> int:
+    """How many generated samples (GenSampleResult) had their thinking closed at the budget."""
+    return sum(bool(getattr(s, "thinking_forced", False)) for s in samples)
 
 
 def count_cut(samples: Sequence[object]) -> int:

@@ -65,6 +65,7 @@ def task_plans(
             model_kind=model_kind,
             reasoning=thinks(template.source if template else None, reasoning),
             think_tokens=think_budget(task, settings),
+            think_budget_mode=settings.think_budget_mode,
         )
     )
 

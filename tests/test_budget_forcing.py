@@ -1,0 +1,230 @@
+"""Budget forcing (issue 24 part 2): a reasoning model still thinking when its thinking budget
+is spent gets the template's end-of-thinking marker and answers with the answer budget.
+
+The scripted FakeBackend writes one character per token under engine.forcing's rule; the real
+tests run LlamaBackend.generate and BatchEngine on SmolLM2-135M behind a crafted template that
+opens a think block (the model never closes it itself, so every sequence is forced)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from edgeeval import records as rec
+from edgeeval.cli.bench import run_settings_from_args
+from edgeeval.cli.main import build_parser
+from edgeeval.engine.backend import GenerationResult, LlamaBackend, LoadOptions
+from edgeeval.engine.batch import BatchEngine, GenRequest
+from edgeeval.engine.forcing import ThinkForce
+from edgeeval.errors import ConfigError
+from edgeeval.report.protocols import protocol_rows
+from edgeeval.sandbox.template import ChatTemplate
+from edgeeval.score.extract import THINK_CLOSE
+from edgeeval.score.protocol import plans
+from edgeeval.score.tasks import score_by_kind, task_plans
+from tests.builders import record
+from tests.fake_backend import FakeBackend
+from tests.test_generate import CHATML, FakeTask, gen_item
+from tests.test_protocols import QWEN3_STYLE, R1_STYLE
+
+THINK = 100  # thinking budget (tokens; characters on the fake)
+ANSWER = 64  # gen_item's answer budget
+LONG = "Let me think. " * 40  # 560 characters of thinking, never closed
+
+
+def _score(replies, template=R1_STYLE, mode="force", batch=False, n=None):
+    backend = FakeBackend(replies=list(replies), template=template)
+    task = FakeTask(given=tuple(gen_item(2, "3") for _ in range(n or len(replies))))
+    settings = rec.RunSettings(max_think_tokens=THINK, think_budget_mode=mode)
+    [plan, *_] = task_plans(backend, task, settings, model_kind="instruct")
+    score, _, samples = score_by_kind(
+        backend, task, settings, plan=plan, batch=backend if batch else None
+    )
+    return backend, score, samples
+
+
+# --- the rule ---------------------------------------------------------------------------------
+
+
+def test_the_rule_waits_for_the_budget_an_open_block_and_a_whole_utf8_character():
+    force = ThinkForce(3, (7,), open_in_prompt=True)
+    assert not force.due(b"ab", 2)  # under the budget
+    assert force.due(b"abc", 3)  # spent, still thinking (the prompt opened the block)
+    assert not force.due(b"a</think>b", 10)  # closed by the model itself
+    assert not force.due("é".encode()[:1] + b"ab", 3)  # half a character: wait for it
+    assert ThinkForce(3, (7,)).due(b"x<think>y", 3)
+    assert not ThinkForce(3, (7,)).due(b"plain answer", 3)  # never opened: not thinking
+    with pytest.raises(ValueError, match="marker"):
+        ThinkForce(3, ())
+
+
+# --- plans: which rows force ------------------------------------------------------------------
+
+
+def test_plans_force_thinking_rows_only_and_fall_back_to_cut_without_a_known_marker():
+    r1 = ChatTemplate(R1_STYLE)
+    [on] = plans(r1, think_tokens=THINK)
+    assert (on.thinking, on.think_close, on.forcing, on.note) == ("on", THINK_CLOSE, True, "")
+    [cut] = plans(r1, think_tokens=THINK, think_budget_mode="cut")
+    assert (cut.think_close, cut.forcing) == ("", False)
+    on, off = plans(ChatTemplate(QWEN3_STYLE), think_tokens=THINK)
+    assert (on.forcing, off.forcing, off.think_close) == (True, False, "")
+    [plain] = plans(ChatTemplate(CHATML), think_tokens=THINK)  # not a reasoning model
+    assert plain == plans(ChatTemplate(CHATML), think_tokens=THINK, think_budget_mode="cut")[0]
+    assert not plain.forcing and plain.thinking == ""
+    harmony = ChatTemplate("{{ '<|start|>assistant<|channel|>analysis<|message|>' }}")
+    [unknown] = plans(harmony, think_tokens=THINK)
+    assert not unknown.forcing and "end-of-thinking marker is not known" in unknown.note
+    with pytest.raises(ValueError, match="force, cut"):
+        plans(r1, think_tokens=THINK, think_budget_mode="sometimes")
+
+
+def test_the_mode_is_a_setting_in_the_resume_key_and_refused_when_unknown():
+    default = rec.RunSettings()
+    assert default.think_budget_mode == "force"
+    assert rec.RunSettings(think_budget_mode="cut").key() != default.key()
+    assert "think_budget_mode" not in default.shown()
+    with pytest.raises(ConfigError, match="--think-budget-mode"):
+        rec.RunSettings(think_budget_mode="sometimes")
+
+
+def test_the_cli_option_sets_the_mode():
+    parse = build_parser().parse_args
+    assert run_settings_from_args(parse(["bench"])).think_budget_mode == "force"
+    cut = run_settings_from_args(parse(["bench", "--think-budget-mode", "cut"]))
+    assert cut.think_budget_mode == "cut"
+    with pytest.raises(SystemExit):
+        parse(["bench", "--think-budget-mode", "sometimes"])
+
+
+# --- scored on the scripted fake ----------------------------------------------------------------
+
+
+def test_a_sequence_thinking_past_its_budget_gets_the_marker_once_then_answers():
+    """The script thinks for 560 characters, then answers; forced at 100 it answers right
+    away, within the answer budget. A script that closes early is left alone."""
+    natural = "2 + 1 = 3.\n</think>\nThe answer is 3."
+    backend, score, samples = _score([LONG + "</think>\nThe answer is 3.", natural])
+    forced, alone = samples
+    assert forced.output == LONG[:THINK] + "</think>\nThe answer is 3."
+    assert forced.output.count(THINK_CLOSE) == 1
+    assert forced.output.index(THINK_CLOSE) == THINK  # exactly at the budget
+    assert forced.thinking_forced and forced.correct and forced.stop_reason == "eog"
+    answer_tokens = forced.n_gen_tokens - THINK
+    assert 0 < answer_tokens <= ANSWER
+    assert (alone.output, alone.thinking_forced) == (natural, False)
+    assert (score.n_thinking_forced, score.n_cut_in_thinking, score.acc) == (1, 0, 1.0)
+    assert [c[2] for c in backend.calls if c[0] == "generate"] == [THINK + ANSWER] * 2
+
+
+def test_an_answer_that_runs_on_is_cut_at_the_answer_budget_after_the_marker():
+    backend, score, [sample] = _score([LONG + "</think>" + "x" * 500])
+    assert sample.thinking_forced and sample.stop_reason == "max_tokens"
+    assert sample.output == LONG[:THINK] + THINK_CLOSE + "x" * ANSWER
+    assert sample.n_gen_tokens == THINK + ANSWER  # the marker's tokens are not counted
+    assert score.n_cut_in_thinking == 0  # it is out of its thinking: not cut there
+
+
+def test_cut_mode_keeps_the_old_behaviour():
+    _, score, [sample] = _score([LONG + "</think>\nThe answer is 3."], mode="cut")
+    assert sample.output == LONG[: THINK + ANSWER] and not sample.thinking_forced
+    assert (score.n_thinking_forced, score.n_cut_in_thinking, score.acc) == (0, 1, 0.0)
+
+
+def test_batched_and_one_at_a_time_give_the_same_samples():
+    replies = [LONG + "</think>\nThe answer is 3.", "3.\n</think>\nThe answer is 3.", LONG]
+    _, alone_score, alone = _score(replies)
+    backend, batch_score, together = _score(replies, batch=True)
+    assert ("generate_many", 3) in backend.calls
+    assert together == alone and batch_score.n_thinking_forced == 2
+    assert dataclasses.replace(batch_score, elapsed_s=0) == dataclasses.replace(
+        alone_score, elapsed_s=0
+    )
+
+
+def test_a_model_that_does_not_think_is_untouched():
+    """No thinking plan, no ThinkForce: the backend's generate is called without `force`
+    (so a backend written before forcing still works) and the text is as scripted."""
+
+    class OldBackend(FakeBackend):
+        def generate(self, prompt_tokens, *, max_tokens, stop=()):  # no `force`
+            return super().generate(prompt_tokens, max_tokens=max_tokens, stop=stop)
+
+    backend = OldBackend(replies=["The answer is 3. " * 10], template=CHATML)
+    task = FakeTask(given=(gen_item(2, "3"),))
+    settings = rec.RunSettings(max_think_tokens=THINK)
+    [plan] = task_plans(backend, task, settings, model_kind="instruct")
+    score, _, [sample] = score_by_kind(backend, task, settings, plan=plan)
+    assert sample.output == ("The answer is 3. " * 10)[:ANSWER]
+    assert not sample.thinking_forced and score.n_thinking_forced == 0
+
+
+def test_the_report_shows_the_forced_count_beside_the_cut_count():
+    _, score, _ = _score([LONG, LONG + "</think> 3"])
+    measured = dataclasses.replace(record("m", peak_gb=0.1, acc=0.5), tasks=(score,))
+    rows = protocol_rows([measured])
+    assert rows[0]["thinking closed at budget"] == "2"
+    assert rows[0]["cut in thinking"] == "0"
+
+
+# --- the real engines -------------------------------------------------------------------------
+
+#: A crafted ChatML template whose generation prompt opens a think block (as R1-Distill's):
+#: SmolLM2 has never seen <think>, so it never closes it and every sequence is forced.
+OPENS_THINK = R1_STYLE
+QUESTIONS = ("What is 2 + 3?", "Name a colour.", "Write a haiku about rain.", "What is 7 * 6?")
+REAL_THINK, REAL_ANSWER = 12, 16
+
+
+@pytest.fixture(scope="module")
+def smollm(smollm_path):
+    b = LlamaBackend(str(smollm_path), LoadOptions(n_ctx=256, n_threads=2))
+    yield b
+    b.close()
+
+
+def _real_requests(backend: LlamaBackend) -> list[GenRequest]:
+    template = ChatTemplate(OPENS_THINK, **backend.special_token_texts())
+    from edgeeval.sandbox.template import render_chats
+
+    texts = render_chats(template, [[{"role": "user", "content": q}] for q in QUESTIONS])
+    marker = tuple(backend.tokenize(THINK_CLOSE, add_bos=False))
+    force = ThinkForce(REAL_THINK, marker, open_in_prompt=True)
+    assert all(t.rstrip().endswith("<think>") for t in texts)
+    return [
+        GenRequest(backend.prompt_tokens(t, special=True), REAL_THINK + REAL_ANSWER, (), force)
+        for t in texts
+    ]
+
+
+@pytest.mark.real
+def test_real_model_every_sequence_is_forced_once_and_batched_matches_one_at_a_time(smollm):
+    requests = _real_requests(smollm)
+    alone = [
+        smollm.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop, force=r.force)
+        for r in requests
+    ]
+    engine = BatchEngine(smollm, 3)
+    try:
+        together = engine.generate_many(requests)
+    finally:
+        engine.close()
+    for result in alone:
+        assert isinstance(result, GenerationResult)
+        assert result.thinking_forced and result.text.count(THINK_CLOSE) == 1
+        assert REAL_THINK < result.n_gen_tokens <= REAL_THINK + REAL_ANSWER
+    for request, result in zip(requests, alone, strict=True):  # the marker sits exactly at
+        first = smollm.generate(request.tokens, max_tokens=REAL_THINK)  # the budget: the
+        assert result.text.split(THINK_CLOSE)[0] == first.text  # same first REAL_THINK tokens
+    assert [r.thinking_forced for r in together] == [True] * len(QUESTIONS)
+    differ = [i for i, (a, b) in enumerate(zip(alone, together, strict=True)) if a != b]
+    assert len(differ) <= 1, (differ, alone, together)  # batch shape numerics (test_batch)
+
+
+@pytest.mark.real
+def test_real_model_without_forcing_is_cut_inside_its_thinking(smollm):
+    requests = [dataclasses.replace(r, force=None) for r in _real_requests(smollm)]
+    for r in requests:
+        result = smollm.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop)
+        assert not result.thinking_forced and THINK_CLOSE not in result.text
