@@ -310,6 +310,15 @@ def test_fp8_builds_round_exactly_and_record_the_storage_fp8_would_take(tiny):
         assert info.storage_bytes == info.size_bytes - 2 * n_linear + n_linear + 4 * scales
         sidecar = q.read_build_info(info.path)
         assert sidecar is not None and sidecar.storage_bytes == info.storage_bytes
+    # what a bench records: the emulation reaches the record through the local file
+    from edgeeval.run.runner import variant_info
+
+    file = q.ensure_file(catalog.get("t-fp8"), catalog)
+    record_info = variant_info(catalog.get("t-fp8"), file)
+    assert record_info.emulated.startswith("FP8 E4M3 (block=128x128)")
+    assert record_info.storage_bytes == q.read_build_info(file.path).storage_bytes
+    plain = variant_info(catalog.get("t-q8"), q.ensure_file(catalog.get("t-q8"), catalog))
+    assert plain.emulated == "" and plain.storage_bytes is None
 
 
 @pytest.mark.llama
