@@ -288,3 +288,24 @@ def test_the_estimate_comes_at_a_tasks_first_chunk_and_warns_of_the_total_limit(
     )
     assert said[2].startswith("smol: warning: the --timeout of 60 s will stop humaneval after")
     assert said[3] == "smol: humaneval: 32/164 items" and len(said) == 4  # one estimate a task
+
+
+def test_a_journal_written_before_a_field_was_added_still_resumes(tmp_path):
+    """--resume may run a later edgeeval than the attempt that wrote the journal: a TaskScore
+    field added since (found on a real resume: n_thinking_forced) takes its default, and the
+    scored items are kept rather than scored again."""
+    from edgeeval import contracts as ct
+
+    lines = []
+    for line in _journal_lines()[:-1]:
+        data = rec.to_dict(line)
+        if data["chunk"] is not None:
+            del data["chunk"]["n_shot"]  # as if written before TaskScore had it
+        del data["adds"]["eval_batch"]  # and before WorkerResult had this one
+        lines.append(json.dumps(data))
+    path = tmp_path / "old.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    journal = ct.read_journal(path)
+    assert journal.skipped == 0 and journal.speed_done
+    assert journal.open_tasks["arith"][:2] == (4, 40)
+    assert len(journal.prior().result.samples) == 4
