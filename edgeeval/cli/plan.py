@@ -113,7 +113,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     gb = settings.GB
     print(
         f"budget {args.budget_gb:g} GB at n_ctx {args.ctx}; bandwidth "
-        f"{cal.bandwidth_bytes_per_s / 1e9:.1f} GB/s x efficiency {cal.efficiency:.2f} "
+        f"{cal.bandwidth_bytes_per_s / gb:.1f} GB/s x efficiency {cal.efficiency:.2f} "
         f"({cal.efficiency_source})"
     )
     print(f"pp: {cal.pp_source}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from edgeeval.errors import FetchError
 from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 from edgeeval.gguf.check import check_gguf
 from edgeeval.quant.build import ensure_file
+from edgeeval.text import Progress
 
 Measured = tuple[rec.ModelRecord, list[rec.SampleResult], list[rec.GenSampleResult]]
 
@@ -60,7 +60,7 @@ def local_model(
     *,
     shared_models: str | None,
     catalog: Catalog | None,
-    progress: Callable[[str], None] = lambda m: None,
+    progress: Progress = lambda m: None,
 ) -> LocalFile:
     """The variant's verified file on this node: from the shared folder when one is given
     (a `local:` source keeps its own path), else fetched into this node's cache or built."""

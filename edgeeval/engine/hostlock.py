@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from edgeeval import settings
 from edgeeval.errors import HostBusyError
+from edgeeval.text import Progress
 
 try:
     import fcntl
@@ -72,7 +72,7 @@ def acquire(
     run_id: str = "",
     *,
     wait: bool = False,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Progress = lambda _: None,
     path: Path | None = None,
 ) -> BenchLock:
     """Take the host's bench lock for run `run_id`; returns the held lock.

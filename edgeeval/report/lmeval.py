@@ -41,6 +41,7 @@ from edgeeval import records as rec
 from edgeeval.metrics import pick
 from edgeeval.report.protocols import split_thinking
 from edgeeval.safeio import open_regular
+from edgeeval.settings import ISO_TIME
 from edgeeval.store.files import write_atomic
 from edgeeval.store.items import GENERATIONS, JUDGED, SAMPLES, line_key
 
@@ -146,7 +147,7 @@ def _model_config(record: rec.ModelRecord) -> dict[str, Any]:
 
 def started(record: rec.ModelRecord) -> datetime:
     """The record's start as a UTC datetime (the epoch when it cannot be read)."""
-    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
+    for fmt in (ISO_TIME, "%Y-%m-%dT%H:%M:%S.%f%z"):  # as written, or with microseconds
         try:
             return datetime.strptime(record.started_at, fmt).astimezone(timezone.utc)
         except ValueError:
