@@ -378,3 +378,40 @@ def test_a_folders_init_imports_nothing():
             is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
             constant = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
             assert is_future or constant, f"{init.relative_to(PKG)}:{node.lineno}"
+
+
+#: Names that mean one thing everywhere, with the one module that defines them.
+DEFINED_ONCE = {
+    "Progress": "text.py",
+    "GB": "settings.py",
+    "ISO_TIME": "settings.py",
+    "HUMANEVAL_STOPS": "tasks/suite.py",
+    "EXTRACTORS": "tasks/schema.py",
+}
+
+
+def module_level_definitions(root: Path = PKG) -> dict[str, list[str]]:
+    """{name: the modules assigning it at module level} for the DEFINED_ONCE names."""
+    found: dict[str, list[str]] = {name: [] for name in DEFINED_ONCE}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in found:
+                    found[target.id].append(path.relative_to(root).as_posix())
+    return found
+
+
+def test_shared_names_are_defined_once():
+    """A second `Progress = Callable[[str], None]` or a second HumanEval stop list drifts
+    apart from the first; each of these lives in one module and is imported from there."""
+    assert module_level_definitions() == {n: [m] for n, m in DEFINED_ONCE.items()}
+
+
+def test_the_defined_once_check_sees_a_second_definition(tmp_path):
+    (tmp_path / "text.py").write_text("Progress = object\n")
+    (tmp_path / "fetch").mkdir()
+    (tmp_path / "fetch" / "hub.py").write_text("Progress: object = object\n")
+    assert module_level_definitions(tmp_path)["Progress"] == ["fetch/hub.py", "text.py"]
