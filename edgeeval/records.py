@@ -537,6 +537,30 @@ def _convert(tp: Any, value: Any, strict: bool) -> Any:
 
 
 @dataclass(frozen=True)
+class DomainFidelity:
+    """Fidelity on one domain of a per-domain corpus (`--corpus domains`): the same statistics
+    as FidelityResult over the tokens scored in that domain's chunks. `status` is "ok", or
+    "missing" when the domain gave no scored token (its text is shorter than one chunk, the
+    reason in `note`); a missing domain's metrics are None, never 0."""
+
+    domain: str
+    status: str
+    n_tokens: int = 0
+    n_chunks: int = 0
+    ppl: float | None = None
+    ppl_ref: float | None = None
+    ln_ppl_ratio: float | None = None
+    ln_ppl_ratio_se: float | None = None
+    kld_mean: float | None = None
+    kld_se: float | None = None
+    kld_p99: float | None = None
+    same_top_pct: float | None = None
+    same_top_se_pct: float | None = None
+    rms_dp_pct: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class FidelityResult:
     """Quant fidelity of one variant against a reference on one corpus (llama-perplexity's
     method): perplexities, ln(PPL(Q)/PPL(ref)), KL divergence in nats per scored token, and
@@ -578,6 +602,8 @@ class FidelityResult:
     started_at: str = ""
     notes: str = ""
     error: str = ""
+    # per domain, in the corpus's order, when the corpus has domains (`--corpus domains`)
+    domains: tuple[DomainFidelity, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ ALLOWED: dict[str, set[str]] = {
     "tasks": {"fetch"},
     "score": {"tasks", "engine", "sandbox"},
     "run": {"engine", "catalog", "fetch", "gguf", "tasks", "score"},
-    "fidelity": {"engine", "catalog", "fetch", "gguf", "quant", "store"},
+    # sandbox: the per-domain corpus is rendered through the model's chat template
+    "fidelity": {"engine", "catalog", "fetch", "gguf", "quant", "sandbox", "store"},
     "pipeline": {
         "engine",
         "catalog",

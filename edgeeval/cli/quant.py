@@ -26,7 +26,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ref", help="reference variant or model spec (default: the F32/BF16/F16 one named)"
     )
-    p.add_argument("--corpus", default="pydoc", help="pydoc (offline), wikitext-2, or a file")
+    p.add_argument(
+        "--corpus",
+        default="pydoc",
+        help="pydoc (offline, the default), domains[:code,chat,...] (offline: samples rendered "
+        "through the model's chat template, KLD per domain), wikitext-2, or a file",
+    )
     p.add_argument("--n-ctx", type=int, default=N_CTX, help=f"tokens per chunk (default {N_CTX})")
     p.add_argument(
         "--chunks",

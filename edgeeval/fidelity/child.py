@@ -13,6 +13,7 @@ failure and the two models are never in memory together.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ import numpy as np
 from edgeeval import contracts as ct
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
 from edgeeval.engine.process import emit
+from edgeeval.errors import ChatTemplateError
 from edgeeval.fidelity.kld import (
     TokenStats,
     make_chunks,
@@ -33,10 +35,13 @@ from edgeeval.fidelity.kld import (
     token_stats,
 )
 from edgeeval.gguf.check import check_gguf
+from edgeeval.sandbox.template import ChatTemplate, render_chats
 
 _ROWS = 32  # rows per block when turning logits into statistics (bounds the temporaries)
 META = "meta.json"  # the reference pass's FidelityPassResult, in the work folder
 REF_ROWS = "ref_rows.bin"  # the reference rows (kld.ref_dtype), chunk after chunk
+SAMPLES = "corpus.json"  # a per-domain corpus: {"domains": [...], "samples": [...]}
+LABELS = "domains.json"  # what the reference pass made of it: each chunk's domain, notes
 T = TypeVar("T")
 
 
@@ -78,12 +83,19 @@ def reference_pass(spec: ct.FidelitySpec) -> None:
     """Tokenize the corpus, then write tokens, meta and the reference log-probabilities."""
     work, n_ctx = Path(spec.work), spec.n_ctx
     backend = _load(spec)
-    tokens = backend.tokenize((work / "corpus.txt").read_text(encoding="utf-8"), add_bos=True)
-    chunks = make_chunks(tokens, n_ctx, spec.max_chunks)
+    if (work / SAMPLES).exists():
+        chunks, n_tokens = _domain_chunks(backend, spec)
+    else:
+        tokens = backend.tokenize((work / "corpus.txt").read_text(encoding="utf-8"), add_bos=True)
+        chunks, n_tokens = make_chunks(tokens, n_ctx, spec.max_chunks), len(tokens)
     if len(chunks) == 0:
+        why = ""
+        if (work / LABELS).exists():
+            notes = json.loads((work / LABELS).read_text(encoding="utf-8"))["notes"]
+            why = " (" + "; ".join(f"{d}: {n}" for d, n in notes.items()) + ")"
         raise ValueError(
-            f"the corpus has {len(tokens)} tokens, fewer than one chunk of "
-            f"{n_ctx}; use a longer corpus or a smaller --n-ctx"
+            f"the corpus has {n_tokens} tokens, fewer than one chunk of "
+            f"{n_ctx}{why}; use a longer corpus or a smaller --n-ctx"
         )
     np.save(work / "tokens.npy", chunks)
     first, _ = scored(n_ctx)
@@ -96,10 +108,48 @@ def reference_pass(spec: ct.FidelitySpec) -> None:
                 fh.write(block.tobytes())
             emit("chunk", index=index, total=len(chunks))
     meta = ct.FidelityPassResult(
-        n_vocab=backend.n_vocab, n_chunks=len(chunks), n_corpus_tokens=len(tokens)
+        n_vocab=backend.n_vocab, n_chunks=len(chunks), n_corpus_tokens=n_tokens
     )
     ct.write_contract(work / META, meta)
     backend.close()
+
+
+def _domain_chunks(backend: LlamaBackend, spec: ct.FidelitySpec) -> tuple[np.ndarray, int]:
+    """Render every sample of a per-domain corpus through the model's chat template, tokenize
+    it with its control tokens, and cut each domain's tokens into its own chunks (at most
+    max_chunks per domain). Writes LABELS: each chunk's domain, and why a domain has none."""
+    work, n_ctx = Path(spec.work), spec.n_ctx
+    corpus = json.loads((work / SAMPLES).read_text(encoding="utf-8"))
+    source = backend.chat_template()
+    if not source:
+        raise ValueError(
+            f"{Path(spec.model).name} has no chat template (tokenizer.chat_template); the "
+            "per-domain corpus is rendered through it: use --corpus pydoc, or a reference "
+            "whose GGUF carries a template"
+        )
+    template = ChatTemplate(source, **backend.special_token_texts())
+    parts, labels, notes, total = [], [], {}, 0
+    for domain in corpus["domains"]:
+        conversations = [s["messages"] for s in corpus["samples"] if s["domain"] == domain]
+        if not conversations:
+            notes[domain] = "no sample of this domain in the corpus"
+            continue
+        try:
+            texts = render_chats(template, conversations, add_generation_prompt=False)
+        except ChatTemplateError as exc:
+            notes[domain] = f"the chat template refused its samples ({exc.reason}: {exc})"
+            continue
+        tokens = [t for text in texts for t in backend.prompt_tokens(text, special=True)]
+        total += len(tokens)
+        chunks = make_chunks(tokens, n_ctx, spec.max_chunks)
+        if len(chunks) == 0:
+            notes[domain] = f"{len(tokens)} tokens, fewer than one chunk of {n_ctx}"
+            continue
+        parts.append(chunks)
+        labels += [domain] * len(chunks)
+    (work / LABELS).write_text(json.dumps({"labels": labels, "notes": notes}), encoding="utf-8")
+    empty = np.zeros((0, n_ctx), np.int32)
+    return (np.concatenate(parts) if parts else empty), total
 
 
 def variant_pass(spec: ct.FidelitySpec) -> None:

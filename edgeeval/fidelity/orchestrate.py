@@ -25,6 +25,7 @@ reference and the variant are never in memory together.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -46,7 +47,8 @@ from edgeeval.engine.process import Event, run_child
 from edgeeval.errors import EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch.files import ensure_free_space
 from edgeeval.fidelity import MAX_CHUNKS, N_CTX
-from edgeeval.fidelity.child import META
+from edgeeval.fidelity import domains as dom
+from edgeeval.fidelity.child import LABELS, META, SAMPLES
 from edgeeval.fidelity.kld import TokenStats, ref_dtype, scored, summarize
 from edgeeval.gguf.check import check_gguf
 from edgeeval.quant.build import ensure_file, read_build_info
@@ -61,14 +63,23 @@ WIKITEXT = ("ggml-org/ci", "wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.ra
 
 @dataclass(frozen=True)
 class Corpus:
+    """A corpus: plain `text`, or (per-domain) the `samples` of `domains`, rendered through
+    the reference's chat template by the reference pass (`text` is then their JSON, hashed)."""
+
     name: str
     text: str
     sha256: str
+    domains: tuple[str, ...] = ()
+    samples: tuple[dom.Sample, ...] = ()
 
 
 def load_corpus(spec: str) -> Corpus:
-    """`pydoc` (the Python docs every install carries: offline), `wikitext-2` (the test split
-    llama.cpp's docs use, from the Hub) or the path of a UTF-8 text file."""
+    """`pydoc` (the Python docs every install carries: offline), `domains[:a,b]` (the shipped
+    per-domain conversations, rendered through the model's chat template: offline),
+    `wikitext-2` (the test split llama.cpp's docs use, from the Hub) or the path of a UTF-8
+    text file."""
+    if spec == dom.PREFIX or spec.startswith(dom.PREFIX + ":"):
+        return domain_corpus(dom.parse_spec(spec))
     if spec == "pydoc":
         from pydoc_data.topics import topics
 
@@ -79,13 +90,26 @@ def load_corpus(spec: str) -> Corpus:
         path = Path(spec).expanduser()
         if not path.is_file():
             raise EdgeevalError(
-                f"corpus '{spec}' is not 'pydoc', 'wikitext-2' or a text file; "
+                f"corpus '{spec}' is not 'pydoc', 'domains', 'wikitext-2' or a text file; "
                 "pass --corpus pydoc to use the offline corpus"
             )
         text = path.read_text(encoding="utf-8", errors="replace")
     import hashlib
 
     return Corpus(spec, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def domain_corpus(domains: tuple[str, ...], path: Path | None = None) -> Corpus:
+    """The per-domain corpus of `domains` (edgeeval.fidelity.domains)."""
+    import hashlib
+
+    samples = tuple(dom.load_samples(domains, path))
+    text = json.dumps(
+        [[s.domain, s.id, list(s.messages)] for s in samples], ensure_ascii=False, sort_keys=True
+    )
+    name = dom.PREFIX if domains == dom.DOMAINS else f"{dom.PREFIX}:{','.join(domains)}"
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Corpus(name, text, digest, domains=domains, samples=samples)
 
 
 def _wikitext2() -> str:
@@ -156,7 +180,12 @@ def run_fidelity(
     ensure_free_space(scratch, _ref_bytes(ref_file.path, n_ctx, max_chunks, len(corpus.text)))
     with tempfile.TemporaryDirectory(prefix="fidelity-", dir=scratch) as tmp:
         work = Path(tmp)
-        (work / "corpus.txt").write_text(corpus.text, encoding="utf-8")
+        if corpus.domains:
+            samples = [{"domain": x.domain, "messages": list(x.messages)} for x in corpus.samples]
+            payload = {"domains": list(corpus.domains), "samples": samples}
+            (work / SAMPLES).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+        else:
+            (work / "corpus.txt").write_text(corpus.text, encoding="utf-8")
         spec = ct.FidelitySpec(
             role="reference",
             model=str(ref_file.path),
@@ -172,9 +201,10 @@ def run_fidelity(
             raise EdgeevalError(f"{reference.name}: the reference pass failed: {reason}")
         meta = ct.read_contract(ct.FidelityPassResult, work / META)
         common.update(n_chunks=meta.n_chunks, reference_elapsed_s=ref_s)
+        split = _Split(corpus.domains, work / LABELS) if corpus.domains else None
         results = []
         for variant in variants:
-            result = _measure_one(variant, catalog, spec, common, timeout_s, progress)
+            result = _measure_one(variant, catalog, spec, common, timeout_s, progress, split)
             save_fidelity(result)
             results.append(result)
     return results
@@ -206,6 +236,17 @@ def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
     return chunks * scored(n_ctx)[1] * ref_dtype(n_vocab).itemsize
 
 
+class _Split:
+    """How a per-domain run's chunks split into domains (the reference pass's LABELS file)."""
+
+    def __init__(self, domains: tuple[str, ...], labels_path: Path) -> None:
+        raw = json.loads(labels_path.read_text(encoding="utf-8"))
+        self.domains, self.labels, self.notes = domains, list(raw["labels"]), dict(raw["notes"])
+
+    def __call__(self, stats: TokenStats) -> tuple[rec.DomainFidelity, ...]:
+        return dom.by_domain(stats, self.labels, self.domains, self.notes)
+
+
 def _measure_one(
     variant: Variant,
     catalog: Catalog,
@@ -213,6 +254,7 @@ def _measure_one(
     common: dict[str, Any],
     timeout_s: float,
     progress: Progress,
+    split: _Split | None = None,
 ) -> rec.FidelityResult:
     started = time.strftime(settings.ISO_TIME)
     try:
@@ -241,7 +283,14 @@ def _measure_one(
     with np.load(out) as data:
         stats = TokenStats(**{k: data[k] for k in data.files})
     out.unlink()
-    return rec.FidelityResult(**base, status=rec.STATUS_OK, elapsed_s=elapsed, **summarize(stats))  # type: ignore[arg-type]
+    per_domain = split(stats) if split else ()
+    return rec.FidelityResult(
+        **base,
+        status=rec.STATUS_OK,
+        elapsed_s=elapsed,
+        domains=per_domain,
+        **summarize(stats),  # type: ignore[arg-type]
+    )
 
 
 def _notes(path: Path) -> str:

@@ -33,7 +33,82 @@ def fidelity_markdown(results: Sequence[rec.FidelityResult]) -> str:
         "method). KLD(ref || Q) in nats per token, mean ± standard error; same top p = how "
         "often both rank the same token first; Δp = p(Q) - p(ref) of the actual token.\n"
         + ("\n" + "\n".join(notes) + "\n" if notes else "")
+        + domain_markdown(results)
     )
+
+
+def domain_markdown(results: Sequence[rec.FidelityResult]) -> str:
+    """Per-domain fidelity (`--corpus domains`): one row per domain, one column per variant
+    (mean KLD ± SE, same top p ± SE). A domain a result lacks is "missing", never 0; the
+    domains where the variants' order by mean KLD differs from the overall order are named."""
+    names = _domain_names(results)
+    if not names:
+        return ""
+    head = "| domain | tokens | " + " | ".join(md(r.variant) for r in results) + " |\n"
+    head += "|---|---:|" + "---|" * len(results) + "\n"
+    rows, notes = [], set()
+    for name in names:
+        cells, tokens = [], ""
+        for r in results:
+            d = _domain(r, name)
+            if r.status != rec.STATUS_OK:
+                cells.append(r.status)
+            elif d is None or d.status != rec.STATUS_OK or d.kld_mean is None:
+                cells.append("missing")
+                notes.add(
+                    f"- {name}: missing for {r.variant}: "
+                    + (d.note if d else "not measured on this domain")
+                )
+            else:
+                tokens = tokens or str(d.n_tokens)
+                cells.append(
+                    f"{d.kld_mean:.5f} ± {d.kld_se or 0:.5f} · {d.same_top_pct:.1f} ± "
+                    f"{d.same_top_se_pct or 0:.1f} %"
+                )
+        rows.append(f"| {md(name)} | {tokens or '-'} | " + " | ".join(cells) + " |")
+    return (
+        "\n### Fidelity per domain\n\nEach sample rendered through the reference's own chat "
+        "template; a domain's chunks hold only its text. Cells: mean KLD ± SE (nats per token) "
+        "· same top p ± SE. The overall figures above are these, weighted by tokens.\n\n"
+        + head
+        + "\n".join(rows)
+        + "\n"
+        + _order_changes(results, names)
+        + ("\n" + "\n".join(sorted(notes)) + "\n" if notes else "")
+    )
+
+
+def _domain_names(results: Sequence[rec.FidelityResult]) -> list[str]:
+    """The domains any result was measured on, in the order they first appear."""
+    names: dict[str, None] = {}
+    for r in results:
+        for d in r.domains:
+            names.setdefault(d.domain)
+    return list(names)
+
+
+def _domain(r: rec.FidelityResult, name: str) -> rec.DomainFidelity | None:
+    return next((d for d in r.domains if d.domain == name), None)
+
+
+def _order_changes(results: Sequence[rec.FidelityResult], names: list[str]) -> str:
+    """A line per domain where ranking the variants by mean KLD gives another order than the
+    overall figures (among the variants measured on that domain)."""
+    ok = [r for r in results if r.status == rec.STATUS_OK and r.kld_mean is not None]
+    if len(ok) < 2:
+        return ""
+    lines = []
+    for name in names:
+        pairs = [(d.kld_mean, r) for r in ok if (d := _domain(r, name)) and d.kld_mean is not None]
+        if len(pairs) < 2:
+            continue
+        here = [r.variant for _, r in sorted(pairs, key=lambda p: p[0])]
+        overall = [r.variant for r in sorted((r for _, r in pairs), key=lambda r: r.kld_mean)]
+        if here != overall:
+            lines.append(f"- {name}: {' < '.join(here)} (overall: {' < '.join(overall)})")
+    if not lines:
+        return "\nThe variants rank the same on every domain as overall (by mean KLD).\n"
+    return "\nDomains where the variants' order by mean KLD changes:\n\n" + "\n".join(lines) + "\n"
 
 
 def _row(r: rec.FidelityResult) -> str:
