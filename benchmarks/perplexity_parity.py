@@ -29,15 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from edgeeval import contracts as ct
+from edgeeval.catalog.models import load_catalog
+from edgeeval.engine import host as hostinfo
+from edgeeval.fidelity import child, kld
+from edgeeval.fidelity import orchestrate as fidelity
+from edgeeval.quant.build import ensure_file
 
-from edgeeval import contracts as ct  # noqa: E402
-from edgeeval.catalog.models import load_catalog  # noqa: E402
-from edgeeval.engine import host as hostinfo  # noqa: E402
-from edgeeval.fidelity import child, kld  # noqa: E402
-from edgeeval.fidelity import orchestrate as fidelity  # noqa: E402
-from edgeeval.quant.build import ensure_file  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # llama-perplexity's summary lines (tools/perplexity/perplexity.cpp), value then optional error.
 _LINES = {
