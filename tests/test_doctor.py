@@ -125,7 +125,7 @@ def test_this_machines_real_build_is_described(capsys):
 
 def test_report_says_which_backend_and_device_ran():
     from edgeeval.records import RunSettings
-    from edgeeval.report.render import _ran_on
+    from edgeeval.report.sections import ran_on as _ran_on
     from tests.builders import host
 
     gpu = host(
