@@ -40,6 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _run_options(p)
     _speed_options(p)
     _task_options(p)
+    _answer_options(p)
     _limit_options(p)
     _code_options(p)
     _output_options(p)
@@ -131,8 +132,8 @@ def _speed_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _task_options(parser: argparse.ArgumentParser) -> None:
-    """Which items each model answers, and how: lm-eval's options, plus the batch."""
-    p = parser.add_argument_group("accuracy tasks", "which items each model answers, and how")
+    """Which items each model answers: lm-eval's selection options, or a race."""
+    p = parser.add_argument_group("accuracy tasks", "which items each model answers")
     p.add_argument("--suite", help="task suite in benchmarks/tasks/suites.yaml (default offline)")
     p.add_argument(
         "--tasks",
@@ -171,6 +172,11 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="few-shot examples per prompt (default: each task's own; 0 = none)",
     )
+
+
+def _answer_options(parser: argparse.ArgumentParser) -> None:
+    """How each item is asked and answered: protocol, thinking budget, seed, the batch."""
+    p = parser.add_argument_group("answers", "how each item is asked and answered")
     p.add_argument(
         "--protocol",
         choices=PROTOCOLS,
