@@ -172,3 +172,18 @@ def test_mla_latent_cache_equals_llama_cpp_allocation(tmp_path):
     # a full-attention reading of the same heads (4 heads of K 48 + V 32) would be far off
     decompressed = 8 * 4 * (48 + 32) * 2 * 4096
     assert not _close(decompressed, allocated[4096]["bytes"])
+
+
+@pytest.mark.real
+def test_a_loaded_context_reports_the_configured_cache_types():
+    """What the speed results and the llama-bench export write as type_k/type_v is the
+    loaded context's (llama-bench's -ctk/-ctv), not a constant."""
+    from edgeeval.engine.backend import LlamaBackend
+
+    options = LoadOptions(n_ctx=512, type_k="q8_0", type_v="q4_0", flash_attn=True)
+    backend = LlamaBackend(str(_fetch_real(EMBEDDED[0])), options)
+    try:
+        facts = backend.describe()
+    finally:
+        backend.close()
+    assert (facts.type_k, facts.type_v) == ("q8_0", "q4_0")
