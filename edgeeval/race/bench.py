@@ -25,6 +25,7 @@ from edgeeval.run.accuracy import row_key, select_run_tasks, skipped
 from edgeeval.run.runner import Attempt, bench_one
 from edgeeval.settings import GB
 from edgeeval.store import journal as journals
+from edgeeval.store import racelog
 from edgeeval.store import runs as store
 from edgeeval.text import Progress
 
@@ -93,6 +94,18 @@ class _Rounds:
         return make
 
 
+def _logged_items(run_id: str, name: str) -> set[tuple[str, str]]:
+    """(row key, item id) of the rounds the race log holds for `name` (their per-item lines
+    are stored: a round is logged after its record and lines)."""
+    return {
+        (key, item)
+        for line in racelog.read_race(run_id)
+        if line.kind == racelog.ROUND and line.variant == name
+        for key, items in line.verdicts.items()
+        for item in items
+    }
+
+
 def _stored(run_id: str, key: str) -> rec.ModelRecord | None:
     path = store.run_dir(run_id) / "records.jsonl"
     found = [r for r in store.read_jsonl(path, rec.ModelRecord) if r.key == key]
@@ -140,9 +153,19 @@ def race_bench(
             return RoundResult({}, error=error or (record.status if record else "not measured"))
         if round_ == 0:
             rounds.first[name] = record
-        store.save_record(record, got.samples, generations=got.generations)
-        memory = record.memory.model_peak_bytes / GB if round_ == 0 else None
         kept = rounds.kept.pop(name, ct.WorkerResult())
+        # the kept items no logged round holds were scored by an interrupted attempt of this
+        # round and never stored: they are stored now, with the round's new ones
+        logged = _logged_items(run_id, name)
+        store.save_record(
+            record,
+            [*(r for r in kept.samples if (row_key(r), r.item_id) not in logged), *got.samples],
+            generations=[
+                *(g for g in kept.gen_samples if (row_key(g), g.item_id) not in logged),
+                *got.generations,
+            ],
+        )
+        memory = record.memory.model_peak_bytes / GB if round_ == 0 else None
         samples = [*kept.samples, *got.samples]
         return RoundResult(
             verdicts_of(samples, [*kept.gen_samples, *got.generations]), memory_gb=memory
