@@ -301,7 +301,7 @@ def _runtime_names() -> list[str]:
 
 def _flash_list(text: str) -> tuple[bool | str, ...]:
     """--flash-attn: on/off/auto or 1/0, comma-separated to sweep."""
-    words = {"on": True, "1": True, "off": False, "0": False, "auto": "auto"}
+    words: dict[str, bool | str] = {"on": True, "1": True, "off": False, "0": False, "auto": "auto"}
     values = [v.strip().lower() for v in text.split(",")]
     bad = [v for v in values if v not in words]
     if bad:

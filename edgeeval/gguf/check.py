@@ -18,11 +18,11 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeGuard
+from typing import Any, BinaryIO, TypeGuard
 
 from edgeeval.errors import InvalidModelFileError
-from edgeeval.safeio import open_regular
 from edgeeval.gguf.kvcache import kv_bytes
+from edgeeval.safeio import open_regular
 from edgeeval.text import safe_text
 
 MAX_TENSORS = 100_000
@@ -207,22 +207,15 @@ def _check_extents(r: _Reader, tensors: list, data_start: int, align: int) -> tu
     return n_params, data_bytes
 
 
-def kv_cache_bytes(
-    summary: GgufSummary,
-    n_ctx: int,
-    *,
-    n_ubatch: int = 512,
-    swa_full: bool = True,
-    **cache: object,
-) -> int | None:
-    """KV cache bytes (F16 unless `cache` names the types: cache_type_k, cache_type_v,
-    flash_attn, as kvcache.kv_options gives them) llama.cpp allocates at `n_ctx` for this file,
-    from its metadata: per-layer GQA, sliding-window layers and MLA as fetch.kvcache models
-    them, the context padded as llama.cpp pads it. `swa_full` True is llama-cpp-python's
-    default (the window layers get a full-size cache). None when unknown (missing values,
-    values check_gguf would refuse, or an architecture whose memory is not a plain KV cache).
+def kv_cache_bytes(summary: GgufSummary, n_ctx: int, **options: Any) -> int | None:
+    """KV cache bytes llama.cpp allocates at `n_ctx` for this file, from its metadata: per-layer
+    GQA, sliding-window layers and MLA as fetch.kvcache models them, the context padded as
+    llama.cpp pads it. `options` are kvcache.kv_layout's (n_ubatch, swa_full, flash_attn,
+    cache_type_k, cache_type_v; kvcache.kv_options gives a run's): by default an F16 cache and
+    llama-cpp-python's full-size window layers. None when unknown (missing values, values
+    check_gguf would refuse, or an architecture whose memory is not a plain KV cache).
     """
-    return kv_bytes(summary.metadata, n_ctx, n_ubatch=n_ubatch, swa_full=swa_full, **cache)
+    return kv_bytes(summary.metadata, n_ctx, **options)
 
 
 # --- metadata checks ------------------------------------------------------------------------
