@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeeval import records as rec
 from edgeeval.errors import DamagedRunError
@@ -56,6 +56,9 @@ from edgeeval.store import runs as store
 from edgeeval.store.fidelity import load_fidelity
 from edgeeval.store.plans import read_predictions
 from edgeeval.store.racelog import stop_notes
+
+if TYPE_CHECKING:  # plots imports matplotlib; render loads it only when writing
+    from edgeeval.report.plots import Plot
 
 TIMED = (
     "Speed follows llama-bench: synthetic random tokens; only the llama_decode calls (and "
@@ -228,16 +231,11 @@ def write_report(
     # Imported here: matplotlib takes about half a second to import, and the CLI imports
     # this module for every command (to register `report --budget-gb`).
     from edgeeval.report.html import render_html
-    from edgeeval.report.plots import all_plots
 
     stored = stored_records(directory.parent) if stored is None else stored
     groups = group_by_host(records, stored)
     tasks = sorted({t for r in rows for t in r.task_acc})
-    plots = all_plots(
-        rows, records, thread_scaling(records, stored), budget_gb=meta.budget_gb, fidelity=fidelity
-    )
-    kv = kv_plot(records)
-    plots = [*plots, kv] if kv else plots
+    plots = _plots(rows, records, stored, meta.budget_gb, fidelity)
     table = variant_rows(rows, records, fidelity) if fidelity else []
     pairs = pairs or Pairing("none")
     first = [answer_section(rows, pairs, meta.budget_gb)]
@@ -264,6 +262,29 @@ def write_report(
             fidelity=fidelity,
         ),
     }
+    return _write_files(directory, texts, plots)
+
+
+def _plots(
+    rows: Sequence[RankRow],
+    records: Sequence[rec.ModelRecord],
+    stored: Sequence[rec.ModelRecord],
+    budget_gb: float | None,
+    fidelity: Sequence[rec.FidelityResult],
+) -> list[Plot]:
+    """The report's plots, memory per context length last when the run has one."""
+    # Imported here: matplotlib takes about half a second to import (see write_report).
+    from edgeeval.report.plots import all_plots
+
+    plots = all_plots(
+        rows, records, thread_scaling(records, stored), budget_gb=budget_gb, fidelity=fidelity
+    )
+    kv = kv_plot(records)
+    return [*plots, kv] if kv else list(plots)
+
+
+def _write_files(directory: Path, texts: dict[str, str], plots: Sequence[Plot]) -> dict[str, Path]:
+    """report.<kind> for each text and plot-<key>.png for each plot with data; their paths."""
     paths = {kind: store.write_atomic(directory / f"report.{kind}", t) for kind, t in texts.items()}
     for plot in plots:  # a plot without data has no file (nor a stale one from a re-render)
         png = directory / f"plot-{plot.key}.png"
