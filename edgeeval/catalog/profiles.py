@@ -66,7 +66,16 @@ def _value(key: Any, value: Any, path: Path, entry: str) -> Any:
             )
         return tuple(value)
     optional_ints = ("task_limit", "task_sample", "num_fewshot", "max_think_tokens")
-    kind = str if key == "suite" else int if key in optional_ints else type(default)
+    optional_floats = ("timeout_s",)  # no total limit by default (the stall limit watches)
+    kind = (
+        str
+        if key == "suite"
+        else int
+        if key in optional_ints
+        else float
+        if key in optional_floats
+        else type(default)
+    )
     if not _is(value, kind) and not (default is None and value is None):
         raise ConfigError(
             f"must be of type {kind.__name__}, got {safe_text(repr(value), 60)}",
