@@ -229,7 +229,7 @@ def test_a_rendered_report_opens_with_the_answer(tmp_path):
     assert "## Comparisons: paired vs unpaired standard errors" in text
     assert "| a | b | 8.00 | 2.24 | 6.61 | paired |" in text
     html = paths["html"].read_text()
-    assert html.index("The answer") < html.index("<h2>Ranking by")
+    assert html.index('<h2 id="the-answer">') < html.index('<h2 id="ranking-by')
     data = json.loads(paths["json"].read_text())
     assert data["comparisons"]["pairs"][0]["method"] == "paired"
 
