@@ -177,7 +177,8 @@ def run_fidelity(
     common = _provenance(run_id, reference, ref_file.sha256, corpus, n_ctx)
     threads = rec.resolve_threads(n_threads, hostinfo.physical_cores())
     scratch = settings.home() / "tmp"
-    ensure_free_space(scratch, _ref_bytes(ref_file.path, n_ctx, max_chunks, len(corpus.text)))
+    cap = max_chunks * max(1, len(corpus.domains))  # a per-domain corpus: --chunks per domain
+    ensure_free_space(scratch, _ref_bytes(ref_file.path, n_ctx, cap, len(corpus.text)))
     with tempfile.TemporaryDirectory(prefix="fidelity-", dir=scratch) as tmp:
         work = Path(tmp)
         if corpus.domains:
