@@ -243,6 +243,7 @@ def test_a_mixed_plan_pins_fp8_tensors_to_f16_for_llama_cpp():
 
 RECIPES = {
     "f16": {"ftype": "F16"},
+    "bf16": {"ftype": "BF16"},
     "q8": {"ftype": "Q8_0"},
     "nvfp4": {
         "ftype": "Q8_0",
@@ -260,6 +261,8 @@ RECIPES = {
 }
 VARIANTS = {
     "t-f16": "f16",
+    "t-bf16": "bf16",
+    "t-fp8-of-bf16": "t-bf16:fp8",
     "t-q8": "t-f16:q8",
     "t-nvfp4": "t-f16:nvfp4",
     "t-fp8": "t-f16:fp8",
@@ -334,6 +337,29 @@ def test_a_mixed_fp8_and_fp4_recipe_runs_fp8_first_then_llama_cpp(tiny):
         assert np.array_equal(built[n], want), n  # llama.cpp copied them, untouched
     assert info.storage_bytes is not None and info.storage_bytes < info.size_bytes
     assert not Path(info.path + ".fp8.part").exists()
+
+
+@pytest.mark.llama
+def test_a_bf16_source_is_rounded_from_its_bf16_values(tiny):
+    import gguf
+
+    catalog = load_catalog(tiny)
+    info = q.build_variant(catalog.get("t-fp8-of-bf16"), catalog)
+    source = {
+        t.name: fp8.dequantized(t.data, t.tensor_type.name).reshape(
+            tuple(int(d) for d in reversed(t.shape))
+        )
+        for t in gguf.GGUFReader(q.build_variant(catalog.get("t-bf16"), catalog).path).tensors
+    }
+    built = {t.name: t for t in gguf.GGUFReader(info.path).tensors}
+    assert source["blk.0.ffn_up.weight"].dtype == np.float32
+    for name in ("blk.0.ffn_up.weight", "blk.1.attn_v.weight"):
+        assert built[name].tensor_type.name == "F16"
+        want = fp8.fake_quantize(source[name], BLOCK).astype(np.float16)
+        assert np.array_equal(np.asarray(built[name].data), want), name
+    # the tensors FP8 leaves alone keep the source's type and bits
+    assert built["token_embd.weight"].tensor_type.name == "BF16"
+    assert info.storage_bytes is not None and info.storage_bytes < info.size_bytes
 
 
 @pytest.mark.llama
