@@ -239,11 +239,11 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
     task score are kept as they come, so a failing task leaves the ones before it."""
     settings = spec.settings
     assert got.backend is not None
-    scoring = load_options(settings, primary, scoring=True)  # a full-size SWA cache
-    if tasks and scoring.load_key != got.backend.options.load_key:
-        _load(spec.model_path, settings, primary, got, scoring=True)
     n_seq = resolve_eval_batch(settings.eval_batch, primary.n_gpu_layers)
     emit("accuracy", eval_batch=n_seq)  # the parent's speed-phase memory peak ends here
+    scoring = load_options(settings, primary, scoring=True)  # a full-size SWA cache
+    if tasks and scoring.load_key != got.backend.options.load_key:  # after the speed peak
+        _load(spec.model_path, settings, primary, got, scoring=True)
     got.add(ct.J_ACCURACY, eval_batch=n_seq)
     items = _ItemJournal(settings, tasks, got, spec.prior)
     score_tasks(
