@@ -20,6 +20,7 @@ from edgeeval.cli.options import (
     positive_seconds,
 )
 from edgeeval.cli.output import add_stdout_options, print_stdout
+from edgeeval.cli.progress import ProgressPrinter
 from edgeeval.score.protocol import PROTOCOLS
 from edgeeval.text import safe_text
 
@@ -252,6 +253,12 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         "output", "stdout when the run is done (progress goes to stderr; --output DIR: where)"
     )
     add_stdout_options(p, "the run id, the report paths and the ranking rows")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar on a terminal: plain progress lines (items, rate and ETA at "
+        "least every 10 s while a task is scored)",
+    )
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -498,6 +505,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_settings = run_settings_from_args(args)
     start = time.monotonic()
     started: list[str] = []
+    printer = ProgressPrinter(quiet=getattr(args, "quiet", False)).start()
     try:
         outcome = bench(
             variants,
@@ -505,7 +513,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             run_id=run_id,
             force=args.force,
             budget_gb=args.budget_gb,
-            progress=progress,
+            progress=printer,
             catalog=catalog,
             on_start=started.append,
             allow_concurrent=args.allow_concurrent,
@@ -514,8 +522,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if not started:
             raise
+        printer.close()
         print(f"edgeeval: interrupted; {_resume_hint(args, started[0])}", file=sys.stderr)
         return 130
+    finally:
+        printer.close()
     elapsed = time.monotonic() - start
     if not print_stdout(args, outcome.run_id, outcome.rows, outcome.records, outcome.paths):
         print(terminal_table(outcome.rows))

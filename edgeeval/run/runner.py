@@ -310,8 +310,13 @@ class _Watch:
         self.estimated: set[str] = set()
 
     def event(self, event: Event) -> None:
-        if event.kind != "working":  # decodes between events: the stall watch's, not news
-            self.progress(_describe(self.name, event))
+        # a printer that renders events itself (cli/progress.py: a bar, or lines with a rate
+        # and an ETA) gets each one; the items line is then its to write
+        shown = getattr(self.progress, "event", None)
+        if shown is not None:
+            shown(self.name, event)
+        if event.kind != "working" and not (shown is not None and event.kind == "items"):
+            self.progress(_describe(self.name, event))  # working: the stall watch's, not news
         if event.kind == "items" and event.task not in self.estimated and event.fresh:
             self.estimated.add(event.task)
             self._estimate(event)

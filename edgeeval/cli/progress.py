@@ -1,0 +1,240 @@
+"""The bench's progress on stderr: a tqdm bar per task on a terminal, plain lines otherwise.
+
+Library code reports progress as strings (`text.Progress`) and, for a model's worker, as
+`engine.process.Event`s (run/runner.py hands each to `ProgressPrinter.event` when the printer
+has one). This module turns them into output:
+
+- on a terminal (stderr is a TTY, TERM is not `dumb`, no --quiet): one tqdm bar for the task
+  being scored, with items done of planned, the rate and the ETA, redrawn every second;
+- otherwise plain timestamped lines, and while a task is being scored at least one line every
+  `every_s` (10) seconds with items done, the rate and the ETA.
+
+The rate is items scored by this attempt over the seconds since the task started (a resumed
+task's earlier items count as done, not as speed); the ETA is the items left over that rate,
+counted down between the worker's events. No colour is ever written (NO_COLOR holds trivially);
+`colour_allowed` says so for callers that would add some.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from edgeeval.engine.process import Event
+
+EVERY_S = 10.0  # a plain line at least this often while items are being scored
+#: tqdm's postfix (rate, ETA, elapsed: ours, the same as the plain lines') follows ", "
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} items{postfix}"
+TICK_S = 1.0  # how often the bar is redrawn and the plain-line cadence checked
+
+
+def colour_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """False when NO_COLOR is set to anything non-empty (no-color.org) or TERM is dumb."""
+    env = os.environ if env is None else env
+    return not env.get("NO_COLOR") and env.get("TERM", "") != "dumb"
+
+
+def bar_wanted(stream: TextIO, *, quiet: bool, env: Mapping[str, str] | None = None) -> bool:
+    """A bar only on a terminal that can redraw a line, and not with --quiet."""
+    env = os.environ if env is None else env
+    isatty = getattr(stream, "isatty", None)
+    return not quiet and bool(isatty and isatty()) and env.get("TERM", "") != "dumb"
+
+
+def clock_text(seconds: float | None) -> str:
+    """H:MM:SS or M:SS; '?' when unknown."""
+    if seconds is None:
+        return "?"
+    s = max(int(round(seconds)), 0)
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+@dataclass
+class TaskState:
+    """One task's items as the last `items` event told them, and when it came."""
+
+    model: str
+    task: str
+    planned: int = 0
+    done: int = 0
+    fresh: int = 0
+    seconds: float = 0.0  # since the task started, at the last event
+    at: float = 0.0  # the clock when the last event came
+
+    def rate(self) -> float | None:
+        """Items per second scored by this attempt; None before the first one."""
+        if self.fresh <= 0 or self.seconds <= 0:
+            return None
+        return self.fresh / self.seconds
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the items left over the rate, less the time since the last event."""
+        rate = self.rate()
+        if rate is None:
+            return None
+        left = max(self.planned - self.done, 0) / rate
+        return max(left - (now - self.at), 0.0)
+
+    def line(self, now: float) -> str:
+        rate = self.rate()
+        speed = (
+            "rate ?"
+            if rate is None
+            else (f"{rate:.2f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item")
+        )
+        elapsed = self.seconds + (now - self.at)
+        return (
+            f"{self.model}: {self.task}: {self.done}/{self.planned} items, {speed}, "
+            f"ETA {clock_text(self.eta(now))} (elapsed {clock_text(elapsed)})"
+        )
+
+
+BarFactory = Callable[..., Any]
+
+
+def _tqdm(**kwargs: Any) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(**kwargs)
+
+
+class ProgressPrinter:
+    """Callable as `text.Progress` (a line) with `event(model, Event)` for a worker's events.
+
+    `start()` begins the ticker thread (bar redraws and the plain-line cadence); `close()` ends
+    it and the bar. Tests drive `tick()` with their own clock instead."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        quiet: bool = False,
+        bar: bool | None = None,
+        env: Mapping[str, str] | None = None,
+        every_s: float = EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+        stamp: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
+        bar_factory: BarFactory = _tqdm,
+    ) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.quiet = quiet
+        self.use_bar = bar_wanted(self.stream, quiet=quiet, env=env) if bar is None else bar
+        self.every_s, self.clock, self.stamp = every_s, clock, stamp
+        self.bar_factory = bar_factory
+        self.state: TaskState | None = None
+        self._bar: Any = None
+        self._last_line = clock()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- text.Progress -------------------------------------------------------------------
+    def __call__(self, message: str) -> None:
+        with self._lock:
+            text = f"[{self.stamp()}] {message}"
+            if self._bar is not None:
+                self._bar.write(text, file=self.stream)
+            else:
+                print(text, file=self.stream, flush=True)
+            self._last_line = self.clock()
+
+    # -- worker events -------------------------------------------------------------------
+    def event(self, model: str, event: Event) -> None:
+        with self._lock:
+            if event.kind == "task":
+                self._end_bar()
+                self.state = None
+            elif event.kind == "items":
+                self._items(model, event)
+            elif event.kind in ("done", "loading"):
+                self._end_bar()
+                self.state = None
+
+    def _items(self, model: str, event: Event) -> None:
+        now = self.clock()
+        st = self.state
+        if st is None or st.task != event.task or st.model != model:
+            self._end_bar()
+            st = self.state = TaskState(model, event.task)
+        st.planned, st.done, st.fresh = event.planned, event.done, event.fresh
+        st.seconds, st.at = float(event.seconds or 0.0), now
+        if self.use_bar:
+            if self._bar is None:
+                self._bar = self.bar_factory(
+                    total=st.planned,
+                    initial=0,
+                    desc=f"{model}: {st.task}",
+                    unit="item",
+                    file=self.stream,
+                    # a pty of size 0 (script(1) with no terminal) makes tqdm draw nothing
+                    ncols=shutil.get_terminal_size((100, 24)).columns,
+                    nrows=shutil.get_terminal_size((100, 24)).lines,
+                    leave=True,
+                    bar_format=BAR_FORMAT,
+                )
+            self._draw(now)
+        else:
+            self(st.line(now))
+        if st.done >= st.planned:
+            self._end_bar()
+            self.state = None
+
+    def _draw(self, now: float) -> None:
+        st = self.state
+        if self._bar is None or st is None:
+            return
+        self._bar.n = st.done
+        rate = st.rate()
+        speed = (
+            "rate ?"
+            if rate is None
+            else (f"{rate:.2f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item")
+        )
+        elapsed = st.seconds + (now - st.at)
+        self._bar.set_postfix_str(
+            f"{speed}, ETA {clock_text(st.eta(now))}, elapsed {clock_text(elapsed)}",
+            refresh=False,
+        )
+        self._bar.refresh()
+
+    def _end_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # -- the ticker ----------------------------------------------------------------------
+    def tick(self) -> None:
+        """Redraw the bar, or print the task's line when none was printed for every_s."""
+        with self._lock:
+            if self.state is None:
+                return
+            now = self.clock()
+            if self._bar is not None:
+                self._draw(now)
+            elif now - self._last_line >= self.every_s:
+                self(self.state.line(now))
+
+    def start(self) -> ProgressPrinter:
+        def run() -> None:
+            while not self._stop.wait(TICK_S):
+                self.tick()
+
+        self._thread = threading.Thread(target=run, name="edgeeval-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * TICK_S)
+        with self._lock:
+            self._end_bar()
+            self.state = None

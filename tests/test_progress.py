@@ -1,0 +1,157 @@
+"""Progress with a rate and an ETA (issue 22 part 3): cli/progress.py's renderer on fake
+events (arithmetic, the plain-line cadence off a terminal, --quiet, NO_COLOR, TERM=dumb), and
+the worker's items events on the fake backend."""
+
+from __future__ import annotations
+
+import io
+
+from edgeeval.cli.progress import ProgressPrinter, TaskState, bar_wanted, clock_text, colour_allowed
+from edgeeval.engine.process import Event
+from edgeeval.run import worker
+from edgeeval.run.accuracy import score_tasks
+from tests.test_accuracy import CHATML, SETTINGS, ByPrompt, gen_task, mc_task
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _items(done, planned, fresh, seconds, task="arith"):
+    return Event("items", task=task, done=done, planned=planned, fresh=fresh, seconds=seconds)
+
+
+def test_rate_and_eta_arithmetic():
+    st = TaskState("m", "arith", planned=40, done=16, fresh=16, seconds=8.0, at=50.0)
+    assert st.rate() == 2.0
+    assert st.eta(50.0) == 12.0  # 24 left at 2 items/s
+    assert st.eta(55.0) == 7.0  # counted down between events
+    assert st.eta(90.0) == 0.0  # never negative
+    # a resumed task: 10 earlier items are done, not speed; 6 fresh ones in 12 s
+    resumed = TaskState("m", "arith", planned=40, done=16, fresh=6, seconds=12.0, at=0.0)
+    assert resumed.rate() == 0.5 and resumed.eta(0.0) == 48.0
+    assert TaskState("m", "arith", planned=40).rate() is None
+    assert "ETA ?" in TaskState("m", "arith", planned=40).line(0.0)
+    assert "16/40 items, 2.00 items/s, ETA 0:12" in st.line(50.0)
+    assert "0.5 items/s" not in resumed.line(0.0) and "2.0 s/item" in resumed.line(0.0)
+    assert clock_text(3725) == "1:02:05" and clock_text(65) == "1:05" and clock_text(None) == "?"
+
+
+def test_plain_lines_at_least_every_10_s_while_a_task_is_scored():
+    out, clock = io.StringIO(), Clock()
+    p = ProgressPrinter(out, bar=False, clock=clock, stamp=lambda: "T")
+    p.event("m", Event("task", task="arith", index=1, total=1))
+    p.event("m", _items(16, 40, 16, 8.0))
+    assert out.getvalue().splitlines() == [
+        "[T] m: arith: 16/40 items, 2.00 items/s, ETA 0:12 (elapsed 0:08)"
+    ]
+    clock.now += 9.9
+    p.tick()
+    assert len(out.getvalue().splitlines()) == 1  # nothing new before 10 s
+    clock.now += 0.1
+    p.tick()
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "[T] m: arith: 16/40 items, 2.00 items/s, ETA 0:02 (elapsed 0:18)"
+    p("m: something else")  # any line restarts the 10 s
+    clock.now += 5
+    p.tick()
+    assert len(out.getvalue().splitlines()) == 3
+    p.event("m", _items(40, 40, 40, 20.0))  # the task's last items end its progress
+    clock.now += 60
+    p.tick()
+    assert out.getvalue().splitlines()[-1].startswith("[T] m: arith: 40/40 items")
+    assert len(out.getvalue().splitlines()) == 4
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+
+
+class FakeBar:
+    made: list[FakeBar] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.n, self.postfix, self.refreshes, self.closed = kwargs, 0, "", 0, False
+        self.written: list[str] = []
+        FakeBar.made.append(self)
+
+    def set_postfix_str(self, s, refresh=True):
+        self.postfix = s
+
+    def refresh(self):
+        self.refreshes += 1
+
+    def write(self, s, file=None):
+        self.written.append(s)
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_bar_on_a_terminal_redrawn_every_tick_with_the_eta_counting_down():
+    FakeBar.made.clear()
+    out, clock = TTY(), Clock()
+    p = ProgressPrinter(out, env={"TERM": "xterm"}, clock=clock, bar_factory=FakeBar)
+    assert p.use_bar
+    p.event("m", _items(16, 40, 16, 8.0))
+    bar = FakeBar.made[0]
+    assert (
+        bar.kwargs["total"] == 40
+        and bar.n == 16
+        and bar.postfix == "2.00 items/s, ETA 0:12, elapsed 0:08"
+    )
+    clock.now += 3
+    p.tick()
+    assert bar.postfix == "2.00 items/s, ETA 0:09, elapsed 0:11" and bar.refreshes == 2
+    p("m: a line")  # lines go above the bar
+    assert bar.written == ["[" + bar.written[0][1:9] + "] m: a line"] and out.getvalue() == ""
+    p.event("m", _items(40, 40, 40, 20.0))
+    assert bar.n == 40 and bar.closed and p.state is None
+
+
+def test_quiet_dumb_terminals_and_pipes_get_no_bar_and_no_colour():
+    env = {"TERM": "xterm"}
+    assert bar_wanted(TTY(), quiet=False, env=env)
+    assert not bar_wanted(TTY(), quiet=True, env=env)  # --quiet
+    assert not bar_wanted(TTY(), quiet=False, env={"TERM": "dumb"})
+    assert not bar_wanted(io.StringIO(), quiet=False, env=env)  # not a terminal
+    assert not colour_allowed({"NO_COLOR": "1", "TERM": "xterm"})
+    assert not colour_allowed({"TERM": "dumb"})
+    assert colour_allowed({"TERM": "xterm", "NO_COLOR": ""})  # empty: not set (no-color.org)
+    out = TTY()
+    p = ProgressPrinter(out, quiet=True, env={"NO_COLOR": "1"}, stamp=lambda: "T")
+    p.event("m", _items(4, 8, 4, 2.0))
+    assert out.getvalue() == "[T] m: arith: 4/8 items, 2.00 items/s, ETA 0:02 (elapsed 0:02)\n"
+
+
+def test_the_worker_emits_an_items_event_per_chunk_with_its_rate(capsys):
+    tasks = [mc_task(7), gen_task(7)]
+    got = worker._Measured()
+    journal = worker._ItemJournal(SETTINGS, tasks, got, None)
+    journal._planned = lambda name: 7  # type: ignore[method-assign]
+    score_tasks(
+        ByPrompt(liked=(" 5",), template=CHATML),
+        tasks,
+        SETTINGS,
+        chunk_size=3,
+        on_items=journal.on_items,
+    )
+    events = [Event.from_line(line) for line in capsys.readouterr().out.splitlines()]
+    items = [e for e in events if e is not None and e.kind == "items"]
+    assert [(e.task, e.done, e.planned) for e in items] == [
+        (t.name, d, 7) for t in tasks for d in (3, 6, 7)
+    ]
+    assert all(e.fresh == e.done and e.seconds is not None and e.seconds >= 0 for e in items)
+    # the printer renders them: a line per event off a terminal, done/planned and a rate
+    out = io.StringIO()
+    p = ProgressPrinter(out, bar=False, stamp=lambda: "T")
+    for e in items:
+        p.event("m", e)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 6 and lines[2].startswith(f"[T] m: {tasks[0].name}: 7/7 items, ")
