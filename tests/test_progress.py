@@ -79,7 +79,12 @@ class FakeBar:
     def __init__(self, **kwargs):
         self.kwargs, self.n, self.postfix, self.refreshes, self.closed = kwargs, 0, "", 0, False
         self.written: list[str] = []
+        self.updates: list[int] = []
         FakeBar.made.append(self)
+
+    def update(self, k):
+        self.updates.append(k)
+        self.n += k
 
     def set_postfix_str(self, s, refresh=True):
         self.postfix = s
@@ -155,3 +160,34 @@ def test_the_worker_emits_an_items_event_per_chunk_with_its_rate(capsys):
         p.event("m", e)
     lines = out.getvalue().splitlines()
     assert len(lines) == 6 and lines[2].startswith(f"[T] m: {tasks[0].name}: 7/7 items, ")
+
+
+def test_hashing_reports_bytes_as_a_bar_or_lines(tmp_path):
+    from edgeeval.fetch.files import sha256_file
+    from edgeeval.fetch.sources import verify_file
+
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"x" * (2 * (1 << 20) + 5))
+    size = path.stat().st_size
+    seen: list[tuple[int, int]] = []
+    assert sha256_file(path, lambda d, t: seen.append((d, t))) == sha256_file(path)
+    assert seen == [(1 << 20, size), (2 << 20, size), (size, size)]
+    FakeBar.made.clear()
+    printer = ProgressPrinter(TTY(), env={"TERM": "xterm"}, bar_factory=FakeBar)
+    verify_file(
+        path,
+        size_bytes=size,
+        sha256=None,
+        remove_on_mismatch=False,
+        on_bytes=lambda d, t: printer.bytes("m: sha256", d, t),
+    )
+    bar = FakeBar.made[0]
+    assert bar.kwargs["total"] == size and bar.kwargs["unit"] == "B"
+    assert bar.updates == [1 << 20, 1 << 20, 5] and bar.closed  # closed at the last byte
+    out, clock = io.StringIO(), Clock()
+    lines = ProgressPrinter(out, bar=False, clock=clock, stamp=lambda: "T")
+    lines.bytes("m: sha256", 1 << 20, 3 << 20)  # within 10 s of the last line: nothing
+    clock.now += 10
+    lines.bytes("m: sha256", 2 << 20, 3 << 20)
+    lines.bytes("m: sha256", 3 << 20, 3 << 20)
+    assert out.getvalue().splitlines() == ["[T] m: sha256: 2 of 3 MB", "[T] m: sha256: 3 of 3 MB"]

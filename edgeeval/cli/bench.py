@@ -266,7 +266,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     _, variants = load_selection(args, args.models)
     for variant in variants:
-        file = fetch(variant, progress=progress, verify=args.verify)
+        with ProgressPrinter() as printer:
+            file = fetch(variant, progress=printer, verify=args.verify)
         print(f"{safe_text(variant.name)}\t{safe_text(file.path, 4096)}\t{file.sha256}")
     return 0
 

@@ -131,6 +131,7 @@ class ProgressPrinter:
         self.bar_factory = bar_factory
         self.state: TaskState | None = None
         self._bar: Any = None
+        self._bytes_bar: Any = None
         self._last_line = clock()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -210,6 +211,33 @@ class ProgressPrinter:
             self._bar.close()
             self._bar = None
 
+    # -- bytes (hashing a model file) ----------------------------------------------------
+    def bytes(self, label: str, done: int, total: int) -> None:
+        """`done` of `total` bytes of `label` (fetch's sha256 of a model file): a bar on a
+        terminal, else a line every `every_s` and at the end."""
+        with self._lock:
+            if self.use_bar:
+                if self._bytes_bar is None:
+                    self._bytes_bar = self.bar_factory(
+                        total=total,
+                        desc=label,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        file=self.stream,
+                        ncols=shutil.get_terminal_size((100, 24)).columns,
+                        nrows=shutil.get_terminal_size((100, 24)).lines,
+                        leave=False,
+                    )
+                self._bytes_bar.update(done - self._bytes_bar.n)
+                if done >= total:
+                    self._bytes_bar.close()
+                    self._bytes_bar = None
+                return
+            now = self.clock()
+            if done >= total or now - self._last_line >= self.every_s:
+                self(f"{label}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
     # -- the ticker ----------------------------------------------------------------------
     def tick(self) -> None:
         """Redraw the bar, or print the task's line when none was printed for every_s."""
@@ -230,6 +258,12 @@ class ProgressPrinter:
         self._thread = threading.Thread(target=run, name="edgeeval-progress", daemon=True)
         self._thread.start()
         return self
+
+    def __enter__(self) -> ProgressPrinter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._stop.set()

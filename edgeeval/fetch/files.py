@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeeval.errors import DiskSpaceError
@@ -15,12 +16,20 @@ _CHUNK = 1 << 20
 DISK_MARGIN_BYTES = 200 * 10**6
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a regular file, read in 1 MiB chunks."""
+#: on_bytes(done, total): bytes hashed so far of the file's size (the CLI draws a bar)
+OnBytes = Callable[[int, int], None]
+
+
+def sha256_file(path: str | Path, on_bytes: OnBytes | None = None) -> str:
+    """Hex sha256 of a regular file, read in 1 MiB chunks; `on_bytes` after each chunk."""
     digest = hashlib.sha256()
     with open_regular(path) as fh:
+        total, done = os.fstat(fh.fileno()).st_size, 0
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
+            if on_bytes is not None:
+                done += len(chunk)
+                on_bytes(done, total)
     return digest.hexdigest()
 
 

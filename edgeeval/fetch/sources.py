@@ -25,7 +25,7 @@ from edgeeval import settings
 from edgeeval.catalog.models import Variant
 from edgeeval.errors import ChecksumMismatchError, EdgeevalError, FetchError, OfflineError
 from edgeeval.fetch import stamps
-from edgeeval.fetch.files import ensure_free_space, sha256_file
+from edgeeval.fetch.files import OnBytes, ensure_free_space, sha256_file
 from edgeeval.safeio import STORAGE_ERRNOS
 from edgeeval.text import Progress, safe_text
 
@@ -49,8 +49,20 @@ def _quiet(_: str) -> None:
     return None
 
 
+def _hash_bar(progress: Progress, label: str) -> OnBytes | None:
+    """The bytes-hashed callback of a progress printer that draws bars (cli/progress.py's
+    `bytes(label, done, total)`); None for a plain line printer."""
+    draw = getattr(progress, "bytes", None)
+    return None if draw is None else lambda done, total: draw(label, done, total)
+
+
 def verify_file(
-    path: str | Path, *, size_bytes: int | None, sha256: str | None, remove_on_mismatch: bool
+    path: str | Path,
+    *,
+    size_bytes: int | None,
+    sha256: str | None,
+    remove_on_mismatch: bool,
+    on_bytes: OnBytes | None = None,
 ) -> str:
     """Check `path` against the expected size and sha256; return the actual sha256.
 
@@ -70,7 +82,7 @@ def verify_file(
             actual_size=actual_size,
             removed=remove_on_mismatch,
         )
-    actual = sha256_file(path)
+    actual = sha256_file(path, on_bytes)
     if sha256 is not None and actual != sha256:
         if remove_on_mismatch:
             path.unlink(missing_ok=True)
@@ -141,7 +153,13 @@ def cached_file(
     why = "verifying again (--verify)" if rehash == "always" else "changed since verified"
     progress(f"{variant.name}: {target} {why}; re-hashing")
     try:
-        verify_file(target, size_bytes=size, sha256=sha, remove_on_mismatch=True)
+        verify_file(
+            target,
+            size_bytes=size,
+            sha256=sha,
+            remove_on_mismatch=True,
+            on_bytes=_hash_bar(progress, f"{variant.name}: sha256"),
+        )
     except ChecksumMismatchError:
         stamp.unlink(missing_ok=True)
         raise
@@ -238,7 +256,11 @@ def _verified(path: Path, variant: Variant, expected: str | None, progress: Prog
         return known
     progress(f"{variant.name}: verifying sha256 of {path}")
     actual = verify_file(
-        path, size_bytes=variant.size_bytes, sha256=expected, remove_on_mismatch=False
+        path,
+        size_bytes=variant.size_bytes,
+        sha256=expected,
+        remove_on_mismatch=False,
+        on_bytes=_hash_bar(progress, f"{variant.name}: sha256"),
     )
     stamps.remember(path, actual)
     return actual
@@ -264,7 +286,11 @@ def _local_file(variant: Variant) -> LocalFile:
 def _place_verified(variant: Variant, target: Path, progress: Progress) -> LocalFile:
     progress(f"{variant.name}: verifying sha256")
     actual = verify_file(
-        target, size_bytes=variant.size_bytes, sha256=variant.sha256, remove_on_mismatch=True
+        target,
+        size_bytes=variant.size_bytes,
+        sha256=variant.sha256,
+        remove_on_mismatch=True,
+        on_bytes=_hash_bar(progress, f"{variant.name}: sha256"),
     )
     _write_stamp(target, actual, variant.name)
     progress(f"{variant.name}: ready at {target} ({target.stat().st_size / settings.GB:.2f} GB)")
