@@ -126,6 +126,7 @@ def test_quiet_dumb_terminals_and_pipes_get_no_bar_and_no_colour():
     assert not bar_wanted(TTY(), quiet=True, env=env)  # --quiet
     assert not bar_wanted(TTY(), quiet=False, env={"TERM": "dumb"})
     assert not bar_wanted(io.StringIO(), quiet=False, env=env)  # not a terminal
+    assert not bar_wanted(TTY(), quiet=False, env={**env, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
     assert not colour_allowed({"NO_COLOR": "1", "TERM": "xterm"})
     assert not colour_allowed({"TERM": "dumb"})
     assert colour_allowed({"TERM": "xterm", "NO_COLOR": ""})  # empty: not set (no-color.org)

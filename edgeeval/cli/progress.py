@@ -41,10 +41,12 @@ def colour_allowed(env: Mapping[str, str] | None = None) -> bool:
 
 
 def bar_wanted(stream: TextIO, *, quiet: bool, env: Mapping[str, str] | None = None) -> bool:
-    """A bar only on a terminal that can redraw a line, and not with --quiet."""
+    """A bar only on a terminal that can redraw a line, not with --quiet, and not where
+    HF_HUB_DISABLE_PROGRESS_BARS turns huggingface_hub's (tqdm) bars off too."""
     env = os.environ if env is None else env
     isatty = getattr(stream, "isatty", None)
-    return not quiet and bool(isatty and isatty()) and env.get("TERM", "") != "dumb"
+    hf_off = env.get("HF_HUB_DISABLE_PROGRESS_BARS", "").lower() in ("1", "true", "yes", "on")
+    return not quiet and not hf_off and bool(isatty and isatty()) and env.get("TERM", "") != "dumb"
 
 
 def clock_text(seconds: float | None) -> str:
