@@ -50,6 +50,10 @@ def test_plain_lines_at_least_every_10_s_while_a_task_is_scored():
     out, clock = io.StringIO(), Clock()
     p = ProgressPrinter(out, bar=False, clock=clock, stamp=lambda: "T")
     p.event("m", Event("task", task="arith", index=1, total=1))
+    clock.now += 10  # before the first chunk: what is known, still every 10 s
+    p.tick()
+    assert out.getvalue() == "[T] m: arith: 0/? items, rate ?, ETA ? (elapsed 0:10)\n"
+    out.truncate(0), out.seek(0)
     p.event("m", _items(16, 40, 16, 8.0))
     assert out.getvalue().splitlines() == [
         "[T] m: arith: 16/40 items, 2.00 items/s, ETA 0:12 (elapsed 0:08)"

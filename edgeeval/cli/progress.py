@@ -94,7 +94,7 @@ class TaskState:
         )
         elapsed = self.seconds + (now - self.at)
         return (
-            f"{self.model}: {self.task}: {self.done}/{self.planned} items, {speed}, "
+            f"{self.model}: {self.task}: {self.done}/{self.planned or '?'} items, {speed}, "
             f"ETA {clock_text(self.eta(now))} (elapsed {clock_text(elapsed)})"
         )
 
@@ -152,9 +152,9 @@ class ProgressPrinter:
     # -- worker events -------------------------------------------------------------------
     def event(self, model: str, event: Event) -> None:
         with self._lock:
-            if event.kind == "task":
+            if event.kind == "task":  # items planned come with the first chunk
                 self._end_bar()
-                self.state = None
+                self.state = TaskState(model, event.task, at=self.clock())
             elif event.kind == "items":
                 self._items(model, event)
             elif event.kind in ("done", "loading"):
