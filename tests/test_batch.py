@@ -18,9 +18,9 @@ from edgeeval.engine.batch import (
     resolve_eval_batch,
     shared_prefix,
 )
-from edgeeval.score.tasks import score_by_kind
 from edgeeval.score.choice import score_task
 from edgeeval.score.generate import score_generate_task
+from edgeeval.score.tasks import score_by_kind
 from edgeeval.tasks.suite import GenItem, McItem
 from tests.fake_backend import FakeBackend, FakeTask
 

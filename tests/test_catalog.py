@@ -155,8 +155,8 @@ HUB_QUANT_SETS = [
 
 @pytest.mark.parametrize("set_name, source, quant", HUB_QUANT_SETS)
 def test_hub_quant_sets_derive_every_variant_from_the_16_bit_source(set_name, source, quant):
-    from edgeeval.quant.build import load_recipes
     from edgeeval.fidelity.orchestrate import pick_reference
+    from edgeeval.quant.build import load_recipes
 
     catalog = load_catalog(REPO / "models.yaml")
     recipes = load_recipes(catalog)

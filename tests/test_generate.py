@@ -10,15 +10,15 @@ from edgeeval import records as rec
 from edgeeval.cli.bench import run_settings_from_args
 from edgeeval.cli.main import build_parser
 from edgeeval.engine.backend import LlamaBackend, LoadOptions
-from edgeeval.sandbox.jail import UNSAFE, Sandbox
-from edgeeval.score.tasks import score_by_kind
 from edgeeval.sandbox.codeexec import ExecLimits
+from edgeeval.sandbox.jail import UNSAFE, Sandbox
 from edgeeval.score.generate import (
     CODE_EXEC_OFF,
     rescore,
     score_code_task,
     score_generate_task,
 )
+from edgeeval.score.tasks import score_by_kind
 from edgeeval.tasks.suite import CodeItem, GenItem, McItem
 from tests.fake_backend import FakeBackend, FakeTask
 

@@ -9,15 +9,14 @@ import dataclasses
 import pytest
 
 from edgeeval import records as rec
-from edgeeval.sandbox.jail import UNSAFE, Sandbox
 from edgeeval.report.protocols import protocol_markdown, split_thinking
 from edgeeval.report.summarize import rank_rows
-from edgeeval.score import instruct
-from edgeeval.score.tasks import score_by_kind
 from edgeeval.sandbox.codeexec import ExecLimits
+from edgeeval.sandbox.jail import UNSAFE, Sandbox
+from edgeeval.score import instruct
 from edgeeval.score.extract import score_output, strip_thinking
 from edgeeval.score.protocol import Plan, cut_in_thinking, plans
-from edgeeval.score.tasks import task_plans
+from edgeeval.score.tasks import score_by_kind, task_plans
 from tests.builders import record
 from tests.fake_backend import FakeBackend
 from tests.test_generate import CHATML, FakeTask, gen_item, humaneval_items

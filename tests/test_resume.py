@@ -222,9 +222,7 @@ def test_a_worker_that_stops_answering_is_stopped_by_the_stall_limit(
     (record,) = store.load_records(store.list_runs()[-1])
     assert record.status == rec.STATUS_TIMEOUT
     assert record.error.startswith("stalled 3 s (--stall-timeout) in arith after 16/40 items; ")
-    assert "load time, speed, 16 items and memory kept; `edgeeval bench --resume" in (
-        record.error
-    )
+    assert "load time, speed, 16 items and memory kept; `edgeeval bench --resume" in (record.error)
     (stopped,) = [t for t, line in after if "smol-a: timeout: stalled 3 s" in line]
     # the stall clock runs from the last event (before the hang): 3 s, plus the sampler's
     # and the decode beat's polling; a wall-clock limit would not have fired for minutes

@@ -50,9 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     """`edgeeval quantize NAMES | --list`: build (or list) derived variants."""
-    from edgeeval.quant.recipes import load_recipes
     from edgeeval.catalog.stack import load_catalogs
     from edgeeval.quant.build import build_variant, derived_targets
+    from edgeeval.quant.recipes import load_recipes
 
     catalog = load_catalogs(args.catalog)
     recipes = load_recipes(catalog)

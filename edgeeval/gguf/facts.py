@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeeval.gguf.check import GgufSummary, check_gguf
+
 #: A split GGUF's part: `<stem>-00002-of-00005.gguf`.
 SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _SLUG = re.compile(r"[^a-z0-9._-]+")

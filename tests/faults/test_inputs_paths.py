@@ -13,8 +13,8 @@ import pytest
 from edgeeval.catalog.models import Source, Variant
 from edgeeval.errors import FetchError, InvalidModelFileError
 from edgeeval.fetch.files import open_regular, sha256_file
-from edgeeval.gguf.check import check_gguf
 from edgeeval.fetch.sources import fetch, is_cached, verify_file
+from edgeeval.gguf.check import check_gguf
 from tests.faults.inputs_support import write_gguf
 
 
