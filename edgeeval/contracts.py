@@ -89,8 +89,8 @@ class WorkerResult:
 # accuracy phase, each chunk of scored items, each finished task (one per plan), an error.
 J_CHECK, J_LOAD, J_SPEED, J_TTFT, J_SPEED_DONE = "check", "load", "speed", "ttft", "speed_done"
 J_ACCURACY, J_ITEMS, J_TASK, J_ERROR = "accuracy", "items", "task", "error"
-JOURNAL_KINDS = (J_CHECK, J_LOAD, J_SPEED, J_TTFT, J_SPEED_DONE, J_ACCURACY, J_ITEMS, J_TASK)
-JOURNAL_KINDS += (J_ERROR,)
+JOURNAL_KINDS: tuple[str, ...] = (J_CHECK, J_LOAD, J_SPEED, J_TTFT, J_SPEED_DONE, J_ACCURACY)
+JOURNAL_KINDS += (J_ITEMS, J_TASK, J_ERROR)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class ThinkForce:
         full = (self.open if self.open_in_prompt else "") + text
         return full.rfind(self.open) > full.rfind(self.close)
 
-    def due(self, out: bytes, n_gen: int) -> bool:
+    def due(self, out: bytes | bytearray, n_gen: int) -> bool:
         """True when the marker goes in now: `n_gen` >= budget, the output `out` ends on a
         whole UTF-8 character, and it is still thinking."""
         if n_gen < self.budget:

@@ -103,7 +103,9 @@ def _order_changes(results: Sequence[rec.FidelityResult], names: list[str]) -> s
         if len(pairs) < 2:
             continue
         here = [r.variant for _, r in sorted(pairs, key=lambda p: p[0])]
-        overall = [r.variant for r in sorted((r for _, r in pairs), key=lambda r: r.kld_mean)]
+        overall = [
+            r.variant for r in sorted((r for _, r in pairs), key=lambda r: r.kld_mean or 0.0)
+        ]
         if here != overall:
             lines.append(f"- {name}: {' < '.join(here)} (overall: {' < '.join(overall)})")
     if not lines:

@@ -281,7 +281,11 @@ class _ItemJournal:
         self.finished = {plan_key(t.task, t.thinking) for t in earlier.tasks}
         self.open = {plan_key(c.task, c.thinking): c for c in (prior.open_chunks if prior else ())}
         skip: dict[str, set[str]] = {}
-        for row in (*earlier.samples, *earlier.gen_samples):
+        rows: list[rec.SampleResult | rec.GenSampleResult] = [
+            *earlier.samples,
+            *earlier.gen_samples,
+        ]
+        for row in rows:
             skip.setdefault(row_key(row), set()).add(row.item_id)
         self.skip_ids = {key: frozenset(ids) for key, ids in skip.items()}
 

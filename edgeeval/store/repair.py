@@ -120,10 +120,10 @@ def repair_run(run_id: str, root: Path | None = None) -> RunRepair:
     found = {database.fidelity_key(r) for r in results}
     back_fidelity = _missing(held.fidelity, found, rec.FidelityResult)
     result.fidelity_back = _write_back(path / database.FIDELITY_FILE, back_fidelity)
-    records = [*records, *back]
-    restored = database.rebuild_run(directory, run_id, records, [*results, *back_fidelity])
+    every = [*records, *back]
+    restored = database.rebuild_run(directory, run_id, every, [*results, *back_fidelity])
     result.records, result.fidelity = restored.records, restored.fidelity
-    result.manifest = _repair_manifest(run_id, directory, records)
+    result.manifest = _repair_manifest(run_id, directory, every)
     return result
 
 
@@ -144,7 +144,7 @@ def _read_or_set_aside(path: Path, cls: type, result: RunRepair) -> files.Lines[
 def _missing(held: dict[Any, str], found: set[Any], cls: type) -> list[Any]:
     """The database's rows whose keys are not in `found`, as records (rows that no longer
     parse stay in the database and are not written back)."""
-    out = []
+    out: list[Any] = []
     for key, text in sorted(held.items()):
         if key in found:
             continue
