@@ -75,6 +75,11 @@ def test_plain_lines_at_least_every_10_s_while_a_task_is_scored():
     assert out.getvalue().splitlines()[-1].startswith("[T] m: arith: 40/40 items")
     assert len(out.getvalue().splitlines()) == 4
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+    out.truncate(0), out.seek(0)
+    p.event("m", Event("task", task="humaneval", index=1, total=1, planned=164))
+    clock.now += 10  # the worker named the items it plans: shown before the first chunk
+    p.tick()
+    assert out.getvalue() == "[T] m: humaneval: 0/164 items, rate ?, ETA ? (elapsed 0:10)\n"
 
 
 class FakeBar:
@@ -144,15 +149,20 @@ def test_the_worker_emits_an_items_event_per_chunk_with_its_rate(capsys):
     tasks = [mc_task(7), gen_task(7)]
     got = worker._Measured()
     journal = worker._ItemJournal(SETTINGS, tasks, got, None)
-    journal._planned = lambda name: 7  # type: ignore[method-assign]
+    journal.planned_of = lambda name: 7  # type: ignore[method-assign]
     score_tasks(
         ByPrompt(liked=(" 5",), template=CHATML),
         tasks,
         SETTINGS,
         chunk_size=3,
         on_items=journal.on_items,
+        on_task=journal.on_task,
     )
     events = [Event.from_line(line) for line in capsys.readouterr().out.splitlines()]
+    starts = [e for e in events if e is not None and e.kind == "task"]
+    assert [(e.task, e.index, e.total, e.planned) for e in starts] == [
+        (t.name, i, 2, 7) for i, t in enumerate(tasks, 1)
+    ]  # the items planned are known before the first chunk
     items = [e for e in events if e is not None and e.kind == "items"]
     assert [(e.task, e.done, e.planned) for e in items] == [
         (t.name, d, 7) for t in tasks for d in (3, 6, 7)

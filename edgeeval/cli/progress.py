@@ -152,9 +152,9 @@ class ProgressPrinter:
     # -- worker events -------------------------------------------------------------------
     def event(self, model: str, event: Event) -> None:
         with self._lock:
-            if event.kind == "task":  # items planned come with the first chunk
+            if event.kind == "task":  # the worker names the items it plans (0 when it cannot)
                 self._end_bar()
-                self.state = TaskState(model, event.task, at=self.clock())
+                self.state = TaskState(model, event.task, planned=event.planned, at=self.clock())
             elif event.kind == "items":
                 self._items(model, event)
             elif event.kind in ("done", "loading"):

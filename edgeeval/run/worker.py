@@ -26,6 +26,7 @@ from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, count_decodes
 from edgeeval.engine.batch import resolve_eval_batch
 from edgeeval.engine.process import Event, die_with_parent, emit
+from edgeeval.errors import EdgeevalError
 from edgeeval.gguf.check import check_gguf, kv_cache_bytes
 from edgeeval.gguf.kvcache import kv_for_run, kv_options
 from edgeeval.run.accuracy import (
@@ -258,7 +259,7 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
         only_ids=spec.only_ids,
         on_items=items.on_items,
         on_score=items.on_score,
-        on_task=lambda name, index, total: emit("task", task=name, index=index, total=total),
+        on_task=items.on_task,
     )
     items.finish_left()
 
@@ -296,7 +297,17 @@ class _ItemJournal:
             [g for g in r.gen_samples if row_key(g) == key],
         )
 
-    def _planned(self, name: str) -> int:
+    def on_task(self, name: str, index: int, total: int) -> None:
+        """Announce task `index` of `total` with the items it plans, so progress can show
+        "0/164 items" before the first chunk is scored. A task whose items cannot be read
+        here is announced with 0 planned: scoring it raises the real error."""
+        try:
+            planned = self.planned_of(name)
+        except (EdgeevalError, OSError, ValueError):
+            planned = 0
+        emit("task", task=name, index=index, total=total, planned=planned)
+
+    def planned_of(self, name: str) -> int:
         if name not in self.planned:
             s = self.settings
             self.planned[name] = len(
@@ -311,7 +322,7 @@ class _ItemJournal:
         samples: list[rec.SampleResult],
         generated: list[rec.GenSampleResult],
     ) -> None:
-        key, planned = chunk.key, self._planned(task)
+        key, planned = chunk.key, self.planned_of(task)
         self.started.setdefault(key, time.monotonic() - chunk.score.elapsed_s)
         self.got.add(
             ct.J_ITEMS,
