@@ -47,9 +47,9 @@ def hashes(monkeypatch) -> list[str]:
     seen: list[str] = []
     real = sources.sha256_file
 
-    def counting(path):
+    def counting(path, on_bytes=None):
         seen.append(str(path))
-        return real(path)
+        return real(path, on_bytes)
 
     monkeypatch.setattr(sources, "sha256_file", counting)
     return seen
