@@ -19,8 +19,6 @@ owner's pid); a parent killed before it could remove one leaves it behind, and
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import queue
@@ -42,6 +40,7 @@ from typing import Any
 import psutil
 
 from edgeeval.engine.memprobe import NvmlReader, macos_footprint
+from edgeeval.orphans import child_setup
 
 #: How often the sampler reads the child's RSS.
 SAMPLE_INTERVAL_S = 0.02
@@ -272,7 +271,7 @@ def run_child(
             stderr=err,
             text=True,
             env=env,
-            preexec_fn=_child_setup(os.getpid()),
+            preexec_fn=child_setup(os.getpid()),
         )
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
@@ -361,78 +360,6 @@ def _kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
-
-
-# --- children die with their parent ------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's prctl on Linux (looked up once, so the forked child only calls it), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _child_setup(parent_pid: int) -> Callable[[], None] | None:
-    """The preexec_fn for run_child's children: on Linux, SIGKILL when the parent dies.
-
-    Runs in the forked child before exec; the setting survives exec. The getppid check
-    closes the race where the parent died between fork and prctl (the child would already
-    have been reparented, and the signal would never come). Note: Linux sends the signal
-    when the *thread* that started the child exits, so run_child is called from threads that
-    outlive their children (the main thread everywhere in edgeeval). Returns None elsewhere.
-    """
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
-
-
-def die_with_parent(poll_s: float = 0.5) -> None:
-    """Called first thing in a child process: end it when its parent dies.
-
-    Linux: PR_SET_PDEATHSIG=SIGKILL (the kernel kills this process when the parent dies).
-    Elsewhere (macOS): a daemon thread watches getppid() and kills this process when the
-    parent changes (an orphan is reparented to launchd, pid 1). Returns at once.
-    """
-    parent = os.getppid()
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return
-    if parent == 1:  # already orphaned before we looked
-        os.kill(os.getpid(), signal.SIGKILL)
-    watch_parent(parent, poll_s)
-
-
-def watch_parent(parent_pid: int, poll_s: float = 0.5) -> threading.Thread:
-    """Start a daemon thread that SIGKILLs this process once its parent is no longer
-    `parent_pid`; returns the thread."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(poll_s)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    thread = threading.Thread(target=watch, name="edgeeval-parent-watch", daemon=True)
-    thread.start()
-    return thread
 
 
 # --- scratch directories a parent makes for its children ---------------------------------

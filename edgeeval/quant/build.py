@@ -430,7 +430,7 @@ def _child(spec_path: str, out_path: str) -> int:
     """Child entry point: run the quantizer as the QuantizeSpec says; write a QuantizeResult
     with llama.cpp's log or its error."""
     from edgeeval.engine.backend import quantize_model
-    from edgeeval.engine.process import die_with_parent
+    from edgeeval.orphans import die_with_parent
 
     die_with_parent()
     spec = ct.read_contract(ct.QuantizeSpec, spec_path)

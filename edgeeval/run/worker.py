@@ -25,10 +25,11 @@ from edgeeval import contracts as ct
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, LlamaBackend, count_decodes
 from edgeeval.engine.batch import resolve_eval_batch
-from edgeeval.engine.process import Event, die_with_parent, emit
+from edgeeval.engine.process import Event, emit
 from edgeeval.errors import EdgeevalError
 from edgeeval.gguf.check import check_gguf, kv_cache_bytes
 from edgeeval.gguf.kvcache import kv_for_run, kv_options
+from edgeeval.orphans import die_with_parent
 from edgeeval.run.accuracy import (
     Chunk,
     plan_key,

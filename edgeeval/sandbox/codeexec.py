@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from edgeeval.orphans import child_setup
 from edgeeval.sandbox.jail import (
     BWRAP,
     WORKDIR_BYTES,
@@ -251,6 +252,8 @@ def _start(
             env=environment(workdir),
             pass_fds=pass_fds if filter_fd is None else (*pass_fds, filter_fd),
             start_new_session=True,
+            # bwrap's --die-with-parent holds only once bwrap runs: this covers fork to exec
+            preexec_fn=child_setup(os.getpid()),
         )
     finally:
         if filter_fd is not None:

@@ -71,7 +71,7 @@ def test_the_watchdog_kills_a_child_whose_parent_died():
     # the portable path (macOS): a thread in the child watches its parent pid
     watched = (
         "import os, time\n"
-        "from edgeeval.engine.process import watch_parent\n"
+        "from edgeeval.orphans import watch_parent\n"
         "watch_parent(os.getppid(), poll_s=0.05)\n"
         "print(os.getpid(), flush=True)\n"
         "time.sleep(600)\n"
