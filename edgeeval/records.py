@@ -114,6 +114,9 @@ class RunSettings:
     eval_batch: int = 0
     # --race (edgeeval.race): the race's confidence; None = every variant answers every item
     race_confidence: float | None = None
+    # --race-margin: capability points a variant with more memory may lead by and still be
+    # dropped as practically dominated (race.rules); 0 = only a proven lead stops a variant
+    race_margin: float = 0.0
 
     def __post_init__(self) -> None:
         """Refuse nonsense once, where settings are built; store n_ubatch as llama.cpp uses it
@@ -255,13 +258,78 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "eval_batch": 0,
     "stall_timeout_s": 300.0,  # never in the key; here so shown() leaves the default out
     "race_confidence": None,
+    "race_margin": 0.0,
     "cache_type_k": "f16",
     "cache_type_v": "f16",
     "swa_full": True,
     "runtime": "",
     "sweep_cache_type_k": (),
     "sweep_cache_type_v": (),
+    "sweep_cache_type_kv": (),
+    "sweep_n_ctx": (),
 }
+
+
+#: The context knobs that make one variant's measurement its own ranking row, with the values
+#: a run has when they are not given (a row's label names only the knobs that differ).
+KNOB_DEFAULTS: dict[str, Any] = {
+    "n_ctx": 2048,
+    "cache_type_k": "f16",
+    "cache_type_v": "f16",
+    "flash_attn": False,
+    "swa_full": True,
+}
+
+
+def knob_point(settings: RunSettings) -> tuple[Any, ...]:
+    """The record's context knobs (KNOB_DEFAULTS' order): what tells apart two records of one
+    variant in one run (a knob sweep measures each point as its own record).
+
+    >>> knob_point(RunSettings(cache_type_k="q8_0", cache_type_v="q8_0", flash_attn=True))
+    (2048, 'q8_0', 'q8_0', True, True)
+    """
+    return tuple(getattr(settings, name) for name in KNOB_DEFAULTS)
+
+
+def varying_knobs(settings: typing.Iterable[RunSettings]) -> tuple[str, ...]:
+    """The context knobs (KNOB_DEFAULTS names) on which these settings disagree."""
+    points = {knob_point(s) for s in settings}
+    return tuple(name for i, name in enumerate(KNOB_DEFAULTS) if len({p[i] for p in points}) > 1)
+
+
+def knob_parts(settings: RunSettings, shown: typing.Collection[str]) -> list[str]:
+    """The knobs of `shown` that differ from KNOB_DEFAULTS, as a row's label names them.
+
+    >>> s = RunSettings(n_ctx=8192, cache_type_k="q8_0", cache_type_v="q8_0", flash_attn=True)
+    >>> knob_parts(s, ("n_ctx", "cache_type_k", "cache_type_v"))
+    ['n_ctx 8192', 'KV q8_0']
+    >>> knob_parts(RunSettings(cache_type_k="q8_0"), ("cache_type_k",))
+    ['KV q8_0/f16']
+    """
+    parts = []
+    if "n_ctx" in shown and settings.n_ctx != KNOB_DEFAULTS["n_ctx"]:
+        parts.append(f"n_ctx {settings.n_ctx}")
+    k, v = settings.cache_type_k, settings.cache_type_v
+    if {"cache_type_k", "cache_type_v"} & set(shown) and (k, v) != ("f16", "f16"):
+        parts.append(f"KV {k}" if k == v else f"KV {k}/{v}")
+    if "flash_attn" in shown and settings.flash_attn is not False:
+        parts.append("FA " + ("auto" if settings.flash_attn == "auto" else "on"))
+    if "swa_full" in shown and not settings.swa_full:
+        parts.append("SWA windowed")
+    return parts
+
+
+def knob_label(name: str, settings: RunSettings, shown: typing.Collection[str]) -> str:
+    """A variant x knob point's row name: "qwen2.5-coder-0.5b-instruct-q4_k_m + KV q8_0"; the
+    plain name when none of the `shown` knobs differs from its default. A name that already
+    ends with its knobs is kept (labelling twice changes nothing).
+
+    >>> s = RunSettings(cache_type_k="q8_0", cache_type_v="q8_0", flash_attn=True)
+    >>> knob_label(knob_label("q4_k_m", s, ["cache_type_k"]), s, ["cache_type_k"])
+    'q4_k_m + KV q8_0'
+    """
+    suffix = "".join(" + " + part for part in knob_parts(settings, shown))
+    return name if name.endswith(suffix) else name + suffix
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,35 @@ def test_per_gb_ranking_also_asks_the_order_per_gb():
     assert state.stops["a"].reason == EXHAUSTED
 
 
+def test_a_margin_drops_the_larger_of_two_equal_variants_where_the_maths_says():
+    """A (1 GB) and C (3 GB) right on every item of a chance-0 task, 256 items, rounds of 16,
+    32, 64, 128, 256. Per GB, d_i = 2/3 on every item: z = sqrt(n) = 4 at look 0, decided
+    (p = 6.3e-5 <= 0.01 / 3). C's capability lead is 0 with an observed SE of 0; the floor of
+    a 10-point margin is 100 * sqrt(0.1 * 0.9 / n) = 30 / sqrt(n), so z = 10 / (30 / sqrt(n))
+    = sqrt(n) / 3: 1.89 at 32 items (p = 0.029 > 0.01 / 2), 2.67 at 64 (p = 0.0038 <= 0.005,
+    Holm's first step over the two open questions): C stops after 64 items, beaten by A. With
+    no margin C answers all 256."""
+    tab = table({"a": [1] * 256, "c": [1] * 256}, {"a": 1.0, "c": 3.0})
+    state = run_race(tab, RaceConfig(margin=10.0))
+    c = state.stops["c"]
+    assert (c.reason, c.look, c.n_items, c.by) == (BEATEN, 2, 64, "a")
+    assert c.p == pytest.approx(1 - 0.5 * (1 + math.erf((8 / 3) / math.sqrt(2))))
+    assert "under 10 points behind" in c.text
+    assert state.decisions[("a", "c", rules.WITHIN_MARGIN)].look == 2
+    plain = run_race(tab, RaceConfig())
+    assert (plain.stops["c"].reason, plain.stops["c"].n_items) == (EXHAUSTED, 256)
+
+
+def test_agreement_on_a_few_items_proves_no_margin():
+    """Ten items on which both agree give an observed SE of 0; the floor keeps the margin
+    test honest (the doctest in rules.margin_test computes p = 0.35)."""
+    p, test = rules.margin_test([(0.25, rules.TaskCounts(10, 5, 5, 5))], 2.0)
+    assert test.se == pytest.approx(100 * math.sqrt(0.02 * (4 / 3 - 0.02) / 10))
+    assert p > 0.3
+    with pytest.raises(RaceInputError, match="--race-margin -1"):
+        RaceConfig(margin=-1.0)
+
+
 def test_paired_test_agrees_with_the_stats_module():
     """Same difference as stats.capability_difference (clamp included); the SE is the second
     moment: at least the centred paired SE times sqrt((n - 1) / n)."""

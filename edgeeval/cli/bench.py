@@ -167,6 +167,13 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
         help="the race's confidence, over all its rounds and pairs (default 0.95; with --race)",
     )
     p.add_argument(
+        "--race-margin",
+        type=float,
+        metavar="POINTS",
+        help="with --race: also drop a variant shown to lead one using less memory (and ahead "
+        "per GB) by under POINTS capability points (default 0: only a proven lead drops one)",
+    )
+    p.add_argument(
         "--num-fewshot",
         "--num_fewshot",
         type=non_negative_int,
@@ -375,7 +382,7 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     if args.unsafe_code_exec:  # code execution on, without an OS sandbox
         fields = {"allow_code_exec": True, "unsafe_code_exec": True}
         given.append(Given("--unsafe-code-exec", "", fields))
-    if args.race or args.confidence is not None:
+    if args.race or args.confidence is not None or args.race_margin is not None:
         given.append(_race_given(args))
     return given
 
@@ -391,15 +398,27 @@ def _race_given(args: argparse.Namespace) -> Given:
             key="--race",
         )
     if not args.race:
+        option = "--confidence" if args.confidence is not None else "--race-margin"
+        value = args.confidence if args.confidence is not None else args.race_margin
         raise ConfigError(
-            f"--confidence {args.confidence} is the race's confidence: add --race, or leave "
-            "--confidence out",
+            f"{option} {value} is an option of the race: add --race, or leave {option} out",
             path="the command line",
-            key="--confidence",
+            key=option,
         )
     confidence = 0.95 if args.confidence is None else args.confidence
+    fields: dict[str, float] = {"race_confidence": confidence}
     text = "" if args.confidence is None else str(args.confidence)
-    return Given("--race", text, {"race_confidence": confidence})
+    if args.race_margin is not None:
+        if not 0.0 <= args.race_margin < 100.0:
+            raise ConfigError(
+                f"--race-margin {args.race_margin}: capability points, at least 0 and below "
+                "100 (e.g. 2)",
+                path="the command line",
+                key="--race-margin",
+            )
+        fields["race_margin"] = args.race_margin
+        text = f"{text} margin {args.race_margin:g}".strip()
+    return Given("--race", text, fields)
 
 
 def _flag(dest: str) -> str:

@@ -32,7 +32,11 @@ from edgeeval.text import Progress
 
 def race_config(settings: rec.RunSettings) -> RaceConfig:
     """The race a run's settings ask for (RaceInputError naming --confidence when invalid)."""
-    return RaceConfig(confidence=settings.race_confidence or 0.95, seed=settings.seed)
+    return RaceConfig(
+        confidence=settings.race_confidence or 0.95,
+        seed=settings.seed,
+        margin=settings.race_margin,
+    )
 
 
 def race_items(settings: rec.RunSettings, root: Path) -> tuple[dict[str, list[str]], dict]:

@@ -29,6 +29,7 @@ from edgeeval.race.rules import (
     BEATEN,
     CAPABILITY,
     PER_GB,
+    WITHIN_MARGIN,
     RaceConfig,
     RaceState,
     TaskCounts,
@@ -237,8 +238,14 @@ def _separable(table: VerdictTable, rank_by: str) -> list[tuple[str, str]]:
 
 
 def _false_settles(state: RaceState, table: VerdictTable) -> int:
+    """Decisions the full run's point estimates contradict: a lead the full run does not
+    show, or (WITHIN_MARGIN) a loser the full run finds `margin` points or more ahead."""
     mem, wrong = table.memory_gb, 0
     for d in state.decisions.values():
+        if d.kind == WITHIN_MARGIN:
+            full = paired_test(table.counts(d.loser, d.winner))
+            wrong += full.diff >= state.config.margin
+            continue
         scale = (1 / mem[d.winner], 1 / mem[d.loser]) if d.kind == PER_GB else (1.0, 1.0)
         full = paired_test(table.counts(d.winner, d.loser), scale_a=scale[0], scale_b=scale[1])
         wrong += full.diff <= 0

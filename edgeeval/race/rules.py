@@ -10,6 +10,11 @@ The rule (README "Racing"):
   ahead per GB)? A variant that uses no more peak memory than another and is more capable
   beyond noise beats it (it is then also ahead per GB, and the other is off the Pareto
   front): the loser stops.
+- With a margin of d capability points (`--race-margin`, 0 by default), a variant is also
+  beaten by one that uses less peak memory, is ahead of it per GB beyond noise, and is shown
+  (one-sided paired test, H0: it is at least d points more capable) to be less than d points
+  more capable: it buys at most d points with more memory (practically dominated). With d = 0
+  this rule never fires, and only a proven capability lead stops a variant.
 - A variant whose every comparison with the running variants is decided has its place settled
   and stops too; the rest go on until the last round.
 - Error control: Bonferroni over the R looks (each look spends alpha / R, alpha = 1 -
@@ -41,6 +46,9 @@ from edgeeval.errors import EdgeevalError
 CAPABILITY = "capability"
 PER_GB = "capability_per_gb"
 RANK_BY = (PER_GB, CAPABILITY)
+#: A decision kind: the winner (less memory) is shown to trail the loser in capability by less
+#: than the race's margin (the loser buys under `margin` points with more memory).
+WITHIN_MARGIN = "within_margin"
 
 BEATEN = "beaten"
 SETTLED = "settled"
@@ -65,8 +73,15 @@ class RaceConfig:
     first_fraction: float = 1 / 16
     seed: int = 0
     rank_by: str = PER_GB
+    margin: float = 0.0  # capability points (README "Racing": practical dominance)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.margin < 100.0:
+            raise RaceInputError(
+                f"--race-margin {self.margin}: capability points a variant may trail a smaller "
+                "one and still be dropped; must be at least 0 and below 100, e.g. 2",
+                option="--race-margin",
+            )
         if not 0.5 <= self.confidence < 1.0:
             raise RaceInputError(
                 f"--confidence {self.confidence}: must be at least 0.5 and below 1 "
@@ -225,6 +240,49 @@ def paired_test(
     return PairTest(diff, se, z, min(1.0, 2.0 * (1.0 - NormalDist().cdf(abs(z)))), n_items)
 
 
+def margin_test(tasks: Sequence[tuple[float, TaskCounts]], margin: float) -> tuple[float, PairTest]:
+    """(p, test) of H0: A is at least `margin` points more capable than B, against the
+    alternative that its lead is under the margin: one-sided, p = 1 - Phi((margin - diff) /
+    SE), with diff from `paired_test`.
+
+    The SE is the larger of two: the second moment of the observed per-item differences
+    (`paired_test`'s), and the least SE a lead of exactly `margin` can have. A few items on
+    which A and B happen to agree everywhere give an observed SE of 0, which would "prove"
+    any margin; the floor does not shrink that way. A lead of m (normalized-gain units) on a
+    task of n items with gains in steps of w = 1 / (1 - chance) needs A alone right on at
+    least m / w of them, so its per-item differences have a variance of at least m (w - m);
+    the floor puts the whole lead on the one task where that variance is smallest (the
+    variance is concave in how the lead is spread, so a single task is where it is least):
+    floor = 100 / T * min_t sqrt(m_t (w_t - m_t) / n_t), m_t = T * margin / 100.
+
+    Worked example: one 2-choice task (w = 2), 8 items, A right on all, B on 4 (diff 100,
+    observed SE 50), margin 200 points (m = 2 = w: floor 0): z = (200 - 100) / 50 = 2,
+    p = 0.0228.
+
+    >>> p, t = margin_test([(0.5, TaskCounts(8, 8, 4, 4))], 200.0)
+    >>> round(p, 4)
+    0.0228
+
+    Agreement on every one of 10 items of a 4-choice task (w = 4/3) proves no 2-point margin:
+    m = 0.02, floor = 100 * sqrt(0.02 * 1.313 / 10) = 5.1 points, z = 0.39, p = 0.35.
+
+    >>> round(margin_test([(0.25, TaskCounts(10, 5, 5, 5))], 2.0)[0], 2)
+    0.35
+    """
+    test = paired_test(tasks)
+    count, floors = len(tasks), []
+    lead = count * margin / 100.0
+    for chance, c in tasks:
+        w = 1.0 / (1.0 - chance)
+        if lead <= w:
+            floors.append(math.sqrt(lead * (w - lead) / c.n))
+    floor = 100.0 * min(floors) / count if floors else 0.0
+    se = max(test.se, floor)
+    if se == 0.0:
+        return (0.0 if test.diff < margin else 1.0), test
+    return 1.0 - NormalDist().cdf((margin - test.diff) / se), dataclasses.replace(test, se=se)
+
+
 def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
     """Holm's step-down: which of `pvalues` are rejected, family-wise error at most `alpha`.
 
@@ -268,9 +326,16 @@ class Stop:
     by: str = ""
     p: float | None = None
 
+    margin: float = 0.0  # > 0: beaten as practically dominated (within the race's margin)
+
     @property
     def text(self) -> str:
         """ "stopped after 40 items: beaten by X (p = 0.0004)" and the like."""
+        if self.reason == BEATEN and self.margin:
+            return (
+                f"stopped after {self.n_items} items: beaten by {self.by} (less memory, ahead "
+                f"per GB, under {self.margin:g} points behind; p = {self.p:.2g})"
+            )
         if self.reason == BEATEN:
             return f"stopped after {self.n_items} items: beaten by {self.by} (p = {self.p:.2g})"
         if self.reason == SETTLED:
@@ -339,13 +404,19 @@ def pair_settled(state: RaceState, a: str, b: str) -> bool:
 
 
 def _open_questions(state: RaceState) -> list[tuple[str, str, str]]:
+    """(a, b, kind) still to test; for WITHIN_MARGIN, a is the variant with less memory."""
     out = []
+    mem = state.memory_gb
     for a, b in combinations(sorted(state.running), 2):
         if _decided(state, a, b, CAPABILITY) is None:
             out.append((a, b, CAPABILITY))
         if state.config.rank_by == PER_GB and not _rank_implied(state, a, b):
             if _decided(state, a, b, PER_GB) is None:
                 out.append((a, b, PER_GB))
+        if state.config.margin > 0 and state.config.rank_by == PER_GB and mem[a] != mem[b]:
+            small, big = (a, b) if mem[a] < mem[b] else (b, a)
+            if _decided(state, a, b, WITHIN_MARGIN) is None:
+                out.append((small, big, WITHIN_MARGIN))
     return out
 
 
@@ -361,19 +432,46 @@ def look(state: RaceState, evidence: Evidence, *, items_done: int, last: bool = 
         except RaceInputError as exc:
             notes[(a, b)] = str(exc)  # never decided on unpaired evidence: the pair stays open
             continue
-        scale = (1.0 / state.memory_gb[a], 1.0 / state.memory_gb[b]) if kind == PER_GB else (1, 1)
         questions.append((a, b, kind))
+        if kind == WITHIN_MARGIN:  # b (more memory) leads a by under the margin?
+            p, test = margin_test(evidence(b, a), state.config.margin)
+            tests.append(dataclasses.replace(test, p=p))
+            continue
+        scale = (1.0 / state.memory_gb[a], 1.0 / state.memory_gb[b]) if kind == PER_GB else (1, 1)
         tests.append(paired_test(shared, scale_a=scale[0], scale_b=scale[1]))
     decisions = dict(state.decisions)
     rejected = holm([t.p for t in tests], state.config.alpha_per_look)
     for (a, b, kind), test, yes in zip(questions, tests, rejected, strict=True):
         if yes:
-            winner, loser = (a, b) if test.diff > 0 else (b, a)
-            decisions[(a, b, kind)] = Decision(
-                kind, winner, loser, test.p, abs(test.diff), state.looks, test.n_items
+            winner, loser = (a, b) if test.diff > 0 or kind == WITHIN_MARGIN else (b, a)
+            x, y = _pair(a, b)
+            decisions[(x, y, kind)] = Decision(
+                kind,
+                winner,
+                loser,
+                test.p,
+                test.diff if kind == WITHIN_MARGIN else abs(test.diff),
+                state.looks,
+                test.n_items,
             )
     after = dataclasses.replace(state, decisions=decisions, not_compared=notes)
     return _stop(after, items_done=items_done, last=last)
+
+
+def _margin_beaters(state: RaceState, v: str) -> list[Decision]:
+    """The WITHIN_MARGIN decisions against `v` whose winner (less memory) is also ahead of it
+    per GB (decided): v is practically dominated by each such winner. The larger of the
+    two p-values stands for the pair."""
+    out = []
+    for (_x, _y, kind), d in state.decisions.items():
+        if kind != WITHIN_MARGIN or d.loser != v:
+            continue
+        per_gb = _decided(state, d.winner, v, PER_GB)
+        implied = _rank_implied(state, d.winner, v)
+        if implied or (per_gb is not None and per_gb.winner == d.winner):
+            p = max(d.p, per_gb.p) if per_gb is not None and not implied else d.p
+            out.append(dataclasses.replace(d, p=p))
+    return out
 
 
 def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
@@ -388,6 +486,19 @@ def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
         if beaters:
             best = min(beaters, key=lambda d: (d.p, d.winner))
             stops[v] = Stop(v, BEATEN, state.looks, items_done, by=best.winner, p=best.p)
+            continue
+        dominated = [d for d in _margin_beaters(state, v) if d.winner in state.running]
+        if dominated:
+            best = min(dominated, key=lambda d: (d.p, d.winner))
+            stops[v] = Stop(
+                v,
+                BEATEN,
+                state.looks,
+                items_done,
+                by=best.winner,
+                p=best.p,
+                margin=state.config.margin,
+            )
     left = [v for v in state.running if v not in stops]
     for v in left:
         if all(pair_settled(state, v, u) for u in left if u != v):
