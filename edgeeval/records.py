@@ -265,8 +265,6 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "runtime": "",
     "sweep_cache_type_k": (),
     "sweep_cache_type_v": (),
-    "sweep_cache_type_kv": (),
-    "sweep_n_ctx": (),
 }
 
 
