@@ -33,6 +33,12 @@ MB = 10**6
 #: (time.strftime(ISO_TIME) -> "2026-12-06T10:49:06+0000").
 ISO_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
+#: Budget forcing (engine/forcing.py): what follows a forced end-of-thinking marker by default
+#: (--think-lead-in). The answer starts on its own paragraph after a lead-in, as s1's budget
+#: forcing appends "Final Answer:"; no trailing space, so the model writes " 42" as one token,
+#: as it would after any colon.
+THINK_LEAD_IN = "\n\nFinal answer:"
+
 #: The task files, their data and the bench profiles, below the package root.
 TASKS_SUBDIR = Path("benchmarks", "tasks")
 

@@ -13,11 +13,12 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
-from edgeeval.engine.forcing import ThinkForce
+from edgeeval.engine.forcing import ThinkForce, pick
 from edgeeval.engine.host import LibraryInfo
 from edgeeval.records import clamp_ubatch
 
@@ -102,8 +103,8 @@ class LoadOptions:
 class GenerationResult:
     """A greedy continuation. `text` excludes the end-of-generation token and the stop string;
     `stop_reason` is "eog", "stop", "max_tokens" or "n_ctx" (the context window was full);
-    `thinking_forced`: the end-of-thinking marker was put in (engine.forcing); its text is in
-    `text`, its tokens are not in n_gen_tokens."""
+    `thinking_forced`: the end-of-thinking marker and the answer lead-in were put in
+    (engine.forcing); their text is in `text`, their tokens are not in n_gen_tokens."""
 
     text: str
     n_prompt_tokens: int
@@ -576,8 +577,9 @@ class LlamaBackend:
         is full. The logits of the last prompt position pick the first token; each picked
         token is then decoded at the next position to give the logits for the one after.
         With `force` (engine.forcing), a sequence still thinking when its thinking budget is
-        spent gets the end-of-thinking marker decoded after its last token, once (when the
-        context has room for the marker and one more token).
+        spent gets the end-of-thinking marker and the answer lead-in decoded after its last
+        token, once (when the context has room for them and one more token); end-of-generation
+        is then passed over while the answer is blank.
         """
         n_prompt = len(prompt_tokens)
         if not 0 < n_prompt < self.n_ctx:
@@ -587,10 +589,11 @@ class LlamaBackend:
         reason = "max_tokens" if budget == max_tokens else "n_ctx"
         self.clear()
         logits = self._decode_logits(prompt_tokens, 0, want_all=False)[-1]
-        out, n_gen, checked, shift, forced = bytearray(), 0, 0, 0, False
+        out, n_gen, checked, shift, forced, answer_at = bytearray(), 0, 0, 0, False, -1
+        is_eog = partial(self._lib.llama_vocab_is_eog, vocab)
         while n_gen < budget:
-            token = int(np.argmax(logits))
-            if self._lib.llama_vocab_is_eog(vocab, token):
+            token = pick(logits, is_eog, not force or force.eog_allowed(out, answer_at))
+            if is_eog(token):
                 reason = "eog"
                 break
             out += self._piece(vocab, token, special=False)
@@ -605,8 +608,8 @@ class LlamaBackend:
                 room = self.n_ctx - n_prompt - len(force.tokens)  # n_gen's cap with the marker
                 if n_gen < min(budget, room):
                     feed = [token, *force.tokens]
-                    out += force.close.encode("utf-8")
-                    checked = len(out.decode("utf-8", "ignore"))
+                    out += force.text.encode("utf-8")
+                    checked, answer_at = len(out.decode("utf-8", "ignore")), len(out)
                     if room < budget:
                         budget, reason = room, "n_ctx"
             if n_gen < budget:

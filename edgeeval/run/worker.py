@@ -356,6 +356,8 @@ class _ItemJournal:
             elapsed = earlier.elapsed_s + score.elapsed_s
             score = task_score_from_items(score, samples, generated, elapsed_s=elapsed)
         self.got.add(ct.J_TASK, task=key, tasks=(score,))
+        if score.status == rec.STATUS_OK and score.reason:  # a scored task's note: how its
+            emit("warning", task=key, detail=score.reason)  # asking differed from the settings
 
     def finish_left(self) -> None:
         """Score the tasks whose every item the earlier attempt scored but that it did not

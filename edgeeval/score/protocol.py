@@ -18,7 +18,8 @@ report shows the two as separate rows.
 
 Budget forcing (`--think-budget-mode force`, the default): when a sequence has spent its
 thinking budget and is still thinking, the template's end-of-thinking marker (`</think>`) is
-put in after its last token and the model answers with the answer budget (edgeeval.engine.
+put in after its last token, followed by an answer lead-in (`--think-lead-in`, default
+"\\n\\nFinal answer:"), and the model answers with the answer budget (edgeeval.engine.
 forcing); the sample records `thinking_forced` and the task score counts them
 (`n_thinking_forced`). A template whose marker is not known (gpt-oss's harmony channels, a
 catalog `reasoning: true` model whose template writes no `<think>`) falls back to cut mode,
@@ -34,6 +35,7 @@ from dataclasses import dataclass, replace
 
 from edgeeval.sandbox.template import ChatTemplate, Variables
 from edgeeval.score.extract import CHANNEL, MESSAGE, THINK_CLOSE, THINK_OPEN
+from edgeeval.settings import THINK_LEAD_IN
 
 PROTOCOLS = ("auto", "instruct", "completion")
 INSTRUCT, COMPLETION, LOGLIKELIHOOD = "instruct", "completion", "loglikelihood"
@@ -49,13 +51,15 @@ class Plan:
     """How one task is scored on one model: the protocol, the thinking mode ("on", "off" or ""
     for models that do not think), the extra tokens allowed for thinking, a note when the
     protocol differs from the one asked for, and the end-of-thinking marker put in when the
-    thinking budget is spent (`think_close`; "" for no budget forcing)."""
+    thinking budget is spent (`think_close`; "" for no budget forcing), followed by the answer
+    lead-in `think_lead`."""
 
     protocol: str = COMPLETION
     thinking: str = ""
     think_tokens: int = 0
     note: str = ""
     think_close: str = ""
+    think_lead: str = ""
 
     @property
     def forcing(self) -> bool:
@@ -107,11 +111,13 @@ def plans(
     reasoning: bool = False,
     think_tokens: int = 0,
     think_budget_mode: str = FORCE,
+    think_lead_in: str = THINK_LEAD_IN,
 ) -> list[Plan]:
     """The plans a generate or code task runs under on this model (two for a template with a
     thinking switch under the instruct protocol, else one). With `think_budget_mode` "force",
     thinking plans close the thinking at the budget when the template's marker is known; when
-    it is not, they run in cut mode and their note says so."""
+    it is not, they run in cut mode and their note says so. `think_lead_in` follows the
+    marker (settings.THINK_LEAD_IN by default; "" for none)."""
     if requested not in PROTOCOLS:
         raise ValueError(f"unknown protocol {requested!r}; known: {', '.join(PROTOCOLS)}")
     if think_budget_mode not in THINK_BUDGET_MODES:
@@ -120,18 +126,19 @@ def plans(
             f"{', '.join(THINK_BUDGET_MODES)}"
         )
     return [
-        _with_forcing(p, template, think_budget_mode)
+        _with_forcing(p, template, think_budget_mode, think_lead_in)
         for p in _plans(template, requested, model_kind, reasoning, think_tokens)
     ]
 
 
-def _with_forcing(plan: Plan, template: ChatTemplate | None, mode: str) -> Plan:
-    """`plan` with its end-of-thinking marker under force mode (a thinking plan only)."""
+def _with_forcing(plan: Plan, template: ChatTemplate | None, mode: str, lead: str) -> Plan:
+    """`plan` with its end-of-thinking marker and lead-in under force mode (a thinking plan
+    only)."""
     if mode != FORCE or plan.thinking != THINKING_ON or plan.think_tokens <= 0:
         return plan
     marker = end_of_thinking(template.source if template else None)
     if marker:
-        return replace(plan, think_close=marker)
+        return replace(plan, think_close=marker, think_lead=lead)
     unknown = (
         "--think-budget-mode force: this template's end-of-thinking marker is not known; "
         "thinking was not closed at the budget (cut mode)"
