@@ -34,6 +34,7 @@ from edgeeval.report.render import render_run
 from edgeeval.report.summarize import RankRow
 from edgeeval.run.accuracy import select_run_tasks
 from edgeeval.run.runner import Attempt, bench_one
+from edgeeval.run.speed import knob_points, knob_words, refuse_knob_sweep
 from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.store import journal as journals
 from edgeeval.store import runs as store
@@ -91,6 +92,7 @@ def bench(
         choose_sandbox(unsafe=run_settings.unsafe_code_exec)
     previous = _check_resume(run_id, variants, run_settings) if run_id else None
     if run_settings.race_confidence is not None:  # a race over one variant, before anything
+        refuse_knob_sweep(run_settings, "--race")
         check_field([v.name for v in variants])
     tasks = select_run_tasks(run_settings)  # config errors first, before anything is written
     host = hostinfo.collect(library_info())
@@ -120,11 +122,13 @@ def bench(
             )
             return render(run_id, budget_gb=budget_gb)
         done = _done_keys(run_id)
-        for index, variant in enumerate(variants, 1):
-            progress(f"[{index}/{len(variants)}] {variant.name}")
+        points = knob_points(measured)  # each context-knob point: its own record and row
+        jobs = [(v, p) for v in variants for p in points]
+        for index, (variant, point) in enumerate(jobs, 1):
+            progress(f"[{index}/{len(jobs)}] {variant.name}{knob_words(point, points)}")
             _bench_one(
                 variant,
-                measured,
+                point,
                 run_id=run_id,
                 host=host,
                 done=done,

@@ -86,6 +86,13 @@ class RunSettings:
     sweep_flash_attn: tuple[bool | str, ...] = ()
     sweep_cache_type_k: tuple[str, ...] = ()
     sweep_cache_type_v: tuple[str, ...] = ()
+    # K and V swept together (--cache-type f16,q8_0: the points K=V=f16 and K=V=q8_0, as
+    # OLLAMA_KV_CACHE_TYPE sets both), in place of the K x V product of the two lists above
+    sweep_cache_type_kv: tuple[str, ...] = ()
+    sweep_n_ctx: tuple[int, ...] = ()
+    # The context knobs above (n_ctx, flash attention, KV types) are measured one knob point
+    # at a time, each its own record and ranking row (run.speed.knob_points); the other sweep
+    # lists are speed-only points inside one record.
     depths: tuple[int, ...] = (0,)
     pp_tg: bool = False  # also run the combined "pp N + tg M" test
     ttft: bool = True  # time to first token on a text prompt of pp_tokens tokens
@@ -141,6 +148,7 @@ class RunSettings:
             *(("sweep_threads", v, 0) for v in self.sweep_threads),
             *(("sweep_n_gpu_layers", v, -1) for v in self.sweep_n_gpu_layers),
             *(("sweep_n_batch", v, 1) for v in self.sweep_n_batch),
+            *(("sweep_n_ctx", v, 1) for v in self.sweep_n_ctx),
             *(("depths", v, 0) for v in self.depths),
         ):
             if value < least:
@@ -164,10 +172,11 @@ class RunSettings:
         longest = max(self.depths, default=0) + (
             self.pp_tokens + self.tg_tokens if self.pp_tg else max(self.pp_tokens, self.tg_tokens)
         )
-        if longest > self.n_ctx:
+        smallest = min((self.n_ctx, *self.sweep_n_ctx))
+        if longest > smallest:
             _refuse(
                 "n_ctx",
-                f"{self.n_ctx} tokens cannot hold the longest speed test (depth + tokens = "
+                f"{smallest} tokens cannot hold the longest speed test (depth + tokens = "
                 f"{longest}); raise --n-ctx or lower --depth/--pp/--tg",
             )
         object.__setattr__(self, "n_ubatch", clamp_ubatch(self.n_ubatch, self.n_batch))
@@ -201,26 +210,39 @@ def _refuse(name: str, message: str) -> None:
 #: llama.cpp vendored in llama-cpp-python 0.3.36).
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 _UNQUANTIZED_KV = ("f32", "f16", "bf16")
-_KV_OPTION = {"cache_type_k": "--cache-type-k", "cache_type_v": "--cache-type-v"}
+_KV_OPTION = {
+    "cache_type_k": "--cache-type-k",
+    "cache_type_v": "--cache-type-v",
+    "cache_type_kv": "--cache-type",
+}
 
 
 def _check_context_knobs(settings: RunSettings) -> None:
     """Refuse a KV cache type llama.cpp does not know, a flash-attention value that is not
     on/off/auto, and a quantized V cache without flash attention (llama.cpp refuses to make
     that context), for every combination a sweep would load, before anything is loaded."""
-    for name in ("cache_type_k", "cache_type_v"):
-        for value in (getattr(settings, name), *getattr(settings, "sweep_" + name)):
+    for name in ("cache_type_k", "cache_type_v", "cache_type_kv"):
+        own = () if name == "cache_type_kv" else (getattr(settings, name),)
+        for value in (*own, *getattr(settings, "sweep_" + name)):
             if value not in KV_CACHE_TYPES:
                 _refuse(
                     name,
                     f"{_KV_OPTION[name]} {value!r} is not a KV cache type llama.cpp knows; "
                     f"allowed: {', '.join(KV_CACHE_TYPES)}",
                 )
+    both = settings.sweep_cache_type_k or settings.sweep_cache_type_v
+    if settings.sweep_cache_type_kv and both:
+        _refuse(
+            "cache_type_kv",
+            "--cache-type sweeps K and V together: give it, or lists of --cache-type-k and "
+            "--cache-type-v (every K with every V), not both",
+        )
     flashes = (settings.flash_attn, *settings.sweep_flash_attn)
     for value in flashes:
         if not isinstance(value, bool) and value != "auto":
             _refuse("flash_attn", f"--flash-attn {value!r}: allowed: on, off, auto (or 1, 0)")
-    for type_v in (settings.cache_type_v, *settings.sweep_cache_type_v):
+    types_v = (settings.cache_type_v, *settings.sweep_cache_type_v, *settings.sweep_cache_type_kv)
+    for type_v in types_v:
         if type_v not in _UNQUANTIZED_KV and False in flashes:
             _refuse(
                 "cache_type_v",
@@ -269,6 +291,8 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "runtime": "",
     "sweep_cache_type_k": (),
     "sweep_cache_type_v": (),
+    "sweep_cache_type_kv": (),
+    "sweep_n_ctx": (),
 }
 
 

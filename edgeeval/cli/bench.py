@@ -82,7 +82,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 def _speed_options(parser: argparse.ArgumentParser) -> None:
     """How each model is loaded and timed: llama-bench's options (lists sweep)."""
     p = parser.add_argument_group("loading and speed tests", "how each model is loaded and timed")
-    p.add_argument("--n-ctx", type=positive_int, help="context size (default 2048)")
+    p.add_argument(
+        "--n-ctx",
+        type=list_of(1),
+        help="context size (default 2048), or a list to sweep: 2048,8192 (each its own row)",
+    )
     p.add_argument(
         "--threads",
         type=list_of(0),
@@ -109,6 +113,14 @@ def _speed_options(parser: argparse.ArgumentParser) -> None:
             help=f"KV cache type for {part} (f16, q8_0, q4_0, ...; default f16), or a list "
             "to sweep: f16,q8_0" + ("; quantized, it needs --flash-attn on/auto" * (part == "V")),
         )
+    p.add_argument(
+        "--cache-type",
+        "-ctkv",
+        dest="cache_type_kv",
+        type=_cache_type_list,
+        help="KV cache type for K and V together (as OLLAMA_KV_CACHE_TYPE), or a list to sweep "
+        "K=V points: f16,q8_0,q4_0 (each its own row; quantized, it needs --flash-attn on/auto)",
+    )
     p.add_argument(
         "--swa-full",
         action=argparse.BooleanOptionalAction,
@@ -300,7 +312,6 @@ def _lead_in(text: str) -> str:
 
 # CLI option -> RunSettings field; a list value becomes a sweep when it has several entries.
 _SCALAR_OPTIONS = {
-    "n_ctx": "n_ctx",
     "pp": "pp_tokens",
     "tg": "tg_tokens",
     "reps": "repetitions",
@@ -319,6 +330,7 @@ _SCALAR_OPTIONS = {
     "eval_batch": "eval_batch",
 }
 _SWEEP_OPTIONS = {
+    "n_ctx": ("n_ctx", "sweep_n_ctx"),
     "threads": ("n_threads", "sweep_threads"),
     "n_gpu_layers": ("n_gpu_layers", "sweep_n_gpu_layers"),
     "n_batch": ("n_batch", "sweep_n_batch"),
@@ -391,6 +403,10 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
             fields: dict[str, Any] = {field: cast(values[0])}
             fields[sweep_field] = tuple(cast(x) for x in values) if len(values) > 1 else ()
             given.append(Given(_flag(option), _csv(values), fields))
+    if args.cache_type_kv is not None:  # K and V together: one point per type
+        kv = args.cache_type_kv
+        both = {"sweep_cache_type_kv": kv if len(kv) > 1 else (), "cache_type_k": kv[0]}
+        given.append(Given("--cache-type", _csv(kv), {**both, "cache_type_v": kv[0]}))
     if args.depth is not None:
         given.append(Given("--depth", _csv(args.depth), {"depths": args.depth}))
     if args.swa_full is not None:

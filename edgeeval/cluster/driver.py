@@ -37,6 +37,7 @@ from edgeeval.report.fleet import write_fleet
 from edgeeval.report.render import render_run
 from edgeeval.run.accuracy import select_run_tasks
 from edgeeval.run.runner import failed_record, unfetched_info
+from edgeeval.run.speed import refuse_knob_sweep
 from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.settings import ISO_TIME
 from edgeeval.store import runs as store
@@ -134,6 +135,7 @@ def cluster_bench(
     existing `run_id`, resume it: finished records and shards are not redone."""
     if options.mode not in (EVERY_NODE, SHARD_ACCURACY):
         raise ValueError(f"unknown cluster mode {options.mode!r}")
+    refuse_knob_sweep(run_settings, "--cluster")  # one record per variant and host
     require_ray()  # before anything is measured or written
     if run_id is not None:
         store.check_run_id(run_id)

@@ -8,6 +8,7 @@ speed-vs-threads plot.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from edgeeval.report.summarize import (
     HostGroup,
     RankRow,
     group_by_host,
+    label_knob_points,
     rank_label,
     rank_rows,
     thread_scaling,
@@ -54,6 +56,7 @@ from edgeeval.settings import GB
 from edgeeval.store import database
 from edgeeval.store import runs as store
 from edgeeval.store.fidelity import load_fidelity
+from edgeeval.store.items import RunItems
 from edgeeval.store.plans import read_predictions
 from edgeeval.store.racelog import stop_notes
 
@@ -313,6 +316,21 @@ def _lines(n: int) -> str:
     return f"{n} unreadable line{'' if n == 1 else 's'}"
 
 
+def _relabelled(
+    items: RunItems | str, records: Sequence[rec.ModelRecord], labelled: Sequence[rec.ModelRecord]
+) -> RunItems | str:
+    """The run's per-item scores keyed by the labelled records (label_knob_points renames a
+    knob point's record, and a record's key holds its name); a refusal stays as it is."""
+    if isinstance(items, str):
+        return items
+    scores = {
+        new.key: items.scores[old.key]
+        for old, new in zip(records, labelled, strict=True)
+        if old.key in items.scores
+    }
+    return dataclasses.replace(items, scores=scores)
+
+
 def render_run(
     run: str,
     *,
@@ -344,9 +362,11 @@ def render_run(
             f"{store.MANIFEST} is damaged ({damaged.reason}); host and settings come from "
             f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
         )
-    ranked, kept = records_at_ctx(records, rank_at_ctx) if rank_at_ctx else (records, [])
+    labelled = label_knob_points(records)  # a variant x knob point is its own row
+    ranked, kept = records_at_ctx(labelled, rank_at_ctx) if rank_at_ctx else (labelled, [])
     directory = store.run_dir(run_id, root)
-    pairs = pairing(ranked, load_pairing(run_id, directory.parent, ranked))
+    items = _relabelled(load_pairing(run_id, directory.parent, records), records, labelled)
+    pairs = pairing(ranked, items)
     rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb, paired=paired_ses(pairs))
     rows = with_race_stops(rows, stop_notes(run_id, directory.parent))
     meta = ReportMeta(
@@ -358,8 +378,9 @@ def render_run(
         rank_at_ctx=rank_at_ctx,
         rank_note=rank_note(rank_at_ctx, kept) if rank_at_ctx else "",
     )
-    paths = write_report(directory, rows, records, meta, fidelity=fidelity, pairs=pairs)
-    # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render)
+    paths = write_report(directory, rows, labelled, meta, fidelity=fidelity, pairs=pairs)
+    # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render);
+    # their type_k/type_v/flash_attn columns tell the knob points apart
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})
-    paths.update(write_lm_eval(directory, records))  # lm-eval's results_<date>.json, samples
+    paths.update(write_lm_eval(directory, labelled))  # lm-eval's results_<date>.json, samples
     return run_id, rows, paths

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeeval import records as rec
 from edgeeval.report.cells import md
@@ -37,25 +37,39 @@ def host_markdown(records: Sequence[rec.ModelRecord]) -> list[str]:
         f"Python {host.python_version}",
         f"- llama.cpp system info: `{host.llama_cpp_system_info}`",
         f"- settings: `{json.dumps(records[0].settings.shown())}`",
-        *context_line(records[0].settings),
+        *context_line(records),
     ]
 
 
-def context_line(settings: rec.RunSettings) -> list[str]:
-    """The context the models ran in, and the --as runtime profile it came from; none for a
-    run at edgeeval's own defaults (its reports stay as they were)."""
-    s = settings
-    knobs = (s.cache_type_k, s.cache_type_v, s.swa_full, s.flash_attn, s.runtime)
-    swept = s.sweep_cache_type_k or s.sweep_cache_type_v
-    if knobs == ("f16", "f16", True, False, "") and not swept:
+def context_line(records: Sequence[rec.ModelRecord]) -> list[str]:
+    """The context the models ran in (every value the records hold: a knob sweep measures
+    each point as its own record), and the --as runtime profile it came from; none for a run
+    at edgeeval's own defaults (its reports stay as they were)."""
+    runs = [r.settings for r in records]
+    s = runs[0]
+
+    def values(single: str, *sweeps: str) -> list[Any]:
+        seen: list[Any] = []
+        for one in runs:
+            for value in (*(v for f in sweeps for v in getattr(one, f)), getattr(one, single)):
+                if value not in seen:
+                    seen.append(value)
+        return seen
+
+    ctx = values("n_ctx", "sweep_n_ctx")
+    types_k = values("cache_type_k", "sweep_cache_type_k", "sweep_cache_type_kv")
+    types_v = values("cache_type_v", "sweep_cache_type_v", "sweep_cache_type_kv")
+    flashes = values("flash_attn", "sweep_flash_attn")
+    swa = values("swa_full")
+    knobs = (types_k, types_v, swa, flashes, s.runtime)
+    if knobs == (["f16"], ["f16"], [True], [False], "") and len(ctx) == 1:
         return []
-    flash = "auto" if s.flash_attn == "auto" else ("on" if s.flash_attn else "off")
+    flash = ",".join("auto" if f == "auto" else ("on" if f else "off") for f in flashes)
+    windows = ",".join("full-size" if full else "windowed" for full in swa)
     source = f"as {s.runtime} loads by default (README: Runtime profiles)" if s.runtime else "given"
-    types_k = ",".join(s.sweep_cache_type_k or (s.cache_type_k,))
-    types_v = ",".join(s.sweep_cache_type_v or (s.cache_type_v,))
     return [
-        f"- context: n_ctx {s.n_ctx}, KV cache K {types_k} / V {types_v}, flash attention "
-        f"{flash}, sliding-window cache {'full-size' if s.swa_full else 'windowed'}, batch "
+        f"- context: n_ctx {','.join(map(str, ctx))}, KV cache K {','.join(types_k)} / V "
+        f"{','.join(types_v)}, flash attention {flash}, sliding-window cache {windows}, batch "
         f"{s.n_batch} / micro-batch {s.n_ubatch}; {source}"
     ]
 

@@ -98,6 +98,13 @@ class RankRow:
     # an emulated format (FP8 in an F16 file): peak_rss_gb and file_gb are the storage the
     # format would take, speed and load time are left out (they are F16's)
     emulated: str = ""
+    # the context the row was measured in (records.KNOB_DEFAULTS); a variant measured at
+    # several knob points has a row per point, named "<variant> + KV q8_0" (label_knob_points)
+    n_ctx: int | None = None
+    type_k: str = ""
+    type_v: str = ""
+    flash_attn: bool | str | None = None
+    swa_full: bool | None = None
 
     @property
     def measured(self) -> bool:
@@ -169,7 +176,31 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         host_id=record.host.host_id,
         capability_per_gb_se=per_gb_se,
         emulated=emulated,
+        n_ctx=record.settings.n_ctx,
+        type_k=record.settings.cache_type_k,
+        type_v=record.settings.cache_type_v,
+        flash_attn=record.settings.flash_attn,
+        swa_full=record.settings.swa_full,
     )
+
+
+def label_knob_points(records: Sequence[rec.ModelRecord]) -> list[rec.ModelRecord]:
+    """The records with each variant x knob point named as its own row: where the records
+    disagree on a context knob (n_ctx, KV cache types, flash attention, windowing), each
+    record's name gains the knobs in which it differs from the default, "<variant> + KV q8_0";
+    the others (and every record of a run without a knob sweep) keep their names.
+
+    Two records of one variant differ in some knob, and at most one of them has its default
+    value, so their names differ."""
+    shown = rec.varying_knobs(r.settings for r in records)
+    if not shown:
+        return list(records)
+    return [
+        replace(
+            r, variant=replace(r.variant, name=rec.knob_label(r.variant.name, r.settings, shown))
+        )
+        for r in records
+    ]
 
 
 def speed_kind(speed: rec.SpeedResult) -> str | None:
@@ -372,10 +403,10 @@ def group_by_host(
     same settings key), ranked per host; [] when only one host has them. On each host the
     latest ok record wins, and the run's own records win on the run's host."""
     wanted = {(r.variant.sha256, r.settings.key()) for r in run_records if r.variant.sha256}
-    latest: dict[tuple[str, str], rec.ModelRecord] = {}
+    latest: dict[tuple[str, str, tuple], rec.ModelRecord] = {}
     for r in [*_preferred_last(stored), *run_records]:
         if (r.variant.sha256, r.settings.key()) in wanted:
-            latest[(r.host.host_id, r.variant.sha256)] = r
+            latest[(r.host.host_id, r.variant.sha256, rec.knob_point(r.settings))] = r
     hosts: dict[str, list[rec.ModelRecord]] = {}
     for r in latest.values():
         hosts.setdefault(r.host.host_id, []).append(r)
@@ -383,7 +414,9 @@ def group_by_host(
         return []
     groups = [
         HostGroup(
-            host=rs[0].host, run_ids=tuple(sorted({r.run_id for r in rs})), rows=rank_rows(rs)
+            host=rs[0].host,
+            run_ids=tuple(sorted({r.run_id for r in rs})),
+            rows=rank_rows(label_knob_points(rs)),
         )
         for rs in hosts.values()
     ]

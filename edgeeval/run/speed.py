@@ -9,17 +9,27 @@ llama-bench writes of a test: its start time (UTC), llama_model_desc and the KV 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from edgeeval.engine.backend import Backend, LoadOptions
 from edgeeval.engine.energy import NOT_AVAILABLE, Energy, EnergyMeter, Unavailable, default_meter
+from edgeeval.errors import ConfigError
 from edgeeval.metrics import mean_stddev
-from edgeeval.records import LatencyResult, RunSettings, SpeedResult, resolve_threads
+from edgeeval.records import (
+    LatencyResult,
+    RunSettings,
+    SpeedResult,
+    knob_parts,
+    resolve_threads,
+    varying_knobs,
+)
 
 Clock = Callable[[], int]
 
@@ -165,8 +175,6 @@ def expand_sweep(settings: RunSettings, *, cores_physical: int) -> list[SweepPoi
     layers = settings.sweep_n_gpu_layers or (settings.n_gpu_layers,)
     batches = settings.sweep_n_batch or (settings.n_batch,)
     flash = settings.sweep_flash_attn or (settings.flash_attn,)
-    types_k = settings.sweep_cache_type_k or (settings.cache_type_k,)
-    types_v = settings.sweep_cache_type_v or (settings.cache_type_v,)
     depths = settings.depths or (0,)
     return [
         SweepPoint(
@@ -178,10 +186,79 @@ def expand_sweep(settings: RunSettings, *, cores_physical: int) -> list[SweepPoi
             cache_type_k=type_k,
             cache_type_v=type_v,
         )
-        for ngl, batch, fa, type_k, type_v, n_threads, depth in itertools.product(
-            layers, batches, flash, types_k, types_v, threads, depths
+        for ngl, batch, fa, (type_k, type_v), n_threads, depth in itertools.product(
+            layers, batches, flash, kv_types(settings), threads, depths
         )
     ]
+
+
+def kv_types(settings: RunSettings) -> list[tuple[str, str]]:
+    """The (K, V) cache types a run measures: each --cache-type value for both, else every K
+    type with every V type (llama-bench's -ctk x -ctv).
+
+    >>> kv_types(RunSettings(sweep_cache_type_kv=("f16", "q8_0"), flash_attn=True))
+    [('f16', 'f16'), ('q8_0', 'q8_0')]
+    """
+    if settings.sweep_cache_type_kv:
+        return [(t, t) for t in settings.sweep_cache_type_kv]
+    types_k = settings.sweep_cache_type_k or (settings.cache_type_k,)
+    types_v = settings.sweep_cache_type_v or (settings.cache_type_v,)
+    return list(itertools.product(types_k, types_v))
+
+
+#: RunSettings' sweep lists of the context knobs: cleared in each knob point's settings.
+KNOB_SWEEPS = (
+    "sweep_n_ctx",
+    "sweep_flash_attn",
+    "sweep_cache_type_k",
+    "sweep_cache_type_v",
+    "sweep_cache_type_kv",
+)
+
+
+def knob_points(settings: RunSettings) -> list[RunSettings]:
+    """The run's context-knob points (n_ctx x flash attention x KV types), each as the settings
+    one record is measured with: a point's own values, its knob sweep lists cleared (the other
+    sweeps stay: they are speed-only points inside the record). A run that sweeps no knob is
+    one point, its settings as given (so its records keep their resume keys). The first point
+    is the run's primary configuration.
+
+    >>> s = RunSettings(sweep_cache_type_kv=("f16", "q8_0"), flash_attn=True, n_ctx=8192)
+    >>> [(p.n_ctx, p.cache_type_k, p.cache_type_v) for p in knob_points(s)]
+    [(8192, 'f16', 'f16'), (8192, 'q8_0', 'q8_0')]
+    """
+    contexts = settings.sweep_n_ctx or (settings.n_ctx,)
+    flashes = settings.sweep_flash_attn or (settings.flash_attn,)
+    combos = list(itertools.product(contexts, flashes, kv_types(settings)))
+    if len(combos) == 1:
+        return [settings]
+    cleared: dict[str, Any] = {name: () for name in KNOB_SWEEPS}
+    return [
+        dataclasses.replace(
+            settings, n_ctx=n_ctx, flash_attn=fa, cache_type_k=k, cache_type_v=v, **cleared
+        )
+        for n_ctx, fa, (k, v) in combos
+    ]
+
+
+def knob_words(point: RunSettings, points: Sequence[RunSettings]) -> str:
+    """ " + KV q8_0": the point's knobs as its row will be named (only those the run sweeps
+    and that differ from the default); "" for a run of one point."""
+    parts = knob_parts(point, varying_knobs(points)) if len(points) > 1 else []
+    return "".join(" + " + p for p in parts)
+
+
+def refuse_knob_sweep(settings: RunSettings, option: str) -> None:
+    """ConfigError, before anything runs, when `option` (a driver that measures each variant
+    as one record: --race, --cluster) is given a sweep of the context knobs."""
+    if len(knob_points(settings)) > 1:
+        raise ConfigError(
+            f"{option} measures each variant at one context: give --n-ctx, --flash-attn and the "
+            "KV cache types one value each (a sweep of them is one record per point, run "
+            f"without {option})",
+            path="the command line",
+            key=option,
+        )
 
 
 def load_options(settings: RunSettings, point: SweepPoint, *, scoring: bool = False) -> LoadOptions:

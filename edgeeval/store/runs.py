@@ -134,8 +134,9 @@ def connect(root: Path | None = None) -> sqlite3.Connection:
 
 
 def load_records(run_id: str, root: Path | None = None) -> Lines[rec.ModelRecord]:
-    """All records of a run, from its JSONL (the last record per variant and host wins: a
-    cluster run holds one per host); `.skipped` counts unreadable lines of records.jsonl."""
+    """All records of a run, from its JSONL (the last record per variant, host and context
+    knob point wins: a cluster run holds one per host, a knob sweep one per point);
+    `.skipped` counts unreadable lines of records.jsonl."""
     path = run_dir(run_id, root) / database.RECORDS_FILE
     if not path.exists():
         raise RunNotFoundError(
@@ -143,7 +144,7 @@ def load_records(run_id: str, root: Path | None = None) -> Lines[rec.ModelRecord
             "run `edgeeval runs` to list stored runs"
         )
     lines = read_jsonl(path, rec.ModelRecord)
-    latest = {(r.variant.name, r.host.host_id): r for r in lines}
+    latest = {(r.variant.name, r.host.host_id, rec.knob_point(r.settings)): r for r in lines}
     return Lines(
         latest.values(), path=path, skipped=lines.skipped, first_problem=lines.first_problem
     )
