@@ -7,12 +7,8 @@ import random
 from collections.abc import Sequence
 
 from edgeeval.engine.backend import BenchFacts, GenerationResult, find_stop
-from edgeeval.engine.batch import GenRequest
+from edgeeval.engine.batch import GenRequest, OnDone
 from edgeeval.engine.forcing import ThinkForce
-
-#: In a reply scripted for budget forcing: the scripted model would end its generation here
-#: (an end-of-generation token); what follows is what it writes when that is passed over.
-EOG = "\x04"
 
 
 class FakeBackend:
@@ -83,25 +79,17 @@ class FakeBackend:
     def _forced(
         script: str, n_prompt: int, max_tokens: int, stop: Sequence[str], force: ThinkForce
     ) -> GenerationResult:
-        """One character per token, as the engines loop: when the marker and lead-in are put
-        in, the scripted model skips to what its script says after its own end of thinking
-        (its answer), or goes on where it was when the script never closes its thinking. An
-        EOG in the script ends the generation, except in a forced answer still blank, where
-        it is passed over (engine.forcing's eog_allowed)."""
-        out, n, i, forced, answer_at = "", 0, 0, False, -1
+        """One character per token, as the engines loop: when the marker is put in, the
+        scripted model skips to what its script says after its own end of thinking (its
+        answer), or goes on where it was when the script never closes its thinking."""
+        out, n, i, forced = "", 0, 0, False
         while n < max_tokens and i < len(script):
-            if script[i] == EOG:
-                if force.eog_allowed(out.encode(), answer_at):
-                    return GenerationResult(out, n_prompt, n, "eog", forced)
-                i += 1
-                continue
             out, i, n = out + script[i], i + 1, n + 1
             cut = find_stop(out, stop)
             if cut != -1:
                 return GenerationResult(out[:cut], n_prompt, n, "stop", forced)
             if not forced and n < max_tokens and force.due(out.encode(), n):
-                forced, out = True, out + force.text
-                answer_at = len(out.encode())
+                forced, out = True, out + force.close
                 after = script.find(force.close, i)
                 script = script[:i] + (
                     script[after + len(force.close) :] if after != -1 else script[i:]
@@ -110,22 +98,37 @@ class FakeBackend:
         return GenerationResult(out, n_prompt, n, reason, forced)
 
     # --- the batched engine's methods (BatchEngine), so a FakeBackend can be the `batch` ---
-    def generate_many(self, requests: Sequence[GenRequest]) -> list[GenerationResult | str]:
+    def generate_many(
+        self, requests: Sequence[GenRequest], on_done: OnDone | None = None
+    ) -> list[GenerationResult | str]:
         """generate() for each request in order; a prompt of `too_long` or more tokens is a
-        per-item error, as BatchEngine reports it."""
+        per-item error, as BatchEngine reports it. `on_done(n)` after each (n so far)."""
         self.calls.append(("generate_many", len(requests)))
-        return [
-            f"ValueError: a prompt of {len(r.tokens)} tokens does not fit"
-            if len(r.tokens) >= self.too_long
-            else self.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop, force=r.force)
-            for r in requests
-        ]
+        out: list[GenerationResult | str] = []
+        for r in requests:
+            out.append(
+                f"ValueError: a prompt of {len(r.tokens)} tokens does not fit"
+                if len(r.tokens) >= self.too_long
+                else self.generate(r.tokens, max_tokens=r.max_tokens, stop=r.stop, force=r.force)
+            )
+            if on_done is not None:
+                on_done(len(out))
+        return out
 
     def choice_logliks_many(
-        self, questions: Sequence[tuple[list[int], list[list[int]]]]
+        self,
+        questions: Sequence[tuple[list[int], list[list[int]]]],
+        on_done: OnDone | None = None,
     ) -> list[list[float]]:
+        """choice_logliks() for each question; `on_done(n)` after every two (n so far), as
+        BatchEngine reports after each group of n_seq questions."""
         self.calls.append(("choice_logliks_many", len(questions)))
-        return [self.choice_logliks(ctx, conts) for ctx, conts in questions]
+        out = []
+        for ctx, conts in questions:
+            out.append(self.choice_logliks(ctx, conts))
+            if on_done is not None and (len(out) % 2 == 0 or len(out) == len(questions)):
+                on_done(len(out))
+        return out
 
     def detokenize(self, tokens: list[int]) -> str:
         return "".join(chr(t) for t in tokens)

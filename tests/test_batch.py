@@ -161,8 +161,9 @@ def test_slots_are_reused_when_sequences_finish_at_different_lengths(backend):
     each result is the one its own prompt gives alone, and the budgets are kept."""
     requests = _requests(backend)
     engine = BatchEngine(backend, 2)
+    settled: list[int] = []
     try:
-        together = engine.generate_many(requests)
+        together = engine.generate_many(requests, on_done=settled.append)
         again = engine.generate_many(list(reversed(requests)))  # reused context, new order
     finally:
         engine.close()
@@ -171,6 +172,9 @@ def test_slots_are_reused_when_sequences_finish_at_different_lengths(backend):
     for request, result in zip(requests, together, strict=True):
         assert result.n_gen_tokens <= request.max_tokens
     assert {r.stop_reason for r in together} >= {"max_tokens"}
+    # progress as sequences finish: each count once, rising to all of them (two slots: one
+    # at a time at first)
+    assert settled[0] == 1 and settled[-1] == len(requests) and settled == sorted(set(settled))
 
 
 @pytest.mark.real

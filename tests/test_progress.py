@@ -5,6 +5,7 @@ the worker's items events on the fake backend."""
 from __future__ import annotations
 
 import io
+import json
 
 from edgeeval.cli.progress import ProgressPrinter, TaskState, bar_wanted, clock_text, colour_allowed
 from edgeeval.engine.process import Event
@@ -206,3 +207,119 @@ def test_hashing_reports_bytes_as_a_bar_or_lines(tmp_path):
     lines.bytes("m: sha256", 2 << 20, 3 << 20)
     lines.bytes("m: sha256", 3 << 20, 3 << 20)
     assert out.getvalue().splitlines() == ["[T] m: sha256: 2 of 3 MB", "[T] m: sha256: 3 of 3 MB"]
+
+
+def _events(capsys, kind):
+    events = [Event.from_line(line) for line in capsys.readouterr().out.splitlines()]
+    return [e for e in events if e is not None and e.kind == kind]
+
+
+class _Batch(ByPrompt):
+    """ByPrompt as the batch engine too (its generate_many / choice_logliks_many report each
+    answer and every second question through on_done), closable like a BatchEngine."""
+
+    def generate(self, prompt_tokens, *, max_tokens, stop=(), force=None):
+        return super().generate(prompt_tokens, max_tokens=max_tokens, stop=stop)
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+def test_the_worker_reports_items_inside_a_chunk_and_journals_per_chunk(
+    capsys, monkeypatch, tmp_path
+):
+    """A chunk of 7 generated answers (and of 7 questions, batched): scoring events as the
+    answers come, before the chunk's one items event; the journal holds one line per chunk."""
+    monkeypatch.setattr(worker, "SCORING_EVERY_S", 0.0)  # every report gets through
+    for eval_batch in (1, 4):
+        tasks = [gen_task(7), mc_task(7)]
+        got = worker._Measured()
+        journal = worker._ItemJournal(SETTINGS, tasks, got, None)
+        journal.planned_of = lambda name: 7  # type: ignore[method-assign]
+        fake = _Batch(liked=(" 5",), template=CHATML)
+        monkeypatch.setattr("edgeeval.run.accuracy.engine_for", lambda *a, fake=fake: fake)
+        path = tmp_path / f"journal-{eval_batch}.jsonl"
+        got.journal = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        score_tasks(
+            fake,
+            tasks,
+            SETTINGS,
+            eval_batch=eval_batch,
+            chunk_size=7,
+            on_items=journal.on_items,
+            on_task=journal.on_task,
+            on_score=journal.on_score,
+            on_progress=journal.on_progress,
+        )
+        events = [
+            e
+            for e in (Event.from_line(line) for line in capsys.readouterr().out.splitlines())
+            if e is not None and e.kind in ("scoring", "items")
+        ]
+        seen = [(e.kind, e.task, e.done) for e in events]
+        # generation: one report per answer, one at a time or from the batch's generate_many
+        gen = [("scoring", "gen", d) for d in range(1, 8)] + [("items", "gen", 7)]
+        # multiple choice: per question alone, per group of two from the fake batch scorer
+        groups = range(1, 8) if eval_batch == 1 else (2, 4, 6, 7)
+        mc = [("scoring", "mc", d) for d in groups] + [("items", "mc", 7)]
+        assert seen == gen + mc, eval_batch
+        assert all(e.planned == 7 and e.fresh == e.done for e in events)
+        assert all(e.seconds is not None and e.seconds >= 0 for e in events)
+        # scoring events are not journalled: one items line per chunk, one task line per task
+        got.journal.close()
+        kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+        assert kinds.count("items") == 2 and kinds.count("task") == 2, kinds
+        assert len(got.result.gen_samples) == 7 and len(got.result.samples) == 7
+
+
+def test_scoring_events_are_rate_limited(capsys, monkeypatch):
+    """With the default limit, a chunk whose items all finish within a second sends at most
+    one scoring event, however many answers it had."""
+    monkeypatch.setattr(worker, "SCORING_EVERY_S", 3600.0)
+    tasks = [gen_task(12)]
+    got = worker._Measured()
+    journal = worker._ItemJournal(SETTINGS, tasks, got, None)
+    score_tasks(
+        ByPrompt(template=CHATML),
+        tasks,
+        SETTINGS,
+        chunk_size=12,
+        on_items=journal.on_items,
+        on_progress=journal.on_progress,
+    )
+    assert [e.done for e in _events(capsys, "scoring")] == [1]
+
+
+def test_scoring_events_move_the_display_without_a_line_each():
+    """On a terminal the bar's items follow each scoring event; off a terminal a scoring event
+    prints only when no line came for every_s (items events always print), and neither ends
+    the task before its last chunk's items event."""
+    clock = Clock()
+    bars: list = []
+
+    def factory(**kw):
+        bars.append(FakeBar(**kw))
+        return bars[-1]
+
+    p = ProgressPrinter(TTY(), bar=True, clock=clock, bar_factory=factory)
+    p.event("m", Event("task", task="he", index=1, total=1, planned=3))
+    for done in (1, 2, 3):
+        clock.now += 9
+        p.event(
+            "m", Event("scoring", task="he", done=done, planned=3, fresh=done, seconds=9.0 * done)
+        )
+        assert bars[-1].n == done and not bars[-1].closed
+    p.event("m", _items(3, 3, 3, 28.0, task="he"))
+    assert len(bars) == 1 and bars[0].closed
+
+    out, clock = io.StringIO(), Clock()
+    p = ProgressPrinter(out, bar=False, clock=clock, stamp=lambda: "T")
+    p.event("m", Event("task", task="he", index=1, total=1, planned=164))
+    for done in range(1, 7):  # an answer every 4 s: a line at 12 s and 24 s only
+        clock.now += 4
+        p.event(
+            "m", Event("scoring", task="he", done=done, planned=164, fresh=done, seconds=4.0 * done)
+        )
+    lines = out.getvalue().splitlines()
+    assert [line.split(": ")[2].split(",")[0] for line in lines] == ["3/164 items", "6/164 items"]
+    assert p.state is not None and p.state.done == 6

@@ -11,8 +11,11 @@ has one). This module turns them into output:
 
 The rate is items scored by this attempt over the seconds since the task started (a resumed
 task's earlier items count as done, not as speed); the ETA is the items left over that rate,
-counted down between the worker's events. No colour is ever written (NO_COLOR holds trivially);
-`colour_allowed` says so for callers that would add some.
+counted down between the worker's events. Those are `items` after each journalled chunk and
+`scoring` inside a chunk (each generated answer or group of questions, at most once a second),
+so the items done move within a second or two of an answer, not once a chunk. No colour is
+ever written (NO_COLOR holds trivially); `colour_allowed` says so for callers that would add
+some.
 """
 
 from __future__ import annotations
@@ -155,13 +158,15 @@ class ProgressPrinter:
             if event.kind == "task":  # the worker names the items it plans (0 when it cannot)
                 self._end_bar()
                 self.state = TaskState(model, event.task, planned=event.planned, at=self.clock())
-            elif event.kind == "items":
+            elif event.kind in ("items", "scoring"):
                 self._items(model, event)
             elif event.kind in ("done", "loading"):
                 self._end_bar()
                 self.state = None
 
     def _items(self, model: str, event: Event) -> None:
+        """An items event (a journalled chunk: a line off a terminal) or a scoring event
+        (items inside a chunk, up to once a second: a line only when none came for every_s)."""
         now = self.clock()
         st = self.state
         if st is None or st.task != event.task or st.model != model:
@@ -184,9 +189,9 @@ class ProgressPrinter:
                     bar_format=BAR_FORMAT,
                 )
             self._draw(now)
-        else:
+        elif event.kind == "items" or now - self._last_line >= self.every_s:
             self(st.line(now))
-        if st.done >= st.planned:
+        if event.kind == "items" and st.done >= st.planned:
             self._end_bar()
             self.state = None
 

@@ -12,8 +12,7 @@ context) its KV cells are removed (llama_memory_seq_rm) and its slot takes the n
 at once. Each sequence keeps its own state (text so far, stop-string scan position, budget);
 the pick is greedy (argmax) as in LlamaBackend.generate, which this mirrors step for step,
 budget forcing included (engine.forcing: a reasoning sequence still thinking when its thinking
-budget is spent gets the tokens of the end-of-thinking marker and the answer lead-in queued
-after its last pick, once, and no end-of-generation while its answer is blank).
+budget is spent gets the end-of-thinking marker's tokens queued after its last pick, once).
 
 Batch shape changes llama.cpp's CPU numerics slightly (matrix kernels differ between one row
 and many), so batched and one-at-a-time runs can part ways where two tokens are nearly tied.
@@ -23,15 +22,14 @@ from __future__ import annotations
 
 import ctypes
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgeeval.engine.backend import GenerationResult, LlamaBackend, context_params, find_stop
-from edgeeval.engine.forcing import ThinkForce, pick
+from edgeeval.engine.forcing import ThinkForce
 
 
 @dataclass(frozen=True)
@@ -45,13 +43,22 @@ class GenRequest:
     force: ThinkForce | None = None
 
 
+#: Progress inside one call: called with how many of its requests or questions are settled so
+#: far (not journalled; the caller's progress display rate-limits it)
+OnDone = Callable[[int], None]
+
+
 class BatchGenerator(Protocol):
-    def generate_many(self, requests: Sequence[GenRequest]) -> list[GenerationResult | str]: ...
+    def generate_many(
+        self, requests: Sequence[GenRequest], on_done: OnDone | None = None
+    ) -> list[GenerationResult | str]: ...
 
 
 class BatchScorer(Protocol):
     def choice_logliks_many(
-        self, questions: Sequence[tuple[list[int], list[list[int]]]]
+        self,
+        questions: Sequence[tuple[list[int], list[list[int]]]],
+        on_done: OnDone | None = None,
     ) -> list[list[float]]: ...
 
 
@@ -104,7 +111,6 @@ class _Slot:
     checked: int = 0
     force: ThinkForce | None = None
     forced: bool = False
-    answer_at: int = -1  # byte of `out` where a forced answer starts (-1: not forced)
 
 
 @dataclass(frozen=True)
@@ -181,7 +187,6 @@ class BatchEngine:
         self._keep = 0  # length of the prefix shared by every sequence (see _share_prefix)
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self._vocab = backend._vocab()
-        self._is_eog = partial(lib.llama_vocab_is_eog, self._vocab)
         if int(lib.llama_n_ctx_seq(self.ctx)) < self.n_ctx_seq:
             self.close()
             raise RuntimeError(f"llama.cpp gave under {self.n_ctx_seq} cells per sequence")
@@ -201,7 +206,7 @@ class BatchEngine:
     # --- decoding a list of entries ---
     def _decode(self, entries: Sequence[_Entry]) -> list[Any]:
         """Decode `entries` in n_batch chunks. Returns, per entry, the log-probabilities of
-        its targets, a copy of its logits when `sample`, or None."""
+        its targets, its greedy pick (an int) when `sample`, or None."""
         out: list[Any] = []
         for start in range(0, len(entries), self.n_batch):
             chunk = entries[start : start + self.n_batch]
@@ -225,24 +230,33 @@ class BatchEngine:
         row = np.ctypeslib.as_array(
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.backend.n_vocab,)
         )
-        return row.copy() if entry.sample else _log_probs(row, entry.targets)
+        return int(np.argmax(row)) if entry.sample else _log_probs(row, entry.targets)
 
     def _clear(self) -> None:
         self._lib.llama_memory_clear(self.mem, False)
 
     # --- generation ---
-    def generate_many(self, requests: Sequence[GenRequest]) -> list[GenerationResult | str]:
+    def generate_many(
+        self, requests: Sequence[GenRequest], on_done: OnDone | None = None
+    ) -> list[GenerationResult | str]:
         """Greedy continuations of every request, at most n_seq at a time (continuous
         batching). Returns one entry per request, in order: the GenerationResult, or the
         reason it could not run ("ValueError: a prompt of ...", a failed decode) as a string;
-        a failure touches only the sequences in the decode that failed."""
+        a failure touches only the sequences in the decode that failed. `on_done(n)` is
+        called whenever the number of settled requests grows (n of them so far)."""
         results: list[GenerationResult | str | None] = [None] * len(requests)
         waiting = deque(range(len(requests)))
         slots: dict[int, _Slot] = {}
         free = list(range(self.n_seq))
         fits = [r.tokens for r in requests if 0 < len(r.tokens) < self.n_ctx_seq]
         self._keep = self._share_prefix(shared_prefix(fits))
+        settled = 0
         while waiting or slots:
+            if on_done is not None:  # settled at admission, by a failed decode or by the last
+                now = sum(r is not None for r in results)
+                if now > settled:
+                    settled = now
+                    on_done(settled)
             while free and waiting:
                 index = waiting.popleft()
                 slot = self._admit(index, requests[index], results)
@@ -256,18 +270,20 @@ class BatchEngine:
                 self._compact(slots, free)
             entries = self._schedule(slots)
             try:
-                rows = self._decode(entries)
+                picks = self._decode(entries)
             except RuntimeError as exc:
                 for seq in {e.seq for e in entries}:
                     results[slots[seq].index] = f"RuntimeError: {exc}"
                     self._release(seq, slots, free)
                 continue
-            for entry, row in zip(entries, rows, strict=True):
+            for entry, pick in zip(entries, picks, strict=True):
                 if entry.sample:
-                    done = self._advance(slots[entry.seq], row)
+                    done = self._advance(slots[entry.seq], pick)
                     if done is not None:
                         results[slots[entry.seq].index] = done
                         self._release(entry.seq, slots, free)
+        if on_done is not None and len(requests) > settled:
+            on_done(len(requests))
         return [r if r is not None else "RuntimeError: not generated" for r in results]
 
     def _admit(
@@ -320,13 +336,9 @@ class BatchEngine:
         entries.sort(key=lambda e: e.seq)  # stable: each sequence's positions stay in order
         return entries
 
-    def _advance(self, slot: _Slot, logits: np.ndarray) -> GenerationResult | None:
-        """Take the greedy pick from `logits` (end-of-generation passed over while a forced
-        answer is blank); returns the result when the sequence is done."""
-        force = slot.force
-        allow_eog = not force or force.eog_allowed(slot.out, slot.answer_at)
-        token = pick(logits, self._is_eog, allow_eog)
-        if self._is_eog(token):
+    def _advance(self, slot: _Slot, token: int) -> GenerationResult | None:
+        """Take the greedy pick `token`; returns the result when the sequence is done."""
+        if self._lib.llama_vocab_is_eog(self._vocab, token):
             return self._result(slot, "eog")
         slot.out += self.backend._piece(self._vocab, token, special=False)
         slot.n_gen += 1
@@ -336,14 +348,14 @@ class BatchEngine:
             return GenerationResult(text[:cut], slot.n_prompt, slot.n_gen, "stop", slot.forced)
         slot.checked = len(text)
         slot.pending = [token]
+        force = slot.force
         if force and not slot.forced and force.due(slot.out, slot.n_gen):
             room = self.n_ctx_seq - slot.n_prompt - len(force.tokens)  # n_gen's cap with it
             if slot.n_gen < min(slot.budget, room):  # as LlamaBackend.generate
                 slot.forced = True
                 slot.pending = [token, *force.tokens]
-                slot.out += force.text.encode("utf-8")
+                slot.out += force.close.encode("utf-8")
                 slot.checked = len(slot.out.decode("utf-8", "ignore"))
-                slot.answer_at = len(slot.out)
                 if room < slot.budget:
                     slot.budget, slot.reason = room, "n_ctx"
         if slot.n_gen >= slot.budget:
@@ -388,18 +400,23 @@ class BatchEngine:
 
     # --- multiple choice ---
     def choice_logliks_many(
-        self, questions: Sequence[tuple[list[int], list[list[int]]]]
+        self,
+        questions: Sequence[tuple[list[int], list[list[int]]]],
+        on_done: OnDone | None = None,
     ) -> list[list[float]]:
         """LlamaBackend.choice_logliks for many (context, continuations) questions: up to
         n_seq questions share each decode, one sequence each. Every context is decoded once;
         the first tokens of all its continuations are scored from its last row; then choice
         j of every question is decoded in one batch and cut back to the context again.
-        Returns, per question, the summed log-probability of each continuation."""
+        Returns, per question, the summed log-probability of each continuation; `on_done(n)`
+        after each group of n_seq questions (n scored so far)."""
         out: list[list[float]] = []
         self._check_fit(questions)
         self._keep = self._share_prefix(shared_prefix([context for context, _ in questions]))
         for start in range(0, len(questions), self.n_seq):
             out.extend(self._score_group(questions[start : start + self.n_seq]))
+            if on_done is not None:
+                on_done(len(out))
         return out
 
     def _check_fit(self, questions: Sequence[tuple[list[int], list[list[int]]]]) -> None:

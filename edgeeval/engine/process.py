@@ -60,9 +60,10 @@ class Event:
     The bench worker sends loading, loaded (`seconds`: the load time), speed (`test`,
     `threads`), accuracy (`eval_batch`, `planned`: items of all tasks), task (`task`, `index`
     of `total`), items (`task`, `done` of `planned` items, `seconds` since the task started)
-    (`fresh` of them scored by this attempt), working (`done`: decodes so far, sent while
-    llama.cpp makes progress between those) and done; fidelity passes send chunk (`index` of
-    `total`). Any event resets the stall limit."""
+    (`fresh` of them scored by this attempt) after each journalled chunk, scoring (the same
+    fields, inside a chunk, at most once a second: progress only), working (`done`: decodes
+    so far, sent while llama.cpp makes progress between those) and done; fidelity passes
+    send chunk (`index` of `total`). Any event resets the stall limit."""
 
     kind: str
     task: str = ""

@@ -11,7 +11,9 @@ worker (edgeeval.run.worker) and by a cluster node for its shard (edgeeval.clust
   nothing), `skip_ids` drops the listed ones (items already scored). Both map a task name, or
   `plan_key(task, thinking)` for one thinking row (looked up first), to item ids.
 - Items are scored in chunks of `chunk_size`; `on_items` receives each chunk's results as
-  they are made, so a long task streams them to the parent.
+  they are made, so a long task streams them to the parent. `on_progress` hears, inside a
+  chunk, how many of its items are done so far (each generated answer, each group of
+  multiple-choice questions): progress only, nothing is kept from it.
 - A task's score is computed from its per-item results alone (`task_score_from_items`), so a
   task scored in pieces (chunks, shards, resumed items, rounds) scores as in one go, apart
   from the time it took.
@@ -20,6 +22,7 @@ worker (edgeeval.run.worker) and by a cluster node for its shard (edgeeval.clust
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +92,8 @@ class Chunk:
 
 
 OnItems = Callable[[str, Chunk, list[rec.SampleResult], list[rec.GenSampleResult]], None]
+#: (plan_key, items of the chunk being scored that are done so far, seconds since it started)
+OnProgress = Callable[[str, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,7 @@ def score_tasks(
     on_items: OnItems | None = None,
     on_score: Callable[[rec.TaskScore], None] | None = None,
     on_task: Callable[[str, int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> Scores:
     """Score `tasks` on the loaded model, as `settings` say (limit, sample, seed, protocol,
     thinking rows, code execution), over the selected items (module docstring).
@@ -195,7 +201,8 @@ def score_tasks(
     `eval_batch` sequences per decode (> 1: a BatchEngine on `backend`, engine/batch.py);
     `n_threads` threads when given. `on_task(name, index, total)` is called as each task
     starts, `on_items(task, chunk, samples, gen_samples)` after each chunk, `on_score(score)`
-    when a task's plan is scored (not for a plan the selection left empty)."""
+    when a task's plan is scored (not for a plan the selection left empty), `on_progress(key,
+    n, seconds)` as items of a chunk are done (module docstring)."""
     selection = _Selection(shard, only_ids, skip_ids)
     size = chunk_size or default_chunk(eval_batch)
     if size < 1:
@@ -209,7 +216,9 @@ def score_tasks(
             if eval_batch > 1:
                 engine = engine_for(task, engine, backend, eval_batch)
             _set_threads(backend, engine, n_threads)
-            job = _TaskJob(backend, task, settings, model_kind, engine, selection, size)
+            job = _TaskJob(
+                backend, task, settings, model_kind, engine, selection, size, on_progress
+            )
             for plan in task_plans(
                 backend, task, settings, model_kind=model_kind, reasoning=reasoning
             ):
@@ -242,6 +251,7 @@ class _TaskJob:
     batch: BatchEngineLike | None
     selection: _Selection
     chunk_size: int
+    on_progress: OnProgress | None = None
     _items: list[Any] | None = None
     _facts: TaskFacts | None = None
 
@@ -255,6 +265,15 @@ class _TaskJob:
         if self._facts is None:
             self._facts = task_facts(self.task, self.items())
         return self._facts
+
+    def _on_done(self, key: str) -> Callable[[int], None] | None:
+        """score_items' `on_done` for a chunk of plan `key` starting now: on_progress with
+        the seconds since then."""
+        report = self.on_progress
+        if report is None:
+            return None
+        start = time.monotonic()
+        return lambda n: report(key, n, time.monotonic() - start)
 
     def run(self, plan: Plan | None, on_items: OnItems | None) -> TaskResult:
         task, kind = self.task, self.task.kind
@@ -278,6 +297,7 @@ class _TaskJob:
                 plan=plan,
                 batch=self.batch,
                 sandbox=sandbox,
+                on_done=self._on_done(plan_key(task.name, thinking)),
             )
             chunk = Chunk(task.name, kind, plan, describe_score(score, self.facts()), tuple(part))
             chunks.append(chunk)

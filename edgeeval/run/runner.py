@@ -315,8 +315,9 @@ class _Watch:
         shown = getattr(self.progress, "event", None)
         if shown is not None:
             shown(self.name, event)
-        if event.kind != "working" and not (shown is not None and event.kind == "items"):
-            self.progress(_describe(self.name, event))  # working: the stall watch's, not news
+        if event.kind not in ("working", "scoring") and not (shown and event.kind == "items"):
+            # working: the stall watch's, not news; scoring: items inside a chunk, for a display
+            self.progress(_describe(self.name, event))
         if event.kind == "items" and event.task not in self.estimated and event.fresh:
             self.estimated.add(event.task)
             self._estimate(event)
@@ -415,7 +416,7 @@ def _stopped_at(outcome: ChildOutcome, journal: ct.Journal, partial: tuple) -> s
     last = outcome.last_event
     if last is None:
         return ""
-    if last.kind in ("task", "items"):
+    if last.kind in ("task", "items", "scoring"):
         return f" in {last.task}"
     if last.kind == "speed":
         return f" in speed test {last.test}"
@@ -473,6 +474,4 @@ def _describe(name: str, event: Event) -> str:
         return f"{name}: task {event.index}/{event.total} {event.task}"
     if kind == "items":
         return f"{name}: {event.task}: {event.done}/{event.planned} items"
-    if kind == "warning":  # a scored task asked otherwise than the settings say (its note)
-        return f"{name}: {event.task}: warning: {event.detail}"
     return f"{name}: {kind}"

@@ -261,15 +261,26 @@ def _tasks(spec: ct.WorkerSpec, tasks: list[Task], primary: SweepPoint, got: _Me
         on_items=items.on_items,
         on_score=items.on_score,
         on_task=items.on_task,
+        on_progress=items.on_progress,
     )
     items.finish_left()
+
+
+#: the least time between two `scoring` events (a multiple-choice task finishes
+#: a group of questions many times a second; the display redraws once a second)
+SCORING_EVERY_S = 1.0
 
 
 class _ItemJournal:
     """The accuracy phase's side of the journal: each chunk of items and each task's score
     as they come, an items event per chunk (items done of planned, and this attempt's rate)
     for the parent's estimate and stall watch; on --resume, the items the earlier attempt
-    scored are skipped and scored with the new ones into the task's score."""
+    scored are skipped and scored with the new ones into the task's score.
+
+    Between chunks, a `scoring` event (the same fields) at most every SCORING_EVERY_S as the
+    chunk's items are done (each generated answer, each group of questions), so a chunk that
+    takes minutes still moves the display; those are progress only: the journal and --resume
+    stay per chunk."""
 
     def __init__(
         self, settings: rec.RunSettings, tasks: list[Task], got: _Measured, prior: ct.Prior | None
@@ -279,6 +290,7 @@ class _ItemJournal:
         self.planned: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.fresh: dict[str, int] = {}
+        self.last_scoring = float("-inf")
         earlier = prior.result if prior is not None else ct.WorkerResult()
         self.finished = {plan_key(t.task, t.thinking) for t in earlier.tasks}
         self.open = {plan_key(c.task, c.thinking): c for c in (prior.open_chunks if prior else ())}
@@ -343,6 +355,26 @@ class _ItemJournal:
                 planned=planned,
                 fresh=self.fresh[key],
                 seconds=time.monotonic() - self.started[key],
+            )
+        )
+
+    def on_progress(self, key: str, n: int, seconds: float) -> None:
+        """`n` items of the chunk of `key` being scored are done, `seconds` after it began: a
+        `scoring` event unless one was sent less than SCORING_EVERY_S ago."""
+        now = time.monotonic()
+        if now - self.last_scoring < SCORING_EVERY_S:
+            return
+        self.last_scoring = now
+        task = key.partition("@")[0]
+        started = self.started.get(key)
+        emit(
+            Event(
+                "scoring",
+                task=key,
+                done=sum(len(rows) for rows in self._rows(key)) + n,
+                planned=self.planned_of(task),
+                fresh=self.fresh.get(key, 0) + n,
+                seconds=seconds if started is None else now - started,
             )
         )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend
-from edgeeval.engine.batch import BatchScorer
+from edgeeval.engine.batch import BatchScorer, OnDone
 from edgeeval.metrics import score_samples
 from edgeeval.tasks.suite import McItem, Task
 
@@ -25,10 +25,15 @@ def continuation_tokens(
 
 
 def score_task(
-    backend: Backend, task: Task, items: Sequence[McItem], batch: BatchScorer | None = None
+    backend: Backend,
+    task: Task,
+    items: Sequence[McItem],
+    batch: BatchScorer | None = None,
+    on_done: OnDone | None = None,
 ) -> tuple[rec.TaskScore, list[rec.SampleResult]]:
     """Score multiple-choice items by log-likelihood; returns the task score and the samples.
-    With `batch`, several questions share each decode (BatchEngine.choice_logliks_many)."""
+    With `batch`, several questions share each decode (BatchEngine.choice_logliks_many).
+    `on_done(n)`: n questions scored so far (progress only)."""
     start = time.perf_counter()
     questions = []
     for item in items:
@@ -37,9 +42,13 @@ def score_task(
             (ctx, [continuation_tokens(backend, item.context, c, ctx) for c in item.choices])
         )
     if batch is not None:
-        all_logliks = batch.choice_logliks_many(questions)
+        all_logliks = batch.choice_logliks_many(questions, on_done=on_done)
     else:
-        all_logliks = [backend.choice_logliks(ctx, conts) for ctx, conts in questions]
+        all_logliks = []
+        for ctx, conts in questions:
+            all_logliks.append(backend.choice_logliks(ctx, conts))
+            if on_done is not None:
+                on_done(len(all_logliks))
     samples = [
         rec.SampleResult(
             task=task.name,

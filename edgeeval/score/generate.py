@@ -35,7 +35,7 @@ from typing import Protocol
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend, GenerationResult
-from edgeeval.engine.batch import BatchGenerator, GenRequest
+from edgeeval.engine.batch import BatchGenerator, GenRequest, OnDone
 from edgeeval.engine.forcing import ThinkForce
 from edgeeval.errors import ChatTemplateError
 from edgeeval.metrics import binomial_se
@@ -115,13 +115,14 @@ def score_generate_task(
     model_kind: str = "",
     plan: Plan | None = None,
     batch: BatchGenerator | None = None,
+    on_done: OnDone | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """Generate an answer to each item greedily, extract it and compare with the gold answer.
 
     Items are GenItems (question, answer, few_shot, extractor, stop, max_tokens). `plan`
     (edgeeval.score.protocol) picks chat turns or a completion prompt and the thinking mode;
     by default, chat for instruct models with a template. With `batch`, all items go through
-    its generate_many (several sequences per decode).
+    its generate_many (several sequences per decode). `on_done(n)`: n items generated so far.
 
     """
     start = time.perf_counter()
@@ -139,7 +140,7 @@ def score_generate_task(
         )
         for item, prompt in zip(items, prompts, strict=True)
     ]
-    results = generate_all(backend, requests, batch)
+    results = generate_all(backend, requests, batch, on_done)
     samples = [
         _generate_sample(task, item, prompt, request.tokens, result, plan)
         for item, prompt, request, result in zip(items, prompts, requests, results, strict=True)
@@ -158,13 +159,10 @@ def score_generate_task(
 
 
 def marker_tokens(backend: Backend, plan: Plan) -> tuple[int, ...]:
-    """The tokens of the plan's end-of-thinking marker and its answer lead-in, tokenized
-    together, no BOS; () without budget forcing.
+    """The tokens of the plan's end-of-thinking marker, no BOS; () without budget forcing.
     (llama.cpp matches added tokens such as Qwen3's and R1's `</think>` without parsing
     control tokens: they are user-defined, so the marker is the model's own token.)"""
-    if not plan.forcing:
-        return ()
-    return tuple(backend.tokenize(plan.think_close + plan.think_lead, add_bos=False))
+    return tuple(backend.tokenize(plan.think_close, add_bos=False)) if plan.forcing else ()
 
 
 def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce | None:
@@ -175,18 +173,26 @@ def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce 
         plan.think_tokens,
         marker,
         close=plan.think_close,
-        lead=plan.think_lead,
         open_in_prompt=prompt.rstrip().endswith(THINK_OPEN),
     )
 
 
 def generate_all(
-    backend: Backend, requests: Sequence[GenRequest], batch: BatchGenerator | None
+    backend: Backend,
+    requests: Sequence[GenRequest],
+    batch: BatchGenerator | None,
+    on_done: OnDone | None = None,
 ) -> list[GenerationResult | str]:
-    """One result per request, in order: through `batch` when given, else one at a time."""
+    """One result per request, in order: through `batch` when given, else one at a time;
+    `on_done(n)` as the number generated grows (progress only)."""
     if batch is not None:
-        return batch.generate_many(requests)
-    return [_generate(backend, r) for r in requests]
+        return batch.generate_many(requests, on_done=on_done)
+    results = []
+    for request in requests:
+        results.append(_generate(backend, request))
+        if on_done is not None:
+            on_done(len(results))
+    return results
 
 
 def _generate(backend: Backend, request: GenRequest) -> GenerationResult | str:
@@ -261,11 +267,13 @@ def score_code_task(
     limits: ExecLimits = DEFAULT_LIMITS,
     plan: Plan | None = None,
     batch: BatchGenerator | None = None,
+    on_done: OnDone | None = None,
 ) -> tuple[rec.TaskScore, list[rec.GenSampleResult]]:
     """pass@1 of greedy answers to CodeItems (prompt, entry_point, test, max_tokens), run in
     `sandbox` (edgeeval.sandbox.jail.choose). Returns the score and the samples. `plan`
     picks completion (the default) or the instruct protocol (edgeeval.score.instruct). With
-    `batch`, all answers are generated together first, then each is run.
+    `batch`, all answers are generated together first, then each is run. `on_done(n)`: n
+    answers generated so far (before they are run).
 
     Without a sandbox (code execution not allowed) nothing is generated or run: the task is
     recorded as skipped.
@@ -292,7 +300,7 @@ def score_code_task(
         )
         for item, prompt in zip(items, prompts, strict=True)
     ]
-    results = generate_all(backend, requests, batch)
+    results = generate_all(backend, requests, batch, on_done)
     samples = [
         _code_sample(task, item, prompt, request.tokens, result, sandbox, limits, plan)
         for item, prompt, request, result in zip(items, prompts, requests, results, strict=True)

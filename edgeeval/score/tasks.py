@@ -21,7 +21,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.engine.backend import Backend
-from edgeeval.engine.batch import BatchEngineLike
+from edgeeval.engine.batch import BatchEngineLike, OnDone
 from edgeeval.sandbox.jail import Sandbox
 from edgeeval.sandbox.jail import choose as choose_sandbox
 from edgeeval.score.choice import score_task
@@ -66,7 +66,6 @@ def task_plans(
             reasoning=thinks(template.source if template else None, reasoning),
             think_tokens=think_budget(task, settings),
             think_budget_mode=settings.think_budget_mode,
-            think_lead_in=settings.think_lead_in,
         )
     )
 
@@ -95,25 +94,27 @@ def score_items(
     plan: Plan | None = None,
     batch: BatchEngineLike | None = None,
     sandbox: Sandbox | None = None,
+    on_done: OnDone | None = None,
 ) -> Scored:
     """`items` of `task` scored the way its kind asks: (score over these items, multiple-choice
     samples, generated samples). `plan` (score.protocol.Plan) is the protocol and thinking
     mode of generate and code tasks; `batch` (engine.batch.BatchEngine) scores several items
-    per decode; `sandbox` runs a code task's programs (task_sandbox)."""
+    per decode; `sandbox` runs a code task's programs (task_sandbox); `on_done(n)` is told as
+    the items scored (generated, for a code task) grow, for progress only."""
     kind = getattr(task, "kind", "multiple_choice")
     if kind == "generate":
         score, generated = score_generate_task(
-            backend, task, items, model_kind=model_kind, plan=plan, batch=batch
+            backend, task, items, model_kind=model_kind, plan=plan, batch=batch, on_done=on_done
         )
         return score, [], generated
     if kind == "code":
         score, generated = score_code_task(
-            backend, task, items, sandbox=sandbox, plan=plan, batch=batch
+            backend, task, items, sandbox=sandbox, plan=plan, batch=batch, on_done=on_done
         )
         return score, [], generated
     if kind != "multiple_choice":
         raise ValueError(f"task {task.name}: unknown kind {kind!r}")
-    score, samples = score_task(backend, task, items, batch)
+    score, samples = score_task(backend, task, items, batch, on_done)
     return score, samples, []
 
 
