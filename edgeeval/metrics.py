@@ -6,7 +6,7 @@ No I/O, no models: every function here is checked against hand-computed tables i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from edgeeval.records import KvCacheLayout, KvPoint, ModelRecord, SampleResult, TaskScore
 
@@ -35,6 +35,57 @@ def binomial_se(p: float, n: int) -> float:
     if n < 2:
         return 0.0
     return math.sqrt(p * (1 - p) / (n - 1))
+
+
+def clustered_se(values: Sequence[float], clusters: Sequence[Hashable] | None = None) -> float:
+    """SE of the mean of `values`; cluster-robust (CR1) when `clusters` names each value's
+    cluster (an MMLU subject, a passage) and at least two clusters are named.
+
+    With residuals e_i = v_i - mean, n values and G clusters:
+    SE^2 = G / (G - 1) * sum over clusters c of (sum_{i in c} e_i)^2 / n^2
+    (Liang-Zeger's cluster-robust variance, as in the clustered-SE section of "Adding Error
+    Bars to Evals", E. Miller 2024, arXiv 2411.00640, with the G / (G - 1) small-sample factor
+    of Stata's CR1 for a mean). With one value per cluster it is exactly the plain SE,
+    sqrt(s^2 / n) with the n - 1 variance (binomial_se for 0/1 values).
+    Without clusters, or with fewer than two, the plain SE (one cluster leaves no spread
+    between clusters to estimate from).
+
+    Worked example, 10 values in 3 clusters of 4, 2 and 4: 1 1 1 0 | 0 0 | 1 0 0 1, mean 0.5;
+    cluster sums of residuals 1.0, -1.0, 0.0, so SE^2 = 3/2 * 2 / 100 = 0.03: SE 0.1732
+    (plain: s^2 = 2.5 / 9, SE = sqrt(0.2778 / 10) = 0.1667).
+
+    >>> round(clustered_se([1, 1, 1, 0, 0, 0, 1, 0, 0, 1], list("aaaabbcccc")), 4)
+    0.1732
+    >>> round(clustered_se([1, 1, 1, 0, 0, 0, 1, 0, 0, 1]), 4)
+    0.1667
+    """
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    if clusters is not None and len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster ids for {n} values")
+    sums: dict[Hashable, float] = {}
+    for index, value in enumerate(values):
+        key = clusters[index] if clusters is not None else index
+        sums[key] = sums.get(key, 0.0) + (value - mean)
+    groups = len(sums)
+    if groups < 2:
+        return clustered_se(values)
+    return math.sqrt(groups / (groups - 1) * sum(t * t for t in sums.values()) / (n * n))
+
+
+def cluster_count(clusters: Sequence[str]) -> int:
+    """How many clusters a task's per-item cluster ids make: 0 (unclustered) unless every item
+    names one and there are at least two (see clustered_se).
+
+    >>> cluster_count(["a", "b", "a"]), cluster_count(["a", ""]), cluster_count(["a", "a"])
+    (2, 0, 0)
+    """
+    if not clusters or not all(clusters):
+        return 0
+    count = len(set(clusters))
+    return count if count >= 2 else 0
 
 
 #: The normal quantile of a two-sided 95 % interval.
@@ -121,13 +172,17 @@ def score_samples(
     chance: float,
     elapsed_s: float = 0.0,
 ) -> TaskScore:
-    """acc and acc_norm with binomial standard errors from stored per-item log-likelihoods."""
+    """acc and acc_norm with binomial standard errors from stored per-item log-likelihoods;
+    clustered ones (clustered_se) when every sample names its cluster and there are at least
+    two, then `cluster_by` and `n_clusters` say so."""
     n = len(samples)
     if n == 0:
         raise ValueError(f"task {task}: no samples to score")
-    hits = sum(pick(s.logliks, s.choice_chars, normalize=False) == s.gold for s in samples)
-    hits_norm = sum(pick(s.logliks, s.choice_chars, normalize=True) == s.gold for s in samples)
-    acc, acc_norm = hits / n, hits_norm / n
+    hits = [float(pick(s.logliks, s.choice_chars, normalize=False) == s.gold) for s in samples]
+    hits_norm = [float(pick(s.logliks, s.choice_chars, normalize=True) == s.gold) for s in samples]
+    acc, acc_norm = sum(hits) / n, sum(hits_norm) / n
+    ids = [s.cluster for s in samples]
+    groups = cluster_count(ids)
     return TaskScore(
         task=task,
         version=version,
@@ -135,10 +190,12 @@ def score_samples(
         chance=chance,
         n=n,
         acc=acc,
-        acc_se=binomial_se(acc, n),
+        acc_se=clustered_se(hits, ids) if groups else binomial_se(acc, n),
         acc_norm=acc_norm,
-        acc_norm_se=binomial_se(acc_norm, n),
+        acc_norm_se=clustered_se(hits_norm, ids) if groups else binomial_se(acc_norm, n),
         elapsed_s=elapsed_s,
+        cluster_by=samples[0].cluster_by if groups else "",
+        n_clusters=groups,
     )
 
 

@@ -251,20 +251,6 @@ def _check_context_knobs(settings: RunSettings) -> None:
             )
 
 
-def kv_pairs(settings: RunSettings) -> list[tuple[str, str]]:
-    """The (K, V) cache types a run measures: each --cache-type value for both, else every K
-    type with every V type (llama-bench's -ctk x -ctv).
-
-    >>> kv_pairs(RunSettings(sweep_cache_type_kv=("f16", "q8_0"), flash_attn=True))
-    [('f16', 'f16'), ('q8_0', 'q8_0')]
-    """
-    if settings.sweep_cache_type_kv:
-        return [(t, t) for t in settings.sweep_cache_type_kv]
-    types_k = settings.sweep_cache_type_k or (settings.cache_type_k,)
-    types_v = settings.sweep_cache_type_v or (settings.cache_type_v,)
-    return [(k, v) for k in types_k for v in types_v]
-
-
 def clamp_ubatch(n_ubatch: int, n_batch: int) -> int:
     """The micro-batch llama.cpp really uses: never more than the batch.
 
@@ -427,7 +413,8 @@ class LatencyResult:
 
 @dataclass(frozen=True)
 class TaskScore:
-    """Accuracy on one task; `acc_se` is the binomial standard error of `acc`."""
+    """Accuracy on one task; `acc_se` is the binomial standard error of `acc` (clustered over
+    `n_clusters` clusters of `cluster_by` when n_clusters is set)."""
 
     task: str
     version: int
@@ -455,6 +442,10 @@ class TaskScore:
     n_thinking_forced: int = 0  # answers whose thinking was closed at its budget (forcing)
     n_shot: int | None = None  # few-shot examples in each prompt
     n_source: int | None = None  # items the task's source holds (lm-eval's n-samples original)
+    # Clustered SEs (metrics.clustered_se): the task file's `cluster_by` key (an MMLU subject)
+    # and how many clusters the scored items fell in; "" and 0 when the SEs are unclustered
+    cluster_by: str = ""
+    n_clusters: int = 0
 
 
 @dataclass(frozen=True)
@@ -466,6 +457,8 @@ class SampleResult:
     gold: int
     logliks: tuple[float, ...]
     choice_chars: tuple[int, ...]
+    cluster: str = ""  # the item's cluster id (its MMLU subject) under the task's cluster_by
+    cluster_by: str = ""  # that key ("subject"); both "" for a task without clusters
 
 
 @dataclass(frozen=True)
@@ -741,6 +734,8 @@ class GenSampleResult:
     reason: str = ""  # why a sample failed, timed out or errored
     thinking: str = ""  # the reasoning template's mode: "on", "off" or "" (see TaskScore)
     thinking_forced: bool = False  # the end-of-thinking marker was put in at the budget
+    cluster: str = ""  # the item's cluster id under the task's cluster_by (SampleResult)
+    cluster_by: str = ""
 
 
 @dataclass(frozen=True)

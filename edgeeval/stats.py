@@ -11,9 +11,13 @@ any per-item score); d_i = x_i - y_i; n items; s_d^2 = sum (d_i - mean d)^2 / (n
 - paired SE of the mean difference: s_d / sqrt(n);
 - unpaired SE (the two scores as if independent): sqrt(s_x^2 / n_x + s_y^2 / n_y), which for
   right/wrong items is sqrt(se_a^2 + se_b^2) with metrics.binomial_se;
-- clustered (Miller's eq. for cluster-robust SEs): SE_c^2 = s_d^2 / n + (1 / n^2) *
-  sum over clusters c of sum over i != j in c of (d_i - mean d)(d_j - mean d);
-  with one item per cluster it is the paired SE.
+- clustered (cluster-robust, CR1, as in Miller's section on clustered SEs), where the items
+  name their cluster:
+  SE_c^2 = G / (G - 1) * sum over the G clusters c of (sum_{i in c} (d_i - mean d))^2 / n^2.
+  G / (G - 1) is the small-sample factor (Stata's CR1 for a mean); with it, one item per
+  cluster gives exactly the paired SE above. Fewer than two clusters: the paired SE.
+  The formula is metrics.clustered_se (the per-task SEs of a score use it too); it is
+  re-exported here.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from edgeeval.metrics import normalized_gain
+from edgeeval.metrics import cluster_count, clustered_se, normalized_gain
 
 #: Two-sided 5 % level and 80 % power: the normal quantiles of the power figures.
 ALPHA = 0.05
@@ -50,43 +54,13 @@ def sample_var(values: Sequence[float]) -> float:
     return sum((v - m) ** 2 for v in values) / (len(values) - 1)
 
 
-def clustered_se(values: Sequence[float], clusters: Sequence[Hashable] | None = None) -> float:
-    """SE of the mean of `values`: sqrt(s^2 / n), plus Miller's within-cluster cross terms
-    (1/n^2) * sum_c sum_{i != j in c} e_i e_j with e_i = v_i - mean, when `clusters` names each
-    value's cluster. The variance is floored at 0 (negative within-cluster correlation).
-
-    Worked example: values 1, 0, 1, 1 (mean 0.75, residuals .25, -.75, .25, .25, s^2 = 0.25)
-    have SE sqrt(0.25 / 4) = 0.25. In clusters {1, 2} and {3, 4}: cross terms
-    2 * (.25 * -.75) + 2 * (.25 * .25) = -0.25, so SE = sqrt(0.0625 - 0.25 / 16) = 0.2165.
-
-    >>> clustered_se([1.0, 0.0, 1.0, 1.0])
-    0.25
-    >>> round(clustered_se([1.0, 0.0, 1.0, 1.0], ["p1", "p1", "p2", "p2"]), 4)
-    0.2165
-    """
-    n = len(values)
-    if n < 2:
-        return 0.0
-    var = sample_var(values) / n
-    if clusters is not None:
-        if len(clusters) != n:
-            raise ValueError(f"{len(clusters)} cluster ids for {n} values")
-        m = _mean(values)
-        sums: dict[Hashable, tuple[float, float]] = {}
-        for v, c in zip(values, clusters, strict=True):
-            total, squares = sums.get(c, (0.0, 0.0))
-            sums[c] = (total + (v - m), squares + (v - m) ** 2)
-        # sum_{i != j in c} e_i e_j = (sum_c e)^2 - sum_c e^2
-        var += sum(t * t - q for t, q in sums.values()) / (n * n)
-    return math.sqrt(max(var, 0.0))
-
-
 @dataclass(frozen=True)
 class PairedDiff:
     """Mean of A minus B over n shared items, with its paired and unpaired SEs.
 
-    `se` is the paired SE (clustered when clusters were given, then `n_clusters` says how
-    many); `sd` is the sample SD of the per-item differences, the figure power is built on."""
+    `se` is the paired SE (clustered when clusters were given, every item names one and they
+    make at least two: then `n_clusters` says how many; None when unclustered); `sd` is the
+    sample SD of the per-item differences, the figure power is built on."""
 
     n: int
     mean_a: float
@@ -118,15 +92,18 @@ def paired_difference(
         raise ValueError("no shared items to compare")
     d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
     n = len(d)
+    if clusters is not None and len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster ids for {n} items")
+    groups = cluster_count([str(c) if c is not None else "" for c in clusters or ()])
     return PairedDiff(
         n=n,
         mean_a=_mean(a),
         mean_b=_mean(b),
         diff=_mean(d),
-        se=clustered_se(d, clusters),
+        se=clustered_se(d, clusters if groups else None),
         se_unpaired=unpaired_se(a, b),
         sd=math.sqrt(sample_var(d)),
-        n_clusters=len(set(clusters)) if clusters is not None else None,
+        n_clusters=groups or None,
     )
 
 

@@ -448,3 +448,38 @@ def test_tasks_command_lists_tasks_and_fetches_for_offline_use(
     for name in FIXTURES:
         assert TASKS[name].items(limit=2)
     assert fake_hub.requests == []
+
+
+def test_mmlu_items_carry_their_subject(fake_hub: FakeHub) -> None:
+    """mmlu.yaml clusters by the dataset's `subject` column: each item carries it."""
+    task = TASKS["mmlu"]
+    assert task.cluster_by == "subject"
+    publish(fake_hub, task, MMLU)
+    assert [item.cluster for item in task.items()] == [row["subject"] for row in MMLU]
+    # a seeded sample keeps each item's own subject
+    assert {item.id: item.cluster for item in task.items(sample=2, seed=3)}.items() <= {
+        f"mmlu-{i:05d}": row["subject"] for i, row in enumerate(MMLU)
+    }.items()
+
+
+def test_hellaswag_items_carry_their_activity_label(fake_hub: FakeHub) -> None:
+    publish(fake_hub, TASKS["hellaswag"], HELLASWAG)
+    assert TASKS["hellaswag"].cluster_by == "activity_label"
+    assert [item.cluster for item in TASKS["hellaswag"].items()] == [
+        "Home and Garden",
+        "Ironing clothes",
+    ]
+
+
+def test_tasks_without_cluster_by_carry_no_cluster(fake_hub: FakeHub) -> None:
+    publish(fake_hub, TASKS["arc-easy"], ARC)
+    assert {item.cluster for item in TASKS["arc-easy"].items()} == {""}
+
+
+def test_a_missing_cluster_column_is_named(fake_hub: FakeHub, tmp_path: Path) -> None:
+    task = copy_task(tmp_path, "mmlu", replace=("cluster_by: subject", "cluster_by: topic"))
+    publish(fake_hub, task, MMLU)
+    with pytest.raises(ConfigError) as info:
+        task.items()
+    assert (info.value.key, info.value.entry) == ("topic", "row 0")
+    assert "cluster_by 'topic': no such column" in str(info.value)

@@ -12,7 +12,7 @@ import pytest
 
 from edgeeval import records as rec
 from edgeeval.errors import UnattributedItemsError
-from edgeeval.metrics import binomial_se
+from edgeeval.metrics import binomial_se, score_samples
 from edgeeval.report.answer import answer_section, comparison_section, power_section
 from edgeeval.report.paired import PAIRED, UNPAIRED, load_pairing, paired_ses, pairing
 from edgeeval.report.render import render_run
@@ -285,38 +285,113 @@ def test_thinking_rows_get_their_own_items(tmp_path):
     assert (by_task["g"].only_a, by_task["g"].only_b) == (3, 0)  # on: 4 right, off: 1
 
 
+def six_items(name: str, right: list[int], clusters: list[str] | None = None):
+    """A record of one 6-item task "t" (chance 0) scored from its samples, as a run scores
+    it (metrics.score_samples), the samples naming `clusters` by "passage" when given."""
+    samples = [
+        rec.SampleResult(
+            "t",
+            f"t-{i}",
+            0,
+            RIGHT if x else WRONG,
+            (1,) * 4,
+            cluster=clusters[i] if clusters else "",
+            cluster_by="passage" if clusters else "",
+        )
+        for i, x in enumerate(right)
+    ]
+    score = score_samples(samples, task="t", version=1, category="x", chance=0.0)
+    r = record(name, peak_gb=0.5, acc=score.acc, n=6, chance=0.0)
+    return dataclasses.replace(r, tasks=(score,)), samples
+
+
 def test_lines_that_name_a_cluster_get_clustered_ses(tmp_path):
     # A = 1 1 0 0 1 1, B = 0 0 0 0 0 1 (chance 0: gains are the scores); d = 1 1 0 0 1 0
-    # clusters {1,2} {3,4} {5,6}: SE^2 = 0.3 / 6 + 0.5 / 36 (tests/test_stats.py, by hand)
-    def six(name: str, right: list[int]) -> tuple[rec.ModelRecord, list[rec.SampleResult]]:
-        acc = sum(right) / 6
-        r = record(name, peak_gb=0.5, acc=acc, n=6, chance=0.0, acc_se=binomial_se(acc, 6))
-        lines = [
-            rec.SampleResult("t", f"t-{i}", 0, RIGHT if x else WRONG, (1,) * 4)
-            for i, x in enumerate(right)
-        ]
-        return r, lines
-
-    (a, la), (b, lb) = six("a", [1, 1, 0, 0, 1, 1]), six("b", [0, 0, 0, 0, 0, 1])
+    # clusters {1,2} {3,4} {5,6}: residual sums 1, -1, 0; CR1 SE^2 = 3/2 * 2 / 36 = 1/12
+    # (tests/test_stats.py, by hand); unclustered: s^2 = 0.3, SE^2 = 0.3 / 6 = 0.05
+    passages = ["p0", "p0", "p1", "p1", "p2", "p2"]
+    (a, la), (b, lb) = (
+        six_items("a", [1, 1, 0, 0, 1, 1], passages),
+        six_items("b", [0, 0, 0, 0, 0, 1], passages),
+    )
     store.save_record(a, la, tmp_path)
     store.save_record(b, lb, tmp_path)
     path = tmp_path / "r1" / "samples.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    for d in lines:  # what a task that knows its passages would write
-        d["cluster"] = f"p{int(d['item_id'][2:]) // 2}"
-    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
-    (pair,) = pairing([a, b], load_pairing("r1", tmp_path, [a, b])).pairs
-    assert pair.se == pytest.approx(100 * math.sqrt(0.05 + 0.5 / 36))
+    assert [(d["cluster"], d["cluster_by"]) for d in lines[:2]] == [("p0", "passage")] * 2
+    found = pairing([a, b], load_pairing("r1", tmp_path, [a, b]))
+    (pair,) = found.pairs
+    assert pair.se == pytest.approx(100 * math.sqrt(1 / 12))
     (task,) = pair.tasks
-    assert task.n_clusters == 3
-    assert task.se == pytest.approx(100 * math.sqrt(0.05 + 0.5 / 36))
+    assert (task.n_clusters, task.cluster_by) == (3, "passage")
+    assert task.se == pytest.approx(100 * math.sqrt(1 / 12))
+    assert task.clustering == "clustered by passage (3 clusters)"
+    # A's own per-task SE is clustered too: 1 1 0 0 1 1, mean 2/3, residual sums
+    # 2/3, -4/3, 2/3 -> squares 4/9 + 16/9 + 4/9 = 24/9; SE^2 = 3/2 * 24/9 / 36 = 1/9
+    assert a.tasks[0].acc_se == pytest.approx(1 / 3)
+    assert (a.tasks[0].cluster_by, a.tasks[0].n_clusters) == ("passage", 3)
+    assert found.clustering == {"t": ("passage", (3,))}
+    assert "t are clustered by passage (3 clusters)" in found.cluster_note
+    # the report says so, in the note and in the per-task table
+    section = comparison_section(found)
+    assert found.cluster_note in section.sentences
+    (_, _), (task_head, task_rows) = section.tables
+    assert dict(zip(task_head, task_rows[0], strict=True))["clustered"] == "by passage (3 clusters)"
     # without the cluster ids: the plain paired SE, sqrt(0.05)
     path.write_text(
         "".join(json.dumps({k: v for k, v in d.items() if k != "cluster"}) + "\n" for d in lines)
     )
     (plain,) = pairing([a, b], load_pairing("r1", tmp_path, [a, b])).pairs
     assert plain.se == pytest.approx(100 * math.sqrt(0.05))
-    assert plain.tasks[0].n_clusters is None
+    assert (plain.tasks[0].n_clusters, plain.tasks[0].clustering) == (None, "")
+
+
+def test_clustered_items_widen_the_se_on_correlated_answers(tmp_path):
+    """Items that move together within a cluster (A knows a passage B does not) get a larger
+    SE clustered than as if independent: 4 passages of 3, d = 1 1 1 | 0 0 0 | 1 1 0 | 0 0 0
+    (tests/test_stats.py: clustered SE 0.25 against 0.1487 unclustered)."""
+    a_right = [1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    clusters = [c for c in "wxyz" for _ in range(3)]
+    for run, given in (("r1", clusters), ("r2", None)):
+        for name, right in (("a", a_right), ("b", [0] * 12)):
+            samples = [
+                rec.SampleResult(
+                    "t",
+                    f"t-{i}",
+                    0,
+                    RIGHT if x else WRONG,
+                    (1,) * 4,
+                    cluster=given[i] if given else "",
+                    cluster_by="passage" if given else "",
+                )
+                for i, x in enumerate(right)
+            ]
+            score = score_samples(samples, task="t", version=1, category="x", chance=0.0)
+            r = record(name, peak_gb=0.5, acc=score.acc, n=12, chance=0.0, run_id=run)
+            store.save_record(dataclasses.replace(r, tasks=(score,)), samples, tmp_path)
+    ses = {}
+    for run in ("r1", "r2"):
+        records = list(store.load_records(run, tmp_path))
+        (pair,) = pairing(records, load_pairing(run, tmp_path, records)).pairs
+        ses[run] = pair.tasks[0].se
+    assert ses["r1"] == pytest.approx(25.0)
+    assert ses["r2"] == pytest.approx(100 * math.sqrt(420 / 144 / 11 / 12))
+    assert ses["r1"] > 1.6 * ses["r2"]
+
+
+def test_a_stored_run_without_cluster_ids_renders_unclustered_and_says_so(tmp_path):
+    """A run stored before clusters were recorded (no `cluster` on its lines, no n_clusters on
+    its scores) renders with the SEs it had, and the report says they are unclustered."""
+    a, b = save_pair(tmp_path)
+    _, _, paths = render_run("r1", root=tmp_path)
+    text = paths["md"].read_text()
+    assert "Standard errors are unclustered: no per-item result of this run names a cluster" in text
+    assert "| a | b | 8.00 | 2.24 | 6.61 | paired |" in text  # the paired SE as before
+    lines = (tmp_path / "r1" / "samples.jsonl").read_text()
+    assert '"cluster' not in lines  # an unclustered task writes the lines it always did
+    data = json.loads(paths["json"].read_text())
+    assert data["comparisons"]["clustering"] == {}
+    assert "unclustered" in data["comparisons"]["cluster_note"]
 
 
 def test_comparison_rows_put_the_more_capable_variant_first(tmp_path):

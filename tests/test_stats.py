@@ -80,33 +80,88 @@ def test_unpaired_se_is_the_rankings_combined_binomial_se():
 def test_clustered_se_on_a_tiny_example_by_hand():
     # d = 1 1 0 0 0 1, mean 1/2, residuals e = +.5 +.5 -.5 -.5 -.5 +.5
     # s^2 = 6 * 0.25 / 5 = 0.3, unclustered SE^2 = 0.3 / 6 = 0.05
-    # clusters {1,2} {3,4} {5,6}: cross terms per cluster 2 * e_i e_j =
-    #   2 * (.25) + 2 * (.25) + 2 * (-.25) = 0.5;  / n^2 = 0.5 / 36 = 0.013889
-    # clustered SE = sqrt(0.05 + 0.013889) = sqrt(0.063889) = 0.252762
+    # clusters {1,2} {3,4} {5,6} (G = 3): residual sums 1, -1, 0; squared and summed: 2
+    # CR1: SE^2 = G / (G - 1) * 2 / n^2 = 3/2 * 2 / 36 = 1/12, SE = 0.288675
     d = [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     assert clustered_se(d) == pytest.approx(math.sqrt(0.05))
-    assert clustered_se(d, ["a", "a", "b", "b", "c", "c"]) == pytest.approx(
-        math.sqrt(0.05 + 0.5 / 36)
+    assert clustered_se(d, ["a", "a", "b", "b", "c", "c"]) == pytest.approx(math.sqrt(1 / 12))
+
+
+def test_clustered_se_on_three_clusters_of_unequal_sizes_by_hand():
+    # 10 values: cluster A (4) 1 1 1 0, B (2) 0 0, C (4) 1 0 0 1; mean 5/10 = 0.5
+    # residuals: A +.5 +.5 +.5 -.5 (sum 1.0), B -.5 -.5 (sum -1.0), C +.5 -.5 -.5 +.5 (sum 0)
+    # sum of squared cluster sums = 1 + 1 + 0 = 2; n^2 = 100; G / (G - 1) = 3/2
+    # SE^2 = 1.5 * 2 / 100 = 0.03 -> SE = 0.173205
+    # unclustered: s^2 = 10 * .25 / 9 = 0.27778, SE^2 = 0.027778 -> SE = 0.166667
+    values = [1, 1, 1, 0, 0, 0, 1, 0, 0, 1]
+    clusters = ["A"] * 4 + ["B"] * 2 + ["C"] * 4
+    assert clustered_se(values, clusters) == pytest.approx(math.sqrt(0.03))
+    assert clustered_se(values) == pytest.approx(math.sqrt(2.5 / 9 / 10))
+    # the clusters need not be contiguous: the same ids in another order give the same SE
+    order = [9, 0, 4, 6, 1, 5, 2, 8, 3, 7]
+    assert clustered_se([values[i] for i in order], [clusters[i] for i in order]) == (
+        pytest.approx(math.sqrt(0.03))
     )
 
 
 def test_clustered_se_with_singleton_clusters_is_the_plain_se():
+    # the G / (G - 1) factor makes one item per cluster exactly sqrt(s^2 / n)
     d = [0.0, 1.0, -1.0, 1.0, 0.0]
     assert clustered_se(d, list(range(5))) == pytest.approx(clustered_se(d))
+    assert clustered_se([1, 0, 0, 1, 1], list("abcde")) == pytest.approx(binomial_se(0.6, 5))
+
+
+def test_one_cluster_leaves_the_plain_se():
+    # every item in one cluster: residuals sum to 0, nothing to estimate between clusters
+    d = [1.0, 0.0, 1.0, 1.0]
+    assert clustered_se(d, ["x"] * 4) == pytest.approx(clustered_se(d))
+    p = paired_difference([1, 0, 1, 1], [0, 0, 1, 0], clusters=["x"] * 4)
+    assert p.n_clusters is None
+
+
+def test_clustered_se_is_larger_on_correlated_items():
+    # 12 items in 4 clusters of 3 whose items move together (a subject A knows and B not):
+    # d = 1 1 1 | 0 0 0 | 1 1 0 | 0 0 0, mean 5/12
+    # unclustered: s^2 = (5 * (7/12)^2 + 7 * (5/12)^2) / 11 = (245 + 175) / 144 / 11 = 0.26515
+    #   SE^2 = 0.26515 / 12 = 0.022096 (SE 0.14865)
+    # clustered: residual sums 3 - 15/12 = 1.75, -1.25, 2 - 1.25 = .75, -1.25
+    #   squares 3.0625 + 1.5625 + .5625 + 1.5625 = 6.75; SE^2 = 4/3 * 6.75 / 144 = 0.0625
+    a = [1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    b = [0] * 12
+    clusters = [c for c in "wxyz" for _ in range(3)]
+    plain = paired_difference(a, b)
+    clustered = paired_difference(a, b, clusters)
+    assert plain.se == pytest.approx(math.sqrt(420 / 144 / 11 / 12))
+    assert clustered.se == pytest.approx(0.25)
+    assert clustered.se > 1.6 * plain.se
+    assert (clustered.n_clusters, plain.n_clusters) == (4, None)
+    assert clustered.diff == plain.diff  # clustering moves the SE, never the difference
 
 
 def test_clustered_paired_difference_counts_clusters():
     # A = 1 1 0 0 1 1, B = 0 0 0 0 0 1 -> d = 1 1 0 0 1 0 (mean 1/2, e = +-.5)
-    # clusters {1,2} {3,4} {5,6}: cross terms 2(.25) + 2(.25) + 2(-.25) = .5
-    # SE^2 = (6 * .25 / 5) / 6 + .5 / 36 = 0.05 + 0.013889
+    # clusters {1,2} {3,4} {5,6}: residual sums 1, -1, 0 -> SE^2 = 3/2 * 2 / 36 = 1/12
     p = paired_difference([1, 1, 0, 0, 1, 1], [0, 0, 0, 0, 0, 1], clusters=[1, 1, 2, 2, 3, 3])
     assert p.n_clusters == 3
-    assert p.se == pytest.approx(math.sqrt(0.05 + 0.5 / 36))
+    assert p.se == pytest.approx(math.sqrt(1 / 12))
+
+
+def test_capability_difference_clusters_each_task_on_its_own():
+    # task 1 clustered (the table above: SE^2 of d = 1/12), task 2 unclustered; chance 0 so
+    # gains are the scores: capability SE = 100 * sqrt(1/12 + se_2^2) / 2
+    t1 = TaskItems("t1", (1, 1, 0, 0, 1, 1), (0, 0, 0, 0, 0, 1), 0.0, (1, 1, 2, 2, 3, 3))
+    t2 = TaskItems("t2", (1, 0, 1, 0), (0, 0, 1, 1), 0.0)
+    c = capability_difference([t1, t2])
+    # t2: d = 1 0 0 -1, mean 0, s^2 = 2/3, SE^2 = 1/6
+    assert c.se == pytest.approx(100 * math.sqrt(1 / 12 + 1 / 6) / 2)
+    assert [pair.n_clusters for _, pair in c.tasks] == [3, None]
 
 
 def test_clustered_se_refuses_a_cluster_list_of_the_wrong_length():
     with pytest.raises(ValueError, match="2 cluster ids for 3 values"):
         clustered_se([1.0, 0.0, 1.0], ["a", "b"])
+    with pytest.raises(ValueError, match="2 cluster ids for 3 items"):
+        paired_difference([1, 0, 1], [0, 0, 1], clusters=["a", "b"])
 
 
 def test_paired_difference_refuses_unshared_items():

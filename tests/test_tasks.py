@@ -400,6 +400,11 @@ def test_valid_minimal_task_loads(tmp_path: Path) -> None:
             HUB.replace("format: arc", "format: mmlu") + "options: {subjects: astronomy}\n",
             "options.subjects",
         ),
+        (GOOD + "cluster_by: subject\n", "cluster_by"),  # generated items: nothing to cluster
+        (CODE + "cluster_by: task_id\n", "cluster_by"),  # pypi: every problem stands alone
+        (HUB + "cluster_by: id\n", "cluster_by"),  # every item its own cluster
+        (HUB + "cluster_by: 'sub ject'\n", "cluster_by"),
+        (HUB + "cluster_by: 3\n", "cluster_by"),
     ],
 )
 def test_invalid_task_file_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
@@ -529,3 +534,37 @@ def test_thinking_budgets_come_from_the_task_file_or_the_kind() -> None:
     assert TASKS["gsm8k"].max_think_tokens == 2048
     assert TASKS["humaneval"].max_think_tokens == tasks.DEFAULT_MAX_THINK_TOKENS["code"]
     assert TASKS["arith"].max_think_tokens == 0
+
+
+def test_pydoc_cloze_items_carry_their_documentation_topic() -> None:
+    """pydoc-cloze clusters by the page a sentence came from: the data file's `topic`."""
+    task = load_tasks(ROOT)["pydoc-cloze"]
+    assert task.cluster_by == "topic"
+    lines = [json.loads(x) for x in (tasks_dir(ROOT) / "data" / "pydoc_cloze.jsonl").open()]
+    topic = {line["id"]: line["topic"] for line in lines}
+    items = task.items()
+    assert items and all(item.cluster == topic[item.id] for item in items)
+    # several items share a page, which is what makes clustering matter here
+    assert len({item.cluster for item in items}) < len(items)
+
+
+def test_a_file_task_without_cluster_by_has_no_clusters() -> None:
+    task = load_tasks(ROOT)["facts"]
+    assert task.cluster_by == "" and {item.cluster for item in task.items()} == {""}
+
+
+def test_a_data_line_without_the_cluster_field_is_named(tmp_path: Path) -> None:
+    write_task(
+        tmp_path, GOOD.replace("generator:arith", "file:data/x.jsonl") + "cluster_by: page\n"
+    )
+    data = tasks_dir(tmp_path) / "data" / "x.jsonl"
+    data.parent.mkdir()
+    good = {"id": "x-1", "question": "Q?", "choices": ["a", "b"], "answer": "a", "page": "p1"}
+    data.write_text(
+        json.dumps(good) + "\n" + json.dumps({**good, "id": "x-2", "page": ""}) + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_tasks(tmp_path)
+    assert (info.value.key, info.value.entry) == ("page", "line 2")
+    assert str(data) in str(info.value) and "cluster_by" in str(info.value)

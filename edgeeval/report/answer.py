@@ -179,6 +179,8 @@ def comparison_section(pairing: Pairing) -> Section:
     section = Section("Comparisons: paired vs unpaired standard errors")
     if not pairing.pairs:
         section.sentences.append("One measured variant per host: no pair to compare.")
+        if pairing.cluster_note:
+            section.sentences.append(pairing.cluster_note)
         return section
     section.sentences.append(
         "Capability A - B in points, with the paired SE (over the items both answered; the "
@@ -187,8 +189,11 @@ def comparison_section(pairing: Pairing) -> Section:
         f"'items for {TARGET_POINTS:g} points': the items (same task mix) that a "
         f"{TARGET_POINTS:g}-point difference would need. Per task, A - B is in points of "
         "accuracy, with McNemar's exact test on the items only one of the two got right; "
-        "'clusters': the paired SE is clustered over that many (subjects, passages)."
+        "'clustered': the task's paired SE is cluster-robust over the clusters its shared "
+        "items fall in (subjects, pages), '-' where it is not."
     )
+    if pairing.cluster_note:
+        section.sentences.append(pairing.cluster_note)
     head: tuple[str, ...] = (
         "A",
         "B",
@@ -230,7 +235,7 @@ def comparison_section(pairing: Pairing) -> Section:
             "A - B",
             "paired SE",
             "unpaired SE",
-            "clusters",
+            "clustered",
             "only A right",
             "only B right",
             "McNemar p",
@@ -247,7 +252,7 @@ def comparison_section(pairing: Pairing) -> Section:
                         f"{t.diff:.1f}",
                         f"{t.se:.2f}",
                         f"{t.se_unpaired:.2f}",
-                        "-" if t.n_clusters is None else str(t.n_clusters),
+                        t.clustering.removeprefix("clustered ") or "-",
                         str(t.only_a),
                         str(t.only_b),
                         _p(t.p_mcnemar),
@@ -272,6 +277,12 @@ def power_section(pairing: Pairing) -> Section:
         "'detectable' may be real yet read as a tie; 'items needed' is the item count that "
         f"would detect {TARGET_POINTS:g} points."
     )
+    if any(t.n_clusters for p in pairing.pairs for t in p.tasks):
+        section.sentences.append(
+            "Where a task's SE is clustered, 'items needed' scales it as if the extra items "
+            "came in more clusters of the same sizes; more items within the same clusters "
+            "(subjects, pages) narrow it less."
+        )
     by_task: dict[str, list[tuple[int, float]]] = {}
     for p in pairing.pairs:
         for t in p.tasks:

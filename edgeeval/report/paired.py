@@ -7,6 +7,14 @@ paired SE of stats.capability_difference, and McNemar's exact test runs per task
 (no per-item lines, an older run whose lines cannot be attributed, a task scored by one row
 only, a task whose version or items differ) the pair is *unpaired*: the ranking's own
 sqrt(se_a^2 + se_b^2), and `reason` says why.
+
+Clusters: a task whose per-item lines name each item's cluster (its task file's `cluster_by`:
+mmlu's subject, hellaswag's activity_label, pydoc-cloze's topic) gets a cluster-robust paired
+SE (metrics.clustered_se) over the shared items' clusters, and its TaskPair says "clustered by
+<key> (K clusters)". The per-task SEs of the scores themselves (TaskScore.acc_se, which the
+ranking and the unpaired SE use) are clustered the same way when the run recorded clusters;
+`Pairing.clustering` lists those tasks, and `Pairing.cluster_note` says what was clustered (or
+that nothing was: a run stored before clusters were recorded, or tasks that name none).
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ class TaskPair:
     only_b: int
     p_mcnemar: float
     n_clusters: int | None = None  # the SE is clustered over this many clusters
+    cluster_by: str = ""  # ... of this key ("subject"); "" when unclustered
+
+    @property
+    def clustering(self) -> str:
+        """ "clustered by subject (57 clusters)", or "" when the SE is not clustered."""
+        return clustered_by(self.cluster_by, self.n_clusters)
 
 
 @dataclass(frozen=True)
@@ -109,13 +123,26 @@ class Pair:
         return items_needed(self.se, self.n_items, TARGET_POINTS) if self.n_items else None
 
 
+def clustered_by(key: str, count: int | None) -> str:
+    """The report's words for a clustered SE.
+
+    >>> clustered_by("subject", 57), clustered_by("", None)
+    ('clustered by subject (57 clusters)', '')
+    """
+    return f"clustered by {key or 'cluster'} ({count} clusters)" if count else ""
+
+
 @dataclass
 class Pairing:
-    """Every same-host pair of a run's rows, and how its per-item lines were attributed."""
+    """Every same-host pair of a run's rows, and how its per-item lines were attributed.
+    `clustering`: task -> (cluster key, cluster counts seen) for the tasks whose per-task SEs
+    are clustered (TaskScore.n_clusters); `cluster_note` says so in words."""
 
     how: str  # store.items ATTRIBUTED / BY_ORDER / NONE, or "refused"
     note: str = ""
     pairs: list[Pair] = field(default_factory=list)
+    clustering: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    cluster_note: str = ""
 
     def between(self, a: str, b: str) -> Pair | None:
         for p in self.pairs:
@@ -164,7 +191,7 @@ def _why_unpaired(
     return ""
 
 
-def _task_pair(task: TaskItems) -> TaskPair:
+def _task_pair(task: TaskItems, cluster_by: str = "") -> TaskPair:
     """One task's paired difference in points of accuracy (not of normalized gain)."""
     name, xa, xb = task.task, task.a, task.b
     paired = paired_difference(xa, xb, task.clusters)
@@ -180,15 +207,8 @@ def _task_pair(task: TaskItems) -> TaskPair:
         only_b=only_b,
         p_mcnemar=mcnemar_exact(only_a, only_b),
         n_clusters=paired.n_clusters,
+        cluster_by=cluster_by if paired.n_clusters else "",
     )
-
-
-def _clusters(
-    task: str, ids: list[str], clusters: dict[tuple[str, str], str] | None
-) -> tuple[str, ...] | None:
-    """The shared items' cluster ids, or None unless every one of them has one."""
-    found = [clusters.get((task, i)) for i in ids] if clusters else []
-    return tuple(c for c in found if c) if found and all(found) else None
 
 
 def pair_rows(
@@ -199,10 +219,11 @@ def pair_rows(
     ia: Items,
     ib: Items,
     note: str = "",
-    clusters: dict[tuple[str, str], str] | None = None,
+    items: RunItems | None = None,
 ) -> Pair:
     """Compare two measured rows: paired where every task shares items, else unpaired. A task
-    whose shared items all have a cluster id in `clusters` gets clustered SEs."""
+    whose shared items all name a cluster in `items` (at least two clusters) gets clustered
+    SEs (RunItems.clusters_of)."""
     diff = (ra.capability or 0.0) - (rb.capability or 0.0)
     unpaired = math.hypot(ra.capability_se or 0.0, rb.capability_se or 0.0)
     per_gb = math.hypot(ra.capability_per_gb_se or 0.0, rb.capability_per_gb_se or 0.0)
@@ -215,15 +236,16 @@ def pair_rows(
         name: ([ia[name][i] for i in ids], [ib[name][i] for i in ids])
         for name, ids in shared.items()
     }
-    items = [
+    found = items or RunItems("", NONE)
+    tasks = [
         TaskItems(
-            name, tuple(xa), tuple(xb), ta[name].chance, _clusters(name, shared[name], clusters)
+            name, tuple(xa), tuple(xb), ta[name].chance, found.clusters_of(name, shared[name])
         )
         for name, (xa, xb) in columns.items()
     ]
-    cap = capability_difference(items)
+    cap = capability_difference(tasks)
     gb = capability_difference(
-        items, scale_a=1 / (ra.peak_rss_gb or 1.0), scale_b=1 / (rb.peak_rss_gb or 1.0)
+        tasks, scale_a=1 / (ra.peak_rss_gb or 1.0), scale_b=1 / (rb.peak_rss_gb or 1.0)
     )
     return Pair(
         ra.name,
@@ -234,7 +256,7 @@ def pair_rows(
         cap.se_unpaired,
         gb.se,
         cap.n_items,
-        tasks=tuple(_task_pair(t) for t in items),
+        tasks=tuple(_task_pair(t, found.cluster_by.get(t.task, "")) for t in tasks),
     )
 
 
@@ -261,15 +283,62 @@ def pairing(records: Sequence[rec.ModelRecord], items: RunItems | str) -> Pairin
                 name = split.variant.name
                 rows.append((row, metas[name], per_item.get(name, {})))
     note = refused or NOTES.get(loaded.how, "")
-    out = Pairing("refused" if refused else loaded.how, note)
+    clustering = task_clustering(records)
+    out = Pairing(
+        "refused" if refused else loaded.how,
+        note,
+        clustering=clustering,
+        cluster_note=cluster_note(clustering),
+    )
     for i, (ra, ta, ia) in enumerate(rows):
         for rb, tb, ib in rows[i + 1 :]:
             if ra.host_id == rb.host_id:
                 why = "" if not refused else "per-item lines refused (see the note)"
                 if loaded.how == NONE and not refused:
                     why = "the run stored no per-item lines"
-                out.pairs.append(pair_rows(ra, rb, ta, tb, ia, ib, why, loaded.clusters))
+                out.pairs.append(pair_rows(ra, rb, ta, tb, ia, ib, why, loaded))
     return out
+
+
+def task_clustering(
+    records: Sequence[rec.ModelRecord],
+) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """task -> (cluster key, the distinct cluster counts) over the records' scored tasks whose
+    SEs are clustered (TaskScore.n_clusters; records stored before it have none)."""
+    keys: dict[str, str] = {}
+    counts: dict[str, set[int]] = {}
+    for record in records:
+        for t in record.tasks:
+            if t.n_clusters:
+                keys.setdefault(t.task, t.cluster_by)
+                counts.setdefault(t.task, set()).add(t.n_clusters)
+    return {task: (keys[task], tuple(sorted(counts[task]))) for task in sorted(keys)}
+
+
+def cluster_note(clustering: dict[str, tuple[str, tuple[int, ...]]]) -> str:
+    """What the report says of clustering: which tasks' SEs are clustered, by what, over how
+    many clusters; or that none is.
+
+    >>> cluster_note({"mmlu": ("subject", (12, 14))})[:65]
+    'Standard errors of mmlu are clustered by subject (12-14 clusters)'
+    >>> cluster_note({})[:36]
+    'Standard errors are unclustered: no '
+    """
+    if not clustering:
+        return (
+            "Standard errors are unclustered: no per-item result of this run names a cluster "
+            "(its tasks set no `cluster_by`, or the run was stored before clusters were "
+            "recorded)."
+        )
+    parts = []
+    for task, (key, counts) in clustering.items():
+        span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        parts.append(f"{task} are clustered by {key} ({span} clusters)")
+    return (
+        "Standard errors of "
+        + "; of ".join(parts)
+        + " (cluster-robust, G/(G-1) factor); other tasks' are not."
+    )
 
 
 def paired_ses(pairing_: Pairing) -> dict[str, dict[str, tuple[float, float]]]:
@@ -297,6 +366,11 @@ def pairing_json(pairing_: Pairing) -> dict:
     return {
         "per_item_lines": pairing_.how,
         "note": pairing_.note,
+        "clustering": {
+            task: {"cluster_by": key, "n_clusters": list(counts)}
+            for task, (key, counts) in pairing_.clustering.items()
+        },
+        "cluster_note": pairing_.cluster_note,
         "pairs": [
             {
                 **asdict(p),

@@ -56,6 +56,8 @@ def score_task(
             gold=item.gold,
             logliks=tuple(logliks),
             choice_chars=tuple(len(c.encode()) for c in item.choices),
+            cluster=item.cluster,
+            cluster_by=task.cluster_by if item.cluster else "",
         )
         for item, logliks in zip(items, all_logliks, strict=True)
     ]

@@ -38,7 +38,7 @@ from edgeeval.engine.backend import Backend, GenerationResult
 from edgeeval.engine.batch import BatchGenerator, GenRequest, OnDone
 from edgeeval.engine.forcing import ThinkForce
 from edgeeval.errors import ChatTemplateError
-from edgeeval.metrics import binomial_se
+from edgeeval.metrics import binomial_se, cluster_count, clustered_se
 from edgeeval.sandbox.codeexec import (
     FAILED,
     HARNESS_ERROR,
@@ -159,13 +159,10 @@ def score_generate_task(
 
 
 def marker_tokens(backend: Backend, plan: Plan) -> tuple[int, ...]:
-    """The tokens of the plan's end-of-thinking marker and its answer lead-in, tokenized
-    together, no BOS; () without budget forcing.
+    """The tokens of the plan's end-of-thinking marker, no BOS; () without budget forcing.
     (llama.cpp matches added tokens such as Qwen3's and R1's `</think>` without parsing
     control tokens: they are user-defined, so the marker is the model's own token.)"""
-    if not plan.forcing:
-        return ()
-    return tuple(backend.tokenize(plan.think_close + plan.think_lead, add_bos=False))
+    return tuple(backend.tokenize(plan.think_close, add_bos=False)) if plan.forcing else ()
 
 
 def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce | None:
@@ -176,7 +173,6 @@ def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce 
         plan.think_tokens,
         marker,
         close=plan.think_close,
-        lead=plan.think_lead,
         open_in_prompt=prompt.rstrip().endswith(THINK_OPEN),
     )
 
@@ -230,6 +226,8 @@ def _generate_sample(
         extractor=item.extractor,
         n_prompt_tokens=len(tokens),
         thinking=plan.thinking,
+        cluster=item.cluster,
+        cluster_by=task.cluster_by if item.cluster else "",
     )
     if isinstance(result, str):
         return dataclasses.replace(common, reason=result)
@@ -358,6 +356,8 @@ def _code_sample(
         output="",
         n_prompt_tokens=len(tokens),
         thinking=plan.thinking,
+        cluster=item.cluster,
+        cluster_by=task.cluster_by if item.cluster else "",
     )
     if isinstance(result, str):
         return dataclasses.replace(common, reason=result)
@@ -406,7 +406,8 @@ def task_score(
     plan: Plan | None = None,
 ) -> rec.TaskScore:
     """Accuracy (or pass@1) over the samples the harness could judge (timeouts included, as
-    wrong), with its binomial SE; harness errors are counted beside it, and so are answers cut
+    wrong), with its binomial SE (clustered where every judged sample names its cluster:
+    metrics.clustered_se); harness errors are counted beside it, and so are answers cut
     off while thinking (they are judged, usually wrong) and those whose thinking was closed at
     the budget. acc_norm repeats acc (no lengths to
     normalize by)."""
@@ -421,7 +422,10 @@ def task_score(
             f"no sample could be judged ({n_timeout} timed out, {n_harness} harness "
             f"errors)" + (f"; {reason}" if reason else "")
         )
-    se = binomial_se(acc, n)
+    ids = [s.cluster for s in judged]
+    groups = cluster_count(ids)
+    hits = [float(s.correct) for s in judged]
+    se = clustered_se(hits, ids) if groups else binomial_se(acc, n)
     thinking = sum(s.thinking_chars for s in judged) / n if n else 0.0
     return rec.TaskScore(
         task=task.name,
@@ -445,6 +449,8 @@ def task_score(
         thinking=plan.thinking if plan else "",
         n_cut_in_thinking=count_cut(judged),
         n_thinking_forced=count_forced(judged),
+        cluster_by=judged[0].cluster_by if groups else "",
+        n_clusters=groups,
     )
 
 

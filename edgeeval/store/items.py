@@ -13,8 +13,11 @@ line must be read, no line may be unreadable, and the run must not have been mea
 more than one process at once (the manifest's allow_concurrent). Anything else is refused
 with UnattributedItemsError, naming the run and the file.
 
-A line may also name its item's `cluster` (an MMLU subject, a passage id): the comparisons then
-use clustered SEs for that task (stats.clustered_se). No task writes one yet.
+Lines of a task whose file sets `cluster_by` (mmlu: subject, hellaswag: activity_label,
+pydoc-cloze: topic) also carry the item's `cluster` id and that `cluster_by` key; the
+comparisons then use clustered SEs for the task (metrics.clustered_se). Lines of other tasks,
+and of runs stored before clusters were written, carry neither: their SEs stay unclustered.
+`RunItems.clusters_of` gives a task's per-item cluster ids (what the race's paired test needs).
 
 Per-item scores are the ranking's: multiple choice right when the highest log-likelihood
 (not per character) is the gold choice (metrics.pick); generated and code answers right when
@@ -32,7 +35,7 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.errors import UnattributedItemsError
-from edgeeval.metrics import pick
+from edgeeval.metrics import cluster_count, pick
 from edgeeval.safeio import read_regular
 from edgeeval.store import database
 from edgeeval.store.files import MAX_JSONL_BYTES, Lines, read_jsonl, store_file_error
@@ -51,6 +54,9 @@ TaskItemScores = dict[tuple[str, str], dict[str, float]]
 def item_line(item: rec.SampleResult | rec.GenSampleResult, record: rec.ModelRecord) -> str:
     """One JSON line: the item's fields plus ATTRIBUTION taken from `record`."""
     data = rec.to_dict(item)
+    if not data.get("cluster"):  # a task without clusters: its lines stay as they were
+        data.pop("cluster", None)
+        data.pop("cluster_by", None)
     data.update(
         variant=record.variant.name,
         sha256=record.variant.sha256,
@@ -80,9 +86,24 @@ class RunItems:
     scores: dict[str, TaskItemScores] = field(default_factory=dict)
     # (task, item id) -> the item's cluster (MMLU subject, passage id), where a line names one
     clusters: dict[tuple[str, str], str] = field(default_factory=dict)
+    # task -> the key its clusters are of ("subject"), for the tasks whose lines name one
+    cluster_by: dict[str, str] = field(default_factory=dict)
 
     def of(self, record: rec.ModelRecord) -> TaskItemScores:
         return self.scores.get(record.key, {})
+
+    def clusters_of(self, task: str, item_ids: Sequence[str]) -> tuple[str, ...] | None:
+        """The cluster id of each of `item_ids` (in that order) of `task` (a name, or the race's
+        "task@thinking" key), or None unless every one names a cluster and they make at least
+        two: pass the result to stats.paired_difference / metrics.clustered_se as `clusters`.
+
+        >>> items = RunItems("r", ATTRIBUTED, clusters={("mmlu", "1"): "law", ("mmlu", "2"): "art"})
+        >>> items.clusters_of("mmlu@on", ["2", "1"]), items.clusters_of("mmlu", ["1", "3"])
+        (('art', 'law'), None)
+        """
+        name = task.partition("@")[0]
+        found = tuple(self.clusters.get((name, str(i)), "") for i in item_ids)
+        return found if cluster_count(found) else None
 
 
 def _score(data: dict[str, Any], generated: bool) -> float | None:
@@ -197,18 +218,13 @@ def load_items(
     files = {name: lines for name, (lines, _) in read.items()}
     if not any(files.values()):
         return RunItems(run_id, NONE)
-    clusters = {
-        (str(d["task"]), str(d["item_id"])): str(d["cluster"])
-        for lines in files.values()
-        for d in lines
-        if d.get("cluster")
-    }
+    clusters, cluster_by = _clusters([d for lines in files.values() for d in lines])
     if all(line_key(d) is not None for lines in files.values() for d in lines):
         scores: dict[str, TaskItemScores] = {}
         for name, lines in files.items():
             for d in lines:
                 _add(scores.setdefault(line_key(d) or "", {}), [d], name == GENERATIONS)
-        return RunItems(run_id, ATTRIBUTED, scores, clusters)
+        return RunItems(run_id, ATTRIBUTED, scores, clusters, cluster_by)
     skipped = getattr(records_in_order, "skipped", 0)
     if skipped:
         raise UnattributedItemsError(
@@ -230,7 +246,26 @@ def load_items(
         path = directory / name
         for key, tasks in _by_order(run_id, records_in_order, lines, path, choice_tasks).items():
             merged.setdefault(key, {}).update(tasks)
-    return RunItems(run_id, BY_ORDER, merged, clusters)
+    return RunItems(run_id, BY_ORDER, merged, clusters, cluster_by)
+
+
+def _clusters(
+    lines: list[dict[str, Any]],
+) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """(task, item id) -> cluster id and task -> cluster_by key, from the lines that name one.
+    A task whose lines disagree (an item in two clusters, two keys: the task file changed
+    between two invocations of the run) gets no clusters: its SEs stay unclustered."""
+    ids: dict[tuple[str, str], set[str]] = {}
+    keys: dict[str, set[str]] = {}
+    for d in lines:
+        if d.get("cluster"):
+            task = str(d["task"])
+            ids.setdefault((task, str(d["item_id"])), set()).add(str(d["cluster"]))
+            keys.setdefault(task, set()).add(str(d.get("cluster_by") or "cluster"))
+    torn = {task for task, found in keys.items() if len(found) > 1}
+    torn |= {task for (task, _), found in ids.items() if len(found) > 1}
+    clusters = {k: next(iter(v)) for k, v in ids.items() if k[0] not in torn}
+    return clusters, {task: next(iter(v)) for task, v in keys.items() if task not in torn}
 
 
 def records_in_file_order(run_id: str, root: Path) -> Lines[rec.ModelRecord]:

@@ -53,6 +53,7 @@ class DatasetSpec:
     config: str = ""
     split: str = ""
     options: tuple[tuple[str, Any], ...] = ()
+    cluster_by: str = ""  # the column whose value is each row's cluster (Task.cluster_by)
 
     @property
     def repo_id(self) -> str:
@@ -61,18 +62,22 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Record:
-    """One row turned into item parts by its format (see `Format.convert`), with a stable id."""
+    """One row turned into item parts by its format (see `Format.convert`), with a stable id
+    and its cluster id (the spec's `cluster_by` column; "" without one)."""
 
     id: str
     parts: tuple[Any, ...]
+    cluster: str = ""
 
 
 # --- file: sources -------------------------------------------------------------------------------
 
 
-def load_file_items(source: str, path: Path) -> tuple[RawItem, ...]:
+def load_file_items(source: str, path: Path, cluster_by: str = "") -> tuple[RawItem, ...]:
     """The items of a `file:` task (`path` is the task file): JSONL lines of
-    {id, question, choices, answer}, each checked; errors name the data file, line and key."""
+    {id, question, choices, answer}, each checked; errors name the data file, line and key.
+    With `cluster_by`, every line must also hold that field (a non-empty string): the item's
+    cluster."""
     relative = Path(source.removeprefix("file:"))
     if relative.is_absolute() or ".." in relative.parts:
         raise ConfigError("must be a path inside benchmarks/tasks/", path=path, key="source")
@@ -82,7 +87,7 @@ def load_file_items(source: str, path: Path) -> tuple[RawItem, ...]:
     records = []
     for number, line in enumerate(data_path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
-            records.append(_parse_record(line, data_path, number))
+            records.append(_parse_record(line, data_path, number, cluster_by))
     if not records:
         raise ConfigError("data file has no items", path=data_path)
     ids = [r.id for r in records]
@@ -95,7 +100,7 @@ def load_file_items(source: str, path: Path) -> tuple[RawItem, ...]:
     return tuple(records)
 
 
-def _parse_record(line: str, path: Path, number: int) -> RawItem:
+def _parse_record(line: str, path: Path, number: int, cluster_by: str = "") -> RawItem:
     where = f"line {number}"
     try:
         rec = json.loads(line)
@@ -120,7 +125,19 @@ def _parse_record(line: str, path: Path, number: int) -> RawItem:
             "choices must be distinct and include the answer", path=path, entry=where, key="answer"
         )
     wrong = tuple(c for c in choices if c != answer)
-    return RawItem(question=rec["question"], answer=answer, wrong=wrong, id=rec["id"])
+    cluster = rec.get(cluster_by, "") if cluster_by else ""
+    if cluster_by:
+        if not isinstance(cluster, str) or not cluster.strip():
+            raise ConfigError(
+                f"the task's cluster_by names '{cluster_by}': every line needs it as a "
+                "non-empty string (or remove cluster_by from the task file)",
+                path=path,
+                entry=where,
+                key=cluster_by,
+            )
+    return RawItem(
+        question=rec["question"], answer=answer, wrong=wrong, id=rec["id"], cluster=cluster
+    )
 
 
 # --- hub: and pypi: task files -------------------------------------------------------------------
@@ -171,6 +188,7 @@ def _hub_spec(data: dict[str, Any], path: Path) -> DatasetSpec:
         revision=data.get("revision", "main"),
         config=data.get("config", ""),
         split=data.get("split", ""),
+        cluster_by=data.get("cluster_by", ""),
     )
 
 
@@ -226,12 +244,30 @@ def load_records(spec: DatasetSpec, *, name: str, origin: str | Path) -> list[Re
             if not subjects or row.get("subject") in subjects:
                 parts = _convert(spec.format, row, label, index, origin)
                 item_id = str(row[fmt.id_column]) if fmt.id_column else f"{name}-{index:05d}"
-                records.append(Record(item_id, parts))
+                cluster = _cluster(spec, row, label, index, origin)
+                records.append(Record(item_id, parts, cluster))
             index += 1
     if not records:
         key = "options.subjects" if subjects else "files"
         raise ConfigError("the dataset files have no rows for this task", path=origin, key=key)
     return records
+
+
+def _cluster(spec: DatasetSpec, row: Row, label: str, index: int, origin: str | Path) -> str:
+    """The row's cluster id: its `cluster_by` column as text ("" when the task names none)."""
+    if not spec.cluster_by:
+        return ""
+    value = row.get(spec.cluster_by)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        found = "no such column" if spec.cluster_by not in row else f"the value {value!r}"
+        raise ConfigError(
+            f"cluster_by '{spec.cluster_by}': {found}; each row needs a non-empty text or "
+            f"integer there (check `cluster_by` in {origin}, or remove it)",
+            path=label,
+            entry=f"row {index}",
+            key=spec.cluster_by,
+        )
+    return str(value)
 
 
 def sample_indices(total: int, count: int, seed: int) -> list[int]:

@@ -26,7 +26,8 @@ class RawItem:
     """An item before formatting: a question, its answer and wrong answers (no leading space).
 
     `wrong` is empty for generated-answer items; `solution` is a worked answer when the
-    generator writes one (word-math), kept so tests can check every step.
+    generator writes one (word-math), kept so tests can check every step. `cluster` is the
+    item's cluster id (a file: line's `cluster_by` field), "" without one.
     """
 
     question: str
@@ -34,6 +35,7 @@ class RawItem:
     wrong: tuple[str, ...]
     id: str | None = None
     solution: str = ""
+    cluster: str = ""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,10 @@ _OPTIONAL = {
     "config": str,
     "split": str,
     "format": str,
+    "cluster_by": str,
 }
+#: A `cluster_by` value: a dataset column or a data file's field name.
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -91,6 +94,8 @@ def _allowed_keys(kind: str, source_kind: str) -> set[str]:
         keys |= {"files", "revision", "config", "split", "format", "options"}
     if source_kind == "generator":
         keys |= {"options"}
+    if source_kind in ("hub", "file"):
+        keys |= {"cluster_by"}  # generated items are independent draws: nothing to cluster
     return keys
 
 
@@ -116,6 +121,15 @@ def _check_values(data: dict[str, Any], path: Path) -> None:
             raise ConfigError(
                 f"not used by {data['kind']} tasks with a {source_kind}: source", path=path, key=key
             )
+    cluster_by = data.get("cluster_by", "subject")
+    if not _FIELD.match(cluster_by) or cluster_by == "id":
+        raise ConfigError(
+            "must name the dataset column (hub:) or data-file field (file:) that holds each "
+            "item's cluster, e.g. 'subject' (letters, digits, '_'; not 'id', which would make "
+            "every item its own cluster)",
+            path=path,
+            key="cluster_by",
+        )
     if "{question}" not in data.get("template", "{question}"):
         raise ConfigError("must contain {question}", path=path, key="template")
     if data.get("template", "x").rstrip() != data.get("template", "x"):

@@ -63,12 +63,15 @@ DEFAULT_MAX_THINK_TOKENS = {"generate": 1024, "code": 2048}
 
 @dataclass(frozen=True)
 class McItem:
-    """One multiple-choice item: `context + choices[gold]` is the right continuation."""
+    """One multiple-choice item: `context + choices[gold]` is the right continuation.
+    `cluster` (every item type has one): the item's cluster id under its task's `cluster_by`
+    (an MMLU subject, a documentation page), "" when the task names no clusters."""
 
     id: str
     context: str
     choices: tuple[str, ...]
     gold: int
+    cluster: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class GenItem:
     extractor: str
     stop: tuple[str, ...]
     max_tokens: int
+    cluster: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class CodeItem:
     entry_point: str
     test: str
     max_tokens: int
+    cluster: str = ""
 
 
 Item = McItem | GenItem | CodeItem
@@ -106,7 +111,8 @@ class Task:
 
     `chance` is the accuracy of guessing (0.0 for generate and code tasks). `extractor`, `stop`
     and `max_tokens` are set for generate and code tasks only; `dataset` for hub: and pypi:
-    sources.
+    sources. `cluster_by` names the dataset column (hub:) or line field (file:) whose value is
+    each item's cluster, for clustered standard errors (metrics.clustered_se); "" for none.
     """
 
     name: str
@@ -129,6 +135,7 @@ class Task:
     max_think_tokens: int = 0
     dataset: DatasetSpec | None = None
     records: tuple[RawItem, ...] = field(default=(), repr=False, compare=False)
+    cluster_by: str = ""
 
     @property
     def needs_network(self) -> bool:
@@ -181,7 +188,7 @@ class Task:
         """The first `count` items in the source's own order."""
         if self.dataset is not None:
             records = load_records(self.dataset, name=self.name, origin=self.path)
-            return [self._from_parts(r.id, r.parts) for r in records[:count]]
+            return [self._from_parts(r.id, r.parts, r.cluster) for r in records[:count]]
         if self.source.startswith("generator:"):
             return self._chosen(count, seed)  # a generator's items are already a prefix
         return self._from_raws(list(self.records[:count]), seed)
@@ -191,7 +198,7 @@ class Task:
         if self.dataset is not None:
             records = load_records(self.dataset, name=self.name, origin=self.path)
             picked = [records[index] for index in sample_indices(len(records), count, seed)]
-            return [self._from_parts(record.id, record.parts) for record in picked]
+            return [self._from_parts(r.id, r.parts, r.cluster) for r in picked]
         if self.source.startswith("generator:"):
             raws = generate(
                 self.source.removeprefix("generator:"), self.name, count, seed, dict(self.options)
@@ -205,7 +212,9 @@ class Task:
     def _from_raws(self, raws: list[RawItem], seed: int) -> list[Item]:
         if self.kind == "generate":
             return [
-                self._gen_item(raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer)
+                self._gen_item(
+                    raw.id or f"{self.name}-{index:04d}", raw.question, raw.answer, raw.cluster
+                )
                 for index, raw in enumerate(raws)
             ]
         prefix = [self.instructions] if self.instructions else []
@@ -225,9 +234,10 @@ class Task:
             context=context,
             choices=tuple(" " + choice for choice in choices),
             gold=choices.index(raw.answer),
+            cluster=raw.cluster,
         )
 
-    def _gen_item(self, item_id: str, question: str, answer: str) -> GenItem:
+    def _gen_item(self, item_id: str, question: str, answer: str, cluster: str = "") -> GenItem:
         return GenItem(
             id=item_id,
             question=question,
@@ -236,15 +246,19 @@ class Task:
             extractor=self.extractor,
             stop=self.stop,
             max_tokens=self.max_tokens,
+            cluster=cluster,
         )
 
-    def _from_parts(self, item_id: str, parts: tuple[Any, ...]) -> Item:
+    def _from_parts(self, item_id: str, parts: tuple[Any, ...], cluster: str = "") -> Item:
         """The item for one dataset record (see `datasets.Format.convert` for the parts)."""
         if self.kind == "multiple_choice":
             context, choices, gold = parts
-            return McItem(id=item_id, context=context, choices=tuple(choices), gold=gold)
+            return McItem(
+                id=item_id, context=context, choices=tuple(choices), gold=gold, cluster=cluster
+            )
         if self.kind == "generate":
-            return self._gen_item(item_id, *parts)
+            question, answer = parts
+            return self._gen_item(item_id, question, answer, cluster)
         prompt, entry_point, test = parts
         return CodeItem(
             id=item_id,
@@ -252,6 +266,7 @@ class Task:
             entry_point=entry_point,
             test=test,
             max_tokens=self.max_tokens,
+            cluster=cluster,
         )
 
 
@@ -415,7 +430,8 @@ def parse_task(path: Path) -> Task:
     )
     dataset = spec_from_yaml(data, path) if source_kind in ("hub", "pypi") else None
     options = parse_options(source, data.get("options") or {}, path) if dataset is None else ()
-    records = load_file_items(source, path) if source_kind == "file" else ()
+    cluster_by = data.get("cluster_by", "")
+    records = load_file_items(source, path, cluster_by) if source_kind == "file" else ()
     if kind != "multiple_choice":
         chance = 0.0
     elif dataset is not None:
@@ -443,6 +459,7 @@ def parse_task(path: Path) -> Task:
         max_think_tokens=data.get("max_think_tokens", DEFAULT_MAX_THINK_TOKENS.get(kind, 0)),
         dataset=dataset,
         records=records,
+        cluster_by=cluster_by,
     )
 
 
