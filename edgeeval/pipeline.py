@@ -18,7 +18,8 @@ from edgeeval import settings
 from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.contracts import Journal, Prior
 from edgeeval.engine import host as hostinfo
-from edgeeval.engine.backend import library_info
+from edgeeval.engine.backend import flash_attn_support, library_info
+from edgeeval.engine.doctor import check_flash_attn
 from edgeeval.engine.hostlock import acquire
 from edgeeval.engine.process import sweep_stale_tempdirs
 from edgeeval.errors import (
@@ -95,6 +96,7 @@ def bench(
         refuse_knob_sweep(run_settings, "--race")
         check_field([v.name for v in variants])
     tasks = select_run_tasks(run_settings)  # config errors first, before anything is written
+    check_flash_attn(run_settings, flash_attn_support)  # -fa on where the devices lack it
     host = hostinfo.collect(library_info())
     run_id = previous.run_id if previous else store.new_run_id()
     measured = dataclasses.replace(run_settings, allow_concurrent=allow_concurrent)

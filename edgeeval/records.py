@@ -251,6 +251,20 @@ def _check_context_knobs(settings: RunSettings) -> None:
             )
 
 
+def kv_pairs(settings: RunSettings) -> list[tuple[str, str]]:
+    """The (K, V) cache types a run measures: each --cache-type value for both, else every K
+    type with every V type (llama-bench's -ctk x -ctv).
+
+    >>> kv_pairs(RunSettings(sweep_cache_type_kv=("f16", "q8_0"), flash_attn=True))
+    [('f16', 'f16'), ('q8_0', 'q8_0')]
+    """
+    if settings.sweep_cache_type_kv:
+        return [(t, t) for t in settings.sweep_cache_type_kv]
+    types_k = settings.sweep_cache_type_k or (settings.cache_type_k,)
+    types_v = settings.sweep_cache_type_v or (settings.cache_type_v,)
+    return [(k, v) for k in types_k for v in types_v]
+
+
 def clamp_ubatch(n_ubatch: int, n_batch: int) -> int:
     """The micro-batch llama.cpp really uses: never more than the batch.
 

@@ -10,6 +10,10 @@ from edgeeval.engine.backend import BenchFacts, GenerationResult, find_stop
 from edgeeval.engine.batch import GenRequest, OnDone
 from edgeeval.engine.forcing import ThinkForce
 
+#: In a reply scripted for budget forcing: the scripted model would end its generation here
+#: (an end-of-generation token); what follows is what it writes when that is passed over.
+EOG = "\x04"
+
 
 class FakeBackend:
     """Counts calls; 'tokenizes' by characters; prefers continuations listed in `liked`."""
@@ -79,17 +83,25 @@ class FakeBackend:
     def _forced(
         script: str, n_prompt: int, max_tokens: int, stop: Sequence[str], force: ThinkForce
     ) -> GenerationResult:
-        """One character per token, as the engines loop: when the marker is put in, the
-        scripted model skips to what its script says after its own end of thinking (its
-        answer), or goes on where it was when the script never closes its thinking."""
-        out, n, i, forced = "", 0, 0, False
+        """One character per token, as the engines loop: when the marker and lead-in are put
+        in, the scripted model skips to what its script says after its own end of thinking
+        (its answer), or goes on where it was when the script never closes its thinking. An
+        EOG in the script ends the generation, except in a forced answer still blank, where
+        it is passed over (engine.forcing's eog_allowed)."""
+        out, n, i, forced, answer_at = "", 0, 0, False, -1
         while n < max_tokens and i < len(script):
+            if script[i] == EOG:
+                if force.eog_allowed(out.encode(), answer_at):
+                    return GenerationResult(out, n_prompt, n, "eog", forced)
+                i += 1
+                continue
             out, i, n = out + script[i], i + 1, n + 1
             cut = find_stop(out, stop)
             if cut != -1:
                 return GenerationResult(out[:cut], n_prompt, n, "stop", forced)
             if not forced and n < max_tokens and force.due(out.encode(), n):
-                forced, out = True, out + force.close
+                forced, out = True, out + force.text
+                answer_at = len(out.encode())
                 after = script.find(force.close, i)
                 script = script[:i] + (
                     script[after + len(force.close) :] if after != -1 else script[i:]

@@ -267,6 +267,76 @@ def test_field_set_and_types_are_the_bundled_llama_benchs(tmp_path):
     assert list(rows[0]) == FIELDS
 
 
+def _sql_of_run(build: str, run_id: str, capsys) -> str:
+    """`edgeeval report RUN -o sql` of one stored run, as a user pipes it."""
+    from edgeeval.cli.main import main
+    from edgeeval.settings import reports_dir
+    from edgeeval.store import runs as store
+
+    root = reports_dir()
+    store.write_manifest(run_id, {"run_id": run_id, "created_at": "2026-12-06T11:00:00+0000"}, root)
+    for record in _run(build, run_id):
+        store.save_record(record, root=root)
+    assert main(["report", run_id, "-o", "sql"]) == 0
+    return capsys.readouterr().out
+
+
+def test_sql_output_is_llama_benchs_and_loads_into_sqlite_for_the_script(
+    compare_script, tmp_path, capsys
+):
+    """`-o sql` prints llama-bench's own `-o sql` (its sql_printer: CREATE TABLE IF NOT EXISTS
+    with its fields and SQL types, then quoted INSERTs); two runs piped into one database make
+    the table compare-llama-bench.py reads, row by row."""
+    source = _need(LLAMA_BENCH_CPP, tmp_path).read_text()
+    printer = source[source.index("struct sql_printer") : source.index("struct ctx_state")]
+    assert 'fprintf(fout, "CREATE TABLE IF NOT EXISTS llama_bench (\\n");' in printer
+    assert "INSERT INTO llama_bench (%s) " in printer and "'%s'%s" in printer
+    texts = [_sql_of_run(build, run_id, capsys) for build, run_id in RUNS]
+    head, _, inserts = texts[0].partition(");\n\n")
+    assert head.splitlines() == [
+        "CREATE TABLE IF NOT EXISTS llama_bench (",
+        *[f"  {n} {k}," for n, k in llamabench.SQL_TYPES.items()][:-1],
+        f"  stddev_ts {llamabench.SQL_TYPES['stddev_ts']}",
+    ]
+    lines = inserts.splitlines()
+    assert len(lines) == 4  # two models, two tests
+    assert all(
+        line.startswith(f"INSERT INTO llama_bench ({', '.join(llamabench.FIELDS)}) VALUES ('")
+        and line.endswith("');")
+        for line in lines
+    )
+    db_path = tmp_path / "llama-bench.sqlite"
+    for text in texts:  # `... -o sql | sqlite3 llama-bench.sqlite`, once per run
+        with closing(sqlite3.connect(db_path)) as db:
+            db.executescript(text)
+    with closing(sqlite3.connect(db_path)) as db:
+        got = db.execute(
+            "SELECT build_commit, model_type, n_prompt, n_gen, avg_ts, typeof(avg_ts), "
+            "typeof(n_prompt), cpu_strict FROM llama_bench ORDER BY build_commit, model_type, n_gen"
+        ).fetchall()
+    assert len(got) == 8
+    first = got[0]  # gemma before qwen; pp128 before tg32
+    assert first[:4] == (BUILD_A, MODELS["gemma-q4"][1], 128, 0)
+    assert first[4] == pytest.approx(sum(SAMPLES[(BUILD_A, "gemma-q4", "pp128")]) / 2, rel=1e-4)
+    assert first[5:] == ("real", "integer", 0)  # quoted values, typed by the table
+    rows = _compare(compare_script, tmp_path, db_path)
+    assert _table(rows) == _expected(DESC)
+
+
+def test_sql_output_quotes_a_quote():
+    """A value with a quote (a model named by a user) still loads: doubled, as SQL quotes it."""
+    from edgeeval.cli.output import speed_sql
+
+    rows = speed_rows(_run(BUILD_A, "20261206-100000-aaaaaa"))
+    rows[0] = {**rows[0], "model_type": "bob's qwen2 0.5B Q4_K - Medium"}
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(speed_sql(rows))
+        names = {r[0] for r in db.execute("SELECT model_type FROM llama_bench")}
+    assert "bob's qwen2 0.5B Q4_K - Medium" in names and len(names) == 3
+    with pytest.raises(ValueError, match="lacks llama-bench's fields build_commit"):
+        speed_sql([{"model_type": "x"}])
+
+
 def test_the_store_fills_llama_bench_for_a_database_made_before_it(tmp_path):
     """A database from before the table: opening it fills the table from the stored records
     once; a record stored again adds nothing, and a run's rebuild replaces its rows."""

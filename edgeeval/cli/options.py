@@ -158,4 +158,4 @@ def _with_strings(action: argparse.Action, strings: list[str]) -> argparse.Actio
 
 
 #: The formats `-o` prints a speed table in (llama-bench's `-o`).
-SPEED_FORMATS = ("md", "csv", "json", "jsonl")
+SPEED_FORMATS = ("md", "csv", "json", "jsonl", "sql")

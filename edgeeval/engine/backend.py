@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -782,3 +782,66 @@ def _tensor_override_array(pairs: list[tuple[str, int]]) -> tuple[Any, list[byte
         array[i].type = type_id
     array[len(pairs)].pattern = None
     return array, patterns
+
+
+class FlashSupport(NamedTuple):
+    """Whether one ggml device can run flash attention (GGML_OP_FLASH_ATTN_EXT) with one pair
+    of KV cache types: `kind` as _DEVICE_TYPES names it ("CPU", "GPU", ...)."""
+
+    device: str
+    kind: str
+    type_k: str
+    type_v: str
+    supported: bool
+
+
+def flash_attn_support(
+    pairs: Sequence[tuple[str, str]], *, head_dim: int = 128
+) -> list[FlashSupport] | None:
+    """Ask each ggml device of this build whether it supports a flash-attention op over K and
+    V caches of each (type_k, type_v) in `pairs` (ggml_backend_dev_supports_op on an unallocated
+    op of `head_dim`, 8 heads, 256 cells): what llama.cpp's scheduler asks before it places the
+    op. A device that says no runs it elsewhere (llama.cpp moves forced flash attention to the
+    CPU; `auto` turns it off). None when this build lacks the API; nothing is allocated or
+    loaded."""
+    ptr, size, f32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_float
+
+    class InitParams(ctypes.Structure):  # struct ggml_init_params, passed by value
+        _fields_ = [("mem_size", size), ("mem_buffer", ptr), ("no_alloc", ctypes.c_bool)]
+
+    try:
+        init = _ggml_fn("ggml_init", ptr, InitParams)
+        free = _ggml_fn("ggml_free", None, ptr)
+        tensor = _ggml_fn("ggml_new_tensor_4d", ptr, ptr, ctypes.c_int, *(ctypes.c_int64,) * 4)
+        attend = _ggml_fn("ggml_flash_attn_ext", ptr, ptr, ptr, ptr, ptr, ptr, f32, f32, f32)
+        count = _ggml_fn("ggml_backend_dev_count", size)
+        get = _ggml_fn("ggml_backend_dev_get", ptr, size)
+        name = _ggml_fn("ggml_backend_dev_name", ctypes.c_char_p, ptr)
+        kind = _ggml_fn("ggml_backend_dev_type", ctypes.c_int, ptr)
+        supports = _ggml_fn("ggml_backend_dev_supports_op", ctypes.c_bool, ptr, ptr)
+    except (AttributeError, OSError):
+        return None
+    ctx = init(InitParams(1 << 20, None, True))  # tensor metadata only (no_alloc)
+    if not ctx:
+        return None
+    out = []
+    try:
+        for type_k, type_v in pairs:
+            q = tensor(ctx, kv_type_id("f32"), head_dim, 1, 8, 1)
+            k = tensor(ctx, kv_type_id(type_k), head_dim, 256, 8, 1)
+            v = tensor(ctx, kv_type_id(type_v), head_dim, 256, 8, 1)
+            op = attend(ctx, q, k, v, None, 1.0, 0.0, 0.0)
+            for index in range(count()):
+                dev = get(index)
+                out.append(
+                    FlashSupport(
+                        device=(name(dev) or b"?").decode("utf-8", "replace"),
+                        kind=_DEVICE_TYPES.get(kind(dev), "unknown"),
+                        type_k=type_k,
+                        type_v=type_v,
+                        supported=bool(supports(dev, op)),
+                    )
+                )
+    finally:
+        free(ctx)
+    return out

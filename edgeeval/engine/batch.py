@@ -12,7 +12,8 @@ context) its KV cells are removed (llama_memory_seq_rm) and its slot takes the n
 at once. Each sequence keeps its own state (text so far, stop-string scan position, budget);
 the pick is greedy (argmax) as in LlamaBackend.generate, which this mirrors step for step,
 budget forcing included (engine.forcing: a reasoning sequence still thinking when its thinking
-budget is spent gets the end-of-thinking marker's tokens queued after its last pick, once).
+budget is spent gets the tokens of the end-of-thinking marker and the answer lead-in queued
+after its last pick, once, and no end-of-generation while its answer is blank).
 
 Batch shape changes llama.cpp's CPU numerics slightly (matrix kernels differ between one row
 and many), so batched and one-at-a-time runs can part ways where two tokens are nearly tied.
@@ -24,12 +25,13 @@ import ctypes
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgeeval.engine.backend import GenerationResult, LlamaBackend, context_params, find_stop
-from edgeeval.engine.forcing import ThinkForce
+from edgeeval.engine.forcing import ThinkForce, pick
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class _Slot:
     checked: int = 0
     force: ThinkForce | None = None
     forced: bool = False
+    answer_at: int = -1  # byte of `out` where a forced answer starts (-1: not forced)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ class BatchEngine:
         self._keep = 0  # length of the prefix shared by every sequence (see _share_prefix)
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self._vocab = backend._vocab()
+        self._is_eog = partial(lib.llama_vocab_is_eog, self._vocab)
         if int(lib.llama_n_ctx_seq(self.ctx)) < self.n_ctx_seq:
             self.close()
             raise RuntimeError(f"llama.cpp gave under {self.n_ctx_seq} cells per sequence")
@@ -206,7 +210,7 @@ class BatchEngine:
     # --- decoding a list of entries ---
     def _decode(self, entries: Sequence[_Entry]) -> list[Any]:
         """Decode `entries` in n_batch chunks. Returns, per entry, the log-probabilities of
-        its targets, its greedy pick (an int) when `sample`, or None."""
+        its targets, a copy of its logits when `sample`, or None."""
         out: list[Any] = []
         for start in range(0, len(entries), self.n_batch):
             chunk = entries[start : start + self.n_batch]
@@ -230,7 +234,7 @@ class BatchEngine:
         row = np.ctypeslib.as_array(
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.backend.n_vocab,)
         )
-        return int(np.argmax(row)) if entry.sample else _log_probs(row, entry.targets)
+        return row.copy() if entry.sample else _log_probs(row, entry.targets)
 
     def _clear(self) -> None:
         self._lib.llama_memory_clear(self.mem, False)
@@ -270,15 +274,15 @@ class BatchEngine:
                 self._compact(slots, free)
             entries = self._schedule(slots)
             try:
-                picks = self._decode(entries)
+                rows = self._decode(entries)
             except RuntimeError as exc:
                 for seq in {e.seq for e in entries}:
                     results[slots[seq].index] = f"RuntimeError: {exc}"
                     self._release(seq, slots, free)
                 continue
-            for entry, pick in zip(entries, picks, strict=True):
+            for entry, row in zip(entries, rows, strict=True):
                 if entry.sample:
-                    done = self._advance(slots[entry.seq], pick)
+                    done = self._advance(slots[entry.seq], row)
                     if done is not None:
                         results[slots[entry.seq].index] = done
                         self._release(entry.seq, slots, free)
@@ -336,9 +340,13 @@ class BatchEngine:
         entries.sort(key=lambda e: e.seq)  # stable: each sequence's positions stay in order
         return entries
 
-    def _advance(self, slot: _Slot, token: int) -> GenerationResult | None:
-        """Take the greedy pick `token`; returns the result when the sequence is done."""
-        if self._lib.llama_vocab_is_eog(self._vocab, token):
+    def _advance(self, slot: _Slot, logits: np.ndarray) -> GenerationResult | None:
+        """Take the greedy pick from `logits` (end-of-generation passed over while a forced
+        answer is blank); returns the result when the sequence is done."""
+        force = slot.force
+        allow_eog = not force or force.eog_allowed(slot.out, slot.answer_at)
+        token = pick(logits, self._is_eog, allow_eog)
+        if self._is_eog(token):
             return self._result(slot, "eog")
         slot.out += self.backend._piece(self._vocab, token, special=False)
         slot.n_gen += 1
@@ -348,14 +356,14 @@ class BatchEngine:
             return GenerationResult(text[:cut], slot.n_prompt, slot.n_gen, "stop", slot.forced)
         slot.checked = len(text)
         slot.pending = [token]
-        force = slot.force
         if force and not slot.forced and force.due(slot.out, slot.n_gen):
             room = self.n_ctx_seq - slot.n_prompt - len(force.tokens)  # n_gen's cap with it
             if slot.n_gen < min(slot.budget, room):  # as LlamaBackend.generate
                 slot.forced = True
                 slot.pending = [token, *force.tokens]
-                slot.out += force.close.encode("utf-8")
+                slot.out += force.text.encode("utf-8")
                 slot.checked = len(slot.out.decode("utf-8", "ignore"))
+                slot.answer_at = len(slot.out)
                 if room < slot.budget:
                     slot.budget, slot.reason = room, "n_ctx"
         if slot.n_gen >= slot.budget:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeeval.engine.host import LibraryInfo, backend_name
+from edgeeval.errors import ConfigError
+from edgeeval.records import RunSettings, kv_pairs
+
+if TYPE_CHECKING:  # backend loads numpy and llama_cpp: the check takes its probe as given
+    from edgeeval.engine.backend import FlashSupport
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 #: Layers offloaded by default when the build can offload (llama-bench's default, "all").
@@ -133,3 +138,35 @@ def diagnose(library: LibraryInfo, plat: Platform) -> Diagnosis:
         suggested_backend=suggestion,
         fix=fix,
     )
+
+
+#: engine.backend.flash_attn_support's signature: each device's answer per (K, V) pair, or None
+FlashProbe = Callable[[Sequence[tuple[str, str]]], "Sequence[FlashSupport] | None"]
+
+
+def check_flash_attn(settings: RunSettings, probe: FlashProbe) -> None:
+    """Refuse, before anything loads, flash attention forced on (`-fa on`) where this build's
+    devices that would run the layers cannot run it for the run's KV cache types (`probe` is
+    engine.backend.flash_attn_support: ggml's own answer per device). llama.cpp would not
+    refuse: it runs the op on another device (the CPU), so the speed measured would not be
+    flash attention's. `auto` and `off` are never refused (llama.cpp decides, or it is off);
+    a build that cannot say (None) is not refused either."""
+    if True not in (settings.flash_attn, *settings.sweep_flash_attn):
+        return
+    pairs = kv_pairs(settings)
+    answers = probe(pairs)
+    if not answers:
+        return
+    layers = settings.sweep_n_gpu_layers or (settings.n_gpu_layers,)
+    gpus = {a.kind for a in answers if a.kind not in ("CPU", "accelerator")}
+    kinds = ({"CPU"} if 0 in layers or not gpus else set()) | (gpus if set(layers) - {0} else set())
+    for a in answers:
+        if a.kind in kinds and not a.supported and (a.type_k, a.type_v) in pairs:
+            raise ConfigError(
+                f"-fa on: this llama.cpp build cannot run flash attention on {a.device} with "
+                f"KV cache K {a.type_k} / V {a.type_v} (ggml's {a.device} backend lacks the op; "
+                "llama.cpp would move it to the CPU); allowed here: -fa off, or -fa auto "
+                "(llama.cpp decides), or other KV cache types",
+                path="the command line",
+                key="--flash-attn",
+            )

@@ -474,4 +474,6 @@ def _describe(name: str, event: Event) -> str:
         return f"{name}: task {event.index}/{event.total} {event.task}"
     if kind == "items":
         return f"{name}: {event.task}: {event.done}/{event.planned} items"
+    if kind == "warning":  # a scored task asked otherwise than the settings say (its note)
+        return f"{name}: {event.task}: warning: {event.detail}"
     return f"{name}: {kind}"

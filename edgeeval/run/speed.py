@@ -27,6 +27,7 @@ from edgeeval.records import (
     RunSettings,
     SpeedResult,
     knob_parts,
+    kv_pairs,
     resolve_threads,
     varying_knobs,
 )
@@ -187,23 +188,9 @@ def expand_sweep(settings: RunSettings, *, cores_physical: int) -> list[SweepPoi
             cache_type_v=type_v,
         )
         for ngl, batch, fa, (type_k, type_v), n_threads, depth in itertools.product(
-            layers, batches, flash, kv_types(settings), threads, depths
+            layers, batches, flash, kv_pairs(settings), threads, depths
         )
     ]
-
-
-def kv_types(settings: RunSettings) -> list[tuple[str, str]]:
-    """The (K, V) cache types a run measures: each --cache-type value for both, else every K
-    type with every V type (llama-bench's -ctk x -ctv).
-
-    >>> kv_types(RunSettings(sweep_cache_type_kv=("f16", "q8_0"), flash_attn=True))
-    [('f16', 'f16'), ('q8_0', 'q8_0')]
-    """
-    if settings.sweep_cache_type_kv:
-        return [(t, t) for t in settings.sweep_cache_type_kv]
-    types_k = settings.sweep_cache_type_k or (settings.cache_type_k,)
-    types_v = settings.sweep_cache_type_v or (settings.cache_type_v,)
-    return list(itertools.product(types_k, types_v))
 
 
 #: RunSettings' sweep lists of the context knobs: cleared in each knob point's settings.
@@ -229,7 +216,7 @@ def knob_points(settings: RunSettings) -> list[RunSettings]:
     """
     contexts = settings.sweep_n_ctx or (settings.n_ctx,)
     flashes = settings.sweep_flash_attn or (settings.flash_attn,)
-    combos = list(itertools.product(contexts, flashes, kv_types(settings)))
+    combos = list(itertools.product(contexts, flashes, kv_pairs(settings)))
     if len(combos) == 1:
         return [settings]
     cleared: dict[str, Any] = {name: () for name in KNOB_SWEEPS}

@@ -159,10 +159,13 @@ def score_generate_task(
 
 
 def marker_tokens(backend: Backend, plan: Plan) -> tuple[int, ...]:
-    """The tokens of the plan's end-of-thinking marker, no BOS; () without budget forcing.
+    """The tokens of the plan's end-of-thinking marker and its answer lead-in, tokenized
+    together, no BOS; () without budget forcing.
     (llama.cpp matches added tokens such as Qwen3's and R1's `</think>` without parsing
     control tokens: they are user-defined, so the marker is the model's own token.)"""
-    return tuple(backend.tokenize(plan.think_close, add_bos=False)) if plan.forcing else ()
+    if not plan.forcing:
+        return ()
+    return tuple(backend.tokenize(plan.think_close + plan.think_lead, add_bos=False))
 
 
 def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce | None:
@@ -173,6 +176,7 @@ def think_force(plan: Plan, marker: tuple[int, ...], prompt: str) -> ThinkForce 
         plan.think_tokens,
         marker,
         close=plan.think_close,
+        lead=plan.think_lead,
         open_in_prompt=prompt.rstrip().endswith(THINK_OPEN),
     )
 

@@ -66,6 +66,7 @@ def task_plans(
             reasoning=thinks(template.source if template else None, reasoning),
             think_tokens=think_budget(task, settings),
             think_budget_mode=settings.think_budget_mode,
+            think_lead_in=settings.think_lead_in,
         )
     )
 
