@@ -116,37 +116,34 @@ def _stored(run_id: str, key: str) -> rec.ModelRecord | None:
     return found[0] if found else None
 
 
-def race_bench(
-    variants: Sequence[Any],
-    settings: rec.RunSettings,
-    *,
-    run_id: str,
-    host: rec.HostInfo,
-    force: bool,
-    root: Path,
-    get_file: Callable[[Any], Any],
-    progress: Progress,
-) -> RaceState:
-    """Race `variants` (catalog Variants) under `settings` (settings.race_confidence set)."""
-    check_field([v.name for v in variants])
-    config = race_config(settings)
-    items, chance = race_items(settings, root)
-    by_name = {v.name: v for v in variants}
-    rounds = _Rounds(run_id)
+@dataclasses.dataclass
+class _Measure:
+    """Measures one variant's round through the runner's one path (bench_one), stores its
+    record and new items, and returns the verdicts the race looks at."""
 
-    def measure(name: str, only_ids: dict[str, list[str]], round_: int) -> RoundResult:
-        variant = by_name[name]
+    by_name: dict[str, Any]
+    settings: rec.RunSettings
+    run_id: str
+    host: rec.HostInfo
+    force: bool
+    root: Path
+    get_file: Callable[[Any], Any]
+    progress: Progress
+    rounds: _Rounds
+
+    def __call__(self, name: str, only_ids: dict[str, list[str]], round_: int) -> RoundResult:
+        variant = self.by_name[name]
         got = bench_one(
             variant,
-            settings,
-            lambda: get_file(variant),
-            run_id=run_id,
-            host=host,
+            self.settings,
+            lambda: self.get_file(variant),
+            run_id=self.run_id,
+            host=self.host,
             done=(),
-            force=force,
-            root=root,
-            progress=progress,
-            attempt=rounds.attempt(name, round_),
+            force=self.force,
+            root=self.root,
+            progress=self.progress,
+            attempt=self.rounds.attempt(name, round_),
             only_ids={t: tuple(ids) for t, ids in only_ids.items()},
         )
         record = got.record
@@ -156,11 +153,11 @@ def race_bench(
                 store.save_record(record, got.samples, generations=got.generations)
             return RoundResult({}, error=error or (record.status if record else "not measured"))
         if round_ == 0:
-            rounds.first[name] = record
-        kept = rounds.kept.pop(name, ct.WorkerResult())
+            self.rounds.first[name] = record
+        kept = self.rounds.kept.pop(name, ct.WorkerResult())
         # the kept items no logged round holds were scored by an interrupted attempt of this
         # round and never stored: they are stored now, with the round's new ones
-        logged = _logged_items(run_id, name)
+        logged = _logged_items(self.run_id, name)
         store.save_record(
             record,
             [*(r for r in kept.samples if (row_key(r), r.item_id) not in logged), *got.samples],
@@ -175,12 +172,30 @@ def race_bench(
             verdicts_of(samples, [*kept.gen_samples, *got.generations]), memory_gb=memory
         )
 
+
+def race_bench(
+    variants: Sequence[Any],
+    settings: rec.RunSettings,
+    *,
+    run_id: str,
+    host: rec.HostInfo,
+    force: bool,
+    root: Path,
+    get_file: Callable[[Any], Any],
+    progress: Progress,
+) -> RaceState:
+    """Race `variants` (catalog Variants) under `settings` (settings.race_confidence set)."""
+    check_field([v.name for v in variants])
+    items, chance = race_items(settings, root)
+    rounds = _Rounds(run_id)
+    by_name = {v.name: v for v in variants}
+    measure = _Measure(by_name, settings, run_id, host, force, root, get_file, progress, rounds)
     state = run_race(
         run_id,
         [v.name for v in variants],
         items,
         chance,
-        config,
+        race_config(settings),
         measure,
         root=store.run_dir(run_id).parent,
         progress=progress,

@@ -111,20 +111,7 @@ def run_race(
     Returns the final state (every variant stopped)."""
     orders = {t: item_order(t, ids, config.seed) for t, ids in items.items()}
     sizes = {t: round_sizes(len(ids), config) for t, ids in orders.items()}
-    log = racelog.read_race(run_id, root)
-    book = _Book(chance)
-    logged = {line.variant for line in log if line.kind == racelog.STOP}
-    if not any(line.kind == racelog.START for line in log):
-        racelog.append_race_line(
-            run_id,
-            racelog.RaceLine(
-                racelog.START, config=dataclasses.asdict(config), variants=tuple(names)
-            ),
-            root,
-        )
-    for line in log:
-        if line.kind == racelog.ROUND:
-            book.add(line)
+    book, logged = _open_log(run_id, names, chance, config, root)
     state: RaceState | None = None
     failed: dict[str, str] = {}
     for r in range(config.rounds):
@@ -134,15 +121,9 @@ def run_race(
             if r in book.rounds.get(v, set()) or v in failed:
                 continue  # logged before an interruption: not measured again
             progress(f"race round {r + 1}/{config.rounds}: {v} on {_count(prefix)} items")
-            got = measure(v, prefix, r)
-            if got.error:
-                failed[v] = got.error
-                continue
-            line = racelog.RaceLine(
-                racelog.ROUND, variant=v, round=r, memory_gb=got.memory_gb, verdicts=got.verdicts
-            )
-            racelog.append_race_line(run_id, line, root)
-            book.add(line)
+            error = _measure_round(run_id, v, r, prefix, measure, book, root)
+            if error:
+                failed[v] = error
         if state is None:
             ok = [v for v in names if v not in failed]
             if len(ok) < 2:  # nothing left to race: what is left answers every item
@@ -170,6 +151,49 @@ def run_race(
             line = racelog.RaceLine(racelog.STOP, variant=v, reason=FAILED, text=error)
             racelog.append_race_line(run_id, line, root)
     return state
+
+
+def _open_log(
+    run_id: str,
+    names: Sequence[str],
+    chance: dict[str, float],
+    config: RaceConfig,
+    root: Path | None,
+) -> tuple[_Book, set[str]]:
+    """The race's log opened: its start written once; (the rounds logged so far, the
+    variants whose stop is logged)."""
+    log = racelog.read_race(run_id, root)
+    if not any(line.kind == racelog.START for line in log):
+        start_line = racelog.RaceLine(
+            racelog.START, config=dataclasses.asdict(config), variants=tuple(names)
+        )
+        racelog.append_race_line(run_id, start_line, root)
+    book = _Book(chance)
+    for line in log:
+        if line.kind == racelog.ROUND:
+            book.add(line)
+    return book, {line.variant for line in log if line.kind == racelog.STOP}
+
+
+def _measure_round(
+    run_id: str,
+    v: str,
+    r: int,
+    prefix: dict[str, list[str]],
+    measure: Measure,
+    book: _Book,
+    root: Path | None,
+) -> str:
+    """Measure `v`'s round `r` on `prefix` and log its verdicts; the error, or ""."""
+    got = measure(v, prefix, r)
+    if got.error:
+        return got.error
+    line = racelog.RaceLine(
+        racelog.ROUND, variant=v, round=r, memory_gb=got.memory_gb, verdicts=got.verdicts
+    )
+    racelog.append_race_line(run_id, line, root)
+    book.add(line)
+    return ""
 
 
 def _alone(
