@@ -93,6 +93,8 @@ def bench_args(args: argparse.Namespace) -> list[str]:
     out = ["--suite", args.suite, "--allow-code-exec", "--reps", str(args.reps)]
     if args.limit:
         out += ["--limit", str(args.limit)]
+    if args.threads:
+        out += ["--threads", str(args.threads)]
     return out
 
 
@@ -302,6 +304,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--suite", default="offline")
     ap.add_argument("--limit", type=int, help="the first N items per task (a smaller run)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="llama.cpp threads (default: the bench's). On a shared machine 1 keeps the "
+        "figures steady: with a thread per core, every other process stalls the threads' "
+        "barriers",
+    )
     ap.add_argument("--replays", type=int, default=1000)
     ap.add_argument(
         "--levels", type=lambda s: [float(x) for x in s.split(",")], default=[0.95, 0.9, 0.99]
