@@ -96,3 +96,18 @@ batch-bench: install sysdeps
 racing-bench: install sysdeps
 	$(PY) -m edgeeval fetch
 	$(PY) benchmarks/racing_bench.py $(RACING_ARGS)
+
+## lm-evaluation-harness for the test that reads edgeeval's lm-eval files with lm-eval's own
+## loaders (tests/test_lmeval_results.py), in its own venv under .bench-tools/ (lm-eval 0.4.13
+## and its dependencies are ~760 MB, no torch): the test runs it there when lm-eval is not in
+## $(VENV). Not part of `make test`; .ci/run does it first.
+LMEVAL_VENV := .bench-tools/lmeval-venv
+LMEVAL := lm-eval==0.4.13
+.PHONY: lmeval-tools
+lmeval-tools: $(LMEVAL_VENV)/.installed
+$(LMEVAL_VENV)/.installed:
+	test -x $(LMEVAL_VENV)/bin/python || $(PYTHON) -m venv $(LMEVAL_VENV)
+	$(LMEVAL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LMEVAL_VENV)/bin/python -m pip install -q '$(LMEVAL)'
+	$(LMEVAL_VENV)/bin/python -c "import lm_eval.utils"
+	touch $@

@@ -1,14 +1,18 @@
 """lm-evaluation-harness's output files, written by the report stage from stored records and
 per-item lines: `lm-eval/<variant>/results_<date>.json` and `samples_<task>_<date>.jsonl`,
 read back the way lm-eval's own tools read them. Without lm-eval, `lm_eval_table` rebuilds
-make_table's rows from the keys it reads; with lm-eval installed (pip install
-lm-eval==0.4.13), its own file discovery and make_table read the files."""
+make_table's rows from the keys it reads; with lm-eval, its own file discovery and make_table
+read the files, in a child python: this venv's when lm-eval is installed in it (pip install
+lm-eval==0.4.13), else the separate one `make lmeval-tools` makes under .bench-tools/ (what
+.ci/run does); with neither, that test skips, saying how to get one."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,31 @@ from edgeeval.store import runs as store
 from tests.builders import record
 
 STAMP = "2026-01-01T00-00-00.000000"  # the builders' started_at, 2026-01-01T00:00:00+0000
-INSTALL = "lm-eval is not installed: pip install lm-eval==0.4.13 (no torch needed)"
+INSTALL = (
+    "lm-eval is not installed: `make lmeval-tools` (its own venv under .bench-tools/), or "
+    "pip install lm-eval==0.4.13 (no torch needed)"
+)
+REPO = Path(__file__).resolve().parent.parent
+LMEVAL_VENV_PYTHON = REPO / ".bench-tools" / "lmeval-venv" / "bin" / "python"
+#: What lm-eval's own loaders see in one folder, printed as JSON by a python that has lm-eval.
+LM_EVAL_PROBE = """
+import json, sys
+from pathlib import Path
+from lm_eval import utils
+folder = Path(sys.argv[1])
+files = [p.as_posix() for p in folder.iterdir()]  # as lm-eval's zeno script lists them
+results = utils.get_results_filenames(files)
+latest = utils.get_latest_filename(results)
+samples = utils.get_sample_results_filenames(files)
+print(json.dumps({
+    "results": results,
+    "latest": latest,
+    "table": utils.make_table(json.loads(Path(latest).read_text())),
+    "samples": [
+        [f, utils.get_file_task_name(Path(f).name), utils.get_file_datetime(f)] for f in samples
+    ],
+}))
+"""
 
 
 def lm_eval_table(data: dict[str, Any]) -> list[tuple[str, str, Any, str, float, float | None]]:
@@ -259,17 +287,32 @@ def test_records_from_before_protocols_keep_their_report_and_still_get_results()
     ]
 
 
+def lm_eval_python() -> str:
+    """A python that imports lm_eval.utils: this one, else .bench-tools/lmeval-venv's (`make
+    lmeval-tools`); the test skips with the install command when neither does."""
+    for python in (sys.executable, str(LMEVAL_VENV_PYTHON)):
+        if not Path(python).exists():
+            continue
+        probe = subprocess.run([python, "-c", "import lm_eval.utils"], capture_output=True)
+        if probe.returncode == 0:
+            return python
+    pytest.skip(INSTALL)
+
+
 def test_lm_evals_own_loaders_find_and_read_the_files():
-    utils = pytest.importorskip("lm_eval.utils", reason=INSTALL)
+    python = lm_eval_python()
     directory = build("lm6", TASKS, SAMPLES, GENERATIONS)
     render_run("lm6")
     folder = directory / "lm-eval" / "qwen-coder"
-    files = [p.as_posix() for p in folder.iterdir()]  # as lm-eval's zeno script lists them
-    results = utils.get_results_filenames(files)
+    run = subprocess.run([python, "-c", LM_EVAL_PROBE, str(folder)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout)
+    results = seen["results"]
     assert results == [(folder / f"results_{STAMP}.json").as_posix()]
-    latest = utils.get_latest_filename(results)
+    latest = seen["latest"]
+    assert latest == results[0]
     data = json.loads(Path(latest).read_text())
-    table = utils.make_table(data)
+    table = seen["table"]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     rows = [(c[0], c[3], c[4], c[6], c[8]) for c in cells]  # task, n-shot, metric, value, stderr
     assert rows == [
@@ -278,12 +321,11 @@ def test_lm_evals_own_loaders_find_and_read_the_files():
         ("gsm8k", "4", "acc", "0.5", "0.05"),
         ("humaneval", "None", "pass@1", "0.4", "0.05"),
     ]
-    sample_files = utils.get_sample_results_filenames(files)
-    tasks = {utils.get_file_task_name(Path(f).name) for f in sample_files}
+    sample_files = {name: task for name, task, _ in seen["samples"]}
+    tasks = set(sample_files.values())
     assert tasks == {"arc_easy", "gsm8k"} and tasks <= set(data["configs"])
-    assert {utils.get_file_datetime(f) for f in sample_files} == {STAMP}  # the results' stamp
-    for name in sample_files:
-        task = utils.get_file_task_name(Path(name).name)
+    assert {stamp for _, _, stamp in seen["samples"]} == {STAMP}  # the results' stamp
+    for name, task in sample_files.items():
         metrics = [m["metric"] for m in data["configs"][task]["metric_list"]]
         for line in read_samples(Path(name)):  # as the zeno script and W&B tables read them
             assert all(isinstance(line[m], float) for m in metrics)
