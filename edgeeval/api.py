@@ -130,11 +130,14 @@ def load_run(run: str = "latest", *, budget_gb: float | None = None) -> Run:
     with the report's paired SEs where the items are shared; reads the store only (loads no
     model, writes nothing)."""
     from edgeeval.report.paired import load_pairing, paired_ses, pairing
-    from edgeeval.report.summarize import rank_rows
+    from edgeeval.report.render import relabelled_items
+    from edgeeval.report.summarize import label_knob_points, rank_rows
     from edgeeval.store import runs as store
 
     run_id, root = store.locate_run(run)  # a run directory is read where it is
-    records = list(store.load_records(run_id, root))
-    pairs = pairing(records, load_pairing(run_id, store.run_dir(run_id).parent, records))
+    stored = list(store.load_records(run_id, root))
+    records = label_knob_points(stored)  # a variant x knob point is its own row, as the report's
+    items = load_pairing(run_id, store.run_dir(run_id).parent, stored)
+    pairs = pairing(records, relabelled_items(items, stored, records))
     rows = rank_rows(records, budget_gb=budget_gb, paired=paired_ses(pairs))
     return Run(run_id=run_id, records=records, rows=rows)

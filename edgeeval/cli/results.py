@@ -32,6 +32,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="rank (and apply --budget-gb) by the peak memory estimated at N tokens of "
         "context: measured peak - KV cache at the run's n_ctx + KV cache at N",
     )
+    p.add_argument(
+        "--rank-by",
+        choices=("capability_per_gb", "capability_per_joule"),
+        default="capability_per_gb",
+        help="the ranking axis: capability per GB of peak memory (default), or capability "
+        "per joule (x generated tokens per joule; only where energy was measured)",
+    )
     add_stdout_options(p, "the run id, the report paths and the ranking rows")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("runs", help="list stored runs (oldest first)")
@@ -80,7 +87,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from edgeeval.report.terminal import terminal_table
 
     run_id, rows, paths = render_run(
-        args.run, budget_gb=args.budget_gb, rank_at_ctx=args.rank_at_ctx
+        args.run, budget_gb=args.budget_gb, rank_at_ctx=args.rank_at_ctx, rank_by=args.rank_by
     )
     if args.json or args.output_format:
         from edgeeval.cli.output import print_stdout

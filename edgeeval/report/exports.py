@@ -52,6 +52,11 @@ def row_dict(row: RankRow) -> dict[str, Any]:
         del data["race_stop"]
     if not data["emulated"]:  # likewise an emulated (FP8) variant's rows only
         del data["emulated"]
+    for name in ("gen_tokens_per_j", "capability_per_joule", "capability_per_joule_se"):
+        if data[name] is None:  # only rows with energy measured carry the per-joule figures
+            del data[name]
+    if not data["unranked"]:
+        del data["unranked"]
     return {**data, "verdict": verdict(row)}
 
 

@@ -163,14 +163,30 @@ def sortable_table(
     )
 
 
-def ranking_html(table_id: str, rows: Sequence[RankRow]) -> str:
-    """The ranking as a sortable table, one row per variant."""
-    headers = [(h, h in ("variant", "family", "quant", "status")) for h, _ in RANK_COLUMNS]
-    kinds = {"variant": "name", "status": "wrap", RANKED: "key"}
-    body = [
-        (_row_class(r), [_td(fn(r), kind=kinds.get(h, "")) for h, fn in RANK_COLUMNS]) for r in rows
-    ]
-    return sortable_table(table_id, headers, body, key=RANKED)
+#: Ranked by capability per joule (--rank-by capability_per_joule): that column takes the
+#: ranked place, the generated tokens per joule beside it.
+RANKED_J = "cap/J"
+J_COLUMNS: list[Column] = [
+    (RANKED_J, lambda r: _pm(r.capability_per_joule, r.capability_per_joule_se)),
+    ("gen tok/J", lambda r: _num(r.gen_tokens_per_j, 1)),
+]
+LEGEND_J = (
+    f"Ranked by <b>{RANKED_J}</b> (capability per joule: capability x generated tokens per "
+    "joule of the tg test; higher is better). Rows without an energy figure are listed "
+    "unranked, never as 0. <b>±</b>: standard error (energy taken as exact). "
+    '<a href="#how-to-read-this">How to read this</a> gives the formulas.'
+)
+
+
+def ranking_html(table_id: str, rows: Sequence[RankRow], *, per_joule: bool = False) -> str:
+    """The ranking as a sortable table, one row per variant; `per_joule`: ranked by
+    capability per joule (its column in the ranked place)."""
+    columns = [*RANK_COLUMNS[:2], *J_COLUMNS, *RANK_COLUMNS[2:]] if per_joule else RANK_COLUMNS
+    key = RANKED_J if per_joule else RANKED
+    headers = [(h, h in ("variant", "family", "quant", "status")) for h, _ in columns]
+    kinds = {"variant": "name", "status": "wrap", key: "key"}
+    body = [(_row_class(r), [_td(fn(r), kind=kinds.get(h, "")) for h, fn in columns]) for r in rows]
+    return sortable_table(table_id, headers, body, key=key)
 
 
 def tasks_html(rows: Sequence[RankRow], tasks: Sequence[str]) -> str:
@@ -329,15 +345,16 @@ def render_html(
     (the answer) comes before the ranking; `fidelity` gives the quant fidelity section."""
     run_id = escape(meta.run_id)
     budget = meta.budget_gb
+    per_joule = meta.rank_by == "capability_per_joule"
     sub = f"{len(rows)} variant{'' if len(rows) == 1 else 's'}" + (
         f"; memory budget {budget:g} GB" if budget else ""
     )
     body = [
         first,
         markdown_html("\n".join(preamble_markdown(meta, records))),
-        f"<h2>Ranking by {RANKED}</h2>",
-        f'<p class="legend" id="legend">{LEGEND}</p>',
-        ranking_html("ranking", rows),
+        f"<h2>Ranking by {RANKED_J if per_joule else RANKED}</h2>",
+        f'<p class="legend" id="legend">{LEGEND_J if per_joule else LEGEND}</p>',
+        ranking_html("ranking", rows, per_joule=per_joule),
         "<h2>Plots</h2>",
         plots_html(plots),
         "<h2>Accuracy per task (%, ± standard error)</h2>",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeeval import records as rec
-from edgeeval.errors import DamagedRunError
+from edgeeval.errors import ConfigError, DamagedRunError
 from edgeeval.report.answer import (
     answer_section,
     comparison_section,
@@ -28,6 +28,7 @@ from edgeeval.report.exports import to_csv, to_json
 from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_markdown
 from edgeeval.report.kvmem import kv_html, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
+from edgeeval.report.mdhtml import markdown_html
 from edgeeval.report.paired import Pairing, load_pairing, paired_ses, pairing, pairing_json
 from edgeeval.report.planned import planned_markdown
 from edgeeval.report.protocols import protocol_markdown, split_thinking
@@ -40,10 +41,13 @@ from edgeeval.report.sections import (
 from edgeeval.report.speed import write_speed_tables
 from edgeeval.report.summarize import (
     FORMULA,
+    PER_GB,
+    PER_JOULE,
     TIE_RULE,
     WORKED_EXAMPLE,
     HostGroup,
     RankRow,
+    energy_refusal,
     group_by_host,
     label_knob_points,
     rank_label,
@@ -92,17 +96,34 @@ LEGEND_MD = (
 )
 
 
-def ranking_table(rows: Sequence[RankRow]) -> str:
-    """The ranking as a Markdown table, the ranked metric (cap/GB) beside the variant: at the
-    top of report.md and in its by-host sections."""
+LEGEND_J_MD = (
+    "Ranked by cap/J, capability per joule: capability x generated tokens per joule of the "
+    "tg test (higher is better; the ± is the capability's SE, scaled: energy is taken as "
+    "exact). Rows without an energy figure are listed unranked, never as 0. Rank =2: a "
+    "shared rank; -: not ranked. See [How to read this](#how-to-read-this)."
+)
+
+
+def ranking_table(rows: Sequence[RankRow], *, per_joule: bool = False) -> str:
+    """The ranking as a Markdown table, the ranked metric (cap/GB, or cap/J with `per_joule`
+    and the generated tokens per joule beside it) beside the variant: at the top of report.md
+    and in its by-host sections."""
+    j_head = " cap/J | gen tok/J |" if per_joule else ""
     lines = [
-        "| rank | variant | cap/GB | capability | peak GB | tg t/s | pp t/s | file GB | load s "
-        "| quant | status |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| rank | variant |{j_head} cap/GB | capability | peak GB | tg t/s | pp t/s | file GB "
+        "| load s | quant | status |",
+        "|---:|---|" + "---:|---:|" * per_joule + "---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
+        j_cells = (
+            f" {pm(r.capability_per_joule, r.capability_per_joule_se)} "
+            f"| {num(r.gen_tokens_per_j, 1)} |"
+            if per_joule
+            else ""
+        )
         lines.append(
-            f"| {rank_label(r)} | {md(r.name)} | {pm(r.capability_per_gb, r.capability_per_gb_se)}"
+            f"| {rank_label(r)} | {md(r.name)} |{j_cells} "
+            f"{pm(r.capability_per_gb, r.capability_per_gb_se)}"
             f" | {pm(r.capability, r.capability_se)} | {num(r.peak_rss_gb, 3)} "
             f"| {pm(r.tg_ts, r.tg_stddev_ts)} | {pm(r.pp_ts, r.pp_stddev_ts)} "
             f"| {num(r.file_gb, 3)} | {num(r.load_s)} | {md(r.quant)} | {md(verdict(r), 300)} |"
@@ -158,6 +179,7 @@ class ReportMeta:
     warnings: tuple[str, ...] = ()
     rank_at_ctx: int | None = None
     rank_note: str = ""
+    rank_by: str = PER_GB
 
     def json_fields(self) -> dict[str, Any]:
         """The top-level keys of report.json (warnings and the rank keys only when set)."""
@@ -171,6 +193,8 @@ class ReportMeta:
             data["warnings"] = list(self.warnings)
         if self.rank_at_ctx:
             data.update(rank_at_ctx=self.rank_at_ctx, rank_note=self.rank_note)
+        if self.rank_by != PER_GB:
+            data["rank_by"] = self.rank_by
         return data
 
 
@@ -189,9 +213,9 @@ def to_markdown(
         "",
         *answer,
         *preamble_markdown(meta, records),
-        ranking_table(rows),
+        ranking_table(rows, per_joule=meta.rank_by == PER_JOULE),
         "",
-        LEGEND_MD,
+        LEGEND_J_MD if meta.rank_by == PER_JOULE else LEGEND_MD,
         "",
         "## How to read this",
         "",
@@ -260,7 +284,7 @@ def write_report(
             notes=NOTES,
             host_groups=groups,
             variants=table,
-            extra=sections_html(later) + kv_html(records),
+            extra=sections_html(later) + markdown_html("\n".join(planned)) + kv_html(records),
             first=sections_html(first),
             fidelity=fidelity,
         ),
@@ -316,7 +340,7 @@ def _lines(n: int) -> str:
     return f"{n} unreadable line{'' if n == 1 else 's'}"
 
 
-def _relabelled(
+def relabelled_items(
     items: RunItems | str, records: Sequence[rec.ModelRecord], labelled: Sequence[rec.ModelRecord]
 ) -> RunItems | str:
     """The run's per-item scores keyed by the labelled records (label_knob_points renames a
@@ -337,10 +361,13 @@ def render_run(
     budget_gb: float | None = None,
     root: Path | None = None,
     rank_at_ctx: int | None = None,
+    rank_by: str = PER_GB,
 ) -> tuple[str, list[RankRow], dict[str, Path]]:
     """(Re)write a run's reports from its stored records, ranking within `budget_gb` when
-    given, by peak memory estimated at `rank_at_ctx` tokens of context when given; loads no
-    model. Returns (run id, rows, paths)."""
+    given, by peak memory estimated at `rank_at_ctx` tokens of context when given, by
+    capability per joule with `rank_by` PER_JOULE (a ConfigError naming --rank-by, before
+    anything is written, when no variant has energy measured); loads no model. Returns (run
+    id, rows, paths)."""
     run_id, root = store.locate_run(run, root)  # a run directory is read where it is
     damaged = None
     try:
@@ -362,12 +389,21 @@ def render_run(
             f"{store.MANIFEST} is damaged ({damaged.reason}); host and settings come from "
             f"records.jsonl; `edgeeval repair {run_id}` rewrites it",
         )
+    why = energy_refusal(records) if rank_by == PER_JOULE else ""
+    if why:
+        raise ConfigError(
+            f"--rank-by {PER_JOULE}: run {run_id}: {why}; it is not ranked per joule (never "
+            f"as 0); allowed here: --rank-by {PER_GB} (the default)",
+            path="the command line",
+            key="--rank-by",
+        )
     labelled = label_knob_points(records)  # a variant x knob point is its own row
     ranked, kept = records_at_ctx(labelled, rank_at_ctx) if rank_at_ctx else (labelled, [])
     directory = store.run_dir(run_id, root)
-    items = _relabelled(load_pairing(run_id, directory.parent, records), records, labelled)
+    items = relabelled_items(load_pairing(run_id, directory.parent, records), records, labelled)
     pairs = pairing(ranked, items)
-    rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb, paired=paired_ses(pairs))
+    paired = paired_ses(pairs)
+    rows = rank_rows(split_thinking(ranked), budget_gb=budget_gb, paired=paired, rank_by=rank_by)
     rows = with_race_stops(rows, stop_notes(run_id, directory.parent))
     meta = ReportMeta(
         run_id=run_id,
@@ -377,6 +413,7 @@ def render_run(
         warnings=tuple(warnings),
         rank_at_ctx=rank_at_ctx,
         rank_note=rank_note(rank_at_ctx, kept) if rank_at_ctx else "",
+        rank_by=rank_by,
     )
     paths = write_report(directory, rows, labelled, meta, fidelity=fidelity, pairs=pairs)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render);

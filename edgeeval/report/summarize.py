@@ -105,6 +105,14 @@ class RankRow:
     type_v: str = ""
     flash_attn: bool | str | None = None
     swa_full: bool | None = None
+    # energy of the headline tg test (engine/energy.py): generated tokens per joule, and
+    # capability per joule = capability x that (the --rank-by capability_per_joule axis; its
+    # SE is the capability's, scaled: energy is taken as exact, as peak memory is); None where
+    # no energy was measured, never 0. `unranked`: why a measured row has no rank on that axis.
+    gen_tokens_per_j: float | None = None
+    capability_per_joule: float | None = None
+    capability_per_joule_se: float | None = None
+    unranked: str = ""
 
     @property
     def measured(self) -> bool:
@@ -142,11 +150,12 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         per_gb, per_gb_se = (cap / peak, se / peak) if peak else (None, None)
         per_file = cap / (record.variant.size_bytes / GB) if record.variant.size_bytes else None
     pp, tg = main_speed(record, "pp"), main_speed(record, "tg")
+    per_j = tg.tokens_timed / tg.energy_j if tg and tg.energy_j and tg.tokens_timed else None
     emulated = record.variant.emulated if record.variant.storage_bytes else ""
     file_gb = (emulated and record.variant.storage_bytes or record.variant.size_bytes) / GB
     uss = record.memory.peak_uss_bytes / GB if record.memory and ok else None
     if emulated:  # ranked by the format's storage; its speed and memory are F16's: left out
-        pp = tg = uss = None
+        pp = tg = uss = per_j = None
         peak = file_gb if peak is not None else None
         if cap is not None and se is not None:
             per_gb, per_gb_se, per_file = cap / file_gb, se / file_gb, cap / file_gb
@@ -181,6 +190,9 @@ def summarize_record(record: rec.ModelRecord) -> RankRow:
         type_v=record.settings.cache_type_v,
         flash_attn=record.settings.flash_attn,
         swa_full=record.settings.swa_full,
+        gen_tokens_per_j=per_j,
+        capability_per_joule=cap * per_j if cap is not None and per_j else None,
+        capability_per_joule_se=se * per_j if se is not None and per_j else None,
     )
 
 
@@ -299,14 +311,29 @@ def _per_gb_tied(a: RankRow, b: RankRow) -> bool:
     return gap == 0 or gap < TIE_Z * diff_se(a, b, per_gb=True)
 
 
-def _with_ranks(ranked: list[RankRow]) -> list[RankRow]:
+def _per_joule_tied(a: RankRow, b: RankRow) -> bool:
+    """Capability per joule within noise: the unpaired SEs (the paired SE of a per-joule
+    difference is not computed; unpaired is the wider, so fewer rows are told apart)."""
+    gap = abs(a.capability_per_joule - b.capability_per_joule)  # type: ignore[operator]
+    return gap == 0 or gap < noise(a.capability_per_joule_se, b.capability_per_joule_se)
+
+
+#: The ranking axes (--rank-by): capability per GB of peak memory (the default), or capability
+#: per joule (only where energy was measured; race/rules.py names the first the same).
+PER_GB, PER_JOULE = "capability_per_gb", "capability_per_joule"
+RANK_BY = (PER_GB, PER_JOULE)
+
+
+def _with_ranks(ranked: list[RankRow], rank_by: str = PER_GB) -> list[RankRow]:
     """Competition ranks over capability per GB (1, =2, =2, 4): a row shares the rank of the
     first row of its group while their capability per GB is tied. Comparing with the group's
-    first row, not the previous one, keeps a long chain of small gaps from becoming one tie."""
+    first row, not the previous one, keeps a long chain of small gaps from becoming one tie.
+    `rank_by` PER_JOULE ranks capability per joule the same way."""
+    same = _per_joule_tied if rank_by == PER_JOULE else _per_gb_tied
     ranks: list[int] = []
     leader = 0
     for index, row in enumerate(ranked):
-        if index and not _per_gb_tied(ranked[leader], row):
+        if index and not same(ranked[leader], row):
             leader = index
         ranks.append(leader + 1)
     return [
@@ -320,24 +347,56 @@ def rank_rows(
     *,
     budget_gb: float | None = None,
     paired: dict[str, dict[str, tuple[float, float]]] | None = None,
+    rank_by: str = PER_GB,
 ) -> list[RankRow]:
     """Rows ranked by capability per GB (best first), then variants over `budget_gb` (peak
     resident GB; unranked), then failed variants (unranked, never scored as zero). `paired`
-    (report.paired.paired_ses) gives the paired SEs that ties and dominance use."""
+    (report.paired.paired_ses) gives the paired SEs that ties and dominance use. `rank_by`
+    PER_JOULE ranks by capability per joule instead: rows without an energy figure are listed
+    after the ranked ones, unranked (`unranked` says why), never ranked as 0; the caller
+    refuses the axis when no row has one (energy_refusal)."""
     if budget_gb is not None and budget_gb <= 0:
         raise ValueError(f"budget_gb must be positive, got {budget_gb}")
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
     rows = [summarize_record(r) for r in records]
     if paired:
         rows = [replace(r, paired_se=paired.get(r.name, {})) for r in rows]
     measured = [r for r in rows if r.measured]
     marked = [_mark(r, measured, budget_gb) for r in measured]
-    ranked = sorted(
-        (r for r in marked if not r.over_budget),
-        key=lambda r: (-(r.capability_per_gb or 0.0), r.name),
+    fits = [r for r in marked if not r.over_budget]
+    no_energy: list[RankRow] = []
+    if rank_by == PER_JOULE:
+        no_energy = [
+            replace(r, unranked="no energy measured: not ranked per joule")
+            for r in fits
+            if r.capability_per_joule is None
+        ]
+        fits = [r for r in fits if r.capability_per_joule is not None]
+    score = (
+        (lambda r: r.capability_per_joule)
+        if rank_by == PER_JOULE
+        else (lambda r: r.capability_per_gb)
     )
+    ranked = sorted(fits, key=lambda r: (-(score(r) or 0.0), r.name))
     over = sorted((r for r in marked if r.over_budget), key=lambda r: (r.peak_rss_gb, r.name))
     failed = sorted((r for r in rows if not r.measured), key=lambda r: r.name)
-    return _with_ranks(ranked) + over + failed
+    return _with_ranks(ranked, rank_by) + sorted(no_energy, key=lambda r: r.name) + over + failed
+
+
+def energy_refusal(records: Sequence[rec.ModelRecord]) -> str:
+    """Why capability per joule cannot rank these records ("" when some measured row has an
+    energy figure): what the speed tests said about energy, in one line."""
+    rows = [summarize_record(r) for r in records]
+    if any(r.capability_per_joule is not None for r in rows):
+        return ""
+    said = sorted({s.energy_method for r in records for s in r.speed if s.energy_method})
+    how = (
+        "; ".join(said)
+        if said
+        else "the run's speed tests read no energy (recorded before energy was read)"
+    )
+    return f"no variant has energy measured ({how})"
 
 
 def verdict(row: RankRow) -> str:
@@ -354,6 +413,8 @@ def verdict(row: RankRow) -> str:
         text += "; tied with " + ", ".join(row.tied_with)
     if row.race_stop:
         text += "; " + row.race_stop
+    if row.unranked:
+        text = row.unranked + "; " + text
     if row.emulated:
         text = f"emulated ({row.emulated}; GB = its storage, no speed); " + text
     return text
