@@ -323,3 +323,101 @@ def test_scoring_events_move_the_display_without_a_line_each():
     lines = out.getvalue().splitlines()
     assert [line.split(": ")[2].split(",")[0] for line in lines] == ["3/164 items", "6/164 items"]
     assert p.state is not None and p.state.done == 6
+
+
+class _Queue:
+    """ray.util.queue.Queue's calls that the node and the head make."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+
+    def put_nowait(self, item: dict) -> None:
+        self.items.append(item)
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+    def get_nowait_batch(self, n: int) -> list[dict]:
+        got, self.items = self.items[:n], self.items[n:]
+        return got
+
+
+def test_cluster_pieces_reach_the_head_as_the_single_machine_display(monkeypatch):
+    """bench --cluster: each node's worker events (through run.runner's watch and the node's
+    Relay) come out of the head's queue into the same printer as on one machine: a bar per
+    piece at once on a terminal, lines with a rate and an ETA otherwise; a head whose progress
+    is a plain function gets a line per finished chunk only."""
+    from edgeeval.cluster import driver, node
+    from edgeeval.run.runner import _Watch
+
+    monkeypatch.setattr(node, "node_id", lambda: "n0123456789")
+    queue = _Queue()
+    pieces = ("qwen on box-a", "gemma on box-b")
+    for piece in pieces:  # the runner's watch on each node hands events to the node's relay
+        watch = _Watch(piece.split()[0], SETTINGS, node.Relay(queue, piece))
+        watch.event(Event("task", task="he", index=1, total=1, planned=164))
+        watch.event(Event("working", done=12))  # the stall watch's beat: not sent on
+        watch.event(Event("scoring", task="he", done=3, planned=164, fresh=3, seconds=27.0))
+        watch.event(_items(32, 164, 32, 280.0, task="he"))
+    kinds = [(q["event"], q.get("message", "")) for q in queue.items]
+    assert ("progress", "qwen: task 1/1 he") in kinds  # a line, as on one machine
+    assert sum(k == "worker" for k, _ in kinds) == 6  # task, scoring, items per piece
+    assert not any("working" in q.get("line", "") for q in queue.items)
+
+    clock, bars = Clock(), []
+
+    def factory(**kw):
+        bars.append(FakeBar(**kw))
+        return bars[-1]
+
+    sent = list(queue.items)
+    printer = ProgressPrinter(TTY(), bar=True, clock=clock, bar_factory=factory)
+    head = driver._Head(None, "r1", SETTINGS, driver.ClusterOptions("fake"), None, printer, None)
+    head.events = queue
+    head.drain()
+    assert [(b.kwargs["desc"], b.kwargs["position"], b.kwargs["leave"]) for b in bars] == [
+        ("qwen on box-a: he", 0, True),
+        ("gemma on box-b: he", 1, False),
+    ]
+    assert all(b.n == 32 and "8.8 s/item" in b.postfix for b in bars)
+    assert any(  # the head's lines go above the bars
+        line.split("] ", 1)[1].startswith("[node n0123456] qwen on box-a: qwen: he: estimate")
+        for line in bars[0].written
+    )
+
+    # a bar that ends while another moves is cleared, its last state a line above the other
+    printer.event(pieces[0], _items(164, 164, 164, 1435.0, task="he"))
+    assert bars[0].closed and bars[0].leave is False and not bars[1].closed
+    assert (
+        bars[1]
+        .written[-1]
+        .endswith(f"] {pieces[0]}: he: 164/164 items, 8.8 s/item, ETA 0:00 (elapsed 23:55)")
+    )
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out, bar=False, clock=clock, stamp=lambda: "T")
+    head.progress, queue.items = printer, list(sent)
+    head.drain()
+    lines = [line for line in out.getvalue().splitlines() if "items," in line]
+    assert lines == [
+        f"[T] {p}: he: 32/164 items, 8.8 s/item, ETA 19:15 (elapsed 4:40)" for p in pieces
+    ]
+
+    said: list[str] = []
+    head.progress, queue.items = said.append, list(sent)
+    head.drain()
+    assert [s for s in said if s.endswith(" items")] == [f"{p}: he: 32/164 items" for p in pieces]
+
+
+def test_two_models_at_once_each_get_a_line_every_10_s():
+    """Off a terminal, two pieces scored at once both show, however their events interleave."""
+    out, clock = io.StringIO(), Clock()
+    p = ProgressPrinter(out, bar=False, clock=clock, stamp=lambda: "T")
+    for model in ("a", "b"):
+        p.event(model, Event("task", task="he", index=1, total=1, planned=164))
+    for step in range(1, 4):
+        clock.now += 10
+        p.tick()
+        shown = [line.split(":")[0] for line in out.getvalue().splitlines()[-2:]]
+        assert sorted(shown) == ["[T] a", "[T] b"], step
+    assert len(out.getvalue().splitlines()) == 6

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from edgeeval.cli.console import progress
+from edgeeval.cli.progress import ProgressPrinter
 
 if TYPE_CHECKING:
     from edgeeval.catalog.models import Catalog, Variant
@@ -84,16 +85,19 @@ def cmd_bench_cluster(
         local_cpus=args.local_cpus,
     )
     start = time.monotonic()
-    outcome = cluster_bench(
-        variants,
-        run_settings,
-        options,
-        run_id=args.resume,
-        force=args.force,
-        budget_gb=args.budget_gb,
-        progress=progress,
-        catalog=catalog,
-    )
+    # the single-machine display: a bar per piece on a terminal, else lines with a rate and an
+    # ETA; the nodes send their workers' task and item events (cluster.node.Relay)
+    with ProgressPrinter(quiet=getattr(args, "quiet", False)) as printer:
+        outcome = cluster_bench(
+            variants,
+            run_settings,
+            options,
+            run_id=args.resume,
+            force=args.force,
+            budget_gb=args.budget_gb,
+            progress=printer,
+            catalog=catalog,
+        )
     done = (
         f"run {outcome.run_id} finished in {time.monotonic() - start:.0f} s; report: "
         f"{outcome.paths['md']}; fleet: {outcome.paths['fleet']}"

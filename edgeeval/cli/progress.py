@@ -114,8 +114,13 @@ def _tqdm(**kwargs: Any) -> Any:
 class ProgressPrinter:
     """Callable as `text.Progress` (a line) with `event(model, Event)` for a worker's events.
 
+    Several models may be scored at once (`bench --cluster`: one per node): each has its own
+    task state, its own bar (a line each; a bar that ends while others are drawn is cleared and
+    its last state printed as a line above them) and its own plain-line cadence; one machine
+    has one model at a time.
+
     `start()` begins the ticker thread (bar redraws and the plain-line cadence); `close()` ends
-    it and the bar. Tests drive `tick()` with their own clock instead."""
+    it and the bars. Tests drive `tick()` with their own clock instead."""
 
     def __init__(
         self,
@@ -134,20 +139,29 @@ class ProgressPrinter:
         self.use_bar = bar_wanted(self.stream, quiet=quiet, env=env) if bar is None else bar
         self.every_s, self.clock, self.stamp = every_s, clock, stamp
         self.bar_factory = bar_factory
-        self.state: TaskState | None = None
-        self._bar: Any = None
+        self.states: dict[str, TaskState] = {}  # by model, while one of its tasks is scored
+        self._bars: dict[str, Any] = {}  # by model
+        self._rows: dict[str, int] = {}  # each bar's line below the first (tqdm's position)
+        self._latest: str | None = None  # the model the last event was about
         self._bytes_bar: Any = None
-        self._last_line = clock()
+        self._last_line = clock()  # any line
+        self._line_at: dict[str, float] = {}  # each model's last items line
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> TaskState | None:
+        """The task of the model the last event was about, None when it has none going."""
+        return self.states.get(self._latest) if self._latest is not None else None
 
     # -- text.Progress -------------------------------------------------------------------
     def __call__(self, message: str) -> None:
         with self._lock:
             text = f"[{self.stamp()}] {message}"
-            if self._bar is not None:
-                self._bar.write(text, file=self.stream)
+            bar = next(iter(self._bars.values()), None)
+            if bar is not None:
+                bar.write(text, file=self.stream)
             else:
                 print(text, file=self.stream, flush=True)
             self._last_line = self.clock()
@@ -155,28 +169,41 @@ class ProgressPrinter:
     # -- worker events -------------------------------------------------------------------
     def event(self, model: str, event: Event) -> None:
         with self._lock:
+            self._latest = model
             if event.kind == "task":  # the worker names the items it plans (0 when it cannot)
-                self._end_bar()
-                self.state = TaskState(model, event.task, planned=event.planned, at=self.clock())
+                self._end_bar(model)
+                self.states[model] = TaskState(
+                    model, event.task, planned=event.planned, at=self.clock()
+                )
             elif event.kind in ("items", "scoring"):
                 self._items(model, event)
             elif event.kind in ("done", "loading"):
-                self._end_bar()
-                self.state = None
+                self._end_bar(model)
+                self.states.pop(model, None)
+
+    def _due(self, model: str, now: float) -> bool:
+        """Whether `model`'s plain line is due: none for every_s, of its own or any other."""
+        return now - max(self._last_line, self._line_at.get(model, -1e18)) >= self.every_s
+
+    def _line(self, st: TaskState, now: float) -> None:
+        self(st.line(now))
+        self._line_at[st.model] = now
 
     def _items(self, model: str, event: Event) -> None:
         """An items event (a journalled chunk: a line off a terminal) or a scoring event
         (items inside a chunk, up to once a second: a line only when none came for every_s)."""
         now = self.clock()
-        st = self.state
-        if st is None or st.task != event.task or st.model != model:
-            self._end_bar()
-            st = self.state = TaskState(model, event.task)
+        st = self.states.get(model)
+        if st is None or st.task != event.task:
+            self._end_bar(model)
+            st = self.states[model] = TaskState(model, event.task)
         st.planned, st.done, st.fresh = event.planned, event.done, event.fresh
         st.seconds, st.at = float(event.seconds or 0.0), now
         if self.use_bar:
-            if self._bar is None:
-                self._bar = self.bar_factory(
+            if model not in self._bars:
+                taken = {self._rows.get(m) for m in self._bars}
+                position = min(set(range(len(self._bars) + 1)) - taken)
+                bar = self.bar_factory(
                     total=st.planned,
                     initial=0,
                     desc=f"{model}: {st.task}",
@@ -185,21 +212,23 @@ class ProgressPrinter:
                     # a pty of size 0 (script(1) with no terminal) makes tqdm draw nothing
                     ncols=shutil.get_terminal_size((100, 24)).columns,
                     nrows=shutil.get_terminal_size((100, 24)).lines,
-                    leave=True,
+                    leave=position == 0,
+                    position=position,
                     bar_format=BAR_FORMAT,
                 )
-            self._draw(now)
-        elif event.kind == "items" or now - self._last_line >= self.every_s:
-            self(st.line(now))
+                self._bars[model], self._rows[model] = bar, position
+            self._draw(model, now)
+        elif event.kind == "items" or self._due(model, now):
+            self._line(st, now)
         if event.kind == "items" and st.done >= st.planned:
-            self._end_bar()
-            self.state = None
+            self._end_bar(model)
+            self.states.pop(model, None)
 
-    def _draw(self, now: float) -> None:
-        st = self.state
-        if self._bar is None or st is None:
+    def _draw(self, model: str, now: float) -> None:
+        st, bar = self.states.get(model), self._bars.get(model)
+        if bar is None or st is None:
             return
-        self._bar.n = st.done
+        bar.n = st.done
         rate = st.rate()
         speed = (
             "rate ?"
@@ -207,16 +236,26 @@ class ProgressPrinter:
             else (f"{rate:.2f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item")
         )
         elapsed = st.seconds + (now - st.at)
-        self._bar.set_postfix_str(
+        bar.set_postfix_str(
             f"{speed}, ETA {clock_text(st.eta(now))}, elapsed {clock_text(elapsed)}",
             refresh=False,
         )
-        self._bar.refresh()
+        bar.refresh()
 
-    def _end_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+    def _end_bar(self, model: str) -> None:
+        """Close `model`'s bar. The first line's bar stays on screen when no other is drawn;
+        otherwise it is cleared and its last state printed as a line above the others (tqdm
+        cannot leave a bar among bars still moving)."""
+        bar = self._bars.pop(model, None)
+        if bar is None:
+            return
+        keep = self._rows.get(model) == 0 and not self._bars
+        if not keep:
+            bar.leave = False
+        bar.close()
+        st = self.states.get(model)
+        if not keep and st is not None:
+            self(st.line(self.clock()))
 
     # -- bytes (hashing a model file) ----------------------------------------------------
     def bytes(self, label: str, done: int, total: int) -> None:
@@ -247,15 +286,15 @@ class ProgressPrinter:
 
     # -- the ticker ----------------------------------------------------------------------
     def tick(self) -> None:
-        """Redraw the bar, or print the task's line when none was printed for every_s."""
+        """Redraw the bars, or print each task's line that is due (none for every_s)."""
         with self._lock:
-            if self.state is None:
-                return
             now = self.clock()
-            if self._bar is not None:
-                self._draw(now)
-            elif now - self._last_line >= self.every_s:
-                self(self.state.line(now))
+            due = [m for m in self.states if m not in self._bars and self._due(m, now)]
+            for model in list(self.states):
+                if model in self._bars:
+                    self._draw(model, now)
+            for model in due:  # all due lines, though the first one restarts the cadence
+                self._line(self.states[model], now)
 
     def start(self) -> ProgressPrinter:
         def run() -> None:
@@ -277,5 +316,6 @@ class ProgressPrinter:
         if self._thread is not None:
             self._thread.join(timeout=2 * TICK_S)
         with self._lock:
-            self._end_bar()
-            self.state = None
+            for model in list(self._bars):
+                self._end_bar(model)
+            self.states.clear()

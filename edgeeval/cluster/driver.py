@@ -32,6 +32,7 @@ from edgeeval.catalog.models import Catalog, Variant
 from edgeeval.cluster import pieces
 from edgeeval.cluster.connect import connect, disconnect, require_ray, worker_nodes
 from edgeeval.cluster.node import DeviceWorker, node_host, probe_host, run_shard
+from edgeeval.engine.process import Event
 from edgeeval.errors import EdgeevalError, RunNotFoundError
 from edgeeval.report.fleet import write_fleet
 from edgeeval.report.render import render_run
@@ -105,8 +106,25 @@ class _Head:
                 self.started.add(str(event.get("piece")))
             if self.on_event is not None:
                 self.on_event(event)
+            if event.get("event") == "worker":
+                self._worker(event)
+                continue
             text = event.get("message") or event.get("event", "")
             self.progress(f"[node {str(event.get('node', ''))[:8]}] {event.get('piece')}: {text}")
+
+    def _worker(self, event: dict[str, Any]) -> None:
+        """A worker's task or items event from a node (cluster.node.Relay): to a progress
+        printer that draws them (cli/progress.py: a bar per piece, or lines with a rate and
+        an ETA), else a line per finished chunk."""
+        worker = Event.from_line(str(event.get("line", "")))
+        if worker is None:
+            return
+        piece = str(event.get("piece", ""))
+        shown = getattr(self.progress, "event", None)
+        if shown is not None:
+            shown(piece, worker)
+        elif worker.kind == "items":
+            self.progress(f"{piece}: {worker.task}: {worker.done}/{worker.planned} items")
 
 
 def _reason(exc: BaseException) -> str:

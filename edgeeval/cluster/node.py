@@ -21,6 +21,7 @@ from edgeeval.catalog.models import Catalog, Variant, load_catalog
 from edgeeval.cluster.pieces import ShardResult, ShardTask, shard_key
 from edgeeval.engine import host as hostinfo
 from edgeeval.engine.backend import library_info
+from edgeeval.engine.process import Event
 from edgeeval.errors import FetchError
 from edgeeval.fetch.sources import LocalFile, fetch, verify_file
 from edgeeval.gguf.check import check_gguf
@@ -48,6 +49,26 @@ def report(events: Any, piece: str, event: str, **fields: Any) -> None:
         events.put_nowait({"piece": piece, "event": event, "node": node_id(), **fields})
     except Exception:  # noqa: BLE001 (a full or gone queue loses a progress line, nothing else)
         pass
+
+
+class Relay:
+    """A piece's progress on its node, sent to the head's queue: lines as "progress" events,
+    and the worker's task and item events (engine.process.Event, as its JSON line, in `line`)
+    as "worker" events, so the head draws the bar or the lines with a rate and an ETA that one
+    machine draws (cli/progress.py). Callable as text.Progress; run.runner hands it each
+    worker event through `event`."""
+
+    FORWARDED = ("task", "items", "scoring", "done", "loading")
+
+    def __init__(self, events: Any, piece: str) -> None:
+        self.events, self.piece = events, piece
+
+    def __call__(self, message: str) -> None:
+        report(self.events, self.piece, "progress", message=message)
+
+    def event(self, model: str, event: Event) -> None:
+        if event.kind in self.FORWARDED:
+            report(self.events, self.piece, "worker", line=event.to_line())
 
 
 def node_host(*, bandwidth: bool = True) -> rec.HostInfo:
@@ -111,10 +132,7 @@ class DeviceWorker:
         from edgeeval.run.runner import bench_one
 
         report(self.events, piece, "started", pid=os.getpid(), host=self.host.hostname)
-
-        def progress(message: str) -> None:
-            report(self.events, piece, "progress", message=message)
-
+        progress = Relay(self.events, piece)
         got = bench_one(
             variant,
             run_settings,
