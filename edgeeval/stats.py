@@ -15,7 +15,8 @@ any per-item score); d_i = x_i - y_i; n items; s_d^2 = sum (d_i - mean d)^2 / (n
   name their cluster:
   SE_c^2 = G / (G - 1) * sum over the G clusters c of (sum_{i in c} (d_i - mean d))^2 / n^2.
   G / (G - 1) is the small-sample factor (Stata's CR1 for a mean); with it, one item per
-  cluster gives exactly the paired SE above. Fewer than two clusters: the paired SE.
+  cluster gives exactly the paired SE above. Fewer than two clusters: the paired SE. It is
+  floored at the paired SE (a smaller CR1 is noise of few, small clusters; see metrics).
   The formula is metrics.clustered_se (the per-task SEs of a score use it too); it is
   re-exported here.
 """

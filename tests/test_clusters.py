@@ -32,21 +32,46 @@ class Alphabetical(FakeBackend):
         return [0.0 if c == first else -1.0 for c in continuations]
 
 
+class KnowsTopics(FakeBackend):
+    """Right on every item of the topics it knows, wrong on all others: answers that move
+    together within a cluster, the case clustered SEs exist for."""
+
+    def __init__(self, items, topics: set[str]) -> None:
+        super().__init__()
+        self.gold = {
+            tuple(self.tokenize(i.context, add_bos=True)): (
+                self.tokenize(i.choices[i.gold], add_bos=False),
+                i.cluster in topics,
+            )
+            for i in items
+        }
+
+    def choice_logliks(self, context: list[int], continuations: list[list[int]]) -> list[float]:
+        gold, known = self.gold[tuple(context)]
+        if known:
+            return [0.0 if c == gold else -1.0 for c in continuations]
+        wrong = next(c for c in continuations if c != gold)
+        return [0.0 if c == wrong else -1.0 for c in continuations]
+
+
 def test_a_scored_clustered_task_carries_its_clusters_and_a_clustered_se():
     task = load_tasks(ROOT)["pydoc-cloze"]
     items = task.items()
-    got = score_tasks(Alphabetical(), [task], SETTINGS, chunk_size=7)  # several chunks
+    # right on the two largest topics of the 40 items (types: 8, compound: 6), wrong elsewhere
+    backend = KnowsTopics(items, {"types", "compound"})
+    got = score_tasks(backend, [task], SETTINGS, chunk_size=7)  # several chunks
     (score,) = got.scores
     samples = got.samples
     topics = {item.id: item.cluster for item in items}
     assert [s.cluster for s in samples] == [topics[s.item_id] for s in samples]
     assert {s.cluster_by for s in samples} == {"topic"}
     hits = [float(pick(s.logliks, s.choice_chars, normalize=False) == s.gold) for s in samples]
-    assert 0 < sum(hits) < len(hits)  # right on some, wrong on others: an SE to cluster
+    assert hits == [float(s.cluster in ("types", "compound")) for s in samples]
     groups = len(set(topics.values()))
     assert (score.cluster_by, score.n_clusters) == ("topic", groups)
     assert score.acc_se == pytest.approx(clustered_se(hits, [s.cluster for s in samples]))
-    assert score.acc_se != pytest.approx(binomial_se(score.acc, score.n))
+    # answers that move together by topic: the clustered SE is well above the binomial one
+    assert score.acc_se > 1.5 * binomial_se(score.acc, score.n)
     # the same score again from the stored results alone (resume, shards): clustered alike
     again = task_score_from_items(score, samples, [])
     assert (again.acc_se, again.n_clusters, again.cluster_by) == (

@@ -111,6 +111,16 @@ def test_clustered_se_with_singleton_clusters_is_the_plain_se():
     assert clustered_se([1, 0, 0, 1, 1], list("abcde")) == pytest.approx(binomial_se(0.6, 5))
 
 
+def test_a_clustered_se_never_falls_below_the_plain_one():
+    # 1 0 | 1 0 | 1 0: every cluster's residuals (+.5, -.5) sum to 0, so CR1 = 0; the items of
+    # a cluster disagree more than chance would have them: noise, so the plain SE stands,
+    # sqrt(s^2 / n) = sqrt(0.3 / 6)
+    d = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert clustered_se(d, list("aabbcc")) == pytest.approx(math.sqrt(0.05))
+    p = paired_difference([1, 0, 1, 0, 1, 0], [0] * 6, clusters=list("aabbcc"))
+    assert p.se == pytest.approx(math.sqrt(0.05)) and p.n_clusters == 3
+
+
 def test_one_cluster_leaves_the_plain_se():
     # every item in one cluster: residuals sum to 0, nothing to estimate between clusters
     d = [1.0, 0.0, 1.0, 1.0]
