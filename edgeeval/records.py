@@ -673,6 +673,7 @@ class DomainFidelity:
     same_top_se_pct: float | None = None
     rms_dp_pct: float | None = None
     note: str = ""
+    source: str = ""  # where the domain's samples came from (shipped file, or a Hub dataset)
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,9 @@ ALLOWED: dict[str, set[str]] = {
     "tasks": {"fetch"},
     "score": {"tasks", "engine", "sandbox"},
     "run": {"engine", "catalog", "fetch", "gguf", "tasks", "score"},
-    # sandbox: the per-domain corpus is rendered through the model's chat template
-    "fidelity": {"engine", "catalog", "fetch", "gguf", "quant", "sandbox", "store"},
+    # sandbox: the per-domain corpus is rendered through the model's chat template; tasks: its
+    # Hub samples (chat, tool calls) download and read as task datasets do
+    "fidelity": {"engine", "catalog", "fetch", "gguf", "quant", "sandbox", "store", "tasks"},
     "pipeline": {
         "engine",
         "catalog",

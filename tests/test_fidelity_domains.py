@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def test_the_shipped_corpus_is_what_its_script_builds():
     assert built == dom.corpus_path().read_bytes()
 
 
-def test_domain_specs_and_an_unknown_domain_lists_the_known_ones():
+def test_domain_specs_and_an_unknown_domain_lists_the_known_ones(monkeypatch):
+    monkeypatch.setenv("EDGEEVAL_OFFLINE", "1")  # the Hub's samples: from the cache only
     assert dom.parse_spec("domains") == dom.DOMAINS
     assert dom.parse_spec("domains:chat,code,chat") == ("chat", "code")
     with pytest.raises(EdgeevalError, match="known domains: code, chat, tool_calls"):
@@ -67,7 +69,12 @@ def test_domain_specs_and_an_unknown_domain_lists_the_known_ones():
     corpus = f.load_corpus("domains:code")
     assert corpus.name == "domains:code" and corpus.domains == ("code",)
     assert {s.domain for s in corpus.samples} == {"code"} and len(corpus.sha256) == 64
-    assert f.load_corpus("domains").name == "domains"
+    whole = f.load_corpus("domains")
+    assert whole.name == "domains" and {s.domain for s in whole.samples} == set(dom.DOMAINS)
+    sources = dict(whole.sources)
+    assert sources["code"] == "Python 3.11 docs (pydoc_data.topics), PSF License v2"
+    assert sources["chat"].startswith("shipped: written for edgeeval (project licence)")
+    assert "HuggingFaceH4/ultrachat_200k" in sources["chat"] and "not reachable" in sources["chat"]
     assert f.load_corpus("pydoc").domains == ()  # the default corpus is unchanged
 
 
@@ -193,7 +200,7 @@ def _corpus_file(tmp_path: Path) -> Path:
 @pytest.mark.llama
 def test_a_per_domain_run_on_a_tiny_model(tmp_path):
     catalog = load_catalog(_tiny(tmp_path, CHATML))
-    corpus = f.domain_corpus(dom.DOMAINS, _corpus_file(tmp_path))
+    corpus = f.domain_corpus(dom.DOMAINS, _corpus_file(tmp_path), hub=())  # shipped only
     results = f.run_fidelity(
         catalog.get("tiny-f32"),
         [catalog.get("tiny-f32"), catalog.get("t-q8"), catalog.get("t-q4")],
@@ -226,11 +233,13 @@ def test_a_per_domain_run_on_a_tiny_model(tmp_path):
             assert 0 < d8.kld_mean < d4.kld_mean, d8.domain  # fewer bits, larger KLD
     stored = {r.variant: r for r in load_fidelity("rd")}
     assert stored["t-q4"].domains == q4.domains  # the store keeps the domains
+    assert q4.domains[0].source == "Python 3.11 docs (pydoc_data.topics), PSF License v2"
     table = fidelity_markdown(results)
     assert (
         "### Fidelity per domain" in table and "| chat | - | missing | missing | missing |" in table
     )
     assert not math.isnan(q4.domains[0].kld_se)
+    assert "Samples per domain, from:\n\n- code: Python 3.11 docs" in table
 
 
 @pytest.mark.llama
@@ -247,3 +256,129 @@ def test_a_reference_without_a_chat_template_stops_with_the_reason(tmp_path):
             max_chunks=1,
             n_threads=1,
         )
+
+
+# --- chat and tool calls from the Hub, when it is reachable ---
+
+ULTRACHAT, HERMES = dom.HUB_SOURCES
+CHAT_ROWS = [
+    {"prompt": "empty", "prompt_id": "0", "messages": []},  # no conversation: skipped
+    *(
+        {
+            "prompt": f"Question {i}?",
+            "prompt_id": str(i),
+            "messages": [
+                {"role": "user", "content": f"Question {i}: how do tides work?"},
+                {"role": "assistant", "content": f"Answer {i}: the Moon pulls the oceans."},
+            ],
+        }
+        for i in range(1, 21)
+    ),
+]
+TOOL_ROWS = [
+    {
+        "id": f"t{i}",
+        "conversations": [
+            {"from": "system", "value": "<tools>[{\"name\": \"get_stock\"}]</tools>"},
+            {"from": "human", "value": f"What is the price of stock {i}?"},
+            {"from": "gpt", "value": "<tool_call>\n" + json.dumps(
+                {"name": "get_stock", "arguments": {"n": i}}) + "\n</tool_call>"},
+        ],
+    }
+    for i in range(3)
+]  # fmt: skip
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), out)
+    return out.getvalue()
+
+
+def _publish(hub, chat=None, tools=None) -> tuple[str, str]:
+    chat_commit = hub.add_file(
+        ULTRACHAT.repo_id,
+        ULTRACHAT.filename,
+        _parquet(CHAT_ROWS) if chat is None else chat,
+        revision=ULTRACHAT.revision,
+        repo_type="dataset",
+    )
+    tool_commit = hub.add_file(
+        HERMES.repo_id,
+        HERMES.filename,
+        json.dumps(TOOL_ROWS).encode() if tools is None else tools,
+        revision=HERMES.revision,
+        repo_type="dataset",
+    )
+    return chat_commit, tool_commit
+
+
+def test_chat_and_tool_calls_come_from_the_hub_when_it_is_reachable(fake_hub):
+    chat_commit, tool_commit = _publish(fake_hub)
+    corpus = f.load_corpus("domains")
+    chat = [s for s in corpus.samples if s.domain == "chat"]
+    tools = [s for s in corpus.samples if s.domain == "tool_calls"]
+    assert len(chat) == ULTRACHAT.take == 16  # the first 16 rows holding a conversation
+    assert chat[0].messages[0] == {"role": "user", "content": "Question 1: how do tides work?"}
+    assert [len(s.messages) for s in tools] == [3, 3, 3]
+    assert [m["role"] for m in tools[0].messages] == ["system", "user", "assistant"]
+    assert '"name": "get_stock"' in tools[0].messages[2]["content"]
+    sources = dict(corpus.sources)
+    assert sources["chat"].startswith("Hub dataset HuggingFaceH4/ultrachat_200k, data/test_sft")
+    assert "(MIT)" in sources["chat"]
+    assert "(Apache-2.0), revision " + tool_commit[:12] in sources["tool_calls"]
+    assert sources["code"] == "Python 3.11 docs (pydoc_data.topics), PSF License v2"
+    assert [s.domain for s in corpus.samples] == sorted(
+        (s.domain for s in corpus.samples), key=dom.DOMAINS.index
+    )  # report order kept
+    offline = f.domain_corpus(dom.DOMAINS, hub=())
+    assert offline.sha256 != corpus.sha256  # another text, another corpus hash
+    texts = render_chats(ChatTemplate(CHATML), [list(s.messages) for s in tools])
+    assert "<|im_start|>assistant\n<tool_call>" in texts[0]
+
+
+def test_an_unreachable_hub_or_a_file_of_another_shape_leaves_the_shipped_samples(
+    fake_hub, monkeypatch
+):
+    import socket
+
+    _publish(fake_hub, tools=json.dumps({"not": "a list"}).encode())
+    corpus = f.load_corpus("domains:chat,tool_calls")
+    sources = dict(corpus.sources)
+    assert sources["chat"].startswith("Hub dataset")  # the chat file is fine
+    assert sources["tool_calls"].startswith("shipped: written for edgeeval")
+    assert "not usable" in sources["tool_calls"] and "a JSON list of rows" in sources["tool_calls"]
+    shipped = [s for s in dom.load_samples(("tool_calls",))]
+    assert [s for s in corpus.samples if s.domain == "tool_calls"] == shipped
+    with socket.socket() as sock:  # a loopback port that nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    monkeypatch.setenv("EDGEEVAL_HOME", str(Path(os.environ["EDGEEVAL_HOME"]) / "empty"))
+    corpus = f.load_corpus("domains:chat")
+    [(domain, source)] = corpus.sources
+    assert domain == "chat" and "not reachable" in source and dead in source
+    assert corpus.samples == tuple(dom.load_samples(("chat",)))
+
+
+def test_hub_rows_become_conversations_only_when_they_hold_one(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        json.dumps({"conversations": [{"from": "human", "value": "hi"}]}) + "\n"  # no answer
+        + json.dumps({"conversations": [{"from": "human", "value": 3}]}) + "\n"  # not text
+        + json.dumps({"conversations": [{"from": "human", "value": "hi"},
+                                        {"from": "gpt", "value": "hello"}]}) + "\n"
+    )  # fmt: skip
+    [sample] = dom.hub_samples(HERMES, path)
+    assert sample.messages == (
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    )
+    assert sample.id == "hub-tool_calls-2" and "revision main" in sample.source
+    with pytest.raises(ValueError, match="no row holds a conversation in the 'messages' format"):
+        dom.hub_samples(ULTRACHAT, path)

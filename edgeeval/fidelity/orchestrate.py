@@ -64,18 +64,21 @@ WIKITEXT = ("ggml-org/ci", "wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.ra
 @dataclass(frozen=True)
 class Corpus:
     """A corpus: plain `text`, or (per-domain) the `samples` of `domains`, rendered through
-    the reference's chat template by the reference pass (`text` is then their JSON, hashed)."""
+    the reference's chat template by the reference pass (`text` is then their JSON, hashed),
+    and where each domain's samples came from (`sources`: domain, source in words)."""
 
     name: str
     text: str
     sha256: str
     domains: tuple[str, ...] = ()
     samples: tuple[dom.Sample, ...] = ()
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 def load_corpus(spec: str) -> Corpus:
-    """`pydoc` (the Python docs every install carries: offline), `domains[:a,b]` (the shipped
-    per-domain conversations, rendered through the model's chat template: offline),
+    """`pydoc` (the Python docs every install carries: offline), `domains[:a,b]` (per-domain
+    conversations, rendered through the model's chat template: shipped, with chat and tool
+    calls from Hub datasets when the Hub is reachable),
     `wikitext-2` (the test split llama.cpp's docs use, from the Hub) or the path of a UTF-8
     text file."""
     if spec == dom.PREFIX or spec.startswith(dom.PREFIX + ":"):
@@ -99,17 +102,28 @@ def load_corpus(spec: str) -> Corpus:
     return Corpus(spec, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def domain_corpus(domains: tuple[str, ...], path: Path | None = None) -> Corpus:
-    """The per-domain corpus of `domains` (edgeeval.fidelity.domains)."""
+def domain_corpus(
+    domains: tuple[str, ...],
+    path: Path | None = None,
+    hub: tuple[dom.HubSource, ...] = dom.HUB_SOURCES,
+    download: dom.Download | None = None,
+) -> Corpus:
+    """The per-domain corpus of `domains` (edgeeval.fidelity.domains): the shipped samples
+    (`path`: another file of them), those of a domain with a `hub` source replaced by the
+    Hub's when it can be reached (`download`: how its files arrive; `hub=()`: shipped only)."""
     import hashlib
 
-    samples = tuple(dom.load_samples(domains, path))
+    shipped = dom.load_samples(domains, path)
+    chosen, sources = dom.with_hub(shipped, domains, hub, download)
+    samples = tuple(chosen)
     text = json.dumps(
         [[s.domain, s.id, list(s.messages)] for s in samples], ensure_ascii=False, sort_keys=True
     )
     name = dom.PREFIX if domains == dom.DOMAINS else f"{dom.PREFIX}:{','.join(domains)}"
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Corpus(name, text, digest, domains=domains, samples=samples)
+    return Corpus(
+        name, text, digest, domains=domains, samples=samples, sources=tuple(sources.items())
+    )
 
 
 def _wikitext2() -> str:
@@ -202,7 +216,7 @@ def run_fidelity(
             raise EdgeevalError(f"{reference.name}: the reference pass failed: {reason}")
         meta = ct.read_contract(ct.FidelityPassResult, work / META)
         common.update(n_chunks=meta.n_chunks, reference_elapsed_s=ref_s)
-        split = _Split(corpus.domains, work / LABELS) if corpus.domains else None
+        split = _Split(corpus, work / LABELS) if corpus.domains else None
         results = []
         for variant in variants:
             result = _measure_one(variant, catalog, spec, common, timeout_s, progress, split)
@@ -240,12 +254,13 @@ def _ref_bytes(path: Path, n_ctx: int, max_chunks: int, n_chars: int) -> int:
 class _Split:
     """How a per-domain run's chunks split into domains (the reference pass's LABELS file)."""
 
-    def __init__(self, domains: tuple[str, ...], labels_path: Path) -> None:
+    def __init__(self, corpus: Corpus, labels_path: Path) -> None:
         raw = json.loads(labels_path.read_text(encoding="utf-8"))
-        self.domains, self.labels, self.notes = domains, list(raw["labels"]), dict(raw["notes"])
+        self.domains, self.labels, self.notes = corpus.domains, list(raw["labels"]), raw["notes"]
+        self.sources = dict(corpus.sources)
 
     def __call__(self, stats: TokenStats) -> tuple[rec.DomainFidelity, ...]:
-        return dom.by_domain(stats, self.labels, self.domains, self.notes)
+        return dom.by_domain(stats, self.labels, self.domains, self.notes, self.sources)
 
 
 def _measure_one(

@@ -75,7 +75,20 @@ def domain_markdown(results: Sequence[rec.FidelityResult]) -> str:
         + "\n"
         + _order_changes(results, names)
         + ("\n" + "\n".join(sorted(notes)) + "\n" if notes else "")
+        + _sources(results, names)
     )
+
+
+def _sources(results: Sequence[rec.FidelityResult], names: list[str]) -> str:
+    """Where each domain's samples came from (the shipped file, or a Hub dataset, or the
+    shipped file because the Hub's could not be read, and why); nothing for results stored
+    before domains named their source."""
+    lines = []
+    for name in names:
+        found = dict.fromkeys(d.source for r in results if (d := _domain(r, name)) and d.source)
+        if found:
+            lines.append(f"- {md(name)}: {md('; '.join(found), 600)}")
+    return "\nSamples per domain, from:\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def _domain_names(results: Sequence[rec.FidelityResult]) -> list[str]:
