@@ -182,3 +182,33 @@ def test_a_knob_sweep_measures_each_point_as_its_own_record(monkeypatch, smollm_
     assert all(r.status == rec.STATUS_SKIPPED for r in outcome.records)
     assert f"[2/2] {variant.name} + KV q8_0" in said
     assert {r.name for r in outcome.rows} == {variant.name, f"{variant.name} + KV q8_0"}
+
+
+def test_an_n_ctx_point_above_the_trained_length_is_refused_alone(monkeypatch, smollm_path):
+    """SmolLM2-135M was trained at 8192: of --n-ctx 1024,16384 the second point is refused
+    before loading, naming --n-ctx and the allowed range; the first is measured as usual (here
+    refused by the mocked memory, so nothing loads)."""
+    Memory = namedtuple("Memory", "total available")
+    monkeypatch.setattr(runner.psutil, "virtual_memory", lambda: Memory(8 * 10**9, 10**6))
+    variant = load_catalog().get("smollm2-135m-instruct-q4_1")
+    settings = _args("--n-ctx", "1024,16384", "--suite", "")
+    outcome = pipeline.bench([variant], settings, progress=lambda _: None, allow_concurrent=True)
+    errors = {r.settings.n_ctx: r.error for r in outcome.records}
+    assert "--n-ctx 16384 is above" in errors[16384] and "allowed: 1 to 8192" in errors[16384]
+    assert "only 0.00 GB is available" in errors[1024]
+    assert {r.name for r in outcome.rows} == {f"{variant.name} + n_ctx {n}" for n in (1024, 16384)}
+
+
+def test_compare_matches_two_runs_point_by_point(tmp_path):
+    from edgeeval.report.compare import compare_runs
+
+    for run_id in ("r1", "r2"):
+        store.write_manifest(run_id, {"run_id": run_id}, tmp_path)
+        for p, right, gb in zip(knob_points(SWEPT), RIGHTS, PEAKS, strict=True):
+            store.save_record(
+                dataclasses.replace(point(p, right, gb), run_id=run_id), root=tmp_path
+            )
+    compared = compare_runs("r1", "r2", root=tmp_path)
+    assert sorted(v.name for v in compared.variants) == ["q4", "q4 + KV q4_0", "q4 + KV q8_0"]
+    peaks = {v.name: next(m for m in v.metrics if m.metric == "peak GB") for v in compared.variants}
+    assert peaks["q4 + KV q8_0"].a == pytest.approx(0.55)  # each point against its own point

@@ -24,7 +24,7 @@ from pathlib import Path
 from edgeeval import records as rec
 from edgeeval.errors import EdgeevalError
 from edgeeval.metrics import mean_stddev
-from edgeeval.report.summarize import noise, summarize_record
+from edgeeval.report.summarize import label_knob_points, noise, summarize_record
 from edgeeval.settings import GB
 from edgeeval.store import runs as store
 from edgeeval.text import safe_text
@@ -161,9 +161,12 @@ def _settings_changed(
 
 
 def compare_runs(run_a: str, run_b: str, *, root: Path | None = None) -> Comparison:
-    """Match the variants of two stored runs by name + sha256 and compare each pair."""
+    """Match the variants (and knob points) of two stored runs by name + sha256 and compare
+    each pair."""
     id_a, id_b = store.resolve_run(run_a, root), store.resolve_run(run_b, root)
-    recs_a, recs_b = store.load_records(id_a, root), store.load_records(id_b, root)
+    # a knob sweep's points by their row names ("<variant> + KV q8_0"), as the reports name them
+    recs_a = label_knob_points(store.load_records(id_a, root))
+    recs_b = label_knob_points(store.load_records(id_b, root))
     by_b = {(r.variant.name, r.variant.sha256): r for r in recs_b}
     pairs = [
         (r, by_b[(r.variant.name, r.variant.sha256)])
