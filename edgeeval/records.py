@@ -90,7 +90,8 @@ class RunSettings:
     # OLLAMA_KV_CACHE_TYPE sets both), in place of the K x V product of the two lists above
     sweep_cache_type_kv: tuple[str, ...] = ()
     sweep_n_ctx: tuple[int, ...] = ()
-    # The context knobs above (n_ctx, flash attention, KV types) are measured one knob point
+    sweep_swa_full: tuple[bool, ...] = ()  # --swa-cache full,windowed
+    # The context knobs (n_ctx, flash attention, KV types, windowing) are measured one knob point
     # at a time, each its own record and ranking row (run.speed.knob_points); the other sweep
     # lists are speed-only points inside one record.
     depths: tuple[int, ...] = (0,)
@@ -307,6 +308,7 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "sweep_cache_type_v": (),
     "sweep_cache_type_kv": (),
     "sweep_n_ctx": (),
+    "sweep_swa_full": (),
 }
 
 

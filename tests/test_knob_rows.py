@@ -212,3 +212,31 @@ def test_compare_matches_two_runs_point_by_point(tmp_path):
     assert sorted(v.name for v in compared.variants) == ["q4", "q4 + KV q4_0", "q4 + KV q8_0"]
     peaks = {v.name: next(m for m in v.metrics if m.metric == "peak GB") for v in compared.variants}
     assert peaks["q4 + KV q8_0"].a == pytest.approx(0.55)  # each point against its own point
+
+
+def test_windowing_is_a_sweep_axis_and_reaches_the_load_options():
+    from edgeeval.run.speed import load_options
+
+    settings = _args("--swa-cache", "full,windowed")
+    assert (settings.swa_full, settings.sweep_swa_full) == (True, (True, False))
+    points = knob_points(settings)
+    assert [p.swa_full for p in points] == [True, False]
+    assert [knob_words(p, points) for p in points] == ["", " + SWA windowed"]
+    windowed = points[1]
+    first = expand_sweep(windowed, cores_physical=2)[0]
+    assert load_options(windowed, first).swa_full is False
+    assert load_options(windowed, first, scoring=True).swa_full is True  # scoring: full-size
+    with pytest.raises(SystemExit):
+        _args("--swa-cache", "half")
+
+
+def test_a_profile_may_sweep_the_context_knobs(tmp_path):
+    from edgeeval.catalog.profiles import load_profile
+
+    path = tmp_path / "speed.yaml"
+    path.write_text(
+        "kv: {sweep_cache_type_kv: [f16, q8_0], flash_attn: true, sweep_n_ctx: [2048, 4096],"
+        " sweep_swa_full: [true, false]}\n"
+    )
+    settings = rec.RunSettings(**load_profile("kv", path))
+    assert len(knob_points(settings)) == 2 * 2 * 2

@@ -56,7 +56,9 @@ def _value(key: Any, value: Any, path: Path, entry: str) -> Any:
         raise ConfigError(f"unknown setting{hint}", path=path, entry=entry, key=str(key))
     default = _FIELDS[key].default
     if isinstance(default, tuple):
-        item = bool if key == "sweep_flash_attn" else str if key == "tasks" else int
+        texts = ("tasks", "sweep_cache_type_k", "sweep_cache_type_v", "sweep_cache_type_kv")
+        flags = ("sweep_flash_attn", "sweep_swa_full")
+        item = bool if key in flags else str if key in texts else int
         if not isinstance(value, list) or not value or not all(_is(v, item) for v in value):
             raise ConfigError(
                 f"must be a non-empty list of {item.__name__} values",

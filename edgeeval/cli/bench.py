@@ -129,6 +129,13 @@ def _speed_options(parser: argparse.ArgumentParser) -> None:
         "--no-swa-full: only their window (as llama-server and Ollama)",
     )
     p.add_argument(
+        "--swa-cache",
+        type=_swa_list,
+        metavar="full,windowed",
+        help="the sliding-window layers' cache as a list to sweep (each point its own row): "
+        "full (as --swa-full), windowed (as --no-swa-full)",
+    )
+    p.add_argument(
         "--as",
         dest="runtime",
         choices=_runtime_names(),
@@ -369,6 +376,16 @@ def _cache_type_list(text: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _swa_list(text: str) -> tuple[bool, ...]:
+    """--swa-cache: full or windowed, comma-separated to sweep (True = full-size)."""
+    words = {"full": True, "windowed": False}
+    values = [v.strip().lower() for v in text.split(",")]
+    bad = [v for v in values if v not in words]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r}: allowed: full, windowed")
+    return tuple(words[v] for v in values)
+
+
 class Given(NamedTuple):
     """One setting given explicitly: the option as written, its value as written ("" for a
     flag), and the RunSettings fields it sets."""
@@ -412,6 +429,11 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     if args.swa_full is not None:
         flag = "--swa-full" if args.swa_full else "--no-swa-full"
         given.append(Given(flag, "", {"swa_full": args.swa_full}))
+    if args.swa_cache is not None:  # a list of windowings: one point each
+        swa = args.swa_cache
+        words = ",".join("full" if full else "windowed" for full in swa)
+        fields = {"swa_full": swa[0], "sweep_swa_full": swa if len(swa) > 1 else ()}
+        given.append(Given("--swa-cache", words, fields))
     for option, (field, value) in _FLAG_OPTIONS.items():
         if getattr(args, option):
             given.append(Given(_flag(option), "", {field: value}))

@@ -60,7 +60,7 @@ def context_line(records: Sequence[rec.ModelRecord]) -> list[str]:
     types_k = values("cache_type_k", "sweep_cache_type_k", "sweep_cache_type_kv")
     types_v = values("cache_type_v", "sweep_cache_type_v", "sweep_cache_type_kv")
     flashes = values("flash_attn", "sweep_flash_attn")
-    swa = values("swa_full")
+    swa = values("swa_full", "sweep_swa_full")
     knobs = (types_k, types_v, swa, flashes, s.runtime)
     if knobs == (["f16"], ["f16"], [True], [False], "") and len(ctx) == 1:
         return []

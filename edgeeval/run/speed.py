@@ -200,15 +200,16 @@ KNOB_SWEEPS = (
     "sweep_cache_type_k",
     "sweep_cache_type_v",
     "sweep_cache_type_kv",
+    "sweep_swa_full",
 )
 
 
 def knob_points(settings: RunSettings) -> list[RunSettings]:
-    """The run's context-knob points (n_ctx x flash attention x KV types), each as the settings
-    one record is measured with: a point's own values, its knob sweep lists cleared (the other
-    sweeps stay: they are speed-only points inside the record). A run that sweeps no knob is
-    one point, its settings as given (so its records keep their resume keys). The first point
-    is the run's primary configuration.
+    """The run's context-knob points (n_ctx x flash attention x KV types x windowing), each as
+    the settings one record is measured with: a point's own values, its knob sweep lists
+    cleared (the other sweeps stay: they are speed-only points inside the record). A run that
+    sweeps no knob is one point, its settings as given (so its records keep their resume keys).
+    The first point is the run's primary configuration.
 
     >>> s = RunSettings(sweep_cache_type_kv=("f16", "q8_0"), flash_attn=True, n_ctx=8192)
     >>> [(p.n_ctx, p.cache_type_k, p.cache_type_v) for p in knob_points(s)]
@@ -216,15 +217,22 @@ def knob_points(settings: RunSettings) -> list[RunSettings]:
     """
     contexts = settings.sweep_n_ctx or (settings.n_ctx,)
     flashes = settings.sweep_flash_attn or (settings.flash_attn,)
-    combos = list(itertools.product(contexts, flashes, kv_pairs(settings)))
+    windows = settings.sweep_swa_full or (settings.swa_full,)
+    combos = list(itertools.product(contexts, flashes, kv_pairs(settings), windows))
     if len(combos) == 1:
         return [settings]
     cleared: dict[str, Any] = {name: () for name in KNOB_SWEEPS}
     return [
         dataclasses.replace(
-            settings, n_ctx=n_ctx, flash_attn=fa, cache_type_k=k, cache_type_v=v, **cleared
+            settings,
+            n_ctx=n_ctx,
+            flash_attn=fa,
+            cache_type_k=k,
+            cache_type_v=v,
+            swa_full=full,
+            **cleared,
         )
-        for n_ctx, fa, (k, v) in combos
+        for n_ctx, fa, (k, v), full in combos
     ]
 
 
