@@ -131,3 +131,11 @@ def test_the_plan_section_is_in_report_html_as_in_report_md():
     assert "50.0 / 40.0 (+25%)" in page and "200 / 250 (-20%)" in page
     toc = re.search(r'<nav class="toc".*?</nav>', html, re.S)
     assert toc and "Predicted before download" in unescape(toc.group())
+
+
+def test_the_report_command_says_which_axis_ranked(capsys):
+    save(energy_records())
+    assert main(["report", "r1", "--rank-by", "capability_per_joule"]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by capability per joule" in out
+    assert out.index("small") < out.index("big") < out.index("frugal-gb")

@@ -98,6 +98,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     if args.rank_at_ctx:
         print(f"peak memory estimated at n_ctx {args.rank_at_ctx} (see the report)")
+    if args.rank_by == "capability_per_joule":
+        print("ranked by capability per joule: the order below; cap/J is in the report")
     print(terminal_table(rows))
     print(f"\nreport: {paths['md']}\nhtml:   {paths['html']}")
     return 0
