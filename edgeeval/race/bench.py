@@ -41,14 +41,26 @@ def race_config(settings: rec.RunSettings) -> RaceConfig:
 
 def race_items(settings: rec.RunSettings, root: Path) -> tuple[dict[str, list[str]], dict]:
     """(task -> item ids, task -> chance) of the run's tasks that run (no model loaded)."""
-    items, chance = {}, {}
+    items, chance, _ = race_tasks(settings, root)
+    return items, chance
+
+
+def race_tasks(
+    settings: rec.RunSettings, root: Path
+) -> tuple[dict[str, list[str]], dict[str, float], dict[str, dict[str, str]]]:
+    """`race_items`, and task -> item id -> cluster for the tasks that declare clusters
+    (`cluster_by`) and whose every item names one: the race tests those clustered."""
+    items, chance, clusters = {}, {}, {}
     for task in select_run_tasks(settings, root):
         if skipped(task, settings) is not None:
             continue
         got = task.items(limit=settings.task_limit, seed=settings.seed, sample=settings.task_sample)
         items[task.name] = [item.id for item in got]
         chance[task.name] = task.chance
-    return items, chance
+        named = {item.id: item.cluster for item in got}
+        if named and all(named.values()):
+            clusters[task.name] = named
+    return items, chance, clusters
 
 
 def verdicts_of(
@@ -186,7 +198,7 @@ def race_bench(
 ) -> RaceState:
     """Race `variants` (catalog Variants) under `settings` (settings.race_confidence set)."""
     check_field([v.name for v in variants])
-    items, chance = race_items(settings, root)
+    items, chance, clusters = race_tasks(settings, root)
     rounds = _Rounds(run_id)
     by_name = {v.name: v for v in variants}
     measure = _Measure(by_name, settings, run_id, host, force, root, get_file, progress, rounds)
@@ -199,6 +211,7 @@ def race_bench(
         measure,
         root=store.run_dir(run_id).parent,
         progress=progress,
+        clusters=clusters,
     )
     for path in rounds.journal.values():
         journals.finish(path)  # every round's record and items are stored

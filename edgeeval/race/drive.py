@@ -55,10 +55,14 @@ def task_of(row_key: str) -> str:
 
 
 class _Book:
-    """Every variant's verdicts and memory so far, as logged."""
+    """Every variant's verdicts and memory so far, as logged; each task's item clusters (task
+    -> item id -> cluster, the tasks that declare them), for clustered tests."""
 
-    def __init__(self, chance: dict[str, float]) -> None:
+    def __init__(
+        self, chance: dict[str, float], clusters: dict[str, dict[str, str]] | None = None
+    ) -> None:
         self.chance = chance  # by task; a row key "task@on" takes its task's
+        self.clusters = clusters or {}
         self.verdicts: dict[str, Verdicts] = {}
         self.memory: dict[str, float] = {}
         self.rounds: dict[str, set[int]] = {}
@@ -72,8 +76,9 @@ class _Book:
         self.rounds.setdefault(line.variant, set()).add(line.round)
 
     def evidence(self, prefix: dict[str, list[str]], a: str, b: str) -> list:
-        """(chance, counts) per row over the prefix items both judged; RaceInputError naming
-        the task when one of them has a task the other has not."""
+        """(chance, counts) per row over the prefix items both judged (per cluster where the
+        task has clusters); RaceInputError naming the task when one of them has a task the
+        other has not."""
         va, vb = self.verdicts.get(a, {}), self.verdicts.get(b, {})
         if set(va) != set(vb):
             gone = sorted(set(va) ^ set(vb))[0]
@@ -85,11 +90,13 @@ class _Book:
         out = []
         for key in sorted(va):
             ids = [i for i in prefix.get(task_of(key), ()) if i in va[key] and i in vb[key]]
-            pairs = [(va[key][i], vb[key][i]) for i in ids]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            if pairs:
-                a_right, b_right = zip(*pairs, strict=True)
-                out.append((self.chance[task_of(key)], counts_of(a_right, b_right)))
+            ids = [i for i in ids if va[key][i] is not None and vb[key][i] is not None]
+            if ids:
+                a_right = [bool(va[key][i]) for i in ids]
+                b_right = [bool(vb[key][i]) for i in ids]
+                of = self.clusters.get(task_of(key), {})
+                groups = [of[i] for i in ids] if all(of.get(i) for i in ids) else None
+                out.append((self.chance[task_of(key)], counts_of(a_right, b_right, groups)))
         if not out:
             raise RaceInputError(f"{a} and {b} share no judged item yet", option="--race")
         return out
@@ -105,13 +112,15 @@ def run_race(
     *,
     root: Path | None = None,
     progress: Progress = lambda _: None,
+    clusters: dict[str, dict[str, str]] | None = None,
 ) -> RaceState:
     """Race `names` over `items` (task -> item ids, as the run selects them; `chance` per row
     key or task), logging to the run's race.jsonl; resumes from the log when it has a start.
-    Returns the final state (every variant stopped)."""
+    `clusters` (task -> item id -> cluster, for the tasks that declare them) makes those
+    tasks' tests clustered. Returns the final state (every variant stopped)."""
     orders = {t: item_order(t, ids, config.seed) for t, ids in items.items()}
     sizes = {t: round_sizes(len(ids), config) for t, ids in orders.items()}
-    book, logged = _open_log(run_id, names, chance, config, root)
+    book, logged = _open_log(run_id, names, chance, config, root, clusters)
     state: RaceState | None = None
     failed: dict[str, str] = {}
     for r in range(config.rounds):
@@ -159,6 +168,7 @@ def _open_log(
     chance: dict[str, float],
     config: RaceConfig,
     root: Path | None,
+    clusters: dict[str, dict[str, str]] | None = None,
 ) -> tuple[_Book, set[str]]:
     """The race's log opened: its start written once; (the rounds logged so far, the
     variants whose stop is logged)."""
@@ -168,7 +178,7 @@ def _open_log(
             racelog.START, config=dataclasses.asdict(config), variants=tuple(names)
         )
         racelog.append_race_line(run_id, start_line, root)
-    book = _Book(chance)
+    book = _Book(chance, clusters)
     for line in log:
         if line.kind == racelog.ROUND:
             book.add(line)

@@ -30,6 +30,7 @@ from edgeeval.race.rules import (
     CAPABILITY,
     PER_GB,
     WITHIN_MARGIN,
+    ClusterMoments,
     RaceConfig,
     RaceState,
     TaskCounts,
@@ -84,7 +85,9 @@ TIE_Z = 1.96
 def report_se(tasks: Sequence[tuple[float, TaskCounts]]) -> float:
     """The paired SE of a capability difference as the report computes it (stats.
     capability_difference: per task the centred sample SD of the per-item differences of
-    normalized gains over sqrt(n), combined as 100 * sqrt(sum se_t^2) / T), from 2x2 counts.
+    normalized gains over sqrt(n), combined as 100 * sqrt(sum se_t^2) / T), from 2x2 counts;
+    where the counts carry clusters, per task the larger of that and the centred CR1
+    G / (G - 1) * sum_c (sum_{i in c} (d_i - mean d))^2 / n^2 (metrics.clustered_se).
 
     Example: 10 items of a 4-choice task, A alone right on 3, B alone on 1: d = +4/3 (3x),
     -4/3 (1x), 0 (6x); sum d = 8/3, sum d^2 = 64/9; s^2 = (64/9 - (8/3)^2 / 10) / 9 = 0.711;
@@ -100,7 +103,15 @@ def report_se(tasks: Sequence[tuple[float, TaskCounts]]) -> float:
         w = 1.0 / (1.0 - chance)
         a_only, b_only = c.right_a - c.both, c.right_b - c.both
         total, squares = w * (a_only - b_only), w * w * (a_only + b_only)
-        var += max(0.0, squares - total * total / c.n) / (c.n - 1) / c.n
+        task_var = max(0.0, squares - total * total / c.n) / (c.n - 1) / c.n
+        if c.clusters is not None:
+            # d / w = 1 (A alone right), -1 (B alone), 0: a cluster's sum is right_a - right_b;
+            # sum_c (S_c - n_c m)^2 = sum S_c^2 - 2 m sum n_c S_c + m^2 sum n_c^2
+            m, g, mean = c.clusters.products, c.clusters.groups, (a_only - b_only) / c.n
+            sums = m[1][1] - 2 * m[1][2] + m[2][2]
+            centred = sums - 2 * mean * (m[0][1] - m[0][2]) + mean * mean * m[0][0]
+            task_var = max(task_var, g / (g - 1) * w * w * centred / (c.n * c.n))
+        var += task_var
     return 100.0 * math.sqrt(var) / len(tasks)
 
 
@@ -142,7 +153,8 @@ def answer_of(
 
 class _Arrays:
     """A verdict table as arrays: per task the (variants x items) verdicts and the pairwise
-    both-right products, for cumulative counts along any item order."""
+    both-right products, for cumulative counts along any item order, and each item's cluster
+    index (None for a task without clusters)."""
 
     def __init__(self, table: VerdictTable) -> None:
         self.names = list(table.variants)
@@ -157,6 +169,7 @@ class _Arrays:
             )
             for x in self.right
         ]
+        self.labels = [_labels(t) for t in table.tasks]
 
     def _matrix(self, task: TaskVerdicts) -> np.ndarray:
         return np.array([task.right[v] for v in self.names], dtype=np.int32).reshape(
@@ -164,25 +177,99 @@ class _Arrays:
         )
 
 
+def _labels(task: TaskVerdicts) -> np.ndarray | None:
+    """Each item's cluster as an index 0..G-1, or None when the task has no clusters."""
+    if task.clusters is None:
+        return None
+    index: dict[str, int] = {}
+    return np.array([index.setdefault(c, len(index)) for c in task.clusters], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """One clustered task at one look: the sums over its clusters of products of their counts
+    (n, right of each variant, both right of each pair), the pieces of ClusterMoments."""
+
+    groups: int
+    nn: int
+    nr: list[int]  # by variant: sum_c n_c * right_c
+    rr: list[list[int]]  # by variant pair: sum_c right_c(v) * right_c(u)
+    nb: list[int]  # by pair: sum_c n_c * both_c
+    rb: list[list[int]]  # by variant, pair: sum_c right_c(v) * both_c(pair)
+    bb: list[int]  # by pair: sum_c both_c^2
+
+    def of(self, i: int, j: int, k: int) -> ClusterMoments | None:
+        """The moments of variants i (A), j (B) and their pair k."""
+        if self.groups < 2:
+            return None
+        nr, rr, rb = self.nr, self.rr, self.rb
+        return ClusterMoments(
+            self.groups,
+            (
+                (self.nn, nr[i], nr[j], self.nb[k]),
+                (nr[i], rr[i][i], rr[i][j], rb[i][k]),
+                (nr[j], rr[j][i], rr[j][j], rb[j][k]),
+                (self.nb[k], rb[i][k], rb[j][k], self.bb[k]),
+            ),
+        )
+
+
+def _moments(x: np.ndarray, xx: np.ndarray, labels: np.ndarray, cuts: list[int]) -> list:
+    """_Moments at each cut (prefix length) of items already in the replay's order."""
+    onehot = np.eye(int(labels.max()) + 1, dtype=np.int64)[labels]
+    out = []
+    for cut in cuts:
+        o = onehot[:cut]
+        n = o.sum(axis=0)
+        r = x[:, :cut].astype(np.int64) @ o
+        b = xx[:, :cut].astype(np.int64) @ o
+        out.append(
+            _Moments(
+                int((n > 0).sum()),
+                int(n @ n),
+                (r @ n).tolist(),
+                (r @ r.T).tolist(),
+                (b @ n).tolist(),
+                (r @ b.T).tolist(),
+                (b * b).sum(axis=1).tolist(),
+            )
+        )
+    return out
+
+
 def _replay_one(
     arr: _Arrays, mem: dict[str, float], config: RaceConfig, rng: np.random.Generator
 ) -> tuple[RaceState, list[list[int]], list[np.ndarray], Callable]:
-    sizes, right_at, both_at = [], [], []
-    for x, xx in zip(arr.right, arr.both, strict=True):
+    sizes, right_at, both_at, moments = [], [], [], []
+    for x, xx, labels in zip(arr.right, arr.both, arr.labels, strict=True):
         n = x.shape[1]
         perm = rng.permutation(n)
         cut = np.array(round_sizes(n, config)) - 1
         sizes.append([int(c) + 1 for c in cut])
         right_at.append(np.cumsum(x[:, perm], axis=1)[:, cut])
         both_at.append(np.cumsum(xx[:, perm], axis=1)[:, cut])
+        moments.append(
+            None if labels is None else _moments(x[:, perm], xx[:, perm], labels[perm], sizes[-1])
+        )
 
     def evidence_at(r: int):  # noqa: ANN202
         def evidence(a: str, b: str) -> list[tuple[float, TaskCounts]]:
             i, j = arr.index[a], arr.index[b]
             k = arr.pair_index[(min(i, j), max(i, j))]
             return [
-                (c, TaskCounts(s[r], int(ra[i, r]), int(ra[j, r]), int(bb[k, r])))
-                for c, s, ra, bb in zip(arr.chance, sizes, right_at, both_at, strict=True)
+                (
+                    c,
+                    TaskCounts(
+                        s[r],
+                        int(ra[i, r]),
+                        int(ra[j, r]),
+                        int(bb[k, r]),
+                        None if mo is None else mo[r].of(i, j, k),
+                    ),
+                )
+                for c, s, ra, bb, mo in zip(
+                    arr.chance, sizes, right_at, both_at, moments, strict=True
+                )
             ]
 
         return evidence
@@ -316,14 +403,23 @@ def simulated_table(
     rng: np.random.Generator,
     *,
     p_items: Sequence[np.ndarray] | None = None,
+    cluster_size: int = 0,
 ) -> VerdictTable:
     """Variants that all answer each item right with the same probability p_i (drawn
     uniformly unless `p_items` gives them), independently: the null of the race. Memory 1, 2,
-    ... GB."""
+    ... GB. With `cluster_size` k, every k consecutive items make a cluster (the last may be
+    smaller) that shares one drawn p (unless `p_items` gives them): the tasks' tests are
+    clustered."""
     names = [f"v{k}" for k in range(n_variants)]
     tasks = []
     for t, (n, c) in enumerate(zip(task_sizes, chances, strict=True)):
-        p = p_items[t] if p_items is not None else rng.uniform(0, 1, n)
+        groups = tuple(f"c{i // cluster_size}" for i in range(n)) if cluster_size else None
+        if p_items is not None:
+            p = p_items[t]
+        elif cluster_size:
+            p = np.repeat(rng.uniform(0, 1, -(-n // cluster_size)), cluster_size)[:n]
+        else:
+            p = rng.uniform(0, 1, n)
         draws = rng.uniform(0, 1, (n_variants, n)) < p
         tasks.append(
             TaskVerdicts(
@@ -332,6 +428,7 @@ def simulated_table(
                 c,
                 tuple(f"i{i}" for i in range(n)),
                 {v: tuple(bool(x) for x in draws[k]) for k, v in enumerate(names)},
+                groups,
             )
         )
     return VerdictTable(tuple(names), {v: float(k + 1) for k, v in enumerate(names)}, tuple(tasks))
@@ -345,14 +442,16 @@ def null_replays(
     task_sizes: Sequence[int] = (200, 200, 200),
     chances: Sequence[float] = (0.25, 0.5, 0.0),
     seed: int = 0,
+    cluster_size: int = 0,
 ) -> float:
     """Share of `n_replays` null races (fresh simulated verdicts each, identical per-item
     success probabilities) that declare any two variants different in capability, across
-    all rounds. (Per GB they do differ: the simulated variants use 1, 2, 3... GB.)"""
+    all rounds. (Per GB they do differ: the simulated variants use 1, 2, 3... GB.) With
+    `cluster_size`, items come in clusters of that many sharing one p, tested clustered."""
     rng = np.random.default_rng(seed)
     hits = 0
     for k in range(n_replays):
-        table = simulated_table(n_variants, task_sizes, chances, rng)
+        table = simulated_table(n_variants, task_sizes, chances, rng, cluster_size=cluster_size)
         arr = _Arrays(table)
         state = _replay_one(arr, table.memory_gb, config, np.random.default_rng(k))[0]
         hits += any(d.kind == CAPABILITY for d in state.decisions.values())

@@ -29,6 +29,10 @@ The rule (README "Racing"):
   edgeeval.stats.capability_difference it is larger by the squared mean difference, and smaller
   by at most the factor sqrt((n - 1) / n) (when the mean difference is 0). Two-sided normal
   p-values.
+- Clusters: where a task's items come in clusters (its `cluster_by`: MMLU subjects, pages), the
+  task's second moment is also computed clustered, G / (G - 1) * sum_c (sum_{i in c} d_i)^2 /
+  n^2 over the G clusters the items answered so far fall in (CR1, uncentred as above), and the
+  larger of the two is used: the floor at the plain SE that metrics.clustered_se keeps too.
 """
 
 from __future__ import annotations
@@ -153,29 +157,83 @@ def round_sizes(n_items: int, config: RaceConfig) -> list[int]:
 
 
 @dataclass(frozen=True)
+class ClusterMoments:
+    """What a task's clusters add to its 2x2 counts: the number of clusters among the counted
+    items (at least 2) and, over those clusters, the sums of products of each cluster's own
+    counts (n, right_a, right_b, both): `products[j][k]` = sum_c u_c[j] * u_c[k] with
+    u_c = (n_c, right_a_c, right_b_c, both_c).
+
+    Each item's difference of normalized gains is fixed by its 2x2 cell, so a cluster's sum of
+    differences is a linear function of u_c, and the clustered second moment sum_c (sum d)^2
+    is the quadratic form of `products`: exact, and the same size whatever the number of
+    clusters (the replays build it with one matrix product per look)."""
+
+    groups: int
+    products: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        if self.groups < 2 or len(self.products) != 4 or any(len(r) != 4 for r in self.products):
+            raise ValueError(f"cluster moments need at least 2 clusters and a 4x4 table: {self}")
+
+
+@dataclass(frozen=True)
 class TaskCounts:
     """One task's shared items of a pair of variants (A, B): how many, how many each got
-    right, and how many both got right (a 2x2 table by its margins)."""
+    right, and how many both got right (a 2x2 table by its margins); `clusters` when the items
+    fall in two or more clusters (`of_clusters`), None otherwise."""
 
     n: int
     right_a: int
     right_b: int
     both: int
+    clusters: ClusterMoments | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         a_only, b_only = self.right_a - self.both, self.right_b - self.both
         if min(self.both, a_only, b_only, self.n - self.right_a - b_only) < 0:
             raise ValueError(f"inconsistent 2x2 counts {self}")
+        if self.clusters is not None and self.clusters.products[0][0] < self.n:
+            raise ValueError(f"cluster moments of fewer items than {self}")  # sum n_c^2 >= n
 
 
-def counts_of(a: Sequence[bool], b: Sequence[bool]) -> TaskCounts:
-    """The 2x2 counts of two aligned right/wrong sequences.
+def of_clusters(tables: Sequence[TaskCounts]) -> TaskCounts:
+    """One task's counts from its per-cluster 2x2 counts: their totals, with the clusters'
+    moments when at least two clusters have items (otherwise plain counts).
+
+    >>> t = of_clusters([TaskCounts(4, 4, 1, 1), TaskCounts(2, 0, 1, 0), TaskCounts(3, 3, 2, 2)])
+    >>> t, t.clusters.groups, t.clusters.products[0]
+    (TaskCounts(n=9, right_a=7, right_b=4, both=3), 3, (29, 25, 12, 10))
+    """
+    cells = [(t.n, t.right_a, t.right_b, t.both) for t in tables if t.n > 0]
+    n, right_a, right_b, both = (sum(u[j] for u in cells) for j in range(4))
+    if len(cells) < 2:
+        return TaskCounts(n, right_a, right_b, both)
+    products = tuple(tuple(sum(u[j] * u[k] for u in cells) for k in range(4)) for j in range(4))
+    return TaskCounts(n, right_a, right_b, both, ClusterMoments(len(cells), products))
+
+
+def counts_of(
+    a: Sequence[bool], b: Sequence[bool], clusters: Sequence[str] | None = None
+) -> TaskCounts:
+    """The 2x2 counts of two aligned right/wrong sequences; per cluster (`of_clusters`) when
+    `clusters` names each item's cluster.
 
     >>> counts_of([1, 1, 0, 0], [1, 0, 1, 0])
     TaskCounts(n=4, right_a=2, right_b=2, both=1)
+    >>> counts_of([1, 1, 0, 0], [1, 0, 1, 0], ["x", "x", "y", "y"]).clusters.groups
+    2
     """
     if len(a) != len(b):
         raise ValueError(f"paired verdicts need the same items: {len(a)} vs {len(b)}")
+    if clusters is not None:
+        if len(clusters) != len(a):
+            raise ValueError(f"{len(clusters)} cluster ids for {len(a)} items")
+        groups: dict[str, tuple[list[bool], list[bool]]] = {}
+        for x, y, c in zip(a, b, clusters, strict=True):
+            ga, gb = groups.setdefault(c, ([], []))
+            ga.append(x)
+            gb.append(y)
+        return of_clusters([counts_of(ga, gb) for ga, gb in groups.values()])
     both = sum(1 for x, y in zip(a, b, strict=True) if x and y)
     return TaskCounts(len(a), sum(map(bool, a)), sum(map(bool, b)), both)
 
@@ -183,13 +241,15 @@ def counts_of(a: Sequence[bool], b: Sequence[bool]) -> TaskCounts:
 @dataclass(frozen=True)
 class PairTest:
     """scale_a * capability(A) - scale_b * capability(B) on the shared items, its SE under
-    the null, z and the two-sided p-value; `n_items` shared items in all."""
+    the null, z and the two-sided p-value; `n_items` shared items in all; `clustered`: how
+    many of the tasks had their SE computed clustered (floored at the plain one)."""
 
     diff: float
     se: float
     z: float
     p: float
     n_items: int
+    clustered: int = 0
 
 
 def paired_test(
@@ -199,9 +259,12 @@ def paired_test(
 
     diff = 100/T * sum_t [s_a max(0, g(acc_a)) - s_b max(0, g(acc_b))], g(acc) = (acc - c) /
     (1 - c): the capability (per GB with s = 1 / peak GB) as the ranking computes it.
-    SE^2 = (100/T)^2 * sum_t sum_i d_i^2 / n_t^2 with d_i = s_a g(x_i) - s_b g(y_i), the
-    per-item difference of normalized gains: its second moment, the variance of the mean
+    SE^2 = (100/T)^2 * sum_t V_t, V_t = sum_i d_i^2 / n_t^2 with d_i = s_a g(x_i) - s_b g(y_i),
+    the per-item difference of normalized gains: its second moment, the variance of the mean
     difference when A and B are exchangeable on every item (the null).
+    Where the task's counts carry clusters (G >= 2 of them), V_t is the larger of that and the
+    clustered second moment G / (G - 1) * sum_c (sum_{i in c} d_i)^2 / n_t^2 (CR1, floored at
+    the plain one as metrics.clustered_se is).
 
     Worked example, one 2-choice task (c = 0.5), 8 items, A right on all, B on 4: gains are
     1 (right) and -1 (wrong); d = 2 on 4 items, 0 on 4; diff = 100 * (1 - 0) = 100;
@@ -210,10 +273,21 @@ def paired_test(
     >>> t = paired_test([(0.5, TaskCounts(8, 8, 4, 4))])
     >>> round(t.diff, 1), round(t.se, 1), round(t.z, 2), round(t.p, 4)
     (100.0, 50.0, 2.0, 0.0455)
+
+    Clustered, one chance-0 task of 9 items in 3 clusters of 4, 2 and 3 (d = 1 where only A
+    is right, -1 where only B is): X: A right on all 4, B on 1 (d = 0 1 1 1, sum 3);
+    Y: B alone right on 1 of 2 (d = 0 -1, sum -1); Z: both right on 2 of 3, A alone on 1
+    (d = 0 0 1, sum 1). diff = 100 * 3 / 9 = 33.3; plain SE = 100 * sqrt(5) / 9 = 24.8
+    (z = 1.34); clustered SE^2 = (100/9)^2 * 3/2 * (9 + 1 + 1), SE = 45.1: z = 0.74.
+
+    >>> x, y, z = TaskCounts(4, 4, 1, 1), TaskCounts(2, 0, 1, 0), TaskCounts(3, 3, 2, 2)
+    >>> t = paired_test([(0.0, of_clusters([x, y, z]))])
+    >>> round(t.diff, 1), round(t.se, 1), round(t.z, 2), t.clustered
+    (33.3, 45.1, 0.74, 1)
     """
     if not tasks:
         raise ValueError("no shared tasks to compare")
-    diff, var, n_items = 0.0, 0.0, 0
+    diff, var, n_items, clustered = 0.0, 0.0, 0, 0
     for chance, c in tasks:
         if c.n <= 0:
             raise ValueError("a task with no shared items")
@@ -222,22 +296,28 @@ def paired_test(
         gain_b = max(0.0, (c.right_b / c.n - chance) * w)
         diff += scale_a * gain_a - scale_b * gain_b
         e = chance * (scale_a - scale_b)  # the chance offset of d_i
+        # d_i / w by the item's cell: both right, A only, B only, neither
+        d_both, d_a, d_b, d_none = scale_a - scale_b - e, scale_a - e, -(scale_b + e), -e
         a_only, b_only = c.right_a - c.both, c.right_b - c.both
         neither = c.n - c.right_a - b_only
-        second = (
-            c.both * (scale_a - scale_b - e) ** 2
-            + a_only * (scale_a - e) ** 2
-            + b_only * (scale_b + e) ** 2
-            + neither * e**2
-        )
+        second = c.both * d_both**2 + a_only * d_a**2 + b_only * d_b**2 + neither * d_none**2
+        if c.clusters is not None:
+            # a cluster's sum of d / w in its counts (n, right_a, right_b, both)
+            q = (d_none, d_a - d_none, d_b - d_none, d_both - d_a - d_b + d_none)
+            m = c.clusters.products
+            sums = sum(q[j] * q[k] * m[j][k] for j in range(4) for k in range(4))
+            g = c.clusters.groups
+            second = max(second, g / (g - 1) * sums)
+            clustered += 1
         var += w * w * second / (c.n * c.n)
         n_items += c.n
     count = len(tasks)
     diff, se = 100.0 * diff / count, 100.0 * math.sqrt(var) / count
     if se == 0.0:
-        return PairTest(diff, 0.0, 0.0, 1.0, n_items)
+        return PairTest(diff, 0.0, 0.0, 1.0, n_items, clustered)
     z = diff / se
-    return PairTest(diff, se, z, min(1.0, 2.0 * (1.0 - NormalDist().cdf(abs(z)))), n_items)
+    p = min(1.0, 2.0 * (1.0 - NormalDist().cdf(abs(z))))
+    return PairTest(diff, se, z, p, n_items, clustered)
 
 
 def margin_test(tasks: Sequence[tuple[float, TaskCounts]], margin: float) -> tuple[float, PairTest]:
@@ -303,7 +383,8 @@ def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
 @dataclass(frozen=True)
 class Decision:
     """A settled question about a pair: `winner` is ahead of `loser` on `kind` (capability,
-    or capability per GB), decided at `look` (0-based) on `n_items` shared items."""
+    or capability per GB), decided at `look` (0-based) on `n_items` shared items; `clustered`:
+    how many tasks the test took clustered SEs on."""
 
     kind: str
     winner: str
@@ -312,12 +393,14 @@ class Decision:
     diff: float
     look: int
     n_items: int
+    clustered: int = 0
 
 
 @dataclass(frozen=True)
 class Stop:
     """Why a variant's accuracy work ended: beaten (by `by`, with `p`), settled, or items
-    ran out; after `look` (0-based) and `n_items` items."""
+    ran out; after `look` (0-based) and `n_items` items. `clustered`: the beating test took
+    clustered SEs on some task (the text says so)."""
 
     variant: str
     reason: str
@@ -327,17 +410,23 @@ class Stop:
     p: float | None = None
 
     margin: float = 0.0  # > 0: beaten as practically dominated (within the race's margin)
+    clustered: bool = False
 
     @property
     def text(self) -> str:
-        """ "stopped after 40 items: beaten by X (p = 0.0004)" and the like."""
-        if self.reason == BEATEN and self.margin:
+        """ "stopped after 40 items: beaten by X (p = 0.0004)" and the like ("p = 0.008,
+        clustered SEs" when the test took clustered SEs)."""
+        if self.reason != BEATEN:
+            return self._unbeaten_text()
+        how = f"p = {self.p:.2g}" + (", clustered SEs" if self.clustered else "")
+        if self.margin:
             return (
                 f"stopped after {self.n_items} items: beaten by {self.by} (less memory, ahead "
-                f"per GB, under {self.margin:g} points behind; p = {self.p:.2g})"
+                f"per GB, under {self.margin:g} points behind; {how})"
             )
-        if self.reason == BEATEN:
-            return f"stopped after {self.n_items} items: beaten by {self.by} (p = {self.p:.2g})"
+        return f"stopped after {self.n_items} items: beaten by {self.by} ({how})"
+
+    def _unbeaten_text(self) -> str:
         if self.reason == SETTLED:
             return f"stopped after {self.n_items} items: its place is settled"
         return f"answered all {self.n_items} items"
@@ -453,6 +542,7 @@ def look(state: RaceState, evidence: Evidence, *, items_done: int, last: bool = 
                 test.diff if kind == WITHIN_MARGIN else abs(test.diff),
                 state.looks,
                 test.n_items,
+                test.clustered,
             )
     after = dataclasses.replace(state, decisions=decisions, not_compared=notes)
     return _stop(after, items_done=items_done, last=last)
@@ -469,8 +559,10 @@ def _margin_beaters(state: RaceState, v: str) -> list[Decision]:
         per_gb = _decided(state, d.winner, v, PER_GB)
         implied = _rank_implied(state, d.winner, v)
         if implied or (per_gb is not None and per_gb.winner == d.winner):
-            p = max(d.p, per_gb.p) if per_gb is not None and not implied else d.p
-            out.append(dataclasses.replace(d, p=p))
+            both = per_gb is not None and not implied
+            p = max(d.p, per_gb.p) if both else d.p  # type: ignore[union-attr]
+            clustered = d.clustered + (per_gb.clustered if both else 0)  # type: ignore[union-attr]
+            out.append(dataclasses.replace(d, p=p, clustered=clustered))
     return out
 
 
@@ -485,7 +577,15 @@ def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
         ]
         if beaters:
             best = min(beaters, key=lambda d: (d.p, d.winner))
-            stops[v] = Stop(v, BEATEN, state.looks, items_done, by=best.winner, p=best.p)
+            stops[v] = Stop(
+                v,
+                BEATEN,
+                state.looks,
+                items_done,
+                by=best.winner,
+                p=best.p,
+                clustered=best.clustered > 0,
+            )
             continue
         dominated = [d for d in _margin_beaters(state, v) if d.winner in state.running]
         if dominated:
@@ -498,6 +598,7 @@ def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
                 by=best.winner,
                 p=best.p,
                 margin=state.config.margin,
+                clustered=best.clustered > 0,
             )
     left = [v for v in state.running if v not in stops]
     for v in left:

@@ -5,7 +5,7 @@ store attributes each stored line to its record: store.items.load_items).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from edgeeval import records as rec
@@ -14,6 +14,8 @@ from edgeeval.settings import GB
 
 #: (task, thinking) -> item id -> 1.0 right / 0.0 wrong, judged items only (store.items)
 ItemScores = dict[tuple[str, str], dict[str, float]]
+#: (task key, item ids) -> each item's cluster, or None: store.items.RunItems.clusters_of
+ClustersOf = Callable[[str, Sequence[str]], "tuple[str, ...] | None"]
 
 
 def task_key(score: rec.TaskScore) -> str:
@@ -23,13 +25,15 @@ def task_key(score: rec.TaskScore) -> str:
 
 @dataclass(frozen=True)
 class TaskVerdicts:
-    """One task's items (ids in the stored order) and each variant's verdicts on them."""
+    """One task's items (ids in the stored order) and each variant's verdicts on them;
+    `clusters`, each item's cluster (aligned with `item_ids`) where the task declares them."""
 
     task: str
     version: int
     chance: float
     item_ids: tuple[str, ...]
     right: dict[str, tuple[bool, ...]]
+    clusters: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,18 +50,26 @@ class VerdictTable:
         return sum(len(t.item_ids) for t in self.tasks)
 
     def counts(self, a: str, b: str, ids: dict[str, Sequence[int]] | None = None) -> list:
-        """(chance, TaskCounts) per task for a pair, over all items or the positions `ids`."""
+        """(chance, TaskCounts) per task for a pair, over all items or the positions `ids`
+        (per cluster where the task has clusters)."""
         out = []
         for t in self.tasks:
             pos = ids[t.task] if ids is not None else range(len(t.item_ids))
-            ra, rb = t.right[a], t.right[b]
-            out.append((t.chance, counts_of([ra[i] for i in pos], [rb[i] for i in pos])))
+            ra, rb, cl = t.right[a], t.right[b], t.clusters
+            groups = [cl[i] for i in pos] if cl is not None else None
+            out.append((t.chance, counts_of([ra[i] for i in pos], [rb[i] for i in pos], groups)))
         return out
 
 
-def build_table(records: Iterable[rec.ModelRecord], items: dict[str, ItemScores]) -> VerdictTable:
+def build_table(
+    records: Iterable[rec.ModelRecord],
+    items: dict[str, ItemScores],
+    clusters_of: ClustersOf | None = None,
+) -> VerdictTable:
     """The verdict table of ok `records` (one per variant) from `items` (variant name -> its
-    per-item scores, store.items.RunItems.of(record)).
+    per-item scores, store.items.RunItems.of(record)); each task's item clusters from
+    `clusters_of` (store.items.RunItems.clusters_of: None for a task without them, and then
+    its tests stay unclustered).
 
     Every variant must have scored the same tasks at the same version on the same items:
     otherwise RaceInputError names the task and the two variants (a changed task version, a
@@ -83,7 +95,7 @@ def build_table(records: Iterable[rec.ModelRecord], items: dict[str, ItemScores]
             )
     tasks, dropped = [], 0
     for key in sorted(scores[first]):
-        task, n_dropped = _task(key, names, scores, items)
+        task, n_dropped = _task(key, names, scores, items, clusters_of)
         tasks.append(task)
         dropped += n_dropped
     return VerdictTable(tuple(names), memory, tuple(tasks), dropped)
@@ -94,6 +106,7 @@ def _task(
     names: list[str],
     scores: dict[str, dict[str, rec.TaskScore]],
     items: dict[str, ItemScores],
+    clusters_of: ClustersOf | None = None,
 ) -> tuple[TaskVerdicts, int]:
     first = names[0]
     ref = scores[first][key]
@@ -119,4 +132,6 @@ def _task(
             )
     kept = sorted(i for i in every if all(i in by_variant[n] for n in names))
     right = {n: tuple(by_variant[n][i] >= 0.5 for i in kept) for n in names}
-    return TaskVerdicts(key, ref.version, ref.chance, tuple(kept), right), len(every) - len(kept)
+    clusters = clusters_of(key, kept) if clusters_of is not None else None
+    task = TaskVerdicts(key, ref.version, ref.chance, tuple(kept), right, clusters)
+    return task, len(every) - len(kept)
