@@ -230,6 +230,11 @@ class FidelitySpec:
     n_threads: int
     n_gpu_layers: int
     out: str = ""
+    # the context knobs the model is loaded with (the reference pass: always these defaults)
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: bool | str = False
+    swa_full: bool = True
 
     def __post_init__(self) -> None:
         if self.role not in ("reference", "variant"):

@@ -678,6 +678,11 @@ class DomainFidelity:
     source: str = ""  # where the domain's samples came from (shipped file, or a Hub dataset)
 
 
+#: The context knobs a fidelity result records (the context size is its chunk's, n_ctx: a
+#: larger cache leaves a chunk's logits as they are, as llama.cpp attends to the used cells).
+_FIDELITY_KNOBS = ("cache_type_k", "cache_type_v", "flash_attn", "swa_full")
+
+
 @dataclass(frozen=True)
 class FidelityResult:
     """Quant fidelity of one variant against a reference on one corpus (llama-perplexity's
@@ -722,6 +727,22 @@ class FidelityResult:
     error: str = ""
     # per domain, in the corpus's order, when the corpus has domains (`--corpus domains`)
     domains: tuple[DomainFidelity, ...] = ()
+    # The variant's context knob point (the reference's pass is always F16 KV, flash attention
+    # off, full-size sliding-window cache): its KV cache types, flash attention and windowing.
+    # Results stored before these fields were measured so, and read back with these defaults.
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: bool | str = False
+    swa_full: bool = True
+
+    @property
+    def point_name(self) -> str:
+        """The variant with its knob point's non-default knobs, "q4_k_m + KV q8_0 + FA on":
+        what tells two results of one variant and reference apart (the store's key); the plain
+        name for a result at the defaults (every result stored before knob points)."""
+        knobs = types.SimpleNamespace(**{k: getattr(self, k) for k in _FIDELITY_KNOBS})
+        point = typing.cast(RunSettings, knobs)  # only the knobs' values are read
+        return knob_label(self.variant, point, _FIDELITY_KNOBS)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
+from typing import Any
 
 from edgeeval import settings
 from edgeeval.cli.bench import gpu_layers_default
@@ -45,7 +47,65 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run", help="add the results to this run (id or 'latest'; default: new)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per model pass")
+    _knob_options(p)
     p.set_defaults(func=cmd_fidelity)
+
+
+def _knob_options(parser: argparse.ArgumentParser) -> None:
+    """The context knobs the variants are measured at, named and swept as `bench` does (each
+    point its own result; the reference always runs with an F16 KV cache, -fa off)."""
+    from edgeeval.cli.bench import _cache_type_list, _flash_list, _swa_list
+
+    p = parser.add_argument_group(
+        "context knobs of the variants", "each point its own result; the reference: F16 KV, -fa off"
+    )
+    p.add_argument(
+        "--flash-attn", "-fa", type=_flash_list, help="on, off (default) or auto, or a list: off,on"
+    )
+    for flag, short, part in (("--cache-type-k", "-ctk", "K"), ("--cache-type-v", "-ctv", "V")):
+        p.add_argument(
+            flag, short, type=_cache_type_list, help=f"KV cache type for {part}, or a list"
+        )
+    p.add_argument(
+        "--cache-type",
+        "-ctkv",
+        dest="cache_type_kv",
+        type=_cache_type_list,
+        help="KV cache type for K and V together, or a list of K=V points: f16,q8_0,q4_0 "
+        "(quantized, it needs --flash-attn on/auto)",
+    )
+    p.add_argument(
+        "--swa-cache", type=_swa_list, metavar="full,windowed", help="sliding-window cache(s)"
+    )
+
+
+def knob_settings(args: argparse.Namespace, n_gpu_layers: int) -> list[Any]:
+    """The knob points of `edgeeval fidelity`'s options (run.speed.knob_points), refused as
+    `bench` refuses them before anything loads: an unknown type, a quantized V cache without
+    flash attention, -fa on where this build's devices cannot run it."""
+    from edgeeval.engine.backend import flash_attn_support
+    from edgeeval.engine.doctor import check_flash_attn
+    from edgeeval.records import RunSettings
+    from edgeeval.run.speed import knob_points
+
+    values: dict[str, Any] = {"n_gpu_layers": n_gpu_layers}
+    lists = (
+        ("flash_attn", args.flash_attn),
+        ("cache_type_k", args.cache_type_k),
+        ("cache_type_v", args.cache_type_v),
+        ("swa_full", args.swa_cache),
+    )
+    for field, given in lists:
+        if given is not None:
+            values[field] = given[0]
+            values["sweep_" + field] = given if len(given) > 1 else ()
+    if args.cache_type_kv is not None:
+        kv = args.cache_type_kv
+        values.update(cache_type_k=kv[0], cache_type_v=kv[0])
+        values["sweep_cache_type_kv"] = kv if len(kv) > 1 else ()
+    settings = RunSettings(**values)  # ConfigError for the combinations llama.cpp refuses
+    check_flash_attn(settings, flash_attn_support)
+    return knob_points(settings)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -100,6 +160,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
                 f"{reference.name} is {reference.model}: compare variants of "
                 "one model (pass --ref)"
             )
+    gpu_layers = gpu_layers_default() if args.n_gpu_layers is None else args.n_gpu_layers
+    points = knob_settings(args, gpu_layers)
     run_id = store.resolve_run(args.run) if args.run else store.new_run_id()
     if not (store.run_dir(run_id) / "run.json").exists():
         store.write_manifest(
@@ -120,10 +182,12 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         n_ctx=args.n_ctx,
         max_chunks=args.chunks,
         n_threads=args.threads,
-        n_gpu_layers=gpu_layers_default() if args.n_gpu_layers is None else args.n_gpu_layers,
+        n_gpu_layers=gpu_layers,
         timeout_s=args.timeout,
         progress=progress,
+        points=points,
     )
-    print(fidelity_markdown(results))
+    named_results = [replace(r, variant=r.point_name) for r in results]
+    print(fidelity_markdown(named_results))
     print(f"run {run_id}: {store.run_dir(run_id) / 'fidelity.jsonl'}")
     return 0 if all(r.status == rec.STATUS_OK for r in results) else 3

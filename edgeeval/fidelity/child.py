@@ -46,7 +46,8 @@ T = TypeVar("T")
 
 
 def _load(spec: ct.FidelitySpec) -> LlamaBackend:
-    """The model of this pass, one chunk per decode (n_batch = n_ctx, micro-batches of 512)."""
+    """The model of this pass, one chunk per decode (n_batch = n_ctx, micro-batches of 512),
+    with the pass's KV cache types, flash attention and windowing."""
     check_gguf(spec.model)  # refuse malformed files before native code parses them
     options = LoadOptions(
         n_ctx=spec.n_ctx,
@@ -54,6 +55,10 @@ def _load(spec: ct.FidelitySpec) -> LlamaBackend:
         n_batch=spec.n_ctx,
         n_ubatch=512,  # LoadOptions keeps it within n_batch
         n_gpu_layers=spec.n_gpu_layers,
+        flash_attn=spec.flash_attn,
+        type_k=spec.cache_type_k,
+        type_v=spec.cache_type_v,
+        swa_full=spec.swa_full,
     )
     return LlamaBackend(spec.model, options)
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -181,11 +182,16 @@ def run_fidelity(
     n_gpu_layers: int = 0,
     timeout_s: float = 3600.0,
     progress: Progress = lambda m: None,
+    points: Sequence[rec.RunSettings] = (),
 ) -> list[rec.FidelityResult]:
     """Measure each variant against `reference`; every result is saved as soon as it exists.
 
-    A variant that fails is a result with status "error" and the reason; a reference that
-    fails raises EdgeevalError (nothing can be compared without it).
+    `points` are the context knob points (run.speed.knob_points) each variant is measured at:
+    its KV cache types, flash attention and windowing, one result per variant x point (none:
+    the defaults, F16 KV, flash attention off, a full-size sliding-window cache). The
+    reference pass always runs at those defaults, so a point's KLD is what its knobs add to the
+    variant's own. A variant that fails is a result with status "error" and the reason; a
+    reference that fails raises EdgeevalError (nothing can be compared without it).
     """
     ref_file = ensure_file(reference, catalog, progress=progress)
     common = _provenance(run_id, reference, ref_file.sha256, corpus, n_ctx)
@@ -219,10 +225,24 @@ def run_fidelity(
         split = _Split(corpus, work / LABELS) if corpus.domains else None
         results = []
         for variant in variants:
-            result = _measure_one(variant, catalog, spec, common, timeout_s, progress, split)
-            save_fidelity(result)
-            results.append(result)
+            for point in points or (rec.RunSettings(),):
+                knobs = _knobs(point)
+                result = _measure_one(
+                    variant, catalog, spec, common, timeout_s, progress, split, knobs
+                )
+                save_fidelity(result)
+                results.append(result)
     return results
+
+
+def _knobs(point: rec.RunSettings) -> dict[str, Any]:
+    """A knob point's settings as the FidelitySpec and FidelityResult fields name them."""
+    return {
+        "cache_type_k": point.cache_type_k,
+        "cache_type_v": point.cache_type_v,
+        "flash_attn": point.flash_attn,
+        "swa_full": point.swa_full,
+    }
 
 
 def _provenance(
@@ -271,29 +291,34 @@ def _measure_one(
     timeout_s: float,
     progress: Progress,
     split: _Split | None = None,
+    knobs: dict[str, Any] | None = None,
 ) -> rec.FidelityResult:
     started = time.strftime(settings.ISO_TIME)
+    knobs = knobs or {}
     try:
         file = ensure_file(variant, catalog, progress=progress)
     except (EdgeevalError, OSError) as exc:
         return rec.FidelityResult(
             **common,
+            **knobs,
             variant=variant.name,
             status=rec.STATUS_SKIPPED,
             started_at=started,
             error=str(exc),
         )
-    out = Path(reference_spec.work) / f"stats-{variant.name}.npz"
-    progress(f"{variant.name}: comparing with {common['reference']}")
-    spec = replace(reference_spec, role="variant", model=str(file.path), out=str(out))
-    elapsed, error = _run_pass(spec, variant.name, timeout_s, progress)
     base = {
         **common,
+        **knobs,
         "variant": variant.name,
         "variant_sha256": file.sha256,
         "started_at": started,
         "notes": _notes(file.path),
     }
+    name = rec.FidelityResult(**base, status=rec.STATUS_OK).point_name
+    out = Path(reference_spec.work) / f"stats-{variant.name}.npz"  # read and removed below
+    progress(f"{name}: comparing with {common['reference']}")
+    spec = replace(reference_spec, role="variant", model=str(file.path), out=str(out), **knobs)
+    elapsed, error = _run_pass(spec, name, timeout_s, progress)
     if elapsed is None:
         return rec.FidelityResult(**base, status=rec.STATUS_ERROR, error=error)
     with np.load(out) as data:

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from edgeeval import records as rec
 from edgeeval.metrics import bits_per_weight
 from edgeeval.report.cells import md, num, pm
-from edgeeval.report.summarize import RankRow
+from edgeeval.report.summarize import RankRow, label_knob_points
 from edgeeval.settings import GB
+
+
+def _knobs(settings: rec.RunSettings | rec.FidelityResult) -> tuple[object, ...]:
+    """The context knobs a fidelity result is measured at (its chunk sets the context size)."""
+    return (settings.cache_type_k, settings.cache_type_v, settings.flash_attn, settings.swa_full)
+
+
+def label_fidelity(
+    fidelity: Sequence[rec.FidelityResult], records: Sequence[rec.ModelRecord]
+) -> list[rec.FidelityResult]:
+    """The fidelity results named as the report's rows: a result measured at a record's
+    KV cache types, flash attention and windowing gets that record's row name ("q4_k_m + KV
+    q8_0"), once per such record (an n_ctx sweep's points share a chunk's KLD: the context
+    size does not change the logits of a chunk that fits); a result that matches no record is
+    named by its own knob point ("q4_k_m + KV q4_0 + FA on"), with its knobs spelled out when
+    that name is a row measured at other knobs (an F16-KV result beside an -fa on run)."""
+    labelled = label_knob_points(records)
+    rows = {r.variant.name for r in labelled}
+    out = []
+    for result in fidelity:
+        names = [
+            row.variant.name
+            for record, row in zip(records, labelled, strict=True)
+            if record.variant.name == result.variant and _knobs(record.settings) == _knobs(result)
+        ]
+        if not names:
+            name = result.point_name
+            if name in rows:
+                fa = "auto" if result.flash_attn == "auto" else "on" if result.flash_attn else "off"
+                kv = f"{result.cache_type_k}/{result.cache_type_v}"
+                name += f" (measured at KV {kv}, FA {fa})"
+            names = [name]
+        out += [replace(result, variant=name) for name in dict.fromkeys(names)]
+    return out
 
 
 def fidelity_markdown(results: Sequence[rec.FidelityResult]) -> str:

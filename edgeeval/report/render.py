@@ -25,7 +25,12 @@ from edgeeval.report.answer import (
 )
 from edgeeval.report.cells import md, num, pm
 from edgeeval.report.exports import to_csv, to_json
-from edgeeval.report.fidelity import fidelity_markdown, variant_rows, variants_markdown
+from edgeeval.report.fidelity import (
+    fidelity_markdown,
+    label_fidelity,
+    variant_rows,
+    variants_markdown,
+)
 from edgeeval.report.kvmem import kv_html, kv_plot, rank_note, records_at_ctx
 from edgeeval.report.lmeval import write_lm_eval
 from edgeeval.report.mdhtml import markdown_html
@@ -415,7 +420,8 @@ def render_run(
         rank_note=rank_note(rank_at_ctx, kept) if rank_at_ctx else "",
         rank_by=rank_by,
     )
-    paths = write_report(directory, rows, labelled, meta, fidelity=fidelity, pairs=pairs)
+    points = label_fidelity(fidelity, records)  # each knob point's KLD on its own row
+    paths = write_report(directory, rows, labelled, meta, fidelity=points, pairs=pairs)
     # the llama-bench shaped speed tables, as `edgeeval bench` writes them (pipeline.render);
     # their type_k/type_v/flash_attn columns tell the knob points apart
     paths.update({f"speed_{k}": v for k, v in write_speed_tables(directory, records).items()})

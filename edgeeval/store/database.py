@@ -255,8 +255,16 @@ def rebuild(directory: Path) -> Restored:
 
 
 def fidelity_key(result: rec.FidelityResult) -> tuple[str, str, str, int, int]:
-    """The fidelity table's key of a result (without the run id)."""
-    return (result.variant, result.reference, result.corpus_sha256, result.n_ctx, result.n_chunks)
+    """The fidelity table's key of a result (without the run id). Its `variant` column holds
+    the variant with its knob point ("q4_k_m + KV q8_0 + FA on"; the plain name at the
+    defaults), so each point of a KV sweep is its own row."""
+    return (
+        result.point_name,
+        result.reference,
+        result.corpus_sha256,
+        result.n_ctx,
+        result.n_chunks,
+    )
 
 
 def held(directory: Path, run_id: str) -> Held:
@@ -363,19 +371,7 @@ def insert_records(db: sqlite3.Connection, records: Iterable[rec.ModelRecord]) -
 
 def insert_fidelity(db: sqlite3.Connection, results: Iterable[rec.FidelityResult]) -> int:
     """Upsert fidelity results (the last one per key wins); return how many rows changed."""
-    rows = [
-        (
-            r.run_id,
-            r.variant,
-            r.reference,
-            r.corpus_sha256,
-            r.n_ctx,
-            r.n_chunks,
-            r.status,
-            rec.to_json(r),
-        )
-        for r in results
-    ]
+    rows = [(r.run_id, *fidelity_key(r), r.status, rec.to_json(r)) for r in results]
     before = db.total_changes
     db.executemany("INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return db.total_changes - before

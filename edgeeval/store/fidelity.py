@@ -16,11 +16,11 @@ def save_fidelity(result: rec.FidelityResult, root: Path | None = None) -> None:
 
 
 def load_fidelity(run_id: str, root: Path | None = None) -> runs.Lines[rec.FidelityResult]:
-    """A run's fidelity results from its JSONL (the last per variant and reference wins);
-    `.skipped` counts unreadable lines."""
+    """A run's fidelity results from its JSONL (the last per variant, knob point and
+    reference wins); `.skipped` counts unreadable lines."""
     path = runs.run_dir(run_id, root) / database.FIDELITY_FILE
     results = runs.read_jsonl(path, rec.FidelityResult)
-    latest = {(r.variant, r.reference): r for r in results}
+    latest = {(r.point_name, r.reference): r for r in results}
     return runs.Lines(
         latest.values(), path=path, skipped=results.skipped, first_problem=results.first_problem
     )
