@@ -459,3 +459,209 @@ def test_bench_race_measures_rounds_stores_each_and_marks_the_report(tmp_path, m
     }
     assert state.stops["c"].reason == BEATEN  # c: more memory than a and less capable
     assert "beaten by a" in paths["md"].read_text()
+
+
+# --- clustered tests: where a task's items come in clusters (its `cluster_by`) --------------
+
+
+def clustered_table(rights, memory, clusters, chance=0.0):
+    """`table`, with each item's cluster."""
+    tab = table(rights, memory, chance)
+    task = dataclasses.replace(tab.tasks[0], clusters=tuple(clusters))
+    return dataclasses.replace(tab, tasks=(task,))
+
+
+def test_clustered_paired_test_against_hand_computed_tables():
+    """One chance-0 task of 9 items in clusters of 4, 2 and 3 (A, B right):
+    X = 11 11 10 10 (A alone right on 3), Y = 00 01 (B alone on 1), Z = 11 11 10.
+    Capability: d = 1 (A alone), -1 (B alone), 0; cluster sums 3, -1, 1; diff = 100 * 3/9;
+    plain SE = 100 * sqrt(5) / 9 = 24.85; clustered SE^2 = (100/9)^2 * 3/2 * (9 + 1 + 1):
+    SE = 45.13. Per GB (A 1 GB, B 2 GB: d = 1/2 both right, 1 A alone, -1/2 B alone):
+    cluster sums 3.5, -0.5, 2; diff = 100 * 5/9 = 55.56; plain sum d^2 = 3/4 + 4 + 1/4 = 5,
+    SE 24.85; clustered 3/2 * (12.25 + 0.25 + 4) = 24.75: SE = 100 * sqrt(24.75) / 9 = 55.28."""
+    x, y, z = (
+        rules.TaskCounts(4, 4, 1, 1),
+        rules.TaskCounts(2, 0, 1, 0),
+        rules.TaskCounts(3, 3, 2, 2),
+    )
+    counts = rules.of_clusters([x, y, z])
+    assert counts == rules.counts_of(
+        [1, 1, 1, 1, 0, 0, 1, 1, 1], [1, 0, 0, 0, 0, 1, 1, 1, 0], list("XXXXYYZZZ")
+    )
+    cap = paired_test([(0.0, counts)])
+    assert cap.diff == pytest.approx(100 / 3)
+    assert cap.se == pytest.approx(100 * math.sqrt(1.5 * 11) / 9)
+    assert cap.clustered == 1
+    plain = paired_test([(0.0, rules.TaskCounts(9, 7, 4, 3))])
+    assert plain.se == pytest.approx(100 * math.sqrt(5) / 9) and plain.clustered == 0
+    per_gb = paired_test([(0.0, counts)], scale_a=1.0, scale_b=0.5)
+    assert per_gb.diff == pytest.approx(500 / 9)
+    assert per_gb.se == pytest.approx(100 * math.sqrt(24.75) / 9)
+    # a second, unclustered task adds its plain second moment: SE = 100/2 * sqrt(v1 + v2)
+    two = paired_test([(0.0, counts), (0.0, rules.TaskCounts(4, 4, 0, 0))])
+    assert two.se == pytest.approx(50 * math.sqrt(16.5 / 81 + 4 / 16)) and two.clustered == 1
+
+
+def test_a_clustered_second_moment_below_the_plain_one_is_floored():
+    """Clusters P = (A alone, B alone), Q the same, R = (A alone): cluster sums 0, 0, 1, so
+    CR1 = 3/2 * 1 / 25 is below the plain 5 / 25: the SE stays the plain 100 * sqrt(5) / 5."""
+    counts = rules.counts_of([1, 0, 1, 0, 1], [0, 1, 0, 1, 0], list("PPQQR"))
+    test = paired_test([(0.0, counts)])
+    assert counts.clusters is not None and counts.clusters.groups == 3
+    assert test.se == pytest.approx(100 * math.sqrt(5) / 5) and test.clustered == 1
+    # one cluster only: plain counts, nothing to cluster
+    assert rules.counts_of([1, 0], [0, 1], ["P", "P"]).clusters is None
+
+
+def test_clustered_paired_test_matches_per_item_sums():
+    """The cluster moments give exactly G/(G-1) * sum_c (sum_{i in c} d_i)^2 / n^2 computed
+    item by item (any chance, any scales), floored at the plain second moment; and the
+    replays' report SE is stats.capability_difference's clustered paired SE."""
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        n, c = int(rng.integers(6, 50)), float(rng.choice([0.0, 0.25, 0.5]))
+        a = (rng.uniform(size=n) < rng.uniform()).astype(int)
+        b = (rng.uniform(size=n) < rng.uniform()).astype(int)
+        groups = [f"g{k}" for k in rng.integers(0, int(rng.integers(2, 8)), n)]
+        sa, sb = float(rng.uniform(0.5, 2)), float(rng.uniform(0.5, 2))
+        d = (sa * (a - c) - sb * (b - c)) / (1 - c)
+        sums = {g: 0.0 for g in groups}
+        for g, x in zip(groups, d, strict=True):
+            sums[g] += x
+        big = len(sums)
+        plain = float(np.sum(d * d)) / n**2
+        want = (
+            plain
+            if big < 2
+            else max(plain, big / (big - 1) * sum(v * v for v in sums.values()) / n**2)
+        )
+        counts = rules.counts_of(a, b, groups)
+        got = paired_test([(c, counts)], scale_a=sa, scale_b=sb)
+        assert got.se == pytest.approx(100 * math.sqrt(want))
+        assert got.clustered == (big >= 2)
+        theirs = capability_difference([TaskItems("t", tuple(a), tuple(b), c, tuple(groups))])
+        assert report_se([(c, counts)]) == pytest.approx(theirs.se)
+
+
+def test_clustering_delays_the_stop_by_one_round_as_the_maths_says():
+    """A right on all 64 items, B on none, chance 0, items in clusters of 2 (in the stored
+    order, which the helper uses). Every d_i = 1, so a cluster's sum is its size 2 and after n
+    items (G = n / 2 clusters): clustered SE^2 = (100/n)^2 * G/(G-1) * 4G = (100/n)^2 * 2n *
+    G/(G-1), z^2 = n^2 / (2n G/(G-1)) = G - 1 = n/2 - 1 (plain: z^2 = n). One question per
+    look at p <= 0.01 (|z| >= 2.576). Plain: look 1 (8 items) z = 2.83, B beaten after 8.
+    Clustered: look 1 z = sqrt(3) = 1.73 (p = 0.083), open; look 2 (16 items) z = sqrt(7) =
+    2.646, p = 0.0082: B beaten after 16, one round later, and its line says so."""
+    rights = {"a": [1] * 64, "b": [0] * 64}
+    memory = {"a": 1.0, "b": 2.0}
+    config = RaceConfig(rank_by=CAPABILITY)
+    tab = clustered_table(rights, memory, [f"c{k // 2}" for k in range(64)])
+    plain = run_race(table(rights, memory), config)
+    assert (plain.stops["b"].look, plain.stops["b"].n_items) == (1, 8)
+    state = run_race(tab, config)
+    b = state.stops["b"]
+    assert (b.reason, b.look, b.n_items, b.by, b.clustered) == (BEATEN, 2, 16, "a", True)
+    assert b.p == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(math.sqrt(7 / 2)))))
+    assert round(b.p, 4) == 0.0082
+    assert b.text == "stopped after 16 items: beaten by a (p = 0.0082, clustered SEs)"
+    assert plain.stops["b"].text == "stopped after 8 items: beaten by a (p = 0.0047)"
+
+
+def test_the_live_race_tests_a_clustered_task_clustered(tmp_path):
+    """drive.run_race with the task's clusters decides on the clustered counts of the prefix
+    answered so far (the same stop as rules.race over those counts), later than without."""
+    rights = {"a": [1] * 64, "b": [0] * 64}
+    tab = clustered_table(rights, {"a": 1.0, "b": 2.0}, [f"c{k // 4}" for k in range(64)])
+    ids = list(tab.tasks[0].item_ids)
+    cluster = dict(zip(ids, tab.tasks[0].clusters, strict=True))
+    config = RaceConfig(rank_by=CAPABILITY)
+
+    def live(clusters):
+        return drive.run_race(
+            store.new_run_id(),
+            tab.variants,
+            {"t": ids},
+            {"t": 0.0},
+            config,
+            fake_measure(tab, []),
+            root=tmp_path,
+            clusters=clusters,
+        )
+
+    order = rules.item_order("t", ids, config.seed)
+    sizes = rules.round_sizes(64, config)
+
+    def evidence_at(r):
+        prefix = order[: sizes[r]]
+        return lambda a, b: [
+            (
+                0.0,
+                rules.counts_of(
+                    [rights[a][ids.index(i)] for i in prefix],
+                    [rights[b][ids.index(i)] for i in prefix],
+                    [cluster[i] for i in prefix],
+                ),
+            )
+        ]
+
+    want = rules.race(tab.variants, tab.memory_gb, config, evidence_at, lambda r: sizes[r])
+    got = live({"t": cluster})
+    assert got.stops == want.stops and got.stops["b"].clustered
+    assert got.stops["b"].look > live(None).stops["b"].look
+
+
+def test_replays_on_a_clustered_table_use_the_clustered_counts():
+    """The replays' cluster moments (one matrix product per look) equal those counted item by
+    item along the same seeded order, and 50 replays on a clustered table run."""
+    from edgeeval.race import replay as rp
+
+    rng = np.random.default_rng(4)
+    tab = rp.simulated_table(3, (48, 30), (0.25, 0.0), rng, cluster_size=5)
+    tab = dataclasses.replace(
+        tab, tasks=(tab.tasks[0], dataclasses.replace(tab.tasks[1], clusters=None))
+    )
+    arr, config = rp._Arrays(tab), RaceConfig()
+    evidence_at = rp._replay_one(arr, tab.memory_gb, config, np.random.default_rng(7))[3]
+    orders = np.random.default_rng(7)
+    perms = [orders.permutation(len(t.item_ids)) for t in tab.tasks]
+    for r in range(config.rounds):
+        ids = {
+            t.task: list(p[: rules.round_sizes(len(t.item_ids), config)[r]])
+            for t, p in zip(tab.tasks, perms, strict=True)
+        }
+        for a, b in (("v0", "v1"), ("v2", "v0")):
+            assert evidence_at(r)(a, b) == tab.counts(a, b, ids)
+    assert evidence_at(config.rounds - 1)("v0", "v1")[0][1].clusters.groups == 10
+    summary = replay(tab, RaceConfig(rank_by=CAPABILITY), n_replays=50)
+    assert summary.n_replays == 50 and 0.0 < summary.items_used <= 1.0
+
+
+def test_null_races_on_clustered_tasks_declare_a_difference_in_at_most_5_percent():
+    """The null check with every task in clusters of 4 items sharing one success probability
+    (the tests clustered, floored at the plain SE): still at most 5 % of 1000 races."""
+    rate = null_replays(1000, RaceConfig(rank_by=CAPABILITY), n_variants=3, seed=21, cluster_size=4)
+    assert rate <= 0.05
+
+
+def test_verdict_tables_and_bench_items_carry_clusters():
+    """build_table takes each task's clusters from store.items (RunItems.clusters_of), aligned
+    with the items kept; the bench's race reads a clustered task's clusters from its items
+    (pydoc-cloze: by topic) and none for a task without (arith)."""
+    from edgeeval.race.bench import race_tasks
+    from edgeeval.settings import package_root
+    from edgeeval.store.items import ATTRIBUTED, RunItems
+
+    ra, sa = _stored("a", "facts", {"x": 1.0, "y": 0.0, "z": 1.0})
+    rb, sb = _stored("b", "facts", {"x": 0.0, "y": 1.0, "z": 1.0})
+    got = RunItems(
+        "r", ATTRIBUTED, clusters={("facts", "x"): "p", ("facts", "y"): "q", ("facts", "z"): "p"}
+    )
+    tab = build_table([ra, rb], {"a": sa, "b": sb}, got.clusters_of)
+    assert tab.tasks[0].item_ids == ("x", "y", "z") and tab.tasks[0].clusters == ("p", "q", "p")
+    assert tab.counts("a", "b")[0][1].clusters.groups == 2
+    assert build_table([ra, rb], {"a": sa, "b": sb}).tasks[0].clusters is None
+    settings = rec.RunSettings(tasks=("pydoc-cloze", "arith"), task_limit=40)
+    items, _, clusters = race_tasks(settings, package_root())
+    assert set(clusters) == {"pydoc-cloze"} and set(clusters["pydoc-cloze"]) == set(
+        items["pydoc-cloze"]
+    )
+    assert len(set(clusters["pydoc-cloze"].values())) >= 2

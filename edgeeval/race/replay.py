@@ -18,6 +18,7 @@ probabilities, where every decision is a false one.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -253,6 +254,7 @@ def _replay_one(
         )
 
     def evidence_at(r: int):  # noqa: ANN202
+        @functools.cache  # one look asks a pair up to three questions
         def evidence(a: str, b: str) -> list[tuple[float, TaskCounts]]:
             i, j = arr.index[a], arr.index[b]
             k = arr.pair_index[(min(i, j), max(i, j))]
@@ -324,17 +326,20 @@ def _separable(table: VerdictTable, rank_by: str) -> list[tuple[str, str]]:
     return out
 
 
-def _false_settles(state: RaceState, table: VerdictTable) -> int:
+def _false_settles(
+    state: RaceState, table: VerdictTable, counts: Callable[[str, str], list] | None = None
+) -> int:
     """Decisions the full run's point estimates contradict: a lead the full run does not
     show, or (WITHIN_MARGIN) a loser the full run finds `margin` points or more ahead."""
     mem, wrong = table.memory_gb, 0
+    counts = counts or table.counts
     for d in state.decisions.values():
         if d.kind == WITHIN_MARGIN:
-            full = paired_test(table.counts(d.loser, d.winner))
+            full = paired_test(counts(d.loser, d.winner))
             wrong += full.diff >= state.config.margin
             continue
         scale = (1 / mem[d.winner], 1 / mem[d.loser]) if d.kind == PER_GB else (1.0, 1.0)
-        full = paired_test(table.counts(d.winner, d.loser), scale_a=scale[0], scale_b=scale[1])
+        full = paired_test(counts(d.winner, d.loser), scale_a=scale[0], scale_b=scale[1])
         wrong += full.diff <= 0
     return wrong
 
@@ -342,6 +347,7 @@ def _false_settles(state: RaceState, table: VerdictTable) -> int:
 def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) -> ReplaySummary:
     """`n_replays` races over `table`, seeds 0..n-1 (seed s draws replay s's item order)."""
     arr, mem = _Arrays(table), table.memory_gb
+    full_counts = functools.cache(table.counts)  # the whole table's counts, once per pair
     full, full_cap = full_answer(table, config.rank_by)
     full_report_front = report_front(full_cap, mem, lambda u, v: report_se(table.counts(u, v)))
     separable = _separable(table, config.rank_by)
@@ -371,7 +377,7 @@ def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) ->
         tallies["front"] += got.front == full.front
         tallies["answer"] += got.order == full.order and got_report_front == full_report_front
         tallies["sep_answer"] += sep_ok and got_report_front == full_report_front
-        tallies["false"] += _false_settles(state, table) > 0
+        tallies["false"] += _false_settles(state, table, full_counts) > 0
         used.append(sum(s.n_items for s in state.stops.values()) / total)
         for v, s in state.stops.items():
             items[v] += s.n_items

@@ -172,7 +172,7 @@ class ClusterMoments:
     products: tuple[tuple[int, ...], ...]
 
     def __post_init__(self) -> None:
-        if self.groups < 2 or len(self.products) != 4 or any(len(r) != 4 for r in self.products):
+        if self.groups < 2 or len(self.products) != 4 or len(self.products[3]) != 4:
             raise ValueError(f"cluster moments need at least 2 clusters and a 4x4 table: {self}")
 
 
@@ -303,9 +303,19 @@ def paired_test(
         second = c.both * d_both**2 + a_only * d_a**2 + b_only * d_b**2 + neither * d_none**2
         if c.clusters is not None:
             # a cluster's sum of d / w in its counts (n, right_a, right_b, both)
-            q = (d_none, d_a - d_none, d_b - d_none, d_both - d_a - d_b + d_none)
-            m = c.clusters.products
-            sums = sum(q[j] * q[k] * m[j][k] for j in range(4) for k in range(4))
+            q0, q1, q2 = d_none, d_a - d_none, d_b - d_none
+            q3 = d_both - d_a - d_b + d_none
+            (m00, m01, m02, m03), (_, m11, m12, m13), (_, _, m22, m23), (*_, m33) = (
+                c.clusters.products
+            )
+            sums = (
+                q0 * q0 * m00
+                + q1 * q1 * m11
+                + q2 * q2 * m22
+                + q3 * q3 * m33
+                + 2 * (q0 * (q1 * m01 + q2 * m02 + q3 * m03) + q1 * (q2 * m12 + q3 * m13))
+                + 2 * q2 * q3 * m23
+            )
             g = c.clusters.groups
             second = max(second, g / (g - 1) * sums)
             clustered += 1
