@@ -18,6 +18,7 @@ probabilities, where every decision is a false one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -410,12 +411,17 @@ def simulated_table(
     *,
     p_items: Sequence[np.ndarray] | None = None,
     cluster_size: int = 0,
+    cluster_effect: float = 0.0,
 ) -> VerdictTable:
     """Variants that all answer each item right with the same probability p_i (drawn
     uniformly unless `p_items` gives them), independently: the null of the race. Memory 1, 2,
     ... GB. With `cluster_size` k, every k consecutive items make a cluster (the last may be
     smaller) that shares one drawn p (unless `p_items` gives them): the tasks' tests are
-    clustered."""
+    clustered. With `cluster_effect` s > 0 as well, each variant knows each cluster better or
+    worse: its logit of p is shifted by its own draw from N(0, s^2) per cluster, so variants
+    are equal on average over clusters but not item by item (what clustered SEs are for)."""
+    if cluster_effect > 0 and not cluster_size:
+        raise ValueError("cluster_effect needs cluster_size: effects are per cluster")
     names = [f"v{k}" for k in range(n_variants)]
     tasks = []
     for t, (n, c) in enumerate(zip(task_sizes, chances, strict=True)):
@@ -426,6 +432,10 @@ def simulated_table(
             p = np.repeat(rng.uniform(0, 1, -(-n // cluster_size)), cluster_size)[:n]
         else:
             p = rng.uniform(0, 1, n)
+        if cluster_effect > 0:
+            shift = rng.normal(0.0, cluster_effect, (n_variants, -(-n // cluster_size)))
+            logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))
+            p = 1 / (1 + np.exp(-(logit + np.repeat(shift, cluster_size, axis=1)[:, :n])))
         draws = rng.uniform(0, 1, (n_variants, n)) < p
         tasks.append(
             TaskVerdicts(
@@ -449,15 +459,29 @@ def null_replays(
     chances: Sequence[float] = (0.25, 0.5, 0.0),
     seed: int = 0,
     cluster_size: int = 0,
+    cluster_effect: float = 0.0,
+    clustered: bool = True,
 ) -> float:
     """Share of `n_replays` null races (fresh simulated verdicts each, identical per-item
     success probabilities) that declare any two variants different in capability, across
     all rounds. (Per GB they do differ: the simulated variants use 1, 2, 3... GB.) With
-    `cluster_size`, items come in clusters of that many sharing one p, tested clustered."""
+    `cluster_size`, items come in clusters of that many sharing one p, tested clustered
+    (unless not `clustered`: the same tables tested plain); `cluster_effect` as in
+    `simulated_table`."""
     rng = np.random.default_rng(seed)
     hits = 0
     for k in range(n_replays):
-        table = simulated_table(n_variants, task_sizes, chances, rng, cluster_size=cluster_size)
+        table = simulated_table(
+            n_variants,
+            task_sizes,
+            chances,
+            rng,
+            cluster_size=cluster_size,
+            cluster_effect=cluster_effect,
+        )
+        if not clustered:
+            plain = tuple(dataclasses.replace(t, clusters=None) for t in table.tasks)
+            table = dataclasses.replace(table, tasks=plain)
         arr = _Arrays(table)
         state = _replay_one(arr, table.memory_gb, config, np.random.default_rng(k))[0]
         hits += any(d.kind == CAPABILITY for d in state.decisions.values())
