@@ -497,6 +497,10 @@ def test_clustered_paired_test_against_hand_computed_tables():
     per_gb = paired_test([(0.0, counts)], scale_a=1.0, scale_b=0.5)
     assert per_gb.diff == pytest.approx(500 / 9)
     assert per_gb.se == pytest.approx(100 * math.sqrt(24.75) / 9)
+    # the margin test (H0: A leads by 50 points or more) takes the clustered SE too
+    p, margin = rules.margin_test([(0.0, counts)], 50.0)
+    assert margin.se == pytest.approx(cap.se) and margin.clustered == 1
+    assert p == pytest.approx(1 - 0.5 * (1 + math.erf((50 - 100 / 3) / cap.se / math.sqrt(2))))
     # a second, unclustered task adds its plain second moment: SE = 100/2 * sqrt(v1 + v2)
     two = paired_test([(0.0, counts), (0.0, rules.TaskCounts(4, 4, 0, 0))])
     assert two.se == pytest.approx(50 * math.sqrt(16.5 / 81 + 4 / 16)) and two.clustered == 1
