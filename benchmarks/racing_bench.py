@@ -171,7 +171,7 @@ def stored_table(run_id: str) -> VerdictTable:
         run_id, root, in_order, concurrent=bool(manifest.get("allow_concurrent"))
     )
     records = list(store.load_records(run_id, root))
-    return build_table(records, {r.variant.name: got.of(r) for r in records})
+    return build_table(records, {r.variant.name: got.of(r) for r in records}, got.clusters_of)
 
 
 def paired_vs_unpaired(table: VerdictTable, a: str, b: str) -> dict[str, Any] | None:
