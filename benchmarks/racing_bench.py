@@ -278,7 +278,20 @@ def phase_race(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any
     if not has_race_option():
         return {"skipped": "this edgeeval has no `bench --race`: the race is not wired yet"}
     rows = []
-    for label, extra in (("race", ["--race"]), ("full", [])):
+    kinds = [("race", ["--race"]), ("full", [])][: 2 if args.alternate == "race,full" else 1]
+    if args.alternate == "race" and state.get("full_run"):
+        # the full run of phase 1, measured just before under the same options and lock
+        full = state["full_run"]
+        rows.append(
+            {
+                "kind": "full (phase 1, just before)",
+                "run_id": full,
+                "wall_s": state.get("full_wall_s", [None])[-1],
+                "accuracy_s": accuracy_s(full),
+                "items_answered": items_answered(full),
+            }
+        )
+    for label, extra in kinds:
         cmd = edgeeval_cmd("bench", *args.models, *bench_args(args), *extra)
         run_id, wall, code = timed_bench(cmd, f"real {label}")
         rows.append(
@@ -312,6 +325,13 @@ def main(argv: list[str]) -> int:
         "barriers",
     )
     ap.add_argument("--replays", type=int, default=1000)
+    ap.add_argument(
+        "--alternate",
+        choices=["race,full", "race"],
+        default="race,full",
+        help="the race phase: a race then a full run (default), or the race alone against "
+        "the full run phase 1 measured just before (half the time)",
+    )
     ap.add_argument(
         "--levels", type=lambda s: [float(x) for x in s.split(",")], default=[0.95, 0.9, 0.99]
     )
