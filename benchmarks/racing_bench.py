@@ -228,13 +228,14 @@ def phase_replay(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
         "tasks": {t.task: len(t.item_ids) for t in table.tasks},
         "replays": [],
     }
-    for level in args.levels:
+    for level, margin in [(lv, m) for m in args.margins for lv in args.levels]:
         start = time.monotonic()
-        s = replay(table, RaceConfig(confidence=level), n_replays=args.replays)
-        row = summary_dict(s) | {"wall_s": time.monotonic() - start}
+        s = replay(table, RaceConfig(confidence=level, margin=margin), n_replays=args.replays)
+        row = summary_dict(s) | {"margin": margin, "wall_s": time.monotonic() - start}
         out["replays"].append(row)
         print(
-            f"[replay] confidence {level}: same order {s.strict_order:.1%} (separable pairs "
+            f"[replay] confidence {level}, margin {margin:g}: same order {s.strict_order:.1%} "
+            f"(separable pairs "
             f"{s.separable_order:.1%}), same front {s.report_front:.1%} (report's rule; "
             f"point estimates {s.front:.1%}), items used "
             f"{s.items_used:.1%} (max {s.items_used_max:.1%}), false settle {s.false_settle:.1%}"
@@ -331,6 +332,12 @@ def main(argv: list[str]) -> int:
         default="race,full",
         help="the race phase: a race then a full run (default), or the race alone against "
         "the full run phase 1 measured just before (half the time)",
+    )
+    ap.add_argument(
+        "--margins",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.0],
+        help="race margins (capability points) to replay at each level, e.g. 0,2",
     )
     ap.add_argument(
         "--levels", type=lambda s: [float(x) for x in s.split(",")], default=[0.95, 0.9, 0.99]
