@@ -533,7 +533,10 @@ def test_clustered_paired_test_matches_per_item_sums():
         for g, x in zip(groups, d, strict=True):
             sums[g] += x
         big = len(sums)
-        plain = float(np.sum(d * d)) / n**2
+        # per GB, half an item in each discordant cell (rules.PSEUDO_DISCORDANT)
+        d_a, d_b = (sa * (1 - c) + sb * c) / (1 - c), -(sb * (1 - c) + sa * c) / (1 - c)
+        pseudo = rules.PSEUDO_DISCORDANT * (d_a**2 + d_b**2) if sa != sb else 0.0
+        plain = (float(np.sum(d * d)) + pseudo) / n**2
         want = (
             plain
             if big < 2
@@ -545,6 +548,18 @@ def test_clustered_paired_test_matches_per_item_sums():
         assert got.clustered == (big >= 2)
         theirs = capability_difference([TaskItems("t", tuple(a), tuple(b), c, tuple(groups))])
         assert report_se([(c, counts)]) == pytest.approx(theirs.se)
+
+
+def test_a_few_concordant_items_settle_no_order_per_gb():
+    """Both right on all 17 items (chance 0.25), 0.826 and 0.849 GB: without the pseudo
+    discordant items d_i = s_a - s_b on every item and z = sqrt(17) = 4.1 (decided at any
+    look); with half an item in each discordant cell, d_a = 1.211 + 0.25 * 1.178 / 0.75 =
+    1.60, d_b = -(1.178 + 0.25 * 1.211 / 0.75) = -1.58, second = 17 * 0.033^2 + 0.5 * (2.56
+    + 2.50) = 2.55, SE = 100 * sqrt(2.55) / 17 = 9.4 against a diff of 3.3: z = 0.35."""
+    counts = rules.TaskCounts(17, 17, 17, 17)
+    test = paired_test([(0.25, counts)], scale_a=1 / 0.826, scale_b=1 / 0.849)
+    assert test.z == pytest.approx(0.35, abs=0.01)
+    assert paired_test([(0.25, counts)]).p == 1.0  # capability: no discordance, no evidence
 
 
 def test_clustering_delays_the_stop_by_one_round_as_the_maths_says():
