@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -121,9 +122,17 @@ def _variants(catalog_path: Path, *names: str) -> list:
 
 
 def test_every_node_gives_the_single_machine_accuracy(ray_cluster, catalog_path, single_machine):
+    sent: list[dict] = []
     outcome = cluster_bench(
-        _variants(catalog_path, "smol-a"), SETTINGS, ClusterOptions(ray_cluster, EVERY_NODE)
+        _variants(catalog_path, "smol-a"),
+        SETTINGS,
+        ClusterOptions(ray_cluster, EVERY_NODE),
+        on_event=sent.append,
     )
+    # the node's worker events reach the head for the progress display (cluster.node.Relay)
+    worker = [json.loads(e["line"]) for e in sent if e.get("event") == "worker"]
+    assert {"task", "items"} <= {w["event"] for w in worker}
+    assert all(w["planned"] >= w.get("done", 0) for w in worker if w["event"] == "items")
     # both nodes are this machine: it is measured once, and the record carries its fingerprint
     (record,) = outcome.records
     assert record.status == rec.STATUS_OK, record.error

@@ -303,6 +303,8 @@ def test_scoring_events_move_the_display_without_a_line_each():
 
     p = ProgressPrinter(TTY(), bar=True, clock=clock, bar_factory=factory)
     p.event("m", Event("task", task="he", index=1, total=1, planned=3))
+    assert len(bars) == 1 and bars[0].n == 0  # drawn from the start: "0/3 items", rate ?
+    assert bars[0].postfix.startswith("rate ?, ETA ?")
     for done in (1, 2, 3):
         clock.now += 9
         p.event(

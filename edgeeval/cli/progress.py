@@ -175,6 +175,9 @@ class ProgressPrinter:
                 self.states[model] = TaskState(
                     model, event.task, planned=event.planned, at=self.clock()
                 )
+                if self.use_bar and event.planned:  # "0/164 items" drawn until the first one
+                    self._open_bar(model)
+                    self._draw(model, self.clock())
             elif event.kind in ("items", "scoring"):
                 self._items(model, event)
             elif event.kind in ("done", "loading"):
@@ -201,28 +204,34 @@ class ProgressPrinter:
         st.seconds, st.at = float(event.seconds or 0.0), now
         if self.use_bar:
             if model not in self._bars:
-                taken = {self._rows.get(m) for m in self._bars}
-                position = min(set(range(len(self._bars) + 1)) - taken)
-                bar = self.bar_factory(
-                    total=st.planned,
-                    initial=0,
-                    desc=f"{model}: {st.task}",
-                    unit="item",
-                    file=self.stream,
-                    # a pty of size 0 (script(1) with no terminal) makes tqdm draw nothing
-                    ncols=shutil.get_terminal_size((100, 24)).columns,
-                    nrows=shutil.get_terminal_size((100, 24)).lines,
-                    leave=position == 0,
-                    position=position,
-                    bar_format=BAR_FORMAT,
-                )
-                self._bars[model], self._rows[model] = bar, position
+                self._open_bar(model)
+            self._bars[model].total = st.planned
             self._draw(model, now)
         elif event.kind == "items" or self._due(model, now):
             self._line(st, now)
         if event.kind == "items" and st.done >= st.planned:
             self._end_bar(model)
             self.states.pop(model, None)
+
+    def _open_bar(self, model: str) -> None:
+        """A bar for `model`'s task on the first free line (tqdm's position)."""
+        st = self.states[model]
+        taken = {self._rows.get(m) for m in self._bars}
+        position = min(set(range(len(self._bars) + 1)) - taken)
+        self._bars[model] = self.bar_factory(
+            total=st.planned,
+            initial=0,
+            desc=f"{model}: {st.task}",
+            unit="item",
+            file=self.stream,
+            # a pty of size 0 (script(1) with no terminal) makes tqdm draw nothing
+            ncols=shutil.get_terminal_size((100, 24)).columns,
+            nrows=shutil.get_terminal_size((100, 24)).lines,
+            leave=position == 0,
+            position=position,
+            bar_format=BAR_FORMAT,
+        )
+        self._rows[model] = position
 
     def _draw(self, model: str, now: float) -> None:
         st, bar = self.states.get(model), self._bars.get(model)
