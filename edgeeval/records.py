@@ -128,6 +128,8 @@ class RunSettings:
     # --race-margin: capability points a variant with more memory may lead by and still be
     # dropped as practically dominated (race.rules); 0 = only a proven lead stops a variant
     race_margin: float = 0.0
+    # --race-by: the race's ranking question, capability per GB (default) or capability
+    race_by: str = "capability_per_gb"
 
     def __post_init__(self) -> None:
         """Refuse nonsense once, where settings are built; store n_ubatch as llama.cpp uses it
@@ -300,6 +302,7 @@ _KEY_DEFAULTS: dict[str, Any] = {
     "stall_timeout_s": 300.0,  # never in the key; here so shown() leaves the default out
     "race_confidence": None,
     "race_margin": 0.0,
+    "race_by": "capability_per_gb",
     "cache_type_k": "f16",
     "cache_type_v": "f16",
     "swa_full": True,

@@ -699,3 +699,27 @@ def test_verdict_tables_and_bench_items_carry_clusters():
         items["pydoc-cloze"]
     )
     assert len(set(clusters["pydoc-cloze"].values())) >= 2
+
+
+def test_the_race_options_reach_the_race_and_refuse_without_race():
+    from edgeeval.cli.main import build_parser
+    from edgeeval.cli.bench import run_settings_from_args
+    from edgeeval.errors import ConfigError
+    from edgeeval.race.bench import race_config
+
+    parse = build_parser().parse_args
+    got = run_settings_from_args(
+        parse(["bench", "--race", "--race-by", "capability", "--race-margin", "2"])
+    )
+    config = race_config(got)
+    assert (config.rank_by, config.margin, config.confidence) == (CAPABILITY, 2.0, 0.95)
+    assert race_config(run_settings_from_args(parse(["bench", "--race"]))).rank_by == PER_GB
+    for extra, option in (
+        (["--race-by", "capability"], "--race-by"),
+        (["--race-margin", "2"], "--race-margin"),
+        (["--confidence", "0.9"], "--confidence"),
+    ):
+        with pytest.raises(ConfigError, match=f"{option} .* add --race"):
+            run_settings_from_args(parse(["bench", *extra]))
+    with pytest.raises(ConfigError, match="--race-margin -1"):
+        run_settings_from_args(parse(["bench", "--race", "--race-margin", "-1"]))

@@ -187,6 +187,12 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
         help="the race's confidence, over all its rounds and pairs (default 0.95; with --race)",
     )
     p.add_argument(
+        "--race-by",
+        choices=("capability_per_gb", "capability"),
+        help="with --race: the ranking the race settles, capability per GB of peak memory "
+        "(default) or capability alone",
+    )
+    p.add_argument(
         "--race-margin",
         type=float,
         metavar="POINTS",
@@ -440,7 +446,8 @@ def given_settings(args: argparse.Namespace) -> list[Given]:
     if args.unsafe_code_exec:  # code execution on, without an OS sandbox
         fields = {"allow_code_exec": True, "unsafe_code_exec": True}
         given.append(Given("--unsafe-code-exec", "", fields))
-    if args.race or args.confidence is not None or args.race_margin is not None:
+    race_options = (args.confidence, args.race_margin, args.race_by)
+    if args.race or any(v is not None for v in race_options):
         given.append(_race_given(args))
     return given
 
@@ -456,15 +463,22 @@ def _race_given(args: argparse.Namespace) -> Given:
             key="--race",
         )
     if not args.race:
-        option = "--confidence" if args.confidence is not None else "--race-margin"
-        value = args.confidence if args.confidence is not None else args.race_margin
+        option, value = next(
+            (name, v)
+            for name, v in (
+                ("--confidence", args.confidence),
+                ("--race-margin", args.race_margin),
+                ("--race-by", args.race_by),
+            )
+            if v is not None
+        )
         raise ConfigError(
             f"{option} {value} is an option of the race: add --race, or leave {option} out",
             path="the command line",
             key=option,
         )
     confidence = 0.95 if args.confidence is None else args.confidence
-    fields: dict[str, float] = {"race_confidence": confidence}
+    fields: dict[str, float | str] = {"race_confidence": confidence}
     text = "" if args.confidence is None else str(args.confidence)
     if args.race_margin is not None:
         if not 0.0 <= args.race_margin < 100.0:
@@ -476,6 +490,9 @@ def _race_given(args: argparse.Namespace) -> Given:
             )
         fields["race_margin"] = args.race_margin
         text = f"{text} margin {args.race_margin:g}".strip()
+    if args.race_by is not None:
+        fields["race_by"] = args.race_by
+        text = f"{text} by {args.race_by}".strip()
     return Given("--race", text, fields)
 
 

@@ -36,6 +36,7 @@ def race_config(settings: rec.RunSettings) -> RaceConfig:
         confidence=settings.race_confidence or 0.95,
         seed=settings.seed,
         margin=settings.race_margin,
+        rank_by=settings.race_by,
     )
 
 
