@@ -279,7 +279,8 @@ def phase_race(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any
     if not has_race_option():
         return {"skipped": "this edgeeval has no `bench --race`: the race is not wired yet"}
     rows = []
-    kinds = [("race", ["--race"]), ("full", [])][: 2 if args.alternate == "race,full" else 1]
+    race = ["--race", *(["--race-by", args.race_by] if args.race_by else [])]
+    kinds = [("race", race), ("full", [])][: 2 if args.alternate == "race,full" else 1]
     if args.alternate == "race" and state.get("full_run"):
         # the full run of phase 1, measured just before under the same options and lock
         full = state["full_run"]
@@ -332,6 +333,11 @@ def main(argv: list[str]) -> int:
         default="race,full",
         help="the race phase: a race then a full run (default), or the race alone against "
         "the full run phase 1 measured just before (half the time)",
+    )
+    ap.add_argument(
+        "--race-by",
+        choices=["capability_per_gb", "capability"],
+        help="the real race's ranking question (bench --race-by; default: the bench's)",
     )
     ap.add_argument(
         "--margins",
