@@ -353,8 +353,10 @@ def main(argv: list[str]) -> int:
     state = load_state(args) if not args.run else {"full_run": args.run}
     state["path"] = str(state_path(args) if not args.run else out_dir() / "state-given-run.json")
     result: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    run_id = phase_full(args, state) if "full" in phases else (args.run or state["full_run"])
+    run_id = phase_full(args, state) if "full" in phases else (args.run or state.get("full_run"))
     result["full_run"] = run_id
+    if "replay" in phases and run_id is None:
+        raise SystemExit("[replay] no full run: run the full phase first, or give --run RUN")
     if "replay" in phases:
         result |= phase_replay(args, run_id)
     if "race" in phases:
