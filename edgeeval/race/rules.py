@@ -601,6 +601,10 @@ def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
             for (x, y, kind), d in state.decisions.items()
             if kind == CAPABILITY and d.loser == v and mem[d.winner] <= mem[v]
         ]
+        margin = 0.0
+        if not beaters:  # practically dominated (a margin): beaten too, and said so
+            beaters = [d for d in _margin_beaters(state, v) if d.winner in state.running]
+            margin = state.config.margin
         if beaters:
             best = min(beaters, key=lambda d: (d.p, d.winner))
             stops[v] = Stop(
@@ -610,20 +614,7 @@ def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
                 items_done,
                 by=best.winner,
                 p=best.p,
-                clustered=best.clustered > 0,
-            )
-            continue
-        dominated = [d for d in _margin_beaters(state, v) if d.winner in state.running]
-        if dominated:
-            best = min(dominated, key=lambda d: (d.p, d.winner))
-            stops[v] = Stop(
-                v,
-                BEATEN,
-                state.looks,
-                items_done,
-                by=best.winner,
-                p=best.p,
-                margin=state.config.margin,
+                margin=margin,
                 clustered=best.clustered > 0,
             )
     left = [v for v in state.running if v not in stops]
