@@ -14,7 +14,7 @@ from edgeeval import records as rec
 from edgeeval.errors import UnattributedItemsError
 from edgeeval.metrics import binomial_se, score_samples
 from edgeeval.report.answer import answer_section, comparison_section, power_section
-from edgeeval.report.paired import PAIRED, UNPAIRED, load_pairing, paired_ses, pairing
+from edgeeval.report.paired import PAIRED, UNPAIRED, Pair, load_pairing, paired_ses, pairing
 from edgeeval.report.render import render_run
 from edgeeval.report.summarize import rank_rows
 from edgeeval.store import items as store_items
@@ -434,3 +434,18 @@ def test_the_python_api_ranks_with_the_same_paired_ses(tmp_path, monkeypatch):
     assert rows["a"].dominated_by == "" and rows["a"].paired_se["b"][0] == pytest.approx(
         2.2447, abs=1e-4
     )
+
+
+def test_a_difference_of_rounding_asks_for_no_absurd_item_count():
+    """Two requantizations that answered alike on 260 items but for a few discordant pairs
+    that cancel: the sums of gains differ by 1e-14 (seen on the seven-variant run). Scaling
+    the SE to that would ask for about 7.5e33 items; the report says no difference was seen,
+    and how many items a 2-point difference would need: ceil(260 * (2.8016 * 0.67 / 2)^2)."""
+    from edgeeval.report.answer import _pair_line
+
+    pair = Pair("q8", "q4", PAIRED, 1.1e-14, 0.6, 4.37, 1.0, 260)
+    assert not pair.settled and pair.items_to_settle is None
+    assert pair.items_for_target == 184
+    line = _pair_line(pair)
+    assert "no difference seen; about 184 items would detect 2 points" in line
+    assert "more items would settle" not in line

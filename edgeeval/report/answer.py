@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from edgeeval.report.cells import md
-from edgeeval.report.paired import PAIRED, Pair, Pairing, oriented
+from edgeeval.report.paired import NO_DIFFERENCE, PAIRED, Pair, Pairing, oriented
 from edgeeval.report.summarize import RankRow
 from edgeeval.stats import TARGET_POINTS, items_needed, min_detectable
 from edgeeval.text import safe_text
@@ -100,8 +100,7 @@ def _sure(best: RankRow, runner: RankRow, pair: Pair | None) -> str:
     more = p.items_to_settle
     smaller = (runner.peak_rss_gb or 0) < (best.peak_rss_gb or 0)
     tail = f"; {runner.name} is as good within noise and smaller" if smaller else ""
-    need = f", about {more:,} more items would settle it" if more else ""
-    return lead + f": not settled{need}{tail}"
+    return lead + f": not settled{_need(p, more)}{tail}"
 
 
 def answer_for(limit: float, measured: Sequence[RankRow], pairing: Pairing) -> tuple[str, str]:
@@ -169,8 +168,20 @@ def _pair_line(pair: Pair) -> str:
         return text + f", {SAME}"
     if p.settled:
         return text + f", p {_shown(p.p_value)}"
-    more = p.items_to_settle
-    return text + (f", about {more:,} more items would settle it" if more else "")
+    return text + _need(p, p.items_to_settle)
+
+
+def _need(p: Pair, more: int | None) -> str:
+    """What would settle an unsettled pair: more items for the difference seen, or, when
+    none was seen, the items a TARGET_POINTS difference would need."""
+    if more:
+        return f", about {more:,} more items would settle it"
+    if abs(p.diff) < NO_DIFFERENCE and p.items_for_target:
+        return (
+            f", no difference seen; about {p.items_for_target:,} items would detect "
+            f"{TARGET_POINTS:g} points"
+        )
+    return ""
 
 
 def comparison_section(pairing: Pairing) -> Section:

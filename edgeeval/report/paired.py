@@ -112,7 +112,7 @@ class Pair:
     def items_to_settle(self) -> int | None:
         """Further items (beyond n) that would detect the observed difference with 80 % power;
         None when no item count can (no difference seen) or it is settled."""
-        if self.settled or not self.diff or not self.n_items:
+        if self.settled or abs(self.diff) < NO_DIFFERENCE or not self.n_items:
             return None
         need = items_needed(self.se, self.n_items, abs(self.diff))
         return None if need is None else max(need - self.n_items, 0)
@@ -121,6 +121,12 @@ class Pair:
     def items_for_target(self) -> int | None:
         """Items a TARGET_POINTS capability difference would need (same mix of tasks)."""
         return items_needed(self.se, self.n_items, TARGET_POINTS) if self.n_items else None
+
+
+#: A capability difference below this (points) is no difference seen: the sums of gains of
+#: two variants that answered alike differ by rounding only (1e-14 was seen), and scaling
+#: their SE to it would ask for an absurd number of items.
+NO_DIFFERENCE = 0.005
 
 
 def clustered_by(key: str, count: int | None) -> str:
