@@ -702,8 +702,8 @@ def test_verdict_tables_and_bench_items_carry_clusters():
 
 
 def test_the_race_options_reach_the_race_and_refuse_without_race():
-    from edgeeval.cli.main import build_parser
     from edgeeval.cli.bench import run_settings_from_args
+    from edgeeval.cli.main import build_parser
     from edgeeval.errors import ConfigError
     from edgeeval.race.bench import race_config
 
