@@ -423,3 +423,46 @@ def test_two_models_at_once_each_get_a_line_every_10_s():
         shown = [line.split(":")[0] for line in out.getvalue().splitlines()[-2:]]
         assert sorted(shown) == ["[T] a", "[T] b"], step
     assert len(out.getvalue().splitlines()) == 6
+
+
+def test_a_pip_download_feeds_its_raw_progress_to_the_bar(tmp_path, monkeypatch):
+    """pip's --progress-bar raw prints "Progress DONE of TOTAL" on stdout; each becomes a
+    bytes callback. A pip that rejects "raw" (older than 24.1) is asked again without a bar,
+    and a failing pip names the package and its last lines."""
+    import sys
+
+    import pytest
+
+    from edgeeval.errors import FetchError
+    from edgeeval.fetch import sources
+
+    script = (
+        "import sys\n"
+        "mode = sys.argv[1]\n"
+        "if mode == 'raw' and 'old' in sys.argv[2]:\n"
+        "    sys.exit(\"error: invalid choice: 'raw'\") \n"
+        "if 'broken' in sys.argv[2]:\n"
+        "    sys.exit('ERROR: No matching distribution found for broken')\n"
+        "print('Looking in indexes: https://pypi.org/simple')\n"
+        "if mode == 'raw':\n"
+        "    for k in (0, 400, 1000):\n"
+        "        print(f'Progress {k} of 1000')\n"
+        "print('Saved x.whl')\n"
+    )
+    calls = []
+
+    def command(package, wheel_dir, progress_bar):
+        calls.append((package, progress_bar))
+        return [sys.executable, "-c", script, progress_bar, package]
+
+    monkeypatch.setattr(sources, "_pip_command", command)
+    seen = []
+    sources._pip_download("m", "pkg", tmp_path, lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 1000), (400, 1000), (1000, 1000)] and calls == [("pkg", "raw")]
+    seen.clear()
+    sources._pip_download("m", "old-pkg", tmp_path, lambda d, t: seen.append((d, t)))
+    assert seen == [] and calls[-2:] == [("old-pkg", "raw"), ("old-pkg", "off")]
+    sources._pip_download("m", "quiet-pkg", tmp_path)  # no bar: no raw progress asked for
+    assert calls[-1] == ("quiet-pkg", "off")
+    with pytest.raises(FetchError, match="m: pip could not download broken:\n.*No matching"):
+        sources._pip_download("m", "broken", tmp_path, lambda d, t: None)

