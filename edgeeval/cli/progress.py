@@ -88,14 +88,18 @@ class TaskState:
         left = max(self.planned - self.done, 0) / rate
         return max(left - (now - self.at), 0.0)
 
-    def line(self, now: float) -> str:
+    def speed(self) -> str:
+        """The rate in words: "2.50 items/s", "7.2 s/item", or "rate ?" before any item."""
         rate = self.rate()
-        speed = (
-            "rate ?"
-            if rate is None
-            else (f"{rate:.2f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item")
-        )
-        elapsed = self.seconds + (now - self.at)
+        if rate is None:
+            return "rate ?"
+        return f"{rate:.2f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item"
+
+    def elapsed(self, now: float) -> float:
+        return self.seconds + (now - self.at)
+
+    def line(self, now: float) -> str:
+        speed, elapsed = self.speed(), self.elapsed(now)
         return (
             f"{self.model}: {self.task}: {self.done}/{self.planned or '?'} items, {speed}, "
             f"ETA {clock_text(self.eta(now))} (elapsed {clock_text(elapsed)})"
@@ -238,13 +242,7 @@ class ProgressPrinter:
         if bar is None or st is None:
             return
         bar.n = st.done
-        rate = st.rate()
-        speed = (
-            "rate ?"
-            if rate is None
-            else (f"{rate:.2f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item")
-        )
-        elapsed = st.seconds + (now - st.at)
+        speed, elapsed = st.speed(), st.elapsed(now)
         bar.set_postfix_str(
             f"{speed}, ETA {clock_text(st.eta(now))}, elapsed {clock_text(elapsed)}",
             refresh=False,
