@@ -252,3 +252,51 @@ def capability_difference(
         items_for_target=items_needed(se, n_items, TARGET_POINTS),
         tasks=tuple(per_task),
     )
+
+
+def margin_se_floor(shape: Sequence[tuple[float, int]], margin: float) -> float:
+    """The least SE (points) a capability difference of exactly `margin` points can have,
+    over tasks of (chance, n items): 100 / T * min_t sqrt(m_t (w_t - m_t) / n_t), with
+    w_t = 1 / (1 - chance) (a right/wrong item's gain step) and m_t = T * margin / 100.
+
+    A lead of m (normalized-gain units) on a task of n items needs the leader alone right on
+    at least m / w of them, so its per-item differences vary by at least m (w - m); the
+    variance is concave in how a lead is spread, so it is least with the whole lead on one
+    task. Tests of "less than `margin` apart" take at least this SE: a few items on which two
+    variants happen to agree give an observed SE of 0, which would prove any margin.
+    0 when no single task can hold the lead (m_t > w_t on every task).
+
+    Agreement on all 10 items of one 4-choice task: m = 0.02, w = 4/3,
+    floor = 100 * sqrt(0.02 * 1.3133 / 10) = 5.13 points.
+
+    >>> round(margin_se_floor([(0.25, 10)], 2.0), 2)
+    5.13
+    """
+    count = len(shape)
+    lead = count * margin / 100.0
+    floors = []
+    for chance, n in shape:
+        w = 1.0 / (1.0 - chance)
+        if lead <= w and n > 0:
+            floors.append(math.sqrt(lead * (w - lead) / n))
+    return 100.0 * min(floors) / count if floors else 0.0
+
+
+def equivalence_p(diff: float, se: float, margin: float) -> float:
+    """p of the two one-sided tests (TOST) that A and B differ by less than `margin`: H0 is
+    |true difference| >= margin; p = 1 - Phi((margin - |diff|) / se), the larger of the two
+    one-sided p-values. Below 0.05 the 90 % interval diff +- 1.645 se lies inside
+    (-margin, margin): the two are equal within the margin. `se` is expected floored
+    (margin_se_floor); at se = 0 the p is 0 inside the margin and 1 outside.
+
+    Worked example: 0.0 +- 0.67 points against a 2-point margin: z = 2 / 0.67 = 2.99,
+    p = 0.0014; 1.0 +- 0.67: z = 1.49, p = 0.068.
+
+    >>> round(equivalence_p(0.0, 0.67, 2.0), 4), round(equivalence_p(1.0, 0.67, 2.0), 3)
+    (0.0014, 0.068)
+    """
+    if margin <= 0:
+        raise ValueError(f"an equivalence margin must be positive, got {margin}")
+    if se <= 0:
+        return 0.0 if abs(diff) < margin else 1.0
+    return 1.0 - NormalDist().cdf((margin - abs(diff)) / se)

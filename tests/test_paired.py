@@ -413,16 +413,17 @@ def test_power_says_so_when_no_item_differed(tmp_path):
     assert (pair.se, pair.diff) == (0.0, 0.0)
     ((_, rows),) = power_section(pairs).tables
     assert rows[0][2:] == ("no item differed", "-")
-    (_, body), _ = comparison_section(pairs).tables
-    assert body[0][7] == "no item differed"
+    (head, body), _ = comparison_section(pairs).tables
+    assert dict(zip(head, body[0], strict=True))["detectable"] == "no item differed"
     assert not pair.settled and pair.items_to_settle is None
     rows = rank_rows([a, same], paired=paired_ses(pairs))
     text = answer_section(rows, pairs, None).sentences
     assert text[0].startswith("Within 0.5 GB, run **c**")  # equally capable, and smaller
     assert "it ties with a at 0.0 ± 0.0 points" in text[0]
-    assert "not settled, the same answer on every shared item" in text[0]
+    # 200 items alike: equal within 2 points, TOST on the floored SE (0.0405, as above)
+    assert "equal within 2 points (p = 0.0405); the same answer on every shared item" in text[0]
     assert text[1] == "Settled pairs (0 of 1): none."
-    assert "a vs c: 0.0 ± 0.0 (paired), the same answer on every shared item" in text[2]
+    assert "a vs c: 0.0 ± 0.0 (paired), equal within 2 points (p = 0.0405); the same" in text[2]
 
 
 def test_the_python_api_ranks_with_the_same_paired_ses(tmp_path, monkeypatch):
@@ -449,3 +450,53 @@ def test_a_difference_of_rounding_asks_for_no_absurd_item_count():
     line = _pair_line(pair)
     assert "no difference seen; about 184 items would detect 2 points" in line
     assert "more items would settle" not in line
+
+
+def test_a_pair_shown_under_two_points_apart_is_equal_not_unsettled(tmp_path):
+    """A right on items 0..119, C on 0..118 and 150: both 60 %, one discordant item each
+    way (4-choice, gain step w = 4/3). Paired SE = 100 * sqrt(2 * (4/3)^2 / 199 / 200) =
+    0.945 points, below the floor of a 2-point gap on 200 such items, 100 * sqrt(0.02 *
+    (4/3 - 0.02) / 200) = 1.146; TOST p = 1 - Phi(2 / 1.146) = 0.0405: equal within 2."""
+    from statistics import NormalDist
+
+    c_right = set(range(119)) | {150}
+    a, c = variant("a", A_RIGHT, 0.5), variant("c", c_right, 0.4)
+    store.write_manifest("r1", {"run_id": "r1"}, tmp_path)
+    store.save_record(a, mc_items(A_RIGHT), tmp_path)
+    store.save_record(c, mc_items(c_right), tmp_path)
+    pairs = pairing([a, c], load_pairing("r1", tmp_path, [a, c]))
+    (pair,) = pairs.pairs
+    assert pair.method == PAIRED and pair.diff == pytest.approx(0.0, abs=1e-9)
+    assert pair.se == pytest.approx(100 * math.sqrt(2 * (4 / 3) ** 2 / 199 / 200), rel=1e-9)
+    floor = 100 * math.sqrt(0.02 * (4 / 3 - 0.02) / 200)
+    assert pair.equal_p == pytest.approx(1 - NormalDist().cdf(2 / floor), rel=1e-9)
+    assert round(pair.equal_p, 4) == 0.0405 and pair.equal and not pair.settled
+    rows = rank_rows([a, c], paired=paired_ses(pairs))
+    text = answer_section(rows, pairs, None).sentences
+    assert "Within 0.5 GB, run **c**" in text[0] or "Within 0.5 GB, run **a**" in text[0]
+    assert "equal within 2 points (p = 0.0405)" in text[0]
+    assert text[1].startswith("Settled pairs (0 of 1): none")
+    assert text[2].startswith("Pairs equal within 2 points (1 of 1): ")
+    assert text[3].startswith("Unsettled pairs (0 of 1): none")
+    (head, body), _ = comparison_section(pairs).tables
+    assert dict(zip(head, body[0], strict=True))["equal within 2 (p)"] == "0.0405"
+
+
+def test_too_few_items_is_not_equal(tmp_path):
+    """The unpaired 8.0 +- 6.6 of a and b is not apart, and not within 2 points either:
+    TOST p = 1 - Phi((2 - 8) / 6.6) = 0.82 (the floor, 1.15, is below the SE)."""
+    from statistics import NormalDist
+
+    a, b = variant("a", A_RIGHT, 0.5), variant("b", B_RIGHT, 0.4)
+    (pair,) = pairing([a, b], store_items.RunItems("r1", store_items.NONE)).pairs
+    assert pair.equal_p == pytest.approx(1 - NormalDist().cdf((2 - pair.diff) / pair.se))
+    assert pair.equal_p > 0.8 and not pair.equal
+
+
+def test_items_that_all_agree_prove_no_margin():
+    """Two variants alike on all 10 items of one 4-choice task (observed SE 0): the floor of
+    a 2-point gap on 10 items is 5.13 points, TOST p = 1 - Phi(2 / 5.125) = 0.3482."""
+    from edgeeval.report.paired import _equal_p
+
+    assert _equal_p(0.0, 0.0, [(0.25, 10)]) == pytest.approx(0.3482, abs=1e-4)
+    assert _equal_p(0.0, 0.0, []) is None

@@ -46,6 +46,7 @@ from itertools import combinations
 from statistics import NormalDist
 
 from edgeeval.errors import EdgeevalError
+from edgeeval.stats import margin_se_floor
 
 CAPABILITY = "capability"
 PER_GB = "capability_per_gb"
@@ -352,14 +353,10 @@ def margin_test(tasks: Sequence[tuple[float, TaskCounts]], margin: float) -> tup
     SE), with diff from `paired_test`.
 
     The SE is the larger of two: the second moment of the observed per-item differences
-    (`paired_test`'s), and the least SE a lead of exactly `margin` can have. A few items on
-    which A and B happen to agree everywhere give an observed SE of 0, which would "prove"
-    any margin; the floor does not shrink that way. A lead of m (normalized-gain units) on a
-    task of n items with gains in steps of w = 1 / (1 - chance) needs A alone right on at
-    least m / w of them, so its per-item differences have a variance of at least m (w - m);
-    the floor puts the whole lead on the one task where that variance is smallest (the
-    variance is concave in how the lead is spread, so a single task is where it is least):
-    floor = 100 / T * min_t sqrt(m_t (w_t - m_t) / n_t), m_t = T * margin / 100.
+    (`paired_test`'s), and the least SE a lead of exactly `margin` can have
+    (edgeeval.stats.margin_se_floor): a few items on which A and B happen to agree everywhere
+    give an observed SE of 0, which would "prove" any margin; the floor does not shrink that
+    way.
 
     Worked example: one 2-choice task (w = 2), 8 items, A right on all, B on 4 (diff 100,
     observed SE 50), margin 200 points (m = 2 = w: floor 0): z = (200 - 100) / 50 = 2,
@@ -376,13 +373,7 @@ def margin_test(tasks: Sequence[tuple[float, TaskCounts]], margin: float) -> tup
     0.35
     """
     test = paired_test(tasks)
-    count, floors = len(tasks), []
-    lead = count * margin / 100.0
-    for chance, c in tasks:
-        w = 1.0 / (1.0 - chance)
-        if lead <= w:
-            floors.append(math.sqrt(lead * (w - lead) / c.n))
-    floor = 100.0 * min(floors) / count if floors else 0.0
+    floor = margin_se_floor([(chance, c.n) for chance, c in tasks], margin)
     se = max(test.se, floor)
     if se == 0.0:
         return (0.0 if test.diff < margin else 1.0), test

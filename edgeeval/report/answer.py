@@ -95,10 +95,13 @@ def _sure(best: RankRow, runner: RankRow, pair: Pair | None) -> str:
     )
     if p.settled:
         return lead + ": settled"
+    smaller = (runner.peak_rss_gb or 0) < (best.peak_rss_gb or 0)
+    if p.equal:
+        tail = f"; {runner.name} is as good and smaller" if smaller else ""
+        return lead + f": {_equal(p)}{tail}"
     if not p.se and not p.diff:
         return lead + f": not settled, {SAME}"
     more = p.items_to_settle
-    smaller = (runner.peak_rss_gb or 0) < (best.peak_rss_gb or 0)
     tail = f"; {runner.name} is as good within noise and smaller" if smaller else ""
     return lead + f": not settled{_need(p, more)}{tail}"
 
@@ -144,13 +147,19 @@ def answer_section(rows: Sequence[RankRow], pairing: Pairing, budget_gb: float |
                 section.sentences.append(prefix + sentence)
             previous = name
     settled = [p for p in pairing.pairs if p.settled]
-    unsettled = [p for p in pairing.pairs if not p.settled]
+    equal = [p for p in pairing.pairs if p.equal]
+    unsettled = [p for p in pairing.pairs if not p.settled and not p.equal]
     if pairing.pairs:
-        for label, group in (("Settled", settled), ("Unsettled", unsettled)):
-            listed = "; ".join(_pair_line(p) for p in group) or "none"
-            section.sentences.append(
-                f"{label} pairs ({len(group)} of {len(pairing.pairs)}): {listed}."
-            )
+        groups = [
+            ("Settled pairs", settled),
+            (f"Pairs equal within {TARGET_POINTS:g} points", equal),
+        ]
+        for label, group in [*groups, ("Unsettled pairs", unsettled)]:
+            if group or label != groups[1][0]:
+                listed = "; ".join(_pair_line(p) for p in group) or "none"
+                section.sentences.append(
+                    f"{label} ({len(group)} of {len(pairing.pairs)}): {listed}."
+                )
     if pairing.note:
         section.sentences.append(pairing.note)
     return section
@@ -164,11 +173,19 @@ def _ahead_first(pair: Pair) -> Pair:
 def _pair_line(pair: Pair) -> str:
     p = _ahead_first(pair)
     text = f"{p.a} vs {p.b}: {_pm(p.diff, p.se)} ({p.method})"
-    if not p.se and not p.diff:
-        return text + f", {SAME}"
     if p.settled:
         return text + f", p {_shown(p.p_value)}"
+    if p.equal:
+        return text + f", {_equal(p)}"
+    if not p.se and not p.diff:
+        return text + f", {SAME}"
     return text + _need(p, p.items_to_settle)
+
+
+def _equal(p: Pair) -> str:
+    """ "equal within 2 points (p = 0.0014)": the pair's TOST verdict, in words."""
+    same = "; the same answer on every shared item" if not p.se and not p.diff else ""
+    return f"equal within {TARGET_POINTS:g} points (p {_shown(p.equal_p or 0.0)}){same}"
 
 
 def _need(p: Pair, more: int | None) -> str:
@@ -196,6 +213,10 @@ def comparison_section(pairing: Pairing) -> Section:
     section.sentences.append(
         "Capability A - B in points, with the paired SE (over the items both answered; the "
         "ranking's ties and dominance use it) and the unpaired sqrt(se_A^2 + se_B^2). "
+        f"'equal within {TARGET_POINTS:g} (p)': for a pair not apart beyond noise, the p of "
+        f"two one-sided tests that the two differ by less than {TARGET_POINTS:g} points "
+        "(TOST; below 0.05 they are equal within that, not merely too few items apart; the SE "
+        "floored at the least one such a gap can have on these items). "
         f"'detectable': the smallest difference found with 80 % power at 5 % two-sided; "
         f"'items for {TARGET_POINTS:g} points': the items (same task mix) that a "
         f"{TARGET_POINTS:g}-point difference would need. Per task, A - B is in points of "
@@ -213,6 +234,7 @@ def comparison_section(pairing: Pairing) -> Section:
         "unpaired SE",
         "SE used",
         "p",
+        f"equal within {TARGET_POINTS:g} (p)",
         "detectable",
         f"items for {TARGET_POINTS:g} points",
         "why unpaired",
@@ -230,6 +252,7 @@ def comparison_section(pairing: Pairing) -> Section:
                 f"{pair.se_unpaired:.2f}",
                 pair.method,
                 _p(pair.p_value),
+                "-" if pair.settled or pair.equal_p is None else _p(pair.equal_p),
                 _detectable(pair.se, 2),
                 _count(pair.items_for_target),
                 pair.reason,

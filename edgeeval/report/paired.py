@@ -30,11 +30,14 @@ from edgeeval.errors import UnattributedItemsError
 from edgeeval.report.protocols import split_thinking
 from edgeeval.report.summarize import RankRow, scored_tasks, summarize_record
 from edgeeval.stats import (
+    ALPHA,
     TARGET_POINTS,
     TaskItems,
     capability_difference,
     discordant,
+    equivalence_p,
     items_needed,
+    margin_se_floor,
     mcnemar_exact,
     min_detectable,
     paired_difference,
@@ -89,6 +92,7 @@ class Pair:
     n_items: int
     reason: str = ""  # why unpaired
     tasks: tuple[TaskPair, ...] = ()
+    equal_p: float | None = None  # TOST p of "under TARGET_POINTS apart" (stats.equivalence_p)
 
     @property
     def settled(self) -> bool:
@@ -96,6 +100,14 @@ class Pair:
         (every item differed the same way) is settled; no difference at all is not (these
         items cannot tell the two apart, which says nothing of others)."""
         return abs(self.diff) >= 1.96 * self.se if self.se else bool(self.diff)
+
+    @property
+    def equal(self) -> bool:
+        """Not apart beyond noise, and shown to differ by under TARGET_POINTS: the 90 %
+        interval of the difference lies inside +-TARGET_POINTS (TOST at 5 %, its SE floored
+        at the least one a TARGET_POINTS gap can have on these items). A tie that means
+        "equal", not "too few items to tell"."""
+        return not self.settled and self.equal_p is not None and self.equal_p < ALPHA
 
     @property
     def p_value(self) -> float:
@@ -236,7 +248,19 @@ def pair_rows(
     n_items = sum(t.n for t in ta.values())
     why = note or _why_unpaired(ta, tb, ia, ib)
     if why:
-        return Pair(ra.name, rb.name, UNPAIRED, diff, unpaired, unpaired, per_gb, n_items, why)
+        shape = [(t.chance, min(t.n, tb[k].n if k in tb else t.n)) for k, t in ta.items()]
+        return Pair(
+            ra.name,
+            rb.name,
+            UNPAIRED,
+            diff,
+            unpaired,
+            unpaired,
+            per_gb,
+            n_items,
+            why,
+            equal_p=_equal_p(diff, unpaired, shape),
+        )
     shared = {name: sorted(set(ia[name]) & set(ib[name])) for name in sorted(ta)}
     columns = {
         name: ([ia[name][i] for i in ids], [ib[name][i] for i in ids])
@@ -263,7 +287,17 @@ def pair_rows(
         gb.se,
         cap.n_items,
         tasks=tuple(_task_pair(t, found.cluster_by.get(t.task, "")) for t in tasks),
+        equal_p=_equal_p(cap.diff, cap.se, [(t.chance, len(t.a)) for t in tasks]),
     )
+
+
+def _equal_p(diff: float, se: float, shape: Sequence[tuple[float, int]]) -> float | None:
+    """TOST p that the two are under TARGET_POINTS apart, the SE floored at the least one such
+    a gap can have on tasks of this (chance, n) shape; None without items."""
+    if not shape or not any(n for _, n in shape):
+        return None
+    floor = margin_se_floor(shape, TARGET_POINTS)
+    return equivalence_p(diff, max(se, floor), TARGET_POINTS)
 
 
 def load_pairing(run_id: str, root: Path, records: Sequence[rec.ModelRecord]) -> RunItems | str:
@@ -381,6 +415,8 @@ def pairing_json(pairing_: Pairing) -> dict:
             {
                 **asdict(p),
                 "settled": p.settled,
+                "equal_within": TARGET_POINTS,
+                "equal": p.equal,
                 "p_value": p.p_value,
                 "min_detectable": p.min_detectable,
                 "items_to_settle": p.items_to_settle,
