@@ -30,7 +30,9 @@ import numpy as np
 from edgeeval.race.rules import (
     BEATEN,
     CAPABILITY,
+    EQUAL_WITHIN,
     PER_GB,
+    TIED,
     WITHIN_MARGIN,
     ClusterMoments,
     RaceConfig,
@@ -331,10 +333,15 @@ def _false_settles(
     state: RaceState, table: VerdictTable, counts: Callable[[str, str], list] | None = None
 ) -> int:
     """Decisions the full run's point estimates contradict: a lead the full run does not
-    show, or (WITHIN_MARGIN) a loser the full run finds `margin` points or more ahead."""
+    show, (WITHIN_MARGIN) a loser the full run finds `margin` points or more ahead, or (TIED)
+    a tie the full run finds EQUAL_WITHIN points or more apart."""
     mem, wrong = table.memory_gb, 0
     counts = counts or table.counts
     for d in state.decisions.values():
+        if d.kind == TIED:
+            full = paired_test(counts(d.winner, d.loser))
+            wrong += abs(full.diff) >= EQUAL_WITHIN
+            continue
         if d.kind == WITHIN_MARGIN:
             full = paired_test(counts(d.loser, d.winner))
             wrong += full.diff >= state.config.margin

@@ -15,6 +15,10 @@ The rule (README "Racing"):
   (one-sided paired test, H0: it is at least d points more capable) to be less than d points
   more capable: it buys at most d points with more memory (practically dominated). With d = 0
   this rule never fires, and only a proven capability lead stops a variant.
+- Two variants shown equal in capability within EQUAL_WITHIN (2) points, by two one-sided
+  margin tests (TOST, the larger p; each SE floored at the least one a 2-point gap can have),
+  have their capability question settled as a tie: a quantization that changes nothing stops
+  being measured against its original, where no item count could ever tell them apart.
 - A variant whose every comparison with the running variants is decided has its place settled
   and stops too; the rest go on until the last round.
 - Error control: Bonferroni over the R looks (each look spends alpha / R, alpha = 1 -
@@ -46,7 +50,7 @@ from itertools import combinations
 from statistics import NormalDist
 
 from edgeeval.errors import EdgeevalError
-from edgeeval.stats import margin_se_floor
+from edgeeval.stats import TARGET_POINTS, margin_se_floor
 
 CAPABILITY = "capability"
 PER_GB = "capability_per_gb"
@@ -59,6 +63,11 @@ PSEUDO_DISCORDANT = 0.5
 #: A decision kind: the winner (less memory) is shown to trail the loser in capability by less
 #: than the race's margin (the loser buys under `margin` points with more memory).
 WITHIN_MARGIN = "within_margin"
+#: A decision kind: the two are shown equal in capability within EQUAL_WITHIN points (two
+#: one-sided margin tests, TOST); it settles their capability question as a tie.
+TIED = "tied"
+#: The tie margin (capability points): the report's "equal within 2 points" (stats.TARGET_POINTS).
+EQUAL_WITHIN = TARGET_POINTS
 
 BEATEN = "beaten"
 SETTLED = "settled"
@@ -380,18 +389,33 @@ def margin_test(tasks: Sequence[tuple[float, TaskCounts]], margin: float) -> tup
     return 1.0 - NormalDist().cdf((margin - test.diff) / se), dataclasses.replace(test, se=se)
 
 
-def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
+def holm(
+    pvalues: Sequence[float], alpha: float, groups: Sequence[object] | None = None
+) -> list[bool]:
     """Holm's step-down: which of `pvalues` are rejected, family-wise error at most `alpha`.
+
+    With `groups`, hypotheses of one group are logically exclusive (at most one of them can be
+    true: "A and B are equally capable" and "A and B are 2 points or more apart"), and each
+    step divides alpha by the number of groups that still have a hypothesis left, not by the
+    number of hypotheses left: Shaffer's (1986) sequentially rejective test, which uses the
+    largest number of true hypotheses possible given those rejected so far. Without groups
+    every hypothesis is its own group: plain Holm.
 
     >>> holm([0.001, 0.04, 0.012], 0.05)  # 0.001 <= .05/3, 0.012 <= .05/2, 0.04 <= .05
     [True, True, True]
     >>> holm([0.001, 0.04, 0.03], 0.05)  # 0.03 > .05/2: it and every larger p stay
     [True, False, False]
+    >>> holm([0.02, 0.6, 0.024], 0.05)  # 0.02 > .05/3: nothing
+    [False, False, False]
+    >>> holm([0.02, 0.6, 0.024], 0.05, ["ab", "ab", "cd"])  # two groups: .05/2 twice
+    [True, False, True]
     """
+    keys = list(range(len(pvalues))) if groups is None else list(groups)
     order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
     rejected = [False] * len(pvalues)
-    for rank, i in enumerate(order):
-        if pvalues[i] > alpha / (len(pvalues) - rank):
+    for i in order:
+        left = {keys[j] for j in order if not rejected[j]}
+        if pvalues[i] > alpha / len(left):
             break
         rejected[i] = True
     return rejected
@@ -500,9 +524,15 @@ def _rank_implied(state: RaceState, a: str, b: str) -> bool:
     return d is not None and state.memory_gb[d.winner] <= state.memory_gb[d.loser]
 
 
+def _capability_open(state: RaceState, a: str, b: str) -> bool:
+    """Neither is shown more capable, nor are the two shown equal within EQUAL_WITHIN."""
+    return _decided(state, a, b, CAPABILITY) is None and _decided(state, a, b, TIED) is None
+
+
 def pair_settled(state: RaceState, a: str, b: str) -> bool:
-    """Both questions about a pair are decided: who is more capable, and the ranking order."""
-    if _decided(state, a, b, CAPABILITY) is None:
+    """Both questions about a pair are decided: who is more capable (or that they are equal
+    within EQUAL_WITHIN points), and the ranking order."""
+    if _capability_open(state, a, b):
         return False
     if state.config.rank_by == CAPABILITY:
         return True
@@ -514,8 +544,9 @@ def _open_questions(state: RaceState) -> list[tuple[str, str, str]]:
     out = []
     mem = state.memory_gb
     for a, b in combinations(sorted(state.running), 2):
-        if _decided(state, a, b, CAPABILITY) is None:
+        if _capability_open(state, a, b):
             out.append((a, b, CAPABILITY))
+            out.append((a, b, TIED))
         if state.config.rank_by == PER_GB and not _rank_implied(state, a, b):
             if _decided(state, a, b, PER_GB) is None:
                 out.append((a, b, PER_GB))
@@ -543,20 +574,28 @@ def look(state: RaceState, evidence: Evidence, *, items_done: int, last: bool = 
             p, test = margin_test(evidence(b, a), state.config.margin)
             tests.append(dataclasses.replace(test, p=p))
             continue
+        if kind == TIED:  # under EQUAL_WITHIN points apart, either way (TOST: the larger p)
+            p_ab, test = margin_test(shared, EQUAL_WITHIN)
+            p_ba = margin_test(evidence(b, a), EQUAL_WITHIN)[0]
+            tests.append(dataclasses.replace(test, p=max(p_ab, p_ba)))
+            continue
         scale = (1.0 / state.memory_gb[a], 1.0 / state.memory_gb[b]) if kind == PER_GB else (1, 1)
         tests.append(paired_test(shared, scale_a=scale[0], scale_b=scale[1]))
     decisions = dict(state.decisions)
-    rejected = holm([t.p for t in tests], state.config.alpha_per_look)
+    # a pair's CAPABILITY and TIED hypotheses cannot both be true: one group (holm)
+    groups = [(a, b, TIED if k == CAPABILITY else k) for a, b, k in questions]
+    rejected = holm([t.p for t in tests], state.config.alpha_per_look, groups)
     for (a, b, kind), test, yes in zip(questions, tests, rejected, strict=True):
         if yes:
-            winner, loser = (a, b) if test.diff > 0 or kind == WITHIN_MARGIN else (b, a)
+            ordered = kind in (WITHIN_MARGIN, TIED)  # TIED: (a, b) as asked, no winner
+            winner, loser = (a, b) if test.diff > 0 or ordered else (b, a)
             x, y = _pair(a, b)
             decisions[(x, y, kind)] = Decision(
                 kind,
                 winner,
                 loser,
                 test.p,
-                test.diff if kind == WITHIN_MARGIN else abs(test.diff),
+                test.diff if ordered else abs(test.diff),
                 state.looks,
                 test.n_items,
                 test.clustered,
