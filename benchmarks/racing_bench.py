@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,8 +41,8 @@ from typing import Any
 
 from edgeeval import records as rec
 from edgeeval import settings
-from edgeeval.race.replay import null_replays, replay
-from edgeeval.race.rules import CAPABILITY, RaceConfig
+from edgeeval.race.replay import null_replays, replay, settle_projection
+from edgeeval.race.rules import CAPABILITY, PER_GB, RaceConfig
 from edgeeval.race.verdicts import VerdictTable, build_table
 from edgeeval.stats import TaskItems, capability_difference
 from edgeeval.store import items
@@ -56,6 +57,8 @@ VARIANTS = [
     "qwen2.5-coder-0.5b-rq-mxfp4",
     "qwen2.5-coder-0.5b-rq-fp4-ffn-q8-attn",
 ]
+#: Suite sizes (times this one) of the settle projection; 54x is about MMLU's 14,042 items.
+SCALES = (1.0, 4.0, 16.0, 54.0)
 PAIRED_PAIR = ("qwen2.5-coder-0.5b-rq-q8_0", "qwen2.5-coder-0.5b-instruct-q4_k_m")
 
 
@@ -240,6 +243,15 @@ def phase_replay(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
             f"point estimates {s.front:.1%}), items used "
             f"{s.items_used:.1%} (max {s.items_used_max:.1%}), false settle {s.false_settle:.1%}"
         )
+    out["projection"] = {}
+    for rank_by in (PER_GB, CAPABILITY):
+        proj = settle_projection(table, RaceConfig(rank_by=rank_by), scales=SCALES)
+        out["projection"][rank_by] = {
+            "need_items": {v: (None if math.isinf(x) else x) for v, x in proj.need.items()},
+            "share_at_scale": {str(k): v for k, v in proj.shares.items()},
+        }
+        shares = ", ".join(f"{k:g}x {v:.0%}" for k, v in proj.shares.items())
+        print(f"[replay] projected items used by {rank_by}, per suite size: {shares}")
     start = time.monotonic()
     rate = null_replays(args.replays, RaceConfig(rank_by=CAPABILITY), n_variants=3, seed=21)
     out["null_check"] = {

@@ -760,3 +760,22 @@ def test_a_pair_two_points_apart_is_never_tied():
     state = run_race(tab, RaceConfig(rank_by=CAPABILITY))
     assert ("a", "c", rules.TIED) not in state.decisions
     assert state.stops["c"].reason == BEATEN and state.stops["c"].by == "a"
+
+
+def test_the_settle_projection_by_hand():
+    """A right on 60 of 100 chance-0 items, B on 50 of them (10 discordant, all A's), the
+    same memory, ranked by capability. diff = 10 points, paired SE (second moment) =
+    100 * sqrt(10) / 100 = 3.162; apart at alpha / R = 0.01: 100 * (2.5758 * 3.162 / 10)^2 =
+    66.3 items, and A's only pair is settled then too. At this size both need the last round
+    (50 < 66.3 <= 100: share 1); at 4x (400 items) the 1/4 round (66.3 <= 100): share 0.25."""
+    from edgeeval.race.replay import settle_projection
+
+    a = [1] * 60 + [0] * 40
+    b = [1] * 50 + [0] * 50
+    tab = table({"a": a, "b": b}, {"a": 1.0, "b": 1.0})
+    proj = settle_projection(tab, RaceConfig(rank_by=CAPABILITY), scales=(1.0, 4.0))
+    assert proj.need["b"] == pytest.approx(100 * (2.5758293 * math.sqrt(10) / 10) ** 2)
+    assert round(proj.need["b"], 1) == 66.3
+    assert proj.need["a"] == pytest.approx(proj.need["b"])  # its only pair, settled then
+    assert proj.shares[1.0] == 1.0
+    assert proj.shares[4.0] == pytest.approx((0.25 + 0.25) / 2)

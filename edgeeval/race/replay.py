@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from statistics import NormalDist
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from edgeeval.race.rules import (
     round_sizes,
 )
 from edgeeval.race.verdicts import TaskVerdicts, VerdictTable
+from edgeeval.stats import margin_se_floor
 
 #: The level at which the full run "tells a pair apart" for the separable-order agreement.
 SEPARABLE_P = 0.05
@@ -493,3 +495,66 @@ def null_replays(
         state = _replay_one(arr, table.memory_gb, config, np.random.default_rng(k))[0]
         hits += any(d.kind == CAPABILITY for d in state.decisions.values())
     return hits / max(n_replays, 1)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How many items (per variant, the same task mix) the race would need to settle each
+    variant, projected from the full run's paired differences and SEs (SE ~ 1 / sqrt(n)):
+    `need[v]` (inf when never), and the share of item evaluations a suite of `scale` times
+    this one's size would use, each variant's need rounded up to the race's round grid."""
+
+    n_items: int
+    need: dict[str, float]
+    shares: dict[float, float]
+
+
+def settle_projection(
+    table: VerdictTable, config: RaceConfig, scales: Sequence[float] = (1.0, 4.0, 16.0, 64.0)
+) -> Projection:
+    """The items at which each pair's questions are expected to be decided (the observed
+    difference reaching the look's critical z at the projected SE, i.e. settled in about half
+    of the races; Holm's and Shaffer's steps and the variants dropped on the way ignored):
+    - capability: apart when |diff| / SE_n >= z(alpha / R, two-sided), or tied (|diff| < 2)
+      when (2 - |diff|) / SE_n >= z(alpha / R, one-sided), SE floored (stats.margin_se_floor);
+    - per GB (ranking per GB, unless the more capable one uses no more memory): apart.
+    A variant stops at its first beat (a capability lead of one using no more memory) or when
+    its last pair is settled. What it shows: whether a suite of this mix, however long, lets
+    the race stop early on these variants (README "Racing").
+
+    Two variants 10 points apart with SE 5 on 100 items, the same memory: apart needs
+    100 * (2.576 * 5 / 10)^2 = 166 items, so at this size (100) never; at 4x (400) the loser
+    is beaten, and the winner's only pair settled, at the 1/2 round: share 0.5.
+    """
+    n = table.n_items
+    alpha = config.alpha_per_look
+    z_apart = NormalDist().inv_cdf(1 - alpha / 2)
+    z_tied = NormalDist().inv_cdf(1 - alpha)
+    mem = table.memory_gb
+    settle = {v: 0.0 for v in table.variants}
+    beaten = {v: math.inf for v in table.variants}
+    for a, b in combinations(table.variants, 2):
+        counts = table.counts(a, b)
+        cap = paired_test(counts)
+        apart = n * (z_apart * cap.se / abs(cap.diff)) ** 2 if abs(cap.diff) > 1e-9 else math.inf
+        tied = math.inf
+        if abs(cap.diff) < EQUAL_WITHIN:
+            se = max(cap.se, margin_se_floor([(c, k.n) for c, k in counts], EQUAL_WITHIN))
+            tied = n * (z_tied * se / (EQUAL_WITHIN - abs(cap.diff))) ** 2
+        pair = min(apart, tied)
+        lead, trail = (a, b) if cap.diff > 0 else (b, a)
+        if apart < tied and mem[lead] <= mem[trail]:
+            beaten[trail] = min(beaten[trail], apart)
+        elif config.rank_by == PER_GB:
+            gb = paired_test(counts, scale_a=1 / mem[a], scale_b=1 / mem[b])
+            per_gb = n * (z_apart * gb.se / abs(gb.diff)) ** 2 if gb.diff else math.inf
+            pair = max(pair, per_gb)
+        for v in (a, b):
+            settle[v] = max(settle[v], pair)
+    need = {v: min(beaten[v], settle[v]) for v in table.variants}
+    fractions = [min(1.0, config.first_fraction * 2**r) for r in range(config.rounds)]
+    shares = {}
+    for scale in scales:
+        used = [next((f for f in fractions if f * scale * n >= need[v]), 1.0) for v in need]
+        shares[scale] = sum(used) / len(used)
+    return Projection(n, need, shares)
