@@ -726,7 +726,8 @@ def test_the_race_options_reach_the_race_and_refuse_without_race():
 
 
 def test_two_equal_variants_stop_as_tied_where_the_maths_says():
-    """A and C right on the same 512 of 1024 items (chance 0): their difference is 0 with an
+    """With `--race-margin 2`: A and C right on the same 512 of 1024 items (chance 0): their
+    difference is 0 with an
     observed SE of 0, so the tie test (TOST against 2 points) takes the floor of a 2-point
     gap, 100 * sqrt(0.02 * 0.98 / n) = 14 / sqrt(n): z = 2 / (14 / sqrt(n)) = sqrt(n) / 7.
     Rounds answer 64, 128, 256, 512, 1024 items; the pair is one group of the look (its
@@ -735,7 +736,7 @@ def test_two_equal_variants_stop_as_tied_where_the_maths_says():
     settled, with half the items. Without the tie they could only run out of items."""
     right = [1, 0] * 512
     tab = table({"a": right, "c": right}, {"a": 1.0, "c": 2.0})
-    config = RaceConfig(rank_by=CAPABILITY)
+    config = RaceConfig(rank_by=CAPABILITY, margin=2.0)
     assert rules.round_sizes(1024, config) == [64, 128, 256, 512, 1024]
     state = run_race(tab, config)
     tie = state.decisions[("a", "c", rules.TIED)]
@@ -748,16 +749,21 @@ def test_two_equal_variants_stop_as_tied_where_the_maths_says():
     ]
     assert rules.pair_settled(state, "a", "c")
     assert ("a", "c", CAPABILITY) not in state.decisions
+    plain = run_race(tab, RaceConfig(rank_by=CAPABILITY))  # no margin: no tie, all items
+    assert [(plain.stops[v].reason, plain.stops[v].n_items) for v in "ac"] == [
+        (EXHAUSTED, 1024),
+        (EXHAUSTED, 1024),
+    ]
 
 
 def test_a_pair_two_points_apart_is_never_tied():
-    """A right on the first 13 of every 25 items, C on the first 12 (4 points apart, twice the
-    margin, the discordant items spread evenly): the tie is never declared, and the lead is
-    (A beats C; they use the same memory)."""
+    """Margin 2: A right on the first 13 of every 25 items, C on the first 12 (4 points apart,
+    twice the margin, the discordant items spread evenly): the tie is never declared, and the
+    lead is (A beats C; they use the same memory)."""
     a = [int(i % 25 < 13) for i in range(1024)]
     c = [int(i % 25 < 12) for i in range(1024)]
     tab = table({"a": a, "c": c}, {"a": 1.0, "c": 1.0})
-    state = run_race(tab, RaceConfig(rank_by=CAPABILITY))
+    state = run_race(tab, RaceConfig(rank_by=CAPABILITY, margin=2.0))
     assert ("a", "c", rules.TIED) not in state.decisions
     assert state.stops["c"].reason == BEATEN and state.stops["c"].by == "a"
 

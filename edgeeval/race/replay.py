@@ -31,7 +31,6 @@ import numpy as np
 from edgeeval.race.rules import (
     BEATEN,
     CAPABILITY,
-    EQUAL_WITHIN,
     PER_GB,
     TIED,
     WITHIN_MARGIN,
@@ -336,13 +335,13 @@ def _false_settles(
 ) -> int:
     """Decisions the full run's point estimates contradict: a lead the full run does not
     show, (WITHIN_MARGIN) a loser the full run finds `margin` points or more ahead, or (TIED)
-    a tie the full run finds EQUAL_WITHIN points or more apart."""
+    a tie the full run finds `margin` points or more apart."""
     mem, wrong = table.memory_gb, 0
     counts = counts or table.counts
     for d in state.decisions.values():
         if d.kind == TIED:
             full = paired_test(counts(d.winner, d.loser))
-            wrong += abs(full.diff) >= EQUAL_WITHIN
+            wrong += abs(full.diff) >= state.config.margin
             continue
         if d.kind == WITHIN_MARGIN:
             full = paired_test(counts(d.loser, d.winner))
@@ -515,8 +514,9 @@ def settle_projection(
     """The items at which each pair's questions are expected to be decided (the observed
     difference reaching the look's critical z at the projected SE, i.e. settled in about half
     of the races; Holm's and Shaffer's steps and the variants dropped on the way ignored):
-    - capability: apart when |diff| / SE_n >= z(alpha / R, two-sided), or tied (|diff| < 2)
-      when (2 - |diff|) / SE_n >= z(alpha / R, one-sided), SE floored (stats.margin_se_floor);
+    - capability: apart when |diff| / SE_n >= z(alpha / R, two-sided), or (a margin d > 0,
+      |diff| < d) tied when (d - |diff|) / SE_n >= z(alpha / R, one-sided), SE floored
+      (stats.margin_se_floor);
     - per GB (ranking per GB, unless the more capable one uses no more memory): apart.
     A variant stops at its first beat (a capability lead of one using no more memory) or when
     its last pair is settled. What it shows: whether a suite of this mix, however long, lets
@@ -538,9 +538,10 @@ def settle_projection(
         cap = paired_test(counts)
         apart = n * (z_apart * cap.se / abs(cap.diff)) ** 2 if abs(cap.diff) > 1e-9 else math.inf
         tied = math.inf
-        if abs(cap.diff) < EQUAL_WITHIN:
-            se = max(cap.se, margin_se_floor([(c, k.n) for c, k in counts], EQUAL_WITHIN))
-            tied = n * (z_tied * se / (EQUAL_WITHIN - abs(cap.diff))) ** 2
+        margin = config.margin
+        if abs(cap.diff) < margin:
+            se = max(cap.se, margin_se_floor([(c, k.n) for c, k in counts], margin))
+            tied = n * (z_tied * se / (margin - abs(cap.diff))) ** 2
         pair = min(apart, tied)
         lead, trail = (a, b) if cap.diff > 0 else (b, a)
         if apart < tied and mem[lead] <= mem[trail]:

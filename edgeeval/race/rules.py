@@ -15,10 +15,11 @@ The rule (README "Racing"):
   (one-sided paired test, H0: it is at least d points more capable) to be less than d points
   more capable: it buys at most d points with more memory (practically dominated). With d = 0
   this rule never fires, and only a proven capability lead stops a variant.
-- Two variants shown equal in capability within EQUAL_WITHIN (2) points, by two one-sided
-  margin tests (TOST, the larger p; each SE floored at the least one a 2-point gap can have),
-  have their capability question settled as a tie: a quantization that changes nothing stops
-  being measured against its original, where no item count could ever tell them apart.
+- With a margin d > 0, two variants shown equal in capability within d points, by two
+  one-sided margin tests (TOST, the larger p; each SE floored at the least one a d-point gap
+  can have), have their capability question settled as a tie: a quantization that changes
+  nothing stops being measured against its original, where no item count could ever tell
+  them apart. With d = 0 no tie is ever declared.
 - A variant whose every comparison with the running variants is decided has its place settled
   and stops too; the rest go on until the last round.
 - Error control: Bonferroni over the R looks (each look spends alpha / R, alpha = 1 -
@@ -50,7 +51,7 @@ from itertools import combinations
 from statistics import NormalDist
 
 from edgeeval.errors import EdgeevalError
-from edgeeval.stats import TARGET_POINTS, margin_se_floor
+from edgeeval.stats import margin_se_floor
 
 CAPABILITY = "capability"
 PER_GB = "capability_per_gb"
@@ -63,11 +64,9 @@ PSEUDO_DISCORDANT = 0.5
 #: A decision kind: the winner (less memory) is shown to trail the loser in capability by less
 #: than the race's margin (the loser buys under `margin` points with more memory).
 WITHIN_MARGIN = "within_margin"
-#: A decision kind: the two are shown equal in capability within EQUAL_WITHIN points (two
+#: A decision kind: the two are shown equal in capability within the race's margin (two
 #: one-sided margin tests, TOST); it settles their capability question as a tie.
 TIED = "tied"
-#: The tie margin (capability points): the report's "equal within 2 points" (stats.TARGET_POINTS).
-EQUAL_WITHIN = TARGET_POINTS
 
 BEATEN = "beaten"
 SETTLED = "settled"
@@ -525,13 +524,13 @@ def _rank_implied(state: RaceState, a: str, b: str) -> bool:
 
 
 def _capability_open(state: RaceState, a: str, b: str) -> bool:
-    """Neither is shown more capable, nor are the two shown equal within EQUAL_WITHIN."""
+    """Neither is shown more capable, nor are the two shown equal within the margin."""
     return _decided(state, a, b, CAPABILITY) is None and _decided(state, a, b, TIED) is None
 
 
 def pair_settled(state: RaceState, a: str, b: str) -> bool:
     """Both questions about a pair are decided: who is more capable (or that they are equal
-    within EQUAL_WITHIN points), and the ranking order."""
+    within the race's margin), and the ranking order."""
     if _capability_open(state, a, b):
         return False
     if state.config.rank_by == CAPABILITY:
@@ -546,7 +545,8 @@ def _open_questions(state: RaceState) -> list[tuple[str, str, str]]:
     for a, b in combinations(sorted(state.running), 2):
         if _capability_open(state, a, b):
             out.append((a, b, CAPABILITY))
-            out.append((a, b, TIED))
+            if state.config.margin > 0:
+                out.append((a, b, TIED))
         if state.config.rank_by == PER_GB and not _rank_implied(state, a, b):
             if _decided(state, a, b, PER_GB) is None:
                 out.append((a, b, PER_GB))
@@ -574,9 +574,9 @@ def look(state: RaceState, evidence: Evidence, *, items_done: int, last: bool = 
             p, test = margin_test(evidence(b, a), state.config.margin)
             tests.append(dataclasses.replace(test, p=p))
             continue
-        if kind == TIED:  # under EQUAL_WITHIN points apart, either way (TOST: the larger p)
-            p_ab, test = margin_test(shared, EQUAL_WITHIN)
-            p_ba = margin_test(evidence(b, a), EQUAL_WITHIN)[0]
+        if kind == TIED:  # under `margin` points apart, either way (TOST: the larger p)
+            p_ab, test = margin_test(shared, state.config.margin)
+            p_ba = margin_test(evidence(b, a), state.config.margin)[0]
             tests.append(dataclasses.replace(test, p=max(p_ab, p_ba)))
             continue
         scale = (1.0 / state.memory_gb[a], 1.0 / state.memory_gb[b]) if kind == PER_GB else (1, 1)
