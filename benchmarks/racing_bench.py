@@ -205,6 +205,7 @@ def summary_dict(s: Any) -> dict[str, Any]:
         "full_front": sorted(s.full.front),
         "same_order_strict": s.strict_order,
         "same_order_separable": s.separable_order,
+        "same_order_survivors": s.survivor_order,
         "full_report_front": sorted(s.full_report_front),
         "same_front_report_rule": s.report_front,
         "same_front_point_estimates": s.front,
@@ -238,8 +239,8 @@ def phase_replay(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
         out["replays"].append(row)
         print(
             f"[replay] confidence {level}, margin {margin:g}: same order {s.strict_order:.1%} "
-            f"(separable pairs "
-            f"{s.separable_order:.1%}), same front {s.report_front:.1%} (report's rule; "
+            f"(separable pairs {s.separable_order:.1%}, but among the beaten "
+            f"{s.survivor_order:.1%}), same front {s.report_front:.1%} (report's rule; "
             f"point estimates {s.front:.1%}), items used "
             f"{s.items_used:.1%} (max {s.items_used_max:.1%}), false settle {s.false_settle:.1%}"
         )

@@ -4,7 +4,9 @@ Each replay draws a fresh seeded item order, runs the race's rules (edgeeval.rac
 verdicts the variants really gave, and compares the race's answer with the full run's:
 - order: the variants sorted by the ranking measure (capability per GB, or capability), each
   estimated on the items it answered; "strict" compares the whole sequence, "separable" only
-  the pairs the full run itself tells apart (paired test, two-sided 5 %);
+  the pairs the full run itself tells apart (paired test, two-sided 5 %), "survivors" those
+  pairs but two beaten variants (a race drops them below their beaters and does not rank them
+  among themselves);
 - Pareto front (capability vs peak memory), two ways: the report's (a variant is off it when
   one with no more memory is more capable beyond noise, or tied within noise and strictly
   smaller; noise = 1.96 paired SEs on the items both answered), and of point estimates (off it
@@ -71,6 +73,9 @@ class ReplaySummary:
     full_report_front: frozenset[str]
     answer: float  # ... order (strict) and the report's front both
     separable_answer: float  # ... separable order and the report's front both
+    #: ... with every separable pair in the same order, but for pairs of two beaten variants
+    #: (both dropped: the race ranks them below their beaters, not among themselves)
+    survivor_order: float
     items_used: float  # mean share of the full run's item evaluations
     items_used_max: float
     false_settle: float  # share of replays with a decision against the full run
@@ -361,7 +366,7 @@ def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) ->
     full_report_front = report_front(full_cap, mem, lambda u, v: report_se(table.counts(u, v)))
     separable = _separable(table, config.rank_by)
     total = len(table.variants) * table.n_items
-    tallies = dict(strict=0, separable=0, front=0, answer=0, sep_answer=0, false=0)
+    tallies = dict(strict=0, separable=0, front=0, answer=0, sep_answer=0, false=0, survivor=0)
     tallies["report_front"] = 0
     used: list[float] = []
     items = {v: 0.0 for v in table.variants}
@@ -381,6 +386,10 @@ def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) ->
         tallies["report_front"] += got_report_front == full_report_front
         pos = {v: k for k, v in enumerate(got.order)}
         sep_ok = all(pos[a] < pos[b] for a, b in separable)
+        beaten_now = set(off)
+        tallies["survivor"] += all(
+            pos[a] < pos[b] for a, b in separable if not {a, b} <= beaten_now
+        )
         tallies["strict"] += got.order == full.order
         tallies["separable"] += sep_ok
         tallies["front"] += got.front == full.front
@@ -403,6 +412,7 @@ def replay(table: VerdictTable, config: RaceConfig, *, n_replays: int = 1000) ->
         full_report_front=full_report_front,
         answer=tallies["answer"] / n,
         separable_answer=tallies["sep_answer"] / n,
+        survivor_order=tallies["survivor"] / n,
         items_used=float(np.mean(used)) if used else 0.0,
         items_used_max=max(used, default=0.0),
         false_settle=tallies["false"] / n,
