@@ -785,3 +785,18 @@ def test_the_settle_projection_by_hand():
     assert proj.need["a"] == pytest.approx(proj.need["b"])  # its only pair, settled then
     assert proj.shares[1.0] == 1.0
     assert proj.shares[4.0] == pytest.approx((0.25 + 0.25) / 2)
+
+
+def test_survivor_order_leaves_out_the_order_among_the_beaten():
+    """A right on all 800 items; Y on 400, X on 384 of those (Y - X = 2 points, 16 discordant:
+    the full run separates them, z = 2 / 0.5 = 4). A beats both at the first look (50 items,
+    z about 5), where X and Y often tie (no discordant item among the 50 in about a third of
+    the orders) and a tie sorts X first: the separable order then disagrees, the survivors'
+    order (which leaves out a pair of two beaten variants) never does."""
+    y = [1] * 400 + [0] * 400
+    x = [1] * 384 + [0] * 416
+    tab = table({"a": [1] * 800, "x": x, "y": y}, {"a": 1.0, "x": 2.0, "y": 2.0})
+    s = replay(tab, RaceConfig(rank_by=CAPABILITY), n_replays=200)
+    assert s.beaten == {"a": 0.0, "x": 1.0, "y": 1.0}
+    assert s.survivor_order == 1.0
+    assert 0.2 < 1 - s.separable_order < 0.6
