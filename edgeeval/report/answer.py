@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from edgeeval.report.cells import md
-from edgeeval.report.paired import NO_DIFFERENCE, PAIRED, Pair, Pairing, oriented
+from edgeeval.report.paired import NO_DIFFERENCE, PAIRED, Pair, Pairing, TaskPair, oriented
 from edgeeval.report.summarize import RankRow
 from edgeeval.stats import TARGET_POINTS, items_needed, min_detectable
 from edgeeval.text import safe_text
@@ -201,101 +201,102 @@ def _need(p: Pair, more: int | None) -> str:
     return ""
 
 
+#: What the comparison tables' columns mean (the section's first sentence).
+COMPARISON_KEY = (
+    "Capability A - B in points, with the paired SE (over the items both answered; the "
+    "ranking's ties and dominance use it) and the unpaired sqrt(se_A^2 + se_B^2). "
+    f"'equal within {TARGET_POINTS:g} (p)': for a pair not apart beyond noise, the p of "
+    f"two one-sided tests that the two differ by less than {TARGET_POINTS:g} points "
+    "(TOST; below 0.05 they are equal within that, not merely too few items apart; the SE "
+    "floored at the least one such a gap can have on these items). "
+    "'detectable': the smallest difference found with 80 % power at 5 % two-sided; "
+    f"'items for {TARGET_POINTS:g} points': the items (same task mix) that a "
+    f"{TARGET_POINTS:g}-point difference would need. Per task, A - B is in points of "
+    "accuracy, with McNemar's exact test on the items only one of the two got right; "
+    "'clustered': the task's paired SE is cluster-robust over the clusters its shared "
+    "items fall in (subjects, pages), '-' where it is not."
+)
+PAIR_HEAD = (
+    "A",
+    "B",
+    "A - B",
+    "paired SE",
+    "unpaired SE",
+    "SE used",
+    "p",
+    f"equal within {TARGET_POINTS:g} (p)",
+    "detectable",
+    f"items for {TARGET_POINTS:g} points",
+    "why unpaired",
+)
+TASK_HEAD = (
+    "A",
+    "B",
+    "task",
+    "n",
+    "A - B",
+    "paired SE",
+    "unpaired SE",
+    "clustered",
+    "only A right",
+    "only B right",
+    "McNemar p",
+)
+
+
 def comparison_section(pairing: Pairing) -> Section:
     """Every pair with both SEs of its capability difference, which one the ranking used,
     and the per-task paired differences with McNemar's exact test."""
     section = Section("Comparisons: paired vs unpaired standard errors")
-    if not pairing.pairs:
+    if pairing.pairs:
+        section.sentences.append(COMPARISON_KEY)
+    else:
         section.sentences.append("One measured variant per host: no pair to compare.")
-        if pairing.cluster_note:
-            section.sentences.append(pairing.cluster_note)
-        return section
-    section.sentences.append(
-        "Capability A - B in points, with the paired SE (over the items both answered; the "
-        "ranking's ties and dominance use it) and the unpaired sqrt(se_A^2 + se_B^2). "
-        f"'equal within {TARGET_POINTS:g} (p)': for a pair not apart beyond noise, the p of "
-        f"two one-sided tests that the two differ by less than {TARGET_POINTS:g} points "
-        "(TOST; below 0.05 they are equal within that, not merely too few items apart; the SE "
-        "floored at the least one such a gap can have on these items). "
-        f"'detectable': the smallest difference found with 80 % power at 5 % two-sided; "
-        f"'items for {TARGET_POINTS:g} points': the items (same task mix) that a "
-        f"{TARGET_POINTS:g}-point difference would need. Per task, A - B is in points of "
-        "accuracy, with McNemar's exact test on the items only one of the two got right; "
-        "'clustered': the task's paired SE is cluster-robust over the clusters its shared "
-        "items fall in (subjects, pages), '-' where it is not."
-    )
     if pairing.cluster_note:
         section.sentences.append(pairing.cluster_note)
-    head: tuple[str, ...] = (
-        "A",
-        "B",
-        "A - B",
-        "paired SE",
-        "unpaired SE",
-        "SE used",
-        "p",
-        f"equal within {TARGET_POINTS:g} (p)",
-        "detectable",
-        f"items for {TARGET_POINTS:g} points",
-        "why unpaired",
-    )
-    body: list[tuple[str, ...]] = []
+    if not pairing.pairs:
+        return section
     ahead = [_ahead_first(p) for p in pairing.pairs]
-    for pair in ahead:
-        paired = pair.method == PAIRED
-        body.append(
-            (
-                pair.a,
-                pair.b,
-                f"{pair.diff:.2f}",
-                f"{pair.se:.2f}" if paired else "-",
-                f"{pair.se_unpaired:.2f}",
-                pair.method,
-                _p(pair.p_value),
-                "-" if pair.settled or pair.equal_p is None else _p(pair.equal_p),
-                _detectable(pair.se, 2),
-                _count(pair.items_for_target),
-                pair.reason,
-            )
-        )
-    section.tables.append((head, body))
-    tasks = [(p, t) for p in ahead for t in p.tasks]
+    section.tables.append((PAIR_HEAD, [_pair_cells(p) for p in ahead]))
+    tasks = [_task_cells(p, t) for p in ahead for t in p.tasks]
     if tasks:
-        head = (
-            "A",
-            "B",
-            "task",
-            "n",
-            "A - B",
-            "paired SE",
-            "unpaired SE",
-            "clustered",
-            "only A right",
-            "only B right",
-            "McNemar p",
-        )
-        section.tables.append(
-            (
-                head,
-                [
-                    (
-                        p.a,
-                        p.b,
-                        t.task,
-                        str(t.n),
-                        f"{t.diff:.1f}",
-                        f"{t.se:.2f}",
-                        f"{t.se_unpaired:.2f}",
-                        t.clustering.removeprefix("clustered ") or "-",
-                        str(t.only_a),
-                        str(t.only_b),
-                        _p(t.p_mcnemar),
-                    )
-                    for p, t in tasks
-                ],
-            )
-        )
+        section.tables.append((TASK_HEAD, tasks))
     return section
+
+
+def _pair_cells(pair: Pair) -> tuple[str, ...]:
+    """One row of the pairs table (PAIR_HEAD)."""
+    paired = pair.method == PAIRED
+    return (
+        pair.a,
+        pair.b,
+        f"{pair.diff:.2f}",
+        f"{pair.se:.2f}" if paired else "-",
+        f"{pair.se_unpaired:.2f}",
+        pair.method,
+        _p(pair.p_value),
+        "-" if pair.settled or pair.equal_p is None else _p(pair.equal_p),
+        _detectable(pair.se, 2),
+        _count(pair.items_for_target),
+        pair.reason,
+    )
+
+
+def _task_cells(pair: Pair, t: TaskPair) -> tuple[str, ...]:
+    """One row of the per-task table (TASK_HEAD)."""
+    return (
+        pair.a,
+        pair.b,
+        t.task,
+        str(t.n),
+        f"{t.diff:.1f}",
+        f"{t.se:.2f}",
+        f"{t.se_unpaired:.2f}",
+        t.clustering.removeprefix("clustered ") or "-",
+        str(t.only_a),
+        str(t.only_b),
+        _p(t.p_mcnemar),
+    )
 
 
 def power_section(pairing: Pairing) -> Section:
