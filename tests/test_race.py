@@ -749,6 +749,9 @@ def test_two_equal_variants_stop_as_tied_where_the_maths_says():
     ]
     assert rules.pair_settled(state, "a", "c")
     assert ("a", "c", CAPABILITY) not in state.decisions
+    assert state.stops["a"].text == (
+        "stopped after 512 items: its place is settled (equal within 2 points to c)"
+    )
     plain = run_race(tab, RaceConfig(rank_by=CAPABILITY))  # no margin: no tie, all items
     assert [(plain.stops[v].reason, plain.stops[v].n_items) for v in "ac"] == [
         (EXHAUSTED, 1024),

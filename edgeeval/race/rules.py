@@ -451,6 +451,7 @@ class Stop:
 
     margin: float = 0.0  # > 0: beaten as practically dominated (within the race's margin)
     clustered: bool = False
+    tied: tuple[str, ...] = ()  # settled: the variants it was shown equal to within `margin`
 
     @property
     def text(self) -> str:
@@ -468,7 +469,9 @@ class Stop:
 
     def _unbeaten_text(self) -> str:
         if self.reason == SETTLED:
-            return f"stopped after {self.n_items} items: its place is settled"
+            ties = f" (equal within {self.margin:g} points to {', '.join(self.tied)})"
+            tail = ties if self.tied else ""
+            return f"stopped after {self.n_items} items: its place is settled{tail}"
         return f"answered all {self.n_items} items"
 
 
@@ -650,7 +653,15 @@ def _stop(state: RaceState, *, items_done: int, last: bool) -> RaceState:
     left = [v for v in state.running if v not in stops]
     for v in left:
         if all(pair_settled(state, v, u) for u in left if u != v):
-            stops[v] = Stop(v, SETTLED, state.looks, items_done)
+            tied = tuple(
+                sorted(
+                    d.loser if d.winner == v else d.winner
+                    for (_x, _y, kind), d in state.decisions.items()
+                    if kind == TIED and v in (d.winner, d.loser)
+                )
+            )
+            margin = state.config.margin if tied else 0.0
+            stops[v] = Stop(v, SETTLED, state.looks, items_done, margin=margin, tied=tied)
     for v in state.running:
         if last and v not in stops:
             stops[v] = Stop(v, EXHAUSTED, state.looks, items_done)
