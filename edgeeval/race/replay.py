@@ -543,12 +543,12 @@ def settle_projection(
     mem = table.memory_gb
     settle = {v: 0.0 for v in table.variants}
     beaten = {v: math.inf for v in table.variants}
+    margin = config.margin
     for a, b in combinations(table.variants, 2):
         counts = table.counts(a, b)
         cap = paired_test(counts)
         apart = n * (z_apart * cap.se / abs(cap.diff)) ** 2 if abs(cap.diff) > 1e-9 else math.inf
         tied = math.inf
-        margin = config.margin
         if abs(cap.diff) < margin:
             se = max(cap.se, margin_se_floor([(c, k.n) for c, k in counts], margin))
             tied = n * (z_tied * se / (margin - abs(cap.diff))) ** 2
