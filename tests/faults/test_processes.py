@@ -225,9 +225,9 @@ def test_a_child_that_stops_answering_is_stopped_by_the_stall_limit():
     assert outcome.timed_out and outcome.limit == "stall" and outcome.limit_s == 1.5
     assert outcome.signal == signal.SIGKILL
     assert [e.done for _, e in seen] == [0, 1, 2] and outcome.last_event.done == 2
-    # not before the stated limit after the last event; and long before the child's own 600 s
-    # sleep would end (the margin is wide: a loaded shared host delays the sampler's ticks)
-    assert 1.5 <= stopped - seen[-1][0] < 1.5 + 60.0
+    # not before the stated limit after the last event; and before the child's own 600 s sleep
+    # would have ended it (a logical bound, not a speed limit: a loaded host only delays ticks)
+    assert 1.5 <= stopped - seen[-1][0] < 600.0
 
 
 def test_a_child_that_keeps_making_progress_outlives_the_stall_limit():
